@@ -1,0 +1,193 @@
+"""The one config tree of the trainer, as structured (dataclass) schemas.
+
+Hydra composes `configs/*.yaml` with command-line overrides; `agent_rl.config.load` merges the
+result into these dataclasses, so an unknown key, a wrong type or a missing file fails at start
+with one line naming it. Every field carries a `help` in its metadata: `docs/config.md` is
+generated from it (`python -m agent_rl.config.docs`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+
+def F(default: Any = None, help: str = "", factory: Any = None):  # noqa: A002 - mirrors argparse
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelConfig:
+    path: str = F("embedded", "HF model folder, or `embedded` for SmolLM2-135M-Instruct prepared by `agent-rl model prepare`")
+    tokenizer_path: Optional[str] = F(None, "tokenizer folder when it differs from `path`")
+    dtype: str = F("bfloat16", "parameter dtype used for compute (bfloat16 | float16 | float32); master weights stay fp32")
+    trust_remote_code: bool = F(False, "pass trust_remote_code to transformers")
+    gradient_checkpointing: bool = F(True, "activation checkpointing in the actor")
+    remove_padding: bool = F(True, "pack sequences without padding when the model supports it (flash/sdpa varlen)")
+
+
+@dataclass
+class DataConfig:
+    train_files: List[str] = F(None, "parquet files for training (our row schema)", factory=lambda: ["data/kg/train.parquet"])
+    val_files: List[str] = F(None, "parquet files for validation", factory=lambda: ["data/kg/val.parquet"])
+    train_batch_size: int = F(8, "prompts per training step (GRPO groups per step)")
+    val_batch_size: int = F(64, "prompts per validation batch")
+    max_val_samples: int = F(64, "validation uses at most this many rows (-1: all)")
+    max_prompt_length: int = F(1024, "prompt tokens (system + tools + question); longer rows are dropped with a warning")
+    shuffle: bool = F(True, "shuffle training rows each epoch (seeded by trainer.seed)")
+    generate_if_missing: Optional[str] = F(None, "`kg` or `arith`: generate the embedded data set into the files' folder when they are missing")
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = F(1.0, "sampling temperature (0 = greedy)")
+    top_p: float = F(1.0, "nucleus sampling")
+    top_k: int = F(-1, "top-k sampling (-1 = off)")
+
+
+@dataclass
+class MultiTurnConfig:
+    enable: bool = F(True, "run tools between assistant turns")
+    max_assistant_turns: int = F(4, "assistant turns per trajectory")
+    max_tool_calls: int = F(8, "tool calls per trajectory (all tools)")
+    max_parallel_tool_calls: int = F(4, "tool calls of one turn run concurrently up to this many")
+    max_new_tokens_per_turn: int = F(256, "new tokens the engine may sample in one assistant turn")
+    max_response_tokens: int = F(1024, "all response tokens of a trajectory (sampled + tool + template), the training length budget")
+    max_tool_response_tokens: int = F(256, "tokens kept of one tool observation")
+    tool_response_truncate_side: str = F("middle", "where an over-long observation is cut: head | middle | tail (keeps the other parts)")
+    format: str = F("hermes", "tool-call format parsed from the model's text (hermes: <tool_call>{json}</tool_call>)")
+    system_prompt: Optional[str] = F(None, "system prompt prepended when the data row has none")
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = F("auto", "auto | sglang | hf | http (auto: sglang when CUDA and sglang are present, else hf)")
+    n: int = F(4, "samples per prompt (GRPO group size)")
+    sampling: SamplingConfig = F(None, "training-time sampling", factory=SamplingConfig)
+    val_sampling: SamplingConfig = F(None, "validation sampling (temperature 0 = greedy)", factory=lambda: SamplingConfig(temperature=0.0))
+    multi_turn: MultiTurnConfig = F(None, "multi-turn budgets (distinct names, see docs/config.md)", factory=MultiTurnConfig)
+    max_model_len: int = F(4096, "context limit of the engine: prompt + response")
+    max_concurrent_trajectories: int = F(256, "trajectories in flight at once")
+    over_sample_rate: float = F(0.0, "launch ceil(B*(1+rate)) prompt groups, keep the first B that finish completely, abort the rest")
+    partial_rollout: bool = F(False, "carry-over: unfinished trajectories resume in the next step instead of being dropped")
+    gpu_memory_utilization: float = F(0.4, "sglang mem_fraction_static")
+    free_cache_engine: bool = F(True, "release engine memory while the actor trains (hybrid engine)")
+    weight_sync_bucket_mb: int = F(512, "size bound of one update_weights_from_tensor call")
+    server_url: Optional[str] = F(None, "base URL of an external SGLang server (engine=http)")
+    hf_max_batch_size: int = F(64, "hf engine: most sequences decoded together")
+    engine_kwargs: Dict[str, Any] = F(None, "passed through to sglang.Engine (attention_backend, cuda graph, ...)", factory=lambda: {
+        "attention_backend": "triton", "sampling_backend": "pytorch", "grammar_backend": "none",
+    })
+    progress_bar: bool = F(True, "show a progress bar while rolling out")
+    trajectory_dir: Optional[str] = F(None, "where each step's trajectories are written as JSONL (default: <trainer.output_dir>/rollouts)")
+
+
+@dataclass
+class ToolsConfig:
+    config_path: Optional[str] = F("configs/tool_config/kg_query_tool_config.yaml", "tool YAML (verl shape); null = no tools")
+    kg_server_url: str = F("http://127.0.0.1:8001", "KG server base URL used by kg_query")
+    kg_server_autostart: bool = F(True, "start the KG server in-process when nothing answers at kg_server_url")
+    kg_store: Optional[str] = F("data/kg/kg_store.json", "KG store file the autostarted server loads")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = F(1e-6, "AdamW learning rate")
+    betas: List[float] = F(None, "AdamW betas", factory=lambda: [0.9, 0.999])
+    weight_decay: float = F(0.01, "AdamW weight decay")
+    warmup_steps: int = F(0, "linear warm-up steps (optimizer steps)")
+    warmup_ratio: float = F(0.0, "warm-up as a fraction of all optimizer steps, used when warmup_steps is 0")
+    lr_schedule: str = F("constant", "constant | cosine (after warm-up)")
+    min_lr_ratio: float = F(0.0, "cosine floor as a fraction of lr")
+    grad_clip: float = F(1.0, "max global grad norm")
+
+
+@dataclass
+class ActorConfig:
+    optim: OptimConfig = F(None, "optimizer", factory=OptimConfig)
+    ppo_mini_batch_size: int = F(8, "prompts per optimizer step (x rollout.n trajectories)")
+    ppo_epochs: int = F(1, "passes over each step's batch")
+    ppo_max_token_len_per_gpu: int = F(8192, "token budget of one micro-batch (dynamic batching)")
+    clip_ratio_low: float = F(0.2, "PPO clip: ratio >= 1 - low")
+    clip_ratio_high: float = F(0.28, "PPO clip: ratio <= 1 + high")
+    clip_ratio_c: float = F(3.0, "dual clip bound for negative advantages (> 1; null to disable)")
+    loss_agg_mode: str = F("token-mean", "token-mean | seq-mean-token-sum | seq-mean-token-mean")
+    entropy_coeff: float = F(0.0, "entropy bonus coefficient")
+    use_kl_loss: bool = F(True, "KL loss against the reference model")
+    kl_loss_coef: float = F(0.001, "KL loss coefficient")
+    kl_loss_type: str = F("low_var_kl", "low_var_kl (k3, clamped) | k1 | abs | mse (k2) | k3+ (straight-through, unbiased gradient)")
+    param_offload: bool = F(False, "FSDP CPU offload of actor parameters")
+    mixed_precision: bool = F(True, "bf16 compute with fp32 master weights (FSDP2 MixedPrecisionPolicy)")
+
+
+@dataclass
+class RefConfig:
+    offload: bool = F(True, "keep reference parameters on CPU between uses")
+    log_prob_max_token_len_per_gpu: int = F(16384, "token budget of one reference micro-batch")
+
+
+@dataclass
+class TISConfig:
+    enable: bool = F(True, "truncated importance weights for the rollout/training log-prob mismatch")
+    cap: float = F(2.0, "weights are min(exp(logp_train_old - logp_rollout), cap)")
+
+
+@dataclass
+class AlgorithmConfig:
+    adv_estimator: str = F("grpo", "grpo | grpo_multi_turn (KG-R1 per-turn rewards added to the outcome advantage)")
+    norm_adv_by_std: bool = F(True, "divide by the group std (False = Dr.GRPO)")
+    adv_epsilon: float = F(1e-6, "added to the group std")
+    turn_adv_coef: float = F(1.0, "weight of the per-turn advantage (grpo_multi_turn)")
+    tis: TISConfig = F(None, "rollout/training mismatch correction", factory=TISConfig)
+
+
+@dataclass
+class RewardConfig:
+    kg_answer_metric: str = F("f1", "f1 | em | hits1: the answer score of KG QA")
+    kg_answer_weight: float = F(1.0, "weight of the answer score")
+    kg_format_weight: float = F(0.1, "weight of the per-turn format score")
+    kg_validity_weight: float = F(0.1, "weight of the per-turn query-validity score")
+    kg_retrieval_weight: float = F(0.0, "weight of retrieval quality (a gold answer seen in an observation)")
+    arith_format_weight: float = F(0.0, "weight of the answer-format score for arithmetic / GSM8K")
+
+
+@dataclass
+class TrainerConfig:
+    project_name: str = F("agent-rl", "logger project")
+    experiment_name: str = F("kg-grpo", "run name")
+    output_dir: str = F("outputs/${trainer.experiment_name}", "checkpoints, metrics JSONL, plots, trajectories")
+    total_training_steps: Optional[int] = F(20, "stop after this many steps (null: only epochs)")
+    total_epochs: int = F(1000, "stop after this many passes over the training data")
+    save_freq: int = F(10, "checkpoint every N steps (-1: never; the last step is always saved when > 0)")
+    test_freq: int = F(10, "validate every N steps (-1: never)")
+    val_before_train: bool = F(True, "validate once before the first step")
+    resume: str = F("auto", "auto (latest complete checkpoint) | disable | <path to a checkpoint>")
+    max_ckpt_to_keep: int = F(2, "keep the last K checkpoints")
+    n_gpus_per_node: int = F(1, "workers (ranks) per node; on CPU: gloo ranks")
+    nnodes: int = F(1, "nodes of the Ray cluster")
+    device: str = F("auto", "auto | cuda | cpu")
+    use_ray: bool = F(True, "place workers with Ray (False: one process, for debugging)")
+    ray_address: Optional[str] = F(None, "existing Ray cluster address (`ray start`); null = local")
+    seed: int = F(1, "seed for data order, sampling and init")
+
+
+@dataclass
+class LoggerConfig:
+    backends: List[str] = F(None, "console | jsonl | wandb", factory=lambda: ["console", "jsonl"])
+    wandb_mode: str = F("auto", "auto (online with WANDB_API_KEY, else offline) | online | offline | disabled")
+    plot: bool = F(True, "write a PNG of the training curves next to the JSONL at the end")
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = F(None, "policy / reference model", factory=ModelConfig)
+    data: DataConfig = F(None, "parquet data", factory=DataConfig)
+    rollout: RolloutConfig = F(None, "generation and multi-turn agent loop", factory=RolloutConfig)
+    tools: ToolsConfig = F(None, "tool declarations and the KG server", factory=ToolsConfig)
+    actor: ActorConfig = F(None, "FSDP actor and PPO/GRPO loss", factory=ActorConfig)
+    ref: RefConfig = F(None, "reference model", factory=RefConfig)
+    algorithm: AlgorithmConfig = F(None, "advantage estimation and corrections", factory=AlgorithmConfig)
+    reward: RewardConfig = F(None, "reward weights", factory=RewardConfig)
+    trainer: TrainerConfig = F(None, "loop, checkpoints, devices", factory=TrainerConfig)
+    logger: LoggerConfig = F(None, "metrics sinks", factory=LoggerConfig)

