@@ -1,0 +1,104 @@
+"""Training-curve PNG from a metrics JSONL (matplotlib, Agg backend: no display needed).
+
+`plot_metrics(jsonl, png, keys=None)`: one panel per curve group; with `keys=None` the default panels
+(rewards incl. validation, KL loss, policy loss, entropy, response length, tool-call rate, KG query
+success, timing) are drawn for whichever of their metrics are present.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from agent_rl.metrics.jsonl import read_jsonl
+
+# (panel title, metric patterns). Patterns are fnmatch globs over metric names.
+DEFAULT_PANELS: List[Tuple[str, List[str]]] = [
+    ("reward", ["reward/mean", "val/*/reward"]),
+    ("KL loss", ["actor/kl_loss"]),
+    ("policy loss", ["actor/pg_loss"]),
+    ("entropy", ["actor/entropy"]),
+    ("response length (tokens)", ["rollout/response_length/mean", "rollout/response_len_mean", "rollout/response_length"]),
+    ("tool calls / trajectory", ["rollout/tool_calls/mean", "rollout/tool_call_rate", "rollout/num_tool_calls/mean"]),
+    ("KG query success rate", ["kg/query_success_rate"]),
+    ("timing (s)", ["timing/step_s", "timing/rollout_s", "timing/update_s", "timing/old_logprob_s", "timing/ref_s", "timing/sync_s"]),
+]
+
+
+def _series(records: Sequence[dict], key: str) -> Tuple[List[int], List[float]]:
+    xs, ys = [], []
+    for r in records:
+        v = r.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v)):
+            continue
+        xs.append(int(r["step"]))
+        ys.append(float(v))
+    return xs, ys
+
+
+def _panels(records: Sequence[dict], keys: Optional[Sequence[str]]) -> List[Tuple[str, List[str]]]:
+    names = sorted({k for r in records for k in r if k not in ("step", "time")})
+    if keys:
+        return [(k, [m for m in names if fnmatch.fnmatch(m, k)]) for k in keys]
+    out = []
+    for title, patterns in DEFAULT_PANELS:
+        found: List[str] = []
+        for p in patterns:
+            found += [m for m in names if fnmatch.fnmatch(m, p) and m not in found]
+        out.append((title, found))
+    return out
+
+
+def plot_metrics(jsonl: str, png: str, keys: Optional[Sequence[str]] = None, title: Optional[str] = None) -> Optional[str]:
+    """Write `png` with the curves of `jsonl`; returns the path, or None when there is nothing to draw."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    records = read_jsonl(jsonl)
+    panels = [(t, [m for m in ms if _series(records, m)[0]]) for t, ms in _panels(records, keys)]
+    panels = [(t, ms) for t, ms in panels if ms]
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (ptitle, metrics) in zip(axes.flat, panels):
+        for m in metrics:
+            xs, ys = _series(records, m)
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=m)
+        ax.set_title(ptitle, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+        if len(metrics) > 1 or keys:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m agent_rl.metrics.plot", description="Plot a metrics JSONL as PNG")
+    p.add_argument("jsonl")
+    p.add_argument("-o", "--out", default=None, help="PNG path (default: next to the JSONL)")
+    p.add_argument("--keys", nargs="*", default=None, help="metric names or globs, one panel each")
+    a = p.parse_args(argv)
+    import os
+
+    out = a.out or os.path.splitext(a.jsonl)[0] + ".png"
+    res = plot_metrics(a.jsonl, out, a.keys)
+    print(res or "nothing to plot")
+    return 0 if res else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
