@@ -1,0 +1,142 @@
+"""Chat rendering for token-in-token-out rollouts (design decision 1).
+
+`ChatRenderer` turns the first messages into prompt ids and every tool turn into the ids appended
+after the sampled assistant tokens. It renders with the model's own chat template when that
+template renders tools (checked by rendering a sentinel tool), else with the project's Hermes /
+Qwen2.5-style template (`agent_rl/model/chat_template.jinja`).
+
+Token stream of a trajectory:
+
+    prompt_ids(messages)                  ... <|im_start|>assistant\\n
+    sampled ids of turn 1                 ... <|im_end|>                (the stop token is sampled)
+    observation_ids(tool_msgs, True)      \\n<|im_start|>user\\n<tool_response>...<|im_end|>\\n<|im_start|>assistant\\n
+    sampled ids of turn 2 ...
+
+`observation_ids` is computed once per tool turn by rendering the *delta*: a fixed dummy
+conversation is rendered with and without the tool messages and the text after the dummy
+assistant's end-of-turn string is tokenized. Nothing sampled is ever re-tokenized. `drift` compares
+that incremental stream with a full re-render of the conversation, as a metric only.
+
+For `drift`, assistant messages hold the decoded sampled text *without* the final end-of-turn
+token, with tool calls left inline in `content` (not as structured `tool_calls`, which a template
+would re-serialise differently).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+from agent_rl.model.prepare import chat_template as project_chat_template
+
+_SENTINEL_TOOL = "agent_rl_sentinel_tool_7f3a"
+_SENTINEL_TEXT = "agent_rl_sentinel_text_7f3a"
+_DUMMY_TEXT = "agent_rl_dummy"
+
+
+def _sentinel_tools() -> List[Dict[str, Any]]:
+    return [{"type": "function", "function": {"name": _SENTINEL_TOOL, "description": "sentinel",
+                                              "parameters": {"type": "object", "properties": {}}}}]
+
+
+def template_renders_tools(tokenizer, template: Optional[str] = None) -> bool:
+    """True when `template` (default: the tokenizer's) puts a tool schema into the prompt."""
+    if template is None and not getattr(tokenizer, "chat_template", None):
+        return False
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tools=_sentinel_tools(),
+                                             chat_template=template, tokenize=False, add_generation_prompt=True)
+    except Exception:
+        return False
+    return _SENTINEL_TOOL in text
+
+
+class ChatRenderer:
+    def __init__(self, tokenizer, tools: Optional[List[Dict[str, Any]]] = None, system_prompt: Optional[str] = None):
+        self.tokenizer = tokenizer
+        self.tools = list(tools) if tools else None
+        self.system_prompt = system_prompt
+        if template_renders_tools(tokenizer):
+            self.template: str = tokenizer.chat_template
+            self.template_source = "model"
+        else:
+            self.template = project_chat_template()
+            self.template_source = "project"
+        self.end_of_turn_text = self._find_end_of_turn()
+        self.end_of_turn_ids: List[int] = self.encode(self.end_of_turn_text) if self.end_of_turn_text else []
+        stop: List[int] = []
+        eos = tokenizer.eos_token_id
+        for t in ([eos] if isinstance(eos, int) else list(eos or [])):
+            if t is not None and t not in stop:
+                stop.append(int(t))
+        if len(self.end_of_turn_ids) == 1 and self.end_of_turn_ids[0] not in stop:
+            stop.append(self.end_of_turn_ids[0])
+        self.stop_token_ids: List[int] = stop
+        if not self.end_of_turn_ids and isinstance(eos, int):
+            self.end_of_turn_ids = [eos]
+
+    # ---------------------------------------------------------------- basics
+    def encode(self, text: str) -> List[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def render(self, messages: Sequence[Dict[str, Any]], add_generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(list(messages), tools=self.tools, chat_template=self.template,
+                                                  tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def with_system(self, messages: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        msgs = [dict(m) for m in messages]
+        if self.system_prompt and not (msgs and msgs[0].get("role") == "system"):
+            msgs.insert(0, {"role": "system", "content": self.system_prompt})
+        return msgs
+
+    def _find_end_of_turn(self) -> str:
+        """The text the template writes right after an assistant message's content, whitespace stripped."""
+        text = self.render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": _SENTINEL_TEXT}],
+                           add_generation_prompt=False)
+        i = text.rfind(_SENTINEL_TEXT)
+        return text[i + len(_SENTINEL_TEXT):].strip() if i >= 0 else ""
+
+    def _cut_after_last_end_of_turn(self, text: str) -> int:
+        if not self.end_of_turn_text:
+            return len(text)
+        i = text.rfind(self.end_of_turn_text)
+        return len(text) if i < 0 else i + len(self.end_of_turn_text)
+
+    # ---------------------------------------------------------------- API
+    def prompt_ids(self, messages: Sequence[Dict[str, Any]]) -> List[int]:
+        """Ids of the conversation so far plus the assistant header (system prompt added when configured and absent)."""
+        return self.encode(self.render(self.with_system(messages), add_generation_prompt=True))
+
+    def observation_text(self, tool_messages: Sequence[Dict[str, Any]]) -> str:
+        """Text after the assistant's end-of-turn token up to and including the next assistant header."""
+        base = self.with_system([{"role": "user", "content": _DUMMY_TEXT}, {"role": "assistant", "content": _DUMMY_TEXT}])
+        tool_msgs = [{"role": "tool", **{k: v for k, v in m.items() if k != "role"}} for m in tool_messages]
+        before = self.render(base, add_generation_prompt=False)
+        after = self.render(base + tool_msgs, add_generation_prompt=True)
+        cut = self._cut_after_last_end_of_turn(before)
+        if after[:cut] != before[:cut]:
+            raise ValueError("chat template renders earlier turns differently when tool messages follow; "
+                             "cannot compute an incremental observation")
+        return after[cut:]
+
+    def observation_ids(self, tool_messages: Sequence[Dict[str, Any]], assistant_ended: bool = True) -> List[int]:
+        """Ids of the tool turn(s) + next assistant header. `assistant_ended=False` (the turn stopped on length)
+        prepends the end-of-turn ids so the turn is closed as the template would close it."""
+        ids = self.encode(self.observation_text(tool_messages))
+        return ids if assistant_ended else list(self.end_of_turn_ids) + ids
+
+    def full_ids(self, messages: Sequence[Dict[str, Any]]) -> List[int]:
+        """Full re-render of a conversation, in the incremental stream's shape: ends with the assistant header when
+        the last message is not an assistant one, else right after that assistant's end-of-turn token."""
+        msgs = self.with_system(messages)
+        if msgs and msgs[-1].get("role") == "assistant":
+            text = self.render(msgs, add_generation_prompt=False)
+            text = text[: self._cut_after_last_end_of_turn(text)]
+        else:
+            text = self.render(msgs, add_generation_prompt=True)
+        return self.encode(text)
+
+    def drift(self, messages: Sequence[Dict[str, Any]], ids: Sequence[int]) -> int:
+        """Tokens where `ids` (prompt + response, built incrementally) differ from a full re-render of `messages`:
+        differing positions over the common length + the length difference. A metric only."""
+        full = self.full_ids(messages)
+        n = min(len(full), len(ids))
+        return sum(1 for a, b in zip(full[:n], ids[:n]) if a != b) + abs(len(full) - len(ids))

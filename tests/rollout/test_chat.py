@@ -1,0 +1,131 @@
+import copy
+
+import pytest
+
+from agent_rl.rollout.chat import ChatRenderer, template_renders_tools
+from agent_rl.rollout.parser import parse_tool_calls
+
+TOOLS = [{"type": "function", "function": {"name": "calculator", "description": "Evaluate arithmetic",
+                                           "parameters": {"type": "object", "properties": {"expression": {"type": "string"}},
+                                                          "required": ["expression"]}}}]
+
+# A template that renders tools in its own way (not ours): the renderer must use it as is.
+OTHER_TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\nTOOLS:{% for t in tools %} {{ t.function.name }}{% endfor %}<|im_end|>\n{% endif %}"
+    "{%- for m in messages %}"
+    "{%- if m.role == 'tool' %}<|im_start|>tool\n{{ m.content }}<|im_end|>\n"
+    "{%- else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _tok_with_template(tokenizer, template):
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = template
+    return tok
+
+
+def _roll(renderer, user, turns, stopped_on_length=()):
+    """Build the incremental token stream of a conversation whose assistant texts are tokenized normally.
+    turns: list of (assistant_text, [tool contents] or None)."""
+    messages = [{"role": "user", "content": user}]
+    ids = renderer.prompt_ids(messages)
+    for k, (text, tool_contents) in enumerate(turns):
+        ended = k not in stopped_on_length
+        ids += renderer.encode(text) + (renderer.end_of_turn_ids if ended else [])
+        messages.append({"role": "assistant", "content": text})
+        if tool_contents is not None:
+            tool_msgs = [{"role": "tool", "content": c} for c in tool_contents]
+            ids += renderer.observation_ids(tool_msgs, assistant_ended=ended)
+            messages += tool_msgs
+    return messages, ids
+
+
+@pytest.mark.parametrize("system_prompt", [None, "You are a careful calculator user."])
+def test_incremental_equals_full_render(tokenizer, system_prompt):
+    r = ChatRenderer(tokenizer, TOOLS, system_prompt)
+    a1 = 'I will compute it.\n<tool_call>\n{"name": "calculator", "arguments": {"expression": "17 * 23"}}\n</tool_call>'
+    a2 = "Two more.<tool_call>{\"name\": \"calculator\", \"arguments\": {\"expression\": \"1+1\"}}</tool_call>" \
+         "<tool_call>{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+2\"}}</tool_call>"
+    a3 = "The result is <answer>391</answer>"
+    messages, ids = _roll(r, "What is 17 * 23?", [(a1, ["391"]), (a2, ["2", "4\nwith newline "]), (a3, None)])
+    assert r.drift(messages, ids) == 0
+    assert ids == r.full_ids(messages)
+    assert parse_tool_calls(a1).calls[0].arguments == {"expression": "17 * 23"}
+    text = tokenizer.decode(ids)
+    assert text.count("<tool_response>") == 3
+    if system_prompt:
+        assert system_prompt in text
+    # ends right after the sampled end-of-turn token
+    assert ids[-1] == r.end_of_turn_ids[-1]
+
+
+def test_length_stopped_turn_gets_end_of_turn_prepended(tokenizer):
+    r = ChatRenderer(tokenizer, TOOLS)
+    obs_ended = r.observation_ids([{"role": "tool", "content": "x"}], assistant_ended=True)
+    obs_cut = r.observation_ids([{"role": "tool", "content": "x"}], assistant_ended=False)
+    assert obs_cut == r.end_of_turn_ids + obs_ended
+    messages, ids = _roll(r, "q", [("partial <tool_call>{\"name\"", ["error: unclosed"]), ("done", None)],
+                          stopped_on_length={0})
+    assert r.drift(messages, ids) == 0
+
+
+def test_observation_shape(tokenizer):
+    r = ChatRenderer(tokenizer, TOOLS)
+    text = tokenizer.decode(r.observation_ids([{"role": "tool", "content": "391"}, {"role": "tool", "content": "7"}]))
+    assert text == ("\n<|im_start|>user\n<tool_response>\n391\n</tool_response>\n<tool_response>\n7\n</tool_response>"
+                    "<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_stop_ids_and_end_of_turn(tokenizer):
+    r = ChatRenderer(tokenizer, TOOLS)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert r.end_of_turn_ids == [im_end]
+    assert im_end in r.stop_token_ids and tokenizer.eos_token_id in r.stop_token_ids
+
+
+def test_prompt_system_prompt_only_when_absent(tokenizer):
+    r = ChatRenderer(tokenizer, None, "SYS-PROMPT")
+    t1 = tokenizer.decode(r.prompt_ids([{"role": "user", "content": "hi"}]))
+    assert t1.startswith("<|im_start|>system\nSYS-PROMPT<|im_end|>") and t1.endswith("<|im_start|>assistant\n")
+    t2 = tokenizer.decode(r.prompt_ids([{"role": "system", "content": "OWN"}, {"role": "user", "content": "hi"}]))
+    assert "OWN" in t2 and "SYS-PROMPT" not in t2
+
+
+def test_tools_rendered(tokenizer):
+    r = ChatRenderer(tokenizer, TOOLS)
+    t = tokenizer.decode(r.prompt_ids([{"role": "user", "content": "hi"}]))
+    assert '"name": "calculator"' in t and "<tools>" in t
+
+
+def test_falls_back_to_project_template(tokenizer):
+    plain = _tok_with_template(tokenizer, "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+                                          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    assert not template_renders_tools(plain)
+    r = ChatRenderer(plain, TOOLS)
+    assert r.template_source == "project"
+    assert "<tools>" in plain.decode(r.prompt_ids([{"role": "user", "content": "hi"}]))
+
+
+def test_uses_model_template_that_renders_tools(tokenizer):
+    other = _tok_with_template(tokenizer, OTHER_TEMPLATE)
+    r = ChatRenderer(other, TOOLS)
+    assert r.template_source == "model"
+    assert other.decode(r.prompt_ids([{"role": "user", "content": "hi"}])).startswith("<|im_start|>system\nTOOLS: calculator")
+    assert other.decode(r.observation_ids([{"role": "tool", "content": "5"}])) == \
+        "\n<|im_start|>tool\n5<|im_end|>\n<|im_start|>assistant\n"
+    messages, ids = _roll(r, "q", [("call", ["5"]), ("<answer>5</answer>", None)])
+    assert r.drift(messages, ids) == 0
+
+
+def test_drift_counts_differences(tokenizer):
+    r = ChatRenderer(tokenizer, TOOLS)
+    messages, ids = _roll(r, "q", [("a", ["5"]), ("b", None)])
+    assert r.drift(messages, ids) == 0
+    bad = list(ids)
+    bad[-3] = bad[-3] + 1
+    assert r.drift(messages, bad) == 1
+    assert r.drift(messages, ids[:-2]) == 2
+    # a re-tokenization that merges differently is detected: drop the "\n" after an end-of-turn
+    eot = r.end_of_turn_ids[0]
+    k = len(ids) - 1 - ids[::-1].index(eot, 1)  # an earlier end-of-turn
+    assert r.drift(messages, ids[:k + 1] + ids[k + 2:]) > 0
