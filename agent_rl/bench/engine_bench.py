@@ -1,0 +1,66 @@
+"""Raw generation throughput: every request submitted at once, `ignore_eos` so each one samples
+exactly its `max_new_tokens`. This is the ceiling a rollout mode is compared to."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from agent_rl.engines.base import Engine, SamplingParams
+
+
+def synthetic_prompts(num: int, length: int, vocab_size: int, seed: int = 0, avoid: Sequence[int] = ()) -> List[List[int]]:
+    """`num` prompts of `length` random token ids (seeded), skipping special ids in `avoid`."""
+    rng = np.random.default_rng(seed)
+    avoid = set(int(a) for a in avoid)
+    prompts = []
+    for _ in range(num):
+        ids = [int(t) for t in rng.integers(0, vocab_size, length)]
+        prompts.append([t if t not in avoid else (t + 1) % vocab_size for t in ids])
+    return prompts
+
+
+async def bench_engine(engine: Engine, prompts: List[List[int]], max_new_tokens: Union[int, List[int]],
+                       temperature: float = 1.0, ignore_eos: bool = True, warmup: bool = True,
+                       progress=None, request_prefix: str = "bench-engine") -> Dict[str, float]:
+    """Submit all prompts concurrently and time them. `progress` (optional) gets `.update(1)` per request."""
+    lengths = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    if len(lengths) != len(prompts):
+        raise ValueError("one max_new_tokens per prompt")
+    if warmup and prompts:  # first-call costs (graph capture, allocator) stay out of the measurement
+        await engine.generate(prompts[0], SamplingParams(max_new_tokens=4, temperature=temperature, ignore_eos=True),
+                              f"{request_prefix}-warmup")
+
+    async def one(i: int):
+        sp = SamplingParams(max_new_tokens=lengths[i], temperature=temperature, ignore_eos=ignore_eos, seed=i)
+        t = time.perf_counter()
+        out = await engine.generate(prompts[i], sp, f"{request_prefix}-{i}")
+        if progress is not None:
+            progress.update(1)
+        return len(out.output_ids), time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(one(i) for i in range(len(prompts))))
+    wall = time.perf_counter() - t0
+    tokens = sum(n for n, _ in results)
+    lat = np.array([s for _, s in results]) if results else np.zeros(1)
+    return {
+        "requests": len(prompts),
+        "prompt_tokens_mean": float(np.mean([len(p) for p in prompts])) if prompts else 0.0,
+        "max_new_tokens_mean": float(np.mean(lengths)) if lengths else 0.0,
+        "output_tokens": int(tokens),
+        "wall_s": wall,
+        "tokens_per_s": tokens / wall if wall > 0 else 0.0,
+        "requests_per_s": len(prompts) / wall if wall > 0 else 0.0,
+        "request_latency_p50_s": float(np.percentile(lat, 50)),
+        "request_latency_p99_s": float(np.percentile(lat, 99)),
+    }
+
+
+def engine_sizes_for(plans, default_new_tokens: Optional[int] = None) -> int:
+    """New tokens per request of the ceiling that matches a rollout: the mean planned tokens per trajectory."""
+    if not plans:
+        return default_new_tokens or 1
+    return max(1, int(round(float(np.mean([p.total_gen_tokens for p in plans])))))

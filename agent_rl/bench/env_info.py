@@ -1,0 +1,63 @@
+"""Where a benchmark ran: versions, device, git commit (recorded with every result file)."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from typing import Any, Dict, Optional
+
+
+def _version(dist: str) -> Optional[str]:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: Optional[str] = None) -> str:
+    import torch
+
+    if (device is None or str(device).startswith("cuda")) and torch.cuda.is_available():
+        idx = torch.device(device).index if device and ":" in str(device) else 0
+        return f"{torch.cuda.get_device_name(idx or 0)} x{torch.cuda.device_count()}"
+    return f"CPU: {_cpu_name()} ({os.cpu_count()} cores)"
+
+
+def git_commit(path: Optional[str] = None) -> Dict[str, Any]:
+    cwd = path or os.path.dirname(os.path.abspath(__file__))
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return {"commit": None, "dirty": None}
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10)
+        return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def environment(device: Optional[str] = None) -> Dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+        "sglang": _version("sglang"),
+        "agent_rl": _version("agent-rl"),
+        "platform": platform.platform(),
+        "device": device_name(device),
+        "executable": sys.executable,
+        **git_commit(),
+    }

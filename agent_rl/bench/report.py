@@ -1,0 +1,154 @@
+"""Benchmark outputs: `<out>/<name>.json` (every number + how it was run), PNG plots and `summary.md`."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+
+def comparisons(modes: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Derived numbers the targets are stated in (docs/benchmarks.md)."""
+    by = {m["mode"]: m for m in modes}
+    out: Dict[str, Any] = {}
+    base, tb = by.get("async"), by.get("turn-batched")
+    if base and tb and base["step_wall_s_mean"]:
+        out["async_speedup_vs_turn_batched"] = tb["step_wall_s_mean"] / base["step_wall_s_mean"]
+    if base and base["step_wall_s_mean"]:
+        out["step_time_cut_vs_async"] = {m["mode"]: 1.0 - m["step_wall_s_mean"] / base["step_wall_s_mean"]
+                                         for m in modes if m["mode"] not in ("async", "turn-batched")}
+    return out
+
+
+def _fmt(v, spec=".2f", none="–") -> str:
+    if v is None:
+        return none
+    return format(v, spec)
+
+
+def summary_markdown(result: Dict[str, Any]) -> str:
+    env, w, ceil = result["environment"], result.get("workload", {}), result.get("ceiling")
+    lines = [f"# agent-rl benchmark: {result['kind']}", "",
+             f"- command: `{result['command']}`",
+             f"- device: {env['device']}; python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
+             f"sglang {env['sglang'] or 'not installed'}",
+             f"- git commit: {env.get('commit') or 'unknown'}{' (dirty tree)' if env.get('dirty') else ''}",
+             f"- engine: {result['engine']}, model: {result['model']}"]
+    if w:
+        lines.append(f"- workload: {w['num_prompts']} prompts x n={w['n']}, turns {w['turns']}, tokens/turn {w['tokens_per_turn']}, "
+                     f"tool latency {w['tool_latency']} s, tool failure rate {w['tool_failure_rate']:g}, seed {w['seed']}, "
+                     f"steps {result.get('steps', 1)}")
+    if ceil:
+        lines += ["", "## Raw engine ceiling", "",
+                  "| requests | prompt tokens (mean) | new tokens | wall s | tokens/s | requests/s |", "|---|---|---|---|---|---|",
+                  f"| {ceil['requests']} | {ceil['prompt_tokens_mean']:.0f} | {ceil['max_new_tokens_mean']:.0f} | "
+                  f"{ceil['wall_s']:.2f} | {ceil['tokens_per_s']:.1f} | {ceil['requests_per_s']:.2f} |"]
+    modes = result.get("modes", [])
+    if modes:
+        lines += ["", "## Rollout modes (same workload)", "",
+                  "| mode | wall s | step s (mean) | traj/s | gen tok/s | vs ceiling | latency p50 / p90 / p99 s | "
+                  "engine idle s (%) | aborted | carried | planned len kept / all |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for m in modes:
+            b = m["bias"]
+            ratio = f"{100 * m['ratio_to_ceiling']:.0f}%" if m.get("ratio_to_ceiling") is not None else "–"
+            lines.append(
+                f"| {m['mode']} | {m['wall_s']:.2f} | {_fmt(m['step_wall_s_mean'])} | {m['trajectories_per_s']:.2f} | "
+                f"{m['gen_tokens_per_s']:.1f} | {ratio} | {_fmt(m['latency_p50_s'])} / {_fmt(m['latency_p90_s'])} / "
+                f"{_fmt(m['latency_p99_s'])} | {m['engine_idle_s']:.2f} ({100 * m['engine_idle_frac']:.0f}%) | "
+                f"{m['aborted']} | {m['carried']} | {_fmt(b['mean_planned_tokens_kept'], '.1f')} / "
+                f"{_fmt(b['mean_planned_tokens_all'], '.1f')} |")
+        comp = result.get("comparisons", {})
+        if comp:
+            lines += [""]
+            if "async_speedup_vs_turn_batched" in comp:
+                lines.append(f"- async step time vs turn-batched: **{comp['async_speedup_vs_turn_batched']:.2f}x** faster")
+            for name, cut in comp.get("step_time_cut_vs_async", {}).items():
+                lines.append(f"- {name}: step time {100 * cut:+.0f}% cut vs async" if cut >= 0 else
+                             f"- {name}: step time {100 * -cut:.0f}% longer than async")
+        lines += ["", "Plots: `throughput.png`, `completion_cdf.png`, `engine_busy.png`."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_throughput(modes, ceiling: Optional[Dict[str, Any]], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [m["mode"] for m in modes]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(names) + 4), 4))
+    a1.bar(names, [m["gen_tokens_per_s"] for m in modes], color="tab:blue", label="generated")
+    a1.bar(names, [m["kept_tokens_per_s"] for m in modes], color="tab:green", alpha=0.7, label="kept in batch")
+    if ceiling:
+        a1.axhline(ceiling["tokens_per_s"], color="tab:red", ls="--", label="raw engine ceiling")
+    a1.set_ylabel("tokens / s")
+    a1.set_title("throughput by mode")
+    a1.legend(fontsize=8)
+    a2.bar(names, [m["step_wall_s_mean"] or 0 for m in modes], color="tab:orange")
+    a2.set_ylabel("seconds")
+    a2.set_title("rollout time per step (mean)")
+    for ax in (a1, a2):
+        ax.tick_params(axis="x", rotation=30, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_completion_cdf(modes, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m in modes:
+        xs = m["completion_s"]
+        if xs:
+            ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post", label=m["mode"])
+    ax.set_xlabel("seconds from step start until the trajectory finished (kept trajectories)")
+    ax.set_ylabel("fraction of kept trajectories")
+    ax.set_title("completion time CDF")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_busy_timeline(modes, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(modes) + 1.5))
+    for row, m in enumerate(modes):
+        bars = [(s, e - s) for s, e in m["busy_intervals"]]
+        ax.broken_barh(bars, (row - 0.35, 0.7), color="tab:blue")
+        for s, e in m["step_bounds"]:
+            ax.plot([e, e], [row - 0.45, row + 0.45], color="black", lw=1)
+    ax.set_yticks(range(len(modes)))
+    ax.set_yticklabels([f"{m['mode']} (idle {100 * m['engine_idle_frac']:.0f}%)" for m in modes], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds from the mode's start (blue: >= 1 generate in flight; black ticks: step ends)")
+    ax.set_title("engine busy timeline")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(result: Dict[str, Any], out_dir: str, name: str) -> Dict[str, str]:
+    """Write `<name>.json`, `summary.md` and (for rollout results) the three plots; return their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"json": os.path.join(out_dir, f"{name}.json"), "summary": os.path.join(out_dir, "summary.md")}
+    modes = result.get("modes", [])
+    if modes:
+        result.setdefault("comparisons", comparisons(modes))
+        paths.update(throughput=os.path.join(out_dir, "throughput.png"),
+                     cdf=os.path.join(out_dir, "completion_cdf.png"),
+                     busy=os.path.join(out_dir, "engine_busy.png"))
+        plot_throughput(modes, result.get("ceiling"), paths["throughput"])
+        plot_completion_cdf(modes, paths["cdf"])
+        plot_busy_timeline(modes, paths["busy"])
+    with open(paths["json"], "w") as f:
+        json.dump(result, f, indent=1)
+    with open(paths["summary"], "w") as f:
+        f.write(summary_markdown(result))
+    return paths

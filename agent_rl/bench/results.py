@@ -1,0 +1,95 @@
+"""Per-mode numbers of the rollout benchmark, computed from what each step recorded."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from agent_rl.bench.instrument import EngineTrace, trace_summary
+
+
+@dataclass
+class TrajStat:
+    group: int
+    sample: int
+    step: int                 # step that ended it (kept / aborted) or left it unfinished (carried)
+    status: str               # finished | aborted | carried
+    kept: bool                # entered the step's training batch
+    gen_tokens: int           # engine-sampled tokens (all steps, for a resumed trajectory)
+    planned_tokens: int       # what the workload planned for it
+    start_s: float            # seconds from the mode's start
+    end_s: float
+
+
+@dataclass
+class StepStat:
+    step: int
+    start_s: float
+    end_s: float
+    trajectories: List[TrajStat] = field(default_factory=list)
+
+    @property
+    def wall_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+def _pct(values, q) -> Optional[float]:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def _mean(values) -> Optional[float]:
+    return float(np.mean(values)) if len(values) else None
+
+
+def summarize_mode(name: str, steps: List[StepStat], trace: EngineTrace, ceiling_tokens_per_s: Optional[float],
+                   settings: Dict[str, Any]) -> Dict[str, Any]:
+    wall = steps[-1].end_s - steps[0].start_s if steps else 0.0
+    trajs = [t for s in steps for t in s.trajectories]
+    kept = [t for t in trajs if t.kept]
+    launched = list({(t.group, t.sample): t for t in trajs}.values())  # every launched trajectory, once (last record)
+    latency = [t.end_s - t.start_s for t in kept]
+    completion = []  # seconds from the start of the step that kept it
+    for s in steps:
+        completion += [t.end_s - s.start_s for t in s.trajectories if t.kept]
+    gen_tokens = trace.output_tokens
+    tps = gen_tokens / wall if wall > 0 else 0.0
+    out: Dict[str, Any] = {
+        "mode": name,
+        **settings,
+        "steps": len(steps),
+        "wall_s": wall,
+        "step_wall_s": [s.wall_s for s in steps],
+        "step_wall_s_mean": _mean([s.wall_s for s in steps]),
+        "trajectories_kept": len(kept),
+        "trajectories_per_s": len(kept) / wall if wall > 0 else 0.0,
+        "gen_tokens": int(gen_tokens),
+        "gen_tokens_per_s": tps,
+        "kept_tokens": int(sum(t.gen_tokens for t in kept)),
+        "kept_tokens_per_s": sum(t.gen_tokens for t in kept) / wall if wall > 0 else 0.0,
+        "ratio_to_ceiling": tps / ceiling_tokens_per_s if ceiling_tokens_per_s else None,
+        "latency_p50_s": _pct(latency, 50),
+        "latency_p90_s": _pct(latency, 90),
+        "latency_p99_s": _pct(latency, 99),
+        "launched": len(launched),
+        "aborted": sum(1 for t in trajs if t.status == "aborted"),
+        "carried": sum(1 for t in trajs if t.status == "carried"),
+        # Reward-bias check: over-sampling keeps the groups that finish first, i.e. the short ones.
+        "bias": {
+            "mean_gen_tokens_kept": _mean([t.gen_tokens for t in kept]),
+            "mean_planned_tokens_kept": _mean([t.planned_tokens for t in kept]),
+            "mean_planned_tokens_all": _mean([t.planned_tokens for t in launched]),
+        },
+        **trace_summary(trace, wall),
+        "completion_s": sorted(completion),
+        "busy_intervals": [list(iv) for iv in trace.busy],
+        "step_bounds": [[s.start_s, s.end_s] for s in steps],
+    }
+    b = out["bias"]
+    if b["mean_planned_tokens_kept"] and b["mean_planned_tokens_all"]:
+        b["kept_over_all"] = b["mean_planned_tokens_kept"] / b["mean_planned_tokens_all"]
+    return out
+
+
+def trajectories_json(steps: List[StepStat]) -> List[Dict[str, Any]]:
+    return [asdict(t) for s in steps for t in s.trajectories]
