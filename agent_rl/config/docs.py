@@ -1,0 +1,252 @@
+"""Generate docs/config.md from the dataclass schema: every key with type, default and help, plus the
+table that maps the verl keys users know to ours.
+
+    python -m agent_rl.config.docs            # rewrite docs/config.md
+    python -m agent_rl.config.docs --check    # exit 1 when docs/config.md is out of date
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import typing
+from typing import Any, List, Optional, Tuple
+
+from agent_rl.config.schema import TrainConfig
+
+# verl key -> our key (or "" when we have no equivalent), and what differs. Hand-written; every "ours"
+# key is checked against the schema by the tests.
+VERL_KEYS: List[Tuple[str, str, str]] = [
+    ("data.train_files / data.val_files", "data.train_files / data.val_files", "same row schema (prompt, data_source, reward_model, extra_info)"),
+    ("data.train_batch_size", "data.train_batch_size", "prompts (GRPO groups) per step, as in verl"),
+    ("data.val_batch_size", "data.val_batch_size", ""),
+    ("data.max_prompt_length", "data.max_prompt_length", "longer rendered prompts (system + tools + question) are dropped with a warning, like `filter_overlong_prompts=True`"),
+    ("data.max_response_length", "rollout.multi_turn.max_response_tokens", "all response tokens of a trajectory (sampled + tool observations + template)"),
+    ("data.shuffle / data.seed", "data.shuffle / trainer.seed", ""),
+    ("actor_rollout_ref.model.path", "model.path", "`embedded` = SmolLM2-135M-Instruct prepared offline"),
+    ("actor_rollout_ref.model.enable_gradient_checkpointing", "model.gradient_checkpointing", ""),
+    ("actor_rollout_ref.model.use_remove_padding", "model.remove_padding", ""),
+    ("actor_rollout_ref.model.trust_remote_code", "model.trust_remote_code", ""),
+    ("actor_rollout_ref.rollout.name", "rollout.engine", "sglang | hf | http | auto"),
+    ("actor_rollout_ref.rollout.n", "rollout.n", "GRPO group size"),
+    ("actor_rollout_ref.rollout.temperature / top_p / top_k", "rollout.sampling.temperature / top_p / top_k", ""),
+    ("actor_rollout_ref.rollout.val_kwargs.temperature / top_p / top_k", "rollout.val_sampling.temperature / top_p / top_k", "validation is greedy by default"),
+    ("actor_rollout_ref.rollout.response_length", "rollout.multi_turn.max_response_tokens and rollout.multi_turn.max_new_tokens_per_turn",
+     "verl uses one name for the whole multi-turn response and for one generate call; we have two budgets"),
+    ("actor_rollout_ref.rollout.prompt_length", "data.max_prompt_length", ""),
+    ("actor_rollout_ref.rollout.max_model_len", "rollout.max_model_len", ""),
+    ("actor_rollout_ref.rollout.max_num_seqs", "rollout.max_concurrent_trajectories", "we bound trajectories in flight (each is one request at a time)"),
+    ("actor_rollout_ref.rollout.gpu_memory_utilization", "rollout.gpu_memory_utilization", "SGLang `mem_fraction_static`"),
+    ("actor_rollout_ref.rollout.free_cache_engine", "rollout.free_cache_engine", "weights are pushed again after the memory is resumed"),
+    ("actor_rollout_ref.rollout.over_sample_rate", "rollout.over_sample_rate", "works on whole GRPO groups: aborted samples never enter a baseline"),
+    ("actor_rollout_ref.rollout.update_weights_bucket_megabytes", "rollout.weight_sync_bucket_mb", ""),
+    ("actor_rollout_ref.rollout.tensor_model_parallel_size", "", "not supported: one engine per GPU (data-parallel rollout)"),
+    ("actor_rollout_ref.rollout.multi_turn.enable", "rollout.multi_turn.enable", ""),
+    ("actor_rollout_ref.rollout.multi_turn.max_assistant_turns", "rollout.multi_turn.max_assistant_turns", ""),
+    ("actor_rollout_ref.rollout.multi_turn.max_user_turns", "rollout.multi_turn.max_tool_calls",
+     "verl counts user/tool turns; we count tool calls (several calls of one turn each count)"),
+    ("actor_rollout_ref.rollout.multi_turn.max_parallel_calls", "rollout.multi_turn.max_parallel_tool_calls", ""),
+    ("actor_rollout_ref.rollout.multi_turn.max_tool_response_length", "rollout.multi_turn.max_tool_response_tokens",
+     "verl counts characters; we count tokens"),
+    ("actor_rollout_ref.rollout.multi_turn.tool_response_truncate_side", "rollout.multi_turn.tool_response_truncate_side", "head | middle | tail"),
+    ("actor_rollout_ref.rollout.multi_turn.tool_config_path", "tools.config_path", "same YAML shape"),
+    ("actor_rollout_ref.rollout.multi_turn.format", "rollout.multi_turn.format", "hermes"),
+    ("actor_rollout_ref.actor.optim.lr", "actor.optim.lr", ""),
+    ("actor_rollout_ref.actor.optim.lr_warmup_steps / lr_warmup_steps_ratio", "actor.optim.warmup_steps / warmup_ratio", ""),
+    ("actor_rollout_ref.actor.optim.warmup_style", "actor.optim.lr_schedule", "constant | cosine"),
+    ("actor_rollout_ref.actor.optim.min_lr_ratio / weight_decay / betas", "actor.optim.min_lr_ratio / weight_decay / betas", ""),
+    ("actor_rollout_ref.actor.grad_clip", "actor.optim.grad_clip", ""),
+    ("actor_rollout_ref.actor.ppo_mini_batch_size", "actor.ppo_mini_batch_size", "prompts per optimizer step, as in verl"),
+    ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", "actor.ppo_max_token_len_per_gpu", "micro-batches are always token-budgeted (`use_dynamic_bsz=True`)"),
+    ("actor_rollout_ref.actor.use_dynamic_bsz", "", "always on"),
+    ("actor_rollout_ref.actor.ppo_max_token_len_per_gpu", "actor.ppo_max_token_len_per_gpu", ""),
+    ("actor_rollout_ref.actor.ppo_epochs", "actor.ppo_epochs", ""),
+    ("actor_rollout_ref.actor.clip_ratio_low / clip_ratio_high / clip_ratio_c", "actor.clip_ratio_low / clip_ratio_high / clip_ratio_c", "dual clip with clip_ratio_c"),
+    ("actor_rollout_ref.actor.loss_agg_mode", "actor.loss_agg_mode", "token-mean | seq-mean-token-sum | seq-mean-token-mean"),
+    ("actor_rollout_ref.actor.entropy_coeff", "actor.entropy_coeff", ""),
+    ("actor_rollout_ref.actor.use_kl_loss", "actor.use_kl_loss", ""),
+    ("actor_rollout_ref.actor.kl_loss_coef", "actor.kl_loss_coef", ""),
+    ("actor_rollout_ref.actor.kl_loss_type", "actor.kl_loss_type", "low_var_kl | k1 | abs | mse | k3+ (same names)"),
+    ("actor_rollout_ref.actor.fsdp_config.param_offload", "actor.param_offload", ""),
+    ("actor_rollout_ref.actor.tis_imp_ratio_cap", "algorithm.tis.cap", "truncated importance sampling is on by default (`algorithm.tis.enable`)"),
+    ("actor_rollout_ref.ref.fsdp_config.param_offload", "ref.offload", ""),
+    ("actor_rollout_ref.ref.log_prob_max_token_len_per_gpu", "ref.log_prob_max_token_len_per_gpu", ""),
+    ("algorithm.adv_estimator", "algorithm.adv_estimator", "grpo | grpo_multi_turn (KG-R1 per-turn advantage)"),
+    ("algorithm.norm_adv_by_std_in_grpo", "algorithm.norm_adv_by_std", "False = Dr.GRPO"),
+    ("algorithm.use_kl_in_reward / algorithm.kl_ctrl.*", "", "not supported: KL is a loss term (`actor.use_kl_loss`)"),
+    ("trainer.total_training_steps", "trainer.total_training_steps", "stops at whichever of steps / epochs comes first"),
+    ("trainer.total_epochs", "trainer.total_epochs", ""),
+    ("trainer.save_freq", "trainer.save_freq", "the last step is always saved"),
+    ("trainer.test_freq", "trainer.test_freq", ""),
+    ("trainer.val_before_train", "trainer.val_before_train", ""),
+    ("trainer.n_gpus_per_node / trainer.nnodes", "trainer.n_gpus_per_node / trainer.nnodes", "one worker (actor + reference + engine) per GPU"),
+    ("trainer.project_name / trainer.experiment_name", "trainer.project_name / trainer.experiment_name", ""),
+    ("trainer.default_local_dir", "trainer.output_dir", "checkpoints, metrics, plots and trajectories"),
+    ("trainer.resume_mode / trainer.resume_from_path", "trainer.resume", "auto | disable | <checkpoint path>"),
+    ("trainer.max_actor_ckpt_to_keep", "trainer.max_ckpt_to_keep", ""),
+    ("trainer.logger", "logger.backends", "console | jsonl | wandb"),
+]
+
+HEADER = """\
+# Configuration
+
+<!-- Generated by `python -m agent_rl.config.docs` from agent_rl/config/schema.py; do not edit by hand. -->
+
+One config tree: `configs/trainer.yaml` (Hydra) over the dataclass schema in `agent_rl/config/schema.py`.
+Override any key on the command line:
+
+```bash
+agent-rl train rollout.n=8 actor.optim.lr=1e-6 data.train_batch_size=64 trainer.n_gpus_per_node=8
+agent-rl train --config-dir my_configs --config-name my_run      # your own YAML (start it with the same `defaults`)
+```
+
+A misspelt key, a wrong type, a value outside its choices or a missing file fails at start with one
+line naming the key, e.g. `rollout.n: Value 'x' of type 'str' could not be converted to Integer`.
+Paths are relative to the directory you start from. `${...}` values are OmegaConf interpolations.
+
+Budgets have distinct names (verl users were bitten by one name meaning two things):
+`rollout.multi_turn.max_new_tokens_per_turn` (one assistant turn), `rollout.multi_turn.max_response_tokens`
+(the whole multi-turn response, the training length), `rollout.multi_turn.max_assistant_turns`,
+`rollout.multi_turn.max_tool_calls`, `rollout.multi_turn.max_tool_response_tokens` (one observation, in tokens),
+`rollout.max_model_len` (prompt + response in the engine).
+"""
+
+
+def type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union:
+        inner = [a for a in args if a is not type(None)]
+        base = " | ".join(type_name(a) for a in inner)
+        return f"{base} | null" if len(inner) < len(args) else base
+    if origin in (list, List):
+        return f"list[{type_name(args[0])}]" if args else "list"
+    if origin in (dict, typing.Dict):
+        return "dict" if not args else f"dict[{type_name(args[0])}, {type_name(args[1])}]"
+    if tp is Any:
+        return "any"
+    if dataclasses.is_dataclass(tp):
+        return "section"
+    return getattr(tp, "__name__", str(tp))
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def format_default(v: Any) -> str:
+    if v is None:
+        return "`null`"
+    if isinstance(v, bool):
+        return f"`{str(v).lower()}`"
+    if isinstance(v, str):
+        return f"`{v}`" if v else '`""`'
+    if isinstance(v, dict):
+        return "`{" + ", ".join(f"{k}: {format_default(x).strip('`')}" for k, x in v.items()) + "}`"
+    if isinstance(v, list):
+        return "`[" + ", ".join(format_default(x).strip("`") for x in v) + "]`"
+    return f"`{v}`"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def schema_keys(cls: type = TrainConfig, prefix: str = "") -> List[Tuple[str, str, Any, str, bool]]:
+    """(key, type, default, help, is_section) for every field, depth-first."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        key = prefix + f.name
+        help_ = f.metadata.get("help", "")
+        if dataclasses.is_dataclass(tp):
+            out.append((key, "section", None, help_, True))
+            out.extend(schema_keys(tp, key + "."))
+        else:
+            out.append((key, type_name(tp), default_of(f), help_, False))
+    return out
+
+
+def _default_at(key: str) -> Any:
+    obj: Any = TrainConfig()
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def render() -> str:
+    lines = [HEADER]
+    top = [(f.name, f.metadata.get("help", "")) for f in dataclasses.fields(TrainConfig)]
+    lines.append("Sections: " + ", ".join(f"[`{n}`](#{n})" for n, _ in top) + ".\n")
+    keys = schema_keys()
+    for name, help_ in top:
+        lines.append(f"## {name}\n\n{help_[0].upper() + help_[1:] if help_ else ''}.\n")
+        lines.append("| key | type | default | description |")
+        lines.append("|---|---|---|---|")
+        for key, tp, _default, h, is_section in keys:
+            if not key.startswith(name + "."):
+                continue
+            if is_section:
+                continue
+            # defaults as the assembled config holds them (nested section factories included)
+            lines.append(f"| `{key}` | {_cell(tp)} | {_cell(format_default(_default_at(key)))} | {_cell(h)} |")
+        lines.append("")
+    lines.append("## From verl\n")
+    lines.append("The verl keys users know and ours. `actor_rollout_ref.` is written out in full; an empty "
+                 "\"agent-rl\" cell means there is no such setting here.\n")
+    lines.append("| verl | agent-rl | notes |")
+    lines.append("|---|---|---|")
+    for verl, ours, note in VERL_KEYS:
+        ours_cell = " / ".join(f"`{k.strip()}`" for k in ours.split(" / ")) if ours else "—"
+        ours_cell = ours_cell.replace(" and ", "` and `")
+        lines.append(f"| `{verl}` | {ours_cell} | {_cell(note)} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def verl_target_keys() -> List[str]:
+    """Every key of ours named in the verl table, expanded (`a.b / c` -> `a.b`, `a.c`)."""
+    out = []
+    for _, ours, _ in VERL_KEYS:
+        for group in ours.split(" and "):
+            parts = [p.strip() for p in group.split(" / ") if p.strip()]
+            if not parts:
+                continue
+            base = parts[0].rsplit(".", 1)[0]
+            out.append(parts[0])
+            out += [p if "." in p else f"{base}.{p}" for p in parts[1:]]
+    return out
+
+
+def default_path() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.abspath(os.path.join(here, "..", "..", "docs", "config.md"))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m agent_rl.config.docs", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=default_path())
+    p.add_argument("--check", action="store_true", help="exit 1 when the file differs from the schema")
+    a = p.parse_args(argv)
+    text = render()
+    if a.check:
+        current = open(a.out, encoding="utf-8").read() if os.path.exists(a.out) else ""
+        if current != text:
+            print(f"{a.out} is out of date: run `python -m agent_rl.config.docs`", file=sys.stderr)
+            return 1
+        return 0
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
