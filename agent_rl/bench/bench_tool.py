@@ -42,7 +42,8 @@ def workload_from_config(cfg: Dict[str, Any]) -> Workload:
 
 
 class BenchTool(BaseTool):
-    """config: {"workload": Workload.to_json(), "observation_words": 8}."""
+    """config: {"workload": Workload.to_json(), "observation_words": 8} (+ runtime options: no concurrency
+    cap and a long timeout, so the runtime never changes the planned latencies)."""
 
     def __init__(self, config: Dict[str, Any], tool_schema: Dict[str, Any] = TOOL_SCHEMA):
         super().__init__(config, tool_schema)
@@ -51,7 +52,8 @@ class BenchTool(BaseTool):
 
     @classmethod
     def for_workload(cls, workload: Workload, observation_words: int = 8) -> "BenchTool":
-        return cls({"workload": workload.to_json(), "observation_words": observation_words}, TOOL_SCHEMA)
+        return cls({"workload": workload.to_json(), "observation_words": observation_words,
+                    "max_concurrency": None, "timeout_s": 24 * 3600.0}, TOOL_SCHEMA)
 
     def outcome(self, group: int, sample: int, call: int) -> Tuple[float, bool]:
         plan = self.workload.plan(group, sample)
