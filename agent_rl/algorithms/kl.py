@@ -1,0 +1,34 @@
+"""KL estimators between the policy and the reference, per token (verl's kl_penalty).
+
+`logp` = log pi(token), `ref_logp` = log pi_ref(token), both for tokens sampled from pi.
+- `k1` / `kl`: logp - ref_logp (unbiased, high variance, can be negative)
+- `abs`: |logp - ref_logp|
+- `mse` / `k2`: 0.5 (logp - ref_logp)^2
+- `low_var_kl` / `k3`: exp(ref - logp) - (ref - logp) - 1, clamped to [-10, 10] (>= 0, low variance)
+- `low_var_kl+` / `k3+`: value of k3, gradient of k1 (straight-through; k3's gradient is biased)
+"""
+from __future__ import annotations
+
+import torch
+
+KL_KINDS = ("low_var_kl", "k3", "k1", "kl", "abs", "mse", "k2", "low_var_kl+", "k3+")
+
+
+def k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    d = ref_logp - logp
+    return torch.clamp(torch.exp(d) - d - 1.0, min=-10.0, max=10.0)
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "low_var_kl") -> torch.Tensor:
+    if kind in ("k1", "kl"):
+        return logp - ref_logp
+    if kind == "abs":
+        return (logp - ref_logp).abs()
+    if kind in ("mse", "k2"):
+        return 0.5 * (logp - ref_logp) ** 2
+    if kind in ("low_var_kl", "k3"):
+        return k3(logp, ref_logp)
+    if kind in ("low_var_kl+", "k3+"):
+        k1 = logp - ref_logp
+        return k3(logp, ref_logp).detach() + k1 - k1.detach()
+    raise ValueError(f"unknown kl_loss_type {kind!r} ({' | '.join(KL_KINDS)})")
