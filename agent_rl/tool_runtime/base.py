@@ -2,7 +2,13 @@
 
 A tool class is referenced by `class_name` in the tool YAML and built as `cls(config, tool_schema)`.
 One instance per trajectory: `create` -> `execute`* -> `calc_reward` -> `release` (release always
-runs, also on abort / cancellation).
+runs, also on abort / cancellation). `close` (optional) frees process-wide resources such as a
+shared HTTP session; `ToolRuntime.close()` calls it once per tool object.
+
+`execute` returns `(response, step_reward, metrics)`. `response` should be a `ToolResponse` (a plain
+`str` is accepted too); how the runtime treats other values is documented in docs/tools.md.
+Raise `TransientToolError` for failures worth retrying; any other exception becomes an error
+observation (`Error: ...`) for the model.
 """
 from __future__ import annotations
 
@@ -39,3 +45,6 @@ class BaseTool:
 
     async def release(self, instance_id: str, **kwargs) -> None:
         """Free per-trajectory state. Must be safe to call for an instance whose create failed."""
+
+    async def close(self) -> None:
+        """Free process-wide resources (shared HTTP sessions, ...). Called by `ToolRuntime.close()`."""

@@ -1,0 +1,97 @@
+"""`kg_query`: the model explores its question's knowledge-graph subgraph through the KG server.
+
+arguments: action (get_relations_out | get_relations_in | get_entities_out | get_entities_in),
+entity, relation (for the get_entities_* actions).
+create_kwargs: sample_id (required), dataset (optional, informational).
+config: server_url (else env AGENT_RL_KG_SERVER_URL, else http://127.0.0.1:8001), request_timeout_s (10),
+connect_retries (2), connect_backoff_s (0.2), max_connections (256).
+
+Returns the server's text; metrics: success, error_type, repeated (the same action / entity /
+relation was already asked in this trajectory). A server that cannot be reached after the retries
+gives an `Error: ...` observation with error_type KG_SERVER_ERROR (the call itself does not fail).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, Dict, Tuple
+
+import aiohttp
+
+from agent_rl.tool_runtime.base import BaseTool, ToolResponse
+from tools.http_session import close_shared_session, shared_session
+from tools.kg_index import KG_SERVER_ERROR, canonical_action
+
+ENV_URL = "AGENT_RL_KG_SERVER_URL"
+DEFAULT_URL = "http://127.0.0.1:8001"
+SESSION_KEY = "kg_query"
+
+
+def resolve_server_url(config: Dict[str, Any]) -> str:
+    url = config.get("server_url") or os.environ.get(ENV_URL) or DEFAULT_URL
+    return str(url).rstrip("/")
+
+
+class KGQueryTool(BaseTool):
+    def __init__(self, config: Dict[str, Any], tool_schema: Dict[str, Any]):
+        super().__init__(config, tool_schema)
+        self.request_timeout_s = float(self.config.get("request_timeout_s", 10.0))
+        self.connect_retries = int(self.config.get("connect_retries", 2))
+        self.connect_backoff_s = float(self.config.get("connect_backoff_s", 0.2))
+        self.max_connections = int(self.config.get("max_connections", 256))
+        self._state: Dict[str, Dict[str, Any]] = {}
+
+    @property
+    def server_url(self) -> str:
+        # Resolved per call, so a server started (and the env var set) after the tool was built is found.
+        return resolve_server_url(self.config)
+
+    async def create(self, instance_id: str, sample_id: Any = None, dataset: Any = None, **kwargs) -> None:
+        if sample_id is None or (isinstance(sample_id, str) and not sample_id.strip()):
+            raise ValueError("kg_query needs create_kwargs.sample_id (extra_info.tools_kwargs.kg_query.create_kwargs)")
+        self._state[instance_id] = {"sample_id": str(sample_id), "dataset": dataset, "seen": set()}
+
+    async def _post(self, payload: Dict[str, Any]) -> Dict[str, Any]:
+        session = shared_session(SESSION_KEY, self.max_connections)
+        timeout = aiohttp.ClientTimeout(total=self.request_timeout_s)
+        last: Exception = RuntimeError("no attempt")
+        for attempt in range(self.connect_retries + 1):
+            try:
+                async with session.post(f"{self.server_url}/retrieve", json=payload, timeout=timeout) as resp:
+                    body = await resp.json(content_type=None)
+                    if not isinstance(body, dict) or "error_type" not in body:
+                        raise ValueError(f"unexpected reply (HTTP {resp.status})")
+                    return body
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+                last = e
+                if attempt < self.connect_retries:
+                    await asyncio.sleep(self.connect_backoff_s * (2 ** attempt))
+        raise ConnectionError(f"{type(last).__name__}: {last}" if str(last) else type(last).__name__)
+
+    async def execute(self, instance_id: str, arguments: Dict[str, Any], **kwargs) -> Tuple[ToolResponse, float, Dict[str, Any]]:
+        state = self._state.get(instance_id)
+        if state is None:
+            raise KeyError(f"no instance {instance_id!r} (create was not called or it was released)")
+        action, entity, relation = arguments.get("action"), arguments.get("entity"), arguments.get("relation")
+        act = canonical_action(action) or str(action)
+        key = (act, entity, relation if act.startswith("get_entities") else None)
+        repeated = key in state["seen"]
+        state["seen"].add(key)
+        payload = {"sample_id": state["sample_id"], "action": action, "entity": entity}
+        if relation is not None:
+            payload["relation"] = relation
+        if state["dataset"] is not None:
+            payload["dataset"] = state["dataset"]
+        try:
+            reply = await self._post(payload)
+        except (ConnectionError, ValueError, aiohttp.ClientError) as e:
+            text = f"Error: the knowledge graph server at {self.server_url} could not be reached ({e})."
+            return ToolResponse(text=text), 0.0, {"success": False, "error_type": KG_SERVER_ERROR, "repeated": repeated}
+        metrics = {"success": bool(reply.get("success")), "error_type": str(reply.get("error_type")), "repeated": repeated}
+        return ToolResponse(text=str(reply.get("result", ""))), 0.0, metrics
+
+    async def release(self, instance_id: str, **kwargs) -> None:
+        self._state.pop(instance_id, None)
+
+    async def close(self) -> None:
+        await close_shared_session(SESSION_KEY)

@@ -1,0 +1,207 @@
+"""The KG server: serves a KG store's per-question subgraphs over HTTP (aiohttp) for `kg_query`.
+
+    POST /retrieve   one request {sample_id, action, entity, relation?} or a list of them
+                     -> {success, error_type, result, data} (or a list, in order)
+    GET  /health     -> {status: "ok", samples, triples}
+    GET  /actions    -> {actions, aliases, error_types}
+
+Look-up outcomes (entity not found, ...) are answered with HTTP 200 and their error type. A body
+that is not JSON, a request of the wrong shape or types, an empty or too large batch is a 400, an
+oversize body a 413, always with the same JSON fields and error_type KG_FORMAT_ERROR.
+
+Start it with `agent-rl kg-server --store PATH`, in-process with `await start_kg_server(...)`, or in a
+background thread with `start_kg_server_thread(...)` (what the trainer's autostart uses).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from aiohttp import web
+
+from tools.kg_index import (ACTIONS, ALIASES, ERROR_TYPES, KG_FORMAT_ERROR, KG_SERVER_ERROR, KGIndex, KGResult)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8001
+MAX_BODY_BYTES = 1 << 20
+MAX_BATCH = 1024
+INDEX_KEY = web.AppKey("kg_index", KGIndex)
+LIMITS_KEY = web.AppKey("kg_limits", dict)
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(payload, ensure_ascii=False), status=status, content_type="application/json")
+
+
+def _format_error(message: str, status: int = 400) -> web.Response:
+    return _json(KGResult(False, KG_FORMAT_ERROR, message).to_json(), status)
+
+
+def _check_item(item: Any, where: str) -> Optional[str]:
+    if not isinstance(item, dict):
+        return f"{where} must be a JSON object with sample_id, action, entity, relation?"
+    for key in ("sample_id", "action", "entity"):
+        if key not in item or item[key] is None:
+            return f"{where} is missing the field {key!r}"
+    sid = item["sample_id"]
+    if isinstance(sid, bool) or not isinstance(sid, (str, int)):
+        return f"{where}.sample_id must be a string, got {type(sid).__name__}"
+    for key in ("action", "entity"):
+        if not isinstance(item[key], str):
+            return f"{where}.{key} must be a string, got {type(item[key]).__name__}"
+    rel = item.get("relation")
+    if rel is not None and not isinstance(rel, str):
+        return f"{where}.relation must be a string or null, got {type(rel).__name__}"
+    return None
+
+
+def answer(index: KGIndex, item: Dict[str, Any]) -> Dict[str, Any]:
+    try:
+        return index.query(item["sample_id"], item["action"], item["entity"], item.get("relation")).to_json()
+    except Exception as e:  # a bug in the index must not take the server down
+        log.exception("KG query failed: %r", item)
+        return KGResult(False, KG_SERVER_ERROR, f"The KG server failed on this query ({type(e).__name__}).").to_json()
+
+
+async def _retrieve(request: web.Request) -> web.Response:
+    limits = request.app[LIMITS_KEY]
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _format_error(f"request body larger than {limits['max_body_bytes']} bytes", 413)
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return _format_error(f"request body is not valid JSON: {e}")
+    index = request.app[INDEX_KEY]
+    if isinstance(payload, list):
+        if not payload:
+            return _format_error("empty batch: send one request object or a non-empty list")
+        if len(payload) > limits["max_batch"]:
+            return _format_error(f"batch of {len(payload)} requests exceeds the limit of {limits['max_batch']}", 413)
+        for i, item in enumerate(payload):
+            problem = _check_item(item, f"request[{i}]")
+            if problem:
+                return _format_error(problem)
+        return _json([answer(index, item) for item in payload])
+    problem = _check_item(payload, "request")
+    if problem:
+        return _format_error(problem)
+    return _json(answer(index, payload))
+
+
+async def _health(request: web.Request) -> web.Response:
+    index = request.app[INDEX_KEY]
+    return _json({"status": "ok", "samples": len(index), "triples": index.num_triples})
+
+
+async def _actions(request: web.Request) -> web.Response:
+    return _json({"actions": list(ACTIONS), "aliases": dict(ALIASES), "error_types": list(ERROR_TYPES)})
+
+
+def make_app(index: KGIndex, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes)
+    app[INDEX_KEY] = index
+    app[LIMITS_KEY] = {"max_body_bytes": max_body_bytes, "max_batch": max_batch}
+    app.router.add_post("/retrieve", _retrieve)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/actions", _actions)
+    return app
+
+
+def load_index(store_or_path: Union[str, KGIndex, Dict[str, Any]]) -> KGIndex:
+    if isinstance(store_or_path, KGIndex):
+        return store_or_path
+    if isinstance(store_or_path, dict):
+        return KGIndex(store_or_path)
+    return KGIndex.from_path(str(store_or_path))
+
+
+async def start_kg_server(store_or_path: Union[str, KGIndex, Dict[str, Any]], host: str = DEFAULT_HOST,
+                          port: int = DEFAULT_PORT, **app_kwargs) -> Tuple[web.AppRunner, str]:
+    """Serve on the running loop. port=0 picks a free port. -> (runner, base URL); stop with `await runner.cleanup()`."""
+    index = load_index(store_or_path)
+    runner = web.AppRunner(make_app(index, **app_kwargs), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0]
+    url_host = f"[{host}]" if ":" in host else host
+    return runner, f"http://{url_host}:{bound[1]}"
+
+
+class KGServerHandle:
+    """A KG server running on its own event loop in a daemon thread."""
+
+    def __init__(self, url: str, loop: asyncio.AbstractEventLoop, runner: web.AppRunner, thread: threading.Thread):
+        self.url, self._loop, self._runner, self._thread = url, loop, runner, thread
+        self._stopped = False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+        try:
+            fut.result(timeout)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+
+    def __enter__(self) -> "KGServerHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_kg_server_thread(store_path: Union[str, KGIndex, Dict[str, Any]], host: str = DEFAULT_HOST,
+                           port: int = DEFAULT_PORT, ready_timeout: float = 60.0, **app_kwargs) -> KGServerHandle:
+    """Load the store and serve it from a background thread; returns once it accepts requests.
+    Errors (missing store, port in use) are raised here."""
+    ready = threading.Event()
+    box: Dict[str, Any] = {}
+    loop = asyncio.new_event_loop()
+
+    def main() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            box["runner"], box["url"] = loop.run_until_complete(start_kg_server(store_path, host, port, **app_kwargs))
+        except BaseException as e:
+            box["error"] = e
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=main, name="kg-server", daemon=True)
+    thread.start()
+    if not ready.wait(ready_timeout):
+        raise TimeoutError(f"KG server did not start within {ready_timeout} s")
+    if "error" in box:
+        raise box["error"]
+    return KGServerHandle(box["url"], loop, box["runner"], thread)
+
+
+async def serve_forever(store_path: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                        on_ready=None, **app_kwargs) -> None:
+    runner, url = await start_kg_server(store_path, host, port, **app_kwargs)
+    try:
+        if on_ready is not None:
+            on_ready(url, runner.app[INDEX_KEY])
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
