@@ -1,0 +1,221 @@
+"""Agent loop on a scripted engine (real tokenizer + ChatRenderer): token bookkeeping, budgets, errors, resume."""
+import asyncio
+import re
+
+import pytest
+
+from agent_rl.config.schema import MultiTurnConfig
+from agent_rl.engines.base import SamplingParams
+from agent_rl.rollout.agent_loop import LoopControl, LoopHooks, run_trajectory
+from agent_rl.rollout.chat import ChatRenderer
+from agent_rl.rollout.parser import ParsedCall, ParseResult
+from agent_rl.rollout.trajectory import Trajectory
+from tests.rollout.fakes import FakeSession, ScriptedEngine, call_text
+
+TOOLS = [{"type": "function", "function": {"name": "calculator", "description": "math",
+                                           "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}}}]
+ROW = {"prompt": [{"role": "user", "content": "What is 2+3?"}], "data_source": "arith_synth",
+       "reward_model": {"ground_truth": "5"}}
+
+
+def turn_of(rid: str) -> int:
+    return int(re.search(r"-t(\d+)", rid).group(1))
+
+
+@pytest.fixture(scope="module")
+def renderer(tokenizer):
+    return ChatRenderer(tokenizer, TOOLS)
+
+
+def new_traj(renderer):
+    return Trajectory(uid="g0", sample_index=0, row=ROW, prompt_ids=renderer.prompt_ids(ROW["prompt"]))
+
+
+def check_invariants(traj, engine, renderer):
+    """Token in, token out: response = concat(turn sampled ids + observation ids); mask 1 exactly on sampled."""
+    expect_ids, expect_mask, expect_lp = [], [], []
+    for t in traj.turns:
+        expect_ids += t.output_ids + t.observation_ids
+        expect_mask += [1] * len(t.output_ids) + [0] * len(t.observation_ids)
+        expect_lp += t.logprobs + [0.0] * len(t.observation_ids)
+    assert traj.response_ids == expect_ids
+    assert traj.loss_mask == expect_mask
+    assert traj.rollout_logprobs == expect_lp
+    sampled = [i for c in engine.calls for i in c["output_ids"]]
+    assert [i for i, m in zip(traj.response_ids, traj.loss_mask) if m] == sampled
+    # every generate call saw exactly the trajectory so far
+    for c in engine.calls:
+        n = len(c["input_ids"])
+        assert c["input_ids"] == (traj.prompt_ids + traj.response_ids)[:n]
+
+
+async def test_two_tool_turns_then_answer(tokenizer, renderer):
+    script = {0: call_text("calculator", '{"expression": "2+3"}'),
+              1: call_text("calculator", '{"expression": "5*1"}') + call_text("calculator", '{"expression": "1"}'),
+              2: "<answer>5</answer>"}
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: script[turn_of(rid)])
+    session = FakeSession(delay=0.05)
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, session, MultiTurnConfig(),
+                                SamplingParams(max_new_tokens=1), "r0")
+    assert traj.status == "finished" and traj.stop_reason == "answer"
+    assert len(traj.turns) == 3 and [len(t.tool_calls) for t in traj.turns] == [1, 2, 0]
+    assert session.max_active == 2  # the two calls of turn 1 ran concurrently
+    assert traj.turns[1].tool_latency_s < 0.09
+    check_invariants(traj, engine, renderer)
+    assert all(t.output_ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>") for t in traj.turns)
+    obs_text = tokenizer.decode(traj.turns[0].observation_ids)
+    assert "<tool_response>" in obs_text and "result of" in obs_text and obs_text.endswith("<|im_start|>assistant\n")
+    assert traj.turns[2].text == "<answer>5</answer>"
+    assert renderer.drift(traj.messages, traj.prompt_ids + traj.response_ids) == 0
+    assert traj.messages[-1] == {"role": "assistant", "content": "<answer>5</answer>"}
+
+
+async def test_malformed_and_unknown_calls_become_observations(tokenizer, renderer):
+    script = {0: '<tool_call>{"name": "calculator", "arguments": {oops</tool_call>' + call_text("nosuch", "{}"),
+              1: "done"}
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: script[turn_of(rid)])
+    session = FakeSession()
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, session, MultiTurnConfig(),
+                                SamplingParams(max_new_tokens=1), "r0")
+    assert traj.stop_reason == "answer" and len(traj.turns) == 2
+    recs = traj.turns[0].tool_calls
+    assert [r.status for r in recs] == ["parse_error", "unknown_tool"]
+    obs = tokenizer.decode(traj.turns[0].observation_ids)
+    assert "invalid JSON" in obs and "unknown tool" in obs
+    assert session.calls == [("nosuch", {})]  # the malformed call never reached the session
+    check_invariants(traj, engine, renderer)
+
+
+async def test_budgets(tokenizer, renderer):
+    call = call_text("calculator", '{"expression": "1"}')
+    # tool-call budget: 3 calls allowed; turn0 makes 2, turn1 makes 2 (1 runs, 1 gets budget), turn2 calls again -> stop
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: call + call)
+    cfg = MultiTurnConfig(max_tool_calls=3, max_assistant_turns=10, max_response_tokens=100000)
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, FakeSession(), cfg, SamplingParams(1), "r")
+    assert traj.stop_reason == "max_tool_calls" and len(traj.turns) == 3
+    assert [r.status for r in traj.turns[1].tool_calls] == ["ok", "budget"]
+    assert "budget exhausted" in traj.turns[1].tool_calls[1].observation
+    check_invariants(traj, engine, renderer)
+
+    # assistant-turn budget: the last turn's calls are not run
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: call)
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, FakeSession(),
+                                MultiTurnConfig(max_assistant_turns=2), SamplingParams(1), "r")
+    assert traj.stop_reason == "max_assistant_turns" and len(traj.turns) == 2 and not traj.turns[1].tool_calls
+
+    # response-token budget: per-turn max_new_tokens shrinks to what is left
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: "word " * 50)
+    cfg = MultiTurnConfig(max_new_tokens_per_turn=30, max_response_tokens=20)
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, FakeSession(), cfg, SamplingParams(1), "r")
+    assert engine.calls[0]["max_new_tokens"] == 20 and len(traj.response_ids) == 20
+    assert traj.stop_reason == "max_response_tokens" and traj.turns[0].finish_reason == "length"
+
+    # per-turn budget without a tool call
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: "word " * 50)
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, FakeSession(),
+                                MultiTurnConfig(max_new_tokens_per_turn=7), SamplingParams(1), "r")
+    assert traj.stop_reason == "max_new_tokens_per_turn" and len(traj.response_ids) == 7
+
+    # context limit: room = max_model_len - prompt
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: "word " * 50)
+    p = len(new_traj(renderer).prompt_ids)
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, FakeSession(), MultiTurnConfig(),
+                                SamplingParams(1), "r", max_model_len=p + 5)
+    assert engine.calls[0]["max_new_tokens"] == 5 and traj.stop_reason == "max_model_len"
+
+    # an observation that would overflow the response budget is not appended
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: call)
+    n_call = len(tokenizer(call, add_special_tokens=False)["input_ids"]) + 1
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, FakeSession(),
+                                MultiTurnConfig(max_response_tokens=n_call + 5), SamplingParams(1), "r")
+    assert traj.stop_reason == "max_response_tokens" and len(traj.response_ids) == n_call
+    assert traj.turns[0].tool_calls and not traj.turns[0].observation_ids
+
+
+async def test_truncated_turn_with_call_is_closed_by_template(tokenizer, renderer):
+    call = call_text("calculator", '{"expression": "1"}')
+    n_call = len(tokenizer(call, add_special_tokens=False)["input_ids"])
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: call + " trailing words that get cut" if turn_of(rid) == 0 else "ok")
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, FakeSession(),
+                                MultiTurnConfig(max_new_tokens_per_turn=n_call + 2), SamplingParams(1), "r")
+    assert traj.turns[0].finish_reason == "length" and traj.turns[0].tool_calls[0].status == "ok"
+    assert traj.turns[0].observation_ids[:1] == renderer.end_of_turn_ids
+    assert renderer.drift(traj.messages, traj.prompt_ids + traj.response_ids) == 0
+    check_invariants(traj, engine, renderer)
+
+
+async def test_hooks_force_calls_and_lengths(tokenizer, renderer):
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: "no calls here at all, just words")
+
+    def parse(text, turn):
+        return ParseResult(calls=[ParsedCall("calculator", {"expression": str(turn)}, "")] if turn < 2 else [])
+
+    hooks = LoopHooks(parse=parse, sampling=lambda traj, turn: SamplingParams(max_new_tokens=3 + turn, stop_token_ids=[2]))
+    session = FakeSession()
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, session, MultiTurnConfig(), SamplingParams(1), "r",
+                                hooks=hooks)
+    assert [c["max_new_tokens"] for c in engine.calls] == [3, 4, 5]
+    assert session.calls == [("calculator", {"expression": "0"}), ("calculator", {"expression": "1"})]
+    assert len(traj.turns) == 3
+
+
+async def test_abort_mid_turn_then_resume_keeps_prefix(tokenizer, renderer):
+    call = call_text("calculator", '{"expression": "1"}')
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: call if turn_of(rid) == 0 else "the final answer is <answer>5</answer>",
+                            token_delay=0.01)
+    traj = new_traj(renderer)
+    ctl = LoopControl()
+    task = asyncio.ensure_future(run_trajectory(traj, engine, renderer, FakeSession(), MultiTurnConfig(),
+                                                SamplingParams(1), "r", control=ctl, policy_version=3))
+    while not (len(traj.turns) == 1 and traj.turns[0].observation_ids and ctl.phase == "generate"):
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)  # a few tokens of turn 1
+    ctl.stop_requested = True
+    await engine.abort(ctl.request_id)
+    await task
+    assert traj.status == "aborted" and traj.stop_reason == "abort" and not engine.running
+    partial = traj.turns[1]
+    assert partial.finish_reason == "abort" and 0 < len(partial.output_ids) < 12
+    before = (list(traj.response_ids), list(traj.rollout_logprobs), list(traj.loss_mask))
+    n_before = len(partial.output_ids)
+
+    traj.status = "carried"
+    done = await run_trajectory(traj, engine, renderer, FakeSession(), MultiTurnConfig(), SamplingParams(1), "r2",
+                                policy_version=4)
+    assert done.status == "finished" and done.stop_reason == "answer" and len(done.turns) == 2
+    assert done.response_ids[:len(before[0])] == before[0]
+    assert done.rollout_logprobs[:len(before[1])] == before[1] and done.loss_mask[:len(before[2])] == before[2]
+    # resumed generation continued the same turn from prompt + response so far, with the turn's remaining budget
+    last = engine.calls[-1]
+    assert last["input_ids"] == traj.prompt_ids + before[0]
+    assert last["max_new_tokens"] == MultiTurnConfig().max_new_tokens_per_turn - n_before
+    assert done.policy_version == 3 and done.turns[1].policy_version == 3
+
+
+async def test_cancel_during_tools_then_resume_reruns_calls(tokenizer, renderer):
+    call = call_text("calculator", '{"expression": "1"}')
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: call if turn_of(rid) == 0 else "<answer>1</answer>")
+    traj = new_traj(renderer)
+    ctl = LoopControl()
+    slow = FakeSession(delay=5)
+    task = asyncio.ensure_future(run_trajectory(traj, engine, renderer, slow, MultiTurnConfig(), SamplingParams(1),
+                                                "r", control=ctl))
+    while ctl.phase != "tools":
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(traj.turns) == 1 and not traj.turns[0].tool_calls and not traj.turns[0].observation_ids
+    n = len(traj.response_ids)
+    traj.status, traj.stop_reason = "carried", "abort"
+    session = FakeSession()
+    await run_trajectory(traj, engine, renderer, session, MultiTurnConfig(), SamplingParams(1), "r2")
+    assert traj.stop_reason == "answer" and session.calls == [("calculator", {"expression": "1"})]
+    assert len(engine.calls) == 2 and engine.calls[1]["input_ids"][len(traj.prompt_ids):][:n] == traj.response_ids[:n]
+    check_invariants(traj, engine, renderer)
+
+
+async def test_single_turn_without_tools(tokenizer, renderer):
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: call_text("calculator", "{}"))
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, None, MultiTurnConfig(), SamplingParams(1), "r")
+    assert traj.stop_reason == "answer" and len(traj.turns) == 1 and not traj.turns[0].tool_calls
