@@ -1,13 +1,43 @@
-"""Placeholder until its feature lands: says so and exits non-zero (never fake output)."""
+"""`agent-rl kg-server --store PATH [--host 127.0.0.1] [--port 8001]`: serve a KG store for kg_query."""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
 import sys
 
-HELP = "Serve a KG store over HTTP for the kg_query tool (issue 3)"
+HELP = "Serve a KG store over HTTP for the kg_query tool"
 
 
 def add_arguments(parser):
-    parser.set_defaults(_accepts_extra=True)
+    parser.add_argument("--store", required=True, help="KG store JSON (agent-rl data generate kg, or a RoG converter)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    parser.add_argument("--port", type=int, default=8001, help="port (0 = a free one)")
+    parser.add_argument("--max-batch", type=int, default=1024, help="most requests in one POST /retrieve list")
+    parser.add_argument("--max-body-kb", type=int, default=1024, help="largest request body")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def run(args) -> int:
-    print("agent-rl: this command is not implemented yet (issue 3)", file=sys.stderr)
-    return 2
+    from tools.kg_server import serve_forever
+
+    if not _is_loopback(args.host):
+        print(f"warning: binding to {args.host}: the KG server has no authentication", file=sys.stderr)
+
+    def ready(url, index):
+        print(f"KG server on {url} ({len(index)} samples, {index.num_triples} triples); Ctrl-C to stop", flush=True)
+
+    try:
+        asyncio.run(serve_forever(args.store, args.host, args.port, on_ready=ready,
+                                  max_batch=args.max_batch, max_body_bytes=args.max_body_kb * 1024))
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -21,7 +21,7 @@ import re
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import jsonschema
 import yaml
@@ -231,7 +231,15 @@ def load_tools(path: str) -> List[Any]:
     return [build_tool(s, base_dir) for s in specs]
 
 
-def load_tool_specs_and_tools(path: str):
+def load_tool_specs_and_tools(path: str, only: Optional[Iterable[str]] = None) -> List[Tuple[ToolSpec, Any]]:
+    """-> [(spec, tool)]; `only` restricts to these tool names (each must be declared in the file)."""
     specs = read_tool_specs(path)
+    if only is not None:
+        wanted = list(only)
+        declared = {s.name for s in specs}
+        missing = [n for n in wanted if n not in declared]
+        if missing:
+            raise ToolConfigError(f"{path}: no tool named {', '.join(map(repr, missing))} (declared: {', '.join(sorted(declared)) or 'none'})")
+        specs = [s for s in specs if s.name in set(wanted)]
     base_dir = os.path.dirname(os.path.abspath(path))
     return [(s, build_tool(s, base_dir)) for s in specs]

@@ -127,8 +127,10 @@ class ToolRuntime:
 
     @classmethod
     def from_yaml(cls, path: str, tokenizer: Any = None, max_tool_response_tokens: Optional[int] = 256,
-                  truncate_side: str = "middle", default_options: Optional[Dict[str, Any]] = None) -> "ToolRuntime":
-        pairs = load_tool_specs_and_tools(path)
+                  truncate_side: str = "middle", default_options: Optional[Dict[str, Any]] = None,
+                  only: Optional[Iterable[str]] = None) -> "ToolRuntime":
+        """Build the tools declared in `path` (`only`: just these names, each must be declared)."""
+        pairs = load_tool_specs_and_tools(path, only)
         if default_options:
             options = {s.name: options_from_config(s.config, s.where, default_options) for s, _ in pairs}
         else:
