@@ -10,7 +10,7 @@ from agent_rl.rollout.agent_loop import LoopControl, LoopHooks, run_trajectory
 from agent_rl.rollout.chat import ChatRenderer
 from agent_rl.rollout.parser import ParsedCall, ParseResult
 from agent_rl.rollout.trajectory import Trajectory
-from tests.rollout.fakes import FakeSession, ScriptedEngine, call_text
+from rollout_fakes import FakeSession, ScriptedEngine, call_text
 
 TOOLS = [{"type": "function", "function": {"name": "calculator", "description": "math",
                                            "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}}}]

@@ -1,0 +1,291 @@
+"""Rollout scheduler: one training step's trajectories (GRPO groups), over-sampling and carry-over.
+
+`run_step(rows, step)` launches one group of `rollout.n` trajectories per row (plus the groups
+carried over from the previous step, launched first), each trajectory an asyncio task running
+`agent_loop.run_trajectory` inside its own tool session, at most `max_concurrent_trajectories` at once.
+
+Over-sampling: with B = `batch_size` (default `floor(groups / (1 + over_sample_rate))`, so
+`ceil(B * (1 + rate))` launched groups give B), the first B groups whose trajectories have *all*
+finished are kept; then every other trajectory is stopped: a request in generation is aborted in
+the engine, one running tools (or waiting for a slot) is cancelled, which releases its tool
+instances through the session's exit. A kept group never holds an aborted sample.
+
+Carry-over (`partial_rollout`): the cut groups are not thrown away. Their unfinished trajectories get
+status "carried" (keeping their ids, log-probs and a partial turn), finished ones stay finished, and
+at the next `run_step` the whole group is launched again first, counting toward that step's B.
+Without carry-over the cut groups are dropped (`RolloutResult.dropped`).
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from agent_rl.rollout.agent_loop import LoopControl, LoopHooks, run_trajectory
+from agent_rl.rollout.trajectory import Trajectory
+
+ABORT_GRACE_S = 30.0
+
+
+@dataclass
+class RolloutResult:
+    trajectories: List[Trajectory]                 # kept groups, group after group (launch order), samples in order
+    metrics: Dict[str, float]
+    dropped: List[Trajectory] = field(default_factory=list)   # cut groups' trajectories when not carried over
+    carried: List[Trajectory] = field(default_factory=list)   # cut groups kept for the next step
+
+
+@dataclass
+class _Group:
+    uid: str
+    row: Dict[str, Any]
+    trajs: List[Trajectory]
+    order: int
+    resumed: bool = False
+
+
+class _NullSession:
+    """Tool session of a run without tools: single-turn trajectories."""
+
+    async def __aenter__(self):
+        return None
+
+    async def __aexit__(self, *exc):
+        return False
+
+
+class RolloutScheduler:
+    def __init__(self, engine, renderer, tool_runtime, rollout_cfg, reward_fn: Optional[Callable] = None,
+                 hooks: Optional[LoopHooks] = None):
+        self.engine = engine
+        self.renderer = renderer
+        self.tool_runtime = tool_runtime
+        self.cfg = rollout_cfg
+        self.reward_fn = reward_fn
+        self.hooks = hooks
+        self.policy_version = 0
+        self._carried: List[_Group] = []
+
+    # ------------------------------------------------------------------ public
+    @property
+    def num_carried_groups(self) -> int:
+        return len(self._carried)
+
+    def rows_needed(self, batch_size: int) -> int:
+        """New rows the caller should pass to `run_step` for a batch of `batch_size` groups."""
+        return max(0, math.ceil(batch_size * (1 + self.cfg.over_sample_rate)) - len(self._carried))
+
+    def carried_trajectories(self) -> List[Trajectory]:
+        return [t for g in self._carried for t in g.trajs]
+
+    async def run_step(self, rows: Sequence[Dict[str, Any]], step: int, batch_size: Optional[int] = None,
+                       policy_version: Optional[int] = None) -> RolloutResult:
+        """One training step's rollout. Returns the kept groups (B of them when enough finished)."""
+        version = step if policy_version is None else policy_version
+        self.policy_version = version
+        carried, self._carried = self._carried, []
+        for g in carried:
+            g.resumed = True
+        groups = carried + [self._new_group(row, self.cfg.n, step, i) for i, row in enumerate(rows)]
+        for i, g in enumerate(groups):
+            g.order = i
+        if batch_size is None:
+            batch_size = int(math.floor(len(groups) / (1 + self.cfg.over_sample_rate) + 1e-9))
+        return await self._run(groups, keep=min(batch_size, len(groups)), sampling=self.cfg.sampling,
+                               carry=bool(self.cfg.partial_rollout), version=version, step=step)
+
+    async def validate(self, rows: Sequence[Dict[str, Any]], step: int = 0, n: int = 1) -> RolloutResult:
+        """Every row, `n` samples each, validation sampling, no over-sampling, no carry-over."""
+        groups = [self._new_group(row, n, step, i, prefix="val") for i, row in enumerate(rows)]
+        for i, g in enumerate(groups):
+            g.order = i
+        return await self._run(groups, keep=len(groups), sampling=self.cfg.val_sampling, carry=False,
+                               version=self.policy_version, step=step, desc="validate")
+
+    # ------------------------------------------------------------------ internals
+    def _new_group(self, row: Dict[str, Any], n: int, step: int, i: int, prefix: str = "s") -> _Group:
+        uid = f"{prefix}{step}-{i}-{uuid.uuid4().hex[:8]}"
+        prompt = self.renderer.prompt_ids(row["prompt"])
+        trajs = [Trajectory(uid=uid, sample_index=k, row=row, prompt_ids=list(prompt)) for k in range(n)]
+        return _Group(uid=uid, row=row, trajs=trajs, order=i)
+
+    def _session(self, traj: Trajectory):
+        if self.tool_runtime is None or not self.cfg.multi_turn.enable:
+            return _NullSession()
+        kwargs = (traj.row.get("extra_info") or {}).get("tools_kwargs") or {}
+        return self.tool_runtime.session(traj.id, kwargs)
+
+    async def _traj_task(self, traj: Trajectory, ctl: LoopControl, sem: asyncio.Semaphore, sampling, version: int,
+                         step: int) -> Trajectory:
+        async with sem:
+            if ctl.stop_requested:
+                traj.status, traj.stop_reason = "aborted", "abort"
+                return traj
+            seen = {id(c) for u in traj.turns for c in u.tool_calls}
+            async with self._session(traj) as session:
+                await run_trajectory(traj, self.engine, self.renderer, session, self.cfg.multi_turn, sampling,
+                                     request_id=f"{traj.id}@{step}", hooks=self.hooks,
+                                     max_model_len=self.cfg.max_model_len, control=ctl, policy_version=version)
+                if traj.status == "finished" and session is not None:
+                    rewards = await session.calc_rewards()
+                    traj.tool_rewards.update({k: float(v) for k, v in (rewards or {}).items()})
+        self._record_loop_errors(traj, seen)
+        if traj.status == "finished":
+            self._finalize(traj)
+        return traj
+
+    def _record_loop_errors(self, traj: Trajectory, seen: set) -> None:
+        """Malformed calls and over-budget calls never reach the runtime: count them in its metrics."""
+        metrics = getattr(self.tool_runtime, "metrics", None)
+        if metrics is None:
+            return
+        for u in traj.turns:
+            for c in u.tool_calls:
+                if id(c) not in seen and c.status in ("parse_error", "budget"):
+                    known = c.name in getattr(self.tool_runtime, "names", [])
+                    metrics.record_error(c.name if known else None, c.status)
+
+    def _finalize(self, traj: Trajectory) -> None:
+        try:
+            traj.drift = int(self.renderer.drift(traj.messages, list(traj.prompt_ids) + list(traj.response_ids)))
+        except Exception:  # a metric only: a template that cannot re-render must not end the run
+            traj.drift = None
+        if self.reward_fn is not None:
+            score, components = self.reward_fn(traj)
+            traj.reward = float(score)
+            traj.reward_components = {k: float(v) for k, v in components.items()}
+
+    async def _run(self, groups: List[_Group], keep: int, sampling, carry: bool, version: int, step: int,
+                   desc: str = "rollout") -> RolloutResult:
+        from tqdm.auto import tqdm
+
+        t0 = time.perf_counter()
+        gen_before = {id(t): t.num_generated for g in groups for t in g.trajs}
+        sem = asyncio.Semaphore(max(1, int(self.cfg.max_concurrent_trajectories)))
+        remaining = {g.uid: 0 for g in groups}
+        info: Dict[asyncio.Task, tuple] = {}
+        kept: List[_Group] = []
+        for g in groups:
+            for t in g.trajs:
+                if t.status == "finished":
+                    continue
+                ctl = LoopControl()
+                task = asyncio.ensure_future(self._traj_task(t, ctl, sem, sampling, version, step))
+                info[task] = (g, t, ctl)
+                remaining[g.uid] += 1
+        for g in groups:  # groups already complete (carried with every sample finished)
+            if remaining[g.uid] == 0 and len(kept) < keep:
+                kept.append(g)
+        total = sum(len(g.trajs) for g in groups)
+        bar = tqdm(total=total, desc=desc, disable=not self.cfg.progress_bar, leave=False)
+        bar.update(total - len(info))
+        pending = set(info)
+        try:
+            while pending and len(kept) < keep:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # an engine / loop error ends the step
+                    g, t, _ = info[task]
+                    bar.update(1)
+                    remaining[g.uid] -= 1
+                    if remaining[g.uid] == 0 and len(kept) < keep and all(x.status == "finished" for x in g.trajs):
+                        kept.append(g)
+        except BaseException:
+            await self._stop(pending, info)
+            bar.close()
+            raise
+        cut_started = time.perf_counter()
+        aborted_ids = {id(info[t][1]) for t in pending}
+        await self._stop(pending, info)
+        bar.close()
+        seconds = time.perf_counter() - t0
+
+        kept_ids = {g.uid for g in kept}
+        kept.sort(key=lambda g: g.order)
+        cut = [g for g in groups if g.uid not in kept_ids]
+        carried, dropped = [], []
+        for g in cut:
+            for t in g.trajs:
+                if t.status != "finished":
+                    t.status = "carried" if carry else "aborted"
+                    if not t.stop_reason:
+                        t.stop_reason = "abort"
+            if carry:
+                carried.append(g)
+            else:
+                dropped.extend(g.trajs)
+        self._carried = carried if carry else []
+        trajs = [t for g in kept for t in g.trajs]
+        metrics = self._metrics(groups, kept, trajs, carried, aborted_ids, gen_before, seconds,
+                                time.perf_counter() - cut_started, carry)
+        return RolloutResult(trajectories=trajs, metrics=metrics, dropped=dropped,
+                             carried=[t for g in carried for t in g.trajs])
+
+    async def _stop(self, pending, info) -> None:
+        """Abort requests in generation, cancel the rest (tool instances are released by the sessions' exits)."""
+        if not pending:
+            return
+        to_abort = []
+        for task in pending:
+            _, _, ctl = info[task]
+            ctl.stop_requested = True
+            if ctl.phase == "generate" and ctl.request_id:
+                to_abort.append(ctl.request_id)
+            elif ctl.phase != "done":
+                task.cancel()
+        for rid in to_abort:
+            await self.engine.abort(rid)
+        done, still = await asyncio.wait(pending, timeout=ABORT_GRACE_S)
+        for task in still:  # an engine that ignored the abort
+            task.cancel()
+        if still:
+            await asyncio.wait(still)
+        for task in pending:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()
+
+    def _metrics(self, groups, kept, trajs, carried, aborted_ids, gen_before, seconds, cut_s, carry) -> Dict[str, float]:
+        all_trajs = [t for g in groups for t in g.trajs]
+        generated = sum(t.num_generated - gen_before.get(id(t), 0) for t in all_trajs)
+        m: Dict[str, float] = {
+            "rollout/launched_groups": float(len(groups)),
+            "rollout/kept_groups": float(len(kept)),
+            "rollout/resumed_groups": float(sum(1 for g in groups if g.resumed)),
+            "rollout/aborted_trajectories": float(len(aborted_ids)),
+            "rollout/carried_trajectories": float(sum(1 for g in carried for t in g.trajs if t.status == "carried")),
+            "rollout/seconds": seconds,
+            "rollout/abort_seconds": cut_s,
+            "rollout/gen_tokens": float(generated),
+            "rollout/gen_tokens_per_s": generated / seconds if seconds > 0 else 0.0,
+        }
+        if trajs:
+            n = float(len(trajs))
+            m["rollout/turns_mean"] = sum(len(t.turns) for t in trajs) / n
+            m["rollout/tool_calls_mean"] = sum(len(u.tool_calls) for t in trajs for u in t.turns) / n
+            m["rollout/response_len_mean"] = sum(len(t.response_ids) for t in trajs) / n
+            m["rollout/response_len_max"] = float(max(len(t.response_ids) for t in trajs))
+            m["rollout/sampled_len_mean"] = sum(t.num_generated for t in trajs) / n
+            m["rollout/reward_mean"] = sum(t.reward for t in trajs) / n
+            drifts = [t.drift for t in trajs if t.drift is not None]
+            if drifts:
+                m["rollout/drift_mean"] = sum(drifts) / len(drifts)
+                m["rollout/drift_nonzero_frac"] = sum(1 for d in drifts if d) / len(drifts)
+            for reason, c in Counter(t.stop_reason for t in trajs).items():
+                m[f"rollout/stop_reason/{reason}"] = c / n
+            calls = Counter((c.name or "<none>", c.status) for t in trajs for u in t.turns for c in u.tool_calls)
+            for (name, status), c in sorted(calls.items()):
+                m[f"rollout/tool_calls/{name}/{status}"] = float(c)
+            comps: Dict[str, List[float]] = {}
+            for t in trajs:
+                for k, v in t.reward_components.items():
+                    comps.setdefault(k, []).append(v)
+            for k, vs in comps.items():
+                m[f"rollout/reward/{k}"] = sum(vs) / len(vs)
+        if self.tool_runtime is not None and hasattr(self.tool_runtime, "metrics"):
+            m.update({k: float(v) for k, v in self.tool_runtime.metrics.snapshot(reset=True).items()
+                      if isinstance(v, (int, float))})
+        return m

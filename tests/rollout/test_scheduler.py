@@ -1,0 +1,147 @@
+"""Scheduler on a scripted engine + the real ToolRuntime: groups, over-sampling, carry-over, metrics."""
+import re
+
+import pytest
+
+from agent_rl.config.schema import MultiTurnConfig, RolloutConfig
+from agent_rl.rollout.chat import ChatRenderer
+from agent_rl.rollout.scheduler import RolloutScheduler
+from rollout_fakes import ScriptedEngine, call_text
+from rollout_tools import sleep_runtime
+
+
+def rows(k):
+    return [{"prompt": [{"role": "user", "content": f"question {i}"}], "data_source": "arith_synth",
+             "reward_model": {"ground_truth": str(i)}, "extra_info": {"index": i}} for i in range(k)]
+
+
+def question(ids, tokenizer):
+    return int(re.search(r"question (\d+)", tokenizer.decode(ids)).group(1))
+
+
+def turn_of(rid):
+    return int(re.search(r"-t(\d+)", rid).group(1))
+
+
+def cfg(**kw):
+    mt = MultiTurnConfig(max_assistant_turns=4, max_new_tokens_per_turn=64)
+    base = dict(n=2, multi_turn=mt, progress_bar=False, max_model_len=4096)
+    base.update(kw)
+    return RolloutConfig(**base)
+
+
+@pytest.fixture
+def setup(tokenizer):
+    rt, tool = sleep_runtime(tokenizer, delay=0.0)
+    renderer = ChatRenderer(tokenizer, rt.schemas)
+    return rt, tool, renderer
+
+
+def slow_script(tokenizer, slow_questions, words=60):
+    """turn 0: one tool call; turn 1: answer. Slow questions answer with many tokens (cut by the scheduler)."""
+    def script(ids, rid):
+        q = question(ids, tokenizer)
+        if turn_of(rid) == 0:
+            return call_text("sleep", '{"x": "%d"}' % q)
+        return ("word " * words if q in slow_questions else "") + f"<answer>{q}</answer>"
+    return script
+
+
+async def test_groups_rewards_and_metrics(tokenizer, setup):
+    rt, tool, renderer = setup
+    engine = ScriptedEngine(tokenizer, slow_script(tokenizer, set()))
+    sched = RolloutScheduler(engine, renderer, rt, cfg(n=3), reward_fn=lambda t: (1.0, {"dummy": 1.0}))
+    res = await sched.run_step(rows(4), step=1)
+    assert len(res.trajectories) == 12
+    uids = [t.uid for t in res.trajectories]
+    assert len(set(uids)) == 4 and all(uids.count(u) == 3 for u in set(uids))
+    assert [t.sample_index for t in res.trajectories[:3]] == [0, 1, 2]
+    assert all(t.status == "finished" and t.stop_reason == "answer" for t in res.trajectories)
+    assert all(t.tool_rewards == {"sleep": 0.5} and t.reward == 1.0 and t.drift == 0 for t in res.trajectories)
+    m = res.metrics
+    assert m["rollout/launched_groups"] == 4 and m["rollout/kept_groups"] == 4
+    assert m["rollout/turns_mean"] == 2 and m["rollout/tool_calls_mean"] == 1
+    assert m["rollout/tool_calls/sleep/ok"] == 12 and m["rollout/stop_reason/answer"] == 1.0
+    assert m["rollout/drift_mean"] == 0 and m["rollout/gen_tokens_per_s"] > 0 and m["tools/sleep/calls"] == 12
+    assert tool.created == tool.released == 12 and not tool.live
+
+
+async def test_over_sampling_keeps_only_complete_groups(tokenizer, setup):
+    rt, tool, renderer = setup
+    engine = ScriptedEngine(tokenizer, slow_script(tokenizer, {3, 4, 5}, words=400), token_delay=0.002)
+    sched = RolloutScheduler(engine, renderer, rt, cfg(n=2, over_sample_rate=1.0))
+    res = await sched.run_step(rows(6), step=0)   # B = 6 / 2 = 3
+    kept = {t.row["extra_info"]["index"] for t in res.trajectories}
+    assert kept == {0, 1, 2} and len(res.trajectories) == 6
+    assert all(t.status == "finished" for t in res.trajectories)
+    assert len(res.dropped) == 6 and all(t.status == "aborted" for t in res.dropped)
+    assert res.metrics["rollout/aborted_trajectories"] == 6 and res.metrics["rollout/kept_groups"] == 3
+    assert not engine.running                               # aborted requests really stopped
+    assert any(c["finish"] == "abort" for c in engine.calls)
+    await rt.close()
+    assert tool.created == tool.released == 12 and not tool.live
+    assert sched.num_carried_groups == 0
+
+
+async def test_carry_over_resumes_with_history_intact(tokenizer, setup):
+    rt, tool, renderer = setup
+    slow = {2, 3}
+    engine = ScriptedEngine(tokenizer, slow_script(tokenizer, slow, words=300), token_delay=0.002)
+    sched = RolloutScheduler(engine, renderer, rt, cfg(n=2, over_sample_rate=1.0, partial_rollout=True))
+    res = await sched.run_step(rows(4), step=0, batch_size=2)
+    assert {t.row["extra_info"]["index"] for t in res.trajectories} == {0, 1}
+    assert sched.num_carried_groups == 2 and not res.dropped
+    carried = res.carried
+    assert len(carried) == 4 and res.metrics["rollout/carried_trajectories"] == 4
+    assert all(t.status == "carried" for t in carried)
+    snap = {t.id: (list(t.response_ids), list(t.rollout_logprobs), list(t.loss_mask)) for t in carried}
+    assert any(len(t.turns) == 2 and t.turns[-1].finish_reason == "abort" and t.turns[-1].output_ids for t in carried)
+    assert not engine.running
+    assert sched.rows_needed(2) == 2   # ceil(2 * 2) - 2 carried groups
+
+    slow.clear()
+    res2 = await sched.run_step(rows(2), step=1, batch_size=2)
+    # the carried groups were launched first and count toward B
+    assert res2.metrics["rollout/resumed_groups"] == 2 and res2.metrics["rollout/launched_groups"] == 4
+    resumed = [t for t in res2.trajectories if t.id in snap]
+    assert len(resumed) == 4, "carried groups finish first (they were nearly done)"
+    for t in resumed:
+        ids0, lps0, mask0 = snap[t.id]
+        assert t.status == "finished" and t.response_ids[:len(ids0)] == ids0
+        assert t.rollout_logprobs[:len(lps0)] == lps0 and t.loss_mask[:len(mask0)] == mask0
+        assert t.policy_version == 0
+    await rt.close()
+    assert tool.created == tool.released and not tool.live
+
+
+async def test_validate_runs_every_row_once(tokenizer, setup):
+    rt, tool, renderer = setup
+    engine = ScriptedEngine(tokenizer, slow_script(tokenizer, set()))
+    sched = RolloutScheduler(engine, renderer, rt, cfg(n=5, over_sample_rate=0.5))
+    res = await sched.validate(rows(3))
+    assert len(res.trajectories) == 3 and res.metrics["rollout/kept_groups"] == 3
+
+
+async def test_concurrency_cap(tokenizer):
+    rt, tool = sleep_runtime(tokenizer, delay=0.05)
+    renderer = ChatRenderer(tokenizer, rt.schemas)
+    active, peak = [0], [0]
+
+    def script(ids, rid):
+        return call_text("sleep", "{}") if turn_of(rid) == 0 else "done"
+
+    engine = ScriptedEngine(tokenizer, script)
+    orig = tool.execute
+
+    async def counting(instance_id, arguments, **kw):
+        active[0] += 1
+        peak[0] = max(peak[0], active[0])
+        try:
+            return await orig(instance_id, arguments, **kw)
+        finally:
+            active[0] -= 1
+
+    tool.execute = counting
+    sched = RolloutScheduler(engine, renderer, rt, cfg(n=4, max_concurrent_trajectories=3))
+    res = await sched.run_step(rows(3), step=0)
+    assert len(res.trajectories) == 12 and peak[0] == 3
