@@ -1,0 +1,61 @@
+"""Answer text helpers shared by the reward functions: extraction, normalisation (SQuAD / KG-R1 style)."""
+from __future__ import annotations
+
+import re
+import string
+from typing import List, Optional
+
+from agent_rl.rollout.parser import extract_answer
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = set(string.punctuation)
+_HASH_ANSWER = re.compile(r"####\s*([^\n]*)")
+_NUMBER = re.compile(r"-?\$?\s*(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
+
+
+def normalize_answer(s: str) -> str:
+    """Lowercase, drop punctuation, drop articles (a / an / the), collapse whitespace."""
+    s = str(s).lower()
+    s = "".join(ch if ch not in _PUNCT else " " for ch in s)
+    s = _ARTICLES.sub(" ", s)
+    return " ".join(s.split())
+
+
+def split_answers(answer: Optional[str]) -> List[str]:
+    """`a | b | c` -> ["a", "b", "c"] (stripped, empty parts dropped, order kept)."""
+    if answer is None:
+        return []
+    return [p.strip() for p in answer.split("|") if p.strip()]
+
+
+def final_answer(texts: List[str]) -> Optional[str]:
+    """The last `<answer>...</answer>` over the assistant turns (later turns win), else None."""
+    for text in reversed(texts):
+        a = extract_answer(text)
+        if a is not None:
+            return a
+    return None
+
+
+def final_hash_answer(texts: List[str]) -> Optional[str]:
+    """The text after the last `#### ` over the assistant turns, else None."""
+    for text in reversed(texts):
+        found = _HASH_ANSWER.findall(text)
+        if found:
+            return found[-1].strip()
+    return None
+
+
+def parse_number(text) -> Optional[float]:
+    """Last number in `text` ("1,234.5", "$72", "-3") -> float; commas between digits and $ ignored."""
+    if text is None or isinstance(text, bool):
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    found = _NUMBER.findall(str(text))
+    if not found:
+        return None
+    try:
+        return float(found[-1].replace(",", "").replace("$", "").replace(" ", ""))
+    except ValueError:
+        return None
