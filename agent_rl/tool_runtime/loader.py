@@ -130,7 +130,10 @@ def read_tool_specs(path: str) -> List[ToolSpec]:
         with open(path, encoding="utf-8") as f:
             doc = yaml.safe_load(f)
     except yaml.YAMLError as e:
-        raise ToolConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ToolConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(doc, dict) or "tools" not in doc:
         raise ToolConfigError(f"{path}: expected a mapping with a top-level `tools:` list")
     entries = doc["tools"]

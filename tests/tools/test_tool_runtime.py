@@ -1,0 +1,379 @@
+"""ToolRuntime: validation, faults, timeouts, cancellation, limits, retries, metrics."""
+import asyncio
+import json
+import time
+
+import pytest
+
+from agent_rl.tool_runtime.base import ToolResponse, TransientToolError
+from agent_rl.tool_runtime.runtime import ToolRuntime
+from agent_rl.tool_runtime.runtime import CANCEL_GRACE_S
+from tool_fakes import IgnoresCancel, ScriptedTool, fn_schema, hang_forever
+
+pytestmark = pytest.mark.timeout(30)
+
+RICH_SCHEMA = fn_schema("rich", {
+    "mode": {"type": "string", "enum": ["fast", "slow"]},
+    "count": {"type": "integer", "minimum": 1},
+    "items": {"type": "array", "items": {"type": "number"}},
+    "options": {"type": "object", "properties": {"unit": {"type": "string", "enum": ["m", "km"]}}, "required": ["unit"]},
+}, required=["mode"])
+
+
+async def run_one(tool, name=None, arguments="{}", tools_kwargs=None, **rt_kwargs):
+    rt = ToolRuntime([tool], **rt_kwargs)
+    async with rt.session("t0", tools_kwargs or {}) as s:
+        rec = await s.call(name or tool.name, arguments)
+    return rt, rec
+
+
+async def test_ok_call_with_str_and_dict_arguments_and_kwargs():
+    tool = ScriptedTool("echo", schema=fn_schema("echo", {"x": {"type": "integer"}}, ["x"]))
+    rt = ToolRuntime([tool])
+    assert rt.names == ["echo"] and rt.schemas[0]["function"]["name"] == "echo"
+    kwargs = {"echo": {"create_kwargs": {"seed": 7}, "execute_kwargs": {"flag": "on"}}}
+    async with rt.session("traj-1", kwargs) as s:
+        r1 = await s.call("echo", '{"x": 1}')
+        r2 = await s.call("echo", {"x": 2})
+    assert (r1.status, r2.status) == ("ok", "ok")
+    assert r1.observation == "echo {'x': 1}" and r1.arguments == {"x": 1} and r1.step_reward == 0.5
+    assert r1.metrics == {"ok": True} and r1.latency_s >= 0
+    iid = tool.created[0]
+    assert iid.startswith("traj-1/echo/") and tool.create_kwargs[iid] == {"seed": 7}
+    assert tool.executed[0]["flag"] == "on" and tool.released == [iid]
+    snap = rt.metrics.snapshot()
+    assert snap["tools/echo/calls"] == 2 and snap["tools/calls"] == 2 and snap["tools/echo/ok_mean"] == 1.0
+    assert snap["tools/echo/latency_p50_s"] <= snap["tools/echo/latency_p99_s"]
+
+
+async def test_tool_raises_becomes_error_observation():
+    async def boom(*a, **k):
+        raise ValueError("disk on fire")
+    rt, rec = await run_one(ScriptedTool("boom", boom))
+    assert rec.status == "exception" and rec.observation.startswith("Error:") and "disk on fire" in rec.observation
+    assert rt.metrics.snapshot()["tools/boom/errors/exception"] == 1
+
+
+async def test_tool_hangs_forever():
+    t0 = time.perf_counter()
+    rt, rec = await run_one(ScriptedTool("slow", hang_forever, timeout_s=0.1))
+    assert rec.status == "timeout" and rec.observation.startswith("Error:") and "timed out" in rec.observation
+    assert time.perf_counter() - t0 < 1.0
+    assert rt.metrics.snapshot()["tools/errors/timeout"] == 1
+
+
+async def test_tool_that_swallows_cancellation_is_abandoned():
+    body = IgnoresCancel()
+    t0 = time.perf_counter()
+    try:
+        rt, rec = await run_one(ScriptedTool("stubborn", body, timeout_s=0.1))
+        assert rec.status == "timeout" and body.cancels >= 1
+        assert time.perf_counter() - t0 < 0.1 + CANCEL_GRACE_S + 0.5
+    finally:
+        body.stop()
+    await asyncio.sleep(0.05)
+
+
+async def test_slow_tool_times_out():
+    async def slow(*a, **k):
+        await asyncio.sleep(5)
+        return "late", 0.0, {}
+    t0 = time.perf_counter()
+    _, rec = await run_one(ScriptedTool("slow", slow, timeout_s=0.1))
+    assert rec.status == "timeout" and time.perf_counter() - t0 < 1.0
+
+
+async def test_malformed_json_arguments():
+    tool = ScriptedTool("echo")
+    _, rec = await run_one(tool, arguments='{"x": 1,,}')
+    assert rec.status == "invalid_arguments" and rec.observation.startswith("Error:")
+    assert "not valid JSON" in rec.observation and rec.arguments == '{"x": 1,,}' and not tool.executed
+    _, rec = await run_one(ScriptedTool("echo"), arguments="[1, 2]")
+    assert rec.status == "invalid_arguments" and "must be a JSON object, got array" in rec.observation
+
+
+@pytest.mark.parametrize("args, needle", [
+    ({}, "'mode' is a required property"),
+    ({"mode": "medium"}, "field 'mode': 'medium' is not one of ['fast', 'slow']"),
+    ({"mode": "fast", "count": 0}, "field 'count': 0 is less than the minimum of 1"),
+    ({"mode": "fast", "items": [1, "two"]}, "field 'items[1]': 'two' is not of type 'number'"),
+    ({"mode": "fast", "options": {"unit": "mile"}}, "field 'options.unit': 'mile' is not one of ['m', 'km']"),
+    ({"mode": "fast", "options": {}}, "field 'options': 'unit' is a required property"),
+])
+async def test_schema_violation_names_field(args, needle):
+    tool = ScriptedTool("rich", schema=RICH_SCHEMA)
+    rt, rec = await run_one(tool, arguments=json.dumps(args))
+    assert rec.status == "invalid_arguments", rec
+    assert rec.observation.startswith("Error: invalid arguments for rich:") and needle in rec.observation, rec.observation
+    assert not tool.executed and rt.metrics.snapshot()["tools/rich/errors/invalid_arguments"] == 1
+
+
+async def test_unknown_tool():
+    rt, rec = await run_one(ScriptedTool("echo"), name="nope")
+    assert rec.status == "unknown_tool" and rec.observation.startswith("Error: unknown tool 'nope'")
+    assert "Available tools: echo" in rec.observation
+    snap = rt.metrics.snapshot()
+    assert snap["tools/errors/unknown_tool"] == 1 and "tools/nope/calls" not in snap
+
+
+async def test_huge_response_is_truncated():
+    async def huge(*a, **k):
+        return ToolResponse(text="x" * 1_000_000), 0.0, {}
+    t0 = time.perf_counter()
+    rt, rec = await run_one(ScriptedTool("huge", huge), max_tool_response_tokens=100)
+    assert rec.status == "ok" and len(rec.observation) <= 100 and "...[truncated" in rec.observation
+    assert rec.metrics["truncated_tokens"] > 999_000 and rt.metrics.snapshot()["tools/huge/truncated"] == 1
+    assert time.perf_counter() - t0 < 2
+
+
+async def test_non_utf8_bytes_are_decoded_with_replacement():
+    async def raw(*a, **k):
+        return b"caf\xc3\xa9 \xff\xfe ok", 0.0, {}
+    rt, rec = await run_one(ScriptedTool("raw", raw))
+    assert rec.status == "ok" and rec.observation == "café \ufffd\ufffd ok"
+    assert rt.metrics.snapshot()["tools/raw/errors/non_utf8"] == 1
+
+
+@pytest.mark.parametrize("result, needle", [
+    ((None, 0.0, {}), "no text"),
+    ((ToolResponse(text=None), 0.0, {}), "no text"),
+    ((42, 0.0, {}), "text must be str"),
+    ("just a string", "execute must return"),
+    (None, "execute must return"),
+])
+async def test_bad_responses(result, needle):
+    async def bad(*a, **k):
+        return result
+    rt, rec = await run_one(ScriptedTool("bad", bad))
+    assert rec.status == "bad_response" and rec.observation.startswith("Error:") and needle in rec.observation
+
+
+async def test_bad_step_reward_is_zeroed_and_counted():
+    async def nan_reward(*a, **k):
+        return "fine", float("nan"), {}
+    rt, rec = await run_one(ScriptedTool("nanr", nan_reward))
+    assert rec.status == "ok" and rec.step_reward == 0.0
+    assert rt.metrics.snapshot()["tools/nanr/errors/bad_step_reward"] == 1
+
+
+async def test_slow_create_fails_the_tool_but_not_the_session():
+    async def slow_create(*a, **k):
+        await asyncio.sleep(10)
+    tool = ScriptedTool("sc", create=slow_create, create_timeout_s=0.1)
+    other = ScriptedTool("fine")
+    rt = ToolRuntime([tool, other])
+    t0 = time.perf_counter()
+    async with rt.session("t", {}) as s:
+        assert "timed out" in s.create_errors["sc"]
+        rec = await s.call("sc", {})
+        ok = await s.call("fine", {})
+        rewards = await s.calc_rewards()
+    assert time.perf_counter() - t0 < 2
+    assert rec.status == "create_failed" and rec.observation.startswith("Error:") and not tool.executed
+    assert ok.status == "ok" and rewards == {"sc": 0.0, "fine": 1.0}
+    assert len(tool.released) == 1 and len(other.released) == 1
+    assert rt.metrics.snapshot()["tools/sc/errors/create_error"] == 1
+
+
+async def test_create_raising_and_bad_tools_kwargs():
+    async def bad_create(*a, **k):
+        raise KeyError("ground_truth")
+    tool = ScriptedTool("bc", create=bad_create)
+    other = ScriptedTool("kw")
+    rt = ToolRuntime([tool, other])
+    async with rt.session("t", {"kw": {"create_kwargs": "not a dict"}}) as s:
+        assert "KeyError" in s.create_errors["bc"] and "create_kwargs must be a mapping" in s.create_errors["kw"]
+        assert (await s.call("kw", {})).status == "create_failed"
+    assert tool.released and other.released and not other.created
+
+
+async def test_failing_and_hanging_release_are_counted_never_raised():
+    async def bad_release(*a, **k):
+        raise RuntimeError("release broke")
+    bad = ScriptedTool("br", release=bad_release)
+    hung = ScriptedTool("hr", release=hang_forever, release_timeout_s=0.1)
+    rt = ToolRuntime([bad, hung])
+    t0 = time.perf_counter()
+    async with rt.session("t", {}) as s:
+        await s.call("br", {})
+    assert time.perf_counter() - t0 < 2
+    snap = rt.metrics.snapshot()
+    assert snap["tools/br/errors/release_failed"] == 1 and snap["tools/hr/errors/release_failed"] == 1
+    assert len(bad.released) == 1 and len(hung.released) == 1
+
+
+async def test_release_runs_on_exception_in_body():
+    tool = ScriptedTool("e")
+    rt = ToolRuntime([tool])
+    with pytest.raises(KeyError):
+        async with rt.session("t", {}) as s:
+            await s.call("e", {})
+            raise KeyError("agent loop bug")
+    assert tool.released == tool.created and len(tool.released) == 1
+
+
+async def test_release_runs_once_on_cancellation_during_call():
+    started = asyncio.Event()
+
+    async def wait(*a, **k):
+        started.set()
+        await asyncio.Event().wait()
+    tool = ScriptedTool("w", wait, timeout_s=60)
+    rt = ToolRuntime([tool])
+
+    async def trajectory():
+        async with rt.session("t", {}) as s:
+            await s.call("w", {})
+
+    task = asyncio.create_task(trajectory())
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(tool.released) == 1 and tool.released == tool.created
+    assert rt.metrics.snapshot()["tools/w/errors/cancelled"] == 1
+    await rt.close()
+
+
+async def test_release_runs_on_cancellation_during_create():
+    started = asyncio.Event()
+
+    async def slow_create(*a, **k):
+        started.set()
+        await asyncio.sleep(60)
+    slow = ScriptedTool("slowc", create=slow_create, create_timeout_s=60)
+    fast = ScriptedTool("fastc")
+    rt = ToolRuntime([slow, fast])
+
+    async def trajectory():
+        async with rt.session("t", {}):
+            pytest.fail("body must not run")
+
+    task = asyncio.create_task(trajectory())
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(slow.released) == 1 and len(fast.released) == 1
+
+
+async def test_release_continues_when_cancelled_while_releasing():
+    gate = asyncio.Event()
+    finished = []
+
+    async def slow_release(tool, iid, **k):
+        await gate.wait()
+        finished.append(iid)
+    tool = ScriptedTool("sr", release=slow_release, release_timeout_s=10)
+    rt = ToolRuntime([tool])
+
+    async def trajectory():
+        async with rt.session("t", {}):
+            pass
+
+    task = asyncio.create_task(trajectory())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gate.set()
+    await rt.close()
+    assert finished == tool.created
+
+
+async def test_rate_limit_is_time_based_and_shared_across_runtimes():
+    async def quick(*a, **k):
+        return "ok", 0.0, {}
+    rate = 20.0
+    rts = [ToolRuntime([ScriptedTool("ratelimited_t1", quick, rate_limit=rate)]) for _ in range(2)]
+    stamps = []
+
+    async def one(rt, i):
+        async with rt.session(f"t{i}", {}) as s:
+            rec = await s.call("ratelimited_t1", {})
+            stamps.append(time.monotonic())
+            assert rec.status == "ok"
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(one(rts[i % 2], i) for i in range(10)))
+    elapsed = time.monotonic() - t0
+    assert elapsed >= (10 - 1) / rate - 0.02, elapsed
+    stamps.sort()
+    # over any window the count never exceeds rate * window + burst
+    for i in range(len(stamps)):
+        for j in range(i + 1, len(stamps)):
+            assert (j - i) <= rate * (stamps[j] - stamps[i]) + 1 + 1e-6
+
+
+async def test_concurrency_cap():
+    async def slowish(*a, **k):
+        await asyncio.sleep(0.02)
+        return "ok", 0.0, {}
+    tool = ScriptedTool("capped", slowish, max_concurrency=2)
+    rt = ToolRuntime([tool])
+    async with rt.session("t", {}) as s:
+        recs = await asyncio.gather(*(s.call("capped", {}) for _ in range(8)))
+    assert all(r.status == "ok" for r in recs) and tool.max_in_flight == 2
+
+
+async def test_transient_errors_are_retried_with_backoff():
+    attempts = []
+
+    async def flaky(*a, **k):
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise TransientToolError("503 try again")
+        return "finally", 0.0, {}
+    t0 = time.monotonic()
+    rt, rec = await run_one(ScriptedTool("flaky", flaky, max_retries=3, retry_backoff_s=0.05))
+    assert rec.status == "ok" and rec.observation == "finally" and rec.metrics["retries"] == 2
+    assert attempts[1] - attempts[0] >= 0.045 and attempts[2] - attempts[1] >= 0.095  # 0.05, then doubled
+    assert time.monotonic() - t0 >= 0.14 and rt.metrics.snapshot()["tools/flaky/retries"] == 2
+
+
+async def test_transient_retries_exhausted_and_plain_errors_not_retried():
+    calls = []
+
+    async def always(*a, **k):
+        calls.append(1)
+        raise TransientToolError("still down")
+    _, rec = await run_one(ScriptedTool("down", always, max_retries=1, retry_backoff_s=0.01))
+    assert rec.status == "exception" and "after 2 attempts" in rec.observation and len(calls) == 2
+    calls.clear()
+
+    async def fatal(*a, **k):
+        calls.append(1)
+        raise ValueError("bad input")
+    _, rec = await run_one(ScriptedTool("fatal", fatal, max_retries=3, retry_backoff_s=0.01))
+    assert rec.status == "exception" and len(calls) == 1
+
+
+async def test_calc_rewards_errors_become_zero():
+    async def broken(*a, **k):
+        raise RuntimeError("no reward")
+
+    async def weird(*a, **k):
+        return "high"
+    rt = ToolRuntime([ScriptedTool("a"), ScriptedTool("b", calc_reward=broken), ScriptedTool("c", calc_reward=weird)])
+    async with rt.session("t", {}) as s:
+        assert await s.calc_rewards() == {"a": 1.0, "b": 0.0, "c": 0.0}
+    snap = rt.metrics.snapshot()
+    assert snap["tools/b/errors/calc_reward_failed"] == 1 and snap["tools/c/errors/calc_reward_failed"] == 1
+
+
+async def test_metrics_record_error_and_reset():
+    rt, _ = await run_one(ScriptedTool("m"))
+    rt.metrics.record_error(None, "parse_error")
+    rt.metrics.record_error("m", "parse_error")
+    snap = rt.metrics.snapshot(reset=True)
+    assert snap["tools/errors/parse_error"] == 2 and snap["tools/m/errors/parse_error"] == 1 and snap["tools/m/calls"] == 1
+    assert rt.metrics.snapshot() == {"tools/calls": 0}
+
+
+async def test_session_misuse_is_a_clear_error():
+    rt = ToolRuntime([ScriptedTool("x")])
+    s = rt.session("t", {})
+    with pytest.raises(RuntimeError, match="outside"):
+        await s.call("x", {})
+    with pytest.raises(ValueError, match="truncate_side"):
+        ToolRuntime([], truncate_side="left")
