@@ -18,8 +18,8 @@ DEFAULT_PANELS: List[Tuple[str, List[str]]] = [
     ("KL loss", ["actor/kl_loss"]),
     ("policy loss", ["actor/pg_loss"]),
     ("entropy", ["actor/entropy"]),
-    ("response length (tokens)", ["rollout/response_length/mean", "rollout/response_len_mean", "rollout/response_length"]),
-    ("tool calls / trajectory", ["rollout/tool_calls/mean", "rollout/tool_call_rate", "rollout/num_tool_calls/mean"]),
+    ("response length (tokens)", ["rollout/response_len_mean", "rollout/sampled_len_mean"]),
+    ("tool calls", ["rollout/tool_calls_mean", "rollout/tool_call_rate"]),
     ("KG query success rate", ["kg/query_success_rate"]),
     ("timing (s)", ["timing/step_s", "timing/rollout_s", "timing/update_s", "timing/old_logprob_s", "timing/ref_s", "timing/sync_s"]),
 ]

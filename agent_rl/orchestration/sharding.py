@@ -1,9 +1,9 @@
 """Splitting work between data-parallel workers.
 
 - `split_evenly(items, n)`: contiguous near-equal parts (prompt rows for rollout, in order).
-- `shard_batch(batch, n)`: the training batch in `n` shards of equal row count, balanced by tokens
-  (longest rows first, each into the lightest shard with room), each trimmed to its own longest row. FSDP ranks must run the
-  same number of optimizer steps, so every rank gets the same number of trajectories.
+- `shard_batch(batch, n)`: the training batch in `n` shards whose row counts differ by at most one,
+  balanced by tokens (`training.microbatch.split_for_ranks`), each trimmed to its own longest row.
+  The actor agrees the number of mini/micro-batches across ranks, so uneven shards are fine.
 """
 from __future__ import annotations
 
@@ -25,21 +25,6 @@ def split_evenly(items: Sequence[T], n: int) -> List[List[T]]:
         out.append(list(items[start:start + size]))
         start += size
     return out
-
-
-def balanced_partition(lengths: Sequence[int], n: int) -> List[List[int]]:
-    """Row indices for `n` parts of equal size (len(lengths) % n == 0), balancing the sum of lengths."""
-    if len(lengths) % n:
-        raise ValueError(f"{len(lengths)} rows do not split into {n} equal shards")
-    cap = len(lengths) // n
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    parts: List[List[int]] = [[] for _ in range(n)]
-    sums = [0] * n
-    for idx in order:  # longest first, into the lightest part that still has room
-        pos = min((p for p in range(n) if len(parts[p]) < cap), key=lambda p: (sums[p], p))
-        parts[pos].append(idx)
-        sums[pos] += lengths[idx]
-    return [sorted(p) for p in parts]
 
 
 def select_rows(batch: Dict[str, Any], rows: Sequence[int], trim: bool = True) -> Dict[str, Any]:
@@ -64,5 +49,7 @@ def select_rows(batch: Dict[str, Any], rows: Sequence[int], trim: bool = True) -
 
 
 def shard_batch(batch: Dict[str, Any], n: int) -> List[Dict[str, Any]]:
+    from agent_rl.training.microbatch import split_for_ranks
+
     lengths = batch["attention_mask"].sum(dim=1).tolist()
-    return [select_rows(batch, part) for part in balanced_partition(lengths, n)]
+    return [select_rows(batch, part) for part in split_for_ranks(lengths, n)]

@@ -62,20 +62,21 @@ def reward_metrics(trajs: Sequence[Trajectory], prefix: str = "reward") -> Dict[
 
 
 def rollout_metrics(trajs: Sequence[Trajectory]) -> Dict[str, float]:
+    """Exact over all workers' trajectories; names match the scheduler's per-worker metrics where both exist."""
     if not trajs:
         return {}
+    n = float(len(trajs))
     resp = [len(t.response_ids) for t in trajs]
-    gen = [sum(t.loss_mask) for t in trajs]
     calls = [_calls(t) for t in trajs]
     all_calls = [c for cs in calls for c in cs]
     out: Dict[str, float] = {
-        "rollout/num_trajectories": float(len(trajs)),
-        "rollout/prompt_length/mean": _mean([len(t.prompt_ids) for t in trajs]),
-        "rollout/response_length/mean": _mean(resp),
-        "rollout/response_length/max": float(max(resp)),
-        "rollout/generated_tokens/mean": _mean(gen),
-        "rollout/num_turns/mean": _mean([len(t.turns) for t in trajs]),
-        "rollout/tool_calls/mean": _mean([len(cs) for cs in calls]),
+        "rollout/num_trajectories": n,
+        "rollout/prompt_len_mean": _mean([len(t.prompt_ids) for t in trajs]),
+        "rollout/response_len_mean": _mean(resp),
+        "rollout/response_len_max": float(max(resp)),
+        "rollout/sampled_len_mean": _mean([t.num_generated for t in trajs]),
+        "rollout/turns_mean": _mean([len(t.turns) for t in trajs]),
+        "rollout/tool_calls_mean": _mean([len(cs) for cs in calls]),
         "rollout/tool_call_rate": _mean([1.0 if cs else 0.0 for cs in calls]),
     }
     if all_calls:
@@ -83,8 +84,8 @@ def rollout_metrics(trajs: Sequence[Trajectory]) -> Dict[str, float]:
     reasons: Dict[str, int] = defaultdict(int)
     for t in trajs:
         reasons[t.stop_reason or "unknown"] += 1
-    for r, n in reasons.items():
-        out[f"rollout/stop/{r}"] = n / len(trajs)
+    for r, k in reasons.items():
+        out[f"rollout/stop_reason/{r}"] = k / n
     groups: Dict[str, List[float]] = defaultdict(list)
     for t in trajs:
         groups[t.uid].append(float(t.reward))
@@ -92,10 +93,11 @@ def rollout_metrics(trajs: Sequence[Trajectory]) -> Dict[str, float]:
     kg = [c for c in all_calls if c.name == KG_TOOL]
     if kg:
         out["kg/query_success_rate"] = _mean([1.0 if kg_call_succeeded(c) else 0.0 for c in kg])
-        out["kg/queries/mean"] = len(kg) / len(trajs)
+        out["kg/queries_mean"] = len(kg) / n
     drift = [t.drift for t in trajs if t.drift is not None]
     if drift:
-        out["rollout/drift_tokens/mean"] = _mean(drift)
+        out["rollout/drift_mean"] = _mean(drift)
+        out["rollout/drift_nonzero_frac"] = _mean([1.0 if d else 0.0 for d in drift])
     return out
 
 
@@ -113,26 +115,39 @@ def validation_metrics(trajs: Iterable[Trajectory]) -> Dict[str, float]:
         out.update(r)
         ro = rollout_metrics(ts)
         out[f"val/{ds}/tool_call_rate"] = ro["rollout/tool_call_rate"]
-        out[f"val/{ds}/num_turns"] = ro["rollout/num_turns/mean"]
-        out[f"val/{ds}/response_length"] = ro["rollout/response_length/mean"]
+        out[f"val/{ds}/num_turns"] = ro["rollout/turns_mean"]
+        out[f"val/{ds}/response_length"] = ro["rollout/response_len_mean"]
         if "kg/query_success_rate" in ro:
             out[f"val/{ds}/kg_query_success_rate"] = ro["kg/query_success_rate"]
         out[f"val/{ds}/num_samples"] = float(len(ts))
     return out
 
 
+SUMMED = {"rollout/launched_groups", "rollout/kept_groups", "rollout/resumed_groups", "rollout/aborted_trajectories",
+          "rollout/carried_trajectories", "rollout/gen_tokens", "rollout/gen_tokens_per_s"}
+MAXED = {"rollout/seconds", "rollout/abort_seconds"}
+
+
 def merge_worker_metrics(per_worker: Sequence[Dict[str, Any]]) -> Dict[str, float]:
-    """Numeric metrics reported by each worker's scheduler / tool runtime: counts (`.../calls`,
-    `.../errors/...`, `..._count`, `.../num_*`) are summed, everything else averaged."""
+    """Numeric metrics reported by each worker's scheduler / tool runtime, combined: counts and
+    throughputs are summed (`rollout/kept_groups`, `rollout/tool_calls/<tool>/<status>`, `tools/*/calls`,
+    `tools/*/errors/*` ...), wall times and maxima take the max, everything else is averaged.
+    `rollout/reward*` is left out: the driver's `reward/*` is exact over all workers."""
     acc: Dict[str, List[float]] = defaultdict(list)
     for m in per_worker:
         for k, v in (m or {}).items():
+            if k.startswith("rollout/reward"):
+                continue
             if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
                 acc[k].append(float(v))
     out = {}
     for k, vs in acc.items():
         leaf = k.rsplit("/", 1)[-1]
-        summed = (leaf in ("calls", "retries", "truncated") or "/errors/" in k or leaf.endswith("_count")
-                  or leaf.startswith("num_") or leaf in ("aborted", "carried", "launched", "kept"))
-        out[k] = float(sum(vs)) if summed else _mean(vs)
+        if (k in SUMMED or k.startswith("rollout/tool_calls/") or leaf in ("calls", "retries", "truncated")
+                or "/errors/" in k):
+            out[k] = float(sum(vs))
+        elif k in MAXED or leaf.endswith("_max") or leaf.endswith("_p99_s"):
+            out[k] = max(vs)
+        else:
+            out[k] = _mean(vs)
     return out

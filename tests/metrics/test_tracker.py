@@ -12,7 +12,7 @@ from agent_rl.metrics.timer import PhaseTimer
 def _metrics(step):
     return {"reward/mean": 0.1 * step, "reward/answer": 0.05 * step, "actor/kl_loss": 1e-4 * step,
             "actor/pg_loss": -0.01, "actor/entropy": 2.0 - 0.1 * step, "timing/step_s": 2.5,
-            "timing/rollout_s": 1.25, "val/kg_synth/reward": 0.2, "rollout/response_length/mean": 100.0 + step,
+            "timing/rollout_s": 1.25, "val/kg_synth/reward": 0.2, "rollout/response_len_mean": 100.0 + step,
             "kg/query_success_rate": 0.5, "perf/tokens_per_s": 1234.5, "custom": 7}
 
 

@@ -1,23 +1,12 @@
 import pytest
 import torch
 
-from agent_rl.orchestration.sharding import balanced_partition, select_rows, shard_batch, split_evenly
+from agent_rl.orchestration.sharding import select_rows, shard_batch, split_evenly
 
 
 def test_split_evenly():
     assert split_evenly(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
     assert split_evenly([1], 2) == [[1], []]
-
-
-def test_balanced_partition_equal_sizes_and_balanced():
-    lengths = [100, 90, 80, 10, 10, 5, 3, 2]
-    parts = balanced_partition(lengths, 2)
-    assert sorted(i for p in parts for i in p) == list(range(8))
-    assert [len(p) for p in parts] == [4, 4]
-    sums = [sum(lengths[i] for i in p) for p in parts]
-    assert abs(sums[0] - sums[1]) <= 50  # the optimum for these lengths
-    with pytest.raises(ValueError):
-        balanced_partition([1, 2, 3], 2)
 
 
 def _batch():
@@ -48,3 +37,10 @@ def test_shard_batch_covers_every_row_once():
     assert sorted(u for s in shards for u in s["uids"]) == ["a", "b", "c", "d"]
     total = sum(int(s["attention_mask"].sum()) for s in shards)
     assert total == int(b["attention_mask"].sum())
+
+
+def test_shard_batch_uneven_rows():
+    b = _batch()
+    shards = shard_batch(b, 3)
+    assert sorted(len(s["uids"]) for s in shards) == [1, 1, 2]
+    assert sorted(u for s in shards for u in s["uids"]) == ["a", "b", "c", "d"]

@@ -27,10 +27,11 @@ def test_reward_and_rollout_metrics():
     assert r["reward/mean"] == pytest.approx(0.5) and r["reward/max"] == 1.0 and r["reward/min"] == 0.0
     assert r["reward/answer"] == pytest.approx(0.5) and r["reward/format"] == pytest.approx(0.5)
     m = rollout_metrics(trajs)
-    assert m["rollout/response_length/mean"] == pytest.approx(5.0) and m["rollout/response_length/max"] == 8
-    assert m["rollout/tool_call_rate"] == pytest.approx(0.25) and m["rollout/tool_calls/mean"] == pytest.approx(0.5)
+    assert m["rollout/response_len_mean"] == pytest.approx(5.0) and m["rollout/response_len_max"] == 8
+    assert m["rollout/tool_call_rate"] == pytest.approx(0.25) and m["rollout/tool_calls_mean"] == pytest.approx(0.5)
     assert m["kg/query_success_rate"] == pytest.approx(0.5)
-    assert m["rollout/stop/answer"] == pytest.approx(0.75) and m["rollout/stop/max_assistant_turns"] == pytest.approx(0.25)
+    assert m["rollout/stop_reason/answer"] == pytest.approx(0.75)
+    assert m["rollout/stop_reason/max_assistant_turns"] == pytest.approx(0.25)
     assert m["rollout/groups_without_signal"] == pytest.approx(0.5)     # g2 has equal rewards
 
 
@@ -45,7 +46,11 @@ def test_validation_metrics_per_data_source():
 
 
 def test_merge_worker_metrics_sums_counts_and_averages_rest():
-    m = merge_worker_metrics([{"tools/kg_query/calls": 3, "tools/kg_query/latency_mean_s": 0.1, "x": float("nan")},
-                              {"tools/kg_query/calls": 5, "tools/kg_query/latency_mean_s": 0.3}])
+    m = merge_worker_metrics([{"tools/kg_query/calls": 3, "tools/kg_query/latency_mean_s": 0.1, "x": float("nan"),
+                               "rollout/kept_groups": 2, "rollout/seconds": 3.0, "rollout/tool_calls/kg_query/ok": 4,
+                               "rollout/reward_mean": 0.3},
+                              {"tools/kg_query/calls": 5, "tools/kg_query/latency_mean_s": 0.3,
+                               "rollout/kept_groups": 2, "rollout/seconds": 5.0, "rollout/tool_calls/kg_query/ok": 1}])
     assert m["tools/kg_query/calls"] == 8 and m["tools/kg_query/latency_mean_s"] == pytest.approx(0.2)
-    assert "x" not in m
+    assert m["rollout/kept_groups"] == 4 and m["rollout/seconds"] == 5.0 and m["rollout/tool_calls/kg_query/ok"] == 5
+    assert "x" not in m and "rollout/reward_mean" not in m
