@@ -1,13 +1,108 @@
-"""Placeholder until its feature lands: says so and exits non-zero (never fake output)."""
+"""`agent-rl rollout [options] [hydra overrides]`: one rollout step from the trainer config.
+
+Builds the engine, tools (autostarting the KG server when the tool YAML has kg_query), renderer
+and data exactly as training does, runs `RolloutScheduler.run_step` (or `validate` with --val),
+prints the metrics and a few trajectories, and writes the step's trajectories as JSONL (view it
+with `agent-rl view FILE`). The quickest way to try a new tool YAML:
+
+    agent-rl rollout tools.config_path=my_tools.yaml data.train_files=[my.parquet] rollout.n=2
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
 import sys
 
-HELP = "Run one rollout step from config and print its metrics (issue 4)"
+HELP = "Run one rollout step from config; print metrics and trajectories, write them as JSONL"
 
 
 def add_arguments(parser):
+    parser.add_argument("--prompts", type=int, default=None,
+                        help="prompt groups to keep (default: data.train_batch_size); launched: ceil(B*(1+over_sample_rate))")
+    parser.add_argument("--val", action="store_true", help="validation mode: val files, val sampling, n=1, no over-sampling")
+    parser.add_argument("--show", type=int, default=2, help="trajectories to print (default 2)")
+    parser.add_argument("--out", default=None,
+                        help="JSONL to write (default: <rollout.trajectory_dir or trainer.output_dir/rollouts>/rollout_step_0.jsonl)")
+    parser.add_argument("--config-dir", default=None, help="Hydra config folder (default: configs/)")
     parser.set_defaults(_accepts_extra=True)
 
 
+def _print_traj(traj, tokenizer) -> None:
+    print(f"--- {traj.id}  status={traj.status} stop={traj.stop_reason} reward={traj.reward:.4g} "
+          f"components={json.dumps(traj.reward_components)}")
+    for m in traj.row.get("prompt", []):
+        print(f"[{m.get('role')}] {m.get('content')}")
+    for t in traj.turns:
+        print(f"[assistant turn {t.index}, {len(t.output_ids)} tokens, {t.finish_reason}] {t.text}")
+        for c in t.tool_calls:
+            print(f"  -> {c.name}({json.dumps(c.arguments, ensure_ascii=False) if not isinstance(c.arguments, str) else c.arguments})"
+                  f" [{c.status}, {c.latency_s:.3f} s]: {c.observation[:300]}")
+
+
+async def _rollout(cfg, args, model_path, device, log) -> int:
+    from transformers import AutoTokenizer
+
+    from agent_rl.data.loader import load_rows
+    from agent_rl.engines import build_engine
+    from agent_rl.rewards import compute_reward
+    from agent_rl.rollout.chat import ChatRenderer
+    from agent_rl.rollout.output import write_trajectories
+    from agent_rl.rollout.scheduler import RolloutScheduler
+    from agent_rl.tool_runtime.runtime import ToolRuntime
+
+    mt = cfg.rollout.multi_turn
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer_path or model_path)
+    runtime = None
+    if cfg.tools.config_path:
+        runtime = ToolRuntime.from_yaml(cfg.tools.config_path, tokenizer=tokenizer,
+                                        max_tool_response_tokens=mt.max_tool_response_tokens,
+                                        truncate_side=mt.tool_response_truncate_side)
+    renderer = ChatRenderer(tokenizer, runtime.schemas if runtime else None, mt.system_prompt)
+    files = cfg.data.val_files if args.val else cfg.data.train_files
+    rows = load_rows(files)
+    engine = build_engine(cfg.rollout, model_path, device=device, seed=cfg.trainer.seed)
+    sched = RolloutScheduler(engine, renderer, runtime, cfg.rollout, reward_fn=lambda t: compute_reward(t, cfg.reward))
+    try:
+        if args.val:
+            k = args.prompts or (cfg.data.max_val_samples if cfg.data.max_val_samples > 0 else len(rows))
+            res = await sched.validate(rows[:k], step=0)
+        else:
+            B = args.prompts or cfg.data.train_batch_size
+            res = await sched.run_step(rows[:sched.rows_needed(B)], step=0, batch_size=B)
+    finally:
+        await engine.shutdown()
+        if runtime is not None:
+            await runtime.close()
+    out = args.out or os.path.join(cfg.rollout.trajectory_dir or os.path.join(cfg.trainer.output_dir, "rollouts"),
+                                   "rollout_val_0.jsonl" if args.val else "rollout_step_0.jsonl")
+    write_trajectories(out, res.trajectories, tokenizer=tokenizer, step=0)
+    for traj in res.trajectories[: max(0, args.show)]:
+        _print_traj(traj, tokenizer)
+    print("--- metrics")
+    for k in sorted(res.metrics):
+        v = res.metrics[k]
+        print(f"{k:48s} {v:.6g}" if isinstance(v, float) else f"{k:48s} {v}")
+    print(f"wrote {len(res.trajectories)} trajectories to {out} (view: agent-rl view {out})")
+    return 0
+
+
 def run(args) -> int:
-    print("agent-rl: this command is not implemented yet (issue 4)", file=sys.stderr)
-    return 2
+    from agent_rl.config.load import ConfigError, compose, parse_overrides
+    from agent_rl.orchestration.prepare import ensure_kg_server, prepare_data, prepare_model, resolve_device
+
+    try:
+        overrides = parse_overrides(args._extra)
+        cfg = compose(overrides, config_dir=args.config_dir, check_paths=False)
+        device = resolve_device(cfg)
+        prepare_data(cfg)
+        model_path = prepare_model(cfg)
+        server = ensure_kg_server(cfg)
+    except ConfigError as e:
+        print(f"agent-rl rollout: {e}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_rollout(cfg, args, model_path, device, print))
+    finally:
+        if server is not None:
+            server.stop()

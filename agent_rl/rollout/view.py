@@ -86,6 +86,16 @@ def _tool_table(calls: List[Dict[str, Any]]) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def _observation(turn: Dict[str, Any], tokenizer) -> str:
+    text = turn.get("observation_text")
+    if text is None and tokenizer is not None and turn.get("observation_ids"):
+        text = tokenizer.decode(turn["observation_ids"], skip_special_tokens=False)
+    if not text:
+        return ""
+    return (f"<details><summary>observation as the model saw it ({len(turn.get('observation_ids', []))} tokens, not trained)"
+            f"</summary><pre class=\"pr\">{esc(text)}</pre></details>")
+
+
 def _trajectory_html(rec: Dict[str, Any], tokenizer, n: int) -> str:
     row = rec.get("row") or {}
     gt = (row.get("reward_model") or {}).get("ground_truth")
@@ -111,7 +121,8 @@ def _trajectory_html(rec: Dict[str, Any], tokenizer, n: int) -> str:
         parts.append(f'<div class="turn"><b>assistant turn {esc(t.get("index"))}</b> · {len(t.get("output_ids", []))} tokens'
                      f" · finish {esc(t.get('finish_reason'))} · gen {esc(_fmt(t.get('gen_latency_s')))} s"
                      f" · tools {esc(_fmt(t.get('tool_latency_s')))} s{extra}"
-                     f"<pre>{esc(t.get('text', ''))}</pre>{_tool_table(t.get('tool_calls', []))}</div>")
+                     f"<pre>{esc(t.get('text', ''))}</pre>{_tool_table(t.get('tool_calls', []))}"
+                     f"{_observation(t, tokenizer)}</div>")
     if tokenizer is not None and rec.get("response_ids") is not None:
         tokens = _token_spans(rec["response_ids"], rec.get("loss_mask", []), rec.get("rollout_logprobs", []), tokenizer)
     else:
