@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 Triple = List[str]
 FORMAT = "agent-rl-kg-store"
+DEFAULT_FILENAME = "kg_store.json"  # the store next to the parquet files of a data folder
 
 
 def save_kg_store(path: str, samples: Dict[str, List[Triple]], dataset: str) -> None:
@@ -27,10 +28,15 @@ def save_kg_store(path: str, samples: Dict[str, List[Triple]], dataset: str) -> 
 
 
 def load_kg_store(path: str) -> Dict[str, List[Triple]]:
+    return read_kg_store(path)[1]
+
+
+def read_kg_store(path: str) -> Tuple[str, Dict[str, List[Triple]]]:
+    """(dataset name, samples) of a KG store file."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"KG store not found: {path} (make one with `agent-rl data generate kg`)")
     with open(path, encoding="utf-8") as f:
         doc = json.load(f)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{path} is not an agent-rl KG store (missing format={FORMAT!r})")
-    return doc["samples"]
+    return str(doc.get("dataset", "")), doc["samples"]

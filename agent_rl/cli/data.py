@@ -1,0 +1,62 @@
+"""`agent-rl data generate kg|arith` and `agent-rl data convert gsm8k|webqsp|cwq`."""
+from __future__ import annotations
+
+import sys
+
+HELP = "Generate the embedded data sets (synthetic KG, arithmetic) or convert GSM8K / RoG-WebQSP / RoG-CWQ"
+
+
+def add_arguments(parser):
+    sub = parser.add_subparsers(dest="data_cmd", metavar="ACTION", required=True)
+    g = sub.add_parser("generate", help="generate a data set (deterministic by --seed)",
+                       description="Generate train/val/test parquet files (and kg_store.json for kg) under --out. "
+                                   "The same seed writes byte-identical files.")
+    g.add_argument("kind", choices=["kg", "arith"], help="kg: synthetic knowledge-graph QA; arith: arithmetic word problems")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    for split, n in (("train", 2000), ("val", 200), ("test", 200)):
+        g.add_argument(f"--{split}", type=int, default=n, help=f"rows of the {split} split (default {n}; 0 skips it)")
+    g.add_argument("--hops", default=None,
+                   help="kg only: hop mix as HOPS:WEIGHT,... (default 1:0.45,2:0.4,3:0.15)")
+    c = sub.add_parser("convert", help="convert a real data set into our row schema",
+                       description="GSM8K: jsonl/json/parquet with question, answer ('... #### n'). "
+                                   "webqsp/cwq: RoG parquet with id, question, answer, q_entity, a_entity, graph; "
+                                   "subgraphs are merged into <out>/kg_store.json.")
+    c.add_argument("kind", choices=["gsm8k", "webqsp", "cwq"], help="source data set")
+    c.add_argument("--input", required=True, nargs="+", help="input file(s) of one split")
+    c.add_argument("--split", default="train", help="split name, also the output file name (default train)")
+    c.add_argument("--out", required=True, help="output folder")
+
+
+def _hist(d) -> str:
+    return " ".join(f"{k}:{v}" for k, v in d.items())
+
+
+def run(args) -> int:
+    try:
+        if args.data_cmd == "generate":
+            from agent_rl.data.generate import generate_dataset
+
+            s = generate_dataset(args.kind, args.out, seed=args.seed,
+                                 sizes={"train": args.train, "val": args.val, "test": args.test}, hops=args.hops)
+            for split, path in s["files"].items():
+                h = s["histograms"][split]
+                extra = (f"hops {_hist(h['hops'])} | answers {_hist(h['answers'])} | cvt {h['cvt']} | same-name {h['same_name']}"
+                         if args.kind == "kg" else f"steps {_hist(h['steps'])}")
+                print(f"wrote {path}: {s['rows'][split]} rows | {extra}")
+            if "kg_store" in s:
+                t = s["triples"]
+                print(f"wrote {s['kg_store']}: {t['samples']} subgraphs, triples min {t['min']} mean {t['mean']} max {t['max']}")
+        else:
+            from agent_rl.data.convert import convert_dataset
+
+            s = convert_dataset(args.kind, args.input, args.out, split=args.split)
+            print(f"wrote {s['file']}: {s['rows']} rows")
+            if "kg_store" in s:
+                print(f"wrote {s['kg_store']}: {s['store_samples']} subgraphs in store | hops {_hist(s['hops'])} | "
+                      f"answers {_hist(s['answers'])} | skipped (no answer) {s['skipped_no_answer']} | "
+                      f"empty graphs {s['empty_graph']}")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"agent-rl data: {e}", file=sys.stderr)
+        return 1
+    return 0
