@@ -17,6 +17,15 @@ PROMPTS = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """2 contended OpenMP threads are ~10x slower than 1 on the shared 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def ref_model(tiny_model_path):
     return AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32).eval()
@@ -24,7 +33,7 @@ def ref_model(tiny_model_path):
 
 @pytest.fixture
 async def engine(tiny_model_path):
-    eng = HFEngine(tiny_model_path, device="cpu", dtype=torch.float32, max_batch_size=32, seed=0)
+    eng = HFEngine(tiny_model_path, device="cpu", dtype=torch.float32, max_batch_size=32, seed=0, num_threads=1)
     yield eng
     await eng.shutdown()
 
@@ -152,7 +161,7 @@ async def test_update_weights_changes_outputs(engine, ref_model):
 
 
 async def test_continuous_admission_and_context_limit(tiny_model_path):
-    eng = HFEngine(tiny_model_path, device="cpu", dtype=torch.float32, max_batch_size=2, max_model_len=20)
+    eng = HFEngine(tiny_model_path, device="cpu", dtype=torch.float32, max_batch_size=2, max_model_len=20, num_threads=1)
     try:
         sp = SamplingParams(max_new_tokens=4, temperature=0.0, ignore_eos=True)
         outs = await asyncio.gather(*[eng.generate(PROMPTS[i % 4], sp, f"q{i}") for i in range(5)])
