@@ -3,7 +3,7 @@
 - `resolve_device(cfg)`: `auto` -> cuda when available, else cpu.
 - `prepare_model(cfg)`: `model.path: embedded` -> `prepare_embedded()` (cached HF folder).
 - `prepare_data(cfg)`: when `data.generate_if_missing` is set and a train/val file (or the KG store)
-  is missing, run `agent-rl data generate <kind> --out <folder>` for each folder concerned.
+  is missing, generate the data set (as `agent-rl data generate <kind> --out <folder>`) into each folder concerned.
 - `ensure_kg_server(cfg)`: when the tool YAML declares `kg_query` and nothing answers at
   `tools.kg_server_url`, start the KG server in a thread of this process and export its URL in
   `AGENT_RL_KG_SERVER_URL` (passed on to the workers).
@@ -66,13 +66,14 @@ def prepare_data(cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
                           f"(make it with `agent-rl data generate kg --out {os.path.dirname(missing[0]) or '.'}`)")
     if kind not in ("kg", "arith"):
         raise ConfigError(f"data.generate_if_missing: {kind!r} is not one of kg, arith")
-    from agent_rl.cli.main import main as cli_main
+    from agent_rl.data.generate import generate_dataset
 
     for folder in sorted({os.path.dirname(os.path.abspath(f)) for f in missing}):
-        log(f"generating the embedded {kind} data set into {folder}")
-        rc = cli_main(["data", "generate", kind, "--out", folder])
-        if rc != 0:
-            raise ConfigError(f"data.generate_if_missing: `agent-rl data generate {kind} --out {folder}` failed (exit {rc})")
+        log(f"generating the embedded {kind} data set into {folder} (= `agent-rl data generate {kind} --out {folder}`)")
+        try:
+            generate_dataset(kind, folder)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"data.generate_if_missing: generating {kind} data into {folder} failed: {e}") from None
     still = _missing_data(cfg)
     if still:
         raise ConfigError(f"data.train_files: {still[0]} still missing after generating `{kind}` data "

@@ -60,3 +60,19 @@ def test_model_path_missing():
     cfg = _cfg(**{"model.path": "/nonexistent/model"})
     with pytest.raises(ConfigError, match="model.path"):
         prepare.prepare_model(cfg)
+
+
+def test_generate_if_missing(tmp_path):
+    d = tmp_path / "kg"
+    cfg = _cfg(**{"data.train_files": f"[{d}/train.parquet]", "data.val_files": f"[{d}/val.parquet]",
+                  "tools.kg_store": f"{d}/kg_store.json", "data.generate_if_missing": "kg"})
+    msgs = []
+    prepare.prepare_data(cfg, log=msgs.append)
+    assert (d / "train.parquet").exists() and (d / "val.parquet").exists() and (d / "kg_store.json").exists()
+    assert msgs and "kg" in msgs[0]
+    msgs.clear()
+    prepare.prepare_data(cfg, log=msgs.append)     # present: nothing to do
+    assert msgs == []
+    bad = _cfg(**{"data.train_files": f"[{d}/other.parquet]", "data.generate_if_missing": "kg"})
+    with pytest.raises(ConfigError, match="other.parquet"):
+        prepare.prepare_data(bad, log=lambda s: None)

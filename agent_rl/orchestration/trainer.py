@@ -1,0 +1,310 @@
+"""The driver: single controller of the GRPO loop (docs/training.md).
+
+One step:
+    rows      the PromptLoader gives each worker the rows its scheduler asks for (its share of
+              `data.train_batch_size` groups, plus the over-sampling extra, minus carried-over groups)
+    rollout   every worker rolls out its groups on its own engine (data-parallel); the reward is
+              computed in the worker as each trajectory finishes
+    batch     the driver gathers the trajectories, builds the training batch and the GRPO advantages
+              over whole groups (`algorithm.adv_estimator`), and deals it out in token-balanced shards
+    train     each worker: old log-probs, reference log-probs, actor update (FSDP collectives)
+    sync      each worker pushes the new weights into its engine
+    then      metrics; validation every `test_freq`; checkpoint every `save_freq` and at the end
+
+Stops after `trainer.total_training_steps` steps or `trainer.total_epochs` passes over the data,
+whichever comes first; resumes from the latest complete checkpoint with `trainer.resume=auto`.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from agent_rl.config.load import ConfigError, to_yaml
+from agent_rl.config.schema import TrainConfig
+from agent_rl.metrics.timer import PhaseTimer
+from agent_rl.orchestration.sharding import shard_batch, split_evenly
+from agent_rl.orchestration.traj_metrics import (merge_worker_metrics, reward_metrics, rollout_metrics,
+                                                 validation_metrics)
+
+log = logging.getLogger(__name__)
+
+
+class TrainError(RuntimeError):
+    """A run that cannot go on (no trajectory came back, a checkpoint cannot be read, ...)."""
+
+
+def _abs(path: Optional[str]) -> Optional[str]:
+    return os.path.abspath(path) if path else path
+
+
+def checkpoint_root(cfg: TrainConfig) -> str:
+    return os.path.join(cfg.trainer.output_dir, "checkpoints")
+
+
+def filter_long_prompts(rows: Sequence[Dict[str, Any]], renderer, max_len: int, what: str,
+                        warn: Callable[[str], None]) -> List[Dict[str, Any]]:
+    kept = [r for r in rows if len(renderer.prompt_ids(r["prompt"])) <= max_len]
+    if len(kept) < len(rows):
+        warn(f"warning: dropped {len(rows) - len(kept)} of {len(rows)} {what} rows whose prompt is longer than "
+             f"data.max_prompt_length={max_len} tokens")
+    return kept
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, echo: Callable[[str], None] = print):
+        from agent_rl.orchestration.prepare import (ensure_kg_server, prepare_data, prepare_model, resolve_device,
+                                                    worker_env)
+
+        self.echo = echo
+        cfg = copy.deepcopy(cfg)
+        self.device = resolve_device(cfg)
+        self.world_size = cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes
+        if not cfg.trainer.use_ray and self.world_size != 1:
+            raise ConfigError(f"trainer.use_ray: false runs one process, but trainer.n_gpus_per_node x trainer.nnodes "
+                              f"= {self.world_size} (set both to 1)")
+        prepare_data(cfg, log=echo)
+        cfg.model.path = prepare_model(cfg, log=echo)
+        # workers may start elsewhere (Ray): every path absolute
+        cfg.data.train_files = [_abs(f) for f in cfg.data.train_files]
+        cfg.data.val_files = [_abs(f) for f in cfg.data.val_files]
+        cfg.tools.config_path = _abs(cfg.tools.config_path)
+        cfg.tools.kg_store = _abs(cfg.tools.kg_store)
+        cfg.model.tokenizer_path = _abs(cfg.model.tokenizer_path)
+        cfg.trainer.output_dir = _abs(cfg.trainer.output_dir)
+        cfg.rollout.trajectory_dir = _abs(cfg.rollout.trajectory_dir) or os.path.join(cfg.trainer.output_dir, "rollouts")
+        self.cfg = cfg
+        os.makedirs(cfg.trainer.output_dir, exist_ok=True)
+        with open(os.path.join(cfg.trainer.output_dir, "config.yaml"), "w", encoding="utf-8") as f:
+            f.write(to_yaml(cfg))
+        self.kg_server = ensure_kg_server(cfg, log=echo)
+        self.group = None
+        self.tracker = None
+        try:
+            self._load_data()
+            from agent_rl.metrics import Tracker
+            from agent_rl.orchestration.group import WorkerGroup
+            from agent_rl.orchestration.worker import TrainWorker
+
+            self.group = WorkerGroup(TrainWorker, self.world_size, args=(cfg, self.device), use_ray=cfg.trainer.use_ray,
+                                     device=self.device, ray_address=cfg.trainer.ray_address, env=worker_env())
+            addr, port = self.group.call_rank0("endpoint")
+            infos = self.group.call("setup", addr, port)
+            echo(f"{self.world_size} worker(s) on {self.device}: engine {infos[0]['engine']}, "
+                 f"setup {max(i['setup_s'] for i in infos):.1f} s")
+            self.step = 0
+            self._resume()
+            self.tracker = Tracker(cfg.logger.backends, cfg.trainer.project_name, cfg.trainer.experiment_name,
+                                   cfg.trainer.output_dir, self._config_dict(), cfg.logger.wandb_mode, plot=cfg.logger.plot)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ setup
+    def _config_dict(self) -> Dict[str, Any]:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(OmegaConf.structured(self.cfg), resolve=True)
+
+    def _load_data(self) -> None:
+        from agent_rl.data.loader import PromptLoader, load_rows
+        from agent_rl.orchestration.components import build_renderer, build_tool_runtime, load_tokenizer
+
+        cfg = self.cfg
+        self.tokenizer = load_tokenizer(cfg, cfg.model.path)
+        self.pad_id = self.tokenizer.pad_token_id
+        renderer = build_renderer(cfg, self.tokenizer, build_tool_runtime(cfg, self.tokenizer))
+        try:
+            train_rows = load_rows(cfg.data.train_files)
+            val_rows = load_rows(cfg.data.val_files) if cfg.data.val_files else []
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"data.train_files: {e}") from None
+        warn = self.echo
+        train_rows = filter_long_prompts(train_rows, renderer, cfg.data.max_prompt_length, "training", warn)
+        val_rows = filter_long_prompts(val_rows, renderer, cfg.data.max_prompt_length, "validation", warn)
+        if len(train_rows) < cfg.data.train_batch_size:
+            raise ConfigError(f"data.train_batch_size: {cfg.data.train_batch_size} is more than the "
+                              f"{len(train_rows)} usable training rows")
+        if cfg.data.max_val_samples >= 0:
+            val_rows = val_rows[:cfg.data.max_val_samples]
+        self.val_rows = val_rows
+        # one row per draw: a step takes exactly the rows the schedulers ask for (over-sampling, carry-over)
+        self.loader = PromptLoader(train_rows, batch_size=1, shuffle=cfg.data.shuffle, seed=cfg.trainer.seed)
+        self.rows_per_epoch = len(train_rows)
+
+    def _resume(self) -> None:
+        from agent_rl.training.checkpoint import find_latest_checkpoint, is_complete
+
+        mode = self.cfg.trainer.resume
+        if mode == "disable":
+            return
+        if mode == "auto":
+            path = find_latest_checkpoint(checkpoint_root(self.cfg))
+            if path is None:
+                return
+        else:
+            path = os.path.abspath(mode)
+            if not is_complete(path):
+                raise ConfigError(f"trainer.resume: not a complete checkpoint: {mode}")
+        extras = self.group.call("load", path)
+        extra = extras[0]
+        self.step = int(extra["step"])
+        try:
+            self.loader.load_state_dict(extra["loader"])
+        except (KeyError, ValueError) as e:
+            raise TrainError(f"cannot resume from {path}: data loader state does not fit ({e})") from None
+        self.echo(f"resumed from {path} (step {self.step}, epoch {self.loader.epoch}, position {self.loader.position})")
+
+    # ------------------------------------------------------------------ loop
+    def done(self) -> bool:
+        total = self.cfg.trainer.total_training_steps
+        if total is not None and self.step >= total:
+            return True
+        return self.loader.epoch >= self.cfg.trainer.total_epochs
+
+    def fit(self) -> Dict[str, float]:
+        cfg = self.cfg
+        last: Dict[str, float] = {}
+        if cfg.trainer.val_before_train and self.step == 0 and self.val_rows:
+            t0 = time.perf_counter()
+            m = self.validate()
+            m["timing/val_s"] = time.perf_counter() - t0
+            self.tracker.log(m, step=0)
+        while not self.done():
+            last = self.train_step()
+        return last
+
+    def _take_rows(self, n: int) -> List[Dict[str, Any]]:
+        return [next(self.loader)[0] for _ in range(n)]
+
+    def _rollout(self, step: int):
+        per_worker_groups = [len(p) for p in split_evenly(range(self.cfg.data.train_batch_size), self.world_size)]
+        needed = self.group.call_each("rows_needed", [(b,) for b in per_worker_groups])
+        rows = self._take_rows(sum(needed))
+        shares, start = [], 0
+        for k in needed:
+            shares.append(rows[start:start + k])
+            start += k
+        results = self.group.call_each("rollout", [(shares[r], step, per_worker_groups[r]) for r in range(self.world_size)])
+        trajs = [t for res in results for t in res[0]]
+        metrics = merge_worker_metrics([res[1] for res in results])
+        metrics["rollout/carried_groups"] = float(sum(res[2] for res in results))
+        metrics["data/rows_drawn"] = float(len(rows))
+        return trajs, metrics
+
+    def train_step(self) -> Dict[str, float]:
+        from agent_rl.algorithms.advantage import compute_advantages
+        from agent_rl.rollout.batch import build_batch
+        from agent_rl.rollout.output import step_path, write_trajectories
+
+        cfg = self.cfg
+        step = self.step + 1
+        timer = PhaseTimer()
+        t_step = time.perf_counter()
+        with timer("rollout"):
+            trajs, metrics = self._rollout(step)
+        if not trajs:
+            raise TrainError(f"step {step}: no complete GRPO group came back from the rollout")
+        write_trajectories(step_path(cfg.rollout.trajectory_dir, step), trajs, tokenizer=self.tokenizer, step=step)
+        metrics.update(reward_metrics(trajs))
+        metrics.update(rollout_metrics(trajs))
+        with timer("adv"):
+            batch = build_batch(trajs, self.pad_id)
+            batch["advantages"] = compute_advantages(batch, cfg.algorithm.adv_estimator, cfg.algorithm.norm_adv_by_std,
+                                                     cfg.algorithm.adv_epsilon, cfg.algorithm.turn_adv_coef)
+            shards = shard_batch(batch, self.world_size)
+        mask = batch["loss_mask"].bool()
+        if mask.any():
+            adv = batch["advantages"][mask]
+            metrics["actor/adv_mean"] = float(adv.mean())
+            metrics["actor/adv_abs_mean"] = float(adv.abs().mean())
+        with timer("train"):
+            results = self.group.call_each("train", [(s, step) for s in shards])
+        with timer("sync"):
+            sync = self.group.call("sync_weights", step)
+        metrics.update(self._merge_train(results))
+        metrics.update({k: v for k, v in sync[0].items() if k.startswith("weight_sync/")})
+        self.step = step
+        metrics["data/epoch"] = float(self.loader.epoch + self.loader.position / max(self.rows_per_epoch, 1))
+        if cfg.trainer.test_freq > 0 and self.val_rows and (step % cfg.trainer.test_freq == 0 or self.done()):
+            with timer("val"):
+                metrics.update(self.validate())
+        if cfg.trainer.save_freq > 0 and (step % cfg.trainer.save_freq == 0 or self.done()):
+            with timer("save"):
+                self.save()
+        metrics.update(timer.pop())
+        step_s = time.perf_counter() - t_step
+        metrics["timing/step_s"] = step_s
+        tokens = float(batch["attention_mask"].sum())
+        metrics["perf/tokens_per_s"] = tokens / max(step_s, 1e-9)
+        metrics["perf/tokens_per_s_per_gpu"] = metrics["perf/tokens_per_s"] / self.world_size
+        metrics["perf/total_tokens"] = tokens
+        self.tracker.log(metrics, step=step)
+        return metrics
+
+    @staticmethod
+    def _merge_train(results: Sequence[Dict[str, float]]) -> Dict[str, float]:
+        """Actor / mismatch metrics are all-reduced inside the actor (rank 0's are global); times and
+        memory take the max over ranks."""
+        out = dict(results[0])
+        for r in results[1:]:
+            for k, v in r.items():
+                if k.startswith(("timing/", "perf/")):
+                    out[k] = max(out.get(k, v), v)
+        return out
+
+    def validate(self) -> Dict[str, float]:
+        from agent_rl.data.loader import batched
+
+        trajs = []
+        worker_metrics = []
+        for chunk in batched(self.val_rows, max(1, self.cfg.data.val_batch_size)):
+            parts = split_evenly(chunk, self.world_size)
+            results = self.group.call_each("validate", [(p, self.step) for p in parts])
+            trajs += [t for res in results for t in res[0]]
+            worker_metrics += [res[1] for res in results]
+        if not trajs:
+            return {}
+        out = validation_metrics(trajs)
+        if len({(t.row or {}).get("data_source") for t in trajs}) > 1:
+            out["val/all/reward"] = sum(t.reward for t in trajs) / len(trajs)
+        return out
+
+    def save(self) -> str:
+        extra = {"step": self.step, "loader": self.loader.state_dict(), "epoch": self.loader.epoch,
+                 "experiment": self.cfg.trainer.experiment_name}
+        paths = self.group.call("save", checkpoint_root(self.cfg), self.step, extra)
+        return paths[0]
+
+    def param_digest(self) -> List[float]:
+        return self.group.call("param_digest")[0]
+
+    # ------------------------------------------------------------------ teardown
+    def close(self) -> None:
+        if self.tracker is not None:
+            try:
+                self.tracker.finish()
+            finally:
+                self.tracker = None
+        if self.group is not None:
+            try:
+                self.group.call("shutdown")
+            except Exception as e:  # noqa: BLE001
+                log.warning("worker shutdown failed: %s", e)
+            self.group.shutdown()
+            self.group = None
+        if getattr(self, "kg_server", None) is not None:
+            self.kg_server.stop()
+            self.kg_server = None
+
+
+def train(cfg: TrainConfig, overrides: Sequence[str] = (), echo: Callable[[str], None] = print) -> Dict[str, float]:
+    """Run training to the end; returns the last step's metrics."""
+    trainer = Trainer(cfg, echo=echo)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
