@@ -1,0 +1,126 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from agent_rl.data.loader import PromptLoader, batched, load_rows
+from agent_rl.data.parquet_io import write_rows
+from agent_rl.data.prompts import kg_prompt, math_prompt
+from agent_rl.data.schema import kg_tools_kwargs, make_row, math_tools_kwargs, validate_row
+
+
+def math_row(i, split="train"):
+    return make_row(prompt=math_prompt(f"What is {i} + 1?"), data_source="arith_synth", ground_truth=str(i + 1),
+                    split=split, index=i, sample_id=f"a-{i}", tools_kwargs=math_tools_kwargs(str(i + 1)),
+                    question=f"What is {i} + 1?", answer=i + 1)
+
+
+def kg_row(i):
+    return make_row(prompt=kg_prompt("Who?", ["X"]), data_source="kg_synth", ground_truth=["Y", "Z"], split="train",
+                    index=i, sample_id=f"k-{i}", tools_kwargs=kg_tools_kwargs(f"k-{i}", "kg_synth"),
+                    question="Who?", topic_entities=["X"], hops=1)
+
+
+def test_load_rows_mixed_files(tmp_path):
+    a = write_rows(str(tmp_path / "a.parquet"), [math_row(i) for i in range(3)])
+    b = write_rows(str(tmp_path / "b.parquet"), [kg_row(i) for i in range(2)])
+    rows = load_rows([a, b])
+    assert [r["data_source"] for r in rows] == ["arith_synth"] * 3 + ["kg_synth"] * 2
+    assert rows[0]["reward_model"]["ground_truth"] == "1"
+    assert rows[3]["reward_model"]["ground_truth"] == ["Y", "Z"]
+    assert rows[3]["extra_info"]["tools_kwargs"] == {"kg_query": {"create_kwargs": {"sample_id": "k-0", "dataset": "kg_synth"}}}
+    assert rows[0]["prompt"][0]["role"] == "user"
+    for r in rows:
+        validate_row(r)
+    assert len(load_rows(a)) == 3
+
+
+def test_load_rows_drops_null_tool_kwargs(tmp_path):
+    rows = [math_row(0), math_row(1)]
+    rows[1]["extra_info"]["tools_kwargs"] = {"calculator": {"create_kwargs": {"precision": 3}}}
+    path = write_rows(str(tmp_path / "m.parquet"), rows)
+    loaded = load_rows(path)
+    assert loaded[0]["extra_info"]["tools_kwargs"] == {"calc_gsm8k_reward": {"create_kwargs": {"ground_truth": "1"}}}
+    assert loaded[1]["extra_info"]["tools_kwargs"] == {"calculator": {"create_kwargs": {"precision": 3}}}
+
+
+def test_load_rows_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.parquet"):
+        load_rows([str(tmp_path / "nope.parquet")])
+    with pytest.raises(ValueError, match="no data files"):
+        load_rows([])
+    t = pa.Table.from_pylist([{k: v for k, v in math_row(0).items() if k != "ability"}])
+    pq.write_table(t, tmp_path / "noab.parquet")
+    with pytest.raises(ValueError, match=r"noab.parquet: missing required column 'ability'"):
+        load_rows([str(tmp_path / "noab.parquet")])
+    good = pa.Table.from_pylist([math_row(0)])
+    pq.write_table(good.slice(0, 0), tmp_path / "empty.parquet")
+    with pytest.raises(ValueError, match="empty.parquet: file has no rows"):
+        load_rows([str(tmp_path / "empty.parquet")])
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    with pytest.raises(ValueError, match="junk.parquet: cannot read"):
+        load_rows([str(tmp_path / "junk.parquet")])
+
+
+def test_write_rows_rejects_bad_rows(tmp_path):
+    bad = math_row(0)
+    bad["extra_info"]["tools_kwargs"] = {"calculator": {}}
+    with pytest.raises(ValueError, match="empty dict"):
+        write_rows(str(tmp_path / "x.parquet"), [bad])
+    bad = kg_row(0)
+    bad["reward_model"]["ground_truth"] = "Y"
+    with pytest.raises(ValueError, match="KG ground_truth"):
+        write_rows(str(tmp_path / "x.parquet"), [bad])
+    with pytest.raises(ValueError, match="empty row file"):
+        write_rows(str(tmp_path / "x.parquet"), [])
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def ids(batch):
+    return [r["i"] for r in batch]
+
+
+def test_prompt_loader_epochs_and_shuffle():
+    rows = [{"i": i} for i in range(10)]
+    loader = PromptLoader(rows, batch_size=3, shuffle=True, seed=7)
+    assert len(loader) == 3
+    e0 = [ids(next(loader)) for _ in range(3)]
+    assert loader.epoch == 1 and loader.position == 0
+    e1 = [ids(next(loader)) for _ in range(3)]
+    assert all(len(b) == 3 for b in e0 + e1)
+    assert len(set(sum(e0, []))) == 9 and len(set(sum(e1, []))) == 9
+    assert e0 != e1  # reshuffled per epoch
+    again = PromptLoader(rows, batch_size=3, shuffle=True, seed=7)
+    assert [ids(next(again)) for _ in range(3)] == e0  # seeded
+    plain = PromptLoader(rows, batch_size=4, shuffle=False, drop_last=False)
+    assert len(plain) == 3 and [ids(next(plain)) for _ in range(3)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert plain.epoch == 1
+
+
+@pytest.mark.parametrize("consumed", [0, 1, 2, 3, 5, 7])
+def test_prompt_loader_resume_exact(consumed):
+    rows = [{"i": i} for i in range(11)]
+    ref = PromptLoader(rows, batch_size=4, shuffle=True, seed=3)  # 2 batches per epoch
+    expected = [ids(next(ref)) for _ in range(consumed + 6)]
+    first = PromptLoader(rows, batch_size=4, shuffle=True, seed=3)
+    for _ in range(consumed):
+        next(first)
+    state = dict(first.state_dict())
+    resumed = PromptLoader(rows, batch_size=4, shuffle=True, seed=3)
+    resumed.load_state_dict(state)
+    assert resumed.epoch == consumed // 2
+    assert [ids(next(resumed)) for _ in range(6)] == expected[consumed:]
+
+
+def test_prompt_loader_errors():
+    rows = [{"i": i} for i in range(5)]
+    with pytest.raises(ValueError, match="batch_size 6 > 5 rows"):
+        PromptLoader(rows, batch_size=6)
+    with pytest.raises(ValueError, match="no rows"):
+        PromptLoader([], batch_size=1)
+    loader = PromptLoader(rows, batch_size=2)
+    state = loader.state_dict()
+    with pytest.raises(ValueError, match="num_rows"):
+        PromptLoader(rows[:4], batch_size=2).load_state_dict(state)
+    with pytest.raises(ValueError, match="position"):
+        loader.load_state_dict({**state, "position": 9})
+    assert [len(b) for b in batched(list(range(5)), 2)] == [2, 2, 1]
