@@ -28,6 +28,7 @@ class StepStat:
     start_s: float
     end_s: float
     trajectories: List[TrajStat] = field(default_factory=list)
+    metrics: Dict[str, Any] = field(default_factory=dict)   # the scheduler's step metrics (async modes)
 
     @property
     def wall_s(self) -> float:
@@ -84,6 +85,7 @@ def summarize_mode(name: str, steps: List[StepStat], trace: EngineTrace, ceiling
         "completion_s": sorted(completion),
         "busy_intervals": [list(iv) for iv in trace.busy],
         "step_bounds": [[s.start_s, s.end_s] for s in steps],
+        "step_metrics": [s.metrics for s in steps],
     }
     b = out["bias"]
     if b["mean_planned_tokens_kept"] and b["mean_planned_tokens_all"]:

@@ -1,13 +1,197 @@
-"""Placeholder until its feature lands: says so and exits non-zero (never fake output)."""
+"""`agent-rl bench engine|rollout`: raw engine throughput, and multi-turn tool rollouts in every
+scheduling mode on one seeded workload. Writes JSON + summary.md (+ PNG plots) under --out."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shlex
 import sys
 
-HELP = "Benchmark raw engine throughput and async multi-turn rollouts (issue 6)"
+HELP = "Benchmark raw engine throughput and async multi-turn rollouts (see docs/benchmarks.md)"
 
 
-def add_arguments(parser):
-    parser.set_defaults(_accepts_extra=True)
+def _common(p) -> None:
+    p.add_argument("--engine", default="hf", choices=["hf", "sglang", "auto"], help="generation backend (default hf)")
+    p.add_argument("--model", default="embedded", help="HF model folder, or `embedded` (SmolLM2-135M-Instruct)")
+    p.add_argument("--device", default=None, help="hf engine device (default: cuda when available, else cpu)")
+    p.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 / float32 (default: the engine's)")
+    p.add_argument("--out", required=True, help="output folder (JSON, summary.md, plots)")
+    p.add_argument("--seed", type=int, default=0, help="workload / prompt seed")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--max-model-len", type=int, default=4096, help="engine context length")
+    p.add_argument("--hf-max-batch-size", type=int, default=64, help="hf engine: most rows decoded together")
+    p.add_argument("--mem-fraction", type=float, default=0.4, help="sglang mem_fraction_static")
+    p.add_argument("--engine-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra sglang.Engine kwarg (repeatable; values parsed as JSON when they parse); "
+                        "defaults: attention_backend=triton sampling_backend=pytorch grammar_backend=none")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="bench_cmd", metavar="BENCH", required=True)
+    e = sub.add_parser("engine", help="raw generation throughput (all requests at once, ignore_eos)",
+                       description="Submit --prompts requests of --prompt-len random token ids at once, each sampling "
+                                   "exactly --new-tokens tokens (ignore_eos). Reports tokens/s, requests/s, wall time.")
+    _common(e)
+    e.add_argument("--prompts", type=int, default=64, help="requests")
+    e.add_argument("--prompt-len", type=int, default=128, help="prompt tokens per request")
+    e.add_argument("--new-tokens", type=int, default=128, help="new tokens per request")
+    r = sub.add_parser("rollout", help="multi-turn tool rollouts: turn-batched vs async vs over-sampling vs carry-over",
+                       description="Run the raw-engine ceiling, then each mode on the same seeded workload. "
+                                   "Distributions: N | fixed:N | uniform:lo=A,hi=B | lognormal:mean=M,sigma=S | "
+                                   "pareto:alpha=A,scale=S, each with optional min=,max= clips.")
+    _common(r)
+    r.add_argument("--prompts", type=int, default=16, help="prompt groups per step (the batch size B)")
+    r.add_argument("--n", type=int, default=2, help="samples per prompt (GRPO group size)")
+    r.add_argument("--turns", default="3", help="assistant turns per trajectory (distribution; a tool call after each but the last)")
+    r.add_argument("--tokens-per-turn", default="16", help="new tokens per assistant turn (distribution, needs max= when unbounded)")
+    r.add_argument("--tool-latency", default="0", help="seconds per tool call (distribution), e.g. lognormal:mean=0.5,sigma=1")
+    r.add_argument("--tool-failure-rate", type=float, default=0.0, help="fraction of tool calls that fail (error observation)")
+    r.add_argument("--modes", default="all", help="comma list of turn-batched, async, oversample, carryover (or all)")
+    r.add_argument("--over-sample", default="0.25,0.5", help="over-sampling rates of the oversample mode (carryover uses the first)")
+    r.add_argument("--steps", type=int, default=2, help="rollout steps per mode (carry-over needs >= 2 to show)")
+    r.add_argument("--observation-words", type=int, default=8, help="words in each tool observation")
+    r.add_argument("--no-ceiling", action="store_true", help="skip the raw engine run")
+
+
+def command_line(args) -> str:
+    """The effective command: every option spelled out, so it reproduces the run exactly."""
+    skip = {"command", "bench_cmd", "_module", "_extra", "_accepts_extra"}
+    parts = ["agent-rl", "bench", args.bench_cmd]
+    for key, value in sorted(vars(args).items()):
+        if key in skip:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            if value:
+                parts.append(flag)
+        elif isinstance(value, list):
+            for v in value:
+                parts += [flag, str(v)]
+        elif value is not None:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def _engine_kwargs(pairs):
+    import json
+
+    from agent_rl.config.schema import RolloutConfig
+
+    kwargs = dict(RolloutConfig().engine_kwargs)
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise ValueError(f"--engine-kwarg {pair!r}: expected KEY=VALUE")
+        try:
+            kwargs[key] = json.loads(value)
+        except ValueError:
+            kwargs[key] = value
+    return kwargs
+
+
+def _rollout_config(args):
+    from agent_rl.config.schema import RolloutConfig
+
+    return dataclasses.replace(RolloutConfig(), engine=args.engine, max_model_len=args.max_model_len,
+                               hf_max_batch_size=args.hf_max_batch_size, gpu_memory_utilization=args.mem_fraction,
+                               engine_kwargs=_engine_kwargs(args.engine_kwarg), progress_bar=not args.no_progress)
+
+
+def _model_path(spec: str) -> str:
+    if spec == "embedded":
+        from agent_rl.model.prepare import prepare_embedded
+
+        return prepare_embedded(log=lambda *_: None)
+    return spec
+
+
+def _dtype(name):
+    if not name:
+        return None
+    import torch
+
+    return getattr(torch, name)
 
 
 def run(args) -> int:
-    print("agent-rl: this command is not implemented yet (issue 6)", file=sys.stderr)
-    return 2
+    from agent_rl.bench.env_info import environment
+    from agent_rl.bench.report import write_outputs
+    from agent_rl.engines import build_engine, resolve_engine_kind
+
+    try:
+        rollout_cfg = _rollout_config(args)
+        if args.bench_cmd == "rollout":
+            from agent_rl.bench.modes import parse_modes
+            from agent_rl.bench.workload import Dist, Workload
+
+            modes = parse_modes(args.modes, args.over_sample)
+            workload = Workload(num_prompts=args.prompts, n=args.n, turns=Dist.parse(args.turns),
+                                tokens_per_turn=Dist.parse(args.tokens_per_turn), tool_latency=Dist.parse(args.tool_latency),
+                                tool_failure_rate=args.tool_failure_rate, seed=args.seed)
+            workload.max_turns(), workload.max_tokens_per_turn()  # unbounded distributions fail here
+            if args.steps < 1:
+                raise ValueError("--steps must be >= 1")
+        model_path = _model_path(args.model)
+    except ValueError as e:
+        print(f"agent-rl bench: {e}", file=sys.stderr)
+        return 2
+
+    kind = resolve_engine_kind(args.engine)
+    result = {"kind": args.bench_cmd, "command": command_line(args), "argv": list(sys.argv),
+              "engine": kind, "model": model_path, "environment": environment(args.device)}
+    loop = asyncio.new_event_loop()  # one loop for every engine call (SGLang binds to its first loop)
+    asyncio.set_event_loop(loop)
+    engine = build_engine(rollout_cfg, model_path, device=args.device, seed=args.seed, dtype=_dtype(args.dtype))
+    try:
+        if args.bench_cmd == "engine":
+            result.update(loop.run_until_complete(_engine_bench(engine, args)))
+            name = "engine_bench"
+        else:
+            result.update(loop.run_until_complete(_rollout_bench(engine, args, rollout_cfg, workload, modes)))
+            result["workload"] = workload.to_json()
+            result["steps"] = args.steps
+            name = "rollout_bench"
+    except ValueError as e:
+        print(f"agent-rl bench: {e}", file=sys.stderr)
+        return 2
+    finally:
+        loop.run_until_complete(engine.shutdown())
+        loop.close()
+        asyncio.set_event_loop(None)
+    paths = write_outputs(result, args.out, name)
+    print(open(paths["summary"]).read())
+    print("wrote " + ", ".join(paths.values()))
+    return 0
+
+
+async def _engine_bench(engine, args):
+    from tqdm.auto import tqdm
+    from transformers import AutoConfig, AutoTokenizer
+
+    from agent_rl.bench.engine_bench import bench_engine, synthetic_prompts
+
+    tok = AutoTokenizer.from_pretrained(args.model if args.model != "embedded" else _model_path("embedded"))
+    vocab = min(len(tok), AutoConfig.from_pretrained(tok.name_or_path).vocab_size)
+    prompts = synthetic_prompts(args.prompts, args.prompt_len, vocab, seed=args.seed, avoid=tok.all_special_ids)
+    bar = tqdm(total=args.prompts, desc="raw engine", unit="req", disable=args.no_progress, leave=False)
+    try:
+        res = await bench_engine(engine, prompts, args.new_tokens, temperature=args.temperature, progress=bar)
+    finally:
+        bar.close()
+    return {"ceiling": res}
+
+
+async def _rollout_bench(engine, args, rollout_cfg, workload, modes):
+    from transformers import AutoTokenizer
+
+    from agent_rl.bench.instrument import InstrumentedEngine
+    from agent_rl.bench.rollout_bench import RolloutBench, RolloutBenchSettings
+
+    tok = AutoTokenizer.from_pretrained(_model_path(args.model))
+    settings = RolloutBenchSettings(workload=workload, steps=args.steps, temperature=args.temperature,
+                                    observation_words=args.observation_words, ceiling=not args.no_ceiling,
+                                    progress=not args.no_progress)
+    bench = RolloutBench(InstrumentedEngine(engine), tok, settings, rollout_cfg)
+    bench.check_context()
+    return await bench.run(modes)

@@ -1,0 +1,53 @@
+"""The rollout modes the benchmark compares, and how they are named on the command line."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+MODE_NAMES = ("turn-batched", "async", "oversample", "carryover")
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    name: str                       # label in tables and plots
+    kind: str                       # turn-batched | async
+    over_sample_rate: float = 0.0
+    partial_rollout: bool = False
+
+    def settings(self):
+        return {"kind": self.kind, "over_sample_rate": self.over_sample_rate, "partial_rollout": self.partial_rollout}
+
+
+def parse_modes(modes: str = "all", over_sample: str = "0.25,0.5") -> List[ModeSpec]:
+    """`modes`: comma list of turn-batched, async, oversample, carryover (or `all`); `over_sample`: the rates
+    run by `oversample`, comma-separated."""
+    names = [m.strip() for m in modes.split(",") if m.strip()]
+    if names == ["all"]:
+        names = list(MODE_NAMES)
+    bad = [m for m in names if m not in MODE_NAMES]
+    if bad:
+        raise ValueError(f"unknown mode {bad[0]!r} (choose from {', '.join(MODE_NAMES)} or all)")
+    rates: List[float] = []
+    for r in (x.strip() for x in str(over_sample).split(",")):
+        if r:
+            rate = float(r)
+            if rate <= 0:
+                raise ValueError(f"over-sample rate must be > 0, got {r}")
+            rates.append(rate)
+    out: List[ModeSpec] = []
+    for name in MODE_NAMES:  # fixed order: baseline first
+        if name not in names:
+            continue
+        if name == "turn-batched":
+            out.append(ModeSpec("turn-batched", "turn-batched"))
+        elif name == "async":
+            out.append(ModeSpec("async", "async"))
+        elif name == "oversample":
+            if not rates:
+                raise ValueError("mode oversample needs at least one --over-sample rate")
+            out += [ModeSpec(f"async+oversample {r:g}", "async", over_sample_rate=r) for r in rates]
+        else:  # carry-over only cuts groups when more are launched than kept: it runs at the first rate
+            if not rates:
+                raise ValueError("mode carryover needs an --over-sample rate (groups are cut, then resumed)")
+            out.append(ModeSpec(f"async+carryover {rates[0]:g}", "async", over_sample_rate=rates[0], partial_rollout=True))
+    return out

@@ -1,0 +1,140 @@
+"""`agent-rl bench rollout`: the raw engine ceiling, then every rollout mode on the same workload,
+one after the other on the same engine (wrapped to record busy time) and event loop."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from agent_rl.bench.bench_tool import BenchTool
+from agent_rl.bench.engine_bench import bench_engine, engine_sizes_for
+from agent_rl.bench.instrument import InstrumentedEngine
+from agent_rl.bench.modes import ModeSpec
+from agent_rl.bench.results import StepStat, summarize_mode
+from agent_rl.bench.turn_batched import turn_batched_step
+from agent_rl.bench.workload import Workload
+from agent_rl.rollout.chat import ChatRenderer
+from agent_rl.tool_runtime.runtime import ToolRuntime
+
+
+def bench_row(group: int) -> Dict[str, Any]:
+    """A dataset row (project schema) for one benchmark prompt group."""
+    return {
+        "prompt": [{"role": "user", "content": f"Benchmark question {group}: look it up with the tool, then answer."}],
+        "data_source": "bench",
+        "ability": "bench",
+        "reward_model": {"style": "rule", "ground_truth": ""},
+        "extra_info": {"split": "bench", "index": group, "sample_id": f"bench-{group}"},
+    }
+
+
+@dataclass
+class RolloutBenchSettings:
+    workload: Workload
+    steps: int = 1
+    temperature: float = 1.0
+    observation_words: int = 8
+    max_tool_response_tokens: int = 256
+    ceiling: bool = True
+    progress: bool = True
+
+
+class RolloutBench:
+    def __init__(self, engine: InstrumentedEngine, tokenizer, settings: RolloutBenchSettings, rollout_cfg):
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.s = settings
+        self.rollout_cfg = rollout_cfg
+        self.workload = settings.workload
+        schemas = [BenchTool.for_workload(self.workload).tool_schema]
+        self.renderer = ChatRenderer(tokenizer, schemas)
+        self._prompt_ids: Dict[int, List[int]] = {}
+
+    # ------------------------------------------------------------ shared pieces
+    def runtime(self) -> ToolRuntime:
+        """A fresh runtime per mode (its metrics belong to that mode)."""
+        return ToolRuntime([BenchTool.for_workload(self.workload, self.s.observation_words)], tokenizer=self.tokenizer,
+                           max_tool_response_tokens=self.s.max_tool_response_tokens)
+
+    def prompt_ids(self, group: int) -> List[int]:
+        if group not in self._prompt_ids:
+            self._prompt_ids[group] = self.renderer.prompt_ids(bench_row(group)["prompt"])
+        return self._prompt_ids[group]
+
+    def check_context(self) -> int:
+        """Longest possible trajectory (prompt + sampled + observations) must fit the engine's context."""
+        from agent_rl.bench.bench_tool import TOOL_NAME
+
+        w = self.workload
+        obs = self.renderer.observation_ids([{"role": "tool", "name": TOOL_NAME,
+                                              "content": " ".join(["data"] * self.s.observation_words)}],
+                                            assistant_ended=False)
+        groups = w.num_prompts * (self.s.steps + 2) * 2
+        need = len(self.prompt_ids(groups)) + w.max_turns() * w.max_tokens_per_turn() + (w.max_turns() - 1) * len(obs)
+        if need > self.rollout_cfg.max_model_len:
+            raise ValueError(f"a trajectory can reach {need} tokens but max_model_len is {self.rollout_cfg.max_model_len}: "
+                             "raise --max-model-len or lower --turns / --tokens-per-turn")
+        return need
+
+    def plans(self, groups) -> list:
+        return [self.workload.plan(g, s) for g in groups for s in range(self.workload.n)]
+
+    def _bar(self, desc: str, total: int):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="traj", disable=not self.s.progress, leave=False)
+
+    # ------------------------------------------------------------ ceiling
+    async def ceiling(self) -> Dict[str, Any]:
+        """Raw engine throughput on this workload's sizes: one request per trajectory of a step, its prompt,
+        and the mean planned tokens per trajectory as new tokens (ignore_eos)."""
+        w = self.workload
+        plans = self.plans(range(w.num_prompts))
+        prompts = [self.prompt_ids(p.group) for p in plans]
+        bar = self._bar("raw engine", len(prompts))
+        try:
+            res = await bench_engine(self.engine.inner, prompts, engine_sizes_for(plans), temperature=self.s.temperature,
+                                     progress=bar, request_prefix="ceiling")
+        finally:
+            bar.close()
+        return res
+
+    # ------------------------------------------------------------ modes
+    async def run_mode(self, spec: ModeSpec, ceiling_tps: Optional[float]) -> Dict[str, Any]:
+        w = self.workload
+        rt = self.runtime()
+        bar = self._bar(spec.name, w.num_prompts * w.n * self.s.steps)
+        trace = self.engine.reset()
+        t0 = trace.t0
+        steps: List[StepStat] = []
+        try:
+            if spec.kind == "turn-batched":
+                for k in range(self.s.steps):
+                    groups = range(k * w.num_prompts, (k + 1) * w.num_prompts)
+                    steps.append(await turn_batched_step(self.engine, self.renderer, rt, self.plans(groups),
+                                                         {g: self.prompt_ids(g) for g in groups}, self.s.temperature,
+                                                         t0, k, progress=bar))
+            else:
+                from agent_rl.bench.async_modes import run_async_steps
+
+                steps = await run_async_steps(self, spec, rt, t0, bar)
+        finally:
+            bar.close()
+            self.engine.close_trace()
+            await rt.close()
+        out = summarize_mode(spec.name, steps, trace, ceiling_tps, spec.settings())
+        out["tool_metrics"] = rt.metrics.snapshot()
+        return out
+
+    async def run(self, modes: List[ModeSpec]) -> Dict[str, Any]:
+        ceiling = await self.ceiling() if self.s.ceiling else None
+        tps = ceiling["tokens_per_s"] if ceiling else None
+        results = []
+        for spec in modes:
+            t = time.perf_counter()
+            results.append(await self.run_mode(spec, tps))
+            if self.s.progress:
+                m = results[-1]
+                print(f"{spec.name}: {time.perf_counter() - t:.1f}s, {m['gen_tokens_per_s']:.1f} tok/s, "
+                      f"step {m['step_wall_s_mean']:.2f}s", flush=True)
+        return {"ceiling": ceiling, "modes": results}

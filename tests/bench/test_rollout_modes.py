@@ -1,0 +1,63 @@
+"""Every rollout mode on a fast deterministic engine (no model): the scheduling effects the benchmark
+exists to show, and the bookkeeping behind its numbers."""
+import os
+
+from agent_rl.bench.instrument import InstrumentedEngine
+from agent_rl.bench.modes import parse_modes
+from agent_rl.bench.report import write_outputs
+from agent_rl.bench.rollout_bench import RolloutBench, RolloutBenchSettings
+from agent_rl.bench.workload import Dist, Workload
+from agent_rl.config.schema import RolloutConfig
+
+
+def _bench(tokenizer, engine, workload, steps):
+    s = RolloutBenchSettings(workload=workload, steps=steps, progress=False)
+    b = RolloutBench(InstrumentedEngine(engine), tokenizer, s, RolloutConfig(engine="hf"))
+    b.check_context()
+    return b
+
+
+async def test_all_modes_same_workload_heavy_tail(tokenizer, step_engine, tmp_path):
+    # heavy-tailed lengths, instant tools: the step waits for its longest trajectory
+    w = Workload(num_prompts=6, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("pareto:alpha=1.1,scale=4,max=150"),
+                 tool_latency=Dist.parse("0"), seed=1)
+    bench = _bench(tokenizer, step_engine, w, steps=2)
+    res = await bench.run(parse_modes("all", "0.5"))
+    by = {m["mode"]: m for m in res["modes"]}
+    assert list(by) == ["turn-batched", "async", "async+oversample 0.5", "async+carryover 0.5"]
+    planned = sum(w.plan(g, s).total_gen_tokens for g in range(12) for s in range(2))
+    for name in ("turn-batched", "async"):
+        m = by[name]
+        assert m["trajectories_kept"] == 24 and m["aborted"] == 0 and m["carried"] == 0
+        assert m["gen_tokens"] == m["kept_tokens"] == planned          # ignore_eos: exactly the planned lengths
+        assert m["latency_p50_s"] <= m["latency_p90_s"] <= m["latency_p99_s"]
+    over, carry = by["async+oversample 0.5"], by["async+carryover 0.5"]
+    assert over["trajectories_kept"] == 24 and over["launched"] == 36 and over["aborted"] > 0
+    # over-sampling keeps the groups that finish first: shorter than the launched mean (the reward-bias check)
+    assert over["bias"]["mean_planned_tokens_kept"] < over["bias"]["mean_planned_tokens_all"]
+    assert over["step_wall_s_mean"] < by["async"]["step_wall_s_mean"]
+    assert carry["carried"] > 0 and carry["step_metrics"][1]["rollout/resumed_groups"] > 0
+    assert res["ceiling"]["tokens_per_s"] > 0 and by["async"]["ratio_to_ceiling"] > 0
+    for m in res["modes"]:
+        assert 0 <= m["engine_idle_s"] <= m["wall_s"]
+        assert len(m["completion_s"]) == m["trajectories_kept"]
+
+    result = {"kind": "rollout", "command": "test", "engine": "step", "model": "none", "workload": w.to_json(),
+              "environment": {"device": "cpu", "python": "3", "torch": "x", "transformers": "y", "sglang": None}, **res}
+    paths = write_outputs(result, str(tmp_path), "rollout_bench")
+    for p in paths.values():
+        assert os.path.getsize(p) > 0
+    assert "async+carryover 0.5" in open(paths["summary"]).read()
+
+
+async def test_async_overlaps_tool_latency(tokenizer, step_engine):
+    w = Workload(num_prompts=4, n=2, turns=Dist.parse("3"), tokens_per_turn=Dist.parse("2"),
+                 tool_latency=Dist.parse("lognormal:mean=0.3,sigma=1,max=2"), tool_failure_rate=0.25, seed=17)
+    bench = _bench(tokenizer, step_engine, w, steps=1)
+    res = await bench.run(parse_modes("turn-batched,async"))
+    tb, asy = res["modes"]
+    plans = [w.plan(g, s) for g in range(4) for s in range(2)]
+    assert tb["wall_s"] >= sum(max(p.tool_latency_s[k] for p in plans) for k in range(2))
+    assert asy["wall_s"] < tb["wall_s"] and asy["engine_idle_s"] < tb["engine_idle_s"]
+    fails = sum(f for p in plans for f in p.tool_fails)
+    assert asy["step_metrics"][0].get("rollout/tool_calls/bench_wait/exception", 0) == fails
