@@ -13,6 +13,7 @@ gives an `Error: ...` observation with error_type KG_SERVER_ERROR (the call itse
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from typing import Any, Dict, Tuple
 
@@ -25,6 +26,10 @@ from tools.kg_index import KG_SERVER_ERROR, canonical_action
 ENV_URL = "AGENT_RL_KG_SERVER_URL"
 DEFAULT_URL = "http://127.0.0.1:8001"
 SESSION_KEY = "kg_query"
+
+
+class BadReply(ValueError):
+    """The server answered, but not with a KG reply (wrong URL, proxy page, ...)."""
 
 
 def resolve_server_url(config: Dict[str, Any]) -> str:
@@ -58,14 +63,20 @@ class KGQueryTool(BaseTool):
         for attempt in range(self.connect_retries + 1):
             try:
                 async with session.post(f"{self.server_url}/retrieve", json=payload, timeout=timeout) as resp:
-                    body = await resp.json(content_type=None)
-                    if not isinstance(body, dict) or "error_type" not in body:
-                        raise ValueError(f"unexpected reply (HTTP {resp.status})")
-                    return body
+                    raw = await resp.read()
+                    status = resp.status
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
                 last = e
                 if attempt < self.connect_retries:
                     await asyncio.sleep(self.connect_backoff_s * (2 ** attempt))
+                continue
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+            if not isinstance(body, dict) or "error_type" not in body:
+                raise BadReply(f"HTTP {status}, not a KG server reply")
+            return body
         raise ConnectionError(f"{type(last).__name__}: {last}" if str(last) else type(last).__name__)
 
     async def execute(self, instance_id: str, arguments: Dict[str, Any], **kwargs) -> Tuple[ToolResponse, float, Dict[str, Any]]:
@@ -82,11 +93,13 @@ class KGQueryTool(BaseTool):
             payload["relation"] = relation
         if state["dataset"] is not None:
             payload["dataset"] = state["dataset"]
+        failed = {"success": False, "error_type": KG_SERVER_ERROR, "repeated": repeated}
         try:
             reply = await self._post(payload)
-        except (ConnectionError, ValueError, aiohttp.ClientError) as e:
-            text = f"Error: the knowledge graph server at {self.server_url} could not be reached ({e})."
-            return ToolResponse(text=text), 0.0, {"success": False, "error_type": KG_SERVER_ERROR, "repeated": repeated}
+        except BadReply as e:
+            return ToolResponse(text=f"Error: the knowledge graph server at {self.server_url} gave an unexpected reply ({e})."), 0.0, failed
+        except (ConnectionError, aiohttp.ClientError) as e:
+            return ToolResponse(text=f"Error: the knowledge graph server at {self.server_url} could not be reached ({e})."), 0.0, failed
         metrics = {"success": bool(reply.get("success")), "error_type": str(reply.get("error_type")), "repeated": repeated}
         return ToolResponse(text=str(reply.get("result", ""))), 0.0, metrics
 

@@ -220,8 +220,12 @@ class ToolSession:
         if self._entered:
             raise RuntimeError("a ToolSession can be entered once")
         self._entered = True
+        names = self._rt.names
         try:
-            await asyncio.gather(*(self._create(n) for n in self._rt.names))
+            if len(names) == 1:
+                await self._create(names[0])
+            else:
+                await asyncio.gather(*(self._create(n) for n in names))
         except BaseException:
             await self.release()
             raise
@@ -271,7 +275,7 @@ class ToolSession:
         names = list(self._attempted)
         if not names:
             return
-        task = asyncio.ensure_future(asyncio.gather(*(one(n) for n in names), return_exceptions=True))
+        task = asyncio.ensure_future(one(names[0]) if len(names) == 1 else asyncio.gather(*(one(n) for n in names), return_exceptions=True))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:

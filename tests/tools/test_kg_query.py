@@ -113,3 +113,15 @@ async def test_load_2000_requests_64_concurrent(kg_server, monkeypatch):
     snap = rt.metrics.snapshot()
     assert snap["tools/kg_query/calls"] == total and not any(k.startswith("tools/errors/") for k in snap)
     assert elapsed < 20, elapsed
+
+
+async def test_wrong_url_gives_unexpected_reply_observation(kg_server):
+    schema = {"type": "function", "function": {"name": "kg_query", "description": "d",
+              "parameters": {"type": "object", "properties": {"action": {"type": "string"}, "entity": {"type": "string"}}}}}
+    tool = KGQueryTool({"server_url": kg_server + "/not-here"}, schema)
+    rt = ToolRuntime([tool])
+    async with rt.session("t", kw()) as s:
+        rec = await s.call("kg_query", {"action": "get_relations_out", "entity": "Paris"})
+    await rt.close()
+    assert rec.status == "ok" and "gave an unexpected reply (HTTP 404" in rec.observation
+    assert rec.metrics["error_type"] == "KG_SERVER_ERROR"
