@@ -7,7 +7,7 @@ Built once at load: per sample, entity -> {relation -> sorted tails} (out) and e
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 KG_SUCCESS = "KG_SUCCESS"
 KG_FORMAT_ERROR = "KG_FORMAT_ERROR"

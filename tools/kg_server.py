@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import threading
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from aiohttp import web
 

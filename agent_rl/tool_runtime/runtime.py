@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import time
 import uuid
 from typing import Any, Dict, Iterable, List, Optional, Tuple
