@@ -34,7 +34,7 @@ async def bench_engine(engine: Engine, prompts: List[List[int]], max_new_tokens:
                               f"{request_prefix}-warmup")
 
     async def one(i: int):
-        sp = SamplingParams(max_new_tokens=lengths[i], temperature=temperature, ignore_eos=ignore_eos, seed=i)
+        sp = SamplingParams(max_new_tokens=lengths[i], temperature=temperature, ignore_eos=ignore_eos)
         t = time.perf_counter()
         out = await engine.generate(prompts[i], sp, f"{request_prefix}-{i}")
         if progress is not None:

@@ -59,5 +59,7 @@ def environment(device: Optional[str] = None) -> Dict[str, Any]:
         "platform": platform.platform(),
         "device": device_name(device),
         "executable": sys.executable,
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         **git_commit(),
     }

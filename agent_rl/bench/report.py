@@ -31,6 +31,8 @@ def summary_markdown(result: Dict[str, Any]) -> str:
              f"- command: `{result['command']}`",
              f"- device: {env['device']}; python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
              f"sglang {env['sglang'] or 'not installed'}",
+             f"- machine load (1-min average) at start / end: {_fmt(env.get('load_avg_1m_at_start'))} / "
+             f"{_fmt(env.get('load_avg_1m_at_end'))} on {env.get('cpu_count', '?')} CPUs",
              f"- git commit: {env.get('commit') or 'unknown'}{' (dirty tree)' if env.get('dirty') else ''}",
              f"- engine: {result['engine']}, model: {result['model']}"]
     if w:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import shlex
 import sys
 
@@ -159,6 +160,8 @@ def run(args) -> int:
         loop.run_until_complete(engine.shutdown())
         loop.close()
         asyncio.set_event_loop(None)
+    if hasattr(os, "getloadavg"):  # CPU runs share the machine: say how busy it was
+        result["environment"]["load_avg_1m_at_end"] = os.getloadavg()[0]
     paths = write_outputs(result, args.out, name)
     print(open(paths["summary"]).read())
     print("wrote " + ", ".join(paths.values()))
