@@ -58,7 +58,7 @@ async def test_tool_hangs_forever():
     t0 = time.perf_counter()
     rt, rec = await run_one(ScriptedTool("slow", hang_forever, timeout_s=0.1))
     assert rec.status == "timeout" and rec.observation.startswith("Error:") and "timed out" in rec.observation
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 2.0
     assert rt.metrics.snapshot()["tools/errors/timeout"] == 1
 
 
@@ -68,7 +68,7 @@ async def test_tool_that_swallows_cancellation_is_abandoned():
     try:
         rt, rec = await run_one(ScriptedTool("stubborn", body, timeout_s=0.1))
         assert rec.status == "timeout" and body.cancels >= 1
-        assert time.perf_counter() - t0 < 0.1 + CANCEL_GRACE_S + 0.5
+        assert time.perf_counter() - t0 < 0.1 + CANCEL_GRACE_S + 1.5
     finally:
         body.stop()
     await asyncio.sleep(0.05)
@@ -80,7 +80,7 @@ async def test_slow_tool_times_out():
         return "late", 0.0, {}
     t0 = time.perf_counter()
     _, rec = await run_one(ScriptedTool("slow", slow, timeout_s=0.1))
-    assert rec.status == "timeout" and time.perf_counter() - t0 < 1.0
+    assert rec.status == "timeout" and time.perf_counter() - t0 < 2.0
 
 
 async def test_malformed_json_arguments():
@@ -282,27 +282,26 @@ async def test_release_continues_when_cancelled_while_releasing():
 
 
 async def test_rate_limit_is_time_based_and_shared_across_runtimes():
+    starts = []
+
     async def quick(*a, **k):
+        starts.append(time.monotonic())
         return "ok", 0.0, {}
     rate = 20.0
+    # two runtimes, one process-wide limiter for the tool name
     rts = [ToolRuntime([ScriptedTool("ratelimited_t1", quick, rate_limit=rate)]) for _ in range(2)]
-    stamps = []
 
     async def one(rt, i):
         async with rt.session(f"t{i}", {}) as s:
-            rec = await s.call("ratelimited_t1", {})
-            stamps.append(time.monotonic())
-            assert rec.status == "ok"
+            assert (await s.call("ratelimited_t1", {})).status == "ok"
 
     t0 = time.monotonic()
     await asyncio.gather(*(one(rts[i % 2], i) for i in range(10)))
-    elapsed = time.monotonic() - t0
-    assert elapsed >= (10 - 1) / rate - 0.02, elapsed
-    stamps.sort()
-    # over any window the count never exceeds rate * window + burst
-    for i in range(len(stamps)):
-        for j in range(i + 1, len(stamps)):
-            assert (j - i) <= rate * (stamps[j] - stamps[i]) + 1 + 1e-6
+    starts.sort()
+    # the k-th call may not start before its slot: t0 + k / rate (burst 1)
+    for k, t in enumerate(starts):
+        assert t >= t0 + k / rate - 0.005, (k, t - t0)
+    assert starts[-1] - t0 >= 9 / rate - 0.005
 
 
 async def test_concurrency_cap():
@@ -377,3 +376,15 @@ async def test_session_misuse_is_a_clear_error():
         await s.call("x", {})
     with pytest.raises(ValueError, match="truncate_side"):
         ToolRuntime([], truncate_side="left")
+
+
+def test_rate_limiter_burst_with_fake_clock():
+    from agent_rl.tool_runtime.limits import RateLimiter
+
+    now = [100.0]
+    lim = RateLimiter(rate=10, burst=3, clock=lambda: now[0])
+    assert [round(lim.reserve(), 6) for _ in range(5)] == [0.0, 0.0, 0.0, 0.1, 0.2]
+    now[0] += 10.0            # idle time refills the burst, no more
+    assert [round(lim.reserve(), 6) for _ in range(4)] == [0.0, 0.0, 0.0, 0.1]
+    with pytest.raises(ValueError):
+        RateLimiter(rate=0)
