@@ -11,7 +11,7 @@ HELP = "Validate tool YAML files or make one real tool call"
 
 def add_arguments(parser):
     sub = parser.add_subparsers(dest="tools_command", metavar="ACTION")
-    v = sub.add_parser("validate", help="check tool YAML files: fields, names, JSON Schemas, classes (exit 1 on the first bad file)")
+    v = sub.add_parser("validate", help="check tool YAML files: fields, names, JSON Schemas, classes (exit 1 if any file is bad)")
     v.add_argument("files", nargs="+", metavar="FILE")
     c = sub.add_parser("call", help="create one instance, make one real call, print observation, rewards and metrics")
     c.add_argument("file", metavar="FILE", help="tool YAML")
