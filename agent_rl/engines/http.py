@@ -1,0 +1,143 @@
+"""`http` engine: aiohttp client of an external SGLang server (`python -m sglang.launch_server ...`).
+
+Endpoints (sglang 0.5.17 `entrypoints/http_server.py`):
+
+* `POST /generate` `{input_ids, sampling_params, return_logprob: true, rid}` -> `{output_ids,
+  meta_info: {finish_reason: {type, ...}, output_token_logprobs: [[logprob, id, text], ...]}}`
+* `POST /abort_request` `{rid}` (the server matches rids by prefix: we send fixed-length uuids)
+* `POST /update_weights_from_disk` `{model_path, load_format?}` -> `{success, message}`
+* `POST /flush_cache`, `POST /release_memory_occupation`, `POST /resume_memory_occupation`
+
+`update_weights(named_tensors)` is not possible over HTTP (the server's tensor endpoint takes
+process-local handles, not tensor bytes): it raises NotImplementedError; save a checkpoint and call
+`update_weights_from_disk(path)` instead. `shutdown()` closes the client; the server keeps running.
+The log-prob convention is the server's: see `sglang_engine.py` (log_softmax(logits / T) unless the
+server runs with SGLANG_RETURN_ORIGINAL_LOGPROB).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import torch
+
+from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
+from agent_rl.engines.sglang_engine import parse_generate_output, sampling_params_dict
+
+
+log = logging.getLogger(__name__)
+
+
+class HTTPEngineError(RuntimeError):
+    pass
+
+
+class HTTPEngine(Engine):
+    name = "http"
+
+    def __init__(self, base_url: str, timeout_s: float = 3600.0, api_key: Optional[str] = None,
+                 abort_retry_s: float = 0.2, abort_retries: int = 50):
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.abort_retry_s = abort_retry_s
+        self.abort_retries = abort_retries
+        self._session = None
+        self._inflight: Dict[str, Tuple[str, asyncio.Event]] = {}   # request id -> (rid, done)
+
+    async def _http(self):
+        import aiohttp
+
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                                                  headers=self.headers)
+        return self._session
+
+    async def _post(self, path: str, payload: Optional[Dict[str, Any]] = None) -> Any:
+        session = await self._http()
+        async with session.post(self.base_url + path, json=payload if payload is not None else {}) as resp:
+            body = await resp.read()
+            if resp.status >= 400:
+                raise HTTPEngineError(f"POST {path}: HTTP {resp.status}: {body.decode(errors='replace')[:500]}")
+            if not body:
+                return None
+            try:
+                return json.loads(body)
+            except ValueError:
+                return body.decode(errors="replace")
+
+    # ------------------------------------------------------------------ generation
+    async def generate(self, input_ids: List[int], sampling: SamplingParams, request_id: str) -> GenerateOutput:
+        if request_id in self._inflight:
+            raise ValueError(f"request id already in flight: {request_id}")
+        rid = uuid.uuid4().hex
+        done = asyncio.Event()
+        self._inflight[request_id] = (rid, done)
+        try:
+            out = await self._post("/generate", {"input_ids": [int(t) for t in input_ids],
+                                                 "sampling_params": sampling_params_dict(sampling),
+                                                 "return_logprob": True, "rid": rid, "stream": False})
+        finally:
+            done.set()
+            self._inflight.pop(request_id, None)
+        if not isinstance(out, dict):
+            raise HTTPEngineError(f"/generate returned {type(out).__name__}, expected a JSON object")
+        return parse_generate_output(out, len(input_ids))
+
+    async def abort(self, request_id: str) -> None:
+        entry = self._inflight.get(request_id)
+        if entry is None:
+            return
+        rid, done = entry
+        # The server ignores an abort for a rid it has not registered yet: repeat until the request ends.
+        for _ in range(self.abort_retries):
+            await self._post("/abort_request", {"rid": rid})
+            try:
+                await asyncio.wait_for(done.wait(), timeout=self.abort_retry_s)
+                return
+            except asyncio.TimeoutError:
+                continue
+
+    # ------------------------------------------------------------------ weights and memory
+    async def update_weights(self, named_tensors: Iterable[Tuple[str, torch.Tensor]]) -> None:
+        raise NotImplementedError("the http engine cannot send tensors to an external SGLang server; save the weights "
+                                  "(HF folder) and call update_weights_from_disk(path), or use rollout.engine=sglang")
+
+    async def update_weights_from_disk(self, model_path: str, load_format: Optional[str] = None) -> None:
+        payload: Dict[str, Any] = {"model_path": model_path}
+        if load_format:
+            payload["load_format"] = load_format
+        try:
+            out = await self._post("/update_weights_from_disk", payload)
+        except HTTPEngineError as e:
+            raise HTTPEngineError(f"update_weights_from_disk({model_path}) failed: {e}") from e
+        if isinstance(out, dict) and not out.get("success", True):
+            raise HTTPEngineError(f"update_weights_from_disk({model_path}) failed: {out.get('message')}")
+
+    async def flush_cache(self) -> None:
+        """The server refuses (HTTP 400) while requests are running; that is logged, not raised."""
+        try:
+            await self._post("/flush_cache")
+        except HTTPEngineError as e:
+            if "HTTP 400" not in str(e):
+                raise
+            log.warning("flush_cache not performed: %s", e)
+
+    async def release_memory(self) -> None:
+        await self._post("/release_memory_occupation", {})
+
+    async def resume_memory(self) -> None:
+        await self._post("/resume_memory_occupation", {})
+
+    async def shutdown(self) -> None:
+        for request_id in list(self._inflight):
+            try:
+                await self.abort(request_id)
+            except Exception:
+                pass
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None

@@ -1,0 +1,185 @@
+"""The http engine against a fake SGLang server on loopback that speaks sglang 0.5.17's JSON shapes."""
+import asyncio
+import math
+
+import pytest
+from aiohttp import web
+
+from agent_rl.config.schema import RolloutConfig
+from agent_rl.engines import build_engine
+from agent_rl.engines.base import SamplingParams
+from agent_rl.engines.http import HTTPEngine, HTTPEngineError
+
+VOCAB = 1000
+EOS = 2
+
+
+class FakeSGLang:
+    """Deterministic 'model': next token = (last token * 7 + 3) % VOCAB, log-prob -0.1 * (k + 1).
+    A rid becomes known 30 ms after /generate arrives (aborts before that are ignored, like sglang's)."""
+
+    def __init__(self):
+        self.requests = []
+        self.known = set()
+        self.aborted = set()
+        self.abort_calls = 0
+        self.calls = []
+        self.fail_generate = False
+
+    async def generate(self, request):
+        body = await request.json()
+        self.requests.append(body)
+        if self.fail_generate:
+            return web.json_response({"error": {"message": "boom"}}, status=400)
+        rid, sp, ids = body["rid"], body["sampling_params"], list(body["input_ids"])
+        await asyncio.sleep(0.03)
+        self.known.add(rid)
+        out, lps, finish = [], [], None
+        stop = set(sp.get("stop_token_ids") or [])
+        if not sp.get("ignore_eos"):
+            stop.add(EOS)
+        while finish is None:
+            if rid in self.aborted:
+                finish = {"type": "abort", "message": "Abort before prefill", "status_code": None, "err_type": None}
+                break
+            tok = ((out or ids)[-1] * 7 + 3) % VOCAB
+            out.append(tok)
+            lps.append([-0.1 * len(out), tok, None])
+            if tok in stop:
+                finish = {"type": "stop", "matched": tok}
+            elif len(out) >= sp["max_new_tokens"]:
+                finish = {"type": "length", "length": len(out)}
+            await asyncio.sleep(0.002)
+        self.known.discard(rid)
+        return web.json_response({"text": "", "output_ids": out, "meta_info": {
+            "id": rid, "finish_reason": finish, "prompt_tokens": len(ids), "completion_tokens": len(out),
+            "output_token_logprobs": lps, "cached_tokens": 0, "e2e_latency": 0.01}})
+
+    async def abort_request(self, request):
+        body = await request.json()
+        self.abort_calls += 1
+        if body.get("rid") in self.known:
+            self.aborted.add(body["rid"])
+        return web.Response(status=200)
+
+    async def update_weights_from_disk(self, request):
+        body = await request.json()
+        self.calls.append(("update_weights_from_disk", body))
+        ok = body["model_path"] != "/missing"
+        return web.json_response({"success": ok, "message": "ok" if ok else "no such path", "num_paused_requests": 0},
+                                 status=200 if ok else 400)
+
+    def simple(self, name, status=200):
+        async def handler(request):
+            self.calls.append((name, await request.read()))
+            return web.Response(status=status, text="Cache flushed.\n" if status == 200 else "flush failed")
+        return handler
+
+
+@pytest.fixture
+async def server():
+    fake = FakeSGLang()
+    app = web.Application()
+    app.router.add_post("/generate", fake.generate)
+    app.router.add_post("/abort_request", fake.abort_request)
+    app.router.add_post("/update_weights_from_disk", fake.update_weights_from_disk)
+    app.router.add_post("/flush_cache", fake.simple("flush_cache"))
+    app.router.add_post("/release_memory_occupation", fake.simple("release"))
+    app.router.add_post("/resume_memory_occupation", fake.simple("resume"))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    yield fake, f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def _expected(prompt, n):
+    out = []
+    for _ in range(n):
+        out.append(((out or prompt)[-1] * 7 + 3) % VOCAB)
+    return out
+
+
+async def test_generate_concurrent_and_params(server):
+    fake, url = server
+    eng = build_engine(RolloutConfig(engine="http", server_url=url + "/"), "unused")
+    assert isinstance(eng, HTTPEngine)
+    sp = SamplingParams(max_new_tokens=5, temperature=0.7, top_p=0.9, top_k=20, stop_token_ids=[999], ignore_eos=True, seed=3)
+    outs = await asyncio.gather(*[eng.generate([10 + i], sp, f"r{i}") for i in range(8)])
+    for i, o in enumerate(outs):
+        assert o.output_ids == _expected([10 + i], 5) and o.finish_reason == "length"
+        assert o.logprobs == pytest.approx([-0.1 * (k + 1) for k in range(5)]) and o.prompt_tokens == 1
+    body = fake.requests[0]
+    assert body["return_logprob"] is True and len(body["rid"]) == 32
+    assert len({b["rid"] for b in fake.requests}) == 8                     # fresh rid per request
+    assert body["sampling_params"] == {"max_new_tokens": 5, "temperature": 0.7, "top_p": 0.9, "top_k": 20,
+                                       "ignore_eos": True, "skip_special_tokens": False, "no_stop_trim": True,
+                                       "stop_token_ids": [999], "sampling_seed": 3}
+    greedy = await eng.generate([10], SamplingParams(max_new_tokens=2, temperature=0.0), "g")
+    assert fake.requests[-1]["sampling_params"]["temperature"] == 0.0 and fake.requests[-1]["sampling_params"]["top_k"] == -1
+    assert greedy.output_ids == _expected([10], 2)
+    await eng.shutdown()
+
+
+async def test_stop_token_included(server):
+    fake, url = server
+    eng = HTTPEngine(url)
+    seq = _expected([10], 6)
+    out = await eng.generate([10], SamplingParams(max_new_tokens=6, stop_token_ids=[seq[2]]), "s")
+    assert out.finish_reason == "stop" and out.output_ids == seq[:3] and len(out.logprobs) == 3
+    await eng.shutdown()
+
+
+async def test_abort_early_and_running(server):
+    fake, url = server
+    eng = HTTPEngine(url, abort_retry_s=0.05)
+    long = SamplingParams(max_new_tokens=10 ** 6, ignore_eos=True)
+    task = asyncio.ensure_future(eng.generate([5], long, "early"))
+    await asyncio.sleep(0.005)                 # the server does not know the rid yet: first abort is ignored
+    await eng.abort("early")
+    out = await asyncio.wait_for(task, 5)
+    assert out.finish_reason == "abort" and fake.abort_calls >= 2
+    task = asyncio.ensure_future(eng.generate([5], long, "running"))
+    await asyncio.sleep(0.2)
+    await eng.abort("running")
+    out = await asyncio.wait_for(task, 5)
+    assert out.finish_reason == "abort" and len(out.output_ids) > 3 and len(out.logprobs) == len(out.output_ids)
+    await eng.abort("unknown")                 # no-op
+    await eng.shutdown()
+
+
+async def test_weights_memory_and_errors(server):
+    fake, url = server
+    eng = HTTPEngine(url)
+    with pytest.raises(NotImplementedError, match="update_weights_from_disk"):
+        await eng.update_weights([("w", None)])
+    await eng.update_weights_from_disk("/ckpt/step_3")
+    assert fake.calls[-1] == ("update_weights_from_disk", {"model_path": "/ckpt/step_3"})
+    with pytest.raises(HTTPEngineError, match="no such path"):
+        await eng.update_weights_from_disk("/missing")
+    await eng.flush_cache()
+    await eng.release_memory()
+    await eng.resume_memory()
+    assert [c[0] for c in fake.calls[-3:]] == ["flush_cache", "release", "resume"]
+    fake.fail_generate = True
+    with pytest.raises(HTTPEngineError, match="HTTP 400"):
+        await eng.generate([1], SamplingParams(max_new_tokens=1), "bad")
+    await eng.shutdown()
+
+
+async def test_http_needs_url():
+    with pytest.raises(ValueError, match="server_url"):
+        build_engine(RolloutConfig(engine="http"), "unused")
+
+
+def test_parse_generate_output_shapes():
+    from agent_rl.engines.sglang_engine import parse_generate_output
+
+    out = parse_generate_output({"output_ids": [1, 2], "meta_info": {
+        "finish_reason": {"type": "abort", "message": "x"}, "output_token_logprobs": [[-0.5, 1, None]]}}, 4)
+    assert out.output_ids == [1] and out.logprobs == [-0.5] and out.finish_reason == "abort" and out.prompt_tokens == 4
+    out = parse_generate_output({"output_ids": [7], "meta_info": {"finish_reason": {"type": "stop", "matched": 7},
+                                                                  "output_token_logprobs": [(math.log(0.5), 7, "a")]}}, 1)
+    assert out.finish_reason == "stop" and out.logprobs == [pytest.approx(math.log(0.5))]
