@@ -1,0 +1,325 @@
+"""Crash-safe checkpoints.
+
+Layout of `<root>/global_step_<N>/`:
+    hf/                       HF model folder (model.safetensors fp32, config, tokenizer, chat template)
+    optim/rank_<r>.pt         optimizer + lr-scheduler state of rank r (its FSDP shard)
+    rng/rank_<r>.pt           python / numpy / torch / cuda RNG states of rank r
+    extra_state.json          the caller's state (step, dataloader position, trainer state)
+    meta.json                 step, world size
+    COMPLETE                  written last, before the directory is renamed into place
+and `<root>/latest` holds the name of the newest checkpoint.
+
+A save is written to `<root>/.tmp-global_step_<N>`, renamed into place (atomic), and then the
+`latest` pointer is replaced atomically. Killing the process at any moment leaves either the old or
+the new checkpoint complete; `find_latest_checkpoint` ignores temporary and incomplete directories.
+Ranks must share the filesystem of `root`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import time
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from agent_rl.training import dist as D
+from agent_rl.training.weight_sync import _tied
+
+STEP_RE = re.compile(r"^global_step_(\d+)$")
+MARKER = "COMPLETE"
+POINTER = "latest"
+
+
+# ---------------------------------------------------------------------------------------------- files
+def _fsync_file(path: str) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: str) -> None:
+    for d, _, files in os.walk(root):
+        for f in files:
+            _fsync_file(os.path.join(d, f))
+        _fsync_dir(d)
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def _torch_save(obj: Any, path: str) -> None:
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def step_dir_name(step: int) -> str:
+    return f"global_step_{int(step)}"
+
+
+def is_complete(path: str) -> bool:
+    return (os.path.isfile(os.path.join(path, MARKER)) and os.path.isfile(os.path.join(path, "meta.json"))
+            and os.path.isdir(os.path.join(path, "hf")))
+
+
+def list_checkpoints(root: str) -> List[tuple]:
+    """[(step, path)] of complete checkpoints, ascending by step."""
+    if not os.path.isdir(root):
+        return []
+    out = []
+    for name in os.listdir(root):
+        m = STEP_RE.match(name)
+        path = os.path.join(root, name)
+        if m and is_complete(path):
+            out.append((int(m.group(1)), path))
+    return sorted(out)
+
+
+def find_latest_checkpoint(root: str) -> Optional[str]:
+    """The checkpoint the `latest` pointer names when it is complete, else the complete one with the
+    highest step, else None."""
+    ptr = os.path.join(root, POINTER)
+    if os.path.isfile(ptr):
+        try:
+            name = open(ptr).read().strip()
+        except OSError:
+            name = ""
+        path = os.path.join(root, name)
+        if STEP_RE.match(name) and is_complete(path):
+            return path
+    found = list_checkpoints(root)
+    return found[-1][1] if found else None
+
+
+def _remove_dir(path: str) -> None:
+    """Rename first so a half-deleted directory never looks like a checkpoint."""
+    trash = os.path.join(os.path.dirname(path), f".trash-{os.path.basename(path)}-{os.getpid()}-{time.time_ns()}")
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def prune_checkpoints(root: str, keep: int) -> List[str]:
+    """Delete the oldest complete checkpoints beyond the newest `keep` (never the one `latest` names)."""
+    if not keep or keep <= 0:
+        return []
+    latest = find_latest_checkpoint(root)
+    found = [p for _, p in list_checkpoints(root)]
+    removed = []
+    for path in found[:-keep] if len(found) > keep else []:
+        if path != latest:
+            _remove_dir(path)
+            removed.append(path)
+    return removed
+
+
+def _clean_stale(root: str) -> None:
+    for name in os.listdir(root):
+        if name.startswith(".tmp-") or name.startswith(".trash-") or name.startswith(POINTER + ".tmp."):
+            p = os.path.join(root, name)
+            shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.remove(p)
+
+
+# ---------------------------------------------------------------------------------------------- state
+def full_model_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """Unsharded fp32 CPU state dict (a collective under FSDP; every rank gets the full dict)."""
+    if D.is_dist():
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
+        return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().cpu() for k, v in sd.items()}
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def hf_tensors(model: torch.nn.Module, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """What goes into model.safetensors: contiguous clones, lm_head dropped when tied to the embedding."""
+    out = {}
+    for k, v in sd.items():
+        if k == "lm_head.weight" and _tied(model):
+            continue
+        out[k] = v.contiguous().clone()
+    return out
+
+
+def _local(obj):
+    if isinstance(obj, torch.Tensor):
+        if hasattr(obj, "to_local"):
+            obj = obj.to_local()
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _local(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_local(v) for v in obj)
+    return obj
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """This rank's optimizer state with DTensor shards turned into plain local CPU tensors."""
+    return _local(optimizer.state_dict())
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Inverse of optimizer_state: local shards are wrapped back into DTensors like their parameters."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    new_state = {}
+    for idx, st in state["state"].items():
+        p = params[int(idx)]
+        entry = {}
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and hasattr(p, "to_local") and v.dim() > 0:
+                from torch.distributed.tensor import DTensor
+
+                local = p.to_local()
+                v = DTensor.from_local(v.to(device=local.device, dtype=local.dtype), p.device_mesh, p.placements,
+                                       run_check=False, shape=p.shape, stride=p.stride())
+            entry[k] = v
+        new_state[idx] = entry
+    optimizer.load_state_dict({"state": new_state, "param_groups": state["param_groups"]})
+
+
+def rng_state() -> dict:
+    st = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    try:
+        import numpy as np
+
+        st["numpy"] = np.random.get_state()
+    except ImportError:  # pragma: no cover
+        pass
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    random.setstate(st["python"])
+    torch.set_rng_state(st["torch"])
+    if "numpy" in st:
+        import numpy as np
+
+        np.random.set_state(st["numpy"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------- save / load
+def save_checkpoint(root: str, step: int, actor, tokenizer, extra_state: Optional[Dict[str, Any]] = None,
+                    max_to_keep: Optional[int] = None) -> str:
+    """Write `<root>/global_step_<step>` (every rank calls this). Returns its path."""
+    from safetensors.torch import save_file
+
+    rank, world = D.get_rank(), D.get_world_size()
+    model = actor.model
+    final = os.path.join(root, step_dir_name(step))
+    tmp = os.path.join(root, ".tmp-" + step_dir_name(step))
+    if rank == 0:
+        os.makedirs(root, exist_ok=True)
+        _clean_stale(root)
+        for sub in ("hf", "optim", "rng"):
+            os.makedirs(os.path.join(tmp, sub), exist_ok=True)
+    D.barrier()
+    sd = full_model_state_dict(model)  # collective
+    if rank == 0:
+        hf = os.path.join(tmp, "hf")
+        save_file(hf_tensors(model, sd), os.path.join(hf, "model.safetensors"), metadata={"format": "pt"})
+        model.config.save_pretrained(hf)
+        gen = getattr(model, "generation_config", None)
+        if gen is not None:
+            try:
+                gen.save_pretrained(hf)
+            except Exception:  # noqa: BLE001 - an invalid generation config must not block the checkpoint
+                pass
+        if tokenizer is not None:
+            tokenizer.save_pretrained(hf)
+        with open(os.path.join(tmp, "extra_state.json"), "w") as f:
+            json.dump(extra_state or {}, f, indent=1)
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump({"step": int(step), "world_size": world, "time": time.time()}, f)
+    del sd
+    sched = getattr(actor, "scheduler", None)
+    _torch_save({"optimizer": optimizer_state(actor.optimizer), "scheduler": sched.state_dict() if sched else None,
+                 "world_size": world}, os.path.join(tmp, "optim", f"rank_{rank:05d}.pt"))
+    _torch_save(rng_state(), os.path.join(tmp, "rng", f"rank_{rank:05d}.pt"))
+    D.barrier()
+    if rank == 0:
+        _fsync_tree(tmp)
+        with open(os.path.join(tmp, MARKER), "w") as f:
+            f.write(str(step))
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        if os.path.exists(final):  # saving a step again (e.g. after resuming from an earlier one)
+            _remove_dir(final)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+        _write_text_atomic(os.path.join(root, POINTER), step_dir_name(step))
+        if max_to_keep:
+            prune_checkpoints(root, max_to_keep)
+    D.barrier()
+    return final
+
+
+def load_model_weights(model: torch.nn.Module, hf_dir: str) -> None:
+    from safetensors.torch import load_file
+
+    sd = load_file(os.path.join(hf_dir, "model.safetensors"))
+    if _tied(model):
+        sd.pop("lm_head.weight", None)
+    expected_missing = {"lm_head.weight"} if _tied(model) else set()
+    if D.is_dist():
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        res = set_model_state_dict(model, sd, options=StateDictOptions(full_state_dict=True, strict=False))
+    else:
+        res = model.load_state_dict(sd, strict=False)
+    missing = set(getattr(res, "missing_keys", [])) - expected_missing
+    unexpected = set(getattr(res, "unexpected_keys", []))
+    if missing or unexpected:
+        raise RuntimeError(f"checkpoint {hf_dir} does not match the model: missing {sorted(missing)[:5]}, "
+                           f"unexpected {sorted(unexpected)[:5]}")
+
+
+def load_checkpoint(path: str, actor, load_optimizer: bool = True, load_rng: bool = True) -> Dict[str, Any]:
+    """Restore model, optimizer, scheduler and RNG of this rank from `path`; return the extra state."""
+    if not is_complete(path):
+        raise FileNotFoundError(f"not a complete checkpoint: {path}")
+    rank, world = D.get_rank(), D.get_world_size()
+    meta = json.load(open(os.path.join(path, "meta.json")))
+    load_model_weights(actor.model, os.path.join(path, "hf"))
+    if load_optimizer:
+        if meta["world_size"] != world:
+            raise RuntimeError(f"{path} was saved by {meta['world_size']} ranks; this run has {world} "
+                               "(optimizer shards are per rank). Load with load_optimizer=False to keep only the weights.")
+        st = torch.load(os.path.join(path, "optim", f"rank_{rank:05d}.pt"), map_location="cpu", weights_only=False)
+        load_optimizer_state(actor.optimizer, st["optimizer"])
+        sched = getattr(actor, "scheduler", None)
+        if sched is not None and st.get("scheduler") is not None:
+            sched.load_state_dict(st["scheduler"])
+    if load_rng:
+        rng_path = os.path.join(path, "rng", f"rank_{rank:05d}.pt")
+        if os.path.isfile(rng_path):
+            set_rng_state(torch.load(rng_path, map_location="cpu", weights_only=False))
+    D.barrier()
+    return json.load(open(os.path.join(path, "extra_state.json")))

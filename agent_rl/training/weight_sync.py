@@ -1,0 +1,78 @@
+"""Actor -> engine weight sync: full (gathered) parameters by HF name, in size-bounded buckets.
+
+With FSDP2 each parameter is a sharded DTensor; `full_tensor()` is a collective, so EVERY rank iterates
+the same parameters in the same order, and only ranks that own an engine push the buckets.
+Tied embeddings: `lm_head.weight` is sent only when the model does not tie it to the input embedding.
+"""
+from __future__ import annotations
+
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+
+NamedTensors = List[Tuple[str, torch.Tensor]]
+
+
+def _module(actor) -> torch.nn.Module:
+    return actor.model if hasattr(actor, "model") else actor
+
+
+def _tied(model: torch.nn.Module) -> bool:
+    cfg = getattr(model, "config", None)
+    tied = getattr(cfg, "tie_word_embeddings", False)
+    get_text = getattr(cfg, "get_text_config", None)
+    if not tied and callable(get_text):
+        tied = getattr(get_text(), "tie_word_embeddings", False)
+    return bool(tied)
+
+
+def iter_full_params(model: torch.nn.Module, dtype: Optional[torch.dtype] = None
+                     ) -> Iterator[Tuple[str, torch.Tensor]]:
+    """(HF name, full tensor) for every parameter, gathered when sharded, cast to `dtype`."""
+    model = _module(model)
+    tied = _tied(model)
+    seen = set()
+    for name, p in model.named_parameters(remove_duplicate=True):
+        if tied and name == "lm_head.weight":
+            continue
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        t = p.detach()
+        if hasattr(t, "full_tensor"):
+            t = t.full_tensor()
+        yield name, (t.to(dtype) if dtype is not None else t)
+
+
+def iter_weight_buckets(model, bucket_mb: float = 512, dtype: Optional[torch.dtype] = None) -> Iterator[NamedTensors]:
+    """Buckets of (name, tensor) whose total bytes stay within bucket_mb (a tensor larger than the bound
+    travels alone). Only one bucket of full tensors is alive at a time."""
+    limit = max(1, int(bucket_mb * 1024 * 1024))
+    bucket: NamedTensors = []
+    size = 0
+    for name, t in iter_full_params(model, dtype):
+        nbytes = t.numel() * t.element_size()
+        if bucket and size + nbytes > limit:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append((name, t))
+        size += nbytes
+    if bucket:
+        yield bucket
+
+
+async def sync_weights(actor, engine, bucket_mb: float = 512, dtype: Optional[torch.dtype] = None) -> dict:
+    """Push the actor's weights into `engine` (None on ranks without an engine: they still gather).
+    Ends with engine.flush_cache(). Returns {"weight_sync/buckets", "weight_sync/bytes", "weight_sync/tensors"}."""
+    n_buckets = n_bytes = n_tensors = 0
+    for bucket in iter_weight_buckets(actor, bucket_mb, dtype):
+        if engine is not None:
+            await engine.update_weights(bucket)
+        n_buckets += 1
+        n_tensors += len(bucket)
+        n_bytes += sum(t.numel() * t.element_size() for _, t in bucket)
+        del bucket
+    if engine is not None:
+        await engine.flush_cache()
+    return {"weight_sync/buckets": float(n_buckets), "weight_sync/bytes": float(n_bytes),
+            "weight_sync/tensors": float(n_tensors)}
