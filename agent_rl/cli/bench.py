@@ -28,6 +28,16 @@ def _common(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
+    p.add_argument("--prompts", type=int, default=prompts, help="prompt groups per step (the batch size B)")
+    p.add_argument("--n", type=int, default=n, help="samples per prompt (GRPO group size)")
+    p.add_argument("--turns", default=turns, help="assistant turns per trajectory (distribution; a tool call after each but the last)")
+    p.add_argument("--tokens-per-turn", default=tokens, help="new tokens per assistant turn (distribution, needs max= when unbounded)")
+    p.add_argument("--over-sample", default="0.25,0.5", help="over-sampling rates of the oversample mode (carryover uses the first)")
+    p.add_argument("--steps", type=int, default=2, help="rollout steps per mode (carry-over needs >= 2 to show)")
+    p.add_argument("--observation-words", type=int, default=8, help="words in each tool observation")
+
+
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="bench_cmd", metavar="BENCH", required=True)
     e = sub.add_parser("engine", help="raw generation throughput (all requests at once, ignore_eos)",
@@ -42,17 +52,24 @@ def add_arguments(parser) -> None:
                                    "Distributions: N | fixed:N | uniform:lo=A,hi=B | lognormal:mean=M,sigma=S | "
                                    "pareto:alpha=A,scale=S, each with optional min=,max= clips.")
     _common(r)
-    r.add_argument("--prompts", type=int, default=16, help="prompt groups per step (the batch size B)")
-    r.add_argument("--n", type=int, default=2, help="samples per prompt (GRPO group size)")
-    r.add_argument("--turns", default="3", help="assistant turns per trajectory (distribution; a tool call after each but the last)")
-    r.add_argument("--tokens-per-turn", default="16", help="new tokens per assistant turn (distribution, needs max= when unbounded)")
+    _workload_args(r)
     r.add_argument("--tool-latency", default="0", help="seconds per tool call (distribution), e.g. lognormal:mean=0.5,sigma=1")
     r.add_argument("--tool-failure-rate", type=float, default=0.0, help="fraction of tool calls that fail (error observation)")
     r.add_argument("--modes", default="all", help="comma list of turn-batched, async, oversample, carryover (or all)")
-    r.add_argument("--over-sample", default="0.25,0.5", help="over-sampling rates of the oversample mode (carryover uses the first)")
-    r.add_argument("--steps", type=int, default=2, help="rollout steps per mode (carry-over needs >= 2 to show)")
-    r.add_argument("--observation-words", type=int, default=8, help="words in each tool observation")
     r.add_argument("--no-ceiling", action="store_true", help="skip the raw engine run")
+    s = sub.add_parser("suite", help="the targets of docs/benchmarks.md: raw engine + 3 rollout scenarios, one engine start",
+                       description="Raw engine run, then scenarios instant-tools (turn-batched, async), tool-latency "
+                                   "(turn-batched, async) and heavy-tail (async, over-sampling, carry-over); one folder "
+                                   "per scenario under --out and a summary.md with the target checks.")
+    _common(s)
+    _workload_args(s)
+    s.add_argument("--tool-latency", default="lognormal:mean=0.5,sigma=1,max=10", help="tool latency of the tool-latency scenario")
+    s.add_argument("--heavy-tail-tokens", default="pareto:alpha=1.2,scale=8,max=128",
+                   help="tokens per turn of the heavy-tail scenario (instant tools)")
+    s.add_argument("--heavy-tail-prompts", type=int, default=None, help="prompt groups of the heavy-tail scenario (default --prompts)")
+    s.add_argument("--ceiling-prompts", type=int, default=64, help="raw engine run: requests")
+    s.add_argument("--ceiling-prompt-len", type=int, default=128, help="raw engine run: prompt tokens")
+    s.add_argument("--ceiling-new-tokens", type=int, default=64, help="raw engine run: new tokens")
 
 
 def command_line(args) -> str:
@@ -115,44 +132,55 @@ def _dtype(name):
     return getattr(torch, name)
 
 
+def _plan(args):
+    """Check the arguments before any model is loaded: (workload, modes) | scenarios | None."""
+    from agent_rl.bench.modes import parse_modes
+    from agent_rl.bench.workload import Dist, Workload
+
+    if args.bench_cmd == "engine":
+        return None
+    if args.steps < 1:
+        raise ValueError("--steps must be >= 1")
+    if args.bench_cmd == "rollout":
+        workload = Workload(num_prompts=args.prompts, n=args.n, turns=Dist.parse(args.turns),
+                            tokens_per_turn=Dist.parse(args.tokens_per_turn), tool_latency=Dist.parse(args.tool_latency),
+                            tool_failure_rate=args.tool_failure_rate, seed=args.seed)
+        workload.max_turns(), workload.max_tokens_per_turn()  # unbounded distributions fail here
+        return workload, parse_modes(args.modes, args.over_sample)
+    from agent_rl.bench.suite import scenarios
+
+    out = scenarios(args.prompts, args.n, args.turns, args.tokens_per_turn, args.tool_latency, args.heavy_tail_tokens,
+                    args.heavy_tail_prompts or args.prompts, args.over_sample, args.seed)
+    for sc in out:
+        sc.workload.max_turns(), sc.workload.max_tokens_per_turn()
+    return out
+
+
 def run(args) -> int:
     from agent_rl.bench.env_info import environment
-    from agent_rl.bench.report import write_outputs
     from agent_rl.engines import build_engine, resolve_engine_kind
 
     try:
         rollout_cfg = _rollout_config(args)
-        if args.bench_cmd == "rollout":
-            from agent_rl.bench.modes import parse_modes
-            from agent_rl.bench.workload import Dist, Workload
-
-            modes = parse_modes(args.modes, args.over_sample)
-            workload = Workload(num_prompts=args.prompts, n=args.n, turns=Dist.parse(args.turns),
-                                tokens_per_turn=Dist.parse(args.tokens_per_turn), tool_latency=Dist.parse(args.tool_latency),
-                                tool_failure_rate=args.tool_failure_rate, seed=args.seed)
-            workload.max_turns(), workload.max_tokens_per_turn()  # unbounded distributions fail here
-            if args.steps < 1:
-                raise ValueError("--steps must be >= 1")
+        plan = _plan(args)
         model_path = _model_path(args.model)
     except ValueError as e:
         print(f"agent-rl bench: {e}", file=sys.stderr)
         return 2
 
-    kind = resolve_engine_kind(args.engine)
-    result = {"kind": args.bench_cmd, "command": command_line(args), "argv": list(sys.argv),
-              "engine": kind, "model": model_path, "environment": environment(args.device)}
+    header = {"kind": args.bench_cmd, "command": command_line(args), "argv": list(sys.argv),
+              "engine": resolve_engine_kind(args.engine), "model": model_path, "environment": environment(args.device)}
     loop = asyncio.new_event_loop()  # one loop for every engine call (SGLang binds to its first loop)
     asyncio.set_event_loop(loop)
     engine = build_engine(rollout_cfg, model_path, device=args.device, seed=args.seed, dtype=_dtype(args.dtype))
     try:
         if args.bench_cmd == "engine":
-            result.update(loop.run_until_complete(_engine_bench(engine, args)))
-            name = "engine_bench"
+            job = _engine_bench(engine, args, model_path, header)
+        elif args.bench_cmd == "rollout":
+            job = _rollout_bench(engine, args, model_path, rollout_cfg, header, *plan)
         else:
-            result.update(loop.run_until_complete(_rollout_bench(engine, args, rollout_cfg, workload, modes)))
-            result["workload"] = workload.to_json()
-            result["steps"] = args.steps
-            name = "rollout_bench"
+            job = _suite(engine, args, model_path, rollout_cfg, header, plan)
+        summary_path, paths = loop.run_until_complete(job)
     except ValueError as e:
         print(f"agent-rl bench: {e}", file=sys.stderr)
         return 2
@@ -160,41 +188,93 @@ def run(args) -> int:
         loop.run_until_complete(engine.shutdown())
         loop.close()
         asyncio.set_event_loop(None)
-    if hasattr(os, "getloadavg"):  # CPU runs share the machine: say how busy it was
-        result["environment"]["load_avg_1m_at_end"] = os.getloadavg()[0]
-    paths = write_outputs(result, args.out, name)
-    print(open(paths["summary"]).read())
-    print("wrote " + ", ".join(paths.values()))
+    print(open(summary_path).read())
+    print("wrote " + ", ".join(paths))
     return 0
 
 
-async def _engine_bench(engine, args):
+def _finish(result, out_dir: str, name: str):
+    from agent_rl.bench.report import write_outputs
+
+    if hasattr(os, "getloadavg"):  # CPU runs share the machine: say how busy it was
+        result["environment"]["load_avg_1m_at_end"] = os.getloadavg()[0]
+    return write_outputs(result, out_dir, name)
+
+
+async def _raw_engine(engine, tok, num, length, new_tokens, args):
     from tqdm.auto import tqdm
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     from agent_rl.bench.engine_bench import bench_engine, synthetic_prompts
 
-    tok = AutoTokenizer.from_pretrained(args.model if args.model != "embedded" else _model_path("embedded"))
     vocab = min(len(tok), AutoConfig.from_pretrained(tok.name_or_path).vocab_size)
-    prompts = synthetic_prompts(args.prompts, args.prompt_len, vocab, seed=args.seed, avoid=tok.all_special_ids)
-    bar = tqdm(total=args.prompts, desc="raw engine", unit="req", disable=args.no_progress, leave=False)
+    prompts = synthetic_prompts(num, length, vocab, seed=args.seed, avoid=tok.all_special_ids)
+    bar = tqdm(total=num, desc="raw engine", unit="req", disable=args.no_progress, leave=False)
     try:
-        res = await bench_engine(engine, prompts, args.new_tokens, temperature=args.temperature, progress=bar)
+        return await bench_engine(engine, prompts, new_tokens, temperature=args.temperature, progress=bar)
     finally:
         bar.close()
-    return {"ceiling": res}
 
 
-async def _rollout_bench(engine, args, rollout_cfg, workload, modes):
+async def _engine_bench(engine, args, model_path, header):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    result = dict(header, ceiling=await _raw_engine(engine, tok, args.prompts, args.prompt_len, args.new_tokens, args))
+    paths = _finish(result, args.out, "engine_bench")
+    return paths["summary"], list(paths.values())
+
+
+def _bench(engine, tok, args, rollout_cfg, workload, ceiling: bool):
+    from agent_rl.bench.rollout_bench import RolloutBench, RolloutBenchSettings
+
+    settings = RolloutBenchSettings(workload=workload, steps=args.steps, temperature=args.temperature,
+                                    observation_words=args.observation_words, ceiling=ceiling, progress=not args.no_progress)
+    bench = RolloutBench(engine, tok, settings, rollout_cfg)
+    bench.check_context()
+    return bench
+
+
+async def _rollout_bench(engine, args, model_path, rollout_cfg, header, workload, modes):
     from transformers import AutoTokenizer
 
     from agent_rl.bench.instrument import InstrumentedEngine
-    from agent_rl.bench.rollout_bench import RolloutBench, RolloutBenchSettings
 
-    tok = AutoTokenizer.from_pretrained(_model_path(args.model))
-    settings = RolloutBenchSettings(workload=workload, steps=args.steps, temperature=args.temperature,
-                                    observation_words=args.observation_words, ceiling=not args.no_ceiling,
-                                    progress=not args.no_progress)
-    bench = RolloutBench(InstrumentedEngine(engine), tok, settings, rollout_cfg)
-    bench.check_context()
-    return await bench.run(modes)
+    tok = AutoTokenizer.from_pretrained(model_path)
+    bench = _bench(InstrumentedEngine(engine), tok, args, rollout_cfg, workload, not args.no_ceiling)
+    result = dict(header, **await bench.run(modes), workload=workload.to_json(), steps=args.steps)
+    paths = _finish(result, args.out, "rollout_bench")
+    return paths["summary"], list(paths.values())
+
+
+async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
+    import json
+
+    from transformers import AutoTokenizer
+
+    from agent_rl.bench.instrument import InstrumentedEngine
+    from agent_rl.bench.suite import suite_markdown, target_check
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    wrapped = InstrumentedEngine(engine)
+    benches = [_bench(wrapped, tok, args, rollout_cfg, sc.workload, True) for sc in scenarios]  # all checked first
+    suite = dict(header, ceiling=await _raw_engine(engine, tok, args.ceiling_prompts, args.ceiling_prompt_len,
+                                                   args.ceiling_new_tokens, args), scenarios={}, targets=[])
+    paths = []
+    for sc, bench in zip(scenarios, benches):
+        if not args.no_progress:
+            print(f"== scenario {sc.name}", flush=True)
+        result = dict(header, kind=f"rollout ({sc.name} scenario of the suite)", **await bench.run(sc.modes),
+                      workload=sc.workload.to_json(), steps=args.steps)
+        paths += list(_finish(result, os.path.join(args.out, sc.name), "rollout_bench").values())
+        suite["scenarios"][sc.name] = os.path.join(sc.name, "rollout_bench.json")
+        suite["targets"].append(target_check(sc, result))
+    if hasattr(os, "getloadavg"):
+        suite["environment"]["load_avg_1m_at_end"] = os.getloadavg()[0]
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "suite.json"), "w") as f:
+        json.dump(suite, f, indent=1)
+    summary = os.path.join(args.out, "summary.md")
+    with open(summary, "w") as f:
+        f.write(suite_markdown(suite))
+    return summary, paths + [os.path.join(args.out, "suite.json"), summary]
