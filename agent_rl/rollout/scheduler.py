@@ -151,7 +151,11 @@ class RolloutScheduler:
 
     def _finalize(self, traj: Trajectory) -> None:
         try:
-            traj.drift = int(self.renderer.drift(traj.messages, list(traj.prompt_ids) + list(traj.response_ids)))
+            ids = list(traj.prompt_ids) + list(traj.response_ids)
+            last = traj.turns[-1].output_ids if traj.turns else []
+            if traj.turns and not (last and last[-1] in self.renderer.stop_token_ids) and not traj.turns[-1].observation_ids:
+                ids += list(self.renderer.end_of_turn_ids)  # a re-render closes the cut last turn
+            traj.drift = int(self.renderer.drift(traj.messages, ids))
         except Exception:  # a metric only: a template that cannot re-render must not end the run
             traj.drift = None
         if self.reward_fn is not None:

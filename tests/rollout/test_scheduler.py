@@ -145,3 +145,12 @@ async def test_concurrency_cap(tokenizer):
     sched = RolloutScheduler(engine, renderer, rt, cfg(n=4, max_concurrent_trajectories=3))
     res = await sched.run_step(rows(3), step=0)
     assert len(res.trajectories) == 12 and peak[0] == 3
+
+
+async def test_drift_zero_for_a_cut_last_turn(tokenizer, setup):
+    rt, tool, renderer = setup
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: "word " * 100)
+    sched = RolloutScheduler(engine, renderer, rt, cfg(n=1, multi_turn=MultiTurnConfig(max_new_tokens_per_turn=8)))
+    res = await sched.run_step(rows(1), step=0)
+    t = res.trajectories[0]
+    assert t.stop_reason == "max_new_tokens_per_turn" and t.drift == 0
