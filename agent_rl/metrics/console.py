@@ -29,6 +29,8 @@ def format_value(v: Any) -> str:
             return str(v)
         if v == 0:
             return "0"
+        if v.is_integer() and abs(v) < 1e6:
+            return str(int(v))
         a = abs(v)
         if a >= 1e5 or a < 1e-3:
             return f"{v:.2e}"
@@ -65,9 +67,10 @@ def format_block(metrics: Mapping[str, Any], step: int) -> str:
         head += f"  ({step_s:.1f} s)"
     lines = [head]
     for group, items in group_metrics(metrics).items():
-        label = group.ljust(LABEL_WIDTH)
+        width = max(LABEL_WIDTH, len(group) + 2)
+        label = group.ljust(width)
         line = "  " + label
-        indent = "  " + " " * LABEL_WIDTH
+        indent = "  " + " " * width
         first = True
         for name, value in items:
             piece = f"{name} {format_value(value)}"

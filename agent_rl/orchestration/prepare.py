@@ -125,7 +125,7 @@ def ensure_kg_server(cfg: TrainConfig, log: Callable[[str], None] = print) -> Op
     from tools.kg_server import start_kg_server_thread
 
     parsed = urllib.parse.urlparse(url)
-    handle = start_kg_server_thread(store, parsed.hostname or "127.0.0.1", parsed.port or 8001)
+    handle = start_kg_server_thread(store, parsed.hostname or "127.0.0.1", 8001 if parsed.port is None else parsed.port)
     os.environ[KG_ENV] = handle.url
     log(f"KG server: started in-process at {handle.url} ({store})")
     return handle

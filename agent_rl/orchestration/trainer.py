@@ -45,13 +45,23 @@ def checkpoint_root(cfg: TrainConfig) -> str:
     return os.path.join(cfg.trainer.output_dir, "checkpoints")
 
 
-def filter_long_prompts(rows: Sequence[Dict[str, Any]], renderer, max_len: int, what: str,
-                        warn: Callable[[str], None]) -> List[Dict[str, Any]]:
-    kept = [r for r in rows if len(renderer.prompt_ids(r["prompt"])) <= max_len]
-    if len(kept) < len(rows):
-        warn(f"warning: dropped {len(rows) - len(kept)} of {len(rows)} {what} rows whose prompt is longer than "
-             f"data.max_prompt_length={max_len} tokens")
-    return kept
+class PromptFilter:
+    """Drops rows whose rendered prompt is longer than `data.max_prompt_length` (checked when a row is
+    drawn, so a large data set costs nothing up front); warns once, counts every drop."""
+
+    def __init__(self, renderer, max_len: int, warn: Callable[[str], None]):
+        self.renderer, self.max_len, self.warn = renderer, max_len, warn
+        self.dropped = 0
+
+    def ok(self, row: Dict[str, Any]) -> bool:
+        n = len(self.renderer.prompt_ids(row["prompt"]))
+        if n <= self.max_len:
+            return True
+        if self.dropped == 0:
+            self.warn(f"warning: dropping rows whose prompt is longer than data.max_prompt_length={self.max_len} "
+                      f"tokens (first: {n} tokens); the count is logged as data/dropped_long_prompts")
+        self.dropped += 1
+        return False
 
 
 class Trainer:
@@ -122,15 +132,17 @@ class Trainer:
             val_rows = load_rows(cfg.data.val_files) if cfg.data.val_files else []
         except (ValueError, OSError) as e:
             raise ConfigError(f"data.train_files: {e}") from None
-        warn = self.echo
-        train_rows = filter_long_prompts(train_rows, renderer, cfg.data.max_prompt_length, "training", warn)
-        val_rows = filter_long_prompts(val_rows, renderer, cfg.data.max_prompt_length, "validation", warn)
         if len(train_rows) < cfg.data.train_batch_size:
             raise ConfigError(f"data.train_batch_size: {cfg.data.train_batch_size} is more than the "
-                              f"{len(train_rows)} usable training rows")
-        if cfg.data.max_val_samples >= 0:
-            val_rows = val_rows[:cfg.data.max_val_samples]
-        self.val_rows = val_rows
+                              f"{len(train_rows)} training rows")
+        self.prompt_filter = PromptFilter(renderer, cfg.data.max_prompt_length, self.echo)
+        limit = cfg.data.max_val_samples if cfg.data.max_val_samples >= 0 else len(val_rows)
+        self.val_rows = []
+        for row in val_rows:
+            if len(self.val_rows) >= limit:
+                break
+            if self.prompt_filter.ok(row):
+                self.val_rows.append(row)
         # one row per draw: a step takes exactly the rows the schedulers ask for (over-sampling, carry-over)
         self.loader = PromptLoader(train_rows, batch_size=1, shuffle=cfg.data.shuffle, seed=cfg.trainer.seed)
         self.rows_per_epoch = len(train_rows)
@@ -178,7 +190,16 @@ class Trainer:
         return last
 
     def _take_rows(self, n: int) -> List[Dict[str, Any]]:
-        return [next(self.loader)[0] for _ in range(n)]
+        out: List[Dict[str, Any]] = []
+        scanned = 0
+        while len(out) < n:
+            row = next(self.loader)[0]
+            scanned += 1
+            if self.prompt_filter.ok(row):
+                out.append(row)
+            elif scanned > self.rows_per_epoch + n:
+                raise TrainError(f"no training row fits data.max_prompt_length={self.cfg.data.max_prompt_length}")
+        return out
 
     def _rollout(self, step: int):
         per_worker_groups = [len(p) for p in split_evenly(range(self.cfg.data.train_batch_size), self.world_size)]
@@ -193,6 +214,7 @@ class Trainer:
         metrics = merge_worker_metrics([res[1] for res in results])
         metrics["rollout/carried_groups"] = float(sum(res[2] for res in results))
         metrics["data/rows_drawn"] = float(len(rows))
+        metrics["data/dropped_long_prompts"] = float(self.prompt_filter.dropped)
         return trajs, metrics
 
     def train_step(self) -> Dict[str, float]:

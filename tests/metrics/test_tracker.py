@@ -38,7 +38,7 @@ def test_console_wraps_long_groups():
 def test_format_value():
     assert format_value(0) == "0" and format_value(3) == "3" and format_value(True) == "true"
     assert format_value(1e-5) == "1.00e-05" and format_value(0.41234) == "0.4123"
-    assert format_value(12.3456) == "12.346" and format_value(1234.56) == "1234.6"
+    assert format_value(12.3456) == "12.346" and format_value(1234.56) == "1234.6" and format_value(64.0) == "64"
 
 
 def test_jsonl_lines_and_flush(tmp_path):
