@@ -21,7 +21,7 @@ h1{font-size:1.3em} h2{font-size:1.05em;margin:0}
 .meta span{margin-right:1.2em} .good{color:#17702f} .bad{color:#a11}
 table{border-collapse:collapse;margin:.4em 0;font-size:.9em} td,th{border:1px solid #ddd;padding:2px 6px;vertical-align:top;text-align:left}
 .turn{border-left:3px solid #7a9;padding:.2em .6em;margin:.6em 0}
-pre,.tokens{white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,monospace;font-size:.85em;margin:.3em 0}
+pre,.tokens{white-space:pre-wrap;line-height:1.55;word-break:break-word;font-family:ui-monospace,monospace;font-size:.85em;margin:.3em 0}
 .tok{border-radius:2px} .m1{background:#c9f2cf} .m0{background:#e6e6e6;color:#555} .pr{color:#777}
 .legend span{padding:0 .4em;margin-right:.6em}
 details>summary{cursor:pointer;color:#335}

@@ -1,0 +1,29 @@
+"""`agent-rl rollout` end to end on CPU: tiny model, generated arithmetic data, calculator tools."""
+import argparse
+import json
+import os
+
+from agent_rl.cli import rollout as rollout_cli
+
+
+def test_rollout_command(tmp_path, tiny_model_path, capsys):
+    data = tmp_path / "arith"
+    out = tmp_path / "step.jsonl"
+    parser = argparse.ArgumentParser()
+    rollout_cli.add_arguments(parser)
+    args, extra = parser.parse_known_args(["--prompts", "2", "--show", "1", "--out", str(out)])
+    args._extra = extra + [
+        f"model.path={tiny_model_path}", "rollout.engine=hf", "rollout.n=2", "rollout.over_sample_rate=0.5",
+        "rollout.multi_turn.max_new_tokens_per_turn=8", "rollout.progress_bar=false",
+        f"data.train_files=[{data}/train.parquet]", f"data.val_files=[{data}/val.parquet]",
+        "data.generate_if_missing=arith", "tools.config_path=configs/tool_config/arith_tool_config.yaml",
+        f"trainer.output_dir={tmp_path}/run"]
+    assert rollout_cli.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "rollout/kept_groups" in printed and "rollout/launched_groups" in printed and "[assistant turn 0" in printed
+    lines = out.read_text().splitlines()
+    assert len(lines) == 4  # B = 2 groups x n = 2
+    rec = json.loads(lines[0])
+    assert rec["row"]["data_source"] == "arith_synth" and rec["turns"] and "prompt_text" in rec
+    assert set(rec["reward_components"]) >= {"correct", "format"}
+    assert os.path.exists(data / "train.parquet")
