@@ -14,7 +14,8 @@ NamedTensors = List[Tuple[str, torch.Tensor]]
 
 
 def _module(actor) -> torch.nn.Module:
-    return actor.model if hasattr(actor, "model") else actor
+    """The HF model of an Actor, or the module itself (an HF CausalLM also has a `.model`: its backbone)."""
+    return actor if isinstance(actor, torch.nn.Module) else actor.model
 
 
 def _tied(model: torch.nn.Module) -> bool:
