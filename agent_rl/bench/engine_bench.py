@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -24,8 +25,9 @@ def synthetic_prompts(num: int, length: int, vocab_size: int, seed: int = 0, avo
 
 async def bench_engine(engine: Engine, prompts: List[List[int]], max_new_tokens: Union[int, List[int]],
                        temperature: float = 1.0, ignore_eos: bool = True, warmup: bool = True,
-                       progress=None, request_prefix: str = "bench-engine") -> Dict[str, float]:
+                       progress=None, request_prefix: Optional[str] = None) -> Dict[str, float]:
     """Submit all prompts concurrently and time them. `progress` (optional) gets `.update(1)` per request."""
+    request_prefix = request_prefix or f"bench-engine-{uuid.uuid4().hex[:8]}"  # ids stay unique across runs
     lengths = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     if len(lengths) != len(prompts):
         raise ValueError("one max_new_tokens per prompt")

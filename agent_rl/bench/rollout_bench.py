@@ -3,6 +3,7 @@ one after the other on the same engine (wrapped to record busy time) and event l
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
@@ -94,7 +95,7 @@ class RolloutBench:
         bar = self._bar("raw engine", len(prompts))
         try:
             res = await bench_engine(self.engine.inner, prompts, engine_sizes_for(plans), temperature=self.s.temperature,
-                                     progress=bar, request_prefix="ceiling")
+                                     progress=bar, request_prefix=f"ceiling-{uuid.uuid4().hex[:8]}")
         finally:
             bar.close()
         return res
@@ -109,11 +110,12 @@ class RolloutBench:
         steps: List[StepStat] = []
         try:
             if spec.kind == "turn-batched":
+                prefix = f"tb-{uuid.uuid4().hex[:8]}"  # request ids unique across modes and scenarios
                 for k in range(self.s.steps):
                     groups = range(k * w.num_prompts, (k + 1) * w.num_prompts)
                     steps.append(await turn_batched_step(self.engine, self.renderer, rt, self.plans(groups),
                                                          {g: self.prompt_ids(g) for g in groups}, self.s.temperature,
-                                                         t0, k, progress=bar))
+                                                         t0, k, progress=bar, request_prefix=prefix))
             else:
                 from agent_rl.bench.async_modes import run_async_steps
 
