@@ -50,9 +50,9 @@ def summarize_mode(name: str, steps: List[StepStat], trace: EngineTrace, ceiling
     kept = [t for t in trajs if t.kept]
     launched = list({(t.group, t.sample): t for t in trajs}.values())  # every launched trajectory, once (last record)
     latency = [t.end_s - t.start_s for t in kept]
-    completion = []  # seconds from the start of the step that kept it
+    completion = []  # seconds from the start of the step that kept it (0: finished during an earlier step, carried)
     for s in steps:
-        completion += [t.end_s - s.start_s for t in s.trajectories if t.kept]
+        completion += [max(0.0, t.end_s - s.start_s) for t in s.trajectories if t.kept]
     gen_tokens = trace.output_tokens
     tps = gen_tokens / wall if wall > 0 else 0.0
     out: Dict[str, Any] = {
