@@ -1,0 +1,48 @@
+import subprocess
+import sys
+
+from agent_rl.cli.main import main
+
+
+def _run(argv, capsys):
+    rc = main(["train", *argv])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_type_error_names_key_in_one_line(capsys):
+    rc, out, err = _run(["rollout.n=x"], capsys)
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "rollout.n" in lines[0] and "config error" in lines[0]
+
+
+def test_unknown_key_names_key(capsys):
+    rc, _, err = _run(["rollout.multi_turn.max_turnz=3"], capsys)
+    assert rc == 2 and err.strip().count("\n") == 0
+    assert "rollout.multi_turn.max_turnz" in err and "unknown config key" in err
+
+
+def test_bad_choice_and_missing_model(capsys):
+    rc, _, err = _run(["actor.kl_loss_type=k9"], capsys)
+    assert rc == 2 and "actor.kl_loss_type" in err
+    rc, _, err = _run(["model.path=/nonexistent/model"], capsys)
+    assert rc == 2 and "model.path" in err and "/nonexistent/model" in err
+
+
+def test_not_an_override(capsys):
+    rc, _, err = _run(["rollout.n"], capsys)
+    assert rc == 2 and "key=value" in err
+
+
+def test_print_config(capsys):
+    rc, out, _ = _run(["--print-config", "rollout.n=7", "trainer.experiment_name=abc"], capsys)
+    assert rc == 0
+    assert "'n': 7" in out and "output_dir: outputs/abc" in out
+
+
+def test_entry_point_subprocess_one_line():
+    r = subprocess.run([sys.executable, "-m", "agent_rl.cli.main", "train", "rollout.n=x"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "rollout.n" in r.stderr
