@@ -55,6 +55,7 @@ def compute_log_probs_with(policy: PolicyModel, batch: Dict[str, torch.Tensor], 
                     if with_entropy:
                         out_ent[idx] = ent.float().cpu()
     finally:
+        D.reshard_all(policy.model)
         policy.model.train(was_training)
     return out_lp, out_ent
 
@@ -180,6 +181,7 @@ class Actor:
                     # FSDP averages gradients over ranks; the loss is already a share of the global mean
                     (loss * ws).backward()
                     n_micro += 1
+                D.reshard_all(self.model)
                 norm = _grad_norm_value(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip))
                 if math.isfinite(norm):
                     self.optimizer.step()

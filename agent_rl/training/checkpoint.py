@@ -146,6 +146,7 @@ def _clean_stale(root: str) -> None:
 # ---------------------------------------------------------------------------------------------- state
 def full_model_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """Unsharded fp32 CPU state dict (a collective under FSDP; every rank gets the full dict)."""
+    D.reshard_all(model)
     if D.is_dist():
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -287,18 +288,33 @@ def load_model_weights(model: torch.nn.Module, hf_dir: str) -> None:
     sd = load_file(os.path.join(hf_dir, "model.safetensors"))
     if _tied(model):
         sd.pop("lm_head.weight", None)
-    expected_missing = {"lm_head.weight"} if _tied(model) else set()
-    if D.is_dist():
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        res = set_model_state_dict(model, sd, options=StateDictOptions(full_state_dict=True, strict=False))
-    else:
-        res = model.load_state_dict(sd, strict=False)
-    missing = set(getattr(res, "missing_keys", [])) - expected_missing
-    unexpected = set(getattr(res, "unexpected_keys", []))
+    params = dict(model.named_parameters())  # deduplicated: a tied lm_head is the embedding
+    params.update({n: b for n, b in model.named_buffers() if n in sd})
+    missing = set(params) - set(sd)
+    unexpected = set(sd) - set(params)
     if missing or unexpected:
         raise RuntimeError(f"checkpoint {hf_dir} does not match the model: missing {sorted(missing)[:5]}, "
                            f"unexpected {sorted(unexpected)[:5]}")
+    D.reshard_all(model)
+    with torch.no_grad():
+        for name, p in params.items():
+            _copy_full_into(p, sd[name])
+
+
+def _copy_full_into(p: torch.Tensor, full: torch.Tensor) -> None:
+    """Copy a full tensor into a parameter, or into this rank's shard of a DTensor parameter."""
+    if hasattr(p, "to_local"):
+        from torch.distributed.tensor import distribute_tensor
+
+        local = p.to_local()
+        src = full.to(device=local.device, dtype=local.dtype)
+        try:  # every rank holds the full tensor: shard it locally, no communication
+            shard = distribute_tensor(src, p.device_mesh, p.placements, src_data_rank=None)
+        except TypeError:  # older torch without src_data_rank
+            shard = distribute_tensor(src, p.device_mesh, p.placements)
+        local.copy_(shard.to_local())
+    else:
+        p.copy_(full.to(device=p.device, dtype=p.dtype))
 
 
 def load_checkpoint(path: str, actor, load_optimizer: bool = True, load_rng: bool = True) -> Dict[str, Any]:

@@ -72,3 +72,16 @@ def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def reshard_all(module: torch.nn.Module) -> None:
+    """Reshard every FSDP2 unit of `module`. The root unit stays unsharded after a forward (FSDP expects
+    the backward next); after a forward-only pass its unsharded parameters would go stale once the
+    optimizer updates the shards, so every no-grad pass and every read of the weights reshards first."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover
+        return
+    for m in module.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()

@@ -213,6 +213,7 @@ class PolicyModel:
             log.warning("packed sequences unsupported (%s: %s); using padded micro-batches", type(e).__name__, e)
             return False
         finally:
+            D.reshard_all(self.model)
             self.model.train(was_training)
         tol = 1e-3 if self.compute_dtype == torch.float32 else 5e-2
         if err > tol:

@@ -10,6 +10,8 @@ from typing import Iterator, List, Optional, Tuple
 
 import torch
 
+from agent_rl.training.dist import reshard_all
+
 NamedTensors = List[Tuple[str, torch.Tensor]]
 
 
@@ -31,6 +33,7 @@ def iter_full_params(model: torch.nn.Module, dtype: Optional[torch.dtype] = None
                      ) -> Iterator[Tuple[str, torch.Tensor]]:
     """(HF name, full tensor) for every parameter, gathered when sharded, cast to `dtype`."""
     model = _module(model)
+    reshard_all(model)  # read the (updated) shards, never a stale unsharded root
     tied = _tied(model)
     seen = set()
     for name, p in model.named_parameters(remove_duplicate=True):
