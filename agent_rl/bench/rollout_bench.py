@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from agent_rl.bench.bench_tool import BenchTool
+from agent_rl.bench.bench_tool import TOOL_NAME, TOOL_SCHEMA, BenchTool
 from agent_rl.bench.engine_bench import bench_engine, engine_sizes_for
 from agent_rl.bench.instrument import InstrumentedEngine
 from agent_rl.bench.modes import ModeSpec
@@ -47,8 +47,7 @@ class RolloutBench:
         self.s = settings
         self.rollout_cfg = rollout_cfg
         self.workload = settings.workload
-        schemas = [BenchTool.for_workload(self.workload).tool_schema]
-        self.renderer = ChatRenderer(tokenizer, schemas)
+        self.renderer = ChatRenderer(tokenizer, [TOOL_SCHEMA])
         self._prompt_ids: Dict[int, List[int]] = {}
 
     # ------------------------------------------------------------ shared pieces
@@ -64,8 +63,6 @@ class RolloutBench:
 
     def check_context(self) -> int:
         """Longest possible trajectory (prompt + sampled + observations) must fit the engine's context."""
-        from agent_rl.bench.bench_tool import TOOL_NAME
-
         w = self.workload
         obs = self.renderer.observation_ids([{"role": "tool", "name": TOOL_NAME,
                                               "content": " ".join(["data"] * self.s.observation_words)}],
