@@ -15,7 +15,7 @@ class ToolCallRecord:
     name: str
     arguments: Any                 # parsed dict, or the raw string when it did not parse
     observation: str               # text the model saw (after truncation)
-    status: str                    # "ok" | error kind: "parse_error" | "unknown_tool" | "invalid_arguments" | "timeout" | "exception" | "budget"
+    status: str                    # "ok" | error kind: "parse_error" | "unknown_tool" | "invalid_arguments" | "timeout" | "exception" | "create_failed" | "bad_response" | "budget"
     step_reward: float = 0.0
     latency_s: float = 0.0
     metrics: Dict[str, Any] = field(default_factory=dict)
@@ -32,6 +32,7 @@ class TurnRecord:
     observation_ids: List[int] = field(default_factory=list)  # tool turn + next assistant header
     gen_latency_s: float = 0.0
     tool_latency_s: float = 0.0
+    policy_version: int = 0        # weights version that sampled this turn (carry-over spans versions)
 
 
 @dataclass
