@@ -92,7 +92,6 @@ def _turn_sampling(base: Any, traj: Trajectory, turn: int, hooks: Optional[LoopH
 
 
 def _set_version(turn: TurnRecord, version: int) -> None:
-    # TurnRecord has no policy_version field yet: kept as an attribute (written to JSONL by output.py).
     if getattr(turn, "policy_version", None) is None:
         turn.policy_version = version  # type: ignore[attr-defined]
 

@@ -32,7 +32,7 @@ class TurnRecord:
     observation_ids: List[int] = field(default_factory=list)  # tool turn + next assistant header
     gen_latency_s: float = 0.0
     tool_latency_s: float = 0.0
-    policy_version: int = 0        # weights version that sampled this turn (carry-over spans versions)
+    policy_version: Optional[int] = None  # weights version that sampled this turn (carry-over spans versions)
 
 
 @dataclass
