@@ -17,8 +17,9 @@ wrappers call `loop.run_until_complete` and break inside a running loop.
   same quantity in bf16).
 * abort: `tokenizer_manager.abort_request(rid)`. The scheduler matches rids by *prefix*
   (`req.rid.startswith(rid)`), so every request gets a fresh fixed-length uuid rid (no rid is a
-  prefix of another). An abort that arrives before the tokenizer manager registered the rid is
-  retried until it did (or the request ended), so early aborts are not lost.
+  prefix of another). sglang silently drops an abort that finds no request (not yet registered by
+  the tokenizer manager, or sent but not yet queued by the scheduler: seen on an H100), so the
+  abort is repeated every 0.1 s until the request has ended.
 * update_weights: `UpdateWeightsFromTensorReqInput(serialized_named_tensors=[MultiprocessingSerializer
   .serialize(list_of_(name, tensor))] * tp_size)` -> `tokenizer_manager.update_weights_from_tensor`.
   It takes the model-update writer lock, i.e. waits for in-flight requests.
@@ -104,8 +105,9 @@ class SGLangEngine(Engine):
         self._engine = sglang.Engine(**kwargs)
         self._own_children = self._child_pids() - before
         self.tp_size = int(getattr(getattr(self._engine, "server_args", None), "tp_size", 1) or 1)
-        self._rids: Dict[str, str] = {}        # our request id -> sglang rid
-        self._abort_early: Set[str] = set()
+        self._rids: Dict[str, Tuple[str, asyncio.Event]] = {}   # our request id -> (sglang rid, done)
+        self.abort_retry_s = 0.1
+        self.abort_retries = 600
         self._closed = False
 
     @property
@@ -127,34 +129,41 @@ class SGLangEngine(Engine):
             raise RuntimeError("engine is shut down")
         if request_id in self._rids:
             raise ValueError(f"request id already in flight: {request_id}")
-        if request_id in self._abort_early:
-            self._abort_early.discard(request_id)
-            return GenerateOutput([], [], "abort", prompt_tokens=len(input_ids))
         rid = uuid.uuid4().hex
-        self._rids[request_id] = rid
+        done = asyncio.Event()
+        self._rids[request_id] = (rid, done)
         try:
             out = await self._engine.async_generate(input_ids=[int(t) for t in input_ids],
                                                     sampling_params=sampling_params_dict(sampling),
                                                     return_logprob=True, rid=rid)
+        except Exception as e:
+            # sglang raises RequestAbortedError when the abort lands before the request reached the scheduler
+            if type(e).__name__ == "RequestAbortedError":
+                return GenerateOutput([], [], "abort", prompt_tokens=len(input_ids))
+            raise
         finally:
+            done.set()
             self._rids.pop(request_id, None)
         return parse_generate_output(out, len(input_ids))
 
     async def abort(self, request_id: str) -> None:
-        rid = self._rids.get(request_id)
-        if rid is None:
+        entry = self._rids.get(request_id)
+        if entry is None:
             return
+        rid, done = entry
         tm = self.tokenizer_manager
-        # The rid is registered inside generate_request after a few awaits; an abort before that is a no-op
-        # in sglang, so wait (briefly) until it is known or the request is over.
-        for _ in range(2000):
+        # sglang drops an abort that finds no request: before the tokenizer manager registered the rid, and
+        # (seen on sglang 0.5.17) right after it sent the request, while the scheduler had not queued it yet.
+        # So: send the abort once the rid is known and repeat it until the request has ended.
+        for _ in range(self.abort_retries):
             if rid in tm.rid_to_state:
                 tm.abort_request(rid=rid)
+            try:
+                await asyncio.wait_for(asyncio.shield(done.wait()), timeout=self.abort_retry_s)
                 return
-            if self._rids.get(request_id) != rid:
-                return
-            await asyncio.sleep(0.005)
-        log.warning("abort of %s: sglang never registered rid %s", request_id, rid)
+            except asyncio.TimeoutError:
+                continue
+        log.warning("abort of %s (rid %s) did not end the request", request_id, rid)
 
     # ------------------------------------------------------------------ weights and memory
     async def update_weights(self, named_tensors: Iterable[Tuple[str, torch.Tensor]], flush_cache: bool = True) -> None:

@@ -69,7 +69,7 @@ def engine(loop, model_dir):
     from agent_rl.engines.sglang_engine import SGLangEngine
 
     cfg = RolloutConfig(engine="auto", gpu_memory_utilization=0.3, max_model_len=4096)
-    cfg.engine_kwargs = dict(cfg.engine_kwargs, log_level="error")
+    cfg.engine_kwargs = dict(cfg.engine_kwargs, log_level="error", disable_cuda_graph=True)  # faster start in tests
 
     async def make():
         return build_engine(cfg, model_dir, seed=1)
@@ -123,9 +123,11 @@ def test_generate_logprobs_match_transformers(loop, engine, hf, prompt):
 
     # temperature: sglang returns log_softmax(logits / T) (our convention), not the T=1 log-probs
     T = 0.7
-    outs = loop.run_until_complete(asyncio.gather(*[
-        engine.generate(ids, SamplingParams(max_new_tokens=64, temperature=T, top_p=0.95, ignore_eos=True), f"t{i}")
-        for i in range(4)]))
+    async def sample():
+        return await asyncio.gather(*[engine.generate(ids, SamplingParams(max_new_tokens=64, temperature=T, top_p=0.95,
+                                                                          ignore_eos=True), f"t{i}") for i in range(4)])
+
+    outs = loop.run_until_complete(sample())
     scaled, plain = [], []
     for o in outs:
         assert len(o.output_ids) == 64 and o.finish_reason == "length"

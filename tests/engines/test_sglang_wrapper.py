@@ -1,0 +1,80 @@
+"""The sglang wrapper's request handling against a fake in-process sglang.Engine (no GPU needed)."""
+import asyncio
+
+import pytest
+
+from agent_rl.engines.base import SamplingParams
+from agent_rl.engines.sglang_engine import SGLangEngine, sampling_params_dict
+
+
+class FakeTM:
+    """Registers a rid 20 ms after the request starts; drops the first abort it gets for a known rid
+    (as sglang does when the scheduler has not queued the request yet)."""
+
+    def __init__(self):
+        self.rid_to_state, self.aborts, self.dropped = {}, [], 0
+
+    def abort_request(self, rid="", abort_all=False):
+        self.aborts.append(rid)
+        if rid in self.rid_to_state and self.dropped == 0:
+            self.dropped += 1
+            return
+        if rid in self.rid_to_state:
+            self.rid_to_state[rid] = "abort"
+
+
+class FakeEngine:
+    def __init__(self):
+        self.tokenizer_manager = FakeTM()
+        self.seen = []
+
+    async def async_generate(self, input_ids, sampling_params, return_logprob, rid):
+        self.seen.append((rid, sampling_params))
+        await asyncio.sleep(0.02)
+        tm = self.tokenizer_manager
+        tm.rid_to_state[rid] = "run"
+        out = []
+        while len(out) < sampling_params["max_new_tokens"] and tm.rid_to_state[rid] != "abort":
+            out.append(len(out) + 10)
+            await asyncio.sleep(0.005)
+        reason = {"type": "abort"} if tm.rid_to_state.pop(rid) == "abort" else {"type": "length", "length": len(out)}
+        return {"output_ids": out, "meta_info": {"finish_reason": reason, "prompt_tokens": len(input_ids),
+                                                 "output_token_logprobs": [(-0.5, t, None) for t in out]}}
+
+
+def _engine():
+    eng = SGLangEngine.__new__(SGLangEngine)
+    eng._engine, eng._rids, eng._closed, eng.tp_size = FakeEngine(), {}, False, 1
+    eng.abort_retry_s, eng.abort_retries = 0.02, 200
+    return eng
+
+
+async def test_abort_is_repeated_until_the_request_ends():
+    eng = _engine()
+    task = asyncio.ensure_future(eng.generate([1, 2], SamplingParams(max_new_tokens=10 ** 6), "a1"))
+    other = asyncio.ensure_future(eng.generate([1], SamplingParams(max_new_tokens=30), "a10"))
+    await asyncio.sleep(0)
+    await asyncio.wait_for(eng.abort("a1"), 5)      # rid unknown at first, then the first abort is dropped
+    out = await task
+    assert out.finish_reason == "abort" and len(out.logprobs) == len(out.output_ids)
+    assert len(eng._engine.tokenizer_manager.aborts) >= 2
+    assert (await other).finish_reason == "length"  # "a1" is a prefix of "a10": unaffected
+    rids = [r for r, _ in eng._engine.seen]
+    assert len(set(rids)) == 2 and all(len(r) == 32 for r in rids)
+    await eng.abort("a1")                            # finished: no-op
+    assert eng._rids == {}
+
+
+async def test_duplicate_request_id_rejected():
+    eng = _engine()
+    t = asyncio.ensure_future(eng.generate([1], SamplingParams(max_new_tokens=5), "x"))
+    await asyncio.sleep(0)
+    with pytest.raises(ValueError):
+        await eng.generate([1], SamplingParams(max_new_tokens=5), "x")
+    assert len((await t).output_ids) == 5
+
+
+def test_sampling_params_dict_greedy_and_defaults():
+    d = sampling_params_dict(SamplingParams(max_new_tokens=3, temperature=0.0, top_k=0))
+    assert d == {"max_new_tokens": 3, "temperature": 0.0, "top_p": 1.0, "top_k": -1, "ignore_eos": False,
+                 "skip_special_tokens": False, "no_stop_trim": True}
