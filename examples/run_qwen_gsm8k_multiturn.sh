@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Multi-turn GRPO on math word problems with a calculator and the GSM8K answer tool (verl's gsm8k
+# multi-turn recipe).
+#
+#   bash examples/run_qwen_gsm8k_multiturn.sh                    # embedded model + generated arithmetic problems
+#   BASE_MODEL=/models/Qwen2.5-3B-Instruct DATA_DIR=data/gsm8k N_GPUS=8 bash examples/run_qwen_gsm8k_multiturn.sh
+#
+# Env: BASE_MODEL, DATA_DIR (train/val.parquet; `agent-rl data convert gsm8k`), EXPERIMENT_NAME, N_GPUS,
+# TOOL_CONFIG (default: calculator + calc_gsm8k_reward), SIZE (small | full); extra arguments are Hydra overrides.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+TOOL_CONFIG="${TOOL_CONFIG:-$ROOT/configs/tool_config/arith_tool_config.yaml}"
+data_overrides arith "$ROOT/data/arith"
+EXPERIMENT_NAME="${EXPERIMENT_NAME:-gsm8k-grpo-$SIZE}"
+
+ARGS=(
+  "model.path=$MODEL_PATH" "model.dtype=$DTYPE" "${DATA_ARGS[@]}"
+  "tools.config_path=$TOOL_CONFIG" "tools.kg_store=null"
+  "trainer.experiment_name=$EXPERIMENT_NAME" "trainer.n_gpus_per_node=$N_GPUS"
+  "algorithm.adv_estimator=grpo" "actor.use_kl_loss=true" "actor.kl_loss_type=low_var_kl"
+)
+if [ "$SIZE" = full ]; then
+  ARGS+=(
+    "data.train_batch_size=128" "rollout.n=16" "actor.ppo_mini_batch_size=64" "actor.optim.lr=1e-6"
+    "actor.kl_loss_coef=0.001" "actor.ppo_max_token_len_per_gpu=16384" "ref.log_prob_max_token_len_per_gpu=32768"
+    "data.max_prompt_length=1024" "rollout.max_model_len=4096"
+    "rollout.multi_turn.max_assistant_turns=5" "rollout.multi_turn.max_tool_calls=8"
+    "rollout.multi_turn.max_new_tokens_per_turn=512" "rollout.multi_turn.max_response_tokens=2048"
+    "rollout.multi_turn.max_tool_response_tokens=256" "rollout.max_concurrent_trajectories=512"
+    "rollout.gpu_memory_utilization=0.5" "rollout.over_sample_rate=0.1"
+    "data.val_batch_size=256" "data.max_val_samples=-1"
+    "trainer.total_training_steps=300" "trainer.save_freq=50" "trainer.test_freq=25"
+    "logger.backends=[console,jsonl,wandb]"
+  )
+else
+  # a few CPU-sized steps of the embedded model: the whole loop (rollout with tools, update, weight sync,
+  # validation, checkpoint) in a few minutes on 2 cores. Padded batches (no packing) and small
+  # micro-batches are the fast and lean choice on CPU.
+  ARGS+=(
+    "data.train_batch_size=2" "rollout.n=2" "actor.ppo_mini_batch_size=2" "actor.optim.lr=1e-5"
+    "actor.kl_loss_coef=0.001" "model.remove_padding=false" "model.gradient_checkpointing=false"
+    "actor.ppo_max_token_len_per_gpu=2048" "ref.log_prob_max_token_len_per_gpu=4096"
+    "rollout.multi_turn.max_assistant_turns=2" "rollout.multi_turn.max_new_tokens_per_turn=48"
+    "rollout.multi_turn.max_response_tokens=384" "rollout.multi_turn.max_tool_response_tokens=64"
+    "data.val_batch_size=4" "data.max_val_samples=4" "trainer.val_before_train=false"
+    "trainer.total_training_steps=2" "trainer.save_freq=2" "trainer.test_freq=2"
+  )
+fi
+run_train "$@"
