@@ -150,7 +150,8 @@ def test_abort_running_and_prefix_safe_ids(loop, engine, prompt):
         t1 = asyncio.ensure_future(engine.generate(ids, long, "a1"))
         t10 = asyncio.ensure_future(engine.generate(ids, SamplingParams(max_new_tokens=200, ignore_eos=True), "a10"))
         early = asyncio.ensure_future(engine.generate(ids, long, "early"))
-        await engine.abort("early")                           # before sglang registered it
+        await asyncio.sleep(0)                                # generate() entered, sglang has not registered it yet
+        await engine.abort("early")
         await asyncio.sleep(0.3)
         await engine.abort("a1")
         return await asyncio.gather(t1, t10, early)
