@@ -42,6 +42,10 @@ def build_engine(rollout_cfg: Any, model_path: str, device: Optional[str] = None
                  dtype: Any = None) -> Engine:
     """Build the engine named by `rollout_cfg.engine` (a `RolloutConfig` or anything with its fields)."""
     kind = resolve_engine_kind(getattr(rollout_cfg, "engine", "auto"))
+    if model_path == "embedded" and kind != "http":
+        from agent_rl.model.prepare import prepare_embedded
+
+        model_path = prepare_embedded(log=lambda *_: None)   # idempotent: the cached folder when prepared
     max_len = getattr(rollout_cfg, "max_model_len", None)
     if kind == "hf":
         from agent_rl.engines.hf import HFEngine
