@@ -55,6 +55,7 @@ def plot_metrics(jsonl: str, png: str, keys: Optional[Sequence[str]] = None, tit
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     records = read_jsonl(jsonl)
     panels = [(t, [m for m in ms if _series(records, m)[0]]) for t, ms in _panels(records, keys)]
@@ -72,6 +73,7 @@ def plot_metrics(jsonl: str, png: str, keys: Optional[Sequence[str]] = None, tit
             ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=m)
         ax.set_title(ptitle, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
         if len(metrics) > 1 or keys:

@@ -114,6 +114,8 @@ class TrainWorker:
         if cfg.rollout.free_cache_engine and not self.engine_released:
             self._run(self.engine.release_memory())
             self.engine_released = True
+        if self.device_kind == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         batch = {k: v for k, v in shard.items() if isinstance(v, torch.Tensor)}
         times: Dict[str, float] = {}
         t0 = time.perf_counter()
@@ -139,7 +141,9 @@ class TrainWorker:
         if self.engine_released:
             self._run(self.engine.resume_memory())
             self.engine_released = False
-        m = self._run(sync_weights(self.actor, self.engine, self.cfg.rollout.weight_sync_bucket_mb))
+        # on GPU the engine computes in the actor's compute dtype (bf16): send that, half the bytes of fp32
+        dtype = self.actor.policy.compute_dtype if self.device_kind == "cuda" else None
+        m = self._run(sync_weights(self.actor, self.engine, self.cfg.rollout.weight_sync_bucket_mb, dtype=dtype))
         if version is not None:
             self.policy_version = int(version)
         m["timing/sync_s"] = time.perf_counter() - t0
