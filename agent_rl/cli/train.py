@@ -10,6 +10,7 @@ def add_arguments(parser):
     parser.add_argument("--config-dir", default=None, help="folder with the Hydra config (default: the repository's configs/)")
     parser.add_argument("--config-name", default="trainer", help="config file name without .yaml (default: trainer)")
     parser.add_argument("--print-config", action="store_true", help="print the composed config as YAML and exit")
+    parser.usage = "agent-rl train [--config-dir DIR] [--config-name NAME] [--print-config] [key=value ...]"
     parser.epilog = ("Overrides are Hydra key=value pairs, e.g. `agent-rl train rollout.n=8 actor.optim.lr=1e-6`; "
                      "every key is in docs/config.md.")
     parser.set_defaults(_accepts_extra=True)

@@ -46,3 +46,14 @@ def test_entry_point_subprocess_one_line():
                        timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "rollout.n" in r.stderr
+
+
+def test_config_dir_and_name(tmp_path, capsys):
+    (tmp_path / "my_run.yaml").write_text("defaults:\n  - agent_rl_schema\n  - _self_\n\nrollout:\n  n: 5\n"
+                                          "trainer:\n  experiment_name: mine\n")
+    rc, out, err = _run(["--config-dir", str(tmp_path), "--config-name", "my_run", "--print-config",
+                         "actor.optim.lr=3e-6"], capsys)
+    assert rc == 0, err
+    assert "'n': 5" in out and "experiment_name: mine" in out and "lr: 3.0e-06" in out
+    rc, _, err = _run(["--config-dir", str(tmp_path), "--config-name", "nope", "--print-config"], capsys)
+    assert rc == 2 and err.strip().count("\n") == 0 and "nope" in err
