@@ -116,7 +116,17 @@ class PolicyModel:
             model.to(self.device)
         self.model = model
         self.logits_chunk = logits_chunk
-        self.packing = bool(remove_padding) and self._packing_works()
+        self.packing = bool(remove_padding) and self._varlen_attention() and self._packing_works()
+
+    def _varlen_attention(self) -> bool:
+        """Packing only pays with a varlen attention kernel (flash-attention). With sdpa / eager, transformers
+        turns packed position_ids into a dense block-diagonal [L, L] mask: O(L^2) memory over a whole
+        micro-batch (a 32k-token micro-batch ran an 80 GB H100 out of memory) and slower than padding."""
+        impl = str(getattr(self.config, "_attn_implementation", "") or "")
+        if impl.startswith("flash") or "varlen" in impl:
+            return True
+        log.info("attn_implementation=%s has no varlen kernel: padded micro-batches (model.remove_padding ignored)", impl)
+        return False
 
     # ------------------------------------------------------------------ forward
     def _autocast(self):

@@ -13,7 +13,10 @@ from agent_rl.training import checkpoint as C  # noqa: E402
 from agent_rl.training.actor import Actor  # noqa: E402
 from agent_rl.training.dist import get_rank, get_world_size, init_distributed  # noqa: E402
 from agent_rl.training.microbatch import split_for_ranks  # noqa: E402
-from agent_rl.training.policy import select_rows  # noqa: E402
+from agent_rl.training.policy import PolicyModel, select_rows  # noqa: E402
+
+# exercise the packed (padding-free) path on CPU: sdpa isolates packed rows correctly, only less efficiently
+PolicyModel._varlen_attention = lambda self: True
 from agent_rl.training.ref import ReferenceModel  # noqa: E402
 from agent_rl.training.weight_sync import sync_weights  # noqa: E402
 

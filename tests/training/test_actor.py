@@ -28,7 +28,9 @@ def _hf_logprobs(path, batch, temperature=1.0):
 
 
 @pytest.mark.parametrize("remove_padding", [True, False])
-def test_log_probs_equal_plain_hf_forward(tiny_model_path, remove_padding):
+def test_log_probs_equal_plain_hf_forward(tiny_model_path, remove_padding, monkeypatch):
+    # the packed path is normally reserved to varlen (flash) attention; sdpa computes it correctly, densely
+    monkeypatch.setattr(PolicyModel, "_varlen_attention", lambda self: True)
     model, actor_cfg, algo, _ = make_cfgs(tiny_model_path, ppo_max_token_len_per_gpu=40)
     model.remove_padding = remove_padding
     actor = Actor(model, actor_cfg, algo, device=CPU)
@@ -45,11 +47,18 @@ def test_log_probs_equal_plain_hf_forward(tiny_model_path, remove_padding):
     assert torch.allclose(lp_m[m], ref_lp[m], atol=1e-5) and (lp_m[~m] == 0).all()
 
 
+def test_no_packing_without_varlen_attention(tiny_model_path):
+    # sdpa would get a dense [L, L] block mask per packed micro-batch (OOM on an 80 GB H100 at 32k tokens)
+    pm = PolicyModel(tiny_model_path, dtype="float32", device=CPU, remove_padding=True)
+    assert pm.model.config._attn_implementation == "sdpa" and pm.packing is False
+
+
 def test_packing_fallback_when_attention_leaks(tiny_model_path, monkeypatch):
     import transformers.masking_utils as mu
 
     # without packed-sequence detection, packed rows attend across sequence boundaries
     monkeypatch.setattr(mu, "find_packed_sequence_indices", lambda position_ids: None)
+    monkeypatch.setattr(PolicyModel, "_varlen_attention", lambda self: True)
     pm = PolicyModel(tiny_model_path, dtype="float32", device=CPU, remove_padding=True)
     assert pm.packing is False
 
