@@ -40,17 +40,6 @@ if [ "$SIZE" = full ]; then
     "logger.backends=[console,jsonl,wandb]"
   )
 else
-  # a few CPU-sized steps of the embedded model: the whole loop (rollout with tools, update, weight sync,
-  # validation, checkpoint) in a few minutes on 2 cores. Padded batches (no packing) and small
-  # micro-batches are the fast and lean choice on CPU.
-  ARGS+=(
-    "data.train_batch_size=2" "rollout.n=2" "actor.ppo_mini_batch_size=2" "actor.optim.lr=1e-5"
-    "actor.kl_loss_coef=0.001" "model.remove_padding=false" "model.gradient_checkpointing=false"
-    "actor.ppo_max_token_len_per_gpu=2048" "ref.log_prob_max_token_len_per_gpu=4096"
-    "rollout.multi_turn.max_assistant_turns=2" "rollout.multi_turn.max_new_tokens_per_turn=48"
-    "rollout.multi_turn.max_response_tokens=384" "rollout.multi_turn.max_tool_response_tokens=128"
-    "data.val_batch_size=4" "data.max_val_samples=4" "trainer.val_before_train=false"
-    "trainer.total_training_steps=2" "trainer.save_freq=2" "trainer.test_freq=2"
-  )
+  small_preset_args 128
 fi
 run_train "$@"

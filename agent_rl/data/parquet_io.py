@@ -73,7 +73,13 @@ def read_records(path: str) -> List[Dict[str, Any]]:
             if not isinstance(data, list):
                 raise ValueError(f"{path}: expected a JSON list of objects")
             return data
-        out = []
+    return read_jsonl(path)
+
+
+def read_jsonl(path: str) -> List[Any]:
+    """One JSON value per non-blank line; a bad line is an error naming the file and line."""
+    out = []
+    with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -81,4 +87,4 @@ def read_records(path: str) -> List[Dict[str, Any]]:
                 out.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{n}: invalid JSON line ({e.msg})") from None
-        return out
+    return out

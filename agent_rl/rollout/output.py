@@ -65,14 +65,6 @@ def write_trajectories(path: str, trajs: Iterable[Trajectory], tokenizer=None, s
 
 
 def read_trajectories(path: str) -> List[Dict[str, Any]]:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not a JSON line ({e.msg})") from None
-    return out
+    from agent_rl.data.parquet_io import read_jsonl
+
+    return read_jsonl(path)
