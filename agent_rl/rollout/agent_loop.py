@@ -50,12 +50,12 @@ BUDGET_OBSERVATION = "Error: tool-call budget exhausted ({limit} calls per traje
 class LoopHooks:
     """Injection points (the benchmark forces turns and lengths through these).
 
-    parse(text, turn_index) -> ParseResult       replaces `parse_tool_calls`
+    parse(traj, text, turn_index) -> ParseResult  replaces `parse_tool_calls`
     sampling(traj, turn_index) -> SamplingParams  replaces the per-turn sampling params; its
         max_new_tokens is still clamped to the remaining budgets, stop ids are kept as given.
     """
 
-    parse: Optional[Callable[[str, int], ParseResult]] = None
+    parse: Optional[Callable[[Trajectory, str, int], ParseResult]] = None
     sampling: Optional[Callable[[Trajectory, int], SamplingParams]] = None
 
 
@@ -140,7 +140,7 @@ async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, 
     ctl = control or LoopControl()
     multi_turn = tool_session is not None and getattr(cfg, "enable", True)
     stop_ids = list(renderer.stop_token_ids)
-    parse = hooks.parse if hooks is not None and hooks.parse is not None else (lambda text, turn: parse_tool_calls(text))
+    parse = hooks.parse if hooks is not None and hooks.parse is not None else (lambda traj, text, turn: parse_tool_calls(text))
     tool_sem = asyncio.Semaphore(max(1, int(cfg.max_parallel_tool_calls)))
     limit_len = max_model_len if max_model_len is not None else 1 << 62
     if not traj.start_time:
@@ -246,7 +246,7 @@ async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, 
         ended = bool(turn.output_ids) and turn.output_ids[-1] in stop_ids
         if not multi_turn:
             return finish("answer" if ended else _length_reason(traj, cfg, limit_len, turn))
-        parsed = parse(turn.text, turn.index)
+        parsed = parse(traj, turn.text, turn.index)
         if not parsed.has_calls:
             return finish("answer" if ended else _length_reason(traj, cfg, limit_len, turn))
         if turn.index + 1 >= cfg.max_assistant_turns:

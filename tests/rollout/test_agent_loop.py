@@ -147,7 +147,7 @@ async def test_truncated_turn_with_call_is_closed_by_template(tokenizer, rendere
 async def test_hooks_force_calls_and_lengths(tokenizer, renderer):
     engine = ScriptedEngine(tokenizer, lambda ids, rid: "no calls here at all, just words")
 
-    def parse(text, turn):
+    def parse(traj, text, turn):
         return ParseResult(calls=[ParsedCall("calculator", {"expression": str(turn)}, "")] if turn < 2 else [])
 
     hooks = LoopHooks(parse=parse, sampling=lambda traj, turn: SamplingParams(max_new_tokens=3 + turn, stop_token_ids=[2]))

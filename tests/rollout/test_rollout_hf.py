@@ -26,7 +26,7 @@ def rows(k):
              "reward_model": {"ground_truth": str(i)}, "extra_info": {"index": i}} for i in range(k)]
 
 
-def force_two_calls(text, turn):
+def force_two_calls(traj, text, turn):
     return ParseResult(calls=[ParsedCall("sleep", {"x": f"t{turn}"}, "")] if turn < 2 else [], content=text)
 
 
