@@ -152,6 +152,18 @@ def tokenizer_dir() -> str:
     return out
 
 
+def _save_beside(model, tok, out: str, prefix: str) -> str:
+    """Save model + tokenizer (pad id set) into a new temporary folder next to `out`; the caller
+    marks it complete and installs it with `_install_dir`."""
+    _set_pad_id(model, tok)
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=prefix)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    return tmp
+
+
 def prepare_embedded(out_dir: Optional[str] = None, gguf: Optional[str] = None, force: bool = False,
                      check: bool = True, log=print) -> str:
     import torch
@@ -173,12 +185,7 @@ def prepare_embedded(out_dir: Optional[str] = None, gguf: Optional[str] = None, 
     if hasattr(plain.config, "quantization_config"):
         delattr(plain.config, "quantization_config")
     _install_template(tok)
-    _set_pad_id(plain, tok)
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".prepare-")
-    plain.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    tmp = _save_beside(plain, tok, out, ".prepare-")
     if check:
         log("check: " + repr(generate_check(tmp)))
     _mark_complete(tmp, {"kind": "embedded", "source": os.path.basename(path)})
@@ -218,12 +225,7 @@ def tiny_model_dir(out_dir: str, hidden_size: int = 64, num_layers: int = 2, see
                       max_position_embeddings=4096, tie_word_embeddings=True,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     model = LlamaForCausalLM(cfg)
-    _set_pad_id(model, tok)
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tiny-")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    tmp = _save_beside(model, tok, out_dir, ".tiny-")
     _mark_complete(tmp, {"kind": "tiny"})
     _install_dir(tmp, out_dir)
     return out_dir
