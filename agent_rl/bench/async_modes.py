@@ -60,4 +60,5 @@ async def run_async_steps(bench, spec: ModeSpec, runtime, t0: float, bar=None) -
         steps.append(StepStat(k, start, end, stats, dict(result.metrics)))
         if bar is not None:
             bar.update(len(result.trajectories))
+    await sched.close()
     return steps

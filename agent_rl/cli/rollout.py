@@ -71,6 +71,7 @@ async def _rollout(cfg, args, model_path, device, log) -> int:
             B = args.prompts or cfg.data.train_batch_size
             res = await sched.run_step(rows[:sched.rows_needed(B)], step=0, batch_size=B)
     finally:
+        await sched.close()
         await engine.shutdown()
         if runtime is not None:
             await runtime.close()

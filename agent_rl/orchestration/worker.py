@@ -184,6 +184,8 @@ class TrainWorker:
 
     def shutdown(self) -> None:
         try:
+            if self.loop is not None and getattr(self, "scheduler", None) is not None:
+                self._run(self.scheduler.close())  # tool instances of trajectories still carried over
             if self.engine is not None and self.loop is not None:
                 self._run(self.engine.shutdown())
         except Exception as e:  # noqa: BLE001 - best effort at exit

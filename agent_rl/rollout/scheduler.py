@@ -69,6 +69,7 @@ class RolloutScheduler:
         self.hooks = hooks
         self.policy_version = 0
         self._carried: List[_Group] = []
+        self._parked: Dict[str, tuple] = {}   # trajectory id -> (session context manager, session) of a cut trajectory
 
     # ------------------------------------------------------------------ public
     @property
@@ -119,6 +120,31 @@ class RolloutScheduler:
         kwargs = (traj.row.get("extra_info") or {}).get("tools_kwargs") or {}
         return self.tool_runtime.session(traj.id, kwargs)
 
+    async def _acquire_session(self, traj: Trajectory):
+        """(context manager, session) of the trajectory: the one it held when it was carried over, so its tool
+        instances keep their state (a GSM8K answer already submitted, kg_query's query history), or a new one."""
+        held = self._parked.pop(traj.id, None)
+        if held is not None:
+            return held
+        cm = self._session(traj)
+        return cm, await cm.__aenter__()
+
+    @staticmethod
+    async def _close_session(held) -> None:
+        await held[0].__aexit__(None, None, None)  # releases every instance; never raises (errors are metrics)
+
+    async def _release_parked(self, trajs) -> None:
+        for t in trajs:
+            held = self._parked.pop(t.id, None)
+            if held is not None:
+                await self._close_session(held)
+
+    async def close(self) -> None:
+        """Release the tool instances of trajectories still carried over (end of training)."""
+        parked, self._parked = self._parked, {}
+        for held in parked.values():
+            await self._close_session(held)
+
     async def _traj_task(self, traj: Trajectory, ctl: LoopControl, sem: asyncio.Semaphore, sampling, version: int,
                          step: int) -> Trajectory:
         async with sem:
@@ -126,13 +152,20 @@ class RolloutScheduler:
                 traj.status, traj.stop_reason = "aborted", "abort"
                 return traj
             seen = {id(c) for u in traj.turns for c in u.tool_calls}
-            async with self._session(traj) as session:
+            held = await self._acquire_session(traj)
+            session = held[1]
+            try:
                 await run_trajectory(traj, self.engine, self.renderer, session, self.cfg.multi_turn, sampling,
                                      request_id=f"{traj.id}@{step}", hooks=self.hooks,
                                      max_model_len=self.cfg.max_model_len, control=ctl, policy_version=version)
                 if traj.status == "finished" and session is not None:
                     rewards = await session.calc_rewards()
                     traj.tool_rewards.update({k: float(v) for k, v in (rewards or {}).items()})
+            finally:
+                if traj.status == "finished":
+                    await self._close_session(held)
+                else:  # cut: parked until it is carried on to the end, or dropped (`_run` / `close`)
+                    self._parked[traj.id] = held
         self._record_loop_errors(traj, seen)
         if traj.status == "finished":
             self._finalize(traj)
@@ -201,6 +234,7 @@ class RolloutScheduler:
         except BaseException:
             await self._stop(pending, info)
             bar.close()
+            await self._release_parked([t for g in groups for t in g.trajs])
             raise
         cut_started = time.perf_counter()
         aborted_ids = {id(info[t][1]) for t in pending}
@@ -223,6 +257,7 @@ class RolloutScheduler:
             else:
                 dropped.extend(g.trajs)
         self._carried = carried if carry else []
+        await self._release_parked(dropped)
         trajs = [t for g in kept for t in g.trajs]
         metrics = self._metrics(groups, kept, trajs, carried, aborted_ids, gen_before, seconds,
                                 time.perf_counter() - cut_started, carry)
@@ -230,7 +265,7 @@ class RolloutScheduler:
                              carried=[t for g in carried for t in g.trajs])
 
     async def _stop(self, pending, info) -> None:
-        """Abort requests in generation, cancel the rest (tool instances are released by the sessions' exits)."""
+        """Abort requests in generation, cancel the rest (their sessions are parked, then carried or released)."""
         if not pending:
             return
         to_abort = []

@@ -98,6 +98,8 @@ async def test_carry_over_resumes_with_history_intact(tokenizer, setup):
     assert any(len(t.turns) == 2 and t.turns[-1].finish_reason == "abort" and t.turns[-1].output_ids for t in carried)
     assert not engine.running
     assert sched.rows_needed(2) == 2   # ceil(2 * 2) - 2 carried groups
+    # carried trajectories keep their tool instances (state such as a submitted answer survives the cut)
+    assert len(tool.live) == 4 and tool.created == 8
 
     slow.clear()
     res2 = await sched.run_step(rows(2), step=1, batch_size=2)
@@ -110,6 +112,9 @@ async def test_carry_over_resumes_with_history_intact(tokenizer, setup):
         assert t.status == "finished" and t.response_ids[:len(ids0)] == ids0
         assert t.rollout_logprobs[:len(lps0)] == lps0 and t.loss_mask[:len(mask0)] == mask0
         assert t.policy_version == 0
+    # no instance was created again for the 4 resumed trajectories: 8 (step 0) + 4 new ones (step 1)
+    assert tool.created == 12
+    await sched.close()   # releases the instances of trajectories still carried over
     await rt.close()
     assert tool.created == tool.released and not tool.live
 
