@@ -24,7 +24,7 @@ class ModelConfig:
     dtype: str = F("bfloat16", "parameter dtype used for compute (bfloat16 | float16 | float32); master weights stay fp32")
     trust_remote_code: bool = F(False, "pass trust_remote_code to transformers")
     gradient_checkpointing: bool = F(True, "activation checkpointing in the actor")
-    remove_padding: bool = F(True, "pack sequences without padding when the model supports it (flash/sdpa varlen)")
+    remove_padding: bool = F(True, "pack sequences without padding when the attention kernel is varlen (flash-attention); else padded micro-batches")
 
 
 @dataclass
