@@ -24,6 +24,8 @@ ARGS=(
   "trainer.experiment_name=$EXPERIMENT_NAME" "trainer.n_gpus_per_node=$N_GPUS"
   "algorithm.adv_estimator=grpo_multi_turn" "reward.kg_answer_metric=f1"
   "actor.use_kl_loss=true" "actor.kl_loss_type=low_var_kl"
+  # one KG look-up per turn (KG-R1): the turn ends at </tool_call>, so the model never writes the tool's answer itself
+  'rollout.multi_turn.stop_strings=["</tool_call>"]'
 )
 if [ "$SIZE" = full ]; then
   # KG-R1 (Qwen2.5-3B-Instruct): 128 questions x 16 samples per step, up to 7 KG look-ups, lr 1e-6, KL 0.01

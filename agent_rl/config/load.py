@@ -110,6 +110,8 @@ def _check_values(cfg: TrainConfig) -> None:
                        ("trainer.n_gpus_per_node", cfg.trainer.n_gpus_per_node)]:
         if value < 1:
             raise ConfigError(f"{key}: must be >= 1, got {value}")
+    if any(not isinstance(s, str) or not s for s in cfg.rollout.multi_turn.stop_strings):
+        raise ConfigError(f"rollout.multi_turn.stop_strings: every entry must be a non-empty string, got {cfg.rollout.multi_turn.stop_strings!r}")
     if cfg.rollout.over_sample_rate < 0:
         raise ConfigError(f"rollout.over_sample_rate: must be >= 0, got {cfg.rollout.over_sample_rate}")
     if cfg.data.train_batch_size % cfg.actor.ppo_mini_batch_size:

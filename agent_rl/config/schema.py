@@ -58,6 +58,7 @@ class MultiTurnConfig:
     tool_response_truncate_side: str = F("middle", "where an over-long observation is cut: head | middle | tail (keeps the other parts)")
     format: str = F("hermes", "tool-call format parsed from the model's text (hermes: <tool_call>{json}</tool_call>)")
     system_prompt: Optional[str] = F(None, "system prompt prepended when the data row has none")
+    stop_strings: List[str] = F(None, "a turn ends right after the first of these strings it writes (e.g. [\"</tool_call>\"]: one call per turn); later sampled tokens are dropped", factory=list)
 
 
 @dataclass

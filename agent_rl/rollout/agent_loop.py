@@ -22,14 +22,19 @@ each extra call gets the observation "tool-call budget exhausted ..." (status "b
 model can still answer in its next turn; a turn that makes calls once the budget is spent ends the
 trajectory (`max_tool_calls`).
 
+Stop strings (`cfg.stop_strings`, e.g. `["</tool_call>"]`): a turn ends with the first sampled token
+whose decoded prefix holds one of them; the ids (and log-probs) sampled after it are dropped, the
+turn's finish_reason becomes "stop", and the chat template closes the turn before the observation.
+With `</tool_call>` a model makes one call per turn and never writes the tool's answer itself.
+
 Malformed calls (`ParsedCall.error`) become `parse_error` observations the model sees; unknown
 tools, invalid arguments, timeouts and exceptions are turned into observations by the tool session.
 
 Resuming (carry-over): a trajectory with `status == "carried"` continues where it stopped. If the
 last turn was cut mid-generation (`finish_reason == "abort"`) its sampled ids and log-probs are
 kept and generation continues from `prompt_ids + response_ids` with that turn's remaining per-turn
-budget; if it was cut while its tools ran, the calls of that turn are run again (in the new tool
-session: per-instance tool state from before the cut is not restored).
+budget; if it was cut while its tools ran, the calls of that turn are run again (the scheduler hands
+back the trajectory's own tool session, so per-instance tool state from before the cut is kept).
 """
 from __future__ import annotations
 
@@ -75,6 +80,20 @@ def _decode(renderer, ids: List[int]) -> str:
 
 def _strip_stop(ids: List[int], stop_ids: List[int]) -> List[int]:
     return ids[:-1] if ids and ids[-1] in stop_ids else ids
+
+
+def _stop_string_cut(renderer, ids: List[int], stops: List[str]) -> Optional[int]:
+    """The shortest prefix length of `ids` whose decoded text holds one of `stops` (None: no stop)."""
+    if not stops or not ids or not any(s in _decode(renderer, ids) for s in stops):
+        return None
+    lo, hi = 1, len(ids)  # holding a stop string is monotone in the prefix length
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if any(s in _decode(renderer, ids[:mid]) for s in stops):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def _turn_sampling(base: Any, traj: Trajectory, turn: int, hooks: Optional[LoopHooks], max_new: int,
@@ -140,6 +159,7 @@ async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, 
     ctl = control or LoopControl()
     multi_turn = tool_session is not None and getattr(cfg, "enable", True)
     stop_ids = list(renderer.stop_token_ids)
+    stop_strings = list(getattr(cfg, "stop_strings", None) or [])
     parse = hooks.parse if hooks is not None and hooks.parse is not None else (lambda traj, text, turn: parse_tool_calls(text))
     tool_sem = asyncio.Semaphore(max(1, int(cfg.max_parallel_tool_calls)))
     limit_len = max_model_len if max_model_len is not None else 1 << 62
@@ -234,11 +254,17 @@ async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, 
                 partial.logprobs.extend(lps)
                 partial.gen_latency_s += latency
                 partial.finish_reason = out.finish_reason
+                cut = _stop_string_cut(renderer, partial.output_ids, stop_strings)
+                if cut is not None:  # the turn ends at its stop string: later samples are dropped
+                    drop = len(partial.output_ids) - cut
+                    ids, lps = ids[:len(ids) - drop], lps[:len(lps) - drop]
+                    del partial.output_ids[cut:], partial.logprobs[cut:]
+                    partial.finish_reason = "stop"
                 traj.response_ids.extend(ids)
                 traj.loss_mask.extend([1] * len(ids))
                 traj.rollout_logprobs.extend(lps)
                 partial.text = _decode(renderer, _strip_stop(partial.output_ids, stop_ids))
-                if out.finish_reason == "abort":
+                if partial.finish_reason == "abort":
                     return finish("abort")
             traj.messages.append({"role": "assistant", "content": partial.text})
 

@@ -30,6 +30,13 @@ def test_bad_choice_and_missing_model(capsys):
     assert rc == 2 and "model.path" in err and "/nonexistent/model" in err
 
 
+def test_stop_strings_parse_and_reject_empty(capsys):
+    rc, out, _ = _run(["--print-config", 'rollout.multi_turn.stop_strings=["</tool_call>"]'], capsys)
+    assert rc == 0 and "stop_strings:\n    - </tool_call>" in out
+    rc, _, err = _run(['rollout.multi_turn.stop_strings=[""]'], capsys)
+    assert rc == 2 and "rollout.multi_turn.stop_strings" in err
+
+
 def test_not_an_override(capsys):
     rc, _, err = _run(["rollout.n"], capsys)
     assert rc == 2 and "key=value" in err

@@ -144,6 +144,45 @@ async def test_truncated_turn_with_call_is_closed_by_template(tokenizer, rendere
     check_invariants(traj, engine, renderer)
 
 
+async def test_stop_string_ends_turn_and_drops_later_samples(tokenizer, renderer):
+    call = call_text("calculator", '{"expression": "2+3"}')
+    hallucinated = "\nTool: 5\n" + call_text("calculator", '{"expression": "9"}') + "<answer>9</answer>"
+    script = {0: "Let me compute.\n" + call + hallucinated, 1: "<answer>5</answer>"}
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: script[turn_of(rid)])
+    session = FakeSession()
+    cfg = MultiTurnConfig(stop_strings=["</tool_call>"])
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, session, cfg, SamplingParams(max_new_tokens=1), "r0")
+    assert traj.stop_reason == "answer" and len(traj.turns) == 2
+    first = traj.turns[0]
+    assert first.finish_reason == "stop" and first.text.rstrip().endswith("</tool_call>")
+    assert "Tool: 5" not in first.text
+    assert session.calls == [("calculator", {"expression": "2+3"})]  # the hallucinated second call never ran
+    # the kept ids are the engine's first sampled ids, with their log-probs; the rest is gone
+    sampled0 = engine.calls[0]["output_ids"]
+    n = len(first.output_ids)
+    assert 0 < n < len(sampled0) and first.output_ids == sampled0[:n]
+    assert first.logprobs == [-(k + 1) / 100 for k in range(n)]
+    assert "</tool_call>" not in tokenizer.decode(first.output_ids[:-1])
+    # the template closes the cut turn; mask / log-probs line up; the next turn saw exactly the kept prefix
+    assert first.observation_ids[:1] == renderer.end_of_turn_ids
+    expect_mask = []
+    for t in traj.turns:
+        expect_mask += [1] * len(t.output_ids) + [0] * len(t.observation_ids)
+    assert traj.loss_mask == expect_mask and len(traj.rollout_logprobs) == len(traj.response_ids)
+    assert engine.calls[1]["input_ids"] == traj.prompt_ids + traj.response_ids[:len(engine.calls[1]["input_ids"]) - len(traj.prompt_ids)]
+    assert renderer.drift(traj.messages, traj.prompt_ids + traj.response_ids) == 0
+
+
+async def test_without_stop_strings_the_whole_turn_is_kept(tokenizer, renderer):
+    call = call_text("calculator", '{"expression": "2+3"}')
+    script = {0: call + "\nTool: 5\n" + call, 1: "<answer>5</answer>"}
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: script[turn_of(rid)])
+    session = FakeSession()
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, session, MultiTurnConfig(), SamplingParams(1), "r0")
+    assert len(session.calls) == 2 and traj.turns[0].finish_reason == "stop"
+    check_invariants(traj, engine, renderer)
+
+
 async def test_hooks_force_calls_and_lengths(tokenizer, renderer):
     engine = ScriptedEngine(tokenizer, lambda ids, rid: "no calls here at all, just words")
 
