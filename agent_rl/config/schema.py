@@ -149,7 +149,7 @@ class RewardConfig:
     kg_answer_weight: float = F(1.0, "weight of the answer score")
     kg_format_weight: float = F(0.1, "weight of the per-turn format score")
     kg_validity_weight: float = F(0.1, "weight of the per-turn query-validity score")
-    kg_retrieval_weight: float = F(0.0, "weight of retrieval quality (a gold answer seen in an observation)")
+    kg_retrieval_weight: float = F(0.2, "weight of retrieval quality: a gold answer seen in an observation (outcome, and on the first turn that sees one)")
     arith_format_weight: float = F(0.0, "weight of the answer-format score for arithmetic / GSM8K")
 
 

@@ -139,6 +139,9 @@ class TrainWorker:
 
         t0 = time.perf_counter()
         if self.engine_released:
+            if self.device_kind == "cuda":  # hand the actor's cached blocks back first, or the engine's KV cache may not fit
+                import torch
+                torch.cuda.empty_cache()
             self._run(self.engine.resume_memory())
             self.engine_released = False
         # on GPU the engine computes in the actor's compute dtype (bf16): send that, half the bytes of fp32

@@ -7,13 +7,14 @@ Both normalised (lowercase, punctuation and articles removed); predictions de-du
   hits1     1 when the first prediction is a gold name
   format    mean over assistant turns of "turn well-formed" (valid tool calls, or an answer)
   validity  fraction of the trajectory's kg_query calls that succeeded (0 without calls)
-  retrieval 1 when a gold name appears (as whole words) in an ok tool observation
+  retrieval 1 when a gold name appears (as whole words) in the observation of a successful query
 score = kg_answer_weight * {f1|em|hits1}[kg_answer_metric] + kg_format_weight * format
         + kg_validity_weight * validity + kg_retrieval_weight * retrieval
 
-turn_rewards[t] = kg_format_weight * format_t + kg_validity_weight * validity_t, where validity_t is the
-fraction of turn t's kg_query calls that succeeded; a turn without kg_query calls scores 1 when it is
-a well-formed answer turn, else 0.
+turn_rewards[t] = kg_format_weight * format_t + kg_validity_weight * validity_t + kg_retrieval_weight * retrieval_t,
+where validity_t is the fraction of turn t's kg_query calls that succeeded (a turn without kg_query calls
+scores 1 when it is a well-formed answer turn, else 0) and retrieval_t is 1 on the first turn whose ok
+observation holds a gold name (KG-R1's turn-wise retrieval quality), else 0.
 """
 from __future__ import annotations
 
@@ -47,16 +48,24 @@ def query_ok(rec: ToolCallRecord) -> bool:
     return rec.status == "ok" and bool(rec.metrics.get("success", True))
 
 
-def retrieval_hit(traj: Trajectory, gold: Sequence[str]) -> float:
-    golds = [normalize_answer(g) for g in gold if normalize_answer(g)]
-    for t in traj.turns:
-        for c in t.tool_calls:
-            if c.status != "ok":
-                continue
+def _golds(gold: Sequence[str]) -> List[str]:
+    return [normalize_answer(g) for g in gold if normalize_answer(g)]
+
+
+def turn_retrieves(turn, golds: Sequence[str]) -> bool:
+    """One of the turn's successful observations holds a gold name (whole words, normalised). A failed
+    query's error text (which may echo the entity the model asked for) never counts."""
+    for c in turn.tool_calls:
+        if query_ok(c):
             text = f" {normalize_answer(c.observation)} "
             if any(f" {g} " in text for g in golds):
-                return 1.0
-    return 0.0
+                return True
+    return False
+
+
+def retrieval_hit(traj: Trajectory, gold: Sequence[str]) -> float:
+    golds = _golds(gold)
+    return 1.0 if any(turn_retrieves(t, golds) for t in traj.turns) else 0.0
 
 
 def kg_reward(traj: Trajectory, cfg) -> Tuple[float, Dict[str, float]]:
@@ -76,11 +85,14 @@ def kg_reward(traj: Trajectory, cfg) -> Tuple[float, Dict[str, float]]:
     answer = scores[metric]
     wa, wf = float(cfg.kg_answer_weight), float(cfg.kg_format_weight)
     wv, wr = float(cfg.kg_validity_weight), float(cfg.kg_retrieval_weight)
-    turn_rewards = []
+    turn_rewards, golds, retrieved = [], _golds(gold), False
     for t, f in zip(traj.turns, fmt_turns):
         q = [c for c in t.tool_calls if c.name == KG_TOOL]
         v = sum(query_ok(c) for c in q) / len(q) if q else (1.0 if f and not t.tool_calls else 0.0)
-        turn_rewards.append(wf * f + wv * v)
+        r = 0.0
+        if not retrieved and turn_retrieves(t, golds):  # only the first turn that reaches a gold name
+            r, retrieved = 1.0, True
+        turn_rewards.append(wf * f + wv * v + wr * r)
     traj.turn_rewards = turn_rewards
     comps = {"answer": answer, "f1": scores["f1"], "em": scores["em"], "hits1": scores["hits1"], "format": fmt,
              "validity": validity, "retrieval": retrieval, "num_answers": float(len(preds)),

@@ -3,6 +3,8 @@
 #   prepare the embedded model, then the stages of $STAGES in order (default "weight_sync bench train"):
 #   weight_sync = weight-sync check, bench = rollout benchmark suite (SGLang), train = 100-step KG GRPO run.
 # GPU memory (nvidia-smi, whole device) is sampled every second into gpu_mem.csv.
+# Env: STAGES, N_GPUS, TRAIN_STEPS (100), TRAIN_TIMEOUT (1500 s), BENCH_ARGS (extra `bench suite` flags);
+# extra arguments are Hydra overrides for the training run.
 # Usage (repo root, bundle installed at /tmp/site):
 #   PYTHONPATH=$PWD:/tmp/site setsid bash scripts/gpu/pipeline.sh > /tmp/res/pipeline.log 2>&1 < /dev/null &
 # then poll with scripts/gpu/poll.sh. Everything lands under /tmp/res.
@@ -30,7 +32,7 @@ bench() {
     --heavy-tail-tokens pareto:alpha=1.2,scale=32,max=512 --heavy-tail-prompts 64 \
     --over-sample 0.5 --steps 2 \
     --ceiling-prompts 256 --ceiling-prompt-len 128 --ceiling-new-tokens 256 \
-    --mem-fraction 0.6 --no-progress > "$R/bench.log" 2>&1
+    --mem-fraction 0.6 --no-progress ${BENCH_ARGS:-} > "$R/bench.log" 2>&1
   stage "bench rc=$?"
   tar czf "$R/bench.tgz" -C "$R" bench 2>/dev/null
 }
@@ -40,10 +42,10 @@ train() {
   N_GPUS=${N_GPUS:-1} EXPERIMENT_NAME=kg-smollm2-gpu SIZE=small timeout -s KILL ${TRAIN_TIMEOUT:-1500} \
     bash examples/run_qwen_kg_multiturn.sh \
     trainer.output_dir=$R/run trainer.total_training_steps=${TRAIN_STEPS:-100} trainer.test_freq=10 trainer.save_freq=50 \
-    trainer.val_before_train=true data.train_batch_size=16 rollout.n=8 actor.ppo_mini_batch_size=8 \
-    actor.optim.lr=2e-5 actor.kl_loss_coef=0.001 rollout.sampling.temperature=0.7 \
+    trainer.val_before_train=true data.train_batch_size=8 rollout.n=16 actor.ppo_mini_batch_size=4 \
+    actor.optim.lr=1e-5 actor.kl_loss_coef=0.001 rollout.sampling.temperature=0.7 \
     model.remove_padding=true model.gradient_checkpointing=false \
-    actor.ppo_max_token_len_per_gpu=32768 ref.log_prob_max_token_len_per_gpu=65536 \
+    actor.ppo_max_token_len_per_gpu=16384 ref.log_prob_max_token_len_per_gpu=65536 \
     rollout.multi_turn.max_assistant_turns=4 rollout.multi_turn.max_new_tokens_per_turn=128 \
     rollout.multi_turn.max_response_tokens=1024 rollout.multi_turn.max_tool_response_tokens=256 \
     rollout.gpu_memory_utilization=0.3 data.val_batch_size=64 data.max_val_samples=64 "$@" > "$R/train.log" 2>&1

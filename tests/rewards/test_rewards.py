@@ -52,8 +52,26 @@ def test_kg_reward_components_and_turn_rewards():
     assert math.isclose(c["f1"], 2 / 3) and c["hits1"] == 1 and c["em"] == 0
     assert c["format"] == 1.0 and math.isclose(c["validity"], 2 / 3) and c["retrieval"] == 1.0
     assert math.isclose(score, 2 / 3 + 0.1 * 1 + 0.2 * 2 / 3 + 0.5 * 1)
-    # per turn: 0.1*format + 0.2*validity; answer turn validity 1
-    assert traj.turn_rewards == pytest.approx([0.1 + 0.2, 0.1 + 0.2 * 0.5, 0.1 + 0.2])
+    # per turn: 0.1*format + 0.2*validity + 0.5*retrieval; answer turn validity 1; turn 1 sees France
+    # again, but only the first turn that reaches a gold name gets the retrieval credit
+    assert traj.turn_rewards == pytest.approx([0.1 + 0.2 + 0.5, 0.1 + 0.2 * 0.5, 0.1 + 0.2])
+
+
+def test_kg_turn_retrieval_credit_goes_to_the_turn_that_reaches_the_answer():
+    cfg = RewardConfig(kg_answer_weight=1.0, kg_format_weight=0.1, kg_validity_weight=0.1, kg_retrieval_weight=0.2)
+    turns = [turn(0, KQ, [kg_call(True, 'Outgoing relations of "Paris": location.capital_of')]),
+             turn(1, KQ, [kg_call(True, 'Tail entities of "Paris" via location.capital_of: France')]),
+             turn(2, "<answer>Spain</answer>")]
+    traj = kg_traj(turns, ["France"])
+    score, c = compute_reward(traj, cfg)
+    assert c["retrieval"] == 1.0 and c["f1"] == 0.0
+    assert math.isclose(score, 0.1 + 0.1 + 0.2)
+    assert traj.turn_rewards == pytest.approx([0.2, 0.4, 0.2])
+    # a name inside a longer word does not count; a failed call's text does not count
+    turns = [turn(0, KQ, [kg_call(True, "Francesca")]), turn(1, KQ, [kg_call(False, "France")])]
+    traj = kg_traj(turns, ["France"])
+    _, c = compute_reward(traj, cfg)
+    assert c["retrieval"] == 0.0 and traj.turn_rewards[0] == pytest.approx(0.2)
 
 
 def test_kg_reward_malformed_turn_and_metric_choice():
