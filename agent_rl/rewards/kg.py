@@ -48,24 +48,21 @@ def query_ok(rec: ToolCallRecord) -> bool:
     return rec.status == "ok" and bool(rec.metrics.get("success", True))
 
 
-def _golds(gold: Sequence[str]) -> List[str]:
+def gold_names(gold: Sequence[str]) -> List[str]:
+    """The normalised, non-empty gold answer names."""
     return [normalize_answer(g) for g in gold if normalize_answer(g)]
 
 
+def names_gold(observation: str, golds: Sequence[str]) -> bool:
+    """`observation` holds one of the normalised gold names as whole words."""
+    text = f" {normalize_answer(observation)} "
+    return any(f" {g} " in text for g in golds)
+
+
 def turn_retrieves(turn, golds: Sequence[str]) -> bool:
-    """One of the turn's successful observations holds a gold name (whole words, normalised). A failed
-    query's error text (which may echo the entity the model asked for) never counts."""
-    for c in turn.tool_calls:
-        if query_ok(c):
-            text = f" {normalize_answer(c.observation)} "
-            if any(f" {g} " in text for g in golds):
-                return True
-    return False
-
-
-def retrieval_hit(traj: Trajectory, gold: Sequence[str]) -> float:
-    golds = _golds(gold)
-    return 1.0 if any(turn_retrieves(t, golds) for t in traj.turns) else 0.0
+    """One of the turn's successful observations names a gold answer. A failed query's error text (which may
+    echo the entity the model asked for) never counts."""
+    return any(query_ok(c) and names_gold(c.observation, golds) for c in turn.tool_calls)
 
 
 def kg_reward(traj: Trajectory, cfg) -> Tuple[float, Dict[str, float]]:
@@ -79,19 +76,19 @@ def kg_reward(traj: Trajectory, cfg) -> Tuple[float, Dict[str, float]]:
     fmt_turns = turn_format_scores(traj)
     queries = [c for t in traj.turns for c in t.tool_calls if c.name == KG_TOOL]
     validity = sum(query_ok(c) for c in queries) / len(queries) if queries else 0.0
-    retrieval = retrieval_hit(traj, gold)
+    golds = gold_names(gold)
+    first_hit = next((i for i, t in enumerate(traj.turns) if turn_retrieves(t, golds)), None)
+    retrieval = 0.0 if first_hit is None else 1.0
     fmt = sum(fmt_turns) / len(fmt_turns) if fmt_turns else 0.0
     metric = getattr(cfg, "kg_answer_metric", "f1")
     answer = scores[metric]
     wa, wf = float(cfg.kg_answer_weight), float(cfg.kg_format_weight)
     wv, wr = float(cfg.kg_validity_weight), float(cfg.kg_retrieval_weight)
-    turn_rewards, golds, retrieved = [], _golds(gold), False
-    for t, f in zip(traj.turns, fmt_turns):
+    turn_rewards = []
+    for i, (t, f) in enumerate(zip(traj.turns, fmt_turns)):
         q = [c for c in t.tool_calls if c.name == KG_TOOL]
         v = sum(query_ok(c) for c in q) / len(q) if q else (1.0 if f and not t.tool_calls else 0.0)
-        r = 0.0
-        if not retrieved and turn_retrieves(t, golds):  # only the first turn that reaches a gold name
-            r, retrieved = 1.0, True
+        r = 1.0 if i == first_hit else 0.0  # only the first turn that reaches a gold name
         turn_rewards.append(wf * f + wv * v + wr * r)
     traj.turn_rewards = turn_rewards
     comps = {"answer": answer, "f1": scores["f1"], "em": scores["em"], "hits1": scores["hits1"], "format": fmt,

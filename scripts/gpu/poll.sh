@@ -11,7 +11,7 @@ if [ -f "$J" ]; then
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 keys = ["reward/mean", "reward/f1", "reward/format", "reward/validity", "actor/kl_loss", "rollout/tool_call_rate",
-        "kg/query_success_rate", "rollout/response_len_mean", "timing/step_s", "timing/gen_s", "timing/update_s"]
+        "kg/query_success_rate", "rollout/response_len_mean", "timing/step_s", "timing/rollout_s", "timing/update_s"]
 for r in rows[-4:]:
     print(r.get("step"), {k.split("/")[-1]: round(r[k], 3) for k in keys if k in r})
 for r in rows:
