@@ -2,6 +2,7 @@
 # KG-R1-style multi-turn GRPO on knowledge-graph question answering with the kg_query tool.
 #
 #   bash examples/run_qwen_kg_multiturn.sh                       # embedded model + generated KG data, a few small steps
+#   bash examples/run_qwen_kg_multiturn.sh sft.steps=200        # warm-start on gold look-up chains, then GRPO
 #   BASE_MODEL=/models/Qwen2.5-3B-Instruct DATA_DIR=data/webqsp N_GPUS=8 \
 #     bash examples/run_qwen_kg_multiturn.sh trainer.total_training_steps=400
 #
@@ -21,6 +22,8 @@ EXPERIMENT_NAME="${EXPERIMENT_NAME:-kg-grpo-$SIZE}"
 ARGS=(
   "model.path=$MODEL_PATH" "model.dtype=$DTYPE" "${DATA_ARGS[@]}"
   "tools.config_path=$TOOL_CONFIG" "tools.kg_store=$KG_STORE"
+  # demonstrations for the supervised warm-start (off unless sft.steps > 0; written from the KG folder when missing)
+  "sft.files=[$(dirname "$KG_STORE")/sft.parquet]"
   "trainer.experiment_name=$EXPERIMENT_NAME" "trainer.n_gpus_per_node=$N_GPUS"
   "algorithm.adv_estimator=grpo_multi_turn" "reward.kg_answer_metric=f1"
   "actor.use_kl_loss=true" "actor.kl_loss_type=low_var_kl"

@@ -1,4 +1,4 @@
-"""`agent-rl data generate kg|arith` and `agent-rl data convert gsm8k|webqsp|cwq`."""
+"""`agent-rl data generate kg|arith`, `agent-rl data convert gsm8k|webqsp|cwq` and `agent-rl data kg-demos`."""
 from __future__ import annotations
 
 import sys
@@ -26,6 +26,14 @@ def add_arguments(parser):
     c.add_argument("--input", required=True, nargs="+", help="input file(s) of one split")
     c.add_argument("--split", default="train", help="split name, also the output file name (default train)")
     c.add_argument("--out", required=True, help="output folder")
+    d = sub.add_parser("kg-demos", help="gold demonstrations of a KG folder's questions (for sft.*)",
+                       description="Follow each row's gold query through the KG store, one kg_query call per turn "
+                                   "(relations, then entities, per hop), and end with the gold answer. Writes a "
+                                   "parquet with a `messages` column (TRL / verl multi-turn SFT shape).")
+    d.add_argument("--data", required=True, help="KG data folder (<split>.parquet + kg_store.json)")
+    d.add_argument("--split", default="train", help="split to demonstrate (default train)")
+    d.add_argument("--out", default=None, help="output file (default <data>/sft.parquet)")
+    d.add_argument("--max-turns", type=int, default=7, help="skip rows needing more assistant turns (default 7)")
 
 
 def _hist(d) -> str:
@@ -47,6 +55,11 @@ def run(args) -> int:
             if "kg_store" in s:
                 t = s["triples"]
                 print(f"wrote {s['kg_store']}: {t['samples']} subgraphs, triples min {t['min']} mean {t['mean']} max {t['max']}")
+        elif args.data_cmd == "kg-demos":
+            from agent_rl.data.kg_demos import write_kg_demos
+
+            s = write_kg_demos(args.data, out=args.out, max_turns=args.max_turns, split=args.split)
+            print(f"wrote {s['file']}: {s['demos']} demonstrations of {s['rows']} rows | skipped {_hist(s['skipped']) or 'none'}")
         else:
             from agent_rl.data.convert import convert_dataset
 

@@ -114,6 +114,16 @@ def _check_values(cfg: TrainConfig) -> None:
         raise ConfigError(f"rollout.multi_turn.stop_strings: every entry must be a non-empty string, got {cfg.rollout.multi_turn.stop_strings!r}")
     if cfg.rollout.over_sample_rate < 0:
         raise ConfigError(f"rollout.over_sample_rate: must be >= 0, got {cfg.rollout.over_sample_rate}")
+    if cfg.sft.steps < 0:
+        raise ConfigError(f"sft.steps: must be >= 0, got {cfg.sft.steps}")
+    if cfg.sft.steps > 0:
+        for key, value in [("sft.batch_size", cfg.sft.batch_size), ("sft.max_length", cfg.sft.max_length)]:
+            if value < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {value}")
+        if not cfg.sft.files:
+            raise ConfigError("sft.files: sft.steps > 0 needs demonstration files")
+        if cfg.sft.lr <= 0:
+            raise ConfigError(f"sft.lr: must be > 0, got {cfg.sft.lr}")
     if cfg.data.train_batch_size % cfg.actor.ppo_mini_batch_size:
         raise ConfigError(f"actor.ppo_mini_batch_size: {cfg.actor.ppo_mini_batch_size} must divide data.train_batch_size {cfg.data.train_batch_size}")
 
@@ -125,6 +135,10 @@ def check_files(cfg: TrainConfig) -> None:
         for f in files:
             if not os.path.exists(f) and not gen:
                 raise ConfigError(f"{key}: file not found: {f} (make it with `agent-rl data generate kg --out {os.path.dirname(f) or '.'}`)")
+    if cfg.sft.steps > 0 and gen != "kg":
+        for f in cfg.sft.files:
+            if not os.path.exists(f):
+                raise ConfigError(f"sft.files: file not found: {f} (KG demonstrations: `agent-rl data kg-demos --data DIR`)")
     if cfg.tools.config_path and not os.path.exists(cfg.tools.config_path):
         raise ConfigError(f"tools.config_path: file not found: {cfg.tools.config_path}")
     if cfg.model.path != "embedded" and not os.path.exists(cfg.model.path):

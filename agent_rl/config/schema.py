@@ -154,6 +154,19 @@ class RewardConfig:
 
 
 @dataclass
+class SFTConfig:
+    steps: int = F(0, "optimizer steps of supervised warm-start on demonstrations before the first RL step (0 = off)")
+    files: List[str] = F(None, "parquet files of demonstrations (`messages`: prompt, then assistant / tool messages); a KG data folder's `sft.parquet` is written when missing and data.generate_if_missing=kg", factory=lambda: ["data/kg/sft.parquet"])
+    batch_size: int = F(32, "demonstrations per optimizer step (all ranks together)")
+    lr: float = F(5e-5, "AdamW learning rate of the warm-start (its own optimizer; betas, weight decay and grad clip from actor.optim)")
+    warmup_steps: int = F(10, "linear warm-up steps of the warm-start")
+    max_length: int = F(2048, "demonstrations longer than this many tokens are dropped")
+    max_turns: int = F(7, "generated KG demonstrations: at most this many assistant turns")
+    update_ref: bool = F(True, "the KL reference becomes the warm-started model (RL from an SFT checkpoint)")
+    validate: bool = F(True, "validate once after the warm-start (logged as sft/val/* at step 0)")
+
+
+@dataclass
 class TrainerConfig:
     project_name: str = F("agent-rl", "logger project")
     experiment_name: str = F("kg-grpo", "run name")
@@ -189,6 +202,7 @@ class TrainConfig:
     actor: ActorConfig = F(None, "FSDP actor and PPO/GRPO loss", factory=ActorConfig)
     ref: RefConfig = F(None, "reference model", factory=RefConfig)
     algorithm: AlgorithmConfig = F(None, "advantage estimation and corrections", factory=AlgorithmConfig)
+    sft: SFTConfig = F(None, "supervised warm-start on demonstrations before RL", factory=SFTConfig)
     reward: RewardConfig = F(None, "reward weights", factory=RewardConfig)
     trainer: TrainerConfig = F(None, "loop, checkpoints, devices", factory=TrainerConfig)
     logger: LoggerConfig = F(None, "metrics sinks", factory=LoggerConfig)

@@ -4,6 +4,8 @@
 - `prepare_model(cfg)`: `model.path: embedded` -> `prepare_embedded()` (cached HF folder).
 - `prepare_data(cfg)`: when `data.generate_if_missing` is set and a train/val file (or the KG store)
   is missing, generate the data set (as `agent-rl data generate <kind> --out <folder>`) into each folder concerned.
+- `prepare_demos(cfg)`: with `sft.steps > 0` and `data.generate_if_missing: kg`, a missing `sft.files` entry is
+  written from the KG folder it names (its train.parquet + kg_store.json; `agent-rl data kg-demos`).
 - `ensure_kg_server(cfg)`: when the tool YAML declares `kg_query` and nothing answers at
   `tools.kg_server_url`, start the KG server in a thread of this process and export its URL in
   `AGENT_RL_KG_SERVER_URL` (passed on to the workers).
@@ -78,6 +80,26 @@ def prepare_data(cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
     if still:
         raise ConfigError(f"data.train_files: {still[0]} still missing after generating `{kind}` data "
                           "(the generator writes train/val/test.parquet: point data.*_files at them)")
+
+
+def prepare_demos(cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
+    if cfg.sft.steps <= 0:
+        return
+    for f in cfg.sft.files:
+        if os.path.exists(f):
+            continue
+        folder = os.path.dirname(os.path.abspath(f))
+        if cfg.data.generate_if_missing != "kg":
+            raise ConfigError(f"sft.files: file not found: {f} (KG demonstrations: `agent-rl data kg-demos --data DIR`)")
+        from agent_rl.data.kg_demos import write_kg_demos
+
+        log(f"writing KG demonstrations of {folder}/train.parquet to {f} (= `agent-rl data kg-demos --data {folder} "
+            f"--out {f} --max-turns {cfg.sft.max_turns}`)")
+        try:
+            s = write_kg_demos(folder, out=f, max_turns=cfg.sft.max_turns)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"sft.files: cannot write KG demonstrations to {f}: {e}") from None
+        log(f"  {s['demos']} demonstrations of {s['rows']} rows (skipped: {s['skipped'] or 'none'})")
 
 
 def tool_names(config_path: Optional[str]) -> List[str]:

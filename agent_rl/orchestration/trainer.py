@@ -11,6 +11,9 @@ One step:
     sync      each worker pushes the new weights into its engine
     then      metrics; validation every `test_freq`; checkpoint every `save_freq` and at the end
 
+Before the first step: validation (`val_before_train`), then the supervised warm-start when `sft.steps > 0`
+(`warm_start.py`).
+
 Stops after `trainer.total_training_steps` steps or `trainer.total_epochs` passes over the data,
 whichever comes first; resumes from the latest complete checkpoint with `trainer.resume=auto`.
 """
@@ -66,8 +69,8 @@ class PromptFilter:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, echo: Callable[[str], None] = print):
-        from agent_rl.orchestration.prepare import (ensure_kg_server, prepare_data, prepare_model, resolve_device,
-                                                    worker_env)
+        from agent_rl.orchestration.prepare import (ensure_kg_server, prepare_data, prepare_demos, prepare_model,
+                                                    resolve_device, worker_env)
 
         self.echo = echo
         cfg = copy.deepcopy(cfg)
@@ -77,6 +80,8 @@ class Trainer:
             raise ConfigError(f"trainer.use_ray: false runs one process, but trainer.n_gpus_per_node x trainer.nnodes "
                               f"= {self.world_size} (set both to 1)")
         prepare_data(cfg, log=echo)
+        cfg.sft.files = [_abs(f) for f in cfg.sft.files]
+        prepare_demos(cfg, log=echo)
         cfg.model.path = prepare_model(cfg, log=echo)
         # workers may start elsewhere (Ray): every path absolute
         cfg.data.train_files = [_abs(f) for f in cfg.data.train_files]
@@ -161,9 +166,12 @@ class Trainer:
             path = os.path.abspath(mode)
             if not is_complete(path):
                 raise ConfigError(f"trainer.resume: not a complete checkpoint: {mode}")
+        from agent_rl.orchestration.warm_start import reference_from_warm_start
+
         extras = self.group.call("load", path)
         extra = extras[0]
         self.step = int(extra["step"])
+        reference_from_warm_start(self)
         try:
             self.loader.load_state_dict(extra["loader"])
         except (KeyError, ValueError) as e:
@@ -185,6 +193,10 @@ class Trainer:
             m = self.validate()
             m["timing/val_s"] = time.perf_counter() - t0
             self.tracker.log(m, step=0)
+        if cfg.sft.steps > 0 and self.step == 0:
+            from agent_rl.orchestration.warm_start import warm_start
+
+            self.tracker.log(warm_start(self), step=0)
         while not self.done():
             last = self.train_step()
         return last

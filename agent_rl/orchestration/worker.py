@@ -8,6 +8,7 @@ The driver (`trainer.Trainer`) calls, step by step:
     train(shard, step)                old log-probs, reference log-probs, actor update on this rank's shard
     sync_weights()                    actor -> engine (resume engine memory first with free_cache_engine)
     validate(rows, step)              greedy (val_sampling) rollout of validation rows
+    sft_begin / sft_step / sft_end    supervised warm-start before RL (`sft.*`, own optimizer)
     save(root, step, extra) / load(path)
 
 Ray turns the class into an actor (`WorkerGroup`); with `trainer.use_ray=false` the same object
@@ -40,6 +41,7 @@ class TrainWorker:
         self.ref = None
         self.engine_released = False
         self.policy_version = 0
+        self._sft = None  # (optimizer, scheduler) during the supervised warm-start
 
     # ------------------------------------------------------------------ setup
     def endpoint(self) -> Tuple[str, int]:
@@ -151,6 +153,51 @@ class TrainWorker:
             self.policy_version = int(version)
         m["timing/sync_s"] = time.perf_counter() - t0
         return m
+
+    # ------------------------------------------------------------------ supervised warm-start
+    def sft_begin(self) -> None:
+        """A fresh AdamW for the warm-start (lr `sft.lr`, warm-up `sft.warmup_steps`); the RL optimizer is untouched."""
+        import dataclasses
+
+        from agent_rl.training.optim import build_optimizer, build_scheduler
+
+        s = self.cfg.sft
+        ocfg = dataclasses.replace(self.cfg.actor.optim, lr=s.lr, warmup_steps=s.warmup_steps, warmup_ratio=0.0,
+                                   lr_schedule="constant")
+        opt = build_optimizer(self.actor.model.parameters(), ocfg)
+        self._sft = (opt, build_scheduler(opt, ocfg, s.steps))
+
+    def sft_step(self, shard: Dict[str, Any]) -> Dict[str, float]:
+        from agent_rl.training.sft import sft_step
+
+        if self.cfg.rollout.free_cache_engine and not self.engine_released:
+            self._run(self.engine.release_memory())
+            self.engine_released = True
+        batch = {k: v for k, v in shard.items() if isinstance(v, torch.Tensor)}
+        opt, sched = self._sft
+        return sft_step(self.actor.policy, opt, sched, batch, self.cfg.actor.ppo_max_token_len_per_gpu,
+                        self.cfg.actor.optim.grad_clip)
+
+    def sft_end(self, root: str, extra_state: Dict[str, Any]) -> str:
+        """Save the warm-started model (`<root>/global_step_<sft.steps>`), drop the warm-start optimizer, make it
+        the reference (`sft.update_ref`) and push it into the engine."""
+        from agent_rl.training.checkpoint import save_checkpoint
+
+        self._sft = None
+        path = save_checkpoint(root, self.cfg.sft.steps, self.actor, self.tokenizer, extra_state=extra_state, max_to_keep=1)
+        self.load_sft(path, actor=False)
+        return path
+
+    def load_sft(self, path: str, actor: bool = True) -> None:
+        """The warm-started weights at `path` into the actor (`actor`), the reference (`sft.update_ref`) and the engine."""
+        from agent_rl.training.checkpoint import load_model_weights
+
+        hf = os.path.join(path, "hf")
+        if actor:
+            load_model_weights(self.actor.model, hf)
+        if self.ref is not None and self.cfg.sft.update_ref:
+            load_model_weights(self.ref.model, hf)
+        self.sync_weights()
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, root: str, step: int, extra_state: Dict[str, Any]) -> str:

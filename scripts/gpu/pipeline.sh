@@ -3,7 +3,8 @@
 #   prepare the embedded model, then the stages of $STAGES in order (default "weight_sync bench train"):
 #   weight_sync = weight-sync check, bench = rollout benchmark suite (SGLang), train = 100-step KG GRPO run.
 # GPU memory (nvidia-smi, whole device) is sampled every second into gpu_mem.csv.
-# Env: STAGES, N_GPUS, TRAIN_STEPS (100), TRAIN_TIMEOUT (1500 s), BENCH_ARGS (extra `bench suite` flags);
+# Env: STAGES, N_GPUS, TRAIN_STEPS (100), TRAIN_TIMEOUT (1500 s), SFT_STEPS (supervised warm-start steps before RL,
+# 200; 0 = off), BENCH_ARGS (extra `bench suite` flags);
 # extra arguments are Hydra overrides for the training run.
 # Usage (repo root, bundle installed at /tmp/site):
 #   PYTHONPATH=$PWD:/tmp/site setsid bash scripts/gpu/pipeline.sh > /tmp/res/pipeline.log 2>&1 < /dev/null &
@@ -38,7 +39,9 @@ bench() {
 }
 
 train() {
-  # Training rollouts sample at T=0.7 (SmolLM2-135M at T=1 rarely writes a well-formed call: docs/results.md)
+  # Training rollouts sample at T=0.7 (SmolLM2-135M at T=1 rarely writes a well-formed call: docs/results.md).
+  # Warm-start on gold look-up chains first (docs/results.md: without it the policy never finds the 2nd look-up);
+  # 7 turns fit a 3-hop chain (relations + entities per hop, then the answer).
   N_GPUS=${N_GPUS:-1} EXPERIMENT_NAME=kg-smollm2-gpu SIZE=small timeout -s KILL ${TRAIN_TIMEOUT:-1500} \
     bash examples/run_qwen_kg_multiturn.sh \
     trainer.output_dir=$R/run trainer.total_training_steps=${TRAIN_STEPS:-100} trainer.test_freq=10 trainer.save_freq=50 \
@@ -46,8 +49,9 @@ train() {
     actor.optim.lr=1e-5 actor.kl_loss_coef=0.001 rollout.sampling.temperature=0.7 \
     model.remove_padding=true model.gradient_checkpointing=false \
     actor.ppo_max_token_len_per_gpu=16384 ref.log_prob_max_token_len_per_gpu=65536 \
-    rollout.multi_turn.max_assistant_turns=4 rollout.multi_turn.max_new_tokens_per_turn=128 \
-    rollout.multi_turn.max_response_tokens=1024 rollout.multi_turn.max_tool_response_tokens=256 \
+    sft.steps=${SFT_STEPS:-200} sft.batch_size=32 sft.lr=1e-4 sft.max_turns=7 \
+    rollout.multi_turn.max_assistant_turns=7 rollout.multi_turn.max_new_tokens_per_turn=128 \
+    rollout.multi_turn.max_response_tokens=1536 rollout.multi_turn.max_tool_response_tokens=256 \
     rollout.gpu_memory_utilization=0.3 data.val_batch_size=64 data.max_val_samples=64 "$@" > "$R/train.log" 2>&1
   stage "train rc=$?"
 }

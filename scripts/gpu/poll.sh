@@ -15,13 +15,16 @@ keys = ["reward/mean", "reward/f1", "reward/format", "reward/validity", "actor/k
 for r in rows[-4:]:
     print(r.get("step"), {k.split("/")[-1]: round(r[k], 3) for k in keys if k in r})
 for r in rows:
-    v = {k.split("/")[-1]: round(x, 3) for k, x in r.items() if k.startswith("val/") and isinstance(x, (int, float))}
-    if v:
-        print("val", r.get("step"), v)
+    for pre in ("val/", "sft/val/"):
+        v = {k.split("/")[-1]: round(x, 3) for k, x in r.items() if k.startswith(pre) and isinstance(x, (int, float))}
+        if v:
+            print(pre.rstrip("/"), r.get("step"), v)
+    if "sft/loss_first" in r:
+        print("sft loss", round(r["sft/loss_first"], 3), "->", round(r["sft/loss_last"], 3), "in", round(r["timing/sft_s"], 1), "s")
 PY
 fi
 tail -c 1200 "$R/train.log" 2>/dev/null
-tar czf "$OUT/res.tgz" -C "$R" --exclude='run/checkpoints' --exclude='run/rollouts' --exclude='run/val_rollouts' . 2>/dev/null
+tar czf "$OUT/res.tgz" -C "$R" --exclude='run/checkpoints' --exclude='run/sft' --exclude='run/rollouts' --exclude='run/val_rollouts' . 2>/dev/null
 # the trajectories of the first and the newest training step
 D=$R/run/rollouts
 if [ -d "$D" ]; then

@@ -1,5 +1,6 @@
 """End to end under Ray: 2 gloo ranks, the tiny model, the generated KG task with the kg_query tool
-(KG server autostarted). Run 2 steps with checkpoints, stop, start again with a larger step budget:
+(KG server autostarted), with a 2-step supervised warm-start on generated demonstrations (sharded over both
+ranks). Run 2 steps with checkpoints, stop, start again with a larger step budget:
 the run resumes at the saved data position with the saved parameters, then trains on."""
 import json
 import os
@@ -28,7 +29,8 @@ def _cfg(tiny_model_path, tmp_path, steps):
                     "rollout.multi_turn.max_new_tokens_per_turn=12", "rollout.multi_turn.max_assistant_turns=2",
                     "actor.optim.lr=1e-3", f"trainer.total_training_steps={steps}", "trainer.save_freq=1",
                     "trainer.test_freq=2", "trainer.max_ckpt_to_keep=2", "rollout.progress_bar=false",
-                    "logger.backends=[jsonl]", f"trainer.output_dir={tmp_path}/out"], check_paths=False)
+                    "logger.backends=[jsonl]", f"trainer.output_dir={tmp_path}/out",
+                    "sft.steps=2", "sft.batch_size=3", f"sft.files=[{data}/sft.parquet]"], check_paths=False)
 
 
 @pytest.mark.slow
@@ -65,8 +67,12 @@ def test_ray_two_ranks_checkpoint_and_resume(tiny_model_path, tmp_path, ray_loca
     finally:
         tr.close()
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in recs] == [0, 1, 2, 3]
-    assert "val/kg_synth/reward" in recs[0] and "val/kg_synth/reward" in recs[2]
+    assert [r["step"] for r in recs] == [0, 0, 1, 2, 3]
+    assert "val/kg_synth/reward" in recs[0] and "sft/val/kg_synth/reward" in recs[1]
+    assert "val/kg_synth/reward" in recs[3]
+    assert len((out / "sft_metrics.jsonl").read_text().splitlines()) == 2
+    assert (out / "sft" / "global_step_2" / "hf" / "model.safetensors").exists()
+    recs = recs[1:]
     for key in ("actor/pg_loss", "actor/kl_loss", "actor/entropy", "actor/grad_norm", "reward/mean",
                 "timing/rollout_s", "timing/update_s", "timing/sync_s", "perf/tokens_per_s", "mismatch/kl_k3"):
         assert key in recs[3], key

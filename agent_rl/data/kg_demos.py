@@ -1,0 +1,125 @@
+"""Gold demonstrations of KG rows: the look-ups that answer a question, as chat messages (for `sft.*`).
+
+A demonstration follows the row's gold query (`extra_info.query`, branches of `out:rel` / `in:rel` steps,
+as in `kg_traverse`) through the KG store, one `kg_query` call per assistant turn, the way the prompt's
+worked example does:
+
+    for each branch, for each step:
+        get_relations_{dir}(first entity of the frontier)            (the relation list the model reads)
+        get_entities_{dir}(entity, relation) for every frontier entity
+    <answer>gold 1 | gold 2</answer>
+
+Observations are the KG index's own result texts (what the KG server returns). A row whose demonstration
+needs more than `max_turns` assistant turns, whose look-ups fail, or whose traversal does not end at the
+gold answers gets no demonstration (counted in the summary).
+
+File format (TRL / verl multi-turn SFT): one row per demonstration, `messages` = the row's prompt
+messages followed by assistant / tool messages, plus `data_source` and `extra_info.sample_id`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from agent_rl.data.kg_traverse import parse_step
+from agent_rl.data.prompts import ANSWER_SEPARATOR
+
+KG_TOOL = "kg_query"
+DEFAULT_MAX_TURNS = 7
+DEMOS_FILENAME = "sft.parquet"  # next to train.parquet in a generated KG data folder
+
+
+def call_text(action: str, entity: str, relation: Optional[str] = None) -> str:
+    """An assistant turn with one kg_query call, in the prompt's Hermes format."""
+    args: Dict[str, str] = {"action": action, "entity": entity}
+    if relation is not None:
+        args["relation"] = relation
+    return "<tool_call>\n" + json.dumps({"name": KG_TOOL, "arguments": args}) + "\n</tool_call>"
+
+
+def answer_text(answers: Sequence[str]) -> str:
+    return f"<answer>{ANSWER_SEPARATOR.join(answers)}</answer>"
+
+
+def kg_demonstration(row: Dict[str, Any], index, max_turns: int = DEFAULT_MAX_TURNS) -> Tuple[Optional[List[Dict[str, Any]]], str]:
+    """(messages after the prompt, "") or (None, why not). `index` is a `tools.kg_index.KGIndex`."""
+    extra = row.get("extra_info") or {}
+    sid, query = extra.get("sample_id"), extra.get("query")
+    gold = list((row.get("reward_model") or {}).get("ground_truth") or [])
+    if not sid or not query or not gold:
+        return None, "no_query"
+    topics = {b["topic"] for b in query}
+    msgs: List[Dict[str, Any]] = []
+
+    def look_up(action: str, entity: str, relation: Optional[str] = None):
+        res = index.query(sid, action, entity, relation)
+        msgs.append({"role": "assistant", "content": call_text(action, entity, relation)})
+        msgs.append({"role": "tool", "name": KG_TOOL, "content": res.result})
+        return res
+
+    result = None
+    for branch in query:
+        frontier = [branch["topic"]]
+        for step in branch["path"]:
+            direction, relation = parse_step(step)
+            res = look_up(f"get_relations_{direction}", frontier[0])
+            if not res.success or relation not in res.data:
+                return None, "lookup_failed"
+            nxt: List[str] = []
+            for entity in frontier:
+                res = look_up(f"get_entities_{direction}", entity, relation)
+                if not res.success:
+                    return None, "lookup_failed"
+                nxt += [e for e in res.data if e not in topics and e not in nxt]
+            frontier = nxt
+            if len(msgs) // 2 + 1 > max_turns:
+                return None, "too_long"
+        result = set(frontier) if result is None else result & set(frontier)
+    answers = sorted(result or ())
+    if answers != sorted(gold):
+        return None, "answer_mismatch"
+    msgs.append({"role": "assistant", "content": answer_text(answers)})
+    return msgs, ""
+
+
+def build_kg_demos(rows: Sequence[Dict[str, Any]], index, max_turns: int = DEFAULT_MAX_TURNS
+                   ) -> Tuple[List[Dict[str, Any]], Dict[str, int]]:
+    """Demonstration rows of `rows` and a count of the rows without one, by reason."""
+    demos: List[Dict[str, Any]] = []
+    skipped: Dict[str, int] = {}
+    for row in rows:
+        msgs, why = kg_demonstration(row, index, max_turns)
+        if msgs is None:
+            skipped[why] = skipped.get(why, 0) + 1
+            continue
+        demos.append({"messages": [dict(m) for m in row["prompt"]] + msgs, "data_source": row.get("data_source", ""),
+                      "extra_info": {"sample_id": str(row["extra_info"]["sample_id"]), "turns": len(msgs) // 2 + 1}})
+    return demos, skipped
+
+
+def write_kg_demos(data_dir: str, out: Optional[str] = None, max_turns: int = DEFAULT_MAX_TURNS,
+                   split: str = "train") -> Dict[str, Any]:
+    """Demonstrations of `<data_dir>/<split>.parquet` (store `<data_dir>/kg_store.json`) -> `out`
+    (default `<data_dir>/sft.parquet`). Returns {file, demos, rows, skipped}."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from agent_rl.data.kg_store import DEFAULT_FILENAME
+    from agent_rl.data.loader import load_rows
+    from tools.kg_index import KGIndex
+
+    if max_turns < 3:
+        raise ValueError(f"max_turns={max_turns}: a demonstration needs at least 3 turns (relations, entities, answer)")
+    rows = load_rows(os.path.join(data_dir, f"{split}.parquet"))
+    index = KGIndex.from_path(os.path.join(data_dir, DEFAULT_FILENAME))
+    demos, skipped = build_kg_demos(rows, index, max_turns)
+    if not demos:
+        raise ValueError(f"{data_dir}: no {split} row has a demonstration within {max_turns} turns ({skipped})")
+    out = out or os.path.join(data_dir, DEMOS_FILENAME)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.tmp"
+    pq.write_table(pa.Table.from_pylist(demos), tmp, compression="zstd", row_group_size=len(demos),
+                   write_statistics=False)
+    os.replace(tmp, out)
+    return {"file": out, "demos": len(demos), "rows": len(rows), "skipped": dict(sorted(skipped.items()))}
