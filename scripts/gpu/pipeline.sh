@@ -12,6 +12,8 @@
 set -u
 export AGENT_RL_CACHE=/tmp/arl-cache PYTHONUNBUFFERED=1 WANDB_MODE=offline PYTHON=python3
 R=/tmp/res; mkdir -p "$R"
+# a fresh run every time: an old run folder would be resumed (trainer.resume=auto), old stages fool poll.sh
+rm -rf "$R/run" "$R/bench" "$R/stages.txt"
 stage() { echo "[$(date +%T)] $*" >> "$R/stages.txt"; }
 stage start
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
