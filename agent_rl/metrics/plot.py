@@ -1,7 +1,7 @@
 """Training-curve PNG from a metrics JSONL (matplotlib, Agg backend: no display needed).
 
 `plot_metrics(jsonl, png, keys=None)`: one panel per curve group; with `keys=None` the default panels
-(rewards incl. validation, KL loss, policy loss, entropy, response length, tool-call rate, KG query
+(rewards incl. validation and the post-warm-start validation, validation components, KL loss, policy loss, entropy, response length, tool-call rate, KG query
 success, timing) are drawn for whichever of their metrics are present.
 """
 from __future__ import annotations
@@ -14,7 +14,9 @@ from agent_rl.metrics.jsonl import read_jsonl
 
 # (panel title, metric patterns). Patterns are fnmatch globs over metric names.
 DEFAULT_PANELS: List[Tuple[str, List[str]]] = [
-    ("reward", ["reward/mean", "val/*/reward"]),
+    ("reward", ["reward/mean", "val/*/reward", "sft/val/*/reward"]),
+    ("validation", ["val/*/f1", "val/*/format", "val/*/validity", "val/*/retrieval", "val/*/tool_call_rate",
+                    "val/*/kg_query_success_rate"]),
     ("KL loss", ["actor/kl_loss"]),
     ("policy loss", ["actor/pg_loss"]),
     ("entropy", ["actor/entropy"]),

@@ -188,15 +188,17 @@ class Trainer:
     def fit(self) -> Dict[str, float]:
         cfg = self.cfg
         last: Dict[str, float] = {}
+        m: Dict[str, float] = {}  # step 0: one record (a later record of a step replaces an earlier one)
         if cfg.trainer.val_before_train and self.step == 0 and self.val_rows:
             t0 = time.perf_counter()
             m = self.validate()
             m["timing/val_s"] = time.perf_counter() - t0
-            self.tracker.log(m, step=0)
         if cfg.sft.steps > 0 and self.step == 0:
             from agent_rl.orchestration.warm_start import warm_start
 
-            self.tracker.log(warm_start(self), step=0)
+            m.update(warm_start(self))
+        if m:
+            self.tracker.log(m, step=0)
         while not self.done():
             last = self.train_step()
         return last
