@@ -131,7 +131,8 @@ class Trainer:
         cfg = self.cfg
         self.tokenizer = load_tokenizer(cfg, cfg.model.path)
         self.pad_id = self.tokenizer.pad_token_id
-        renderer = build_renderer(cfg, self.tokenizer, build_tool_runtime(cfg, self.tokenizer))
+        self.tool_runtime = build_tool_runtime(cfg, self.tokenizer)
+        self.renderer = build_renderer(cfg, self.tokenizer, self.tool_runtime)
         try:
             train_rows = load_rows(cfg.data.train_files)
             val_rows = load_rows(cfg.data.val_files) if cfg.data.val_files else []
@@ -140,7 +141,7 @@ class Trainer:
         if len(train_rows) < cfg.data.train_batch_size:
             raise ConfigError(f"data.train_batch_size: {cfg.data.train_batch_size} is more than the "
                               f"{len(train_rows)} training rows")
-        self.prompt_filter = PromptFilter(renderer, cfg.data.max_prompt_length, self.echo)
+        self.prompt_filter = PromptFilter(self.renderer, cfg.data.max_prompt_length, self.echo)
         limit = cfg.data.max_val_samples if cfg.data.max_val_samples >= 0 else len(val_rows)
         self.val_rows = []
         for row in val_rows:

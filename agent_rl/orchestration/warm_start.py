@@ -49,7 +49,6 @@ def load_demo_chats(files: List[str]) -> List[List[Dict[str, Any]]]:
 
 
 def warm_start(trainer) -> Dict[str, float]:
-    from agent_rl.orchestration.components import build_renderer, build_tool_runtime
     from agent_rl.training.sft import DemoError, DemoSet
 
     cfg, echo = trainer.cfg, trainer.echo
@@ -60,11 +59,10 @@ def warm_start(trainer) -> Dict[str, float]:
         echo(f"warm-start: loading {done} (finished earlier)")
         trainer.group.call("load_sft", done)
     else:
-        runtime = build_tool_runtime(cfg, trainer.tokenizer)
-        renderer = build_renderer(cfg, trainer.tokenizer, runtime)
+        runtime = trainer.tool_runtime
         truncate = runtime.truncate if runtime is not None else None
         try:
-            demos, dropped = DemoSet.from_messages(load_demo_chats(cfg.sft.files), renderer, cfg.sft.max_length,
+            demos, dropped = DemoSet.from_messages(load_demo_chats(cfg.sft.files), trainer.renderer, cfg.sft.max_length,
                                                    truncate, seed=cfg.trainer.seed)
         except DemoError as e:
             raise ConfigError(f"sft.files: {e}") from None

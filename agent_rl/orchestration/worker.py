@@ -110,12 +110,16 @@ class TrainWorker:
         return res.trajectories, res.metrics
 
     # ------------------------------------------------------------------ training
+    def _release_engine(self) -> None:
+        """Hybrid engine: the engine hands its memory to the actor (`rollout.free_cache_engine`) until the next sync."""
+        if self.cfg.rollout.free_cache_engine and not self.engine_released:
+            self._run(self.engine.release_memory())
+            self.engine_released = True
+
     def train(self, shard: Dict[str, Any], step: int) -> Dict[str, float]:
         """Old and reference log-probs, then the actor update, on this rank's shard."""
         cfg = self.cfg
-        if cfg.rollout.free_cache_engine and not self.engine_released:
-            self._run(self.engine.release_memory())
-            self.engine_released = True
+        self._release_engine()
         if self.device_kind == "cuda":
             torch.cuda.reset_peak_memory_stats()
         batch = {k: v for k, v in shard.items() if isinstance(v, torch.Tensor)}
@@ -170,9 +174,7 @@ class TrainWorker:
     def sft_step(self, shard: Dict[str, Any]) -> Dict[str, float]:
         from agent_rl.training.sft import sft_step
 
-        if self.cfg.rollout.free_cache_engine and not self.engine_released:
-            self._run(self.engine.release_memory())
-            self.engine_released = True
+        self._release_engine()
         batch = {k: v for k, v in shard.items() if isinstance(v, torch.Tensor)}
         opt, sched = self._sft
         return sft_step(self.actor.policy, opt, sched, batch, self.cfg.actor.ppo_max_token_len_per_gpu,

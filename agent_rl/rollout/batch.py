@@ -17,7 +17,7 @@ Right-padded to the longest row; position t of every [B, L] tensor describes tok
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 
@@ -41,16 +41,34 @@ def response_turn_index(traj: Trajectory) -> List[int]:
     return out
 
 
+def pad_sequences(sequences: Sequence[Tuple[Sequence[int], Sequence[int]]], pad_token_id: int) -> Dict[str, torch.Tensor]:
+    """(ids, loss mask) pairs -> right-padded input_ids / attention_mask / position_ids / loss_mask [B, L]."""
+    B, L = len(sequences), max(len(ids) for ids, _ in sequences)
+    out = {"input_ids": torch.full((B, L), int(pad_token_id), dtype=torch.long),
+           "attention_mask": torch.zeros((B, L), dtype=torch.long),
+           "position_ids": torch.zeros((B, L), dtype=torch.long),
+           "loss_mask": torch.zeros((B, L), dtype=torch.long)}
+    for b, (ids, mask) in enumerate(sequences):
+        n = len(ids)
+        if n:
+            out["input_ids"][b, :n] = torch.tensor(list(ids), dtype=torch.long)
+            out["attention_mask"][b, :n] = 1
+            out["position_ids"][b, :n] = torch.arange(n)
+            out["loss_mask"][b, :n] = torch.tensor(list(mask), dtype=torch.long)
+    return out
+
+
 def build_batch(trajectories: Sequence[Trajectory], pad_token_id: int) -> Dict[str, object]:
     if not trajectories:
         raise ValueError("build_batch needs at least one trajectory")
-    B = len(trajectories)
-    L = max(len(t.prompt_ids) + len(t.response_ids) for t in trajectories)
+    for t in trajectories:
+        if not (len(t.response_ids) == len(t.loss_mask) == len(t.rollout_logprobs)):
+            raise ValueError(f"trajectory {t.id}: response_ids / loss_mask / rollout_logprobs lengths differ")
+    padded = pad_sequences([(list(t.prompt_ids) + list(t.response_ids), [0] * len(t.prompt_ids) + list(t.loss_mask))
+                            for t in trajectories], pad_token_id)
+    loss_mask = padded["loss_mask"]
+    B, L = loss_mask.shape
     T = max(1, max(len(t.turn_rewards) for t in trajectories))
-    input_ids = torch.full((B, L), int(pad_token_id), dtype=torch.long)
-    attention_mask = torch.zeros((B, L), dtype=torch.long)
-    position_ids = torch.zeros((B, L), dtype=torch.long)
-    loss_mask = torch.zeros((B, L), dtype=torch.long)
     rollout_logprobs = torch.zeros((B, L), dtype=torch.float32)
     turn_index = torch.full((B, L), -1, dtype=torch.long)
     rewards = torch.zeros(B, dtype=torch.float32)
@@ -58,15 +76,9 @@ def build_batch(trajectories: Sequence[Trajectory], pad_token_id: int) -> Dict[s
     group_index = torch.zeros(B, dtype=torch.long)
     groups: Dict[str, int] = {}
     for b, t in enumerate(trajectories):
-        if not (len(t.response_ids) == len(t.loss_mask) == len(t.rollout_logprobs)):
-            raise ValueError(f"trajectory {t.id}: response_ids / loss_mask / rollout_logprobs lengths differ")
         P, R = len(t.prompt_ids), len(t.response_ids)
         n = P + R
-        input_ids[b, :n] = torch.tensor(list(t.prompt_ids) + list(t.response_ids), dtype=torch.long)
-        attention_mask[b, :n] = 1
-        position_ids[b, :n] = torch.arange(n)
         if R:
-            loss_mask[b, P:n] = torch.tensor(t.loss_mask, dtype=torch.long)
             rollout_logprobs[b, P:n] = torch.tensor(t.rollout_logprobs, dtype=torch.float32)
             turns = torch.tensor(response_turn_index(t), dtype=torch.long)
             turn_index[b, P:n] = torch.where(loss_mask[b, P:n] == 1, turns, torch.full_like(turns, -1))
@@ -74,7 +86,6 @@ def build_batch(trajectories: Sequence[Trajectory], pad_token_id: int) -> Dict[s
         if t.turn_rewards:
             turn_rewards[b, :len(t.turn_rewards)] = torch.tensor(t.turn_rewards, dtype=torch.float32)
         group_index[b] = groups.setdefault(t.uid, len(groups))
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
-            "loss_mask": loss_mask, "rollout_logprobs": rollout_logprobs, "turn_index": turn_index,
+    return {**padded, "rollout_logprobs": rollout_logprobs, "turn_index": turn_index,
             "rewards": rewards, "turn_rewards": turn_rewards, "group_index": group_index,
             "uids": [t.uid for t in trajectories]}

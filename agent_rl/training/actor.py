@@ -24,7 +24,8 @@ from agent_rl.training.optim import build_optimizer, build_scheduler
 from agent_rl.training.policy import PolicyModel, select_rows
 
 
-def _grad_norm_value(norm) -> float:
+def grad_norm_value(norm) -> float:
+    """A clip_grad_norm_ result as a float (a DTensor under FSDP2 is gathered first)."""
     if hasattr(norm, "full_tensor"):
         norm = norm.full_tensor()
     return float(norm)
@@ -182,7 +183,7 @@ class Actor:
                     (loss * ws).backward()
                     n_micro += 1
                 D.reshard_all(self.model)
-                norm = _grad_norm_value(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip))
+                norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip))
                 if math.isfinite(norm):
                     self.optimizer.step()
                 else:

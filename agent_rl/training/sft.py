@@ -15,13 +15,15 @@ The loss is the token-mean negative log-likelihood of the loss-1 tokens over all
 from __future__ import annotations
 
 import math
-import random
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from agent_rl.algorithms.aggregate import aggregate
+from agent_rl.data.loader import PromptLoader
+from agent_rl.rollout.batch import pad_sequences
 from agent_rl.training import dist as D
+from agent_rl.training.actor import grad_norm_value
 from agent_rl.training.microbatch import plan_micro_batches
 from agent_rl.training.policy import PolicyModel, select_rows
 
@@ -76,15 +78,19 @@ def encode_demo(renderer, messages: Sequence[Dict[str, Any]], truncate: Optional
 
 
 class DemoSet:
-    """Encoded demonstrations and a seeded, epoch-wise shuffled batch order."""
+    """Encoded demonstrations drawn in a seeded, epoch-wise shuffled order (the trainer's `PromptLoader`,
+    one demonstration per draw, so a batch may span two passes)."""
 
     def __init__(self, examples: List[Tuple[List[int], List[int]]], seed: int = 0):
         if not examples:
             raise ValueError("no demonstrations")
         self.examples = examples
-        self.rng = random.Random(seed)
-        self.order: List[int] = []
-        self.epochs = 0
+        self.loader = PromptLoader(examples, batch_size=1, shuffle=True, seed=seed)
+
+    @property
+    def epochs(self) -> int:
+        """Passes started so far."""
+        return self.loader.epoch + (1 if self.loader.position else 0)
 
     @classmethod
     def from_messages(cls, chats: Sequence[Sequence[Dict[str, Any]]], renderer, max_length: int,
@@ -108,30 +114,8 @@ class DemoSet:
         return len(self.examples)
 
     def next_batch(self, batch_size: int, pad_id: int) -> Dict[str, torch.Tensor]:
-        picked = []
-        while len(picked) < batch_size:
-            if not self.order:
-                self.order = list(range(len(self.examples)))
-                self.rng.shuffle(self.order)
-                self.epochs += 1
-            picked.append(self.examples[self.order.pop()])
-        return collate(picked, pad_id)
-
-
-def collate(examples: Sequence[Tuple[List[int], List[int]]], pad_id: int) -> Dict[str, torch.Tensor]:
-    """Right-padded input_ids / attention_mask / position_ids / loss_mask [B, L]."""
-    B, L = len(examples), max(len(ids) for ids, _ in examples)
-    out = {"input_ids": torch.full((B, L), int(pad_id), dtype=torch.long),
-           "attention_mask": torch.zeros((B, L), dtype=torch.long),
-           "position_ids": torch.zeros((B, L), dtype=torch.long),
-           "loss_mask": torch.zeros((B, L), dtype=torch.long)}
-    for b, (ids, mask) in enumerate(examples):
-        n = len(ids)
-        out["input_ids"][b, :n] = torch.tensor(ids)
-        out["attention_mask"][b, :n] = 1
-        out["position_ids"][b, :n] = torch.arange(n)
-        out["loss_mask"][b, :n] = torch.tensor(mask)
-    return out
+        """`batch_size` demonstrations, right-padded (`rollout.batch.pad_sequences`)."""
+        return pad_sequences([next(self.loader)[0] for _ in range(batch_size)], pad_id)
 
 
 def sft_step(policy: PolicyModel, optimizer: torch.optim.Optimizer, scheduler, batch: Dict[str, torch.Tensor],
@@ -157,8 +141,7 @@ def sft_step(policy: PolicyModel, optimizer: torch.optim.Optimizer, scheduler, b
             nll += float(loss.item())
         (loss * ws).backward()
     D.reshard_all(model)
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
     if math.isfinite(norm):
         optimizer.step()
     scheduler.step()

@@ -5,7 +5,8 @@ import torch
 
 from agent_rl.rollout.chat import ChatRenderer
 from agent_rl.training.policy import PolicyModel
-from agent_rl.training.sft import DemoError, DemoSet, collate, encode_demo, sft_step
+from agent_rl.rollout.batch import pad_sequences
+from agent_rl.training.sft import DemoError, DemoSet, encode_demo, sft_step
 from agent_rl.training.optim import build_optimizer, build_scheduler
 from agent_rl.config.schema import OptimConfig
 
@@ -92,7 +93,7 @@ def test_sft_step_lowers_the_demonstration_loss(tiny_model_path, renderer):
     ocfg = OptimConfig(lr=1e-2, weight_decay=0.0)
     opt = build_optimizer(policy.parameters(), ocfg)
     sched = build_scheduler(opt, ocfg, 20)
-    batch = collate([encode_demo(renderer, CHAT)] * 2, pad_id=0)
+    batch = pad_sequences([encode_demo(renderer, CHAT)] * 2, 0)
     before = [p.detach().clone() for p in policy.parameters()]
     losses = [sft_step(policy, opt, sched, batch, max_token_len=4096, grad_clip=1.0)["sft/loss"] for _ in range(25)]
     assert losses[-1] < 0.3 * losses[0], losses
