@@ -1,41 +1,19 @@
-"""`calc_gsm8k_reward`: the model submits its final answer; the tool scores it (after verl's Gsm8kTool).
+"""`calc_gsm8k_reward`: the model submits its final answer (after verl's Gsm8kTool, minus the oracle).
 
 create_kwargs: `ground_truth` (str or number, e.g. "1,234" or 72).
-execute: `{"answer": "..."}` -> "Current parsed answer=<number> result=<1.0|0.0>", step reward
-0.0 when the answer scores better than the previous one, else `penalty` (verl: -0.05).
-calc_reward: 1.0 when the last submitted answer equals the ground truth, else 0.0.
+execute: `{"answer": "..."}` -> "Answer recorded (parsed: <number>).", the same text whether the answer
+is right or wrong: the reply never reveals the reward (verl's replies `reward=1.0 / 0.0`, which turns the
+tool into an oracle to guess against). Step reward 0.0 for the first submission, `penalty` (<= 0, default
+-0.05) for every later one, whatever its correctness; the arithmetic reward adds these step rewards to the
+trajectory's score, so each extra submission costs and guessing never pays (docs/rewards.md).
+calc_reward: 1.0 when the last submitted answer equals the ground truth, else 0.0 (logged, not scored).
 """
 from __future__ import annotations
 
-import math
-import re
 from typing import Any, Dict, Optional, Tuple
 
+from agent_rl.rewards.text import numbers_match, parse_number
 from agent_rl.tool_runtime.base import BaseTool, ToolResponse
-
-_NUMBER = re.compile(r"-?\$?\s*(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
-
-
-def parse_number(text: Any) -> Optional[float]:
-    """The last number in `text` ("#### 1,234.5", "$72", "-3", "answer is 0.5") -> float, or None.
-    Commas between digits and a leading $ are ignored."""
-    if isinstance(text, bool) or text is None:
-        return None
-    if isinstance(text, (int, float)):
-        return float(text) if math.isfinite(text) else None
-    matches = _NUMBER.findall(str(text))
-    if not matches:
-        return None
-    raw = matches[-1].replace(",", "").replace("$", "").replace(" ", "")
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def same_number(a: Optional[float], b: Optional[float]) -> bool:
-    return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
 
 
 def format_number(x: Optional[float]) -> str:
@@ -45,11 +23,13 @@ def format_number(x: Optional[float]) -> str:
 
 
 class Gsm8kRewardTool(BaseTool):
-    """State per instance: ground truth, last answer and its score."""
+    """State per instance: ground truth, last parsed answer, number of submissions."""
 
     def __init__(self, config: Dict[str, Any], tool_schema: Dict[str, Any]):
         super().__init__(config, tool_schema)
         self.penalty = float(self.config.get("penalty", -0.05))
+        if not self.penalty <= 0:
+            raise ValueError(f"penalty must be <= 0 (a cost per extra submission), got {self.penalty}")
         self._state: Dict[str, Dict[str, Any]] = {}
 
     async def create(self, instance_id: str, ground_truth: Any = None, **kwargs) -> None:
@@ -58,7 +38,7 @@ class Gsm8kRewardTool(BaseTool):
         truth = parse_number(ground_truth)
         if truth is None:
             raise ValueError(f"ground_truth {ground_truth!r} is not a number")
-        self._state[instance_id] = {"ground_truth": truth, "answer": None, "reward": 0.0}
+        self._state[instance_id] = {"ground_truth": truth, "answer": None, "submissions": 0}
 
     async def execute(self, instance_id: str, arguments: Dict[str, Any], **kwargs) -> Tuple[ToolResponse, float, Dict[str, Any]]:
         state = self._state.get(instance_id)
@@ -66,15 +46,16 @@ class Gsm8kRewardTool(BaseTool):
             raise KeyError(f"no instance {instance_id!r} (create was not called or it was released)")
         answer = arguments.get("answer", "")
         parsed = parse_number(answer if isinstance(answer, (int, float)) else str(answer))
-        reward = 1.0 if same_number(parsed, state["ground_truth"]) else 0.0
-        step_reward = 0.0 if reward > state["reward"] else self.penalty
-        state["answer"], state["reward"] = parsed, reward
-        text = f"Current parsed answer={format_number(parsed)} result={reward}"
-        return ToolResponse(text=text), step_reward, {"parsed": parsed is not None, "correct": reward}
+        step_reward = self.penalty if state["submissions"] else 0.0
+        state["answer"] = parsed
+        state["submissions"] += 1
+        correct = 1.0 if numbers_match(parsed, state["ground_truth"]) else 0.0
+        text = f"Answer recorded (parsed: {format_number(parsed)})."
+        return ToolResponse(text=text), step_reward, {"parsed": parsed is not None, "correct": correct}
 
     async def calc_reward(self, instance_id: str, **kwargs) -> float:
         state = self._state.get(instance_id)
-        return float(state["reward"]) if state else 0.0
+        return 1.0 if state and numbers_match(state["answer"], state["ground_truth"]) else 0.0
 
     async def release(self, instance_id: str, **kwargs) -> None:
         self._state.pop(instance_id, None)

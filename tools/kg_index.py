@@ -111,6 +111,9 @@ class KGIndex:
         if needs_relation and (not isinstance(relation, str) or not relation.strip()):
             return KGResult(False, KG_FORMAT_ERROR, f"{act} needs a relation (get its relations first with "
                             f"{'get_relations_out' if act.endswith('out') else 'get_relations_in'}).")
+        if not needs_relation and relation is not None:
+            return KGResult(False, KG_FORMAT_ERROR, f"{act} takes no relation: it lists the relations of an entity "
+                            f"(use {'get_entities_out' if act.endswith('out') else 'get_entities_in'} to follow one).")
         sample = self._samples.get(str(sample_id)) if isinstance(sample_id, (str, int)) and not isinstance(sample_id, bool) else None
         if sample is None:
             return KGResult(False, KG_SAMPLE_NOT_FOUND, f"Sample {sample_id!r} is not in the knowledge graph store.")

@@ -6,9 +6,12 @@ create_kwargs: sample_id (required), dataset (optional, informational).
 config: server_url (else env AGENT_RL_KG_SERVER_URL, else http://127.0.0.1:8001), request_timeout_s (10),
 connect_retries (2), connect_backoff_s (0.2), max_connections (256).
 
-Returns the server's text; metrics: success, error_type, repeated (the same action / entity /
-relation was already asked in this trajectory). A server that cannot be reached after the retries
-gives an `Error: ...` observation with error_type KG_SERVER_ERROR (the call itself does not fail).
+Returns the server's text; metrics: success, error_type, lookup (the canonical look-up,
+"action|entity|relation" with names lower-cased, aliases resolved), repeated (that look-up was already
+asked in this trajectory) and, for a successful get_entities_*, entities (the names the text lists), which
+the KG reward reads instead of parsing the text. An argument other than action / entity / relation is a
+KG_FORMAT_ERROR without asking the server. A server that cannot be reached after the retries gives an
+`Error: ...` observation with error_type KG_SERVER_ERROR (the call itself does not fail).
 """
 from __future__ import annotations
 
@@ -21,11 +24,12 @@ import aiohttp
 
 from agent_rl.tool_runtime.base import BaseTool, ToolResponse
 from tools.http_session import close_shared_session, shared_session
-from tools.kg_index import KG_SERVER_ERROR, canonical_action
+from tools.kg_index import KG_FORMAT_ERROR, KG_SERVER_ERROR, MAX_LISTED, canonical_action
 
 ENV_URL = "AGENT_RL_KG_SERVER_URL"
 DEFAULT_URL = "http://127.0.0.1:8001"
 SESSION_KEY = "kg_query"
+ARGUMENTS = ("action", "entity", "relation")
 
 
 class BadReply(ValueError):
@@ -85,22 +89,29 @@ class KGQueryTool(BaseTool):
             raise KeyError(f"no instance {instance_id!r} (create was not called or it was released)")
         action, entity, relation = arguments.get("action"), arguments.get("entity"), arguments.get("relation")
         act = canonical_action(action) or str(action)
-        key = (act, entity, relation if act.startswith("get_entities") else None)
-        repeated = key in state["seen"]
-        state["seen"].add(key)
+        lookup = "|".join("" if x is None else str(x).strip().lower() for x in (act, entity, relation))
+        repeated = lookup in state["seen"]
+        state["seen"].add(lookup)
+        base = {"lookup": lookup, "repeated": repeated}
+        unexpected = sorted(set(arguments) - set(ARGUMENTS))
+        if unexpected:
+            return (ToolResponse(text=f"Unexpected argument(s) {', '.join(unexpected)}: kg_query takes "
+                                 f"{', '.join(ARGUMENTS)}."), 0.0, {"success": False, "error_type": KG_FORMAT_ERROR, **base})
         payload = {"sample_id": state["sample_id"], "action": action, "entity": entity}
         if relation is not None:
             payload["relation"] = relation
         if state["dataset"] is not None:
             payload["dataset"] = state["dataset"]
-        failed = {"success": False, "error_type": KG_SERVER_ERROR, "repeated": repeated}
+        failed = {"success": False, "error_type": KG_SERVER_ERROR, **base}
         try:
             reply = await self._post(payload)
         except BadReply as e:
             return ToolResponse(text=f"Error: the knowledge graph server at {self.server_url} gave an unexpected reply ({e})."), 0.0, failed
         except (ConnectionError, aiohttp.ClientError) as e:
             return ToolResponse(text=f"Error: the knowledge graph server at {self.server_url} could not be reached ({e})."), 0.0, failed
-        metrics = {"success": bool(reply.get("success")), "error_type": str(reply.get("error_type")), "repeated": repeated}
+        metrics = {"success": bool(reply.get("success")), "error_type": str(reply.get("error_type")), **base}
+        if metrics["success"] and act.startswith("get_entities") and isinstance(reply.get("data"), list):
+            metrics["entities"] = [str(e) for e in reply["data"][:MAX_LISTED]]
         return ToolResponse(text=str(reply.get("result", ""))), 0.0, metrics
 
     async def release(self, instance_id: str, **kwargs) -> None:

@@ -6,8 +6,10 @@
     GET  /actions    -> {actions, aliases, error_types}
 
 Look-up outcomes (entity not found, ...) are answered with HTTP 200 and their error type. A body
-that is not JSON, a request of the wrong shape or types, an empty or too large batch is a 400, an
-oversize body a 413, always with the same JSON fields and error_type KG_FORMAT_ERROR.
+that is not UTF-8 JSON (or nests deeper than MAX_DEPTH, checked before decoding, which recurses once
+per level), a request of the wrong shape or types, a name that is not valid Unicode (a lone surrogate
+escape), an empty or too large batch is a 400, an oversize body a 413, always with the same JSON
+fields and error_type KG_FORMAT_ERROR.
 
 Start it with `agent-rl kg-server --store PATH`, in-process with `await start_kg_server(...)`, or in a
 background thread with `start_kg_server_thread(...)` (what the trainer's autostart uses).
@@ -17,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
+from itertools import accumulate
 from typing import Any, Dict, Optional, Tuple, Union
 
 from aiohttp import web
@@ -30,6 +34,12 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
 MAX_BODY_BYTES = 1 << 20
 MAX_BATCH = 1024
+MAX_DEPTH = 8             # a request nests 2 deep (a batch of objects)
+# A JSON string literal, or an unterminated one up to the end: every match succeeds without backtracking,
+# so removing them is linear in the body.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_NESTING = {"[": 1, "{": 1, "]": -1, "}": -1}
 INDEX_KEY = web.AppKey("kg_index", KGIndex)
 LIMITS_KEY = web.AppKey("kg_limits", dict)
 
@@ -40,6 +50,20 @@ def _json(payload: Any, status: int = 200) -> web.Response:
 
 def _format_error(message: str, status: int = 400) -> web.Response:
     return _json(KGResult(False, KG_FORMAT_ERROR, message).to_json(), status)
+
+
+def _too_deep(text: str) -> bool:
+    """Brackets outside string literals nest deeper than MAX_DEPTH (linear, no recursion)."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(accumulate(map(_NESTING.__getitem__, brackets)), default=0) > MAX_DEPTH
+
+
+def _valid_unicode(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_item(item: Any, where: str) -> Optional[str]:
@@ -57,6 +81,9 @@ def _check_item(item: Any, where: str) -> Optional[str]:
     rel = item.get("relation")
     if rel is not None and not isinstance(rel, str):
         return f"{where}.relation must be a string or null, got {type(rel).__name__}"
+    for key in ("sample_id", "action", "entity", "relation"):
+        if isinstance(item.get(key), str) and not _valid_unicode(item[key]):
+            return f"{where}.{key} is not valid Unicode (a lone surrogate escape)"
     return None
 
 
@@ -75,8 +102,11 @@ async def _retrieve(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         return _format_error(f"request body larger than {limits['max_body_bytes']} bytes", 413)
     try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        text = body.decode("utf-8-sig")  # a leading BOM is ignored
+        if _too_deep(text):
+            return _format_error(f"request body nests deeper than {MAX_DEPTH} levels")
+        payload = json.loads(text)
+    except ValueError as e:  # bad UTF-8, bad JSON, a number too long to convert
         return _format_error(f"request body is not valid JSON: {e}")
     index = request.app[INDEX_KEY]
     if isinstance(payload, list):

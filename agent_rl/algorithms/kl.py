@@ -4,8 +4,10 @@
 - `k1` / `kl`: logp - ref_logp (unbiased, high variance, can be negative)
 - `abs`: |logp - ref_logp|
 - `mse` / `k2`: 0.5 (logp - ref_logp)^2
-- `low_var_kl` / `k3`: exp(ref - logp) - (ref - logp) - 1, clamped to [-10, 10] (>= 0, low variance)
-- `low_var_kl+` / `k3+`: value of k3, gradient of k1 (straight-through; k3's gradient is biased)
+- `low_var_kl` / `k3`: exp(ref - logp) - (ref - logp) - 1 with `ref - logp` clamped to [-20, 20] before the
+  exp and the value clamped to [-10, 10] (>= 0, low variance; finite value and gradient for any input)
+- `low_var_kl+` / `k3+`: value of k3, gradient of k2, i.e. d/dlogp = logp - ref (verl's straight-through
+  `k3+`: pulls toward the reference with a gradient that does not blow up where k3's exp would)
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ KL_KINDS = ("low_var_kl", "k3", "k1", "kl", "abs", "mse", "k2", "low_var_kl+", "
 
 
 def k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    d = ref_logp - logp
+    d = torch.clamp(ref_logp - logp, min=-20.0, max=20.0)
     return torch.clamp(torch.exp(d) - d - 1.0, min=-10.0, max=10.0)
 
 
@@ -29,6 +31,6 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "low_var_
     if kind in ("low_var_kl", "k3"):
         return k3(logp, ref_logp)
     if kind in ("low_var_kl+", "k3+"):
-        k1 = logp - ref_logp
-        return k3(logp, ref_logp).detach() + k1 - k1.detach()
+        k2 = 0.5 * (logp - ref_logp) ** 2
+        return k3(logp, ref_logp).detach() + k2 - k2.detach()
     raise ValueError(f"unknown kl_loss_type {kind!r} ({' | '.join(KL_KINDS)})")

@@ -67,7 +67,7 @@ VERL_KEYS: List[Tuple[str, str, str]] = [
     ("actor_rollout_ref.actor.entropy_coeff", "actor.entropy_coeff", ""),
     ("actor_rollout_ref.actor.use_kl_loss", "actor.use_kl_loss", ""),
     ("actor_rollout_ref.actor.kl_loss_coef", "actor.kl_loss_coef", ""),
-    ("actor_rollout_ref.actor.kl_loss_type", "actor.kl_loss_type", "low_var_kl | k1 | abs | mse | k3+ (same names)"),
+    ("actor_rollout_ref.actor.kl_loss_type", "actor.kl_loss_type", "low_var_kl | k1 | abs | mse | k3+ (same names, same definitions: k3 clamps as verl, k3+ = k3 value with k2 gradient)"),
     ("actor_rollout_ref.actor.fsdp_config.param_offload", "actor.param_offload", ""),
     ("actor_rollout_ref.actor.tis_imp_ratio_cap", "algorithm.tis.cap", "truncated importance sampling is on by default (`algorithm.tis.enable`)"),
     ("actor_rollout_ref.ref.fsdp_config.param_offload", "ref.offload", ""),

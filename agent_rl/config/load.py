@@ -11,6 +11,7 @@ from typing import List, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from agent_rl.algorithms.kl import KL_KINDS
 from agent_rl.config.schema import TrainConfig
 
 
@@ -96,7 +97,7 @@ def _check_values(cfg: TrainConfig) -> None:
     choice("rollout.engine", cfg.rollout.engine, ["auto", "sglang", "hf", "http"])
     choice("rollout.multi_turn.tool_response_truncate_side", cfg.rollout.multi_turn.tool_response_truncate_side, ["head", "middle", "tail"])
     choice("actor.loss_agg_mode", cfg.actor.loss_agg_mode, ["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"])
-    choice("actor.kl_loss_type", cfg.actor.kl_loss_type, ["low_var_kl", "k3", "k1", "kl", "abs", "mse", "k2", "k3+", "low_var_kl+"])
+    choice("actor.kl_loss_type", cfg.actor.kl_loss_type, list(KL_KINDS))
     choice("algorithm.adv_estimator", cfg.algorithm.adv_estimator, ["grpo", "grpo_multi_turn"])
     choice("trainer.device", cfg.trainer.device, ["auto", "cuda", "cpu"])
     choice("reward.kg_answer_metric", cfg.reward.kg_answer_metric, ["f1", "em", "hits1"])

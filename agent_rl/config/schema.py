@@ -81,6 +81,8 @@ class RolloutConfig:
         "attention_backend": "triton", "sampling_backend": "pytorch", "grammar_backend": "none",
     })
     progress_bar: bool = F(True, "show a progress bar while rolling out")
+    drift_checks_per_step: int = F(16, "trajectories per step whose token stream is compared with a full re-render "
+                                   "(rollout/drift_*; costs a full chat-template render + tokenization each; -1 = all)")
     trajectory_dir: Optional[str] = F(None, "where each step's trajectories are written as JSONL (default: <trainer.output_dir>/rollouts)")
 
 
@@ -117,7 +119,7 @@ class ActorConfig:
     entropy_coeff: float = F(0.0, "entropy bonus coefficient")
     use_kl_loss: bool = F(True, "KL loss against the reference model")
     kl_loss_coef: float = F(0.001, "KL loss coefficient")
-    kl_loss_type: str = F("low_var_kl", "low_var_kl (k3, clamped) | k1 | abs | mse (k2) | k3+ (straight-through, unbiased gradient)")
+    kl_loss_type: str = F("low_var_kl", "low_var_kl (k3, clamped) | k1 | abs | mse (k2) | k3+ (k3 value, k2 gradient logp - ref, as verl)")
     param_offload: bool = F(False, "FSDP CPU offload of actor parameters")
     mixed_precision: bool = F(True, "bf16 compute with fp32 master weights (FSDP2 MixedPrecisionPolicy)")
 
@@ -139,7 +141,7 @@ class AlgorithmConfig:
     adv_estimator: str = F("grpo", "grpo | grpo_multi_turn (KG-R1 per-turn rewards added to the outcome advantage)")
     norm_adv_by_std: bool = F(True, "divide by the group std (False = Dr.GRPO)")
     adv_epsilon: float = F(1e-6, "added to the group std")
-    turn_adv_coef: float = F(1.0, "weight of the per-turn advantage (grpo_multi_turn)")
+    turn_adv_coef: float = F(1.0, "weight of the per-turn shaping bonus (grpo_multi_turn), bounded by half the outcome advantage")
     tis: TISConfig = F(None, "rollout/training mismatch correction", factory=TISConfig)
 
 
@@ -147,9 +149,10 @@ class AlgorithmConfig:
 class RewardConfig:
     kg_answer_metric: str = F("f1", "f1 | em | hits1: the answer score of KG QA")
     kg_answer_weight: float = F(1.0, "weight of the answer score")
-    kg_format_weight: float = F(0.1, "weight of the per-turn format score")
-    kg_validity_weight: float = F(0.1, "weight of the per-turn query-validity score")
-    kg_retrieval_weight: float = F(0.2, "weight of retrieval quality: a gold answer seen in an observation (outcome, and on the first turn that sees one)")
+    kg_format_weight: float = F(0.1, "weight of the format score: every turn well-formed and a non-empty answer (per turn: the turn well-formed)")
+    kg_validity_weight: float = F(0.1, "weight of query validity: distinct successful look-ups, up to kg_validity_cap, over the cap")
+    kg_validity_cap: int = F(2, "distinct successful look-ups that earn full validity (2 = one hop: relations, then entities)")
+    kg_retrieval_weight: float = F(0.2, "weight of retrieval: a get_entities_* look-up returned a gold answer (outcome, and on the first turn that did)")
     arith_format_weight: float = F(0.0, "weight of the answer-format score for arithmetic / GSM8K")
 
 

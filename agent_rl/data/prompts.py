@@ -30,7 +30,7 @@ MATH_INSTRUCTIONS = """Solve the problem step by step. Use the calculator tool f
 <tool_call>
 {"name": "calculator", "arguments": {"expression": "12 * 7 + 5"}}
 </tool_call>
-You may check an answer with calc_gsm8k_reward (argument: answer). Give the final number as <answer>n</answer>."""
+You may submit your answer with calc_gsm8k_reward (argument: answer; each extra submission lowers the score). Give the final number as <answer>n</answer>."""
 
 MATH_QUESTION = "Problem: {question}"
 

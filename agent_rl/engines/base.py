@@ -21,6 +21,8 @@ class SamplingParams:
     stop_token_ids: List[int] = field(default_factory=list)
     ignore_eos: bool = False  # benchmarks only
     seed: Optional[int] = None
+    priority: Optional[int] = None  # scheduling hint, lower = served first (the rollout passes the group's launch
+                                    # order); engines without priority scheduling ignore it
 
     @property
     def greedy(self) -> bool:
@@ -30,7 +32,7 @@ class SamplingParams:
 @dataclass
 class GenerateOutput:
     output_ids: List[int]
-    logprobs: List[float]          # one per output id: log p(token | prefix) under the sampling policy's model (temperature 1)
+    logprobs: List[float]          # one per output id: log_softmax(logits / T)[token], the distribution sampled from
     finish_reason: str             # "stop" (EOS / stop token) | "length" | "abort"
     prompt_tokens: int = 0
 

@@ -1,16 +1,20 @@
 """`http` engine: aiohttp client of an external SGLang server (`python -m sglang.launch_server ...`).
 
-Endpoints (sglang 0.5.17 `entrypoints/http_server.py`):
+Endpoints (sglang 0.5.x `entrypoints/http_server.py`):
 
 * `POST /generate` `{input_ids, sampling_params, return_logprob: true, rid}` -> `{output_ids,
   meta_info: {finish_reason: {type, ...}, output_token_logprobs: [[logprob, id, text], ...]}}`
 * `POST /abort_request` `{rid}` (the server matches rids by prefix: we send fixed-length uuids)
-* `POST /update_weights_from_disk` `{model_path, load_format?}` -> `{success, message}`
+* `POST /update_weights_from_disk` `{model_path, load_format?}` -> `{success, message, num_paused_requests}`
+  (HTTP 400 when `success` is false; the server keeps its previous weights then). The server waits for
+  running requests, loads the safetensors of `model_path` from ITS filesystem and flushes its prefix cache
+  itself (`flush_cache` defaults to true), so no `/flush_cache` call follows.
 * `POST /flush_cache`, `POST /release_memory_occupation`, `POST /resume_memory_occupation`
 
-`update_weights(named_tensors)` is not possible over HTTP (the server's tensor endpoint takes
-process-local handles, not tensor bytes): it raises NotImplementedError; save a checkpoint and call
-`update_weights_from_disk(path)` instead. `shutdown()` closes the client; the server keeps running.
+Weight sync goes through disk (`training.weight_sync.sync_weights_from_disk`): the trainer writes an HF folder
+and calls `update_weights_from_disk(path)`. `update_weights(named_tensors)` raises NotImplementedError: the
+server's `/update_weights_from_tensor` takes tensors serialized as process-local handles (CUDA IPC, same host
+and a pickle the server unpickles), not tensor bytes. `shutdown()` closes the client; the server keeps running.
 The log-prob convention is the server's: see `sglang_engine.py` (log_softmax(logits / T) unless the
 server runs with SGLANG_RETURN_ORIGINAL_LOGPROB).
 """
@@ -33,6 +37,20 @@ log = logging.getLogger(__name__)
 
 class HTTPEngineError(RuntimeError):
     pass
+
+
+def _error_text(text: str) -> str:
+    """One line: the `message` of a JSON error body (sglang: `{success, message}` or `{error: {message}}`),
+    else the text."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        msg = obj.get("message") or (err.get("message") if isinstance(err, dict) else err)
+        text = str(msg) if msg else text
+    return " ".join(text.split())[:500]
 
 
 class HTTPEngine(Engine):
@@ -61,7 +79,7 @@ class HTTPEngine(Engine):
         async with session.post(self.base_url + path, json=payload if payload is not None else {}) as resp:
             body = await resp.read()
             if resp.status >= 400:
-                raise HTTPEngineError(f"POST {path}: HTTP {resp.status}: {body.decode(errors='replace')[:500]}")
+                raise HTTPEngineError(f"POST {path}: HTTP {resp.status}: {_error_text(body.decode(errors='replace'))}")
             if not body:
                 return None
             try:
@@ -77,9 +95,11 @@ class HTTPEngine(Engine):
         done = asyncio.Event()
         self._inflight[request_id] = (rid, done)
         try:
-            out = await self._post("/generate", {"input_ids": [int(t) for t in input_ids],
-                                                 "sampling_params": sampling_params_dict(sampling),
-                                                 "return_logprob": True, "rid": rid, "stream": False})
+            body = {"input_ids": [int(t) for t in input_ids], "sampling_params": sampling_params_dict(sampling),
+                    "return_logprob": True, "rid": rid, "stream": False}
+            if sampling.priority is not None:  # honoured by a server started with --enable-priority-scheduling
+                body["priority"] = int(sampling.priority)
+            out = await self._post("/generate", body)
         finally:
             done.set()
             self._inflight.pop(request_id, None)
@@ -103,19 +123,22 @@ class HTTPEngine(Engine):
 
     # ------------------------------------------------------------------ weights and memory
     async def update_weights(self, named_tensors: Iterable[Tuple[str, torch.Tensor]]) -> None:
-        raise NotImplementedError("the http engine cannot send tensors to an external SGLang server; save the weights "
-                                  "(HF folder) and call update_weights_from_disk(path), or use rollout.engine=sglang")
+        raise NotImplementedError("the http engine cannot send tensors to an external SGLang server: weights go "
+                                  "through disk (training.weight_sync.sync_weights_from_disk)")
 
     async def update_weights_from_disk(self, model_path: str, load_format: Optional[str] = None) -> None:
+        """Have the server load the HF folder `model_path` (a path on the server's filesystem)."""
         payload: Dict[str, Any] = {"model_path": model_path}
         if load_format:
             payload["load_format"] = load_format
         try:
             out = await self._post("/update_weights_from_disk", payload)
         except HTTPEngineError as e:
-            raise HTTPEngineError(f"update_weights_from_disk({model_path}) failed: {e}") from e
+            raise HTTPEngineError(f"update_weights_from_disk({model_path}) failed: {e} (the server must see this "
+                                  "path: same filesystem, see docs/training.md)") from None
         if isinstance(out, dict) and not out.get("success", True):
-            raise HTTPEngineError(f"update_weights_from_disk({model_path}) failed: {out.get('message')}")
+            raise HTTPEngineError(f"update_weights_from_disk({model_path}) failed: "
+                                  f"{_error_text(str(out.get('message')))}")
 
     async def flush_cache(self) -> None:
         """The server refuses (HTTP 400) while requests are running; that is logged, not raised."""

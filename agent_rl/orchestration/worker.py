@@ -6,7 +6,8 @@ The driver (`trainer.Trainer`) calls, step by step:
 
     rollout(rows, step, batch_size)   data-parallel rollout of this rank's prompt groups -> trajectories
     train(shard, step)                old log-probs, reference log-probs, actor update on this rank's shard
-    sync_weights()                    actor -> engine (resume engine memory first with free_cache_engine)
+    sync_weights()                    actor -> engine (resume engine memory first with free_cache_engine;
+                                      http: through an HF folder on disk)
     validate(rows, step)              greedy (val_sampling) rollout of validation rows
     sft_begin / sft_step / sft_end    supervised warm-start before RL (`sft.*`, own optimizer)
     save(root, step, extra) / load(path)
@@ -63,6 +64,7 @@ class TrainWorker:
         device = torch.device("cuda", 0) if self.device_kind == "cuda" else torch.device("cpu")
 
         from agent_rl.engines import build_engine
+        from agent_rl.engines.http import HTTPEngine
         from agent_rl.orchestration.components import (build_renderer, build_tool_runtime, load_tokenizer,
                                                        make_reward_fn)
         from agent_rl.rollout.scheduler import RolloutScheduler
@@ -79,6 +81,8 @@ class TrainWorker:
         self.engine = build_engine(cfg.rollout, cfg.model.path, device=str(device), seed=cfg.trainer.seed * 1000 + self.rank)
         self.scheduler = RolloutScheduler(self.engine, self.renderer, self.tool_runtime, cfg.rollout,
                                           reward_fn=make_reward_fn(cfg))
+        if isinstance(self.engine, HTTPEngine):  # an external server may still hold another run's weights
+            self.sync_weights()
         return {"rank": self.rank, "engine": getattr(self.engine, "name", type(self.engine).__name__),
                 "device": str(device), "setup_s": time.perf_counter() - t0}
 
@@ -139,9 +143,11 @@ class TrainWorker:
         return metrics
 
     def sync_weights(self, version: Optional[int] = None) -> Dict[str, float]:
-        """Actor weights into this rank's engine (every rank gathers: FSDP full_tensor is a collective).
-        `version`: the policy version the engine samples from now on (the number of updates applied)."""
-        from agent_rl.training.weight_sync import sync_weights
+        """Actor weights into this rank's engine (every rank gathers: FSDP full_tensor is a collective); an external
+        SGLang server (`http` engine) loads them from `<trainer.output_dir>/weight_sync`, an HF folder on a filesystem
+        it must see. `version`: the policy version the engine samples from now on (the number of updates applied)."""
+        from agent_rl.engines.http import HTTPEngine
+        from agent_rl.training.weight_sync import sync_weights, sync_weights_from_disk
 
         t0 = time.perf_counter()
         if self.engine_released:
@@ -152,7 +158,11 @@ class TrainWorker:
             self.engine_released = False
         # on GPU the engine computes in the actor's compute dtype (bf16): send that, half the bytes of fp32
         dtype = self.actor.policy.compute_dtype if self.device_kind == "cuda" else None
-        m = self._run(sync_weights(self.actor, self.engine, self.cfg.rollout.weight_sync_bucket_mb, dtype=dtype))
+        if isinstance(self.engine, HTTPEngine):
+            path = os.path.join(self.cfg.trainer.output_dir, "weight_sync")
+            m = self._run(sync_weights_from_disk(self.actor, self.engine, path, self.tokenizer, dtype=dtype))
+        else:
+            m = self._run(sync_weights(self.actor, self.engine, self.cfg.rollout.weight_sync_bucket_mb, dtype=dtype))
         if version is not None:
             self.policy_version = int(version)
         m["timing/sync_s"] = time.perf_counter() - t0

@@ -3,25 +3,23 @@
 The final answer is the last `<answer>...</answer>` of the assistant turns, else the last `#### n`;
 its last number is compared with the ground truth (relative/absolute tolerance 1e-6).
 
-components: correct (0/1), format (1 when a final answer was given in one of the two forms),
-calc_reward (the `calc_gsm8k_reward` tool's calc_reward, only when the trajectory called it; logged,
-not added). score = correct + reward.arith_format_weight * format.
+components: correct (0/1), format (1 when a final answer was given in one of the two forms), and, only
+when the trajectory called the `calc_gsm8k_reward` tool: calc_reward (its calc_reward; logged, not added)
+and submit_penalty (the sum of its calls' step rewards: `penalty` for every submission after the first).
+score = correct + reward.arith_format_weight * format + submit_penalty.
+The tool's reply never says whether an answer is right, so a submission carries no information and each
+extra one only lowers the score: guessing never pays (docs/rewards.md).
 turn_rewards[t] = arith_format_weight * (turn t well-formed).
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, Tuple
 
-from agent_rl.rewards.text import final_answer, final_hash_answer, parse_number
+from agent_rl.rewards.text import final_answer, final_hash_answer, numbers_match, parse_number
 from agent_rl.rewards.turns import assistant_texts, turn_format_scores
 from agent_rl.rollout.trajectory import Trajectory
 
 GSM8K_TOOL = "calc_gsm8k_reward"
-
-
-def numbers_match(a, b) -> bool:
-    return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
 
 
 def arith_reward(traj: Trajectory, cfg) -> Tuple[float, Dict[str, float]]:
@@ -35,7 +33,9 @@ def arith_reward(traj: Trajectory, cfg) -> Tuple[float, Dict[str, float]]:
     fmt = 1.0 if answer is not None and pred is not None else 0.0
     w = float(getattr(cfg, "arith_format_weight", 0.0))
     comps: Dict[str, float] = {"correct": correct, "format": fmt}
-    if any(c.name == GSM8K_TOOL for t in traj.turns for c in t.tool_calls):
+    submissions = [c for t in traj.turns for c in t.tool_calls if c.name == GSM8K_TOOL]
+    if submissions:
         comps["calc_reward"] = float(traj.tool_rewards.get(GSM8K_TOOL, 0.0))
+        comps["submit_penalty"] = sum(c.step_reward for c in submissions)
     traj.turn_rewards = [w * s for s in turn_format_scores(traj)]
-    return correct + w * fmt, comps
+    return correct + w * fmt + comps.get("submit_penalty", 0.0), comps

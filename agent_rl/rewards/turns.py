@@ -6,19 +6,22 @@ from typing import List
 from agent_rl.rollout.parser import extract_answer, parse_tool_calls
 from agent_rl.rollout.trajectory import Trajectory, TurnRecord
 
-BAD_CALL_STATUSES = ("parse_error", "unknown_tool", "invalid_arguments")
+# A call with one of these statuses was malformed, or never ran (the tool-call budget was spent).
+BAD_CALL_STATUSES = ("parse_error", "unknown_tool", "invalid_arguments", "budget")
 
 
 def turn_well_formed(turn: TurnRecord) -> bool:
     """A well-formed turn either makes tool calls that are all valid (parse, known tool, valid
-    arguments) and gives no answer, or gives an `<answer>` without tool calls."""
+    arguments) and all ran, and gives no answer; or gives an `<answer>` holding a letter or digit
+    without tool calls. Calls of the turn that hit the turn or tool-call limit never ran (the turn
+    has no call records): that turn is not well-formed."""
     parsed = parse_tool_calls(turn.text)
-    has_answer = extract_answer(turn.text) is not None
+    answer = extract_answer(turn.text)
     if parsed.has_calls:
-        if has_answer or not all(c.ok for c in parsed.calls):
+        if answer is not None or not all(c.ok for c in parsed.calls):
             return False
-        return not any(r.status in BAD_CALL_STATUSES for r in turn.tool_calls)
-    return has_answer
+        return bool(turn.tool_calls) and not any(r.status in BAD_CALL_STATUSES for r in turn.tool_calls)
+    return answer is not None and any(ch.isalnum() for ch in answer)
 
 
 def turn_format_scores(traj: Trajectory) -> List[float]:

@@ -1,4 +1,5 @@
-"""Rate limits shared by the whole process (time-based, GCRA) and per-event-loop semaphores."""
+"""Rate limits shared by the whole process (time-based, GCRA) and per-event-loop semaphores (one per
+runtime, or one per tool name shared by the process)."""
 from __future__ import annotations
 
 import asyncio
@@ -69,3 +70,16 @@ class LoopSemaphore:
             if sem is None:
                 sem = self._by_loop[loop] = asyncio.Semaphore(self.value)
             return sem
+
+
+_semaphores: Dict[Tuple[str, int], LoopSemaphore] = {}
+
+
+def shared_semaphore(key: str, value: int) -> LoopSemaphore:
+    """The process-wide concurrency cap for (key, value): every runtime of a tool on a loop shares it."""
+    k = (key, int(value))
+    with _limiters_lock:
+        sem = _semaphores.get(k)
+        if sem is None:
+            sem = _semaphores[k] = LoopSemaphore(value)
+        return sem

@@ -6,8 +6,11 @@
       create_timeout_s: 30     # create (default: timeout_s)
       release_timeout_s: 10    # release / calc_reward
       max_concurrency: 64      # calls of this tool in flight at once (per runtime); null = no cap
-      rate_limit: null         # calls per second, shared by every runtime in the process
-      rate_limit_burst: 1      # calls allowed back to back before the rate applies
+      rate_limit: null         # verl's key and meaning: calls of this tool in flight at once, shared by every
+                               # runtime of the process on one event loop (verl: the Ray cluster); null = no cap
+      enable_global_rate_limit: true  # verl's key: false turns rate_limit off
+      calls_per_second: null   # time-based limit, shared by every runtime in the process
+      calls_per_second_burst: 1  # calls allowed back to back before calls_per_second applies
       max_retries: 2           # retries of a TransientToolError
       retry_backoff_s: 0.2     # first retry delay; doubles each retry (capped by retry_backoff_max_s)
       retry_backoff_max_s: 5
@@ -28,8 +31,10 @@ class RuntimeOptions:
     create_timeout_s: Optional[float] = None
     release_timeout_s: float = 10.0
     max_concurrency: Optional[int] = 64
-    rate_limit: Optional[float] = None
-    rate_limit_burst: int = 1
+    rate_limit: Optional[int] = None
+    enable_global_rate_limit: bool = True
+    calls_per_second: Optional[float] = None
+    calls_per_second_burst: int = 1
     max_retries: int = 2
     retry_backoff_s: float = 0.2
     retry_backoff_max_s: float = 5.0
@@ -39,13 +44,21 @@ class RuntimeOptions:
     def create_timeout(self) -> float:
         return self.timeout_s if self.create_timeout_s is None else self.create_timeout_s
 
+    @property
+    def concurrent_cap(self) -> Optional[int]:
+        """verl's `rate_limit` unless `enable_global_rate_limit` is false: calls in flight at once (None = no cap)."""
+        return self.rate_limit if self.enable_global_rate_limit else None
+
     def backoff(self, retry: int) -> float:
         """Delay before retry number `retry` (0-based)."""
         return min(self.retry_backoff_s * (2 ** retry), self.retry_backoff_max_s)
 
 
-_INTS = {"max_concurrency", "rate_limit_burst", "max_retries", "max_response_tokens"}
+_INTS = {"max_concurrency", "rate_limit", "calls_per_second_burst", "max_retries", "max_response_tokens"}
+_BOOLS = {"enable_global_rate_limit"}
 _NON_NEGATIVE = {"max_retries", "retry_backoff_s"}
+_NOT_NULL = {"timeout_s", "release_timeout_s", "enable_global_rate_limit", "calls_per_second_burst", "max_retries",
+             "retry_backoff_s", "retry_backoff_max_s"}
 
 
 def options_from_config(config: Dict[str, Any], where: str = "", defaults: Optional[Dict[str, Any]] = None) -> RuntimeOptions:
@@ -56,12 +69,19 @@ def options_from_config(config: Dict[str, Any], where: str = "", defaults: Optio
         if key in (config or {}):
             values[key] = config[key]
     prefix = f"{where}: " if where else ""
+    if "rate_limit_burst" in (config or {}):   # our key from when rate_limit meant calls per second
+        raise ToolConfigError(f"{prefix}config.rate_limit_burst is now calls_per_second_burst: rate_limit caps the calls "
+                              "in flight at once, as in verl; a calls-per-second limit is calls_per_second")
     for key, v in values.items():
         if key not in names:
             raise ToolConfigError(f"{prefix}unknown runtime option {key!r}")
         if v is None:
-            if key in {"timeout_s", "release_timeout_s", "rate_limit_burst", "max_retries", "retry_backoff_s", "retry_backoff_max_s"}:
+            if key in _NOT_NULL:
                 raise ToolConfigError(f"{prefix}config.{key} must not be null")
+            continue
+        if key in _BOOLS:
+            if not isinstance(v, bool):
+                raise ToolConfigError(f"{prefix}config.{key} must be true or false, got {v!r}")
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
             raise ToolConfigError(f"{prefix}config.{key} must be a finite number, got {v!r}")

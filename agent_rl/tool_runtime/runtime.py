@@ -8,7 +8,8 @@
     await rt.close()
 
 Around each call: argument parsing (JSON text or dict) and JSON-Schema validation, a per-tool
-timeout, a per-tool concurrency cap, an optional process-wide calls-per-second limit, retries with
+timeout, a per-runtime concurrency cap (`max_concurrency`), an optional process-wide one (verl's
+`rate_limit`), an optional process-wide calls-per-second limit (`calls_per_second`), retries with
 exponential backoff of `TransientToolError`, response normalisation and truncation in tokens, and
 metrics. Every failure becomes an observation starting with `Error:` and a counted error kind;
 only `asyncio.CancelledError` propagates (after the session has released its instances).
@@ -26,7 +27,7 @@ from agent_rl.rollout.trajectory import ToolCallRecord
 from agent_rl.tool_runtime import errors as E
 from agent_rl.tool_runtime.arguments import ArgumentError, parse_arguments, validate_arguments
 from agent_rl.tool_runtime.base import ToolResponse, TransientToolError
-from agent_rl.tool_runtime.limits import LoopSemaphore, RateLimiter, shared_rate_limiter
+from agent_rl.tool_runtime.limits import LoopSemaphore, RateLimiter, shared_rate_limiter, shared_semaphore
 from agent_rl.tool_runtime.loader import load_tool_specs_and_tools, schema_validator
 from agent_rl.tool_runtime.metrics import ToolMetrics
 from agent_rl.tool_runtime.options import RuntimeOptions, options_from_config
@@ -108,7 +109,7 @@ class ToolRuntime:
         self._tools: Dict[str, Any] = {}
         self._options: Dict[str, RuntimeOptions] = {}
         self._validators: Dict[str, Any] = {}
-        self._sems: Dict[str, LoopSemaphore] = {}
+        self._sems: Dict[str, List[LoopSemaphore]] = {}   # acquired in list order
         self._limiters: Dict[str, RateLimiter] = {}
         self._background: set = set()
         for tool in tools:
@@ -120,9 +121,11 @@ class ToolRuntime:
             self._validators[name] = schema_validator(schema["function"].get("parameters") or {"type": "object"})
             opts = (options or {}).get(name) or options_from_config(getattr(tool, "config", {}) or {}, f"tool {name}", default_options)
             self._options[name] = opts
-            self._sems[name] = LoopSemaphore(opts.max_concurrency)
-            if opts.rate_limit:
-                self._limiters[name] = shared_rate_limiter(name, opts.rate_limit, opts.rate_limit_burst)
+            self._sems[name] = [LoopSemaphore(opts.max_concurrency)]
+            if opts.concurrent_cap:
+                self._sems[name].append(shared_semaphore(name, opts.concurrent_cap))
+            if opts.calls_per_second:
+                self._limiters[name] = shared_rate_limiter(name, opts.calls_per_second, opts.calls_per_second_burst)
 
     @classmethod
     def from_yaml(cls, path: str, tokenizer: Any = None, max_tool_response_tokens: Optional[int] = 256,
@@ -331,9 +334,10 @@ class ToolSession:
         tool, opts = rt._tools[name], rt._options[name]
         kwargs = self._kwargs[name]["execute_kwargs"]
         limiter = rt._limiters.get(name)
-        sem = rt._sems[name].get()
         retries = 0
-        async with (sem if sem is not None else contextlib.nullcontext()):
+        async with contextlib.AsyncExitStack() as slots:
+            for sem in filter(None, (cap.get() for cap in rt._sems[name])):
+                await slots.enter_async_context(sem)
             while True:
                 if limiter is not None:
                     await limiter.acquire()

@@ -3,7 +3,7 @@
 Layout of `<root>/global_step_<N>/`:
     hf/                       HF model folder (model.safetensors fp32, config, tokenizer, chat template)
     optim/rank_<r>.pt         optimizer + lr-scheduler state of rank r (its FSDP shard)
-    rng/rank_<r>.pt           python / numpy / torch / cuda RNG states of rank r
+    rng/rank_<r>.pt           python / numpy / torch / cuda RNG states of rank r (tensors, ints, strs, lists)
     extra_state.json          the caller's state (step, dataloader position, trainer state)
     meta.json                 step, world size
     COMPLETE                  written last, before the directory is renamed into place
@@ -13,17 +13,23 @@ A save is written to `<root>/.tmp-global_step_<N>`, renamed into place (atomic),
 `latest` pointer is replaced atomically. Killing the process at any moment leaves either the old or
 the new checkpoint complete; `find_latest_checkpoint` ignores temporary and incomplete directories.
 Ranks must share the filesystem of `root`.
+
+`optim/` and `rng/` files are read with `torch.load(weights_only=True)`: tensors and plain Python values
+only, so a tampered file is refused (`CheckpointError`), never executed. RNG files written before this
+format hold numpy's state as an array: the three numpy types it needs are allow-listed for `rng/` alone.
 """
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 import shutil
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 
 from agent_rl.training import dist as D
@@ -32,6 +38,10 @@ from agent_rl.training.weight_sync import _tied
 STEP_RE = re.compile(r"^global_step_(\d+)$")
 MARKER = "COMPLETE"
 POINTER = "latest"
+
+
+class CheckpointError(RuntimeError):
+    pass
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -155,13 +165,15 @@ def full_model_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
-def hf_tensors(model: torch.nn.Module, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """What goes into model.safetensors: contiguous clones, lm_head dropped when tied to the embedding."""
+def hf_tensors(model: torch.nn.Module, sd: Dict[str, torch.Tensor], dtype: Optional[torch.dtype] = None
+               ) -> Dict[str, torch.Tensor]:
+    """What goes into model.safetensors: contiguous copies (cast to `dtype`), lm_head dropped when tied to the
+    embedding."""
     out = {}
     for k, v in sd.items():
         if k == "lm_head.weight" and _tied(model):
             continue
-        out[k] = v.contiguous().clone()
+        out[k] = v.to(dtype or v.dtype, copy=True).contiguous()
     return out
 
 
@@ -202,13 +214,10 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
 
 
 def rng_state() -> dict:
-    st = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    try:
-        import numpy as np
-
-        st["numpy"] = np.random.get_state()
-    except ImportError:  # pragma: no cover
-        pass
+    """Python, numpy, torch and cuda RNG states in types `torch.load(weights_only=True)` accepts."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    st = {"python": random.getstate(), "torch": torch.get_rng_state(),
+          "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
@@ -217,20 +226,75 @@ def rng_state() -> dict:
 def set_rng_state(st: dict) -> None:
     random.setstate(st["python"])
     torch.set_rng_state(st["torch"])
-    if "numpy" in st:
-        import numpy as np
-
-        np.random.set_state(st["numpy"])
+    name, keys, pos, has_gauss, cached = st["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _legacy_numpy_globals() -> list:
+    """What an RNG file of the previous format (numpy state as an ndarray) needs beyond plain types."""
+    reconstruct = np.empty(0).__reduce__()[0]  # numpy.core (1.x) / numpy._core (2.x) .multiarray._reconstruct
+    return [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def _load_state(path: str, allow: Sequence = ()) -> Any:
+    """torch.load with weights_only=True (plus the `allow` globals); a refused file is a one-line CheckpointError."""
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]  # torch's 2nd line names the refused global
+        raise CheckpointError(f"{path}: refused to load (only tensors and plain Python values are accepted): "
+                              f"{lines[1] if len(lines) > 1 else str(e)}") from None
+
+
+# ---------------------------------------------------------------------------------------------- HF folder
+def write_hf_folder(model: torch.nn.Module, sd: Dict[str, torch.Tensor], tokenizer, path: str,
+                    dtype: Optional[torch.dtype] = None) -> int:
+    """`path`/model.safetensors (the full state dict `sd`, cast to `dtype`), config, generation config and
+    tokenizer (when given). Returns the bytes of the tensors written."""
+    from safetensors.torch import save_file
+
+    os.makedirs(path, exist_ok=True)
+    tensors = hf_tensors(model, sd, dtype)
+    save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    model.config.save_pretrained(path)
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        try:
+            gen.save_pretrained(path)
+        except Exception:  # noqa: BLE001 - an invalid generation config must not block the checkpoint
+            pass
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def save_hf_model(model: torch.nn.Module, tokenizer, path: str, dtype: Optional[torch.dtype] = None) -> int:
+    """Replace the HF folder at `path` with the model's current weights (every rank calls this: gathering is a
+    collective; rank 0 writes `<path>.tmp`, then renames it into place and removes the previous folder).
+    Returns the bytes of the tensors written (0 on other ranks)."""
+    sd = full_model_state_dict(model)  # collective
+    nbytes = 0
+    if D.get_rank() == 0:
+        tmp = path.rstrip(os.sep) + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)  # leftover of an interrupted write
+        nbytes = write_hf_folder(model, sd, tokenizer, tmp, dtype)
+        _fsync_tree(tmp)
+        if os.path.exists(path):
+            _remove_dir(path)
+        os.rename(tmp, path)
+        _fsync_dir(os.path.dirname(path))
+    del sd
+    D.barrier()
+    return nbytes
 
 
 # ---------------------------------------------------------------------------------------------- save / load
 def save_checkpoint(root: str, step: int, actor, tokenizer, extra_state: Optional[Dict[str, Any]] = None,
                     max_to_keep: Optional[int] = None) -> str:
     """Write `<root>/global_step_<step>` (every rank calls this). Returns its path."""
-    from safetensors.torch import save_file
-
     rank, world = D.get_rank(), D.get_world_size()
     model = actor.model
     final = os.path.join(root, step_dir_name(step))
@@ -243,17 +307,7 @@ def save_checkpoint(root: str, step: int, actor, tokenizer, extra_state: Optiona
     D.barrier()
     sd = full_model_state_dict(model)  # collective
     if rank == 0:
-        hf = os.path.join(tmp, "hf")
-        save_file(hf_tensors(model, sd), os.path.join(hf, "model.safetensors"), metadata={"format": "pt"})
-        model.config.save_pretrained(hf)
-        gen = getattr(model, "generation_config", None)
-        if gen is not None:
-            try:
-                gen.save_pretrained(hf)
-            except Exception:  # noqa: BLE001 - an invalid generation config must not block the checkpoint
-                pass
-        if tokenizer is not None:
-            tokenizer.save_pretrained(hf)
+        write_hf_folder(model, sd, tokenizer, os.path.join(tmp, "hf"))
         with open(os.path.join(tmp, "extra_state.json"), "w") as f:
             json.dump(extra_state or {}, f, indent=1)
         with open(os.path.join(tmp, "meta.json"), "w") as f:
@@ -328,7 +382,7 @@ def load_checkpoint(path: str, actor, load_optimizer: bool = True, load_rng: boo
         if meta["world_size"] != world:
             raise RuntimeError(f"{path} was saved by {meta['world_size']} ranks; this run has {world} "
                                "(optimizer shards are per rank). Load with load_optimizer=False to keep only the weights.")
-        st = torch.load(os.path.join(path, "optim", f"rank_{rank:05d}.pt"), map_location="cpu", weights_only=False)
+        st = _load_state(os.path.join(path, "optim", f"rank_{rank:05d}.pt"))
         load_optimizer_state(actor.optimizer, st["optimizer"])
         sched = getattr(actor, "scheduler", None)
         if sched is not None and st.get("scheduler") is not None:
@@ -336,6 +390,6 @@ def load_checkpoint(path: str, actor, load_optimizer: bool = True, load_rng: boo
     if load_rng:
         rng_path = os.path.join(path, "rng", f"rank_{rank:05d}.pt")
         if os.path.isfile(rng_path):
-            set_rng_state(torch.load(rng_path, map_location="cpu", weights_only=False))
+            set_rng_state(_load_state(rng_path, allow=_legacy_numpy_globals()))
     D.barrier()
     return json.load(open(os.path.join(path, "extra_state.json")))

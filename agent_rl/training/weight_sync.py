@@ -3,14 +3,18 @@
 With FSDP2 each parameter is a sharded DTensor; `full_tensor()` is a collective, so EVERY rank iterates
 the same parameters in the same order, and only ranks that own an engine push the buckets.
 Tied embeddings: `lm_head.weight` is sent only when the model does not tie it to the input embedding.
+
+An engine that cannot take tensors (`http`: an external SGLang server) loads the weights from disk instead:
+`sync_weights_from_disk` writes an HF folder that the server reads through `update_weights_from_disk`.
 """
 from __future__ import annotations
 
+import os
 from typing import Iterator, List, Optional, Tuple
 
 import torch
 
-from agent_rl.training.dist import reshard_all
+from agent_rl.training import dist as D
 
 NamedTensors = List[Tuple[str, torch.Tensor]]
 
@@ -33,7 +37,7 @@ def iter_full_params(model: torch.nn.Module, dtype: Optional[torch.dtype] = None
                      ) -> Iterator[Tuple[str, torch.Tensor]]:
     """(HF name, full tensor) for every parameter, gathered when sharded, cast to `dtype`."""
     model = _module(model)
-    reshard_all(model)  # read the (updated) shards, never a stale unsharded root
+    D.reshard_all(model)  # read the (updated) shards, never a stale unsharded root
     tied = _tied(model)
     seen = set()
     for name, p in model.named_parameters(remove_duplicate=True):
@@ -80,3 +84,18 @@ async def sync_weights(actor, engine, bucket_mb: float = 512, dtype: Optional[to
         await engine.flush_cache()
     return {"weight_sync/buckets": float(n_buckets), "weight_sync/bytes": float(n_bytes),
             "weight_sync/tensors": float(n_tensors)}
+
+
+async def sync_weights_from_disk(actor, engine, path: str, tokenizer=None, dtype: Optional[torch.dtype] = None) -> dict:
+    """The actor's weights into an engine that loads them itself (`engine.update_weights_from_disk`): every rank
+    gathers (a collective); rank 0 replaces the HF folder at `path` (`checkpoint.save_hf_model`) and asks its engine
+    to load it, and the ranks wait until it has. All ranks share that engine's server, which must see `path`, and
+    the server flushes its prefix cache itself. Returns {"weight_sync/bytes"} (bytes written, rank 0)."""
+    from agent_rl.training.checkpoint import save_hf_model
+
+    path = os.path.abspath(path)  # the server resolves a relative path against its own working directory
+    n_bytes = save_hf_model(_module(actor), tokenizer, path, dtype)  # collective
+    if D.get_rank() == 0:
+        await engine.update_weights_from_disk(path)
+    D.barrier()
+    return {"weight_sync/bytes": float(n_bytes)}

@@ -87,17 +87,31 @@ def test_kl_estimators_hand_computed():
         kl_penalty(logp, ref, "nope")
 
 
-def test_k3_plus_straight_through():
-    logp = torch.tensor([-1.0, -3.0], requires_grad=True)
-    ref = torch.tensor([-2.0, -0.5])
+def test_k3_plus_value_of_k3_gradient_of_k2():
+    """verl's k3+: forward = k3, backward = d/dlogp 0.5 (logp - ref)^2 = logp - ref (pulls toward the ref)."""
+    logp = torch.tensor([-1.0, -3.0, -0.5], requires_grad=True)
+    ref = torch.tensor([-2.0, -0.5, -0.5])
     v = kl_penalty(logp, ref, "k3+")
     assert torch.allclose(v, kl_penalty(logp.detach(), ref, "k3"))
+    assert kl_penalty(logp, ref, "low_var_kl+").tolist() == v.tolist()
     v.sum().backward()
-    assert torch.allclose(logp.grad, torch.ones(2))  # gradient of k1 = logp - ref
+    assert torch.allclose(logp.grad, torch.tensor([1.0, -2.5, 0.0]))  # logp - ref: sign and size follow the ref
     logp2 = logp.detach().clone().requires_grad_(True)
     kl_penalty(logp2, ref, "low_var_kl").sum().backward()
     d = ref - logp2.detach()
     assert torch.allclose(logp2.grad, 1 - torch.exp(d))  # k3's own gradient differs
+
+
+def test_low_var_kl_clamps_before_exp():
+    """verl clamps ref - logp to [-20, 20] before exp: finite value and gradient for extreme log-probs."""
+    assert kl_penalty(torch.tensor([-math.inf]), torch.tensor([-1.0]), "low_var_kl").item() == 10.0
+    logp = torch.tensor([-100.0, -1.0, -1.0], requires_grad=True)
+    ref = torch.tensor([-1.0, -100.0, -1.0])
+    v = kl_penalty(logp, ref, "low_var_kl")
+    assert torch.isfinite(v).all() and v[0].item() == 10.0 and v[1].item() == 10.0
+    v.sum().backward()
+    assert torch.isfinite(logp.grad).all()
+    assert logp.grad[2].item() == 0.0
 
 
 def test_tis_weights_and_cap():

@@ -1,6 +1,8 @@
 """The http engine against a fake SGLang server on loopback that speaks sglang 0.5.17's JSON shapes."""
 import asyncio
 import math
+import os
+import threading
 
 import pytest
 from aiohttp import web
@@ -76,9 +78,7 @@ class FakeSGLang:
         return handler
 
 
-@pytest.fixture
-async def server():
-    fake = FakeSGLang()
+def _app(fake):
     app = web.Application()
     app.router.add_post("/generate", fake.generate)
     app.router.add_post("/abort_request", fake.abort_request)
@@ -86,7 +86,13 @@ async def server():
     app.router.add_post("/flush_cache", fake.simple("flush_cache"))
     app.router.add_post("/release_memory_occupation", fake.simple("release"))
     app.router.add_post("/resume_memory_occupation", fake.simple("resume"))
-    runner = web.AppRunner(app)
+    return app
+
+
+@pytest.fixture
+async def server():
+    fake = FakeSGLang()
+    runner = web.AppRunner(_app(fake))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -153,12 +159,13 @@ async def test_abort_early_and_running(server):
 async def test_weights_memory_and_errors(server):
     fake, url = server
     eng = HTTPEngine(url)
-    with pytest.raises(NotImplementedError, match="update_weights_from_disk"):
+    with pytest.raises(NotImplementedError, match="sync_weights_from_disk"):
         await eng.update_weights([("w", None)])
     await eng.update_weights_from_disk("/ckpt/step_3")
     assert fake.calls[-1] == ("update_weights_from_disk", {"model_path": "/ckpt/step_3"})
-    with pytest.raises(HTTPEngineError, match="no such path"):
+    with pytest.raises(HTTPEngineError, match="no such path") as e:
         await eng.update_weights_from_disk("/missing")
+    assert "\n" not in str(e.value) and '"success"' not in str(e.value)  # one line: the server's message, not its JSON
     await eng.flush_cache()
     await eng.release_memory()
     await eng.resume_memory()
@@ -183,3 +190,58 @@ def test_parse_generate_output_shapes():
     out = parse_generate_output({"output_ids": [7], "meta_info": {"finish_reason": {"type": "stop", "matched": 7},
                                                                   "output_token_logprobs": [(math.log(0.5), 7, "a")]}}, 1)
     assert out.finish_reason == "stop" and out.logprobs == [pytest.approx(math.log(0.5))]
+
+
+@pytest.fixture
+def threaded_server():
+    """The fake server on its own event loop in a thread, for callers that run their own loop (TrainWorker)."""
+    fake, loop, started = FakeSGLang(), asyncio.new_event_loop(), threading.Event()
+    runner = web.AppRunner(_app(fake))
+    box = {}
+
+    async def start():
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        box["url"] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        started.set()
+
+    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    yield fake, box["url"]
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def test_train_worker_syncs_http_engine_through_disk(threaded_server, tiny_model_path, tmp_path):
+    """`agent-rl train` with rollout.engine=http: the worker writes the actor as an HF folder and the server loads it
+    (at setup, so a server left with another run's weights starts from ours, and at every sync)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from agent_rl.config.load import compose
+    from agent_rl.orchestration.worker import TrainWorker
+
+    fake, url = threaded_server
+    cfg = compose([f"model.path={tiny_model_path}", "model.dtype=float32", "model.gradient_checkpointing=false",
+                   "rollout.engine=http", f"rollout.server_url={url}", "tools.config_path=null",
+                   "actor.use_kl_loss=false", f"trainer.output_dir={tmp_path}/out"], check_paths=False)
+    worker = TrainWorker(0, 1, cfg, "cpu")
+    try:
+        worker.setup("127.0.0.1", 0)
+        sync_dir = os.path.join(str(tmp_path), "out", "weight_sync")
+        assert fake.calls == [("update_weights_from_disk", {"model_path": sync_dir})]
+        with torch.no_grad():
+            for p in worker.actor.model.parameters():
+                p.add_(0.5)
+        m = worker.sync_weights(version=2)
+        assert fake.calls[-1] == ("update_weights_from_disk", {"model_path": sync_dir}) and len(fake.calls) == 2
+        assert m["weight_sync/bytes"] > 0 and worker.policy_version == 2
+        written = load_file(os.path.join(sync_dir, "model.safetensors"))
+        for name, p in worker.actor.model.named_parameters():
+            assert torch.equal(written[name], p.detach()), name
+        assert sorted(os.listdir(os.path.join(str(tmp_path), "out"))) == ["weight_sync"]
+    finally:
+        worker.shutdown()

@@ -8,20 +8,38 @@ from agent_rl.rewards import answer_scores, compute_reward, normalize_answer, re
 from agent_rl.rollout.trajectory import ToolCallRecord, Trajectory, TurnRecord
 
 KQ = '<tool_call>\n{"name": "kg_query", "arguments": {"action": "get_relations_out", "entity": "Paris"}}\n</tool_call>'
+CFG = RewardConfig(kg_answer_weight=1.0, kg_format_weight=0.1, kg_validity_weight=0.1, kg_retrieval_weight=0.2,
+                   kg_validity_cap=2)
 
 
 def turn(i, text, calls=()):
     return TurnRecord(index=i, output_ids=[1], logprobs=[0.0], finish_reason="stop", text=text, tool_calls=list(calls))
 
 
-def kg_call(ok=True, obs="capital_of -> France"):
-    return ToolCallRecord(name="kg_query", arguments={}, observation=obs, status="ok",
-                          metrics={"success": ok, "error_type": "KG_SUCCESS" if ok else "KG_ENTITY_NOT_FOUND"})
+def kg_call(ok=True, obs="Outgoing relations of \"Paris\": capital_of", lookup="get_relations_out|paris|",
+            entities=None, status="ok"):
+    metrics = {"success": ok, "error_type": "KG_SUCCESS" if ok else "KG_ENTITY_NOT_FOUND", "lookup": lookup}
+    if entities is not None:
+        metrics["entities"] = entities
+    return ToolCallRecord(name="kg_query", arguments={}, observation=obs, status=status, metrics=metrics)
+
+
+def entities_call(entities, relation="capital_of", obs=None):
+    return kg_call(True, obs if obs is not None else f'Tail entities of "Paris" via {relation}: {", ".join(entities)}',
+                   f"get_entities_out|paris|{relation}", entities)
 
 
 def kg_traj(turns, gold):
     return Trajectory(uid="u", sample_index=0, prompt_ids=[0], turns=turns,
                       row={"data_source": "webqsp", "reward_model": {"ground_truth": gold}})
+
+
+def kg_score(calls_per_turn, answer="<answer>Spain</answer>", gold=("France",), cfg=CFG):
+    """Score of a trajectory that makes one turn of calls per entry, then answers."""
+    turns = [turn(i, KQ * len(calls), calls) for i, calls in enumerate(calls_per_turn)]
+    traj = kg_traj(turns + [turn(len(turns), answer)], list(gold))
+    score, comps = compute_reward(traj, cfg)
+    return score, comps, traj.turn_rewards
 
 
 def test_normalize():
@@ -42,36 +60,30 @@ def test_answer_scores_hand_computed():
 
 
 def test_kg_reward_components_and_turn_rewards():
-    cfg = RewardConfig(kg_answer_weight=1.0, kg_format_weight=0.1, kg_validity_weight=0.2, kg_retrieval_weight=0.5)
-    turns = [turn(0, KQ, [kg_call(True, "Paris capital_of France")]),
-             turn(1, KQ + KQ, [kg_call(True), kg_call(False, "Error: entity not found")]),
+    cfg = RewardConfig(kg_answer_weight=1.0, kg_format_weight=0.1, kg_validity_weight=0.2, kg_retrieval_weight=0.5,
+                       kg_validity_cap=3)
+    turns = [turn(0, KQ, [kg_call()]),
+             turn(1, KQ + KQ, [entities_call(["France"]), kg_call(False, "Error: entity not found", "get_relations_out|x|")]),
              turn(2, "I think <answer>France | Spain</answer>")]
     traj = kg_traj(turns, ["France"])
     score, c = compute_reward(traj, cfg)
-    # f1: p = 1/2, r = 1 -> 2/3; format: 3/3; validity: 2 of 3 queries ok; retrieval: "france" seen
+    # f1: p = 1/2, r = 1 -> 2/3; format: every turn well-formed, answered; validity: 2 distinct ok look-ups of 3;
+    # retrieval: get_entities_out returned France
     assert math.isclose(c["f1"], 2 / 3) and c["hits1"] == 1 and c["em"] == 0
     assert c["format"] == 1.0 and math.isclose(c["validity"], 2 / 3) and c["retrieval"] == 1.0
-    assert math.isclose(score, 2 / 3 + 0.1 * 1 + 0.2 * 2 / 3 + 0.5 * 1)
-    # per turn: 0.1*format + 0.2*validity + 0.5*retrieval; answer turn validity 1; turn 1 sees France
-    # again, but only the first turn that reaches a gold name gets the retrieval credit
-    assert traj.turn_rewards == pytest.approx([0.1 + 0.2 + 0.5, 0.1 + 0.2 * 0.5, 0.1 + 0.2])
+    assert math.isclose(score, 2 / 3 + 0.1 + 0.2 * 2 / 3 + 0.5)
+    # per turn: 0.1 * format + 0.2 * (look-ups the turn added / 3) + 0.5 * (first turn that retrieved)
+    assert traj.turn_rewards == pytest.approx([0.1 + 0.2 / 3, 0.1 + 0.2 / 3 + 0.5, 0.1])
 
 
 def test_kg_turn_retrieval_credit_goes_to_the_turn_that_reaches_the_answer():
-    cfg = RewardConfig(kg_answer_weight=1.0, kg_format_weight=0.1, kg_validity_weight=0.1, kg_retrieval_weight=0.2)
-    turns = [turn(0, KQ, [kg_call(True, 'Outgoing relations of "Paris": location.capital_of')]),
-             turn(1, KQ, [kg_call(True, 'Tail entities of "Paris" via location.capital_of: France')]),
-             turn(2, "<answer>Spain</answer>")]
+    turns = [turn(0, KQ, [kg_call()]), turn(1, KQ, [entities_call(["France"])]),
+             turn(2, KQ, [entities_call(["France", "Italy"], "borders")]), turn(3, "<answer>Spain</answer>")]
     traj = kg_traj(turns, ["France"])
-    score, c = compute_reward(traj, cfg)
-    assert c["retrieval"] == 1.0 and c["f1"] == 0.0
+    score, c = compute_reward(traj, CFG)
+    assert c["retrieval"] == 1.0 and c["f1"] == 0.0 and c["validity"] == 1.0
     assert math.isclose(score, 0.1 + 0.1 + 0.2)
-    assert traj.turn_rewards == pytest.approx([0.2, 0.4, 0.2])
-    # a name inside a longer word does not count; a failed call's text does not count
-    turns = [turn(0, KQ, [kg_call(True, "Francesca")]), turn(1, KQ, [kg_call(False, "France")])]
-    traj = kg_traj(turns, ["France"])
-    _, c = compute_reward(traj, cfg)
-    assert c["retrieval"] == 0.0 and traj.turn_rewards[0] == pytest.approx(0.2)
+    assert traj.turn_rewards == pytest.approx([0.15, 0.15 + 0.2, 0.1, 0.1])
 
 
 def test_kg_reward_malformed_turn_and_metric_choice():
@@ -79,12 +91,62 @@ def test_kg_reward_malformed_turn_and_metric_choice():
                [ToolCallRecord(name="", arguments="x", observation="Error: invalid JSON", status="parse_error")])
     traj = kg_traj([bad, turn(1, "<answer>paris</answer>")], ["Paris", "Lyon"])
     score, c = compute_reward(traj, RewardConfig(kg_answer_metric="hits1", kg_format_weight=0.1, kg_validity_weight=0.1))
-    assert c["format"] == 0.5 and c["validity"] == 0.0 and c["retrieval"] == 0.0 and c["answer"] == 1.0
-    assert math.isclose(score, 1.0 + 0.05)
-    assert traj.turn_rewards == pytest.approx([0.0, 0.2])
+    assert c["format"] == 0.0 and c["validity"] == 0.0 and c["retrieval"] == 0.0 and c["answer"] == 1.0
+    assert score == 1.0
+    assert traj.turn_rewards == pytest.approx([0.0, 0.1])
     # no answer at all
     score, c = compute_reward(kg_traj([turn(0, "no idea")], ["x"]), RewardConfig())
     assert score == 0.0 and c["f1"] == 0.0 and c["format"] == 0.0
+
+
+# One test per reward hack found in review (issue 12, item 4): none of them pays any more.
+
+def test_kg_repeating_a_valid_lookup_does_not_pay():
+    ok, failed = kg_call(), kg_call(False, "Error: entity not found", "get_relations_out|pariss|")
+    base, c, _ = kg_score([[ok], [failed]])
+    padded, c_padded, _ = kg_score([[ok], [failed], [kg_call()], [kg_call()]])  # was validity 1/2 -> 3/4
+    assert padded == base and c_padded["validity"] == c["validity"] == 0.5
+
+
+def test_kg_a_failed_second_hop_is_not_punished():
+    one_hop, _, _ = kg_score([[kg_call()]])
+    tried, _, _ = kg_score([[kg_call()], [kg_call(False, "Error: relation not found", "get_entities_out|paris|capitol")]])
+    reached, _, _ = kg_score([[kg_call()], [entities_call(["Spain"])]])
+    assert tried == one_hop == pytest.approx(0.1 + 0.05)   # was 0.150 < 0.200
+    assert reached > one_hop                               # a second distinct successful look-up still counts
+
+
+def test_kg_calls_that_never_ran_score_nothing():
+    # the last allowed turn still made a call: the loop stops without running it (no call record)
+    cut = kg_traj([turn(0, KQ, [kg_call()]), turn(1, KQ)], ["France"])
+    score, c = compute_reward(cut, CFG)
+    assert cut.turn_rewards == pytest.approx([0.15, 0.0]) and c["format"] == 0.0   # was 0.2 for turn 1
+    assert math.isclose(score, 0.05)
+    # over the tool-call budget: the call has status "budget" and never ran
+    over = kg_call(obs="Error: tool-call budget exhausted", lookup="get_relations_out|france|", status="budget")
+    _, c, turn_rewards = kg_score([[kg_call()], [over]])
+    assert c["validity"] == 0.5 and turn_rewards[1] == 0.0
+
+
+@pytest.mark.parametrize("answer", ["<answer></answer>", "<answer>  </answer>", "<answer> | </answer>"])
+def test_kg_empty_answer_earns_no_format(answer):
+    traj = kg_traj([turn(0, answer)], ["France"])
+    score, c = compute_reward(traj, CFG)
+    assert score == 0.0 and c["format"] == 0.0 and traj.turn_rewards == [0.0]
+
+
+def test_kg_retrieval_needs_a_returned_gold_entity():
+    gold = ["Actor"]
+    # a relation name that contains the gold answer as a word: a relation list is not a retrieval
+    rels = kg_call(obs='Incoming relations of "Tom Hanks": film.performance.actor', lookup="get_relations_in|tom hanks|")
+    _, c, _ = kg_score([[rels]], gold=gold)
+    assert c["retrieval"] == 0.0
+    _, c, turn_rewards = kg_score([[rels], [entities_call(["Actor", "Producer"], "profession")]], gold=gold)
+    assert c["retrieval"] == 1.0 and turn_rewards[1] == pytest.approx(0.1 + 0.05 + 0.2)
+    # the gold entity was returned but truncated out of what the model saw
+    cut = entities_call(["Producer", "Actor"], "profession", obs='Tail entities of "Tom Hanks" via profession: Produ...')
+    _, c, _ = kg_score([[cut]], gold=gold)
+    assert c["retrieval"] == 0.0
 
 
 def arith_traj(texts, gt, source="gsm8k", calls=None):
@@ -110,7 +172,7 @@ def test_arith_reward():
                        "<answer>7</answer>"], "7", calls=[sub])
     traj.tool_rewards = {"calc_gsm8k_reward": 1.0}
     score, c = compute_reward(traj, cfg)
-    assert c == {"correct": 1.0, "format": 1.0, "calc_reward": 1.0} and traj.turn_rewards == pytest.approx([0.1, 0.1])
+    assert c == {"correct": 1.0, "format": 1.0, "calc_reward": 1.0, "submit_penalty": 0.0} and traj.turn_rewards == pytest.approx([0.1, 0.1])
 
 
 def test_dispatch():

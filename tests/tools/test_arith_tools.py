@@ -1,11 +1,11 @@
-"""calculator (ast walk, bounds) and calc_gsm8k_reward (parsing, step penalty, final reward)."""
+"""calculator (ast walk, bounds) and calc_gsm8k_reward (neutral reply, penalty per extra submission, final reward).
+Number parsing is tested with the rewards (tests/rewards/test_math_rewards.py)."""
 import os
 
 import pytest
 
 from agent_rl.tool_runtime.runtime import ToolRuntime
 from tools.calculator import CalcError, evaluate, format_result
-from tools.gsm8k_reward import parse_number
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARITH = os.path.join(REPO, "configs", "tool_config", "arith_tool_config.yaml")
@@ -45,14 +45,6 @@ def test_calculator_never_evals(monkeypatch):
     assert evaluate("6 * 7") == 42
 
 
-@pytest.mark.parametrize("text, want", [
-    ("72", 72.0), ("#### 1,234", 1234.0), ("$1,234.50", 1234.5), ("-3", -3.0), ("The answer is 0.5.", 0.5),
-    ("from 3 to 18", 18.0), ("no number", None), ("", None), (".5", 0.5), ("$ 40", 40.0), (12, 12.0),
-])
-def test_parse_number(text, want):
-    assert parse_number(text) == want
-
-
 async def test_arith_config_through_runtime():
     rt = ToolRuntime.from_yaml(ARITH)
     assert rt.names == ["calculator", "calc_gsm8k_reward"]
@@ -66,10 +58,36 @@ async def test_arith_config_through_runtime():
         rewards = await s.calc_rewards()
     assert calc.observation == "1234" and calc.metrics == {"success": True}
     assert err.status == "ok" and err.observation == "Error: division by zero" and err.metrics == {"success": False}
-    assert wrong.observation == "Current parsed answer=1233 result=0.0" and wrong.step_reward == -0.05
-    assert right.observation == "Current parsed answer=1234 result=1.0" and right.step_reward == 0.0
-    assert again.step_reward == -0.05          # not better than before: verl's penalty
+    assert wrong.observation == "Answer recorded (parsed: 1233)." and wrong.step_reward == 0.0   # the first is free
+    assert right.observation == "Answer recorded (parsed: 1234)." and right.step_reward == -0.05
+    assert again.step_reward == -0.05          # every later submission costs, right or wrong
     assert rewards == {"calculator": 0.0, "calc_gsm8k_reward": 1.0}
+
+
+async def submit(answers, truth=72):
+    rt = ToolRuntime.from_yaml(ARITH, only=["calc_gsm8k_reward"])
+    async with rt.session("t", {"calc_gsm8k_reward": {"create_kwargs": {"ground_truth": truth}}}) as s:
+        recs = [await s.call("calc_gsm8k_reward", {"answer": a}) for a in answers]
+        return recs, (await s.calc_rewards())["calc_gsm8k_reward"]
+
+
+async def test_gsm8k_reply_does_not_reveal_correctness():
+    (right,), right_reward = await submit(["72"])
+    (wrong,), wrong_reward = await submit(["71"])
+    assert (right_reward, wrong_reward) == (1.0, 0.0)
+    # identical apart from the echoed answer; same step reward; nothing says right or wrong
+    assert right.observation.replace("72", "N") == wrong.observation.replace("71", "N") == "Answer recorded (parsed: N)."
+    assert right.step_reward == wrong.step_reward == 0.0
+    later_right, later_wrong = (await submit(["1", "72"]))[0][1], (await submit(["1", "71"]))[0][1]
+    assert later_right.observation.replace("72", "N") == later_wrong.observation.replace("71", "N")
+    assert later_right.step_reward == later_wrong.step_reward == -0.05
+
+
+async def test_gsm8k_spaced_minus_is_not_a_sign():
+    assert (await submit(["Answer:\n- 72"]))[1] == 1.0
+    assert (await submit(["12 - 5"], truth=5))[1] == 1.0
+    recs, reward = await submit(["-3"], truth=-3)
+    assert reward == 1.0 and recs[0].observation == "Answer recorded (parsed: -3)."
 
 
 async def test_gsm8k_final_answer_wrong_and_missing_ground_truth():
@@ -81,3 +99,11 @@ async def test_gsm8k_final_answer_wrong_and_missing_ground_truth():
     async with rt.session("t2", {}) as s:
         rec = await s.call("calc_gsm8k_reward", {"answer": "18"})
     assert rec.status == "create_failed" and "ground_truth" in rec.observation
+
+
+def test_gsm8k_penalty_must_not_be_a_bonus():
+    from tools.gsm8k_reward import Gsm8kRewardTool
+
+    schema = {"type": "function", "function": {"name": "calc_gsm8k_reward", "description": "", "parameters": {"type": "object"}}}
+    with pytest.raises(ValueError, match="penalty must be <= 0"):
+        Gsm8kRewardTool({"penalty": 0.1}, schema)

@@ -59,6 +59,8 @@ def test_no_results_and_sample_not_found(index):
     ("get_relations_out", "", None, "non-empty entity"),
     ("get_entities_out", "Paris", None, "needs a relation"),
     (None, "Paris", None, "Unknown action"),
+    ("get_relations_out", "Paris", "location.location.containedby", "takes no relation"),
+    ("get_head_relations", "France", "", "takes no relation"),
 ])
 def test_format_errors(index, action, entity, relation, needle):
     r = index.query("q2", action, entity, relation)

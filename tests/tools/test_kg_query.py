@@ -46,15 +46,35 @@ async def test_queries_metrics_and_repeats(kg_server, monkeypatch):
     finally:
         await rt.close()
     assert r1.status == "ok" and "people.person.children" in r1.observation
-    assert r1.metrics == {"success": True, "error_type": "KG_SUCCESS", "repeated": False}
+    assert r1.metrics == {"success": True, "error_type": "KG_SUCCESS", "lookup": "get_relations_out|barack obama|",
+                          "repeated": False}
     assert r2.observation.endswith("Michelle Obama") and not r2.metrics["repeated"]
+    assert r2.metrics["entities"] == ["Michelle Obama"]   # what the KG reward reads, not the text
+    assert r2.metrics["lookup"] == "get_entities_out|barack obama|people.person.spouse"
     assert r3.metrics["repeated"] is True
-    assert r4.metrics == {"success": False, "error_type": "KG_RELATION_NOT_FOUND", "repeated": False}
+    assert r4.metrics == {"success": False, "error_type": "KG_RELATION_NOT_FOUND",
+                          "lookup": "get_entities_out|barack obama|people.person.age", "repeated": False}
     assert "people.person.place_of_birth" in r4.observation
     assert r5.status == "invalid_arguments" and "field 'action'" in r5.observation
     snap = rt.metrics.snapshot()
     assert snap["tools/kg_query/calls"] == 5 and snap["tools/kg_query/success_mean"] == 0.75
     assert snap["tools/kg_query/repeated_mean"] == 0.25
+
+
+async def test_unexpected_arguments_are_format_errors(kg_server, monkeypatch):
+    monkeypatch.setenv(ENV_URL, kg_server)
+    rt = ToolRuntime.from_yaml(KG_YAML)
+    try:
+        async with rt.session("t", kw()) as s:
+            rel = await s.call("kg_query", {"action": "get_relations_out", "entity": "Barack Obama",
+                                            "relation": "people.person.spouse"})
+            empty = await s.call("kg_query", {"action": "get_relations_in", "entity": "Barack Obama", "relation": ""})
+            extra = await s.call("kg_query", {"action": "get_relations_out", "entity": "Barack Obama", "hops": 2})
+    finally:
+        await rt.close()
+    for rec in (rel, empty, extra):   # a malformed call earns no query validity
+        assert rec.status == "ok" and rec.metrics["success"] is False and rec.metrics["error_type"] == "KG_FORMAT_ERROR"
+    assert "takes no relation" in rel.observation and "Unexpected argument(s) hops" in extra.observation
 
 
 async def test_missing_sample_id_is_create_failed(kg_server, monkeypatch):

@@ -61,11 +61,25 @@ async def test_single_and_batch(kg_server):
     ([{"sample_id": "q1", "action": "get_relations_out", "entity": "x", "relation": 3}], False, 400, "request[0].relation"),
     ([{"sample_id": "q1", "action": "a", "entity": "x"}] * 1025, False, 413, "exceeds the limit of 1024"),
     ("x" * (1 << 20 + 1), True, 413, "larger than"),
+    # decoding these used to raise (RecursionError, ValueError, UnicodeEncodeError) and answer HTTP 500
+    pytest.param("[" * 100000, True, 400, "nests deeper than 8 levels", id="deep-nesting"),
+    pytest.param('{"sample_id": "q1", "action": "get_relations_out", "entity": "x", "dataset": ' + "[" * 5000
+                 + "]" * 5000 + "}", True, 400, "nests deeper than 8 levels", id="deep-nesting-in-a-field"),
+    pytest.param('{"sample_id": "q1", "action": "get_relations_out", "entity": ' + "1" * 5000 + "}", True, 400,
+                 "not valid JSON", id="number-too-long"),
+    pytest.param('{"sample_id": "q1", "action": "get_relations_out", "entity": "\\ud800"}', True, 400,
+                 "not valid Unicode", id="lone-surrogate"),
+    pytest.param('"' + '\\"' * 300000, True, 400, "not valid JSON", id="unterminated-string-of-escapes"),
 ])
 async def test_bad_requests(kg_server, body, raw, status, needle):
     got, reply = await post(kg_server, body, raw)
     assert got == status and reply["error_type"] == "KG_FORMAT_ERROR" and not reply["success"]
     assert needle in reply["result"], reply
+
+
+async def test_brackets_inside_strings_are_not_nesting(kg_server):
+    status, body = await post(kg_server, [{"sample_id": "q2", "action": "get_relations_out", "entity": '[{"\\' * 50}])
+    assert status == 200 and body[0]["error_type"] == "KG_ENTITY_NOT_FOUND"
 
 
 async def test_in_process_start_rejects_missing_store(tmp_path):

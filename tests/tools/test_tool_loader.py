@@ -117,6 +117,19 @@ def test_verl_class_alias(tmp_path):
     assert type(tools[0]).__name__ == "Gsm8kRewardTool"
 
 
+def test_verl_rate_limit_keys_keep_verl_meaning(tmp_path):
+    # a verl sandbox / search tool config: rate_limit is the number of calls in flight at once
+    verl = entry(class_name="tools.calculator.CalculatorTool",
+                 config="{type: native, num_workers: 10, rate_limit: 4, enable_global_rate_limit: true}")
+    ours = entry(name="paced", class_name="tools.calculator.CalculatorTool",
+                 config="{type: native, calls_per_second: 2.5, calls_per_second_burst: 3}")
+    shout, paced = read_tool_specs(write(tmp_path, "tools:" + verl + ours))
+    assert (shout.options.rate_limit, shout.options.concurrent_cap, shout.options.calls_per_second) == (4, 4, None)
+    assert (paced.options.calls_per_second, paced.options.calls_per_second_burst, paced.options.concurrent_cap) == (2.5, 3, None)
+    off = entry(class_name="tools.calculator.CalculatorTool", config="{type: native, rate_limit: 4, enable_global_rate_limit: false}")
+    assert read_tool_specs(write(tmp_path, "tools:" + off, "off.yaml"))[0].options.concurrent_cap is None
+
+
 @pytest.mark.parametrize("body, needles", [
     ("tools:" + GOOD_ENTRY.replace("  - class_name: tools.calculator.CalculatorTool\n    config", "  - config"),
      ["tools[0] (calc)", "missing required field class_name"]),
@@ -131,6 +144,11 @@ def test_verl_class_alias(tmp_path):
     ("tools:" + entry(config="{type: mcp}"), ["tools[0] (shout)", "config.type 'mcp' is not supported"]),
     ("tools:" + entry(config="{type: native, timeout_s: -1}"), ["tools[0] (shout)", "config.timeout_s must be > 0"]),
     ("tools:" + entry(config="{type: native, max_concurrency: 1.5}"), ["tools[0] (shout)", "must be an integer"]),
+    ("tools:" + entry(config="{type: native, rate_limit: 1.5}"), ["tools[0] (shout)", "config.rate_limit must be an integer"]),
+    ("tools:" + entry(config="{type: native, enable_global_rate_limit: 1}"),
+     ["tools[0] (shout)", "config.enable_global_rate_limit must be true or false"]),
+    ("tools:" + entry(config="{type: native, rate_limit: 5, rate_limit_burst: 2}"),
+     ["tools[0] (shout)", "rate_limit_burst is now calls_per_second_burst", "calls_per_second"]),
     ("tools: {a: 1}", ["`tools` must be a list"]),
     ("something: else", ["top-level `tools:` list"]),
     ("tools: [\n  - bad", ["not valid YAML"]),

@@ -281,7 +281,7 @@ async def test_release_continues_when_cancelled_while_releasing():
     assert finished == tool.created
 
 
-async def test_rate_limit_is_time_based_and_shared_across_runtimes():
+async def test_calls_per_second_is_time_based_and_shared_across_runtimes():
     starts = []
 
     async def quick(*a, **k):
@@ -289,7 +289,7 @@ async def test_rate_limit_is_time_based_and_shared_across_runtimes():
         return "ok", 0.0, {}
     rate = 20.0
     # two runtimes, one process-wide limiter for the tool name
-    rts = [ToolRuntime([ScriptedTool("ratelimited_t1", quick, rate_limit=rate)]) for _ in range(2)]
+    rts = [ToolRuntime([ScriptedTool("ratelimited_t1", quick, calls_per_second=rate)]) for _ in range(2)]
 
     async def one(rt, i):
         async with rt.session(f"t{i}", {}) as s:
@@ -302,6 +302,35 @@ async def test_rate_limit_is_time_based_and_shared_across_runtimes():
     for k, t in enumerate(starts):
         assert t >= t0 + k / rate - 0.005, (k, t - t0)
     assert starts[-1] - t0 >= 9 / rate - 0.005
+
+
+async def run_concurrently(config, n_runtimes=2, calls=8):
+    """`calls` calls of a slow tool named after `config` spread over `n_runtimes` runtimes -> max in flight
+    over all of them (no timing assertion: the count is taken inside the fake tool)."""
+    counter = {"now": 0, "max": 0}
+
+    async def counted(*a, **k):
+        counter["now"] += 1
+        counter["max"] = max(counter["max"], counter["now"])
+        await asyncio.sleep(0.01)
+        counter["now"] -= 1
+        return "ok", 0.0, {}
+    name = "verl_" + "_".join(f"{k}_{v}" for k, v in config.items())
+    rts = [ToolRuntime([ScriptedTool(name, counted, max_concurrency=None, **config)]) for _ in range(n_runtimes)]
+
+    async def one(i):
+        async with rts[i % n_runtimes].session(f"t{i}", {}) as s:
+            return (await s.call(name, {})).status
+    assert await asyncio.gather(*(one(i) for i in range(calls))) == ["ok"] * calls
+    return counter["max"]
+
+
+async def test_verl_rate_limit_caps_concurrent_calls_across_runtimes():
+    # verl's rate_limit is a semaphore (TokenBucketWorker), not calls per second
+    assert await run_concurrently({"rate_limit": 2}) == 2
+    assert await run_concurrently({"rate_limit": 2, "enable_global_rate_limit": True}, n_runtimes=1, calls=3) == 2
+    # verl: enable_global_rate_limit false means no rate limiter at all
+    assert await run_concurrently({"rate_limit": 2, "enable_global_rate_limit": False}) == 8
 
 
 async def test_concurrency_cap():

@@ -39,7 +39,7 @@ def test_call_gsm8k_with_create_kwargs(capsys):
     assert main(["tools", "call", ARITH, "calc_gsm8k_reward", '{"answer": "$1,234"}',
                  "--create-kwargs", '{"ground_truth": "1234"}']) == 0
     out = capsys.readouterr().out
-    assert "Current parsed answer=1234 result=1.0" in out and "calc_reward: 1.0" in out
+    assert "Answer recorded (parsed: 1234)." in out and "calc_reward: 1.0" in out
 
 
 def test_call_failures(capsys):

@@ -124,3 +124,62 @@ def test_kill_during_save_leaves_loadable_latest(tiny_model_path, tmp_path):
         assert 1 <= len(complete) <= 3  # keep 2 (+ one renamed in before pruning ran)
     assert last_steps == sorted(last_steps) and last_steps[-1] > last_steps[0]  # each run resumed
     assert mid_save >= 1, "no kill landed inside a save"
+
+
+def _saved(tiny_model_path, tokenizer, tmp_path):
+    a = _actor(tiny_model_path)
+    a.update(make_batch(B=2, L=10))
+    return a, C.save_checkpoint(str(tmp_path / "ckpt"), 1, a, tokenizer, {"step": 1})
+
+
+def test_resume_reads_optim_and_rng_with_weights_only(tiny_model_path, tokenizer, tmp_path, monkeypatch):
+    import numpy as np
+
+    a, path = _saved(tiny_model_path, tokenizer, tmp_path)
+    np_after_save = np.random.rand(3)
+    real_load, loaded = torch.load, []
+
+    def strict_load(f, *args, **kw):
+        assert kw.get("weights_only") is True, f"torch.load({f}) without weights_only=True"
+        loaded.append(os.path.basename(os.path.dirname(f)))
+        return real_load(f, *args, **kw)
+
+    monkeypatch.setattr(torch, "load", strict_load)
+    b = _actor(tiny_model_path)
+    C.load_checkpoint(path, b)
+    assert sorted(loaded) == ["optim", "rng"]
+    assert np.array_equal(np.random.rand(3), np_after_save)  # numpy RNG restored from its plain-list form
+    assert b.scheduler.last_epoch == a.scheduler.last_epoch
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_tampered_rng_file_is_refused_not_executed(tiny_model_path, tokenizer, tmp_path):
+    _, path = _saved(tiny_model_path, tokenizer, tmp_path)
+    marker = str(tmp_path / "pwned")
+    torch.save({"python": _Exploit(marker)}, os.path.join(path, "rng", "rank_00000.pt"))
+    with pytest.raises(Exception) as e:
+        C.load_checkpoint(path, _actor(tiny_model_path))
+    assert not os.path.exists(marker), "the pickle's payload ran"
+    assert isinstance(e.value, C.CheckpointError) and "refused to load" in str(e.value)
+    assert "\n" not in str(e.value) and "rng" in str(e.value)
+
+
+def test_rng_file_of_previous_format_still_loads(tiny_model_path, tokenizer, tmp_path):
+    import numpy as np
+
+    _, path = _saved(tiny_model_path, tokenizer, tmp_path)
+    np.random.seed(7)
+    old = {"python": random.getstate(), "torch": torch.get_rng_state(),
+           "numpy": np.random.get_state()}  # an ndarray inside: the previous format
+    expected = np.random.rand(3)
+    torch.save(old, os.path.join(path, "rng", "rank_00000.pt"))
+    np.random.seed(8)
+    C.load_checkpoint(path, _actor(tiny_model_path))
+    assert np.array_equal(np.random.rand(3), expected)

@@ -1,4 +1,5 @@
 import asyncio
+import os
 
 import torch
 
@@ -68,3 +69,40 @@ def test_untied_sends_lm_head_and_no_engine_still_iterates(tiny_model_path):
     assert "lm_head.weight" in names and "model.embed_tokens.weight" in names
     stats = asyncio.run(sync_weights(model, None, bucket_mb=1.0))
     assert stats["weight_sync/tensors"] == len(names)
+
+
+class DiskEngine(RecordingEngine):
+    """An engine that loads weights from disk (like the http engine): records each folder's tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.loaded = []
+
+    async def update_weights(self, named_tensors):
+        raise NotImplementedError
+
+    async def update_weights_from_disk(self, model_path):
+        from safetensors.torch import load_file
+
+        self.loaded.append((model_path, load_file(os.path.join(model_path, "model.safetensors"))))
+
+
+def test_sync_from_disk_replaces_hf_folder(tiny_model_path, tmp_path, monkeypatch):
+    from agent_rl.training.weight_sync import sync_weights_from_disk
+
+    model = _model(tiny_model_path)
+    engine = DiskEngine()
+    monkeypatch.chdir(tmp_path)
+    stats = asyncio.run(sync_weights_from_disk(model, engine, "sync", dtype=torch.bfloat16))
+    path, sent = engine.loaded[-1]
+    assert path == str(tmp_path / "sync")                        # absolute: the server has its own working directory
+    assert set(sent) == {n for n, _ in model.named_parameters()}  # tied lm_head not written
+    assert all(torch.equal(sent[n], p.detach().to(torch.bfloat16)) for n, p in model.named_parameters())
+    assert stats["weight_sync/bytes"] == sum(t.numel() * t.element_size() for t in sent.values())
+    assert (tmp_path / "sync" / "config.json").exists() and engine.flushed == 0  # the server flushes its cache itself
+    with torch.no_grad():
+        model.model.embed_tokens.weight.add_(1.0)
+    asyncio.run(sync_weights_from_disk(model, engine, str(tmp_path / "sync")))
+    path, sent = engine.loaded[-1]
+    assert torch.equal(sent["model.embed_tokens.weight"], model.model.embed_tokens.weight.detach())
+    assert sorted(os.listdir(tmp_path)) == ["sync"]              # replaced in place, no temporary folder left
