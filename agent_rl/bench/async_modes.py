@@ -16,7 +16,7 @@ from agent_rl.rollout.scheduler import RolloutScheduler
 def bench_rollout_config(base, spec: ModeSpec, workload, temperature: float, max_tool_response_tokens: int,
                          progress: bool):
     """The rollout config of one async mode: the workload's budgets, the mode's over-sampling / carry-over."""
-    launched = int(workload.num_prompts * (1 + spec.over_sample_rate) + 1) * workload.n * 2
+    launched = spec.launched_trajectories(workload.num_prompts, workload.n)
     mt = MultiTurnConfig(enable=True, max_assistant_turns=workload.max_turns(), max_tool_calls=workload.max_turns(),
                          max_parallel_tool_calls=1, max_new_tokens_per_turn=workload.max_tokens_per_turn(),
                          max_response_tokens=base.max_model_len, max_tool_response_tokens=max_tool_response_tokens)

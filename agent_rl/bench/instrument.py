@@ -112,9 +112,24 @@ class InstrumentedEngine(Engine):
         await self.inner.shutdown()
 
 
+def inflight_stats(events: List[Tuple[float, int]], wall_s: float) -> Tuple[int, float]:
+    """(peak, time-weighted mean over [0, wall_s]) of the requests in flight: the engine's decode batch as we feed it."""
+    peak, area, last_t, level = 0, 0.0, 0.0, 0
+    for t, n in events:
+        t = min(max(t, 0.0), wall_s)
+        area += level * (t - last_t)
+        last_t, level = t, n
+        peak = max(peak, n)
+    area += level * max(0.0, wall_s - last_t)
+    return peak, area / wall_s if wall_s > 0 else 0.0
+
+
 def trace_summary(trace: EngineTrace, wall_s: float) -> Dict[str, float]:
     busy = busy_seconds(trace.busy, 0.0, wall_s)
+    peak, mean = inflight_stats(trace.events, wall_s)
     return {
+        "inflight_peak": peak,
+        "inflight_mean": mean,
         "engine_busy_s": busy,
         "engine_idle_s": max(0.0, wall_s - busy),
         "engine_idle_frac": max(0.0, wall_s - busy) / wall_s if wall_s > 0 else 0.0,

@@ -1,6 +1,7 @@
 """The rollout modes the benchmark compares, and how they are named on the command line."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List
 
@@ -13,6 +14,10 @@ class ModeSpec:
     kind: str                       # turn-batched | async
     over_sample_rate: float = 0.0
     partial_rollout: bool = False
+
+    def launched_trajectories(self, prompts: int, n: int) -> int:
+        """Trajectories a step launches (and so requests in flight at most): ceil(B (1 + rate)) groups of n."""
+        return math.ceil(prompts * (1 + self.over_sample_rate) - 1e-9) * n
 
     def settings(self):
         return {"kind": self.kind, "over_sample_rate": self.over_sample_rate, "partial_rollout": self.partial_rollout}

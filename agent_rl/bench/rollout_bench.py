@@ -2,6 +2,7 @@
 one after the other on the same engine (wrapped to record busy time) and event loop."""
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -16,6 +17,12 @@ from agent_rl.bench.turn_batched import turn_batched_step
 from agent_rl.bench.workload import Workload
 from agent_rl.rollout.chat import ChatRenderer
 from agent_rl.tool_runtime.runtime import ToolRuntime
+
+
+def mark(what: str) -> None:
+    """A time-stamped line on stderr, in the stream the engine logs to: tools/sglang_log.py splits sglang's
+    scheduler log by these marks (docs/benchmarks.md, profile)."""
+    print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] agent-rl bench: {what}", file=sys.stderr, flush=True)
 
 
 def bench_row(group: int) -> Dict[str, Any]:
@@ -104,7 +111,9 @@ class RolloutBench:
         bar = self._bar(spec.name, w.num_prompts * w.n * self.s.steps)
         trace = self.engine.reset()
         t0 = trace.t0
+        cpu0 = time.thread_time()
         steps: List[StepStat] = []
+        mark(f"mode {spec.name} start")
         try:
             if spec.kind == "turn-batched":
                 prefix = f"tb-{uuid.uuid4().hex[:8]}"  # request ids unique across modes and scenarios
@@ -121,7 +130,11 @@ class RolloutBench:
             bar.close()
             self.engine.close_trace()
             await rt.close()
+            mark(f"mode {spec.name} end")
+        cpu = time.thread_time() - cpu0
         out = summarize_mode(spec.name, steps, trace, ceiling_tps, spec.settings())
+        out["loop_cpu_s"] = cpu   # CPU of the thread running the event loop (with in-process sglang: its tokenizer manager too)
+        out["loop_cpu_frac"] = cpu / out["wall_s"] if out.get("wall_s") else None
         out["tool_metrics"] = rt.metrics.snapshot()
         return out
 

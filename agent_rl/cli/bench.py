@@ -12,8 +12,12 @@ HELP = "Benchmark raw engine throughput and async multi-turn rollouts (see docs/
 
 
 def _common(p) -> None:
-    p.add_argument("--engine", default="hf", choices=["hf", "sglang", "auto"], help="generation backend (default hf)")
-    p.add_argument("--model", default="embedded", help="HF model folder, or `embedded` (SmolLM2-135M-Instruct)")
+    p.add_argument("--engine", default="hf", choices=["hf", "sglang", "http", "auto"],
+                   help="generation backend (default hf; http = an SGLang server at --server-url)")
+    p.add_argument("--server-url", default=None, help="--engine http: base URL of the SGLang server")
+    p.add_argument("--model", default="embedded",
+                   help="HF model folder, `embedded` (SmolLM2-135M-Instruct), or `random:SHAPE`: a random-init model of "
+                        "a named shape (qwen2.5-0.5b | qwen2.5-1.5b | qwen2.5-3b | qwen2.5-7b), built once into the cache")
     p.add_argument("--device", default=None, help="hf engine device (default: cuda when available, else cpu)")
     p.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 / float32 (default: the engine's)")
     p.add_argument("--out", required=True, help="output folder (JSON, summary.md, plots)")
@@ -67,7 +71,13 @@ def add_arguments(parser) -> None:
     s.add_argument("--heavy-tail-tokens", default="pareto:alpha=1.2,scale=8,max=128",
                    help="tokens per turn of the heavy-tail scenario (instant tools)")
     s.add_argument("--heavy-tail-prompts", type=int, default=None, help="prompt groups of the heavy-tail scenario (default --prompts)")
-    s.add_argument("--ceiling-prompts", type=int, default=64, help="raw engine run: requests")
+    s.add_argument("--ceiling-prompts", default="64",
+                   help="raw engine runs: requests in flight, comma list (e.g. 256,1024: the largest must not be slower)")
+    g = sub.add_parser("sglang-log", help="per benchmark mode: sglang's prefill passes, cache hits, decode batch sizes",
+                       description="Summarise an sglang log written during `agent-rl bench` (both in one file, e.g. "
+                                   "`agent-rl bench suite ... > bench.log 2>&1`): per mode, prefill passes, radix-cache "
+                                   "hit rate, decode batch size and CUDA-graph share.")
+    g.add_argument("log", help="log file holding sglang's scheduler lines and the bench's mode marks")
     s.add_argument("--ceiling-prompt-len", type=int, default=128, help="raw engine run: prompt tokens")
     s.add_argument("--ceiling-new-tokens", type=int, default=64, help="raw engine run: new tokens")
 
@@ -108,12 +118,37 @@ def _engine_kwargs(pairs):
     return kwargs
 
 
-def _rollout_config(args):
+def _rollout_config(args, concurrency: int):
+    """The engine's rollout config; `concurrency` (most requests the benchmark puts in flight) sizes sglang's
+    CUDA graphs and running cap (engines/sglang_engine.scheduling_kwargs)."""
     from agent_rl.config.schema import RolloutConfig
 
     return dataclasses.replace(RolloutConfig(), engine=args.engine, max_model_len=args.max_model_len,
                                hf_max_batch_size=args.hf_max_batch_size, gpu_memory_utilization=args.mem_fraction,
-                               engine_kwargs=_engine_kwargs(args.engine_kwarg), progress_bar=not args.no_progress)
+                               engine_kwargs=_engine_kwargs(args.engine_kwarg), progress_bar=not args.no_progress,
+                               max_concurrent_trajectories=concurrency, server_url=args.server_url)
+
+
+def _ceiling_sizes(text: str) -> list:
+    try:
+        sizes = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--ceiling-prompts {text!r}: expected a comma list of integers") from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--ceiling-prompts {text!r}: expected request counts >= 1")
+    return sizes
+
+
+def _concurrency(args, plan) -> int:
+    """Most generate requests in flight at once in this benchmark."""
+    if args.bench_cmd == "engine":
+        return args.prompts
+    if args.bench_cmd == "rollout":
+        workload, modes = plan
+        return max(m.launched_trajectories(workload.num_prompts, workload.n) for m in modes)
+    from agent_rl.bench.suite import max_concurrency
+
+    return max([max_concurrency(plan)] + _ceiling_sizes(args.ceiling_prompts))
 
 
 def _model_path(spec: str) -> str:
@@ -121,6 +156,13 @@ def _model_path(spec: str) -> str:
         from agent_rl.model.prepare import prepare_embedded
 
         return prepare_embedded(log=lambda *_: None)
+    if spec.startswith("random:"):
+        from agent_rl.model.prepare import PrepareError, random_model_cached
+
+        try:
+            return random_model_cached(spec.split(":", 1)[1])
+        except PrepareError as e:
+            raise ValueError(f"--model {spec}: {e}") from None
     return spec
 
 
@@ -160,19 +202,26 @@ def run(args) -> int:
     from agent_rl.bench.env_info import environment
     from agent_rl.engines import build_engine, resolve_engine_kind
 
+    if args.bench_cmd == "sglang-log":
+        from agent_rl.bench.sglang_log import main
+
+        return main(args.log)
     try:
-        rollout_cfg = _rollout_config(args)
         plan = _plan(args)
+        rollout_cfg = _rollout_config(args, _concurrency(args, plan))
         model_path = _model_path(args.model)
     except ValueError as e:
         print(f"agent-rl bench: {e}", file=sys.stderr)
         return 2
 
     header = {"kind": args.bench_cmd, "command": command_line(args), "argv": list(sys.argv),
-              "engine": resolve_engine_kind(args.engine), "model": model_path, "environment": environment(args.device)}
+              "engine": resolve_engine_kind(args.engine), "model": model_path, "environment": environment(args.device),
+              "max_concurrency": rollout_cfg.max_concurrent_trajectories}
     loop = asyncio.new_event_loop()  # one loop for every engine call (SGLang binds to its first loop)
     asyncio.set_event_loop(loop)
     engine = build_engine(rollout_cfg, model_path, device=args.device, seed=args.seed, dtype=_dtype(args.dtype))
+    if hasattr(engine, "scheduling_info"):
+        header["engine_scheduling"] = engine.scheduling_info()
     try:
         if args.bench_cmd == "engine":
             job = _engine_bench(engine, args, model_path, header)
@@ -253,13 +302,17 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
     from transformers import AutoTokenizer
 
     from agent_rl.bench.instrument import InstrumentedEngine
-    from agent_rl.bench.suite import suite_markdown, target_check
+    from agent_rl.bench.suite import ceiling_check, suite_markdown, target_checks
 
     tok = AutoTokenizer.from_pretrained(model_path)
     wrapped = InstrumentedEngine(engine)
     benches = [_bench(wrapped, tok, args, rollout_cfg, sc.workload, True) for sc in scenarios]  # all checked first
-    suite = dict(header, ceiling=await _raw_engine(engine, tok, args.ceiling_prompts, args.ceiling_prompt_len,
-                                                   args.ceiling_new_tokens, args), scenarios={}, targets=[])
+    ceilings = [await _raw_engine(engine, tok, num, args.ceiling_prompt_len, args.ceiling_new_tokens, args)
+                for num in _ceiling_sizes(args.ceiling_prompts)]
+    suite = dict(header, ceiling=ceilings[0], ceilings=ceilings, scenarios={}, scenario_modes={}, targets=[])
+    check = ceiling_check(ceilings)
+    if check:
+        suite["targets"].append(check)
     paths = []
     for sc, bench in zip(scenarios, benches):
         if not args.no_progress:
@@ -268,7 +321,11 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
                       workload=sc.workload.to_json(), steps=args.steps)
         paths += list(_finish(result, os.path.join(args.out, sc.name), "rollout_bench").values())
         suite["scenarios"][sc.name] = os.path.join(sc.name, "rollout_bench.json")
-        suite["targets"].append(target_check(sc, result))
+        suite["targets"] += target_checks(sc, result)
+        suite["scenario_modes"][sc.name] = [{k: m.get(k) for k in ("mode", "step_wall_s_mean", "ratio_to_ceiling",
+                                                                    "inflight_mean", "inflight_peak", "loop_cpu_frac",
+                                                                    "engine_idle_frac", "latency_p50_s")}
+                                            for m in result["modes"]]
     if hasattr(os, "getloadavg"):
         suite["environment"]["load_avg_1m_at_end"] = os.getloadavg()[0]
     os.makedirs(args.out, exist_ok=True)

@@ -4,7 +4,8 @@
 
 * `sglang` — in-process `sglang.Engine` (GPU, production path), `engines/sglang_engine.py`
 * `hf`     — transformers with our own continuous batching (CPU / tests), `engines/hf.py`
-* `http`   — client of an external SGLang server at `rollout.server_url`, `engines/http.py`
+* `http`   — client of an external SGLang server at `rollout.server_url`, `engines/http.py` (it takes
+             weights from disk: `training.weight_sync.sync_weights_from_disk`)
 * `auto`   — `sglang` when CUDA is available and `sglang` imports, else `hf`
 """
 from __future__ import annotations
@@ -57,7 +58,8 @@ def build_engine(rollout_cfg: Any, model_path: str, device: Optional[str] = None
 
         return SGLangEngine(model_path, mem_fraction_static=getattr(rollout_cfg, "gpu_memory_utilization", 0.4),
                             context_length=max_len, seed=seed, dtype=dtype,
-                            engine_kwargs=dict(getattr(rollout_cfg, "engine_kwargs", None) or {}))
+                            engine_kwargs=dict(getattr(rollout_cfg, "engine_kwargs", None) or {}),
+                            max_concurrency=getattr(rollout_cfg, "max_concurrent_trajectories", None))
     from agent_rl.engines.http import HTTPEngine
 
     url = getattr(rollout_cfg, "server_url", None)

@@ -33,6 +33,7 @@ One event loop: sglang binds its response handling to the loop of the first asyn
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import uuid
@@ -63,6 +64,40 @@ def sampling_params_dict(sp: SamplingParams) -> Dict[str, Any]:
     return d
 
 
+GRAPH_BS_LIMIT = 1024   # most decode rows we ask sglang to capture CUDA graphs for (capture time and memory grow with it)
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-int(n) // k) * k
+
+
+def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fields: Set[str]) -> Dict[str, Any]:
+    """sglang server args that keep every decode batch inside a captured CUDA graph (docs/benchmarks.md).
+
+    sglang captures decode graphs up to a batch size picked from the GPU's memory (256 on an H100 / H200 at
+    TP 1) and runs larger batches eagerly, several times slower per token on a small model. With `max_concurrency`
+    requests in flight (one per running trajectory), graphs are captured up to min(concurrency, GRAPH_BS_LIMIT),
+    `max_running_requests` is capped there (the rest wait in sglang's queue), and priority scheduling serves the
+    queue by our hint (lower first: earlier launched groups, so over-sampled extras only use spare rows).
+    The user's `rollout.engine_kwargs` win; the deprecated `cuda_graph_max_bs` maps to whichever name `fields`
+    (sglang's ServerArgs) has."""
+    out = dict(user)
+    graph_key = "cuda_graph_max_bs_decode" if "cuda_graph_max_bs_decode" in fields else "cuda_graph_max_bs"
+    if "cuda_graph_max_bs" in out and graph_key != "cuda_graph_max_bs":
+        out[graph_key] = out.pop("cuda_graph_max_bs")
+    if max_concurrency and max_concurrency > 0:
+        rows = min(_round_up(max_concurrency, 32), GRAPH_BS_LIMIT)
+        if not out.get("disable_cuda_graph"):
+            out.setdefault(graph_key, rows)
+        if max_concurrency > rows:
+            out.setdefault("max_running_requests", rows)
+    if "enable_priority_scheduling" in fields and "enable_priority_scheduling" not in out \
+            and out.get("schedule_policy", "fcfs") in ("fcfs", "lof"):
+        out.update(enable_priority_scheduling=True, schedule_low_priority_values_first=True,
+                   disable_priority_preemption=True, default_priority_value=0)
+    return out
+
+
 def parse_generate_output(out: Dict[str, Any], prompt_tokens: int) -> GenerateOutput:
     """sglang's generate result (in-process dict or HTTP JSON) -> GenerateOutput."""
     meta = out.get("meta_info", {}) or {}
@@ -83,7 +118,7 @@ class SGLangEngine(Engine):
 
     def __init__(self, model_path: str, mem_fraction_static: float = 0.4, context_length: Optional[int] = None,
                  seed: Optional[int] = None, dtype: Any = None, enable_memory_saver: bool = True,
-                 engine_kwargs: Optional[Dict[str, Any]] = None):
+                 engine_kwargs: Optional[Dict[str, Any]] = None, max_concurrency: Optional[int] = None):
         if os.environ.get("SGLANG_RETURN_ORIGINAL_LOGPROB", "").lower() in ("1", "true", "yes"):
             raise RuntimeError("SGLANG_RETURN_ORIGINAL_LOGPROB is set: sglang would return temperature-1 log-probs, "
                                "not log_softmax(logits / T) of the sampling policy; unset it")
@@ -100,7 +135,10 @@ class SGLangEngine(Engine):
             kwargs["random_seed"] = int(seed)
         if dtype is not None:
             kwargs["dtype"] = str(dtype).replace("torch.", "")
-        kwargs.update(engine_kwargs or {})
+        from sglang.srt.server_args import ServerArgs
+
+        kwargs.update(scheduling_kwargs(max_concurrency, engine_kwargs or {}, {f.name for f in dataclasses.fields(ServerArgs)}))
+        self.priority_scheduling = bool(kwargs.get("enable_priority_scheduling"))
         before = self._child_pids()
         self._engine = sglang.Engine(**kwargs)
         self._own_children = self._child_pids() - before
@@ -109,6 +147,17 @@ class SGLangEngine(Engine):
         self.abort_retry_s = 0.1
         self.abort_retries = 600
         self._closed = False
+
+    def scheduling_info(self) -> Dict[str, Any]:
+        """What bounds a decode batch: the largest CUDA-graph batch and the running-request cap (None = sglang's
+        own, from the KV pool), as sglang resolved them at start."""
+        sa = getattr(self._engine, "server_args", None)
+        graphs = getattr(getattr(getattr(sa, "cuda_graph_config", None), "decode", None), "max_bs", None)
+        if graphs is None:
+            graphs = getattr(sa, "cuda_graph_max_bs", None)
+        return {"cuda_graph_max_bs": graphs, "cuda_graph_disabled": bool(getattr(sa, "disable_cuda_graph", False)),
+                "max_running_requests": getattr(sa, "max_running_requests", None),
+                "priority_scheduling": self.priority_scheduling}
 
     @property
     def tokenizer_manager(self):
@@ -133,9 +182,10 @@ class SGLangEngine(Engine):
         done = asyncio.Event()
         self._rids[request_id] = (rid, done)
         try:
+            extra = {"priority": int(sampling.priority)} if self.priority_scheduling and sampling.priority is not None else {}
             out = await self._engine.async_generate(input_ids=[int(t) for t in input_ids],
                                                     sampling_params=sampling_params_dict(sampling),
-                                                    return_logprob=True, rid=rid)
+                                                    return_logprob=True, rid=rid, **extra)
         except Exception as e:
             # sglang raises RequestAbortedError when the abort lands before the request reached the scheduler
             if type(e).__name__ == "RequestAbortedError":

@@ -211,21 +211,58 @@ def generate_check(folder: str, max_new_tokens: int = 12) -> str:
     return tok.decode(out[0, len(ids):], skip_special_tokens=False)
 
 
-def tiny_model_dir(out_dir: str, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> str:
-    """A tiny random Llama with the SmolLM2 tokenizer and chat template (tests)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+# Random-init shapes (the SmolLM2 tokenizer's vocabulary). Random weights are right for throughput work: the
+# benchmark workload fixes every length, so only the architecture's cost matters.
+SHAPES = {
+    "tiny": dict(arch="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, tie_word_embeddings=True),
+    "qwen2.5-0.5b": dict(arch="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True),
+    "qwen2.5-1.5b": dict(arch="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True),
+    "qwen2.5-3b": dict(arch="qwen2", hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+                       num_attention_heads=16, num_key_value_heads=2, tie_word_embeddings=True),
+    "qwen2.5-7b": dict(arch="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                       num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False),
+}
 
+
+def random_model_dir(out_dir: str, shape: str = "tiny", seed: int = 0) -> str:
+    """A random-init model of a named shape (`SHAPES`) with the SmolLM2 tokenizer and chat template, bf16 (fp32
+    for `tiny`), built on the GPU when there is one. Idempotent."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    if shape not in SHAPES:
+        raise PrepareError(f"unknown model shape {shape!r} ({' | '.join(SHAPES)})")
     if is_complete(out_dir):
         return out_dir
+    spec = dict(SHAPES[shape])
+    arch = spec.pop("arch")
     tok = AutoTokenizer.from_pretrained(tokenizer_dir())
+    config_cls, model_cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
+    cfg = config_cls(vocab_size=len(tok), max_position_embeddings=8192 if arch == "qwen2" else 4096,
+                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **spec)
+    dtype = torch.float32 if shape == "tiny" else torch.bfloat16
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-                      num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=4096, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model = LlamaForCausalLM(cfg)
-    tmp = _save_beside(model, tok, out_dir, ".tiny-")
-    _mark_complete(tmp, {"kind": "tiny"})
+    with torch.device("cuda" if torch.cuda.is_available() and shape != "tiny" else "cpu"):
+        model = model_cls(cfg).to(dtype)
+    tmp = _save_beside(model, tok, out_dir, ".random-")
+    _mark_complete(tmp, {"kind": "random", "shape": shape,
+                         "params": int(sum(p.numel() for p in model.parameters()))})
     _install_dir(tmp, out_dir)
     return out_dir
+
+
+def random_model_cached(shape: str) -> str:
+    """`random_model_dir` in the cache (`<cache>/models/random-<shape>`): what `--model random:SHAPE` names."""
+    return random_model_dir(os.path.join(cache_dir(), "models", f"random-{shape}"), shape)
+
+
+def tiny_model_dir(out_dir: str, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> str:
+    """A tiny random Llama with the SmolLM2 tokenizer and chat template (tests)."""
+    if (hidden_size, num_layers) != (64, 2):
+        SHAPES[f"tiny-h{hidden_size}-l{num_layers}"] = dict(SHAPES["tiny"], hidden_size=hidden_size,
+                                                             intermediate_size=hidden_size * 2, num_hidden_layers=num_layers)
+        return random_model_dir(out_dir, f"tiny-h{hidden_size}-l{num_layers}", seed)
+    return random_model_dir(out_dir, "tiny", seed)

@@ -141,16 +141,20 @@ async def _run_calls(parsed: ParseResult, session, cfg, used: int, sem: asyncio.
                 rec.latency_s = time.perf_counter() - t0
             return rec
 
+    if len(parsed.calls) == 1:  # the common case: no gather, no extra task
+        return [await one(0, parsed.calls[0])]
     return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(parsed.calls))))
 
 
 async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, sampling, request_id: str,
                          hooks: Optional[LoopHooks] = None, *, max_model_len: Optional[int] = None,
-                         control: Optional[LoopControl] = None, policy_version: int = 0) -> Trajectory:
+                         control: Optional[LoopControl] = None, policy_version: int = 0,
+                         priority: Optional[int] = None) -> Trajectory:
     """Run (or resume) one trajectory to its end. `cfg` is a MultiTurnConfig; `sampling` a SamplingParams
     (its max_new_tokens is replaced per turn) or a SamplingConfig. `tool_session` None (or
     `cfg.enable` False) means single-turn: the first turn ends the trajectory.
 
+    `priority` is passed to the engine with every request (lower = served first when requests queue).
     Returns `traj` with status "finished", or "aborted" (stop_reason "abort") when the engine aborted
     the request or `control.stop_requested` was set; the scheduler decides what an aborted one becomes.
     Cancellation propagates (the caller's tool-session context releases the instances); the
@@ -237,6 +241,8 @@ async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, 
                 partial.finish_reason = "length"  # the carried partial turn had used its whole per-turn budget
             else:
                 sp = _turn_sampling(sampling, traj, turn_index, hooks, max_new, stop_ids)
+                if priority is not None:
+                    sp.priority = priority
                 rid = f"{request_id}-t{turn_index}" + (f"-r{done_in_turn}" if partial is not None else "")
                 ctl.request_id, ctl.phase = rid, "generate"
                 t0 = time.perf_counter()

@@ -14,7 +14,9 @@ Token stream of a trajectory:
 
 `observation_ids` is computed once per tool turn by rendering the *delta*: a fixed dummy
 conversation is rendered with and without the tool messages and the text after the dummy
-assistant's end-of-turn string is tokenized. Nothing sampled is ever re-tokenized. `drift` compares
+assistant's end-of-turn string is tokenized. The render is the rollout's hottest CPU cost, so the
+delta of each message shape is rendered once with placeholders and filled in afterwards, where
+probes and the first real renders prove that equal to rendering (`obs_template.py`). Nothing sampled is ever re-tokenized. `drift` compares
 that incremental stream with a full re-render of the conversation, as a metric only.
 
 For `drift`, assistant messages hold the decoded sampled text *without* the final end-of-turn
@@ -26,6 +28,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from agent_rl.model.prepare import chat_template as project_chat_template
+from agent_rl.rollout.obs_template import ObservationTemplates
 
 _SENTINEL_TOOL = "agent_rl_sentinel_tool_7f3a"
 _SENTINEL_TEXT = "agent_rl_sentinel_text_7f3a"
@@ -72,9 +75,14 @@ class ChatRenderer:
         self.stop_token_ids: List[int] = stop
         if not self.end_of_turn_ids and isinstance(eos, int):
             self.end_of_turn_ids = [eos]
+        self._obs_before: Optional[tuple] = None
+        self._obs_templates = ObservationTemplates(self._render_observation)
 
     # ---------------------------------------------------------------- basics
     def encode(self, text: str) -> List[int]:
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)  # the fast tokenizer's Rust object: what
+        if backend is not None:                                         # __call__ runs, without its per-call overhead
+            return backend.encode(text, add_special_tokens=False).ids
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def render(self, messages: Sequence[Dict[str, Any]], add_generation_prompt: bool) -> str:
@@ -107,11 +115,18 @@ class ChatRenderer:
 
     def observation_text(self, tool_messages: Sequence[Dict[str, Any]]) -> str:
         """Text after the assistant's end-of-turn token up to and including the next assistant header."""
-        base = self.with_system([{"role": "user", "content": _DUMMY_TEXT}, {"role": "assistant", "content": _DUMMY_TEXT}])
         tool_msgs = [{"role": "tool", **{k: v for k, v in m.items() if k != "role"}} for m in tool_messages]
-        before = self.render(base, add_generation_prompt=False)
+        fast = self._obs_templates.text(tool_msgs)
+        return fast if fast is not None else self._render_observation(tool_msgs)
+
+    def _render_observation(self, tool_msgs: List[Dict[str, Any]]) -> str:
+        """The delta by two renders (the reference the fast path is checked against)."""
+        if self._obs_before is None:
+            base = self.with_system([{"role": "user", "content": _DUMMY_TEXT}, {"role": "assistant", "content": _DUMMY_TEXT}])
+            before = self.render(base, add_generation_prompt=False)
+            self._obs_before = (base, before, self._cut_after_last_end_of_turn(before))
+        base, before, cut = self._obs_before
         after = self.render(base + tool_msgs, add_generation_prompt=True)
-        cut = self._cut_after_last_end_of_turn(before)
         if after[:cut] != before[:cut]:
             raise ValueError("chat template renders earlier turns differently when tool messages follow; "
                              "cannot compute an incremental observation")

@@ -3,6 +3,9 @@
 `run_step(rows, step)` launches one group of `rollout.n` trajectories per row (plus the groups
 carried over from the previous step, launched first), each trajectory an asyncio task running
 `agent_loop.run_trajectory` inside its own tool session, at most `max_concurrent_trajectories` at once.
+Every request carries the group's launch order as its priority: when the engine queues requests
+(more in flight than its running batch), earlier groups, i.e. carried-over ones and the B groups a
+step needs, are served before over-sampled extras, which only fill spare rows.
 
 Over-sampling: with B = `batch_size` (default `floor(groups / (1 + over_sample_rate))`, so
 `ceil(B * (1 + rate))` launched groups give B), the first B groups whose trajectories have *all*
@@ -69,7 +72,8 @@ class RolloutScheduler:
         self.hooks = hooks
         self.policy_version = 0
         self._carried: List[_Group] = []
-        self._parked: Dict[str, tuple] = {}   # trajectory id -> (session context manager, session) of a cut trajectory
+        self._parked: Dict[str, tuple] = {}
+        self._drift_left = -1   # trajectory id -> (session context manager, session) of a cut trajectory
 
     # ------------------------------------------------------------------ public
     @property
@@ -146,7 +150,7 @@ class RolloutScheduler:
             await self._close_session(held)
 
     async def _traj_task(self, traj: Trajectory, ctl: LoopControl, sem: asyncio.Semaphore, sampling, version: int,
-                         step: int) -> Trajectory:
+                         step: int, priority: int = 0) -> Trajectory:
         async with sem:
             if ctl.stop_requested:
                 traj.status, traj.stop_reason = "aborted", "abort"
@@ -157,7 +161,8 @@ class RolloutScheduler:
             try:
                 await run_trajectory(traj, self.engine, self.renderer, session, self.cfg.multi_turn, sampling,
                                      request_id=f"{traj.id}@{step}", hooks=self.hooks,
-                                     max_model_len=self.cfg.max_model_len, control=ctl, policy_version=version)
+                                     max_model_len=self.cfg.max_model_len, control=ctl, policy_version=version,
+                                     priority=priority)
                 if traj.status == "finished" and session is not None:
                     rewards = await session.calc_rewards()
                     traj.tool_rewards.update({k: float(v) for k, v in (rewards or {}).items()})
@@ -183,6 +188,17 @@ class RolloutScheduler:
                     metrics.record_error(c.name if known else None, c.status)
 
     def _finalize(self, traj: Trajectory) -> None:
+        if self._drift_left != 0:
+            self._drift_left -= 1
+            self._check_drift(traj)
+        if self.reward_fn is not None:
+            score, components = self.reward_fn(traj)
+            traj.reward = float(score)
+            traj.reward_components = {k: float(v) for k, v in components.items()}
+
+    def _check_drift(self, traj: Trajectory) -> None:
+        """Compare the incremental token stream with a full re-render (a metric; a few per step: it is the costliest
+        CPU work of a trajectory and runs on the event loop that feeds the engine)."""
         try:
             ids = list(traj.prompt_ids) + list(traj.response_ids)
             last = traj.turns[-1].output_ids if traj.turns else []
@@ -191,16 +207,13 @@ class RolloutScheduler:
             traj.drift = int(self.renderer.drift(traj.messages, ids))
         except Exception:  # a metric only: a template that cannot re-render must not end the run
             traj.drift = None
-        if self.reward_fn is not None:
-            score, components = self.reward_fn(traj)
-            traj.reward = float(score)
-            traj.reward_components = {k: float(v) for k, v in components.items()}
 
     async def _run(self, groups: List[_Group], keep: int, sampling, carry: bool, version: int, step: int,
                    desc: str = "rollout") -> RolloutResult:
         from tqdm.auto import tqdm
 
         t0 = time.perf_counter()
+        self._drift_left = int(getattr(self.cfg, "drift_checks_per_step", -1))
         gen_before = {id(t): t.num_generated for g in groups for t in g.trajs}
         sem = asyncio.Semaphore(max(1, int(self.cfg.max_concurrent_trajectories)))
         remaining = {g.uid: 0 for g in groups}
@@ -211,7 +224,7 @@ class RolloutScheduler:
                 if t.status == "finished":
                     continue
                 ctl = LoopControl()
-                task = asyncio.ensure_future(self._traj_task(t, ctl, sem, sampling, version, step))
+                task = asyncio.ensure_future(self._traj_task(t, ctl, sem, sampling, version, step, priority=g.order))
                 info[task] = (g, t, ctl)
                 remaining[g.uid] += 1
         for g in groups:  # groups already complete (carried with every sample finished)

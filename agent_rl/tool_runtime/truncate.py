@@ -47,6 +47,8 @@ def truncate_text(text: str, max_tokens: Optional[int], side: str = "middle", to
         a, b = _split(side, keep)
         cut = total - a - b
         return _join(side, text[:a], text[total - b:] if b else "", marker(cut, "chars")), cut
+    if len(text.encode("utf-8")) + 1 <= max_tokens:  # a token covers >= 1 byte (+1: a SentencePiece prefix): fits
+        return text, 0
     ids = tokenizer.encode(text, add_special_tokens=False)
     total = len(ids)
     if total <= max_tokens:

@@ -3,6 +3,7 @@
 #   prepare the embedded model, then the stages of $STAGES in order (default "weight_sync bench train"):
 #   weight_sync = weight-sync check, bench = rollout benchmark suite (SGLang), train = 100-step KG GRPO run.
 # GPU memory (nvidia-smi, whole device) is sampled every second into gpu_mem.csv.
+# speed = the rollout-speed suites (issue 14: two models x two batch shapes, plus the pre-change tree in .gpu_old).
 # Env: STAGES, N_GPUS, TRAIN_STEPS (100), TRAIN_TIMEOUT (1500 s), SFT_STEPS (supervised warm-start steps before RL,
 # 200; 0 = off), BENCH_ARGS (extra `bench suite` flags);
 # extra arguments are Hydra overrides for the training run.
@@ -26,6 +27,30 @@ nvidia-smi --query-gpu=timestamp,index,memory.used,utilization.gpu --format=csv,
 weight_sync() {
   timeout -s KILL 200 python3 scripts/gpu/weight_sync_check.py "$MODEL" > "$R/weight_sync.log" 2>&1
   stage "weight sync rc=$?"
+}
+
+suite() {  # suite NAME MODEL PROMPTS N [old]: one `bench suite` run into $R/speed/NAME (log beside it)
+  local name=$1 model=$2 p=$3 n=$4 py=$PWD
+  [ "${5:-}" = old ] && py=$PWD/.gpu_old      # the tree before the speed work (ceiling-prompts takes one number there)
+  local ceil="256,1024"; [ "${5:-}" = old ] && ceil=256
+  mkdir -p "$R/speed"
+  PYTHONPATH=$py:/tmp/site timeout -s KILL ${SUITE_TIMEOUT:-480} python3 -m agent_rl.cli.main bench suite --engine sglang \
+    --model "$model" --out "$R/speed/$name" --prompts "$p" --n "$n" --turns 3 --tokens-per-turn 128 \
+    --tool-latency lognormal:mean=0.5,sigma=1,max=10 \
+    --heavy-tail-tokens pareto:alpha=1.2,scale=32,max=512 --heavy-tail-prompts "$p" \
+    --over-sample 0.5 --steps 2 --ceiling-prompts $ceil --ceiling-prompt-len 128 --ceiling-new-tokens 256 \
+    --mem-fraction 0.6 --no-progress ${BENCH_ARGS:-} > "$R/speed/$name.log" 2>&1
+  stage "suite $name rc=$?"
+  tar czf "$R/speed.tgz" -C "$R" speed 2>/dev/null
+}
+
+speed() {  # issue 14: both models x both batch shapes on the new code, then the old code on one of them
+  local big=$AGENT_RL_CACHE/models/random-qwen2.5-1.5b
+  suite smol-64x4 "$MODEL" 64 4
+  suite q15-128x8 random:qwen2.5-1.5b 128 8
+  suite q15-64x4 "$big" 64 4
+  suite smol-128x8 "$MODEL" 128 8
+  [ -d .gpu_old ] && suite old-q15-64x4 "$big" 64 4 old
 }
 
 bench() {
@@ -59,6 +84,6 @@ train() {
 }
 
 for s in ${STAGES:-weight_sync bench train}; do
-  case "$s" in weight_sync|bench|train) "$s" "$@" ;; *) stage "unknown stage $s" ;; esac
+  case "$s" in weight_sync|bench|train|speed) "$s" "$@" ;; *) stage "unknown stage $s" ;; esac
 done
 stage done

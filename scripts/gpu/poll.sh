@@ -5,6 +5,8 @@ for _ in $(seq 1 "$WAIT"); do grep -q "\] done" "$R/stages.txt" 2>/dev/null && b
 cat "$R/stages.txt"; cat "$R/device.txt" 2>/dev/null
 grep -E "WEIGHT SYNC|after_sync|moved engine|before_step" -A2 "$R/weight_sync.log" 2>/dev/null | head -20
 [ -f "$R/bench/summary.md" ] && head -30 "$R/bench/summary.md"
+for s in "$R"/speed/*/summary.md; do [ -f "$s" ] && { echo "== $s"; grep -E "raw engine|decode batch|^\| " "$s" | head -40; }; done
+[ -f "$R/speed.tgz" ] && cp "$R/speed.tgz" "$OUT/"
 J=$R/run/metrics.jsonl
 if [ -f "$J" ]; then
   python3 - "$J" <<'PY'

@@ -1,8 +1,9 @@
-from agent_rl.bench.suite import scenarios, suite_markdown, target_check
+from agent_rl.bench.suite import (ceiling_check, engine_bounds_line, max_concurrency, scenarios, suite_markdown,
+                                  target_checks)
 
 
-def _mode(name, step, ratio=None):
-    return {"mode": name, "step_wall_s_mean": step, "ratio_to_ceiling": ratio}
+def _mode(name, step, ratio=None, p50=None):
+    return {"mode": name, "step_wall_s_mean": step, "ratio_to_ceiling": ratio, "latency_p50_s": p50}
 
 
 def test_scenarios_share_the_base_workload():
@@ -13,18 +14,35 @@ def test_scenarios_share_the_base_workload():
     # same seed, same draws: the two scenarios differ only in the tool latency
     assert sc[0].workload.plan(1, 1).gen_tokens == sc[1].workload.plan(1, 1).gen_tokens
     assert sc[0].workload.plan(1, 1).tool_latency_s == [0.0, 0.0]
+    assert [m.name for m in sc[1].modes] == ["turn-batched", "async", "async+carryover 0.25"]
     assert [m.name for m in sc[2].modes] == ["async", "async+oversample 0.25", "async+oversample 0.5", "async+carryover 0.25"]
+    # tool-latency's carry-over at rate 0.25 launches ceil(8 * 1.25) = 10 groups x 4 (heavy-tail: ceil(4 * 1.5) x 4 = 24)
+    assert max_concurrency(sc) == 40
 
 
 def test_target_checks():
     sc = scenarios(8, 4, "3", "16", "0.5", "pareto:alpha=1.2,scale=4,max=64", 8, "0.25,0.5", 0)
-    r0 = target_check(sc[0], {"modes": [_mode("turn-batched", 2.0, 0.5), _mode("async", 1.0, 0.93)]})
-    assert r0["met"] and r0["value"] == 0.93
-    r1 = target_check(sc[1], {"modes": [_mode("turn-batched", 5.0), _mode("async", 2.0)]})
-    assert not r1["met"] and r1["value"] == 2.5
-    r2 = target_check(sc[2], {"modes": [_mode("async", 10.0), _mode("async+oversample 0.25", 7.0),
-                                        _mode("async+oversample 0.5", 5.5), _mode("async+carryover 0.25", 8.0)]})
-    assert r2["met"] and abs(r2["value"] - 0.45) < 1e-9 and "async+oversample 0.5" in r2["detail"]
-    md = suite_markdown({"command": "x", "engine": "hf", "model": "m", "ceiling": None, "targets": [r0, r1, r2],
+    r0 = target_checks(sc[0], {"modes": [_mode("turn-batched", 2.0, 0.5), _mode("async", 1.0, 0.93)]})
+    assert [r["met"] for r in r0] == [True, True] and r0[0]["value"] == 0.93 and r0[1]["value"] == 2.0
+    slow = target_checks(sc[0], {"modes": [_mode("turn-batched", 1.0, 0.5), _mode("async", 1.25, 0.93)]})
+    assert [r["met"] for r in slow] == [True, False]
+    r1 = target_checks(sc[1], {"modes": [_mode("turn-batched", 5.0), _mode("async", 2.0), _mode("async+carryover 0.25", 1.6)]})
+    assert [r["met"] for r in r1] == [True, True] and r1[0]["value"] == 2.5 and r1[1]["value"] == 5.0 / 1.6
+    r2 = target_checks(sc[2], {"modes": [_mode("async", 10.0, p50=3.0), _mode("async+oversample 0.25", 7.0, p50=3.1),
+                                         _mode("async+oversample 0.5", 5.5, p50=3.6), _mode("async+carryover 0.25", 8.0, p50=2.0)]})
+    assert r2[0]["met"] and abs(r2[0]["value"] - 0.45) < 1e-9 and "async+oversample 0.5" in r2[0]["detail"]
+    assert not r2[1]["met"] and abs(r2[1]["value"] - 0.2) < 1e-9   # the best mode's p50 is 20% above async's
+    raw = ceiling_check([{"requests": 256, "tokens_per_s": 50e3}, {"requests": 1024, "tokens_per_s": 35e3}])
+    assert not raw["met"] and abs(raw["value"] - 0.7) < 1e-9
+    md = suite_markdown({"command": "x", "engine": "hf", "model": "m", "ceiling": None, "targets": r0 + r1 + r2 + [raw],
                          "environment": {"device": "cpu", "python": "3", "torch": "t", "transformers": "tf", "sglang": None}})
-    assert "| 93% | yes |" in md and "| 2.50x | no |" in md and "| 45% | yes |" in md
+    assert "| 93% | yes |" in md and "| 2.50x | yes |" in md and "| 45% | yes |" in md and "| 0.70x | no |" in md
+
+
+def test_engine_bounds_line_flags_uncovered_decode_batches():
+    assert "covered (graphs up to 1024)" in engine_bounds_line(
+        {"cuda_graph_max_bs": 1024, "max_running_requests": None, "priority_scheduling": True}, 1024)
+    assert "NOT covered" in engine_bounds_line({"cuda_graph_max_bs": 256, "max_running_requests": None}, 384)
+    capped = engine_bounds_line({"cuda_graph_max_bs": 1024, "max_running_requests": 1024}, 1536)
+    assert "at most 1024 rows" in capped and "covered" in capped and "NOT" not in capped
+    assert "no CUDA-graph bounds" in engine_bounds_line(None, 64)

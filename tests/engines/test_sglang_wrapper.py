@@ -4,7 +4,7 @@ import asyncio
 import pytest
 
 from agent_rl.engines.base import SamplingParams
-from agent_rl.engines.sglang_engine import SGLangEngine, sampling_params_dict
+from agent_rl.engines.sglang_engine import GRAPH_BS_LIMIT, SGLangEngine, sampling_params_dict, scheduling_kwargs
 
 
 class FakeTM:
@@ -28,8 +28,9 @@ class FakeEngine:
         self.tokenizer_manager = FakeTM()
         self.seen = []
 
-    async def async_generate(self, input_ids, sampling_params, return_logprob, rid):
+    async def async_generate(self, input_ids, sampling_params, return_logprob, rid, **extra):
         self.seen.append((rid, sampling_params))
+        self.extra = extra
         await asyncio.sleep(0.02)
         tm = self.tokenizer_manager
         tm.rid_to_state[rid] = "run"
@@ -46,6 +47,7 @@ def _engine():
     eng = SGLangEngine.__new__(SGLangEngine)
     eng._engine, eng._rids, eng._closed, eng.tp_size = FakeEngine(), {}, False, 1
     eng.abort_retry_s, eng.abort_retries = 0.02, 200
+    eng.priority_scheduling = False
     return eng
 
 
@@ -78,3 +80,37 @@ def test_sampling_params_dict_greedy_and_defaults():
     d = sampling_params_dict(SamplingParams(max_new_tokens=3, temperature=0.0, top_k=0))
     assert d == {"max_new_tokens": 3, "temperature": 0.0, "top_p": 1.0, "top_k": -1, "ignore_eos": False,
                  "skip_special_tokens": False, "no_stop_trim": True}
+
+
+FIELDS_0517 = {"cuda_graph_max_bs_decode", "max_running_requests", "enable_priority_scheduling", "schedule_policy",
+               "schedule_low_priority_values_first", "disable_priority_preemption", "default_priority_value",
+               "disable_cuda_graph", "attention_backend"}
+
+
+def test_scheduling_kwargs_cover_the_concurrency_with_cuda_graphs():
+    k = scheduling_kwargs(384, {"attention_backend": "triton"}, FIELDS_0517)
+    assert k["cuda_graph_max_bs_decode"] == 384 and "max_running_requests" not in k
+    assert k["enable_priority_scheduling"] and k["schedule_low_priority_values_first"] and k["disable_priority_preemption"]
+    assert k["attention_backend"] == "triton"
+    assert scheduling_kwargs(100, {}, FIELDS_0517)["cuda_graph_max_bs_decode"] == 128      # rounded up to 32
+    big = scheduling_kwargs(1536, {}, FIELDS_0517)      # more than we capture: cap the running batch there
+    assert big["cuda_graph_max_bs_decode"] == GRAPH_BS_LIMIT and big["max_running_requests"] == GRAPH_BS_LIMIT
+
+
+def test_scheduling_kwargs_user_settings_win():
+    k = scheduling_kwargs(512, {"cuda_graph_max_bs": 256, "max_running_requests": 300, "schedule_policy": "lpm"}, FIELDS_0517)
+    assert k["cuda_graph_max_bs_decode"] == 256 and "cuda_graph_max_bs" not in k and k["max_running_requests"] == 300
+    assert "enable_priority_scheduling" not in k              # lpm cannot do priority scheduling
+    assert "cuda_graph_max_bs_decode" not in scheduling_kwargs(512, {"disable_cuda_graph": True}, FIELDS_0517)
+    older = scheduling_kwargs(512, {}, {"cuda_graph_max_bs", "max_running_requests"})   # an sglang with the old names
+    assert older == {"cuda_graph_max_bs": 512}
+    assert scheduling_kwargs(None, {"x": 1}, FIELDS_0517)["x"] == 1
+
+
+async def test_priority_is_passed_only_with_priority_scheduling():
+    eng = _engine()
+    await eng.generate([1], SamplingParams(max_new_tokens=2, priority=3), "p0")
+    assert eng._engine.extra == {}
+    eng.priority_scheduling = True
+    await eng.generate([1], SamplingParams(max_new_tokens=2, priority=3), "p1")
+    assert eng._engine.extra == {"priority": 3}

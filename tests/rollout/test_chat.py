@@ -129,3 +129,41 @@ def test_drift_counts_differences(tokenizer):
     eot = r.end_of_turn_ids[0]
     k = len(ids) - 1 - ids[::-1].index(eot, 1)  # an earlier end-of-turn
     assert r.drift(messages, ids[:k + 1] + ids[k + 2:]) > 0
+
+
+TRIMMING_TEMPLATE = (
+    "{% for t in tools or [] %}{{ t.function.name }}\n{% endfor %}{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'tool' %}{{ m.content | trim }}"
+    "{% if m.content.startswith('ERR') %} (failed){% endif %}{% else %}{{ m.content }}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+CONTENTS = ["5", "  spaced  \n", "", "a {b} {{c}} 'q' \"d\"", "<tool_response>x</tool_response>", "ERR boom", "数字 ✓"]
+
+
+@pytest.mark.parametrize("template", [None, TRIMMING_TEMPLATE])
+def test_fast_observation_equals_rendering(tokenizer, template):
+    """The substitution path gives exactly the two-render delta, for the project template and for a template that
+    trims and branches on contents (which must fall back to rendering)."""
+    tok = _tok_with_template(tokenizer, template) if template else tokenizer
+    r = ChatRenderer(tok, TOOLS)
+    for c in CONTENTS * 3:
+        for msgs in ([{"role": "tool", "name": "calculator", "content": c}],
+                     [{"role": "tool", "name": "calculator", "content": c}, {"role": "tool", "name": "kg", "content": c + "!"}]):
+            assert r.observation_text(msgs) == r._render_observation([dict(m) for m in msgs])
+    st = r._obs_templates
+    if template is None:
+        assert st.fast_calls > st.rendered_calls   # the project template is content-transparent
+    else:
+        assert st.fast_calls == 0                  # trim / startswith: the probes catch it, every call renders
+
+
+def test_fast_observation_turns_off_on_a_mismatch(tokenizer):
+    """A template transformation the probes miss is caught by the checked first real calls."""
+    tok = _tok_with_template(tokenizer, TRIMMING_TEMPLATE.replace("startswith('ERR')", "startswith('zz-rare')"))
+    tok.chat_template = tok.chat_template.replace("{{ m.content | trim }}", "{{ m.content }}")
+    r = ChatRenderer(tok, TOOLS)
+    msgs = [{"role": "tool", "name": "calculator", "content": "ok"}]
+    assert r.observation_text(msgs) == r._render_observation(msgs) and r._obs_templates.fast_calls == 1
+    rare = [{"role": "tool", "name": "calculator", "content": "zz-rare"}]
+    assert r.observation_text(rare) == r._render_observation(rare)   # differs from substitution: detected, rendered
+    assert r.observation_text(msgs) == r._render_observation(msgs)
+    assert r._obs_templates.fast_calls == 1 and r._obs_templates.rendered_calls == 2
