@@ -2,7 +2,7 @@
 
 Forces a perfect first turn -- `get_relations_out` on the topic entity and the KG store's real answer --
 on one-hop training questions, samples the second turn, and counts tool calls, `get_entities_out` calls,
-successful ones, and those whose observation names a gold answer (what the retrieval reward pays for).
+successful ones, and those that returned a gold answer entity (what the retrieval reward pays for).
 
     python scripts/kg_turn2_probe.py [--hint] [--questions 8] [--samples 16] [--model DIR] [--data data/kg]
 
@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from agent_rl.model.prepare import prepare_embedded  # noqa: E402
-from agent_rl.rewards.kg import gold_names, names_gold  # noqa: E402
+from agent_rl.rewards.kg import gold_names, returns_gold  # noqa: E402
 from agent_rl.rollout.chat import ChatRenderer  # noqa: E402
 from agent_rl.rollout.parser import parse_tool_calls  # noqa: E402
 from tools.kg_index import KGIndex  # noqa: E402
@@ -68,7 +68,7 @@ def main() -> None:
         with torch.no_grad():
             out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, top_p=1.0,
                                  temperature=args.temperature, max_new_tokens=80, pad_token_id=tok.eos_token_id)
-        golds = gold_names(row["reward_model"]["ground_truth"])
+        golds = set(gold_names(row["reward_model"]["ground_truth"]))
         for seq in out[:, ids.shape[1]:]:
             text = tok.decode(seq, skip_special_tokens=False)
             text = text.split("</tool_call>")[0] + "</tool_call>" if "</tool_call>" in text else text.split("<|im_end|>")[0]
@@ -84,7 +84,7 @@ def main() -> None:
                 res = kg.query(sid, "get_entities_out", call.arguments.get("entity"), call.arguments.get("relation"))
                 if res.success:
                     stats["succeeded"] += 1
-                    stats["retrieved"] += names_gold(res.result, golds)
+                    stats["retrieved"] += returns_gold(res.data, res.result, golds)
     print(json.dumps({"hint": args.hint, "model": model_dir, **stats}))
 
 

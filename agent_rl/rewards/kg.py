@@ -1,24 +1,29 @@
-"""KG question answering (after KG-R1): answer F1 / exact match / hits@1, format, query validity, retrieval.
+"""KG question answering (after KG-R1): the answer score plus shaping terms that rise only with progress
+toward the answer (docs/rewards.md gives the reasoning).
 
 Predictions: the final `<answer>` split on `|`; gold: `reward_model.ground_truth` (list of names).
 Both normalised (lowercase, punctuation and articles removed); predictions de-duplicated in order.
   f1        set F1 of predictions vs gold (0 without an answer)
   em        1 when the prediction set equals the gold set
   hits1     1 when the first prediction is a gold name
-  format    mean over assistant turns of "turn well-formed" (valid tool calls, or an answer)
-  validity  fraction of the trajectory's kg_query calls that succeeded (0 without calls)
-  retrieval 1 when a gold name appears (as whole words) in the observation of a successful query
+  format    1 when every assistant turn is well-formed (`turns.turn_well_formed`: calls that are valid
+            and ran, or an answer with a letter or digit) and the trajectory ends with an answer, else 0
+  validity  distinct successful look-ups, at most kg_validity_cap, divided by the cap. Distinct by
+            kg_query's canonical `lookup` metric: a repeat adds nothing, a failed call takes nothing away,
+            a call that never ran is no look-up
+  retrieval 1 when a successful get_entities_* look-up returned a gold name (kg_query's `entities`
+            metric) that its observation still shows after truncation; names in relation lists or in
+            error messages never count
 score = kg_answer_weight * {f1|em|hits1}[kg_answer_metric] + kg_format_weight * format
         + kg_validity_weight * validity + kg_retrieval_weight * retrieval
 
 turn_rewards[t] = kg_format_weight * format_t + kg_validity_weight * validity_t + kg_retrieval_weight * retrieval_t,
-where validity_t is the fraction of turn t's kg_query calls that succeeded (a turn without kg_query calls
-scores 1 when it is a well-formed answer turn, else 0) and retrieval_t is 1 on the first turn whose ok
-observation holds a gold name (KG-R1's turn-wise retrieval quality), else 0.
+where format_t is 1 when turn t is well-formed, validity_t is what turn t added to validity (they sum to
+the trajectory's validity) and retrieval_t is 1 on the first turn that retrieved a gold name.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Set, Tuple
 
 from agent_rl.rewards.text import final_answer, normalize_answer, split_answers
 from agent_rl.rewards.turns import assistant_texts, turn_format_scores
@@ -45,7 +50,8 @@ def answer_scores(predictions: Sequence[str], gold: Sequence[str]) -> Dict[str, 
 
 
 def query_ok(rec: ToolCallRecord) -> bool:
-    return rec.status == "ok" and bool(rec.metrics.get("success", True))
+    """A kg_query call that ran and whose look-up succeeded."""
+    return rec.name == KG_TOOL and rec.status == "ok" and bool(rec.metrics.get("success"))
 
 
 def gold_names(gold: Sequence[str]) -> List[str]:
@@ -53,16 +59,15 @@ def gold_names(gold: Sequence[str]) -> List[str]:
     return [normalize_answer(g) for g in gold if normalize_answer(g)]
 
 
-def names_gold(observation: str, golds: Sequence[str]) -> bool:
-    """`observation` holds one of the normalised gold names as whole words."""
-    text = f" {normalize_answer(observation)} "
-    return any(f" {g} " in text for g in golds)
+def returns_gold(entities: Sequence[str], observation: str, golds: Set[str]) -> bool:
+    """One of the returned entity names is a gold name (normalised) and `observation` still shows it."""
+    return any(normalize_answer(e) in golds and e in observation for e in entities)
 
 
-def turn_retrieves(turn, golds: Sequence[str]) -> bool:
-    """One of the turn's successful observations names a gold answer. A failed query's error text (which may
-    echo the entity the model asked for) never counts."""
-    return any(query_ok(c) and names_gold(c.observation, golds) for c in turn.tool_calls)
+def retrieves_gold(rec: ToolCallRecord, golds: Set[str]) -> bool:
+    """A successful get_entities_* look-up returned a gold name, and the observation shows it (kg_query
+    reports `entities` only for successful get_entities_* look-ups)."""
+    return query_ok(rec) and returns_gold(rec.metrics.get("entities", ()), rec.observation, golds)
 
 
 def kg_reward(traj: Trajectory, cfg) -> Tuple[float, Dict[str, float]]:
@@ -73,24 +78,24 @@ def kg_reward(traj: Trajectory, cfg) -> Tuple[float, Dict[str, float]]:
         gold = [gold]
     preds = split_answers(final_answer(assistant_texts(traj)))
     scores = answer_scores(preds, gold)
+    golds = set(gold_names(gold))
     fmt_turns = turn_format_scores(traj)
-    queries = [c for t in traj.turns for c in t.tool_calls if c.name == KG_TOOL]
-    validity = sum(query_ok(c) for c in queries) / len(queries) if queries else 0.0
-    golds = gold_names(gold)
-    first_hit = next((i for i, t in enumerate(traj.turns) if turn_retrieves(t, golds)), None)
-    retrieval = 0.0 if first_hit is None else 1.0
-    fmt = sum(fmt_turns) / len(fmt_turns) if fmt_turns else 0.0
-    metric = getattr(cfg, "kg_answer_metric", "f1")
-    answer = scores[metric]
+    cap = max(1, int(cfg.kg_validity_cap))
+    lookups: Set[str] = set()
+    validity_turns, retrieval_turns = [], []
+    for t in traj.turns:
+        before = min(len(lookups), cap)
+        lookups.update(c.metrics.get("lookup") for c in t.tool_calls if query_ok(c))
+        validity_turns.append((min(len(lookups), cap) - before) / cap)
+        first_hit = not any(retrieval_turns) and any(retrieves_gold(c, golds) for c in t.tool_calls)
+        retrieval_turns.append(1.0 if first_hit else 0.0)
+    validity, retrieval = min(len(lookups), cap) / cap, sum(retrieval_turns)
+    fmt = 1.0 if preds and all(fmt_turns) else 0.0
+    answer = scores[getattr(cfg, "kg_answer_metric", "f1")]
     wa, wf = float(cfg.kg_answer_weight), float(cfg.kg_format_weight)
     wv, wr = float(cfg.kg_validity_weight), float(cfg.kg_retrieval_weight)
-    turn_rewards = []
-    for i, (t, f) in enumerate(zip(traj.turns, fmt_turns)):
-        q = [c for c in t.tool_calls if c.name == KG_TOOL]
-        v = sum(query_ok(c) for c in q) / len(q) if q else (1.0 if f and not t.tool_calls else 0.0)
-        r = 1.0 if i == first_hit else 0.0  # only the first turn that reaches a gold name
-        turn_rewards.append(wf * f + wv * v + wr * r)
-    traj.turn_rewards = turn_rewards
+    traj.turn_rewards = [wf * f + wv * v + wr * r for f, v, r in zip(fmt_turns, validity_turns, retrieval_turns)]
+    queries = [c for t in traj.turns for c in t.tool_calls if c.name == KG_TOOL]
     comps = {"answer": answer, "f1": scores["f1"], "em": scores["em"], "hits1": scores["hits1"], "format": fmt,
              "validity": validity, "retrieval": retrieval, "num_answers": float(len(preds)),
              "kg_queries": float(len(queries))}
