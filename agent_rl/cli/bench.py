@@ -12,8 +12,11 @@ HELP = "Benchmark raw engine throughput and async multi-turn rollouts (see docs/
 
 
 def _common(p) -> None:
-    p.add_argument("--engine", default="hf", choices=["hf", "sglang", "http", "auto"],
-                   help="generation backend (default hf; http = an SGLang server at --server-url)")
+    p.add_argument("--engine", default="hf", choices=["hf", "sglang", "http", "sim", "auto"],
+                   help="generation backend (default hf; http = an SGLang server at --server-url; sim = a simulated "
+                        "continuous-batching engine whose decode step costs --sim-cost, for scheduling work on a CPU)")
+    p.add_argument("--sim-cost", default="1.3,11.8", metavar="FIXED_MS,PER_ROW_US",
+                   help="--engine sim: decode step cost (default: SmolLM2-135M on an H200, docs/benchmarks.md)")
     p.add_argument("--server-url", default=None, help="--engine http: base URL of the SGLang server")
     p.add_argument("--model", default="embedded",
                    help="HF model folder, `embedded` (SmolLM2-135M-Instruct), or `random:SHAPE`: a random-init model of "
@@ -37,6 +40,9 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
     p.add_argument("--n", type=int, default=n, help="samples per prompt (GRPO group size)")
     p.add_argument("--turns", default=turns, help="assistant turns per trajectory (distribution; a tool call after each but the last)")
     p.add_argument("--tokens-per-turn", default=tokens, help="new tokens per assistant turn (distribution, needs max= when unbounded)")
+    p.add_argument("--over-sample-max-load", default="none",
+                   help="rollout.over_sample_max_load: extras start while fewer than this fraction of the kept groups' "
+                        "trajectories are still running (`none`: all at once)")
     p.add_argument("--over-sample", default="0.25,0.5", help="over-sampling rates of the oversample mode (carryover uses the first)")
     p.add_argument("--steps", type=int, default=2, help="rollout steps per mode (carry-over needs >= 2 to show)")
     p.add_argument("--observation-words", type=int, default=8, help="words in each tool observation")
@@ -126,7 +132,41 @@ def _rollout_config(args, concurrency: int):
     return dataclasses.replace(RolloutConfig(), engine=args.engine, max_model_len=args.max_model_len,
                                hf_max_batch_size=args.hf_max_batch_size, gpu_memory_utilization=args.mem_fraction,
                                engine_kwargs=_engine_kwargs(args.engine_kwarg), progress_bar=not args.no_progress,
-                               max_concurrent_trajectories=concurrency, server_url=args.server_url)
+                               max_concurrent_trajectories=concurrency, server_url=args.server_url,
+                               over_sample_max_load=_max_load(getattr(args, "over_sample_max_load", None)))
+
+
+def _max_load(text):
+    if text is None or str(text).lower() in ("none", "null", ""):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--over-sample-max-load {text!r}: expected a number or none") from None
+    if value <= 0:
+        raise ValueError(f"--over-sample-max-load {text!r}: must be > 0 (none = no gate)")
+    return value
+
+
+def _sim_cost(text: str):
+    try:
+        fixed_ms, per_row_us = (float(x) for x in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"--sim-cost {text!r}: expected FIXED_MS,PER_ROW_US, e.g. 1.3,11.8") from None
+    if fixed_ms < 0 or per_row_us < 0:
+        raise ValueError(f"--sim-cost {text!r}: costs must be >= 0")
+    return fixed_ms, per_row_us
+
+
+def _build_engine(args, rollout_cfg, model_path):
+    if args.engine == "sim":
+        from agent_rl.bench.sim_engine import SimEngine
+
+        fixed_ms, per_row_us = _sim_cost(args.sim_cost)
+        return SimEngine(fixed_ms / 1e3, per_row_us / 1e6)
+    from agent_rl.engines import build_engine
+
+    return build_engine(rollout_cfg, model_path, device=args.device, seed=args.seed, dtype=_dtype(args.dtype))
 
 
 def _ceiling_sizes(text: str) -> list:
@@ -200,7 +240,7 @@ def _plan(args):
 
 def run(args) -> int:
     from agent_rl.bench.env_info import environment
-    from agent_rl.engines import build_engine, resolve_engine_kind
+    from agent_rl.engines import resolve_engine_kind
 
     if args.bench_cmd == "sglang-log":
         from agent_rl.bench.sglang_log import main
@@ -208,6 +248,8 @@ def run(args) -> int:
         return main(args.log)
     try:
         plan = _plan(args)
+        if args.engine == "sim":
+            _sim_cost(args.sim_cost)
         rollout_cfg = _rollout_config(args, _concurrency(args, plan))
         model_path = _model_path(args.model)
     except ValueError as e:
@@ -215,11 +257,11 @@ def run(args) -> int:
         return 2
 
     header = {"kind": args.bench_cmd, "command": command_line(args), "argv": list(sys.argv),
-              "engine": resolve_engine_kind(args.engine), "model": model_path, "environment": environment(args.device),
+              "engine": args.engine if args.engine == "sim" else resolve_engine_kind(args.engine), "model": model_path, "environment": environment(args.device),
               "max_concurrency": rollout_cfg.max_concurrent_trajectories}
     loop = asyncio.new_event_loop()  # one loop for every engine call (SGLang binds to its first loop)
     asyncio.set_event_loop(loop)
-    engine = build_engine(rollout_cfg, model_path, device=args.device, seed=args.seed, dtype=_dtype(args.dtype))
+    engine = _build_engine(args, rollout_cfg, model_path)
     if hasattr(engine, "scheduling_info"):
         header["engine_scheduling"] = engine.scheduling_info()
     try:

@@ -71,6 +71,9 @@ class RolloutConfig:
     max_model_len: int = F(4096, "context limit of the engine: prompt + response")
     max_concurrent_trajectories: int = F(256, "trajectories in flight at once")
     over_sample_rate: float = F(0.0, "launch ceil(B*(1+rate)) prompt groups, keep the first B that finish completely, abort the rest")
+    over_sample_max_load: Optional[float] = F(None, "over-sampled extra groups start only while fewer than this fraction "
+                                              "of the kept groups' trajectories are still running (spare engine "
+                                              "capacity); null = start every group at once")
     partial_rollout: bool = F(False, "carry-over: unfinished trajectories resume in the next step instead of being dropped")
     gpu_memory_utilization: float = F(0.4, "sglang mem_fraction_static")
     free_cache_engine: bool = F(True, "release engine memory while the actor trains (hybrid engine)")

@@ -3,7 +3,9 @@
 `run_step(rows, step)` launches one group of `rollout.n` trajectories per row (plus the groups
 carried over from the previous step, launched first), each trajectory an asyncio task running
 `agent_loop.run_trajectory` inside its own tool session, at most `max_concurrent_trajectories` at once.
-Every request carries the group's launch order as its priority: when the engine queues requests
+With `over_sample_max_load` set, over-sampled extras (groups past the first B) start only while fewer than
+that fraction of the B groups' trajectories are still running (`load_gate.py`): they use spare engine capacity
+instead of slowing the groups the step needs. Every request carries the group's launch order as its priority: when the engine queues requests
 (more in flight than its running batch), earlier groups, i.e. carried-over ones and the B groups a
 step needs, are served before over-sampled extras, which only fill spare rows.
 
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from agent_rl.rollout.agent_loop import LoopControl, LoopHooks, run_trajectory
+from agent_rl.rollout.load_gate import LoadGate
 from agent_rl.rollout.trajectory import Trajectory
 
 ABORT_GRACE_S = 30.0
@@ -150,7 +153,19 @@ class RolloutScheduler:
             await self._close_session(held)
 
     async def _traj_task(self, traj: Trajectory, ctl: LoopControl, sem: asyncio.Semaphore, sampling, version: int,
-                         step: int, priority: int = 0) -> Trajectory:
+                         step: int, priority: int = 0, gate: Optional[LoadGate] = None, extra: bool = False) -> Trajectory:
+        """`gate`: the step's load gate (every trajectory counts while it runs); `extra`: an over-sampled extra, which
+        starts only while fewer than `gate.limit` trajectories run."""
+        if gate is not None and extra:
+            await gate.admit()
+        try:
+            return await self._run_traj(traj, ctl, sem, sampling, version, step, priority, self.engine)
+        finally:
+            if gate is not None:
+                gate.ended()
+
+    async def _run_traj(self, traj: Trajectory, ctl: LoopControl, sem: asyncio.Semaphore, sampling, version: int,
+                        step: int, priority: int, engine) -> Trajectory:
         async with sem:
             if ctl.stop_requested:
                 traj.status, traj.stop_reason = "aborted", "abort"
@@ -159,7 +174,7 @@ class RolloutScheduler:
             held = await self._acquire_session(traj)
             session = held[1]
             try:
-                await run_trajectory(traj, self.engine, self.renderer, session, self.cfg.multi_turn, sampling,
+                await run_trajectory(traj, engine, self.renderer, session, self.cfg.multi_turn, sampling,
                                      request_id=f"{traj.id}@{step}", hooks=self.hooks,
                                      max_model_len=self.cfg.max_model_len, control=ctl, policy_version=version,
                                      priority=priority)
@@ -219,12 +234,14 @@ class RolloutScheduler:
         remaining = {g.uid: 0 for g in groups}
         info: Dict[asyncio.Task, tuple] = {}
         kept: List[_Group] = []
+        gate = self._gate(groups, keep)
         for g in groups:
             for t in g.trajs:
                 if t.status == "finished":
                     continue
                 ctl = LoopControl()
-                task = asyncio.ensure_future(self._traj_task(t, ctl, sem, sampling, version, step, priority=g.order))
+                task = asyncio.ensure_future(self._traj_task(t, ctl, sem, sampling, version, step, priority=g.order,
+                                                             gate=gate, extra=g.order >= keep))
                 info[task] = (g, t, ctl)
                 remaining[g.uid] += 1
         for g in groups:  # groups already complete (carried with every sample finished)
@@ -274,8 +291,18 @@ class RolloutScheduler:
         trajs = [t for g in kept for t in g.trajs]
         metrics = self._metrics(groups, kept, trajs, carried, aborted_ids, gen_before, seconds,
                                 time.perf_counter() - cut_started, carry)
+        if gate is not None:
+            metrics["rollout/extra_trajectories_started"] = float(gate.admitted)
         return RolloutResult(trajectories=trajs, metrics=metrics, dropped=dropped,
                              carried=[t for g in carried for t in g.trajs])
+
+    def _gate(self, groups: List[_Group], keep: int) -> Optional[LoadGate]:
+        """The spare-capacity gate of a step's over-sampled extras (groups past the first `keep`), or None."""
+        frac = getattr(self.cfg, "over_sample_max_load", None)
+        if len(groups) <= keep or frac is None:
+            return None
+        needed = sum(1 for g in groups[:keep] for t in g.trajs if t.status != "finished")
+        return LoadGate(max(1, math.ceil(float(frac) * needed)), running=needed)
 
     async def _stop(self, pending, info) -> None:
         """Abort requests in generation, cancel the rest (their sessions are parked, then carried or released)."""

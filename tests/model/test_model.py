@@ -110,3 +110,16 @@ def test_prepare_embedded_loads_and_generates():
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False)
     assert "Paris" in tok.decode(out[0, len(ids):])
+
+
+def test_random_model_shapes(tmp_path):
+    from agent_rl.model.prepare import SHAPES, PrepareError, random_model_dir
+
+    assert {"qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-7b"} <= set(SHAPES)
+    with pytest.raises(PrepareError, match="unknown model shape 'qwen9'"):
+        random_model_dir(str(tmp_path / "x"), "qwen9")
+    folder = random_model_dir(str(tmp_path / "tiny"), "tiny")
+    import json
+    cfg = json.load(open(folder + "/config.json"))
+    assert cfg["hidden_size"] == 64 and cfg["num_hidden_layers"] == 2 and cfg["vocab_size"] == 49152
+    assert random_model_dir(folder, "tiny") == folder       # idempotent

@@ -24,6 +24,7 @@ class ScriptedEngine(Engine):
         self.add_stop = add_stop
         self.running: Dict[str, bool] = {}
         self.calls: List[dict] = []
+        self.starts: List[tuple] = []   # (request id, requests running once it started, priority)
 
     async def generate(self, input_ids, sampling: SamplingParams, request_id: str) -> GenerateOutput:
         assert request_id not in self.running, f"duplicate request id {request_id}"
@@ -34,6 +35,7 @@ class ScriptedEngine(Engine):
         out: List[int] = []
         finish = "stop"
         self.running[request_id] = True
+        self.starts.append((request_id, len(self.running), sampling.priority))
         try:
             for t in ids:
                 if len(out) >= sampling.max_new_tokens:

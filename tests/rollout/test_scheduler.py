@@ -159,3 +159,51 @@ async def test_drift_zero_for_a_cut_last_turn(tokenizer, setup):
     res = await sched.run_step(rows(1), step=0)
     t = res.trajectories[0]
     assert t.stop_reason == "max_new_tokens_per_turn" and t.drift == 0
+
+
+async def test_drift_is_checked_on_a_bounded_number_per_step(tokenizer, setup):
+    rt, tool, renderer = setup
+    engine = ScriptedEngine(tokenizer, slow_script(tokenizer, set()))
+    sched = RolloutScheduler(engine, renderer, rt, cfg(n=3, drift_checks_per_step=2))
+    res = await sched.run_step(rows(3), step=0)
+    assert sum(t.drift is not None for t in res.trajectories) == 2 and res.metrics["rollout/drift_mean"] == 0
+    res = await sched.run_step(rows(3), step=1)          # the budget is per step
+    assert sum(t.drift is not None for t in res.trajectories) == 2
+
+
+async def test_requests_carry_the_group_launch_order_as_priority(tokenizer, setup):
+    rt, tool, renderer = setup
+    engine = ScriptedEngine(tokenizer, slow_script(tokenizer, set()))
+    sched = RolloutScheduler(engine, renderer, rt, cfg(n=2))
+    res = await sched.run_step(rows(3), step=0)
+    prio = {rid: p for rid, _, p in engine.starts}
+    by_question = {}
+    for call in engine.calls:
+        by_question.setdefault(question(call["input_ids"], tokenizer), set()).add(prio[call["request_id"]])
+    assert by_question == {0: {0}, 1: {1}, 2: {2}} and len(res.trajectories) == 6
+
+
+async def test_over_sampled_extras_start_only_with_spare_capacity(tokenizer, setup):
+    """B = 2 groups of 2, 2 extra groups; over_sample_max_load 0.75 -> an extra starts only once fewer than
+    ceil(0.75 * 4) = 3 of the step's trajectories are running: after the fast group 0 ended."""
+    rt, tool, renderer = setup
+    engine = ScriptedEngine(tokenizer, slow_script(tokenizer, {1}, words=300), token_delay=0.002)
+    sched = RolloutScheduler(engine, renderer, rt, cfg(n=2, over_sample_rate=1.0, over_sample_max_load=0.75))
+    res = await sched.run_step(rows(4), step=0, batch_size=2)
+    extra_starts = [(i, prio) for i, (rid, running, prio) in enumerate(engine.starts) if prio >= 2 and "-t0" in rid]
+    first_done = sorted(i for i, (rid, _, prio) in enumerate(engine.starts) if prio < 2 and "-t1" in rid)
+    assert extra_starts and min(i for i, _ in extra_starts) > first_done[1]   # after two kept trajectories' last turns
+    first = [running for rid, running, prio in engine.starts if prio < 2 and "-t0" in rid]
+    assert max(first) == 4                                 # the B groups start together, ungated
+    assert res.metrics["rollout/extra_trajectories_started"] >= len(extra_starts)   # admitted (some cut before a request)
+    assert {t.row["extra_info"]["index"] for t in res.trajectories} | {t.row["extra_info"]["index"] for t in res.dropped} == {0, 1, 2, 3}
+    assert tool.created == tool.released
+
+
+async def test_without_a_gate_extras_start_at_once(tokenizer, setup):
+    rt, tool, renderer = setup
+    engine = ScriptedEngine(tokenizer, slow_script(tokenizer, {0, 1}, words=40), token_delay=0.002)
+    sched = RolloutScheduler(engine, renderer, rt, cfg(n=2, over_sample_rate=1.0))
+    res = await sched.run_step(rows(4), step=0, batch_size=2)
+    assert max(running for rid, running, _ in engine.starts if "-t0" in rid) == 8
+    assert "rollout/extra_trajectories_started" not in res.metrics

@@ -1,0 +1,88 @@
+"""A simulated continuous-batching engine for scheduling work on a CPU: one decode step advances every running
+request by one token and costs `fixed_s + per_row_s * rows` (prefill is free). Requests beyond `max_running`
+wait in a queue served by priority (lower first), then arrival: sglang's behaviour with priority scheduling.
+
+Calibration (docs/benchmarks.md): SmolLM2-135M on an H200 with sglang 0.5.17 decodes 256 rows in ~4.3 ms and
+1024 rows in ~13.4 ms per step, i.e. fixed 1.3 ms + 11.8 us per row. `agent-rl bench ... --engine sim` uses it.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
+
+
+@dataclass
+class _Req:
+    prio: int
+    seq: int
+    left: int
+    out: List[int] = field(default_factory=list)
+    done: asyncio.Future = None
+    aborted: bool = False
+
+
+class SimEngine(Engine):
+    name = "sim"
+
+    def __init__(self, fixed_s: float = 0.0013, per_row_s: float = 11.8e-6, max_running: Optional[int] = None,
+                 token: int = 42):
+        self.fixed_s, self.per_row_s = fixed_s, per_row_s
+        self.max_running = max_running
+        self.token = token
+        self._running: Dict[str, _Req] = {}
+        self._queue: Dict[str, _Req] = {}
+        self._seq = itertools.count()
+        self._loop_task: Optional[asyncio.Task] = None
+        self.steps = 0
+        self.rows_sum = 0
+
+    async def generate(self, input_ids, sampling: SamplingParams, request_id: str) -> GenerateOutput:
+        req = _Req(prio=sampling.priority if sampling.priority is not None else 0, seq=next(self._seq),
+                   left=int(sampling.max_new_tokens), done=asyncio.get_running_loop().create_future())
+        if req.left <= 0:
+            return GenerateOutput([], [], "length", len(input_ids))
+        self._queue[request_id] = req
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.ensure_future(self._run())
+        await req.done
+        n = len(req.out)
+        return GenerateOutput(list(req.out), [-1.0] * n, "abort" if req.aborted else "length", len(input_ids))
+
+    def _admit(self) -> None:
+        room = (self.max_running or len(self._queue) + len(self._running)) - len(self._running)
+        if room <= 0 or not self._queue:
+            return
+        for rid in sorted(self._queue, key=lambda r: (self._queue[r].prio, self._queue[r].seq))[:room]:
+            self._running[rid] = self._queue.pop(rid)
+
+    async def _run(self) -> None:
+        while self._queue or self._running:
+            self._admit()
+            rows = len(self._running)
+            await asyncio.sleep(self.fixed_s + self.per_row_s * rows)
+            self.steps += 1
+            self.rows_sum += rows
+            for rid in list(self._running):
+                req = self._running[rid]
+                req.out.append(self.token)
+                req.left -= 1
+                if req.left <= 0:
+                    del self._running[rid]
+                    req.done.set_result(None)
+
+    async def abort(self, request_id: str) -> None:
+        req = self._running.pop(request_id, None) or self._queue.pop(request_id, None)
+        if req is not None and not req.done.done():
+            req.aborted = True
+            req.done.set_result(None)
+
+    async def update_weights(self, named_tensors) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        for rid in list(self._running) + list(self._queue):
+            await self.abort(rid)

@@ -1,0 +1,48 @@
+import asyncio
+
+import pytest
+
+from agent_rl.bench.sim_engine import SimEngine
+from agent_rl.cli.main import main as cli_main
+from agent_rl.engines.base import SamplingParams
+
+
+async def test_step_cost_grows_with_the_batch_and_the_queue_is_served_by_priority():
+    eng = SimEngine(fixed_s=0.001, per_row_s=0.0, max_running=2)
+    order = []
+
+    async def one(rid, prio, n=3):
+        out = await eng.generate([1], SamplingParams(max_new_tokens=n, priority=prio), rid)
+        order.append(rid)
+        return out
+
+    outs = await asyncio.gather(one("a", 5), one("b", 5), one("c", 9), one("d", 1))
+    assert all(len(o.output_ids) == 3 and o.finish_reason == "length" for o in outs)
+    assert order == ["d", "a", "b", "c"]      # lower priority value first, then arrival
+    assert eng.steps == 6 and eng.rows_sum == 12                    # two rows per step, never more
+
+
+async def test_abort_running_and_queued():
+    eng = SimEngine(fixed_s=0.001, per_row_s=0.0, max_running=1)
+    t1 = asyncio.ensure_future(eng.generate([1], SamplingParams(max_new_tokens=10 ** 6), "r"))
+    t2 = asyncio.ensure_future(eng.generate([1], SamplingParams(max_new_tokens=5), "q"))
+    await asyncio.sleep(0.02)
+    await eng.abort("q")
+    await eng.abort("r")
+    r, q = await t1, await t2
+    assert r.finish_reason == q.finish_reason == "abort" and len(r.output_ids) > 0 and q.output_ids == []
+
+
+def test_bench_rollout_on_the_sim_engine(tmp_path, tiny_model_path, capsys):
+    out = tmp_path / "b"
+    assert cli_main(["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path,
+                     "--out", str(out), "--prompts", "4", "--n", "2", "--turns", "2", "--tokens-per-turn", "4",
+                     "--modes", "async,oversample", "--over-sample", "0.5", "--over-sample-max-load", "0.5",
+                     "--steps", "1", "--no-progress"]) == 0
+    assert "async+oversample 0.5" in (out / "summary.md").read_text()
+    assert cli_main(["bench", "rollout", "--engine", "sim", "--sim-cost", "x", "--model", tiny_model_path,
+                     "--out", str(out)]) == 2
+    assert cli_main(["bench", "rollout", "--engine", "sim", "--over-sample-max-load", "0", "--model", tiny_model_path,
+                     "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--sim-cost 'x'" in err and "--over-sample-max-load '0'" in err
