@@ -6,7 +6,7 @@ import dataclasses
 import time
 from typing import List
 
-from agent_rl.bench.hooks import WorkloadHooks, traj_key
+from agent_rl.bench.hooks import WorkloadHooks, bench_row, traj_key
 from agent_rl.bench.modes import ModeSpec
 from agent_rl.bench.results import StepStat, TrajStat
 from agent_rl.config.schema import MultiTurnConfig, SamplingConfig
@@ -35,8 +35,6 @@ def _stat(traj, step: int, kept: bool, epoch0: float, plan_tokens: int, now_s: f
 
 async def run_async_steps(bench, spec: ModeSpec, runtime, t0: float, bar=None) -> List[StepStat]:
     """Run `bench.s.steps` scheduler steps of `spec`; times are seconds from `t0` (perf_counter)."""
-    from agent_rl.bench.rollout_bench import bench_row
-
     w = bench.workload
     epoch0 = time.time() - (time.perf_counter() - t0)
     hooks = WorkloadHooks(w, bench.s.temperature)

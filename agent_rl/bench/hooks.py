@@ -6,13 +6,25 @@ again with the same plan.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 from agent_rl.bench.bench_tool import TOOL_NAME
 from agent_rl.bench.workload import TrajectoryPlan, Workload
 from agent_rl.engines.base import SamplingParams
 from agent_rl.rollout.agent_loop import LoopHooks
 from agent_rl.rollout.parser import ParseResult, ParsedCall
+
+
+def bench_row(group: int) -> Dict[str, Any]:
+    """A dataset row (project schema) for one benchmark prompt group; `traj_key` reads the group back."""
+    return {
+        "prompt": [{"role": "user", "content": f"Benchmark question {group}: look it up with the tool, then answer."}],
+        "data_source": "bench",
+        "ability": "bench",
+        "reward_model": {"style": "rule", "ground_truth": ""},
+        "extra_info": {"split": "bench", "index": group, "sample_id": f"bench-{group}"},
+    }
+
 
 def traj_key(traj) -> Tuple[int, int]:
     """(group, sample) of a bench trajectory: the group index travels in the row's extra_info."""

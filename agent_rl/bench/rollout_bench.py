@@ -8,8 +8,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
+from agent_rl.bench.async_modes import run_async_steps
 from agent_rl.bench.bench_tool import TOOL_NAME, TOOL_SCHEMA, BenchTool
 from agent_rl.bench.engine_bench import bench_engine, engine_sizes_for
+from agent_rl.bench.hooks import bench_row
 from agent_rl.bench.instrument import InstrumentedEngine
 from agent_rl.bench.modes import ModeSpec
 from agent_rl.bench.results import StepStat, summarize_mode
@@ -23,17 +25,6 @@ def mark(what: str) -> None:
     """A time-stamped line on stderr, in the stream the engine logs to: tools/sglang_log.py splits sglang's
     scheduler log by these marks (docs/benchmarks.md, profile)."""
     print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] agent-rl bench: {what}", file=sys.stderr, flush=True)
-
-
-def bench_row(group: int) -> Dict[str, Any]:
-    """A dataset row (project schema) for one benchmark prompt group."""
-    return {
-        "prompt": [{"role": "user", "content": f"Benchmark question {group}: look it up with the tool, then answer."}],
-        "data_source": "bench",
-        "ability": "bench",
-        "reward_model": {"style": "rule", "ground_truth": ""},
-        "extra_info": {"split": "bench", "index": group, "sample_id": f"bench-{group}"},
-    }
 
 
 @dataclass
@@ -123,8 +114,6 @@ class RolloutBench:
                                                          {g: self.prompt_ids(g) for g in groups}, self.s.temperature,
                                                          t0, k, progress=bar, request_prefix=prefix))
             else:
-                from agent_rl.bench.async_modes import run_async_steps
-
                 steps = await run_async_steps(self, spec, rt, t0, bar)
         finally:
             bar.close()

@@ -83,7 +83,9 @@ async def _call(args) -> int:
     print(f"latency_s: {rec.latency_s:.4f}")
     print(f"call metrics: {json.dumps(rec.metrics, default=str, sort_keys=True)}")
     print(f"runtime metrics: {json.dumps(rt.metrics.snapshot(), sort_keys=True)}")
-    return 0 if rec.status == "ok" else 1
+    from agent_rl.tool_runtime.record import OK
+
+    return 0 if rec.status == OK else 1
 
 
 def run(args) -> int:

@@ -13,6 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from agent_rl.algorithms.kl import KL_KINDS
 from agent_rl.config.schema import TrainConfig
+from agent_rl.rollout.formats import get_parser
 
 
 class ConfigError(ValueError):
@@ -111,6 +112,10 @@ def _check_values(cfg: TrainConfig) -> None:
                        ("trainer.n_gpus_per_node", cfg.trainer.n_gpus_per_node)]:
         if value < 1:
             raise ConfigError(f"{key}: must be >= 1, got {value}")
+    try:  # a format name of the registry, or a dotted path that must import
+        get_parser(cfg.rollout.multi_turn.format)
+    except ValueError as e:
+        raise ConfigError(f"rollout.multi_turn.format: {e}") from None
     if any(not isinstance(s, str) or not s for s in cfg.rollout.multi_turn.stop_strings):
         raise ConfigError(f"rollout.multi_turn.stop_strings: every entry must be a non-empty string, got {cfg.rollout.multi_turn.stop_strings!r}")
     if cfg.rollout.over_sample_rate < 0:

@@ -56,7 +56,11 @@ class MultiTurnConfig:
     max_response_tokens: int = F(1024, "all response tokens of a trajectory (sampled + tool + template), the training length budget")
     max_tool_response_tokens: int = F(256, "tokens kept of one tool observation")
     tool_response_truncate_side: str = F("middle", "where an over-long observation is cut: head | middle | tail (keeps the other parts)")
-    format: str = F("hermes", "tool-call format parsed from the model's text (hermes: <tool_call>{json}</tool_call>)")
+    format: str = F("hermes", "tool-call format parsed from the model's text: hermes (<tool_call>{json}</tool_call>; "
+                    "Qwen2.5/3), llama3_json (the message is {\"name\": ..., \"parameters\": {...}}, optionally "
+                    "after <|python_tag|>, calls separated by `;`; Llama 3.1-3.3), mistral ([TOOL_CALLS][{...}] "
+                    "or [TOOL_CALLS]name[ARGS]{...}), or a dotted path `module:function` to your own parser "
+                    "(text -> ParseResult); see docs/rollout.md")
     system_prompt: Optional[str] = F(None, "system prompt prepended when the data row has none")
     stop_strings: List[str] = F(None, "a turn ends right after the first of these strings it writes (e.g. [\"</tool_call>\"]: one call per turn); later sampled tokens are dropped", factory=list)
 

@@ -27,7 +27,8 @@ from typing import Dict, List, Sequence, Set, Tuple
 
 from agent_rl.rewards.text import final_answer, normalize_answer, split_answers
 from agent_rl.rewards.turns import assistant_texts, turn_format_scores
-from agent_rl.rollout.trajectory import ToolCallRecord, Trajectory
+from agent_rl.rollout.trajectory import Trajectory
+from agent_rl.tool_runtime.record import ToolCallRecord
 
 KG_TOOL = "kg_query"
 
@@ -50,8 +51,8 @@ def answer_scores(predictions: Sequence[str], gold: Sequence[str]) -> Dict[str, 
 
 
 def query_ok(rec: ToolCallRecord) -> bool:
-    """A kg_query call that ran and whose look-up succeeded."""
-    return rec.name == KG_TOOL and rec.status == "ok" and bool(rec.metrics.get("success"))
+    """A kg_query call that ran and whose look-up succeeded (kg_query reports `success` on every answer)."""
+    return rec.name == KG_TOOL and rec.succeeded
 
 
 def gold_names(gold: Sequence[str]) -> List[str]:

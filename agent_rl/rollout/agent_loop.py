@@ -1,7 +1,8 @@
 """The multi-turn agent loop: one asyncio task per trajectory, token in / token out.
 
-    generate -> decode (for parsing only) -> parse tool calls -> run the turn's calls concurrently
-    through the trajectory's tool session -> append the observation ids (loss mask 0) -> repeat
+    generate -> decode (for parsing only) -> parse tool calls (format `cfg.format`) -> run the turn's
+    calls concurrently through the trajectory's tool session -> append the observation ids (loss
+    mask 0) -> repeat
 
 The trained sequence is `prompt_ids + response_ids`; `loss_mask` is 1 exactly on the ids the engine
 sampled and `rollout_logprobs` holds the engine's log-prob of each of them (0.0 elsewhere). Nothing
@@ -45,8 +46,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 from agent_rl.engines.base import SamplingParams
-from agent_rl.rollout.parser import ParseResult, parse_tool_calls
-from agent_rl.rollout.trajectory import ToolCallRecord, Trajectory, TurnRecord
+from agent_rl.rollout.formats import get_parser
+from agent_rl.rollout.parser import ParseResult
+from agent_rl.rollout.trajectory import Trajectory, TurnRecord
+from agent_rl.tool_runtime.record import BUDGET, PARSE_ERROR, ToolCallRecord
 
 BUDGET_OBSERVATION = "Error: tool-call budget exhausted ({limit} calls per trajectory); this call was not run. Give your final answer."
 
@@ -55,7 +58,7 @@ BUDGET_OBSERVATION = "Error: tool-call budget exhausted ({limit} calls per traje
 class LoopHooks:
     """Injection points (the benchmark forces turns and lengths through these).
 
-    parse(traj, text, turn_index) -> ParseResult  replaces `parse_tool_calls`
+    parse(traj, text, turn_index) -> ParseResult  replaces the parser of `cfg.format`
     sampling(traj, turn_index) -> SamplingParams  replaces the per-turn sampling params; its
         max_new_tokens is still clamped to the remaining budgets, stop ids are kept as given.
     """
@@ -130,10 +133,10 @@ async def _run_calls(parsed: ParseResult, session, cfg, used: int, sem: asyncio.
     async def one(i: int, call) -> ToolCallRecord:
         if i >= left:
             return ToolCallRecord(name=call.name, arguments=call.arguments if call.ok else call.raw,
-                                  observation=BUDGET_OBSERVATION.format(limit=cfg.max_tool_calls), status="budget")
+                                  observation=BUDGET_OBSERVATION.format(limit=cfg.max_tool_calls), status=BUDGET)
         if not call.ok:
             return ToolCallRecord(name=call.name, arguments=call.raw, observation=f"Error: {call.error}",
-                                  status="parse_error")
+                                  status=PARSE_ERROR)
         async with sem:
             t0 = time.perf_counter()
             rec = await session.call(call.name, call.arguments)
@@ -164,7 +167,11 @@ async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, 
     multi_turn = tool_session is not None and getattr(cfg, "enable", True)
     stop_ids = list(renderer.stop_token_ids)
     stop_strings = list(getattr(cfg, "stop_strings", None) or [])
-    parse = hooks.parse if hooks is not None and hooks.parse is not None else (lambda traj, text, turn: parse_tool_calls(text))
+    if hooks is not None and hooks.parse is not None:
+        parse = hooks.parse
+    else:
+        parse_text = get_parser(getattr(cfg, "format", None))  # rollout.multi_turn.format (None: hermes)
+        parse = lambda traj, text, turn: parse_text(text)  # noqa: E731
     tool_sem = asyncio.Semaphore(max(1, int(cfg.max_parallel_tool_calls)))
     limit_len = max_model_len if max_model_len is not None else 1 << 62
     if not traj.start_time:
@@ -279,6 +286,7 @@ async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, 
         if not multi_turn:
             return finish("answer" if ended else _length_reason(traj, cfg, limit_len, turn))
         parsed = parse(traj, turn.text, turn.index)
+        turn.calls_parsed = len(parsed.calls)
         if not parsed.has_calls:
             return finish("answer" if ended else _length_reason(traj, cfg, limit_len, turn))
         if turn.index + 1 >= cfg.max_assistant_turns:

@@ -1,4 +1,4 @@
-"""Tool-call parsing of the Hermes / Qwen2.5 format (design decision 4).
+"""Tool-call parsing of the Hermes / Qwen2.5 format (design decision 4), the default format.
 
     <tool_call>
     {"name": "calculator", "arguments": {"expression": "17 * 23"}}
@@ -12,6 +12,9 @@ observation the model sees. Tolerated: whitespace / newlines around the JSON, a 
 `parameters` instead of `arguments`. Not executed: anything inside `<think>...</think>` (an
 unclosed `<think>` hides the rest of the text). An unclosed `<tool_call>` at the end (the turn hit
 its token limit) is a malformed call.
+
+Other formats (Llama 3.x JSON, Mistral) and the registry that `rollout.multi_turn.format` names
+live in `agent_rl.rollout.formats`; they share `ParsedCall` / `ParseResult` and `call_from_json`.
 
 `extract_answer(text)` returns the content of the last `<answer>...</answer>` outside thinking.
 """
@@ -51,7 +54,7 @@ class ParseResult:
         return bool(self.calls)
 
 
-def _visible_spans(text: str) -> List[Tuple[int, int]]:
+def visible_spans(text: str) -> List[Tuple[int, int]]:
     """[start, end) spans of `text` outside <think>...</think> regions."""
     spans, pos = [], 0
     while True:
@@ -66,7 +69,8 @@ def _visible_spans(text: str) -> List[Tuple[int, int]]:
         pos = j + len(THINK_CLOSE)
 
 
-def _parse_body(raw: str) -> ParsedCall:
+def parse_call_body(raw: str) -> ParsedCall:
+    """The text of one call (between tags, or a format's call segment) -> ParsedCall; never raises."""
     body = raw.strip()
     fence = _FENCE_RE.match(body)
     if fence:
@@ -78,6 +82,12 @@ def _parse_body(raw: str) -> ParsedCall:
     except json.JSONDecodeError as e:
         name = re.search(r'"name"\s*:\s*"([^"]*)"', body)
         return ParsedCall(name.group(1) if name else "", None, raw, f"invalid JSON in tool call: {e.msg} (char {e.pos})")
+    return call_from_json(obj, raw)
+
+
+def call_from_json(obj: Any, raw: str) -> ParsedCall:
+    """One decoded call object -> ParsedCall (shared by every format): a string `name`, and
+    `arguments` (or `parameters`) as an object, a JSON string holding one, or missing (= {})."""
     if not isinstance(obj, dict):
         return ParsedCall("", None, raw, f"tool call must be a JSON object, got {type(obj).__name__}")
     name = obj.get("name")
@@ -100,7 +110,7 @@ def _parse_body(raw: str) -> ParsedCall:
 def parse_tool_calls(text: str) -> ParseResult:
     calls: List[ParsedCall] = []
     removed: List[Tuple[int, int]] = []
-    for start, end in _visible_spans(text):
+    for start, end in visible_spans(text):
         pos = start
         while True:
             i = text.find(TOOL_OPEN, pos, end)
@@ -120,7 +130,7 @@ def parse_tool_calls(text: str) -> ParseResult:
                 if nxt < 0:
                     break
                 continue
-            calls.append(_parse_body(text[body_start:j]))
+            calls.append(parse_call_body(text[body_start:j]))
             removed.append((i, j + len(TOOL_CLOSE)))
             pos = j + len(TOOL_CLOSE)
     content, last = [], 0
@@ -140,7 +150,7 @@ def _name_hint(call: ParsedCall) -> None:
 def extract_answer(text: str) -> Optional[str]:
     """Content of the last <answer>...</answer> outside <think> regions (stripped), or None."""
     found = None
-    for start, end in _visible_spans(text):
+    for start, end in visible_spans(text):
         for m in _ANSWER_RE.finditer(text[start:end]):
             found = m.group(1)
     return found.strip() if found is not None else None

@@ -26,13 +26,14 @@ import asyncio
 import math
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from agent_rl.rollout.agent_loop import LoopControl, LoopHooks, run_trajectory
 from agent_rl.rollout.load_gate import LoadGate
+from agent_rl.rollout.metrics import reward_metrics, trajectory_metrics
 from agent_rl.rollout.trajectory import Trajectory
+from agent_rl.tool_runtime.record import LOOP_STATUSES
 
 ABORT_GRACE_S = 30.0
 
@@ -198,7 +199,7 @@ class RolloutScheduler:
             return
         for u in traj.turns:
             for c in u.tool_calls:
-                if id(c) not in seen and c.status in ("parse_error", "budget"):
+                if id(c) not in seen and c.status in LOOP_STATUSES:
                     known = c.name in getattr(self.tool_runtime, "names", [])
                     metrics.record_error(c.name if known else None, c.status)
 
@@ -342,28 +343,10 @@ class RolloutScheduler:
             "rollout/gen_tokens_per_s": generated / seconds if seconds > 0 else 0.0,
         }
         if trajs:
-            n = float(len(trajs))
-            m["rollout/turns_mean"] = sum(len(t.turns) for t in trajs) / n
-            m["rollout/tool_calls_mean"] = sum(len(u.tool_calls) for t in trajs for u in t.turns) / n
-            m["rollout/response_len_mean"] = sum(len(t.response_ids) for t in trajs) / n
-            m["rollout/response_len_max"] = float(max(len(t.response_ids) for t in trajs))
-            m["rollout/sampled_len_mean"] = sum(t.num_generated for t in trajs) / n
-            m["rollout/reward_mean"] = sum(t.reward for t in trajs) / n
-            drifts = [t.drift for t in trajs if t.drift is not None]
-            if drifts:
-                m["rollout/drift_mean"] = sum(drifts) / len(drifts)
-                m["rollout/drift_nonzero_frac"] = sum(1 for d in drifts if d) / len(drifts)
-            for reason, c in Counter(t.stop_reason for t in trajs).items():
-                m[f"rollout/stop_reason/{reason}"] = c / n
-            calls = Counter((c.name or "<none>", c.status) for t in trajs for u in t.turns for c in u.tool_calls)
-            for (name, status), c in sorted(calls.items()):
-                m[f"rollout/tool_calls/{name}/{status}"] = float(c)
-            comps: Dict[str, List[float]] = {}
-            for t in trajs:
-                for k, v in t.reward_components.items():
-                    comps.setdefault(k, []).append(v)
-            for k, vs in comps.items():
-                m[f"rollout/reward/{k}"] = sum(vs) / len(vs)
+            m.update(trajectory_metrics(trajs))
+            rewards = reward_metrics(trajs, prefix="rollout/reward")
+            m["rollout/reward_mean"] = rewards.pop("rollout/reward/mean")
+            m.update(rewards)
         if self.tool_runtime is not None and hasattr(self.tool_runtime, "metrics"):
             m.update({k: float(v) for k, v in self.tool_runtime.metrics.snapshot(reset=True).items()
                       if isinstance(v, (int, float))})

@@ -3,22 +3,14 @@
 `prompt_ids` + `response_ids` is what the actor trains on; `loss_mask[i] == 1` exactly where
 `response_ids[i]` was sampled by the engine, and `rollout_logprobs[i]` is the engine's log-prob of
 that token (0.0 where the mask is 0). Tool observations and template tokens have mask 0.
+Each tool call of a turn is a `tool_runtime.record.ToolCallRecord`.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
-
-@dataclass
-class ToolCallRecord:
-    name: str
-    arguments: Any                 # parsed dict, or the raw string when it did not parse
-    observation: str               # text the model saw (after truncation)
-    status: str                    # "ok" | error kind: "parse_error" | "unknown_tool" | "invalid_arguments" | "timeout" | "exception" | "create_failed" | "bad_response" | "budget"
-    step_reward: float = 0.0
-    latency_s: float = 0.0
-    metrics: Dict[str, Any] = field(default_factory=dict)
+from agent_rl.tool_runtime.record import ToolCallRecord
 
 
 @dataclass
@@ -33,6 +25,7 @@ class TurnRecord:
     gen_latency_s: float = 0.0
     tool_latency_s: float = 0.0
     policy_version: Optional[int] = None  # weights version that sampled this turn (carry-over spans versions)
+    calls_parsed: Optional[int] = None    # tool calls the configured format found in the text (None: not parsed)
 
 
 @dataclass

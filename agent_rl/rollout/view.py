@@ -13,6 +13,7 @@ import html
 import json
 from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence
+from agent_rl.tool_runtime.record import OK
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
@@ -79,7 +80,7 @@ def _tool_table(calls: List[Dict[str, Any]]) -> str:
     for c in calls:
         args = c.get("arguments")
         args_s = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
-        cls = "good" if c.get("status") == "ok" else "bad"
+        cls = "good" if c.get("status") == OK else "bad"
         rows.append(f"<tr><td>{esc(c.get('name'))}</td><td><pre>{esc(args_s)}</pre></td>"
                     f"<td class=\"{cls}\">{esc(c.get('status'))}</td><td>{esc(_fmt(c.get('latency_s')))}</td>"
                     f"<td>{esc(_fmt(c.get('step_reward')))}</td><td><pre>{esc(c.get('observation', ''))}</pre></td></tr>")

@@ -1,19 +1,15 @@
-"""Error kinds of the tool runtime and the loader's exception."""
+"""Error kinds the tool runtime counts that are not the status of a call, and the loader's exception.
+Call statuses (and `ToolCallRecord`) live in `record.py`."""
 from __future__ import annotations
 
-OK = "ok"
-INVALID_ARGUMENTS = "invalid_arguments"
-UNKNOWN_TOOL = "unknown_tool"
-TIMEOUT = "timeout"
-EXCEPTION = "exception"
-CREATE_FAILED = "create_failed"
-BAD_RESPONSE = "bad_response"
-# Counted only (never a ToolCallRecord.status of a call):
+# Counted only (`tools/<name>/errors/<kind>`), never a ToolCallRecord.status:
+CREATE_ERROR = "create_error"
 RELEASE_FAILED = "release_failed"
 CALC_REWARD_FAILED = "calc_reward_failed"
+CLOSE_FAILED = "close_failed"
 CANCELLED = "cancelled"
-
-CALL_STATUSES = (OK, INVALID_ARGUMENTS, UNKNOWN_TOOL, TIMEOUT, EXCEPTION, CREATE_FAILED, BAD_RESPONSE)
+NON_UTF8 = "non_utf8"
+BAD_STEP_REWARD = "bad_step_reward"
 
 
 class ToolConfigError(ValueError):

@@ -13,6 +13,8 @@ import threading
 from collections import defaultdict
 from typing import Any, Dict, List, Optional
 
+from agent_rl.tool_runtime.record import OK
+
 MAX_LATENCY_SAMPLES = 100_000
 
 
@@ -45,7 +47,7 @@ class ToolMetrics:
             lat = self._latency[name]
             if len(lat) < MAX_LATENCY_SAMPLES:
                 lat.append(latency_s)
-            if status != "ok":
+            if status != OK:
                 self._errors[name][status] += 1
             for k, v in (tool_metrics or {}).items():
                 if isinstance(v, (bool, int, float)) and math.isfinite(float(v)) and isinstance(k, str):

@@ -23,14 +23,15 @@ import time
 import uuid
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from agent_rl.rollout.trajectory import ToolCallRecord
 from agent_rl.tool_runtime import errors as E
+from agent_rl.tool_runtime import record as R
 from agent_rl.tool_runtime.arguments import ArgumentError, parse_arguments, validate_arguments
 from agent_rl.tool_runtime.base import ToolResponse, TransientToolError
 from agent_rl.tool_runtime.limits import LoopSemaphore, RateLimiter, shared_rate_limiter, shared_semaphore
 from agent_rl.tool_runtime.loader import load_tool_specs_and_tools, schema_validator
 from agent_rl.tool_runtime.metrics import ToolMetrics
 from agent_rl.tool_runtime.options import RuntimeOptions, options_from_config
+from agent_rl.tool_runtime.record import ToolCallRecord
 from agent_rl.tool_runtime.truncate import SIDES, truncate_text
 
 CANCEL_GRACE_S = 0.5        # how long a timed-out task gets to honour its cancellation
@@ -176,7 +177,7 @@ class ToolRuntime:
             except asyncio.CancelledError:
                 raise
             except BaseException:
-                self.metrics.record_error(name, "close_failed")
+                self.metrics.record_error(name, E.CLOSE_FAILED)
 
 
 class ToolSession:
@@ -241,7 +242,7 @@ class ToolSession:
         rt = self._rt
         self._attempted.append(name)
         if name in self.create_errors:           # bad tools_kwargs: never call create
-            rt.metrics.record_error(name, "create_error")
+            rt.metrics.record_error(name, E.CREATE_ERROR)
             return
         tool, opts = rt._tools[name], rt._options[name]
         kwargs = self._kwargs[name]["create_kwargs"]
@@ -249,12 +250,12 @@ class ToolSession:
             await run_bounded(lambda: tool.create(self.instance_ids[name], **kwargs), opts.create_timeout)
         except _Timeout:
             self.create_errors[name] = f"create timed out after {opts.create_timeout:g} s"
-            rt.metrics.record_error(name, "create_error")
+            rt.metrics.record_error(name, E.CREATE_ERROR)
         except asyncio.CancelledError:
             raise
         except Exception as e:
             self.create_errors[name] = f"create failed: {_detail(e)}"
-            rt.metrics.record_error(name, "create_error")
+            rt.metrics.record_error(name, E.CREATE_ERROR)
 
     async def release(self) -> None:
         """Release every instance whose create was attempted, exactly once. Errors are counted;
@@ -313,20 +314,20 @@ class ToolSession:
         rt = self._rt
         t0 = time.perf_counter()
         if not isinstance(name, str) or name not in rt._tools:
-            rt.metrics.record_error(None, E.UNKNOWN_TOOL)
+            rt.metrics.record_error(None, R.UNKNOWN_TOOL)
             avail = ", ".join(rt.names) or "(none)"
             return self._record(str(name), arguments, f"Error: unknown tool {name!r}. Available tools: {avail}.",
-                                E.UNKNOWN_TOOL, t0, count=False)
+                                R.UNKNOWN_TOOL, t0, count=False)
         try:
             args = parse_arguments(arguments)
         except ArgumentError as e:
-            return self._record(name, arguments, f"Error: invalid arguments for {name}: {e}.", E.INVALID_ARGUMENTS, t0)
+            return self._record(name, arguments, f"Error: invalid arguments for {name}: {e}.", R.INVALID_ARGUMENTS, t0)
         ok, why = validate_arguments(rt._validators[name], args)
         if not ok:
-            return self._record(name, args, f"Error: invalid arguments for {name}: {why}.", E.INVALID_ARGUMENTS, t0)
+            return self._record(name, args, f"Error: invalid arguments for {name}: {why}.", R.INVALID_ARGUMENTS, t0)
         if name in self.create_errors:
             return self._record(name, args, f"Error: tool {name} is unavailable in this trajectory ({self.create_errors[name]}).",
-                                E.CREATE_FAILED, t0)
+                                R.CREATE_FAILED, t0)
         return await self._execute(name, args, t0)
 
     async def _execute(self, name: str, args: Dict[str, Any], t0: float) -> ToolCallRecord:
@@ -348,7 +349,7 @@ class ToolSession:
                     rt.metrics.record_error(name, E.CANCELLED)
                     raise
                 except _Timeout:
-                    return self._record(name, args, f"Error: {name} timed out after {opts.timeout_s:g} s.", E.TIMEOUT, t0,
+                    return self._record(name, args, f"Error: {name} timed out after {opts.timeout_s:g} s.", R.TIMEOUT, t0,
                                         metrics={"retries": retries} if retries else None)
                 except TransientToolError as e:
                     if retries < opts.max_retries:
@@ -357,18 +358,18 @@ class ToolSession:
                         retries += 1
                         continue
                     return self._record(name, args, f"Error: {name} failed after {retries + 1} attempts: {_detail(e)}",
-                                        E.EXCEPTION, t0, metrics={"retries": retries} if retries else None)
+                                        R.EXCEPTION, t0, metrics={"retries": retries} if retries else None)
                 except Exception as e:
-                    return self._record(name, args, f"Error: {name} failed: {_detail(e)}", E.EXCEPTION, t0,
+                    return self._record(name, args, f"Error: {name} failed: {_detail(e)}", R.EXCEPTION, t0,
                                         metrics={"retries": retries} if retries else None)
         text, step_reward, tool_metrics, problem = self._normalise(name, result)
         metrics = dict(tool_metrics)
         if retries:
             metrics["retries"] = retries
         if problem is not None:
-            return self._record(name, args, f"Error: {name} returned a bad response ({problem}).", E.BAD_RESPONSE, t0,
+            return self._record(name, args, f"Error: {name} returned a bad response ({problem}).", R.BAD_RESPONSE, t0,
                                 metrics=metrics, tool_metrics=tool_metrics)
-        return self._record(name, args, text, E.OK, t0, step_reward=step_reward, metrics=metrics, tool_metrics=tool_metrics)
+        return self._record(name, args, text, R.OK, t0, step_reward=step_reward, metrics=metrics, tool_metrics=tool_metrics)
 
     def _normalise(self, name: str, result: Any) -> Tuple[str, float, Dict[str, Any], Optional[str]]:
         """-> (text, step_reward, metrics, problem or None). Bytes are decoded as UTF-8 with
@@ -392,14 +393,14 @@ class ToolSession:
                 text = bytes(text).decode("utf-8")
             except UnicodeDecodeError:
                 text = bytes(text).decode("utf-8", "replace")
-                self._rt.metrics.record_error(name, "non_utf8")
+                self._rt.metrics.record_error(name, E.NON_UTF8)
         if not isinstance(text, str):
             return "", 0.0, metrics, f"text must be str, got {type(text).__name__}"
         text = _to_text(text)
         if step_reward is None:
             reward = 0.0
         elif isinstance(step_reward, bool) or not isinstance(step_reward, (int, float)) or not math.isfinite(step_reward):
-            self._rt.metrics.record_error(name, "bad_step_reward")
+            self._rt.metrics.record_error(name, E.BAD_STEP_REWARD)
             reward = 0.0
         else:
             reward = float(step_reward)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -241,7 +241,27 @@ class PolicyModel:
         self.model.to(device)
 
 
-def select_rows(batch: Dict[str, torch.Tensor], rows: Sequence[int]) -> Dict[str, torch.Tensor]:
+# [B, L] tensors that are not on the token axis: `select_rows(trim=True)` slices their rows only.
+NON_TOKEN_2D = {"turn_rewards"}
+
+
+def select_rows(batch: Dict[str, Any], rows: Sequence[int], trim: bool = False) -> Dict[str, Any]:
+    """Rows of a batch dict: per-row tensors (first dim B) and per-row lists are indexed, anything else is
+    kept as it is. With `trim`, [B, L] token tensors are cut to the longest selected row (attention_mask)."""
+    B, L = batch["input_ids"].shape[:2]
     idx = torch.as_tensor(list(rows), dtype=torch.long)
-    return {k: v.index_select(0, idx) for k, v in batch.items() if isinstance(v, torch.Tensor) and v.dim() >= 1
-            and v.shape[0] == batch["input_ids"].shape[0]}
+    width = L
+    if trim and "attention_mask" in batch and len(rows):
+        width = int(batch["attention_mask"][idx].sum(dim=1).max().item())
+    out: Dict[str, Any] = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == B:
+            t = v.index_select(0, idx.to(v.device))
+            if width < L and t.dim() >= 2 and v.shape[1] == L and k not in NON_TOKEN_2D:
+                t = t[:, :width].contiguous()
+            out[k] = t
+        elif isinstance(v, list) and len(v) == B:
+            out[k] = [v[i] for i in rows]
+        else:
+            out[k] = v
+    return out

@@ -8,7 +8,8 @@ from agent_rl.algorithms import (broadcast_to_tokens, compute_advantages, grpo_m
 from agent_rl.config.schema import RewardConfig
 from agent_rl.rewards import compute_reward
 from agent_rl.rollout.batch import build_batch
-from agent_rl.rollout.trajectory import ToolCallRecord, Trajectory, TurnRecord
+from agent_rl.rollout.trajectory import Trajectory, TurnRecord
+from agent_rl.tool_runtime.record import ToolCallRecord
 
 
 def test_outcome_advantage_unbiased_std_and_group_of_one():

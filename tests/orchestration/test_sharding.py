@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from agent_rl.orchestration.sharding import select_rows, shard_batch, split_evenly
+from agent_rl.orchestration.sharding import shard_batch, split_evenly
+from agent_rl.training.policy import select_rows
 
 
 def test_split_evenly():
@@ -23,11 +24,14 @@ def _batch():
 
 def test_select_rows_trims_to_longest_row():
     b = _batch()
-    s = select_rows(b, [1, 3])
+    s = select_rows(b, [1, 3], trim=True)
     assert s["input_ids"].shape == (2, 3) and s["advantages"].shape == (2, 3)
     assert s["turn_rewards"].shape == (2, 6)          # not a token-axis tensor
     assert s["rewards"].tolist() == [2.0, 4.0] and s["uids"] == ["b", "d"] and s["meta"] == "x"
     assert torch.equal(s["input_ids"], b["input_ids"][[1, 3], :3])
+    full = select_rows(b, [3, 1])                      # the actor's micro-batches: rows only, full width
+    assert full["input_ids"].shape == (2, 6) and full["uids"] == ["d", "b"] and full["meta"] == "x"
+    assert torch.equal(full["advantages"], b["advantages"][[3, 1]])
 
 
 def test_shard_batch_covers_every_row_once():

@@ -5,7 +5,8 @@ import pytest
 
 from agent_rl.config.schema import RewardConfig
 from agent_rl.rewards import answer_scores, compute_reward, normalize_answer, register_reward, reward_fn_for
-from agent_rl.rollout.trajectory import ToolCallRecord, Trajectory, TurnRecord
+from agent_rl.rollout.trajectory import Trajectory, TurnRecord
+from agent_rl.tool_runtime.record import ToolCallRecord
 
 KQ = '<tool_call>\n{"name": "kg_query", "arguments": {"action": "get_relations_out", "entity": "Paris"}}\n</tool_call>'
 CFG = RewardConfig(kg_answer_weight=1.0, kg_format_weight=0.1, kg_validity_weight=0.1, kg_retrieval_weight=0.2,
@@ -182,3 +183,18 @@ def test_dispatch():
         reward_fn_for({"data_source": "other"})
     register_reward("const", lambda t, c: (0.25, {"k": 1}))
     assert compute_reward(arith_traj(["x"], "1", source="const"), RewardConfig()) == (0.25, {"k": 1.0})
+
+
+def test_turn_format_follows_the_configured_call_format():
+    """A turn's calls are the ones the agent loop's format found (`calls_parsed`), not a Hermes re-parse."""
+    from agent_rl.rewards.turns import turn_well_formed
+    from agent_rl.rollout.trajectory import TurnRecord
+    from agent_rl.tool_runtime.record import OK, ToolCallRecord
+
+    llama = TurnRecord(index=0, output_ids=[1], logprobs=[0.0], finish_reason="stop",
+                       text='{"name": "kg_query", "parameters": {"action": "get_relations_out", "entity": "x"}}',
+                       tool_calls=[ToolCallRecord(name="kg_query", arguments={}, observation="r", status=OK)],
+                       calls_parsed=1)
+    assert turn_well_formed(llama)
+    llama.calls_parsed = 2                      # one call never ran
+    assert not turn_well_formed(llama)

@@ -6,7 +6,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
-from agent_rl.rollout.trajectory import ToolCallRecord
+from agent_rl.tool_runtime.record import ToolCallRecord
 
 
 class ScriptedEngine(Engine):

@@ -258,3 +258,39 @@ async def test_single_turn_without_tools(tokenizer, renderer):
     engine = ScriptedEngine(tokenizer, lambda ids, rid: call_text("calculator", "{}"))
     traj = await run_trajectory(new_traj(renderer), engine, renderer, None, MultiTurnConfig(), SamplingParams(1), "r")
     assert traj.stop_reason == "answer" and len(traj.turns) == 1 and not traj.turns[0].tool_calls
+
+
+async def test_llama3_json_format_calls_reach_the_tool(tokenizer, renderer):
+    """rollout.multi_turn.format=llama3_json: a Llama-style call (with and without <|python_tag|>, two
+    calls separated by `;`, one malformed) runs through the tool session like a Hermes one."""
+    script = {0: '{"name": "calculator", "parameters": {"expression": "2+3"}}',
+              1: '<|python_tag|>{"name": "calculator", "parameters": {"expression": "5*1"}}; '
+                 '{"name": "calculator", "parameters": {"expression": }',
+              2: "<answer>5</answer>"}
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: script[turn_of(rid)])
+    session = FakeSession()
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, session, MultiTurnConfig(format="llama3_json"),
+                                SamplingParams(max_new_tokens=1), "r0")
+    assert traj.stop_reason == "answer" and len(traj.turns) == 3
+    assert session.calls == [("calculator", {"expression": "2+3"}), ("calculator", {"expression": "5*1"})]
+    assert [r.status for r in traj.turns[1].tool_calls] == ["ok", "parse_error"]
+    assert "invalid JSON" in tokenizer.decode(traj.turns[1].observation_ids)
+    check_invariants(traj, engine, renderer)
+    # the same text under the default (hermes) format makes no call: the first turn is the answer
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: script[turn_of(rid)])
+    session = FakeSession()
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, session, MultiTurnConfig(),
+                                SamplingParams(max_new_tokens=1), "r1")
+    assert traj.stop_reason == "answer" and len(traj.turns) == 1 and session.calls == []
+
+
+async def test_format_falls_back_to_hermes_without_the_attribute(tokenizer, renderer):
+    """A MultiTurnConfig-like object without `format` (older callers) parses Hermes calls."""
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(**{k: v for k, v in vars(MultiTurnConfig()).items() if k != "format"})
+    script = {0: call_text("calculator", '{"expression": "2+3"}'), 1: "<answer>5</answer>"}
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: script[turn_of(rid)])
+    session = FakeSession()
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, session, cfg, SamplingParams(1), "r0")
+    assert session.calls == [("calculator", {"expression": "2+3"})] and traj.stop_reason == "answer"

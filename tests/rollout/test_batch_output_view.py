@@ -10,7 +10,8 @@ import argparse
 from agent_rl.cli import view as view_cli
 from agent_rl.rollout.batch import build_batch
 from agent_rl.rollout.output import read_trajectories, step_path, write_trajectories
-from agent_rl.rollout.trajectory import ToolCallRecord, Trajectory, TurnRecord
+from agent_rl.rollout.trajectory import Trajectory, TurnRecord
+from agent_rl.tool_runtime.record import ToolCallRecord
 from agent_rl.rollout.view import render_html
 
 

@@ -58,6 +58,7 @@ async def test_arith_config_through_runtime():
         rewards = await s.calc_rewards()
     assert calc.observation == "1234" and calc.metrics == {"success": True}
     assert err.status == "ok" and err.observation == "Error: division by zero" and err.metrics == {"success": False}
+    assert not err.succeeded     # ran, but the tool reports a failure
     assert wrong.observation == "Answer recorded (parsed: 1233)." and wrong.step_reward == 0.0   # the first is free
     assert right.observation == "Answer recorded (parsed: 1234)." and right.step_reward == -0.05
     assert again.step_reward == -0.05          # every later submission costs, right or wrong
