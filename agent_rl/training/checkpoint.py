@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 from agent_rl.training import dist as D
-from agent_rl.training.weight_sync import _tied
 
 STEP_RE = re.compile(r"^global_step_(\d+)$")
 MARKER = "COMPLETE"
@@ -171,7 +170,7 @@ def hf_tensors(model: torch.nn.Module, sd: Dict[str, torch.Tensor], dtype: Optio
     embedding."""
     out = {}
     for k, v in sd.items():
-        if k == "lm_head.weight" and _tied(model):
+        if k == "lm_head.weight" and tied_embeddings(model):
             continue
         out[k] = v.to(dtype or v.dtype, copy=True).contiguous()
     return out
@@ -247,6 +246,16 @@ def _load_state(path: str, allow: Sequence = ()) -> Any:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]  # torch's 2nd line names the refused global
         raise CheckpointError(f"{path}: refused to load (only tensors and plain Python values are accepted): "
                               f"{lines[1] if len(lines) > 1 else str(e)}") from None
+
+
+def tied_embeddings(model: torch.nn.Module) -> bool:
+    """The model ties its output layer to its input embeddings (`lm_head.weight` is not a tensor of its own)."""
+    cfg = getattr(model, "config", None)
+    tied = getattr(cfg, "tie_word_embeddings", False)
+    get_text = getattr(cfg, "get_text_config", None)
+    if not tied and callable(get_text):
+        tied = getattr(get_text(), "tie_word_embeddings", False)
+    return bool(tied)
 
 
 # ---------------------------------------------------------------------------------------------- HF folder
@@ -340,7 +349,7 @@ def load_model_weights(model: torch.nn.Module, hf_dir: str) -> None:
     from safetensors.torch import load_file
 
     sd = load_file(os.path.join(hf_dir, "model.safetensors"))
-    if _tied(model):
+    if tied_embeddings(model):
         sd.pop("lm_head.weight", None)
     params = dict(model.named_parameters())  # deduplicated: a tied lm_head is the embedding
     params.update({n: b for n, b in model.named_buffers() if n in sd})

@@ -15,6 +15,7 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 
 from agent_rl.training import dist as D
+from agent_rl.training.checkpoint import save_hf_model, tied_embeddings
 
 NamedTensors = List[Tuple[str, torch.Tensor]]
 
@@ -24,21 +25,12 @@ def _module(actor) -> torch.nn.Module:
     return actor if isinstance(actor, torch.nn.Module) else actor.model
 
 
-def _tied(model: torch.nn.Module) -> bool:
-    cfg = getattr(model, "config", None)
-    tied = getattr(cfg, "tie_word_embeddings", False)
-    get_text = getattr(cfg, "get_text_config", None)
-    if not tied and callable(get_text):
-        tied = getattr(get_text(), "tie_word_embeddings", False)
-    return bool(tied)
-
-
 def iter_full_params(model: torch.nn.Module, dtype: Optional[torch.dtype] = None
                      ) -> Iterator[Tuple[str, torch.Tensor]]:
     """(HF name, full tensor) for every parameter, gathered when sharded, cast to `dtype`."""
     model = _module(model)
     D.reshard_all(model)  # read the (updated) shards, never a stale unsharded root
-    tied = _tied(model)
+    tied = tied_embeddings(model)
     seen = set()
     for name, p in model.named_parameters(remove_duplicate=True):
         if tied and name == "lm_head.weight":
@@ -91,8 +83,6 @@ async def sync_weights_from_disk(actor, engine, path: str, tokenizer=None, dtype
     gathers (a collective); rank 0 replaces the HF folder at `path` (`checkpoint.save_hf_model`) and asks its engine
     to load it, and the ranks wait until it has. All ranks share that engine's server, which must see `path`, and
     the server flushes its prefix cache itself. Returns {"weight_sync/bytes"} (bytes written, rank 0)."""
-    from agent_rl.training.checkpoint import save_hf_model
-
     path = os.path.abspath(path)  # the server resolves a relative path against its own working directory
     n_bytes = save_hf_model(_module(actor), tokenizer, path, dtype)  # collective
     if D.get_rank() == 0:
