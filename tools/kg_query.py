@@ -10,8 +10,14 @@ Returns the server's text; metrics: success, error_type, lookup (the canonical l
 "action|entity|relation" with names lower-cased, aliases resolved), repeated (that look-up was already
 asked in this trajectory) and, for a successful get_entities_*, entities (the names the text lists), which
 the KG reward reads instead of parsing the text. An argument other than action / entity / relation is a
-KG_FORMAT_ERROR without asking the server. A server that cannot be reached after the retries gives an
-`Error: ...` observation with error_type KG_SERVER_ERROR (the call itself does not fail).
+KG_FORMAT_ERROR without asking the server.
+
+A backend failure is a tool error, not a look-up outcome: a server that cannot be reached or times out (after
+`connect_retries`), answers HTTP 5xx (retried the same way), answers something that is not a KG reply (wrong
+URL, proxy page) or reports KG_SERVER_ERROR (a failure inside the server) makes `execute` raise
+`KGServerError`. The runtime records the call with status `exception`, counts it
+(`tools/kg_query/errors/exception`, `rollout/tool_error_rate`) and the model sees
+`Error: kg_query failed: KGServerError: KG_SERVER_ERROR: the knowledge graph server at URL ...`.
 """
 from __future__ import annotations
 
@@ -32,8 +38,29 @@ SESSION_KEY = "kg_query"
 ARGUMENTS = ("action", "entity", "relation")
 
 
+class KGServerError(RuntimeError):
+    """The KG backend failed (unreachable, timed out, HTTP 5xx, not a KG reply, KG_SERVER_ERROR): a tool error.
+    Not a TransientToolError: `_post` has already retried, the runtime must not retry again."""
+
+    def __init__(self, url: str, problem: str):
+        super().__init__(f"{KG_SERVER_ERROR}: the knowledge graph server at {url} {problem}")
+
+
 class BadReply(ValueError):
     """The server answered, but not with a KG reply (wrong URL, proxy page, ...)."""
+
+
+class ServerStatus(ConnectionError):
+    """HTTP 5xx from the server (retried like a connection error)."""
+
+
+def _short(e: BaseException, limit: int = 120) -> str:
+    """`Type: message`, compact (aiohttp's connector errors repeat the host: keep the OS error only)."""
+    detail = getattr(e, "os_error", None)
+    detail = getattr(detail, "strerror", None) or detail or e
+    text = str(detail)
+    text = text if len(text) <= limit else text[:limit - 3] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def resolve_server_url(config: Dict[str, Any]) -> str:
@@ -69,7 +96,9 @@ class KGQueryTool(BaseTool):
                 async with session.post(f"{self.server_url}/retrieve", json=payload, timeout=timeout) as resp:
                     raw = await resp.read()
                     status = resp.status
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+                if status >= 500:
+                    raise ServerStatus(f"HTTP {status}")
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError, ServerStatus) as e:
                 last = e
                 if attempt < self.connect_retries:
                     await asyncio.sleep(self.connect_backoff_s * (2 ** attempt))
@@ -81,7 +110,9 @@ class KGQueryTool(BaseTool):
             if not isinstance(body, dict) or "error_type" not in body:
                 raise BadReply(f"HTTP {status}, not a KG server reply")
             return body
-        raise ConnectionError(f"{type(last).__name__}: {last}" if str(last) else type(last).__name__)
+        if isinstance(last, ServerStatus):
+            raise last
+        raise ConnectionError(_short(last))
 
     async def execute(self, instance_id: str, arguments: Dict[str, Any], **kwargs) -> Tuple[ToolResponse, float, Dict[str, Any]]:
         state = self._state.get(instance_id)
@@ -102,13 +133,25 @@ class KGQueryTool(BaseTool):
             payload["relation"] = relation
         if state["dataset"] is not None:
             payload["dataset"] = state["dataset"]
-        failed = {"success": False, "error_type": KG_SERVER_ERROR, **base}
+        url = self.server_url
         try:
             reply = await self._post(payload)
         except BadReply as e:
-            return ToolResponse(text=f"Error: the knowledge graph server at {self.server_url} gave an unexpected reply ({e})."), 0.0, failed
-        except (ConnectionError, aiohttp.ClientError) as e:
-            return ToolResponse(text=f"Error: the knowledge graph server at {self.server_url} could not be reached ({e})."), 0.0, failed
+            problem = f"gave an unexpected reply ({e})"
+        except ServerStatus as e:
+            problem = f"failed ({e}; {self.connect_retries + 1} attempts)"
+        except ConnectionError as e:
+            problem = f"could not be reached ({e}; {self.connect_retries + 1} attempts)"
+        except aiohttp.ClientError as e:
+            problem = f"failed ({_short(e)})"
+        else:
+            problem = None
+            if reply.get("error_type") == KG_SERVER_ERROR:
+                problem = f"failed on this query ({str(reply.get('result', ''))[:200]})"
+        if problem is not None:
+            if not repeated:     # the look-up was never answered: asking it again is not a repeat
+                state["seen"].discard(lookup)
+            raise KGServerError(url, problem)
         metrics = {"success": bool(reply.get("success")), "error_type": str(reply.get("error_type")), **base}
         if metrics["success"] and act.startswith("get_entities") and isinstance(reply.get("data"), list):
             metrics["entities"] = [str(e) for e in reply["data"][:MAX_LISTED]]

@@ -60,7 +60,12 @@ async def _rollout(cfg, args, model_path, device, log) -> int:
                                         truncate_side=mt.tool_response_truncate_side)
     renderer = ChatRenderer(tokenizer, runtime.schemas if runtime else None, mt.system_prompt)
     files = cfg.data.val_files if args.val else cfg.data.train_files
-    rows = load_rows(files)
+    try:
+        rows = load_rows(files, skip_invalid=cfg.data.skip_invalid_rows, log=log)
+    except (ValueError, OSError) as e:
+        from agent_rl.config.load import ConfigError
+
+        raise ConfigError(f"data.{'val_files' if args.val else 'train_files'}: {e}") from None
     engine = build_engine(cfg.rollout, model_path, device=device, seed=cfg.trainer.seed)
     sched = RolloutScheduler(engine, renderer, runtime, cfg.rollout, reward_fn=lambda t: compute_reward(t, cfg.reward))
     try:
@@ -104,6 +109,9 @@ def run(args) -> int:
         return 2
     try:
         return asyncio.run(_rollout(cfg, args, model_path, device, print))
+    except ConfigError as e:   # a bad data row or file: one line naming file, row and field
+        print(f"agent-rl rollout: {e}", file=sys.stderr)
+        return 2
     finally:
         if server is not None:
             server.stop()

@@ -36,6 +36,8 @@ class DataConfig:
     max_val_samples: int = F(64, "validation uses at most this many rows (-1: all)")
     max_prompt_length: int = F(1024, "prompt tokens (system + tools + question); longer rows are dropped with a warning")
     shuffle: bool = F(True, "shuffle training rows each epoch (seeded by trainer.seed)")
+    skip_invalid_rows: bool = F(False, "drop rows that fail the load-time row check (counted: one line per file with "
+                                "the first problem) instead of refusing the data")
     generate_if_missing: Optional[str] = F(None, "`kg` or `arith`: generate the embedded data set into the files' folder when they are missing")
 
 

@@ -1,16 +1,19 @@
 """Row files -> rows -> prompt batches.
 
-`load_rows(files)` reads parquet files of our row schema (mixed tasks across files are fine).
+`load_rows(files)` reads parquet files of our row schema (mixed tasks across files are fine) and checks
+every row (`schema.row_problem`): a bad row is a one-line ValueError naming the file, the row and the
+field, or, with `skip_invalid=True`, is dropped and counted.
 `PromptLoader` yields batches epoch after epoch, reshuffled per epoch with `Random(seed + epoch)`,
 and resumes exactly from `state_dict()` (mid-epoch included).
 """
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+import sys
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 from agent_rl.data.parquet_io import read_table
-from agent_rl.data.schema import REQUIRED_COLUMNS
+from agent_rl.data.schema import REQUIRED_COLUMNS, row_problem
 
 
 def _drop_nulls(tools_kwargs: Any) -> Any:
@@ -28,14 +31,31 @@ def _drop_nulls(tools_kwargs: Any) -> Any:
     return out
 
 
-def load_rows(files: Union[str, Sequence[str]]) -> List[Dict[str, Any]]:
-    """All rows of `files` (parquet, our schema) as dicts, in file order."""
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def load_rows(files: Union[str, Sequence[str]], *, skip_invalid: bool = False,
+              check: Optional[Callable[[Dict[str, Any]], Any]] = None,
+              log: Optional[Callable[[str], None]] = None,
+              stats: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+    """All valid rows of `files` (parquet, our schema) as dicts, in file order.
+
+    Every row is checked with `schema.row_problem` and then `check(row)` (optional, e.g. the trainer's
+    reward-function look-up; it raises ValueError for a row it cannot serve). The first bad row raises
+    `ValueError("<file> row <i>: <field>: <problem>")` (the trainer reports it as a config error, exit 2),
+    unless `skip_invalid`: then bad rows are dropped, `log` (default: stderr) gets one line per file with the
+    count and the first problem, and `stats` (when given) receives {"rows", "skipped", "skipped_by_file"}.
+    A file (or file list) left with no valid rows is still an error.
+    """
     if isinstance(files, str):
         files = [files]
     files = list(files or [])
     if not files:
         raise ValueError("no data files given")
+    log = log or _stderr
     rows: List[Dict[str, Any]] = []
+    skipped_by_file: Dict[str, int] = {}
     for path in files:
         table = read_table(path)
         missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
@@ -43,11 +63,33 @@ def load_rows(files: Union[str, Sequence[str]]) -> List[Dict[str, Any]]:
             raise ValueError(f"{path}: missing required column {missing[0]!r} (has {table.column_names})")
         if table.num_rows == 0:
             raise ValueError(f"{path}: file has no rows")
-        for row in table.to_pylist():
-            extra = row.get("extra_info")
-            if isinstance(extra, dict) and "tools_kwargs" in extra:
-                extra["tools_kwargs"] = _drop_nulls(extra["tools_kwargs"]) or {}
+        skipped, first = 0, None
+        for i, row in enumerate(table.to_pylist()):
+            problem = row_problem(row)
+            if problem is None:
+                extra = row.get("extra_info")
+                if isinstance(extra, dict) and "tools_kwargs" in extra:
+                    extra["tools_kwargs"] = _drop_nulls(extra["tools_kwargs"]) or {}
+                if check is not None:
+                    try:
+                        check(row)
+                    except ValueError as e:
+                        problem = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if problem is not None:
+                if not skip_invalid:
+                    raise ValueError(f"{path} row {i}: {problem} "
+                                     "(fix the row, or drop invalid rows with data.skip_invalid_rows=true)")
+                skipped += 1
+                first = first or f"row {i}: {problem}"
+                continue
             rows.append(row)
+        if skipped:
+            skipped_by_file[path] = skipped
+            log(f"{path}: skipped {skipped} invalid row(s) of {table.num_rows} (data.skip_invalid_rows); first: {first}")
+            if skipped == table.num_rows:
+                raise ValueError(f"{path}: every row is invalid; first: {first}")
+    if stats is not None:
+        stats.update({"rows": len(rows), "skipped": sum(skipped_by_file.values()), "skipped_by_file": skipped_by_file})
     return rows
 
 

@@ -91,6 +91,83 @@ def validate_row(row: Dict[str, Any], where: str = "row") -> None:
         raise ValueError(f"{bad}: empty dict (parquet cannot store an empty struct; omit it)")
 
 
+ROLES = ("system", "user", "assistant", "tool")
+TOOL_KWARG_KEYS = ("create_kwargs", "execute_kwargs", "calc_reward_kwargs", "release_kwargs")
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def row_problem(row: Any) -> Optional[str]:
+    """What is wrong with a loaded row, as `field: problem` (None when it can be trained on).
+
+    The load-time check (`loader.load_rows`): everything the rollout and the rewards rely on, for any task, so a
+    bad row is refused when the data are loaded instead of failing the step that draws it. Rows of another task
+    (a data_source not in DATA_SOURCES) need the columns and types only; rows of the shipped tasks also need the
+    ability and ground-truth type of their data_source. Plain per-row checks, no template rendering (100k rows
+    in well under a second). `validate_row` (used when writing) is stricter: it also wants the fixed
+    extra_info keys of our generators.
+    """
+    if not isinstance(row, dict):
+        return f"row: must be a struct, got {_kind(row)}"
+    prompt = row.get("prompt")
+    if not isinstance(prompt, (list, tuple)):
+        return f"prompt: must be a list of {{role, content}} messages, got {_kind(prompt)}"
+    if not prompt:
+        return "prompt: must not be empty"
+    for i, m in enumerate(prompt):
+        if not isinstance(m, dict):
+            return f"prompt[{i}]: must be a {{role, content}} message, got {_kind(m)}"
+        role = m.get("role")
+        if role not in ROLES:
+            return f"prompt[{i}].role: must be one of {', '.join(ROLES)}, got {role!r}"
+        if not isinstance(m.get("content"), str):
+            return f"prompt[{i}].content: must be a string, got {_kind(m.get('content'))}"
+    ds = row.get("data_source")
+    if not isinstance(ds, str) or not ds:
+        return f"data_source: must be a non-empty string, got {ds!r}"
+    ability = row.get("ability")
+    if not isinstance(ability, str):
+        return f"ability: must be a string, got {_kind(ability)}"
+    rm = row.get("reward_model")
+    if not isinstance(rm, dict):
+        return f"reward_model: must be a struct {{style: 'rule', ground_truth}}, got {_kind(rm)}"
+    if rm.get("style") not in (None, "rule"):
+        return f"reward_model.style: must be 'rule', got {rm.get('style')!r}"
+    gt = rm.get("ground_truth")
+    if ds in DATA_SOURCES:
+        if ability != DATA_SOURCES[ds]:
+            return f"ability: {ability!r} does not match data_source {ds!r} (expected {DATA_SOURCES[ds]!r})"
+        if DATA_SOURCES[ds] == "math":
+            if not isinstance(gt, str) or not gt:
+                return f"reward_model.ground_truth: math ground truth must be a non-empty string, got {gt!r}"
+        elif not (isinstance(gt, (list, tuple)) and gt and all(isinstance(g, str) and g for g in gt)):
+            return f"reward_model.ground_truth: KG ground truth must be a non-empty list of entity names, got {gt!r}"
+    elif gt is None:   # another task's reward function reads it: any type, but present
+        return "reward_model.ground_truth: missing (null)"
+    extra = row.get("extra_info")
+    if extra is None:
+        return None
+    if not isinstance(extra, dict):
+        return f"extra_info: must be a struct, got {_kind(extra)}"
+    tk = extra.get("tools_kwargs")
+    if tk is None:
+        return None
+    if not isinstance(tk, dict):
+        return f"extra_info.tools_kwargs: must be a struct {{tool: {{create_kwargs, ...}}}}, got {_kind(tk)}"
+    for name, entry in tk.items():
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            return f"extra_info.tools_kwargs.{name}: must be a struct, got {_kind(entry)}"
+        for key in TOOL_KWARG_KEYS:
+            val = entry.get(key)
+            if val is not None and not isinstance(val, dict):
+                return f"extra_info.tools_kwargs.{name}.{key}: must be a struct, got {_kind(val)}"
+    return None
+
+
 def answer_strings(values: Sequence[Any]) -> List[str]:
     """Deduplicate answer names keeping first-seen order."""
     out: List[str] = []

@@ -133,11 +133,16 @@ class Trainer:
         self.pad_id = self.tokenizer.pad_token_id
         self.tool_runtime = build_tool_runtime(cfg, self.tokenizer)
         self.renderer = build_renderer(cfg, self.tokenizer, self.tool_runtime)
-        try:
-            train_rows = load_rows(cfg.data.train_files)
-            val_rows = load_rows(cfg.data.val_files) if cfg.data.val_files else []
-        except (ValueError, OSError) as e:
-            raise ConfigError(f"data.train_files: {e}") from None
+        for key in ("train_files", "val_files"):
+            files = getattr(cfg.data, key)
+            try:
+                rows = load_rows(files, skip_invalid=cfg.data.skip_invalid_rows, log=self.echo) if files else []
+            except (ValueError, OSError) as e:
+                raise ConfigError(f"data.{key}: {e}") from None
+            if key == "train_files":
+                train_rows = rows
+            else:
+                val_rows = rows
         if len(train_rows) < cfg.data.train_batch_size:
             raise ConfigError(f"data.train_batch_size: {cfg.data.train_batch_size} is more than the "
                               f"{len(train_rows)} training rows")
@@ -154,19 +159,29 @@ class Trainer:
         self.rows_per_epoch = len(train_rows)
 
     def _resume(self) -> None:
-        from agent_rl.training.checkpoint import find_latest_checkpoint, is_complete
+        from agent_rl.training.checkpoint import CheckpointError, find_resumable_checkpoint, is_complete
+        from agent_rl.training.ckpt_verify import verify_checkpoint
 
         mode = self.cfg.trainer.resume
         if mode == "disable":
             return
-        if mode == "auto":
-            path = find_latest_checkpoint(checkpoint_root(self.cfg))
+        if mode == "auto":  # the newest checkpoint whose files match their saved checksums (warns on fallback)
+            try:
+                path = find_resumable_checkpoint(checkpoint_root(self.cfg), warn=lambda m: self.echo(f"WARNING: {m}"))
+            except CheckpointError as e:
+                raise TrainError(f"{e} (trainer.resume=disable starts afresh)") from None
             if path is None:
                 return
         else:
             path = os.path.abspath(mode)
             if not is_complete(path):
                 raise ConfigError(f"trainer.resume: not a complete checkpoint: {mode}")
+            verdict = verify_checkpoint(path)
+            if not verdict.ok:
+                raise ConfigError(f"trainer.resume: checkpoint {mode} failed verification: {verdict.summary()}")
+            if not verdict.verified:
+                self.echo(f"WARNING: checkpoint {mode} has no manifest (saved before checksums were stored): "
+                          "not verified")
         from agent_rl.orchestration.warm_start import reference_from_warm_start
 
         extras = self.group.call("load", path)

@@ -86,19 +86,81 @@ async def test_missing_sample_id_is_create_failed(kg_server, monkeypatch):
     assert rec.status == "create_failed" and "sample_id" in rec.observation
 
 
-async def test_kg_server_down_gives_error_observation_quickly():
-    url = f"http://127.0.0.1:{free_port()}"
-    schema = {"type": "function", "function": {"name": "kg_query", "description": "d",
-              "parameters": {"type": "object", "properties": {"action": {"type": "string"}, "entity": {"type": "string"}}}}}
-    tool = KGQueryTool({"server_url": url, "connect_retries": 2, "connect_backoff_s": 0.02, "request_timeout_s": 1}, schema)
+SCHEMA = {"type": "function", "function": {"name": "kg_query", "description": "d",
+          "parameters": {"type": "object", "properties": {"action": {"type": "string"}, "entity": {"type": "string"}}}}}
+
+
+def assert_counted_server_error(rt, recs, url):
+    """Each call is a tool error (status exception) counted in errors/*, rollout/tool_error_rate 1, and the
+    model still sees a KG_SERVER_ERROR observation naming the server."""
+    from agent_rl.orchestration.traj_metrics import kg_metrics
+    from agent_rl.rollout.metrics import trajectory_metrics
+    from agent_rl.rollout.trajectory import Trajectory, TurnRecord
+
+    for rec in recs:
+        assert rec.status == "exception" and not rec.succeeded
+        assert rec.observation.startswith("Error: kg_query failed: KGServerError: KG_SERVER_ERROR: "
+                                          f"the knowledge graph server at {url} "), rec.observation
+    snap = rt.metrics.snapshot()
+    assert snap["tools/kg_query/calls"] == len(recs)
+    assert snap["tools/kg_query/errors/exception"] == len(recs) and snap["tools/errors/exception"] == len(recs)
+    traj = Trajectory(uid="u", sample_index=0, row={}, prompt_ids=[1], turns=[TurnRecord(index=0, output_ids=[2], logprobs=[0.0], finish_reason="stop", text="",
+                                                                               tool_calls=list(recs))])
+    assert trajectory_metrics([traj])["rollout/tool_error_rate"] == 1.0
+    assert kg_metrics([traj])["kg/query_success_rate"] == 0.0
+
+
+async def test_kg_server_down_is_a_counted_tool_error():
+    url = f"http://127.0.0.1:{free_port()}"   # closed loopback port: no server
+    tool = KGQueryTool({"server_url": url, "connect_retries": 2, "connect_backoff_s": 0.02, "request_timeout_s": 1}, SCHEMA)
     rt = ToolRuntime([tool])
     t0 = time.perf_counter()
     async with rt.session("t", kw()) as s:
         rec = await s.call("kg_query", {"action": "get_relations_out", "entity": "Paris"})
+        again = await s.call("kg_query", {"action": "get_relations_out", "entity": "Paris"})
     await rt.close()
-    assert time.perf_counter() - t0 < 3
-    assert rec.status == "ok" and rec.observation.startswith("Error: the knowledge graph server at " + url)
-    assert rec.metrics["error_type"] == "KG_SERVER_ERROR" and rec.metrics["success"] is False
+    assert time.perf_counter() - t0 < 5
+    assert_counted_server_error(rt, [rec, again], url)
+    assert "could not be reached" in rec.observation and "3 attempts" in rec.observation
+    assert "truncated_tokens" not in rec.metrics and len(rec.observation) < 256   # fits the default budget
+    assert "retries" not in rec.metrics     # the tool retried; the runtime did not retry again
+    assert rt.metrics.snapshot().get("tools/kg_query/retries") is None
+
+
+async def test_kg_server_5xx_and_internal_error_are_counted_tool_errors():
+    from aiohttp import web
+
+    hits = []
+
+    async def retrieve(request):
+        hits.append(1)
+        body = await request.json()
+        if body["entity"] == "boom":     # the server's own report of a failure inside it
+            return web.json_response({"success": False, "error_type": "KG_SERVER_ERROR",
+                                      "result": "The KG server failed on this query (KeyError)."})
+        return web.json_response({"success": False, "error_type": "KG_SERVER_ERROR", "result": "down"}, status=503)
+
+    app = web.Application()
+    app.router.add_post("/retrieve", retrieve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    try:
+        tool = KGQueryTool({"server_url": url, "connect_retries": 1, "connect_backoff_s": 0.01}, SCHEMA)
+        rt = ToolRuntime([tool])
+        async with rt.session("t", kw()) as s:
+            r503 = await s.call("kg_query", {"action": "get_relations_out", "entity": "Paris"})
+            n503 = len(hits)
+            boom = await s.call("kg_query", {"action": "get_relations_out", "entity": "boom"})
+        await rt.close()
+    finally:
+        await runner.cleanup()
+    assert n503 == 2                           # 5xx retried by the tool (connect_retries=1), then an error
+    assert_counted_server_error(rt, [r503, boom], url)
+    assert "failed (HTTP 503; 2 attempts)" in r503.observation
+    assert "failed on this query" in boom.observation
 
 
 async def test_load_2000_requests_64_concurrent(kg_server, monkeypatch):
@@ -135,13 +197,12 @@ async def test_load_2000_requests_64_concurrent(kg_server, monkeypatch):
     assert elapsed < 20, elapsed
 
 
-async def test_wrong_url_gives_unexpected_reply_observation(kg_server):
-    schema = {"type": "function", "function": {"name": "kg_query", "description": "d",
-              "parameters": {"type": "object", "properties": {"action": {"type": "string"}, "entity": {"type": "string"}}}}}
-    tool = KGQueryTool({"server_url": kg_server + "/not-here"}, schema)
+async def test_wrong_url_is_a_counted_tool_error(kg_server):
+    url = kg_server + "/not-here"
+    tool = KGQueryTool({"server_url": url}, SCHEMA)
     rt = ToolRuntime([tool])
     async with rt.session("t", kw()) as s:
         rec = await s.call("kg_query", {"action": "get_relations_out", "entity": "Paris"})
     await rt.close()
-    assert rec.status == "ok" and "gave an unexpected reply (HTTP 404" in rec.observation
-    assert rec.metrics["error_type"] == "KG_SERVER_ERROR"
+    assert_counted_server_error(rt, [rec], url)
+    assert "gave an unexpected reply (HTTP 404" in rec.observation
