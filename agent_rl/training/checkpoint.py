@@ -6,13 +6,18 @@ Layout of `<root>/global_step_<N>/`:
     rng/rank_<r>.pt           python / numpy / torch / cuda RNG states of rank r (tensors, ints, strs, lists)
     extra_state.json          the caller's state (step, dataloader position, trainer state)
     meta.json                 step, world size
+    MANIFEST.json             size and sha256 of every file above (ckpt_verify.py)
     COMPLETE                  written last, before the directory is renamed into place
 and `<root>/latest` holds the name of the newest checkpoint.
 
 A save is written to `<root>/.tmp-global_step_<N>`, renamed into place (atomic), and then the
 `latest` pointer is replaced atomically. Killing the process at any moment leaves either the old or
 the new checkpoint complete; `find_latest_checkpoint` ignores temporary and incomplete directories.
-Ranks must share the filesystem of `root`.
+Ranks must share the filesystem of `root`. A save checks the free space first (fails in one line) and removes its
+temporary directory when anything fails. The manifest is computed from the files read back from disk and checked
+(every file present at its size) before the rename, so a checkpoint this process wrote counts as verified;
+`find_resumable_checkpoint` verifies before resuming and falls back to the newest checkpoint that verifies;
+pruning never removes the newest verified-good checkpoint.
 
 `optim/` and `rng/` files are read with `torch.load(weights_only=True)`: tensors and plain Python values
 only, so a tampered file is refused (`CheckpointError`), never executed. RNG files written before this
@@ -21,6 +26,7 @@ format hold numpy's state as an array: the three numpy types it needs are allow-
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import random
@@ -32,15 +38,14 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from agent_rl.training import ckpt_verify as V
 from agent_rl.training import dist as D
+from agent_rl.training.ckpt_verify import CheckpointError, CheckpointSpaceError  # noqa: F401 - re-exported
 
 STEP_RE = re.compile(r"^global_step_(\d+)$")
 MARKER = "COMPLETE"
 POINTER = "latest"
-
-
-class CheckpointError(RuntimeError):
-    pass
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -71,11 +76,16 @@ def _fsync_tree(root: str) -> None:
 
 def _write_text_atomic(path: str, text: str) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     _fsync_dir(os.path.dirname(path) or ".")
 
 
@@ -124,6 +134,16 @@ def find_latest_checkpoint(root: str) -> Optional[str]:
     return found[-1][1] if found else None
 
 
+def find_resumable_checkpoint(root: str, warn=log.warning) -> Optional[str]:
+    """The checkpoint to resume from: the one `find_latest_checkpoint` names when it verifies (every file present,
+    same size and sha256 as saved), else the newest complete one that verifies, with a warning (`warn`) naming the
+    failed checkpoints and files. None when there is no complete checkpoint; CheckpointError when none verifies."""
+    latest = find_latest_checkpoint(root)
+    if latest is None:
+        return None
+    return V.first_good([latest] + [p for _, p in reversed(list_checkpoints(root)) if p != latest], root, warn)
+
+
 def _remove_dir(path: str) -> None:
     """Rename first so a half-deleted directory never looks like a checkpoint."""
     trash = os.path.join(os.path.dirname(path), f".trash-{os.path.basename(path)}-{os.getpid()}-{time.time_ns()}")
@@ -132,17 +152,18 @@ def _remove_dir(path: str) -> None:
 
 
 def prune_checkpoints(root: str, keep: int) -> List[str]:
-    """Delete the oldest complete checkpoints beyond the newest `keep` (never the one `latest` names)."""
+    """Delete the oldest complete checkpoints beyond the newest `keep`: never the one `latest` names, and never the
+    newest verified-good one when none of those kept is verified (by this process, or here)."""
     if not keep or keep <= 0:
         return []
     latest = find_latest_checkpoint(root)
     found = [p for _, p in list_checkpoints(root)]
-    removed = []
-    for path in found[:-keep] if len(found) > keep else []:
-        if path != latest:
-            _remove_dir(path)
-            removed.append(path)
-    return removed
+    doomed = [p for p in found[:-keep] if p != latest] if len(found) > keep else []
+    kept = [p for p in found if p not in doomed]
+    doomed = V.spare_newest_verified(kept, doomed)
+    for path in doomed:
+        _remove_dir(path)
+    return doomed
 
 
 def _clean_stale(root: str) -> None:
@@ -246,6 +267,9 @@ def _load_state(path: str, allow: Sequence = ()) -> Any:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]  # torch's 2nd line names the refused global
         raise CheckpointError(f"{path}: refused to load (only tensors and plain Python values are accepted): "
                               f"{lines[1] if len(lines) > 1 else str(e)}") from None
+    except (RuntimeError, OSError, EOFError) as e:  # a truncated or damaged archive
+        raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
 
 def tied_embeddings(model: torch.nn.Module) -> bool:
@@ -301,9 +325,17 @@ def save_hf_model(model: torch.nn.Module, tokenizer, path: str, dtype: Optional[
 
 
 # ---------------------------------------------------------------------------------------------- save / load
+def _needed_bytes(root: str, actor) -> int:
+    """Free space a save needs: the size of the newest complete checkpoint, else the model + optimizer state."""
+    found = list_checkpoints(root)
+    prev = V.dir_bytes(found[-1][1]) if found else 0
+    return prev or V.state_bytes(actor.model, actor.optimizer) + (8 << 20)
+
+
 def save_checkpoint(root: str, step: int, actor, tokenizer, extra_state: Optional[Dict[str, Any]] = None,
                     max_to_keep: Optional[int] = None) -> str:
-    """Write `<root>/global_step_<step>` (every rank calls this). Returns its path."""
+    """Write `<root>/global_step_<step>` (every rank calls this). Returns its path. Fails before writing anything
+    (CheckpointSpaceError) when the disk lacks the space; removes the temporary directory when anything fails."""
     rank, world = D.get_rank(), D.get_world_size()
     model = actor.model
     final = os.path.join(root, step_dir_name(step))
@@ -311,33 +343,49 @@ def save_checkpoint(root: str, step: int, actor, tokenizer, extra_state: Optiona
     if rank == 0:
         os.makedirs(root, exist_ok=True)
         _clean_stale(root)
-        for sub in ("hf", "optim", "rng"):
-            os.makedirs(os.path.join(tmp, sub), exist_ok=True)
     D.barrier()
-    sd = full_model_state_dict(model)  # collective
+    V.check_free_space(root, _needed_bytes(root, actor), f"checkpoint {final}")  # every rank: no one waits alone
+    try:
+        if rank == 0:
+            for sub in ("hf", "optim", "rng"):
+                os.makedirs(os.path.join(tmp, sub), exist_ok=True)
+        D.barrier()
+        sd = full_model_state_dict(model)  # collective
+        if rank == 0:
+            write_hf_folder(model, sd, tokenizer, os.path.join(tmp, "hf"))
+            with open(os.path.join(tmp, "extra_state.json"), "w") as f:
+                json.dump(extra_state or {}, f, indent=1)
+            with open(os.path.join(tmp, "meta.json"), "w") as f:
+                json.dump({"step": int(step), "world_size": world, "time": time.time()}, f)
+        del sd
+        sched = getattr(actor, "scheduler", None)
+        _torch_save({"optimizer": optimizer_state(actor.optimizer), "scheduler": sched.state_dict() if sched else None,
+                     "world_size": world}, os.path.join(tmp, "optim", f"rank_{rank:05d}.pt"))
+        _torch_save(rng_state(), os.path.join(tmp, "rng", f"rank_{rank:05d}.pt"))
+        D.barrier()
+        if rank == 0:
+            _fsync_tree(tmp)
+            V.write_manifest(tmp)  # digests of the files read back from disk
+            verdict = V.verify_checkpoint(tmp, digests=False)
+            if not verdict.ok:
+                raise CheckpointError(f"checkpoint {final} was not written whole: {verdict.summary()}")
+            with open(os.path.join(tmp, MARKER), "w") as f:
+                f.write(str(step))
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_dir(tmp)
+            if os.path.exists(final):  # saving a step again (e.g. after resuming from an earlier one)
+                _remove_dir(final)
+            os.rename(tmp, final)
+            _fsync_dir(root)
+            V.mark_verified(final)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint must not fill the disk
+        if isinstance(e, OSError) and not isinstance(e, CheckpointError):
+            raise CheckpointError(f"saving checkpoint {final} failed ({tmp} removed): "
+                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        raise
     if rank == 0:
-        write_hf_folder(model, sd, tokenizer, os.path.join(tmp, "hf"))
-        with open(os.path.join(tmp, "extra_state.json"), "w") as f:
-            json.dump(extra_state or {}, f, indent=1)
-        with open(os.path.join(tmp, "meta.json"), "w") as f:
-            json.dump({"step": int(step), "world_size": world, "time": time.time()}, f)
-    del sd
-    sched = getattr(actor, "scheduler", None)
-    _torch_save({"optimizer": optimizer_state(actor.optimizer), "scheduler": sched.state_dict() if sched else None,
-                 "world_size": world}, os.path.join(tmp, "optim", f"rank_{rank:05d}.pt"))
-    _torch_save(rng_state(), os.path.join(tmp, "rng", f"rank_{rank:05d}.pt"))
-    D.barrier()
-    if rank == 0:
-        _fsync_tree(tmp)
-        with open(os.path.join(tmp, MARKER), "w") as f:
-            f.write(str(step))
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        if os.path.exists(final):  # saving a step again (e.g. after resuming from an earlier one)
-            _remove_dir(final)
-        os.rename(tmp, final)
-        _fsync_dir(root)
         _write_text_atomic(os.path.join(root, POINTER), step_dir_name(step))
         if max_to_keep:
             prune_checkpoints(root, max_to_keep)
@@ -348,7 +396,12 @@ def save_checkpoint(root: str, step: int, actor, tokenizer, extra_state: Optiona
 def load_model_weights(model: torch.nn.Module, hf_dir: str) -> None:
     from safetensors.torch import load_file
 
-    sd = load_file(os.path.join(hf_dir, "model.safetensors"))
+    file = os.path.join(hf_dir, "model.safetensors")
+    try:
+        sd = load_file(file)
+    except Exception as e:  # noqa: BLE001 - safetensors' errors do not name the file
+        raise CheckpointError(f"{file}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                              ) from None
     if tied_embeddings(model):
         sd.pop("lm_head.weight", None)
     params = dict(model.named_parameters())  # deduplicated: a tied lm_head is the embedding
@@ -380,12 +433,26 @@ def _copy_full_into(p: torch.Tensor, full: torch.Tensor) -> None:
         p.copy_(full.to(device=p.device, dtype=p.dtype))
 
 
-def load_checkpoint(path: str, actor, load_optimizer: bool = True, load_rng: bool = True) -> Dict[str, Any]:
-    """Restore model, optimizer, scheduler and RNG of this rank from `path`; return the extra state."""
+def _read_json(path: str) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot be read ({type(e).__name__}: {e})") from None
+
+
+def load_checkpoint(path: str, actor, load_optimizer: bool = True, load_rng: bool = True,
+                    verify: str = "size") -> Dict[str, Any]:
+    """Restore model, optimizer, scheduler and RNG of this rank from `path`; return the extra state. `verify`:
+    "size" (every file of the manifest present with its size; the default), "digest" (and its sha256), "none"."""
     if not is_complete(path):
         raise FileNotFoundError(f"not a complete checkpoint: {path}")
+    if verify != "none":
+        verdict = V.verify_checkpoint(path, digests=verify == "digest")
+        if not verdict.ok:
+            raise CheckpointError(f"checkpoint {path} is damaged: {verdict.summary()}")
     rank, world = D.get_rank(), D.get_world_size()
-    meta = json.load(open(os.path.join(path, "meta.json")))
+    meta = _read_json(os.path.join(path, "meta.json"))
     load_model_weights(actor.model, os.path.join(path, "hf"))
     if load_optimizer:
         if meta["world_size"] != world:
@@ -401,4 +468,4 @@ def load_checkpoint(path: str, actor, load_optimizer: bool = True, load_rng: boo
         if os.path.isfile(rng_path):
             set_rng_state(_load_state(rng_path, allow=_legacy_numpy_globals()))
     D.barrier()
-    return json.load(open(os.path.join(path, "extra_state.json")))
+    return _read_json(os.path.join(path, "extra_state.json"))

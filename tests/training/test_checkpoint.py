@@ -164,6 +164,9 @@ def test_tampered_rng_file_is_refused_not_executed(tiny_model_path, tokenizer, t
     _, path = _saved(tiny_model_path, tokenizer, tmp_path)
     marker = str(tmp_path / "pwned")
     torch.save({"python": _Exploit(marker)}, os.path.join(path, "rng", "rank_00000.pt"))
+    with pytest.raises(C.CheckpointError, match="rng/rank_00000.pt"):  # the manifest catches it before unpickling
+        C.load_checkpoint(path, _actor(tiny_model_path))
+    os.remove(os.path.join(path, "MANIFEST.json"))  # a checkpoint saved before manifests: the unpickler must refuse
     with pytest.raises(Exception) as e:
         C.load_checkpoint(path, _actor(tiny_model_path))
     assert not os.path.exists(marker), "the pickle's payload ran"
@@ -180,6 +183,7 @@ def test_rng_file_of_previous_format_still_loads(tiny_model_path, tokenizer, tmp
            "numpy": np.random.get_state()}  # an ndarray inside: the previous format
     expected = np.random.rand(3)
     torch.save(old, os.path.join(path, "rng", "rank_00000.pt"))
+    os.remove(os.path.join(path, "MANIFEST.json"))  # the previous format came without a manifest
     np.random.seed(8)
     C.load_checkpoint(path, _actor(tiny_model_path))
     assert np.array_equal(np.random.rand(3), expected)
