@@ -202,7 +202,7 @@ class TrainWorker:
 
     def load_sft(self, path: str, actor: bool = True) -> None:
         """The warm-started weights at `path` into the actor (`actor`), the reference (`sft.update_ref`) and the engine."""
-        from agent_rl.training.checkpoint import load_model_weights
+        from agent_rl.training.hf_folder import load_model_weights
 
         hf = os.path.join(path, "hf")
         if actor:

@@ -40,7 +40,9 @@ import torch
 
 from agent_rl.training import ckpt_verify as V
 from agent_rl.training import dist as D
-from agent_rl.training.ckpt_verify import CheckpointError, CheckpointSpaceError  # noqa: F401 - re-exported
+from agent_rl.training.ckpt_verify import CheckpointError, CheckpointSpaceError  # noqa: F401 - re-exported for callers
+from agent_rl.training.hf_folder import (fsync_dir, fsync_tree, full_model_state_dict, load_model_weights,
+                                         remove_dir, write_hf_folder, write_text_atomic)
 
 STEP_RE = re.compile(r"^global_step_(\d+)$")
 MARKER = "COMPLETE"
@@ -49,44 +51,6 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- files
-def _fsync_file(path: str) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: str) -> None:
-    for d, _, files in os.walk(root):
-        for f in files:
-            _fsync_file(os.path.join(d, f))
-        _fsync_dir(d)
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(os.path.dirname(path) or ".")
 
 
 def _torch_save(obj: Any, path: str) -> None:
@@ -144,13 +108,6 @@ def find_resumable_checkpoint(root: str, warn=log.warning) -> Optional[str]:
     return V.first_good([latest] + [p for _, p in reversed(list_checkpoints(root)) if p != latest], root, warn)
 
 
-def _remove_dir(path: str) -> None:
-    """Rename first so a half-deleted directory never looks like a checkpoint."""
-    trash = os.path.join(os.path.dirname(path), f".trash-{os.path.basename(path)}-{os.getpid()}-{time.time_ns()}")
-    os.rename(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 def prune_checkpoints(root: str, keep: int) -> List[str]:
     """Delete the oldest complete checkpoints beyond the newest `keep`: never the one `latest` names, and never the
     newest verified-good one when none of those kept is verified (by this process, or here)."""
@@ -162,7 +119,7 @@ def prune_checkpoints(root: str, keep: int) -> List[str]:
     kept = [p for p in found if p not in doomed]
     doomed = V.spare_newest_verified(kept, doomed)
     for path in doomed:
-        _remove_dir(path)
+        remove_dir(path)
     return doomed
 
 
@@ -174,27 +131,6 @@ def _clean_stale(root: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- state
-def full_model_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
-    """Unsharded fp32 CPU state dict (a collective under FSDP; every rank gets the full dict)."""
-    D.reshard_all(model)
-    if D.is_dist():
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
-        return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().cpu() for k, v in sd.items()}
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
-
-
-def hf_tensors(model: torch.nn.Module, sd: Dict[str, torch.Tensor], dtype: Optional[torch.dtype] = None
-               ) -> Dict[str, torch.Tensor]:
-    """What goes into model.safetensors: contiguous copies (cast to `dtype`), lm_head dropped when tied to the
-    embedding."""
-    out = {}
-    for k, v in sd.items():
-        if k == "lm_head.weight" and tied_embeddings(model):
-            continue
-        out[k] = v.to(dtype or v.dtype, copy=True).contiguous()
-    return out
 
 
 def _local(obj):
@@ -272,56 +208,7 @@ def _load_state(path: str, allow: Sequence = ()) -> Any:
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
 
-def tied_embeddings(model: torch.nn.Module) -> bool:
-    """The model ties its output layer to its input embeddings (`lm_head.weight` is not a tensor of its own)."""
-    cfg = getattr(model, "config", None)
-    tied = getattr(cfg, "tie_word_embeddings", False)
-    get_text = getattr(cfg, "get_text_config", None)
-    if not tied and callable(get_text):
-        tied = getattr(get_text(), "tie_word_embeddings", False)
-    return bool(tied)
-
-
 # ---------------------------------------------------------------------------------------------- HF folder
-def write_hf_folder(model: torch.nn.Module, sd: Dict[str, torch.Tensor], tokenizer, path: str,
-                    dtype: Optional[torch.dtype] = None) -> int:
-    """`path`/model.safetensors (the full state dict `sd`, cast to `dtype`), config, generation config and
-    tokenizer (when given). Returns the bytes of the tensors written."""
-    from safetensors.torch import save_file
-
-    os.makedirs(path, exist_ok=True)
-    tensors = hf_tensors(model, sd, dtype)
-    save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
-    model.config.save_pretrained(path)
-    gen = getattr(model, "generation_config", None)
-    if gen is not None:
-        try:
-            gen.save_pretrained(path)
-        except Exception:  # noqa: BLE001 - an invalid generation config must not block the checkpoint
-            pass
-    if tokenizer is not None:
-        tokenizer.save_pretrained(path)
-    return sum(t.numel() * t.element_size() for t in tensors.values())
-
-
-def save_hf_model(model: torch.nn.Module, tokenizer, path: str, dtype: Optional[torch.dtype] = None) -> int:
-    """Replace the HF folder at `path` with the model's current weights (every rank calls this: gathering is a
-    collective; rank 0 writes `<path>.tmp`, then renames it into place and removes the previous folder).
-    Returns the bytes of the tensors written (0 on other ranks)."""
-    sd = full_model_state_dict(model)  # collective
-    nbytes = 0
-    if D.get_rank() == 0:
-        tmp = path.rstrip(os.sep) + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)  # leftover of an interrupted write
-        nbytes = write_hf_folder(model, sd, tokenizer, tmp, dtype)
-        _fsync_tree(tmp)
-        if os.path.exists(path):
-            _remove_dir(path)
-        os.rename(tmp, path)
-        _fsync_dir(os.path.dirname(path))
-    del sd
-    D.barrier()
-    return nbytes
 
 
 # ---------------------------------------------------------------------------------------------- save / load
@@ -364,7 +251,7 @@ def save_checkpoint(root: str, step: int, actor, tokenizer, extra_state: Optiona
         _torch_save(rng_state(), os.path.join(tmp, "rng", f"rank_{rank:05d}.pt"))
         D.barrier()
         if rank == 0:
-            _fsync_tree(tmp)
+            fsync_tree(tmp)
             V.write_manifest(tmp)  # digests of the files read back from disk
             verdict = V.verify_checkpoint(tmp, digests=False)
             if not verdict.ok:
@@ -373,11 +260,11 @@ def save_checkpoint(root: str, step: int, actor, tokenizer, extra_state: Optiona
                 f.write(str(step))
                 f.flush()
                 os.fsync(f.fileno())
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             if os.path.exists(final):  # saving a step again (e.g. after resuming from an earlier one)
-                _remove_dir(final)
+                remove_dir(final)
             os.rename(tmp, final)
-            _fsync_dir(root)
+            fsync_dir(root)
             V.mark_verified(final)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint must not fill the disk
@@ -386,51 +273,11 @@ def save_checkpoint(root: str, step: int, actor, tokenizer, extra_state: Optiona
                                   f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
         raise
     if rank == 0:
-        _write_text_atomic(os.path.join(root, POINTER), step_dir_name(step))
+        write_text_atomic(os.path.join(root, POINTER), step_dir_name(step))
         if max_to_keep:
             prune_checkpoints(root, max_to_keep)
     D.barrier()
     return final
-
-
-def load_model_weights(model: torch.nn.Module, hf_dir: str) -> None:
-    from safetensors.torch import load_file
-
-    file = os.path.join(hf_dir, "model.safetensors")
-    try:
-        sd = load_file(file)
-    except Exception as e:  # noqa: BLE001 - safetensors' errors do not name the file
-        raise CheckpointError(f"{file}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                              ) from None
-    if tied_embeddings(model):
-        sd.pop("lm_head.weight", None)
-    params = dict(model.named_parameters())  # deduplicated: a tied lm_head is the embedding
-    params.update({n: b for n, b in model.named_buffers() if n in sd})
-    missing = set(params) - set(sd)
-    unexpected = set(sd) - set(params)
-    if missing or unexpected:
-        raise RuntimeError(f"checkpoint {hf_dir} does not match the model: missing {sorted(missing)[:5]}, "
-                           f"unexpected {sorted(unexpected)[:5]}")
-    D.reshard_all(model)
-    with torch.no_grad():
-        for name, p in params.items():
-            _copy_full_into(p, sd[name])
-
-
-def _copy_full_into(p: torch.Tensor, full: torch.Tensor) -> None:
-    """Copy a full tensor into a parameter, or into this rank's shard of a DTensor parameter."""
-    if hasattr(p, "to_local"):
-        from torch.distributed.tensor import distribute_tensor
-
-        local = p.to_local()
-        src = full.to(device=local.device, dtype=local.dtype)
-        try:  # every rank holds the full tensor: shard it locally, no communication
-            shard = distribute_tensor(src, p.device_mesh, p.placements, src_data_rank=None)
-        except TypeError:  # older torch without src_data_rank
-            shard = distribute_tensor(src, p.device_mesh, p.placements)
-        local.copy_(shard.to_local())
-    else:
-        p.copy_(full.to(device=p.device, dtype=p.dtype))
 
 
 def _read_json(path: str) -> Any:

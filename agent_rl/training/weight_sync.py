@@ -15,7 +15,7 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 
 from agent_rl.training import dist as D
-from agent_rl.training.checkpoint import save_hf_model, tied_embeddings
+from agent_rl.training.hf_folder import save_hf_model, tied_embeddings
 
 NamedTensors = List[Tuple[str, torch.Tensor]]
 
@@ -80,7 +80,7 @@ async def sync_weights(actor, engine, bucket_mb: float = 512, dtype: Optional[to
 
 async def sync_weights_from_disk(actor, engine, path: str, tokenizer=None, dtype: Optional[torch.dtype] = None) -> dict:
     """The actor's weights into an engine that loads them itself (`engine.update_weights_from_disk`): every rank
-    gathers (a collective); rank 0 replaces the HF folder at `path` (`checkpoint.save_hf_model`) and asks its engine
+    gathers (a collective); rank 0 replaces the HF folder at `path` (`hf_folder.save_hf_model`) and asks its engine
     to load it, and the ranks wait until it has. All ranks share that engine's server, which must see `path`, and
     the server flushes its prefix cache itself. Returns {"weight_sync/bytes"} (bytes written, rank 0)."""
     path = os.path.abspath(path)  # the server resolves a relative path against its own working directory
