@@ -12,12 +12,18 @@ timeout, a per-runtime concurrency cap (`max_concurrency`), an optional process-
 `rate_limit`), an optional process-wide calls-per-second limit (`calls_per_second`), retries with
 exponential backoff of `TransientToolError`, response normalisation and truncation in tokens, and
 metrics. Every failure becomes an observation starting with `Error:` and a counted error kind;
-only `asyncio.CancelledError` propagates (after the session has released its instances).
+only `asyncio.CancelledError` propagates (after the session has released its instances), and
+`KeyboardInterrupt` (so Ctrl-C works). Any other `BaseException` a tool raises (`SystemExit`,
+`GeneratorExit`, ...) is contained: it is an ordinary tool failure. Every call ends in exactly one
+counted outcome: a record (`tools/<name>/calls`, plus `errors/<status>` unless ok) or
+`errors/cancelled`. A task that ignores its cancellation keeps its concurrency slots until it really
+ends, so `max_concurrency` / `rate_limit` are never exceeded.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 import uuid
@@ -32,7 +38,9 @@ from agent_rl.tool_runtime.loader import load_tool_specs_and_tools, schema_valid
 from agent_rl.tool_runtime.metrics import ToolMetrics
 from agent_rl.tool_runtime.options import RuntimeOptions, options_from_config
 from agent_rl.tool_runtime.record import ToolCallRecord
-from agent_rl.tool_runtime.truncate import SIDES, truncate_text
+from agent_rl.tool_runtime.truncate import SIDES, truncate_text, truncate_text_async
+
+logger = logging.getLogger(__name__)
 
 CANCEL_GRACE_S = 0.5        # how long a timed-out task gets to honour its cancellation
 MAX_ERROR_DETAIL = 500      # characters of an exception message shown to the model
@@ -43,35 +51,75 @@ class _Timeout(Exception):
     pass
 
 
-def _abandon(task: "asyncio.Future") -> None:
-    """Forget a task that ignored its cancellation, without a 'never retrieved' warning."""
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+class ToolBaseException(Exception):
+    """A tool raised a BaseException that is not an Exception (SystemExit, GeneratorExit, ...): contained
+    here so that it neither stops the event loop nor escapes `ToolSession.call`. `.original` holds it."""
+
+    def __init__(self, original: BaseException):
+        super().__init__(*getattr(original, "args", ()))
+        self.original = original
+
+    def __str__(self) -> str:
+        return str(self.original)
 
 
-async def run_bounded(make_coro, timeout: Optional[float]):
+async def _contained(make_coro):
+    """Run `make_coro()` (also its synchronous part) and turn a foreign BaseException into an Exception.
+    This must happen inside the task: asyncio re-raises SystemExit from a task out of the event loop."""
+    try:
+        return await make_coro()
+    except (asyncio.CancelledError, KeyboardInterrupt, Exception):
+        raise
+    except BaseException as e:       # SystemExit, GeneratorExit, other BaseException subclasses
+        raise ToolBaseException(e) from None
+
+
+def _retrieve(task: "asyncio.Future") -> None:
+    """Mark a finished task's outcome as retrieved (no 'exception was never retrieved' warning)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _abandon(task: "asyncio.Future", on_abandon=None) -> None:
+    """Forget a task that ignored its cancellation, without a 'never retrieved' warning; `on_abandon(task)`
+    lets the owner keep its slots until the task really ends."""
+    task.add_done_callback(_retrieve)
+    if on_abandon is not None:
+        on_abandon(task)
+
+
+async def run_bounded(make_coro, timeout: Optional[float], on_abandon=None):
     """Await `make_coro()` in its own task, at most `timeout` seconds. On timeout the task is
-    cancelled and given CANCEL_GRACE_S to stop; a task that ignores cancellation is abandoned, so
-    this never hangs. Raises _Timeout, the coroutine's exception, or CancelledError when the
-    caller is cancelled (the inner task is cancelled too)."""
-    task = asyncio.ensure_future(make_coro())
+    cancelled and given CANCEL_GRACE_S to stop; a task that ignores cancellation is abandoned (handed
+    to `on_abandon(task)`), so this never hangs. Raises _Timeout, the coroutine's exception (a
+    BaseException other than KeyboardInterrupt / CancelledError as ToolBaseException), or
+    CancelledError when the caller is cancelled (the inner task is cancelled too)."""
+    task = asyncio.ensure_future(_contained(make_coro))
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except asyncio.CancelledError:
         task.cancel()
-        with contextlib.suppress(BaseException):
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
         if not task.done():
-            _abandon(task)
+            _abandon(task, on_abandon)
         else:
-            task.cancelled() or task.exception()
+            _retrieve(task)
         raise
     if not done:
         task.cancel()
-        await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+        try:
+            await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+        except asyncio.CancelledError:
+            if not task.done():
+                _abandon(task, on_abandon)
+            else:
+                _retrieve(task)
+            raise
         if not task.done():
-            _abandon(task)
+            _abandon(task, on_abandon)
         else:
-            task.cancelled() or task.exception()
+            _retrieve(task)
         raise _Timeout()
     if task.cancelled():
         # The tool cancelled itself (nobody cancelled us): an ordinary failure.
@@ -79,13 +127,45 @@ async def run_bounded(make_coro, timeout: Optional[float]):
     return task.result()
 
 
+class _Slots:
+    """The concurrency slots one call holds. Released when the call ends, or, when the call abandoned a
+    task that ignored its cancellation, only when that task really ends (so the cap is never exceeded)."""
+
+    def __init__(self) -> None:
+        self._held: List[asyncio.Semaphore] = []
+
+    async def acquire(self, sems: Iterable[Optional[asyncio.Semaphore]]) -> None:
+        for sem in sems:
+            if sem is not None:
+                await sem.acquire()
+                self._held.append(sem)
+
+    def hold_until_done(self, task: "asyncio.Future") -> None:
+        held, self._held = self._held, []
+        if held:
+            task.add_done_callback(lambda _t: _release_all(held))
+
+    def release(self) -> None:
+        held, self._held = self._held, []
+        _release_all(held)
+
+
+def _release_all(sems: List[asyncio.Semaphore]) -> None:
+    for sem in reversed(sems):
+        sem.release()
+
+
 def _detail(e: BaseException) -> str:
+    if isinstance(e, ToolBaseException):
+        e = e.original
     text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
     return text if len(text) <= MAX_ERROR_DETAIL else text[: MAX_ERROR_DETAIL - 3] + "..."
 
 
 def _to_text(value: Any) -> str:
     """str with any lone surrogates replaced, so the text is always encodable as UTF-8."""
+    if value.isascii():
+        return value
     try:
         value.encode("utf-8")
         return value
@@ -112,7 +192,8 @@ class ToolRuntime:
         self._validators: Dict[str, Any] = {}
         self._sems: Dict[str, List[LoopSemaphore]] = {}   # acquired in list order
         self._limiters: Dict[str, RateLimiter] = {}
-        self._background: set = set()
+        self._background: set = set()      # releases finishing after a cancellation
+        self._abandoned: set = set()       # tool tasks that ignored their cancellation and still run
         for tool in tools:
             name = tool.name
             if name in self._tools:
@@ -159,13 +240,33 @@ class ToolRuntime:
     def session(self, traj_id: str, tools_kwargs: Optional[Dict[str, Any]] = None) -> "ToolSession":
         return ToolSession(self, traj_id, tools_kwargs)
 
-    def truncate(self, name: str, text: str) -> Tuple[str, int]:
+    def _limit(self, name: str) -> Optional[int]:
         limit = self._options[name].max_response_tokens if name in self._options else None
-        return truncate_text(text, limit or self.max_tool_response_tokens, self.truncate_side, self.tokenizer)
+        return limit or self.max_tool_response_tokens
 
-    async def close(self, timeout: float = 5.0) -> None:
-        """Wait (bounded) for releases still running after a cancellation, then close each tool's shared resources."""
-        pending = [t for t in self._background if not t.done()]
+    def truncate(self, name: str, text: str) -> Tuple[str, int]:
+        return truncate_text(text, self._limit(name), self.truncate_side, self.tokenizer)
+
+    async def truncate_async(self, name: str, text: str) -> Tuple[str, int]:
+        """`truncate` with long texts tokenized in a worker thread (off the event loop)."""
+        return await truncate_text_async(text, self._limit(name), self.truncate_side, self.tokenizer)
+
+    def _track_abandoned(self, task: "asyncio.Future") -> None:
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
+
+    @property
+    def abandoned_running(self) -> int:
+        """Tool tasks that ignored their cancellation and have not ended yet (each still holds its slots)."""
+        return sum(1 for t in self._abandoned if not t.done())
+
+    async def close(self, timeout: float = 5.0) -> int:
+        """Wait (bounded) for releases still running after a cancellation and for abandoned tool tasks
+        (cancelled once more), then close each tool's shared resources. -> the number of abandoned tasks
+        still running after `timeout` (logged as a warning; they keep their slots until they end)."""
+        for t in list(self._abandoned):
+            t.cancel()
+        pending = [t for t in self._background | self._abandoned if not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=timeout)
         for name, tool in self._tools.items():
@@ -173,11 +274,15 @@ class ToolRuntime:
             if close is None:
                 continue
             try:
-                await run_bounded(close, timeout)
+                await run_bounded(close, timeout, on_abandon=self._track_abandoned)
             except asyncio.CancelledError:
                 raise
-            except BaseException:
+            except Exception:
                 self.metrics.record_error(name, E.CLOSE_FAILED)
+        still = self.abandoned_running
+        if still:
+            logger.warning("tool runtime closed with %d tool task(s) that ignored cancellation still running", still)
+        return still
 
 
 class ToolSession:
@@ -247,7 +352,8 @@ class ToolSession:
         tool, opts = rt._tools[name], rt._options[name]
         kwargs = self._kwargs[name]["create_kwargs"]
         try:
-            await run_bounded(lambda: tool.create(self.instance_ids[name], **kwargs), opts.create_timeout)
+            await run_bounded(lambda: tool.create(self.instance_ids[name], **kwargs), opts.create_timeout,
+                              on_abandon=rt._track_abandoned)
         except _Timeout:
             self.create_errors[name] = f"create timed out after {opts.create_timeout:g} s"
             rt.metrics.record_error(name, E.CREATE_ERROR)
@@ -269,10 +375,11 @@ class ToolSession:
             tool, opts = rt._tools[name], rt._options[name]
             kwargs = self._kwargs.get(name, {}).get("release_kwargs", {})
             try:
-                await run_bounded(lambda: tool.release(self.instance_ids[name], **kwargs), opts.release_timeout_s)
+                await run_bounded(lambda: tool.release(self.instance_ids[name], **kwargs), opts.release_timeout_s,
+                                  on_abandon=rt._track_abandoned)
             except asyncio.CancelledError:
                 raise
-            except BaseException:   # _Timeout or the tool's exception
+            except Exception:   # _Timeout or the tool's exception
                 rt.metrics.record_error(name, E.RELEASE_FAILED)
 
         names = list(self._attempted)
@@ -290,10 +397,13 @@ class ToolSession:
 
     def _record(self, name: str, arguments: Any, observation: str, status: str, t0: float, step_reward: float = 0.0,
                 metrics: Optional[Dict[str, Any]] = None, tool_metrics: Optional[Dict[str, Any]] = None,
-                count: bool = True) -> ToolCallRecord:
+                count: bool = True, cut: Optional[int] = None) -> ToolCallRecord:
+        """`cut`: the observation is already truncated (by `cut` tokens); otherwise it is truncated here
+        (short error texts: inline)."""
         rt = self._rt
-        observation, cut = rt.truncate(name, observation) if name in rt._tools else truncate_text(
-            observation, rt.max_tool_response_tokens, rt.truncate_side, rt.tokenizer)
+        if cut is None:
+            observation, cut = rt.truncate(name, observation) if name in rt._tools else truncate_text(
+                observation, rt.max_tool_response_tokens, rt.truncate_side, rt.tokenizer)
         metrics = dict(metrics or {})
         if cut:
             metrics["truncated_tokens"] = cut
@@ -308,7 +418,8 @@ class ToolSession:
         return rec
 
     async def call(self, name: str, arguments: Any) -> ToolCallRecord:
-        """Run one tool call. Never raises except CancelledError (and RuntimeError when misused)."""
+        """Run one tool call. Never raises except CancelledError / KeyboardInterrupt (and RuntimeError when
+        misused). Each call is counted once: as a record, or (cancelled) as errors/cancelled."""
         if not self._entered or self._released:
             raise RuntimeError("ToolSession.call outside `async with rt.session(...)`")
         rt = self._rt
@@ -328,26 +439,52 @@ class ToolSession:
         if name in self.create_errors:
             return self._record(name, args, f"Error: tool {name} is unavailable in this trajectory ({self.create_errors[name]}).",
                                 R.CREATE_FAILED, t0)
-        return await self._execute(name, args, t0)
+        try:
+            return await self._execute(name, args, t0)
+        except asyncio.CancelledError:
+            # wherever it happened (waiting for a slot or the rate limit, running, backing off, truncating)
+            rt.metrics.record_error(name, E.CANCELLED)
+            raise
+
+    async def _attempt(self, name: str, args: Dict[str, Any], kwargs: Dict[str, Any]):
+        """One execute, then normalisation and truncation, all under the call's timeout.
+        -> (observation, cut, step_reward, tool_metrics, problem or None)."""
+        result = await self._rt._tools[name].execute(self.instance_ids[name], args, **kwargs)
+        text, step_reward, tool_metrics, problem = self._normalise(name, result)
+        if problem is not None:
+            return "", 0, step_reward, tool_metrics, problem
+        text, cut = await self._truncate(name, text)
+        return text, cut, step_reward, tool_metrics, None
+
+    async def _truncate(self, name: str, text: str) -> Tuple[str, int]:
+        rt = self._rt
+        try:
+            return await rt.truncate_async(name, text)
+        except asyncio.CancelledError:
+            raise
+        except Exception:       # a tokenizer failure must not lose the call: cut by characters instead
+            return truncate_text(text, rt._limit(name), rt.truncate_side, None)
 
     async def _execute(self, name: str, args: Dict[str, Any], t0: float) -> ToolCallRecord:
         rt = self._rt
-        tool, opts = rt._tools[name], rt._options[name]
+        opts = rt._options[name]
         kwargs = self._kwargs[name]["execute_kwargs"]
         limiter = rt._limiters.get(name)
         retries = 0
-        async with contextlib.AsyncExitStack() as slots:
-            for sem in filter(None, (cap.get() for cap in rt._sems[name])):
-                await slots.enter_async_context(sem)
+        slots = _Slots()
+
+        def abandoned(task: "asyncio.Future") -> None:
+            slots.hold_until_done(task)     # the slot stays taken while the task runs
+            rt._track_abandoned(task)
+
+        try:
+            await slots.acquire(cap.get() for cap in rt._sems[name])
             while True:
                 if limiter is not None:
                     await limiter.acquire()
                 try:
-                    result = await run_bounded(lambda: tool.execute(self.instance_ids[name], args, **kwargs), opts.timeout_s)
+                    out = await run_bounded(lambda: self._attempt(name, args, kwargs), opts.timeout_s, on_abandon=abandoned)
                     break
-                except asyncio.CancelledError:
-                    rt.metrics.record_error(name, E.CANCELLED)
-                    raise
                 except _Timeout:
                     return self._record(name, args, f"Error: {name} timed out after {opts.timeout_s:g} s.", R.TIMEOUT, t0,
                                         metrics={"retries": retries} if retries else None)
@@ -362,14 +499,17 @@ class ToolSession:
                 except Exception as e:
                     return self._record(name, args, f"Error: {name} failed: {_detail(e)}", R.EXCEPTION, t0,
                                         metrics={"retries": retries} if retries else None)
-        text, step_reward, tool_metrics, problem = self._normalise(name, result)
+        finally:
+            slots.release()
+        text, cut, step_reward, tool_metrics, problem = out
         metrics = dict(tool_metrics)
         if retries:
             metrics["retries"] = retries
         if problem is not None:
             return self._record(name, args, f"Error: {name} returned a bad response ({problem}).", R.BAD_RESPONSE, t0,
                                 metrics=metrics, tool_metrics=tool_metrics)
-        return self._record(name, args, text, R.OK, t0, step_reward=step_reward, metrics=metrics, tool_metrics=tool_metrics)
+        return self._record(name, args, text, R.OK, t0, step_reward=step_reward, metrics=metrics, tool_metrics=tool_metrics,
+                            cut=cut)
 
     def _normalise(self, name: str, result: Any) -> Tuple[str, float, Dict[str, Any], Optional[str]]:
         """-> (text, step_reward, metrics, problem or None). Bytes are decoded as UTF-8 with
@@ -418,7 +558,8 @@ class ToolSession:
             tool, opts = rt._tools[name], rt._options[name]
             kwargs = self._kwargs[name]["calc_reward_kwargs"]
             try:
-                value = await run_bounded(lambda: tool.calc_reward(self.instance_ids[name], **kwargs), opts.timeout_s)
+                value = await run_bounded(lambda: tool.calc_reward(self.instance_ids[name], **kwargs), opts.timeout_s,
+                                          on_abandon=rt._track_abandoned)
             except asyncio.CancelledError:
                 raise
             except Exception:

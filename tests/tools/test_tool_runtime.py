@@ -1,11 +1,13 @@
 """ToolRuntime: validation, faults, timeouts, cancellation, limits, retries, metrics."""
 import asyncio
 import json
+import threading
 import time
 
 import pytest
 
-from agent_rl.tool_runtime.base import ToolResponse, TransientToolError
+from agent_rl.tool_runtime import runtime as runtime_mod
+from agent_rl.tool_runtime.base import BaseTool, ToolResponse, TransientToolError
 from agent_rl.tool_runtime.runtime import ToolRuntime
 from agent_rl.tool_runtime.runtime import CANCEL_GRACE_S
 from tool_fakes import IgnoresCancel, ScriptedTool, fn_schema, hang_forever
@@ -417,3 +419,285 @@ def test_rate_limiter_burst_with_fake_clock():
     assert [round(lim.reserve(), 6) for _ in range(4)] == [0.0, 0.0, 0.0, 0.1]
     with pytest.raises(ValueError):
         RateLimiter(rate=0)
+
+
+
+# -- huge responses (issue 19, item 8) ------------------------------------------------------------------------------
+
+class GatedTokenizer:
+    """Wraps a real tokenizer. `encode` of a text longer than `block_over` characters waits, in whatever thread
+    calls it, until `gate` is set (at most 10 s, then `gate_timed_out`); the longest text encoded is recorded."""
+
+    def __init__(self, tok, block_over=1000):
+        self.tok, self.block_over = tok, block_over
+        self.gate, self.blocked = threading.Event(), threading.Event()
+        self.gate_timed_out = False
+        self.max_len = 0
+        self.threads = set()
+
+    def get_vocab(self):
+        return self.tok.get_vocab()
+
+    def encode(self, text, add_special_tokens=False):
+        self.max_len = max(self.max_len, len(text))
+        if len(text) > self.block_over:
+            self.threads.add(threading.get_ident())
+            self.blocked.set()
+            if not self.gate.wait(10):
+                self.gate_timed_out = True
+        return self.tok.encode(text, add_special_tokens=add_special_tokens)
+
+    def decode(self, ids):
+        return self.tok.decode(ids)
+
+
+BIG = "lorem ipsum dolor " * 1_200_000      # 21.6 MB
+
+
+async def big_response(*a, **k):
+    return ToolResponse(text=BIG), 0.0, {}
+
+
+async def test_huge_response_does_not_delay_a_hanging_calls_timeout(tokenizer):
+    """20 MB from one tool while another call (timeout 1 s) hangs. Tokenizing the big response blocks until the
+    hanging call has been reported as timed out: that only happens if tokenization runs off the event loop and
+    the loop keeps running its timers meanwhile (no wall-clock assertion: the order is what is checked)."""
+    spy = GatedTokenizer(tokenizer)
+    rt = ToolRuntime([ScriptedTool("huge", big_response, timeout_s=60), ScriptedTool("hang", hang_forever, timeout_s=1)],
+                     tokenizer=spy, max_tool_response_tokens=64)
+    order, ticks = [], [0]
+
+    async def ticker():          # event-loop progress while the big response is being tokenized
+        while not spy.gate.is_set():
+            await asyncio.sleep(0.005)
+            if spy.blocked.is_set() and not spy.gate.is_set():
+                ticks[0] += 1
+
+    async with rt.session("t", {}) as s:
+        async def big_call():
+            rec = await s.call("huge", {})
+            order.append("huge")
+            return rec
+
+        async def hang_call():
+            rec = await s.call("hang", {})
+            order.append("hang")
+            spy.gate.set()
+            return rec
+        try:
+            huge, hang, _ = await asyncio.gather(big_call(), hang_call(), ticker())
+        finally:
+            spy.gate.set()
+    assert not spy.gate_timed_out and order == ["hang", "huge"] and ticks[0] > 0
+    assert threading.get_ident() not in spy.threads
+    assert hang.status == "timeout" and hang.observation == "Error: hang timed out after 1 s."
+    assert huge.status == "ok" and "...[truncated about " in huge.observation and huge.metrics["truncated_tokens"] > 1_000_000
+    assert huge.observation.startswith("lorem ipsum") and huge.observation.rstrip().endswith("dolor")
+    assert len(tokenizer.encode(huge.observation, add_special_tokens=False)) <= 66
+    assert spy.max_len < 50_000          # only bounded windows were tokenized, never the 21.6 MB
+    snap = rt.metrics.snapshot()
+    assert snap["tools/hang/errors/timeout"] == 1 and snap["tools/huge/truncated"] == 1
+
+
+async def test_truncation_runs_inside_the_time_limit(tokenizer):
+    spy = GatedTokenizer(tokenizer)             # tokenization never finishes within the call's timeout
+    try:
+        rt, rec = await run_one(ScriptedTool("huge", big_response, timeout_s=0.3), tokenizer=spy,
+                                max_tool_response_tokens=64)
+    finally:
+        spy.gate.set()
+    assert rec.status == "timeout" and rt.metrics.snapshot()["tools/huge/errors/timeout"] == 1
+
+
+async def test_huge_response_without_tokenizer_is_cut_by_characters():
+    rt, rec = await run_one(ScriptedTool("huge", big_response), max_tool_response_tokens=100, truncate_side="tail")
+    assert rec.status == "ok" and len(rec.observation) <= 100 and rec.observation.startswith("lorem ipsum")
+    assert rec.metrics["truncated_tokens"] > len(BIG) - 100
+
+
+# -- BaseException, caps, counting (issue 19, item 9) ---------------------------------------------------------------
+
+def raiser(exc):
+    async def body(*a, **k):
+        raise exc
+    return body
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), SystemExit(), GeneratorExit(), StopAsyncIteration("x")])
+async def test_base_exception_from_execute_is_an_error_record(exc):
+    rt, rec = await run_one(ScriptedTool("dies", raiser(exc)))
+    name = type(exc).__name__
+    assert rec.status == "exception" and rec.observation.startswith(f"Error: dies failed: {name}"), rec.observation
+    assert rt.metrics.snapshot()["tools/dies/errors/exception"] == 1
+    await asyncio.sleep(0)            # the loop (and this process) is still alive
+    assert (await run_one(ScriptedTool("after")))[1].status == "ok"
+
+
+async def test_system_exit_in_lifecycle_methods_is_counted_not_raised():
+    create_dies = ScriptedTool("cd", create=raiser(SystemExit(1)))
+    others_die = ScriptedTool("od", release=raiser(SystemExit(2)), calc_reward=raiser(SystemExit(4)))
+
+    class SyncExitTool(BaseTool):
+        def execute(self, instance_id, arguments, **kwargs):    # not even a coroutine function
+            raise SystemExit(5)
+
+    sync = SyncExitTool({}, fn_schema("se"))
+    rt = ToolRuntime([create_dies, others_die, sync])
+    async with rt.session("t", {}) as s:
+        assert "SystemExit: 1" in s.create_errors["cd"]
+        assert (await s.call("cd", {})).status == "create_failed"
+        assert (await s.call("se", {})).observation == "Error: se failed: SystemExit: 5"
+        assert await s.calc_rewards() == {"cd": 0.0, "od": 0.0, "se": 0.0}
+    snap = rt.metrics.snapshot()
+    assert snap["tools/cd/errors/create_error"] == 1 and snap["tools/od/errors/calc_reward_failed"] == 1
+    assert snap["tools/od/errors/release_failed"] == 1 and snap["tools/se/errors/exception"] == 1
+
+
+def test_keyboard_interrupt_from_a_tool_still_propagates():
+    async def main():
+        await run_one(ScriptedTool("ctrl_c", raiser(KeyboardInterrupt())))
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+class SysExitTool(BaseTool):
+    """For the CLI test (loaded by class_name test_tool_runtime.SysExitTool)."""
+
+    async def execute(self, instance_id, arguments, **kwargs):
+        raise SystemExit(3)
+
+
+def test_tools_call_cli_survives_system_exit(tmp_path, capsys):
+    from agent_rl.cli.main import main
+
+    cfg = tmp_path / "exit.yaml"
+    cfg.write_text("tools:\n  - class_name: test_tool_runtime.SysExitTool\n    config: {type: native}\n"
+                   "    tool_schema: {type: function, function: {name: quits, description: d, parameters: {type: object}}}\n")
+    assert main(["tools", "call", str(cfg), "quits", "{}"]) == 1
+    out = capsys.readouterr().out
+    assert "Error: quits failed: SystemExit: 3" in out and "status: exception" in out
+    assert '"tools/quits/errors/exception": 1' in out
+
+
+class LingersAfterCancel:
+    """A tool body that ignores cancellation and ends `extra` loop turns after the first one."""
+
+    def __init__(self, extra=20):
+        self.extra = extra
+
+    async def __call__(self, *a, **k):
+        left = None
+        while left is None or left > 0:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                left = self.extra if left is None else left
+            if left is not None:
+                left -= 1
+        return "late", 0.0, {}
+
+
+@pytest.mark.parametrize("config", [{"max_concurrency": 4}, {"max_concurrency": None, "rate_limit": 4}])
+async def test_cap_holds_while_timed_out_tasks_ignore_cancellation(monkeypatch, config):
+    monkeypatch.setattr(runtime_mod, "CANCEL_GRACE_S", 0.02)
+    name = "linger_" + "_".join(f"{k}_{v}" for k, v in config.items())
+    tool = ScriptedTool(name, LingersAfterCancel(), timeout_s=0.05, **config)
+    rt = ToolRuntime([tool])
+    async with rt.session("t", {}) as s:
+        recs = await asyncio.gather(*(s.call(name, {}) for _ in range(16)))
+    assert [r.status for r in recs] == ["timeout"] * 16
+    assert tool.max_in_flight == 4, tool.max_in_flight       # abandoned tasks kept their slots
+    assert await rt.close() == 0 and tool.in_flight == 0
+    snap = rt.metrics.snapshot()
+    assert snap[f"tools/{name}/calls"] == 16 and snap[f"tools/{name}/errors/timeout"] == 16
+
+
+@pytest.mark.parametrize("stubborn", [False, True])
+async def test_every_cancelled_call_is_counted_and_the_cap_holds(monkeypatch, stubborn):
+    monkeypatch.setattr(runtime_mod, "CANCEL_GRACE_S", 0.02)
+    body = IgnoresCancel() if stubborn else hang_forever
+    tool = ScriptedTool("many", body, timeout_s=60, max_concurrency=16)
+    rt = ToolRuntime([tool])
+    try:
+        async with rt.session("t", {}) as s:
+            tasks = [asyncio.create_task(s.call("many", {})) for _ in range(64)]
+            while tool.in_flight < 16:
+                await asyncio.sleep(0.005)
+            for t in tasks:
+                t.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            assert all(isinstance(r, asyncio.CancelledError) for r in results)
+            assert rt.metrics.snapshot()["tools/many/errors/cancelled"] == 64
+            assert rt.abandoned_running == (16 if stubborn else 0)
+            late = asyncio.create_task(s.call("many", {}))
+            for _ in range(5):
+                await asyncio.sleep(0.01)
+            if stubborn:
+                # the 16 abandoned tasks still hold the 16 slots: the new call cannot start until they end
+                assert len(tool.executed) == 16 and tool.in_flight == 16
+                body.stop()
+                assert (await late).status == "ok"
+            else:
+                assert len(tool.executed) == 17
+                late.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await late
+    finally:
+        if stubborn:
+            body.stop()
+    assert await rt.close() == 0 and tool.in_flight == 0 and tool.max_in_flight == 16
+    snap = rt.metrics.snapshot()
+    assert snap["tools/many/errors/cancelled"] == (64 if stubborn else 65)
+    assert snap.get("tools/many/calls", 0) == (1 if stubborn else 0)
+
+
+async def test_close_waits_for_abandoned_tasks_and_reports_the_rest(monkeypatch):
+    monkeypatch.setattr(runtime_mod, "CANCEL_GRACE_S", 0.02)
+    lingers, forever = LingersAfterCancel(extra=5), IgnoresCancel()
+    a = ScriptedTool("lingers", lingers, timeout_s=0.05)
+    b = ScriptedTool("forever", forever, timeout_s=0.05)
+    rt = ToolRuntime([a, b])
+    try:
+        async with rt.session("t", {}) as s:
+            recs = await asyncio.gather(s.call("lingers", {}), s.call("forever", {}))
+        assert [r.status for r in recs] == ["timeout", "timeout"]
+        assert await rt.close(timeout=0.3) == 1          # `forever` never ends; `lingers` was waited for
+        assert a.in_flight == 0 and b.in_flight == 1 and rt.abandoned_running == 1
+    finally:
+        forever.stop()
+    while rt.abandoned_running:
+        await asyncio.sleep(0.01)
+
+
+async def test_every_call_has_exactly_one_counted_outcome(monkeypatch):
+    monkeypatch.setattr(runtime_mod, "CANCEL_GRACE_S", 0.02)
+    started = asyncio.Event()
+
+    async def mixed(tool, iid, args, **k):
+        kind = args.get("kind")
+        if kind == "exit":
+            raise SystemExit(1)
+        if kind == "boom":
+            raise ValueError("boom")
+        if kind == "hang":
+            started.set()
+            await asyncio.Event().wait()
+        if kind == "bad":
+            return None
+        return "fine", 0.0, {}
+    tool = ScriptedTool("mix", mixed, timeout_s=0.1, max_concurrency=2,
+                        schema=fn_schema("mix", {"kind": {"type": "string"}}))
+    rt = ToolRuntime([tool])
+    kinds = ["ok", "exit", "boom", "hang", "bad", "ok", "exit", "hang"]
+    async with rt.session("t", {}) as s:
+        tasks = [asyncio.create_task(s.call("mix", {"kind": k})) for k in kinds]
+        tasks += [asyncio.create_task(s.call("mix", {"kind": "hang"})) for _ in range(4)]
+        await started.wait()
+        for t in tasks[-4:]:
+            t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    cancelled = sum(isinstance(r, asyncio.CancelledError) for r in results)
+    snap = rt.metrics.snapshot()
+    assert cancelled == 4 and snap["tools/mix/calls"] + snap["tools/mix/errors/cancelled"] == len(tasks)
+    assert snap["tools/mix/errors/exception"] == 3 and snap["tools/mix/errors/timeout"] == 2
+    assert snap["tools/mix/errors/bad_response"] == 1 and snap["tools/mix/calls"] == 8
