@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from agent_rl.tool_runtime import runtime as runtime_mod
+from agent_rl.tool_runtime import bounded as bounded_mod
 from agent_rl.tool_runtime.base import BaseTool, ToolResponse, TransientToolError
 from agent_rl.tool_runtime.runtime import ToolRuntime
-from agent_rl.tool_runtime.runtime import CANCEL_GRACE_S
+from agent_rl.tool_runtime.bounded import CANCEL_GRACE_S
 from tool_fakes import IgnoresCancel, ScriptedTool, fn_schema, hang_forever
 
 pytestmark = pytest.mark.timeout(30)
@@ -599,7 +599,7 @@ class LingersAfterCancel:
 
 @pytest.mark.parametrize("config", [{"max_concurrency": 4}, {"max_concurrency": None, "rate_limit": 4}])
 async def test_cap_holds_while_timed_out_tasks_ignore_cancellation(monkeypatch, config):
-    monkeypatch.setattr(runtime_mod, "CANCEL_GRACE_S", 0.02)
+    monkeypatch.setattr(bounded_mod, "CANCEL_GRACE_S", 0.02)
     name = "linger_" + "_".join(f"{k}_{v}" for k, v in config.items())
     tool = ScriptedTool(name, LingersAfterCancel(), timeout_s=0.05, **config)
     rt = ToolRuntime([tool])
@@ -614,7 +614,7 @@ async def test_cap_holds_while_timed_out_tasks_ignore_cancellation(monkeypatch, 
 
 @pytest.mark.parametrize("stubborn", [False, True])
 async def test_every_cancelled_call_is_counted_and_the_cap_holds(monkeypatch, stubborn):
-    monkeypatch.setattr(runtime_mod, "CANCEL_GRACE_S", 0.02)
+    monkeypatch.setattr(bounded_mod, "CANCEL_GRACE_S", 0.02)
     body = IgnoresCancel() if stubborn else hang_forever
     tool = ScriptedTool("many", body, timeout_s=60, max_concurrency=16)
     rt = ToolRuntime([tool])
@@ -652,7 +652,7 @@ async def test_every_cancelled_call_is_counted_and_the_cap_holds(monkeypatch, st
 
 
 async def test_close_waits_for_abandoned_tasks_and_reports_the_rest(monkeypatch):
-    monkeypatch.setattr(runtime_mod, "CANCEL_GRACE_S", 0.02)
+    monkeypatch.setattr(bounded_mod, "CANCEL_GRACE_S", 0.02)
     lingers, forever = LingersAfterCancel(extra=5), IgnoresCancel()
     a = ScriptedTool("lingers", lingers, timeout_s=0.05)
     b = ScriptedTool("forever", forever, timeout_s=0.05)
@@ -670,7 +670,7 @@ async def test_close_waits_for_abandoned_tasks_and_reports_the_rest(monkeypatch)
 
 
 async def test_every_call_has_exactly_one_counted_outcome(monkeypatch):
-    monkeypatch.setattr(runtime_mod, "CANCEL_GRACE_S", 0.02)
+    monkeypatch.setattr(bounded_mod, "CANCEL_GRACE_S", 0.02)
     started = asyncio.Event()
 
     async def mixed(tool, iid, args, **k):

@@ -1,0 +1,145 @@
+"""Bounded execution of tool coroutines: a time limit that never hangs (a task that ignores its cancellation is
+abandoned but keeps its concurrency slots until it really ends), containment of the `BaseException`s a tool may
+raise (`SystemExit`, `GeneratorExit`, ...; `KeyboardInterrupt` and cancellation still propagate), and the text
+helpers for errors and responses.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Iterable, List, Optional
+
+
+logger = logging.getLogger(__name__)
+
+
+CANCEL_GRACE_S = 0.5        # how long a timed-out task gets to honour its cancellation
+MAX_ERROR_DETAIL = 500      # characters of an exception message shown to the model
+KWARG_KEYS = ("create_kwargs", "execute_kwargs", "calc_reward_kwargs", "release_kwargs")
+
+
+class ToolTimeout(Exception):
+    pass
+
+
+class ToolBaseException(Exception):
+    """A tool raised a BaseException that is not an Exception (SystemExit, GeneratorExit, ...): contained
+    here so that it neither stops the event loop nor escapes `ToolSession.call`. `.original` holds it."""
+
+    def __init__(self, original: BaseException):
+        super().__init__(*getattr(original, "args", ()))
+        self.original = original
+
+    def __str__(self) -> str:
+        return str(self.original)
+
+
+async def _contained(make_coro):
+    """Run `make_coro()` (also its synchronous part) and turn a foreign BaseException into an Exception.
+    This must happen inside the task: asyncio re-raises SystemExit from a task out of the event loop."""
+    try:
+        return await make_coro()
+    except (asyncio.CancelledError, KeyboardInterrupt, Exception):
+        raise
+    except BaseException as e:       # SystemExit, GeneratorExit, other BaseException subclasses
+        raise ToolBaseException(e) from None
+
+
+def _retrieve(task: "asyncio.Future") -> None:
+    """Mark a finished task's outcome as retrieved (no 'exception was never retrieved' warning)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _abandon(task: "asyncio.Future", on_abandon=None) -> None:
+    """Forget a task that ignored its cancellation, without a 'never retrieved' warning; `on_abandon(task)`
+    lets the owner keep its slots until the task really ends."""
+    task.add_done_callback(_retrieve)
+    if on_abandon is not None:
+        on_abandon(task)
+
+
+async def run_bounded(make_coro, timeout: Optional[float], on_abandon=None):
+    """Await `make_coro()` in its own task, at most `timeout` seconds. On timeout the task is
+    cancelled and given CANCEL_GRACE_S to stop; a task that ignores cancellation is abandoned (handed
+    to `on_abandon(task)`), so this never hangs. Raises ToolTimeout, the coroutine's exception (a
+    BaseException other than KeyboardInterrupt / CancelledError as ToolBaseException), or
+    CancelledError when the caller is cancelled (the inner task is cancelled too)."""
+    task = asyncio.ensure_future(_contained(make_coro))
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+        if not task.done():
+            _abandon(task, on_abandon)
+        else:
+            _retrieve(task)
+        raise
+    if not done:
+        task.cancel()
+        try:
+            await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+        except asyncio.CancelledError:
+            if not task.done():
+                _abandon(task, on_abandon)
+            else:
+                _retrieve(task)
+            raise
+        if not task.done():
+            _abandon(task, on_abandon)
+        else:
+            _retrieve(task)
+        raise ToolTimeout()
+    if task.cancelled():
+        # The tool cancelled itself (nobody cancelled us): an ordinary failure.
+        raise RuntimeError("the tool's task was cancelled")
+    return task.result()
+
+
+class Slots:
+    """The concurrency slots one call holds. Released when the call ends, or, when the call abandoned a
+    task that ignored its cancellation, only when that task really ends (so the cap is never exceeded)."""
+
+    def __init__(self) -> None:
+        self._held: List[asyncio.Semaphore] = []
+
+    async def acquire(self, sems: Iterable[Optional[asyncio.Semaphore]]) -> None:
+        for sem in sems:
+            if sem is not None:
+                await sem.acquire()
+                self._held.append(sem)
+
+    def hold_until_done(self, task: "asyncio.Future") -> None:
+        held, self._held = self._held, []
+        if held:
+            task.add_done_callback(lambda _t: _release_all(held))
+
+    def release(self) -> None:
+        held, self._held = self._held, []
+        _release_all(held)
+
+
+def _release_all(sems: List[asyncio.Semaphore]) -> None:
+    for sem in reversed(sems):
+        sem.release()
+
+
+def error_detail(e: BaseException) -> str:
+    if isinstance(e, ToolBaseException):
+        e = e.original
+    text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return text if len(text) <= MAX_ERROR_DETAIL else text[: MAX_ERROR_DETAIL - 3] + "..."
+
+
+def response_text(value: Any) -> str:
+    """str with any lone surrogates replaced, so the text is always encodable as UTF-8."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode("utf-8")
