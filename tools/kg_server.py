@@ -2,14 +2,22 @@
 
     POST /retrieve   one request {sample_id, action, entity, relation?} or a list of them
                      -> {success, error_type, result, data} (or a list, in order)
-    GET  /health     -> {status: "ok", samples, triples}
+    GET  /health     -> {status: "ok", samples, triples, store_sha256}  (sha256 of the store file's bytes, or
+                     of the canonical JSON of a store passed as a dict; null for a KGIndex passed in)
     GET  /actions    -> {actions, aliases, error_types}
 
 Look-up outcomes (entity not found, ...) are answered with HTTP 200 and their error type. A body
 that is not UTF-8 JSON (or nests deeper than MAX_DEPTH, checked before decoding, which recurses once
 per level), a request of the wrong shape or types, a name that is not valid Unicode (a lone surrogate
 escape), an empty or too large batch is a 400, an oversize body a 413, always with the same JSON
-fields and error_type KG_FORMAT_ERROR.
+fields and error_type KG_FORMAT_ERROR (so are unknown paths and methods: 404 / 405).
+
+Hostile clients are bounded: a body larger than `max_body_bytes` (1 MiB) is a 413; a body not received within
+`read_timeout_s` (10 s) after its headers is a 408; a connection that is idle or sends only part of its headers
+is closed after `idle_timeout_s` (30 s, aiohttp's keep-alive timer, which runs from the connection's start);
+at most `max_in_flight` (64) requests are handled at once, more are answered at once with 503 KG_SERVER_ERROR
+(kg_query retries a 5xx), so buffered bodies stay below max_in_flight * max_body_bytes; a client that
+disconnects mid-request is logged in one line at debug level, with no traceback.
 
 Start it with `agent-rl kg-server --store PATH`, in-process with `await start_kg_server(...)`, or in a
 background thread with `start_kg_server_thread(...)` (what the trainer's autostart uses).
@@ -17,6 +25,7 @@ background thread with `start_kg_server_thread(...)` (what the trainer's autosta
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -34,6 +43,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
 MAX_BODY_BYTES = 1 << 20
 MAX_BATCH = 1024
+MAX_IN_FLIGHT = 64
+READ_TIMEOUT_S = 10.0
+IDLE_TIMEOUT_S = 30.0     # above aiohttp's client keep-alive (15 s), so pooled clients close first
+LINGERING_S = 2.0         # how long an unread rest of a refused body is drained before closing
 MAX_DEPTH = 8             # a request nests 2 deep (a batch of objects)
 # A JSON string literal, or an unterminated one up to the end: every match succeeds without backtracking,
 # so removing them is linear in the body.
@@ -42,6 +55,7 @@ _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _NESTING = {"[": 1, "{": 1, "]": -1, "}": -1}
 INDEX_KEY = web.AppKey("kg_index", KGIndex)
 LIMITS_KEY = web.AppKey("kg_limits", dict)
+DIGEST_KEY = web.AppKey("kg_store_sha256", object)
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -98,9 +112,14 @@ def answer(index: KGIndex, item: Dict[str, Any]) -> Dict[str, Any]:
 async def _retrieve(request: web.Request) -> web.Response:
     limits = request.app[LIMITS_KEY]
     try:
-        body = await request.read()
+        async with _timeout(limits["read_timeout_s"]):
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _format_error(f"request body larger than {limits['max_body_bytes']} bytes", 413)
+    except asyncio.TimeoutError:
+        resp = _format_error(f"request body not received within {limits['read_timeout_s']} s", 408)
+        resp.force_close()
+        return resp
     try:
         text = body.decode("utf-8-sig")  # a leading BOM is ignored
         if _too_deep(text):
@@ -127,21 +146,81 @@ async def _retrieve(request: web.Request) -> web.Response:
 
 async def _health(request: web.Request) -> web.Response:
     index = request.app[INDEX_KEY]
-    return _json({"status": "ok", "samples": len(index), "triples": index.num_triples})
+    return _json({"status": "ok", "samples": len(index), "triples": index.num_triples,
+                  "store_sha256": request.app[DIGEST_KEY]})
 
 
 async def _actions(request: web.Request) -> web.Response:
     return _json({"actions": list(ACTIONS), "aliases": dict(ALIASES), "error_types": list(ERROR_TYPES)})
 
 
-def make_app(index: KGIndex, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH) -> web.Application:
-    app = web.Application(client_max_size=max_body_bytes)
+def _timeout(seconds: float):
+    if hasattr(asyncio, "timeout"):  # 3.11+
+        return asyncio.timeout(seconds)
+    from async_timeout import timeout  # aiohttp's dependency before 3.11
+
+    return timeout(seconds)
+
+
+def _is_disconnect(e: BaseException) -> bool:
+    from aiohttp.web_protocol import RequestPayloadError
+
+    return isinstance(e, (ConnectionError, RequestPayloadError))
+
+
+@web.middleware
+async def _guard(request: web.Request, handler) -> web.StreamResponse:
+    """Cap requests in flight (503 when full), answer HTTP errors as JSON, log client drops in one line."""
+    state = request.app[LIMITS_KEY]
+    if state["in_flight"] >= state["max_in_flight"]:
+        resp = _json(KGResult(False, KG_SERVER_ERROR, f"the KG server is busy ({state['max_in_flight']} requests in "
+                                                      "flight); retry").to_json(), 503)
+        resp.force_close()
+        return resp
+    state["in_flight"] += 1
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _format_error(f"{e.status} {e.reason}: {request.method} {request.path}", e.status)
+    except Exception as e:
+        if not _is_disconnect(e):
+            raise
+        log.debug("KG server: client %s disconnected mid-request (%s: %s)", request.remote, type(e).__name__, e)
+        resp = _format_error("client disconnected", 400)  # nobody reads it: aiohttp drops the connection quietly
+        resp.force_close()
+        return resp
+    finally:
+        state["in_flight"] -= 1
+
+
+def make_app(index: KGIndex, max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = MAX_BATCH,
+             max_in_flight: int = MAX_IN_FLIGHT, read_timeout_s: float = READ_TIMEOUT_S,
+             store_sha256: Optional[str] = None) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[_guard])
     app[INDEX_KEY] = index
-    app[LIMITS_KEY] = {"max_body_bytes": max_body_bytes, "max_batch": max_batch}
+    app[DIGEST_KEY] = store_sha256
+    app[LIMITS_KEY] = {"max_body_bytes": max_body_bytes, "max_batch": max_batch, "max_in_flight": max_in_flight,
+                       "read_timeout_s": read_timeout_s, "in_flight": 0}
     app.router.add_post("/retrieve", _retrieve)
     app.router.add_get("/health", _health)
     app.router.add_get("/actions", _actions)
     return app
+
+
+def store_digest(store_or_path: Union[str, KGIndex, Dict[str, Any]]) -> Optional[str]:
+    """sha256 of a store file's bytes (of the canonical JSON of a dict store; None for a KGIndex)."""
+    if isinstance(store_or_path, KGIndex):
+        return None
+    h = hashlib.sha256()
+    if isinstance(store_or_path, dict):
+        h.update(json.dumps(store_or_path, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
+        return h.hexdigest()
+    with open(str(store_or_path), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_index(store_or_path: Union[str, KGIndex, Dict[str, Any]]) -> KGIndex:
@@ -153,10 +232,14 @@ def load_index(store_or_path: Union[str, KGIndex, Dict[str, Any]]) -> KGIndex:
 
 
 async def start_kg_server(store_or_path: Union[str, KGIndex, Dict[str, Any]], host: str = DEFAULT_HOST,
-                          port: int = DEFAULT_PORT, **app_kwargs) -> Tuple[web.AppRunner, str]:
-    """Serve on the running loop. port=0 picks a free port. -> (runner, base URL); stop with `await runner.cleanup()`."""
+                          port: int = DEFAULT_PORT, idle_timeout_s: float = IDLE_TIMEOUT_S,
+                          **app_kwargs) -> Tuple[web.AppRunner, str]:
+    """Serve on the running loop. port=0 picks a free port. -> (runner, base URL); stop with `await runner.cleanup()`.
+    app_kwargs: max_body_bytes, max_batch, max_in_flight, read_timeout_s (see make_app)."""
     index = load_index(store_or_path)
-    runner = web.AppRunner(make_app(index, **app_kwargs), access_log=None)
+    app_kwargs.setdefault("store_sha256", store_digest(store_or_path))
+    runner = web.AppRunner(make_app(index, **app_kwargs), access_log=None, keepalive_timeout=idle_timeout_s,
+                           lingering_time=min(LINGERING_S, idle_timeout_s))
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

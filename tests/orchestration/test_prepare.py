@@ -36,6 +36,80 @@ def test_kg_server_autostart_and_reuse(tmp_path, monkeypatch):
     assert not prepare.server_answers(url)
 
 
+def test_kg_server_of_another_store_is_not_reused(tmp_path, monkeypatch):
+    """Another run's server holds the configured URL: ours starts on a free port, with our store; same store: reused."""
+    from tools.kg_server import start_kg_server_thread, store_digest
+
+    monkeypatch.delenv(prepare.KG_ENV, raising=False)
+    mine, theirs = tmp_path / "mine.json", tmp_path / "theirs.json"
+    save_kg_store(str(mine), {"s1": [["A", "r.x", "B"]]}, "t")
+    save_kg_store(str(theirs), {"s1": [["C", "r.y", "D"]]}, "t")
+    other = start_kg_server_thread(str(theirs), "127.0.0.1", 0)
+    handle = None
+    try:
+        assert prepare.served_store_digest(other.url) == store_digest(str(theirs))
+        msgs = []
+        cfg = _cfg(**{"tools.kg_store": str(mine), "tools.kg_server_url": other.url})
+        handle = prepare.ensure_kg_server(cfg, log=msgs.append)
+        assert handle is not None and handle.url != other.url
+        assert os.environ[prepare.KG_ENV] == handle.url == cfg.tools.kg_server_url
+        assert prepare.served_store_digest(handle.url) == store_digest(str(mine))
+        assert "serves another store" in msgs[0] and "free port" in msgs[0]
+        # the same store: reused as is
+        msgs.clear()
+        cfg2 = _cfg(**{"tools.kg_store": str(theirs), "tools.kg_server_url": other.url})
+        assert prepare.ensure_kg_server(cfg2, log=msgs.append) is None
+        assert os.environ[prepare.KG_ENV] == other.url == cfg2.tools.kg_server_url and "using" in msgs[0]
+        # a mismatch without autostart is an error, not a silent reuse
+        cfg3 = _cfg(**{"tools.kg_store": str(mine), "tools.kg_server_url": other.url,
+                       "tools.kg_server_autostart": "false"})
+        with pytest.raises(ConfigError, match="serves another store"):
+            prepare.ensure_kg_server(cfg3, log=lambda s: None)
+        # a server_url pinned in the tool YAML is what kg_query calls: checked, and never silently used
+        import yaml
+
+        with open("configs/tool_config/kg_query_tool_config.yaml", encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+        doc["tools"][0].setdefault("config", {})["server_url"] = other.url
+        pinned = tmp_path / "pinned.yaml"
+        pinned.write_text(yaml.safe_dump(doc))
+        cfg5 = _cfg(**{"tools.config_path": str(pinned), "tools.kg_store": str(mine),
+                       "tools.kg_server_url": "http://127.0.0.1:9"})
+        with pytest.raises(ConfigError, match="pinned"):
+            prepare.ensure_kg_server(cfg5, log=lambda s: None)
+        cfg5.tools.kg_store = str(theirs)
+        assert prepare.ensure_kg_server(cfg5, log=lambda s: None) is None and cfg5.tools.kg_server_url == other.url
+        # no store configured (a user-managed server): used unchecked, as before
+        cfg4 = _cfg(**{"tools.kg_store": "null", "tools.kg_server_url": other.url})
+        assert prepare.ensure_kg_server(cfg4, log=lambda s: None) is None and os.environ[prepare.KG_ENV] == other.url
+    finally:
+        other.stop()
+        if handle is not None:
+            handle.stop()
+
+
+def test_kg_server_without_digest_is_not_reused(tmp_path, monkeypatch):
+    """A server that reports no store digest (an older KG server, or something else on the port)."""
+    from tools.kg_server import load_index, start_kg_server_thread
+
+    monkeypatch.delenv(prepare.KG_ENV, raising=False)
+    store = tmp_path / "kg_store.json"
+    save_kg_store(str(store), {"s1": [["A", "r.x", "B"]]}, "t")
+    old = start_kg_server_thread(load_index(str(store)), "127.0.0.1", 0)   # a KGIndex: no digest on /health
+    handle = None
+    try:
+        assert prepare.served_store_digest(old.url) is None
+        msgs = []
+        cfg = _cfg(**{"tools.kg_store": str(store), "tools.kg_server_url": old.url})
+        handle = prepare.ensure_kg_server(cfg, log=msgs.append)
+        assert handle is not None and handle.url != old.url and cfg.tools.kg_server_url == handle.url
+        assert "does not report the store" in msgs[0]
+    finally:
+        old.stop()
+        if handle is not None:
+            handle.stop()
+
+
 def test_kg_server_not_needed_without_kg_tool():
     cfg = _cfg(**{"tools.config_path": "configs/tool_config/calculator_tool_config.yaml"})
     assert prepare.ensure_kg_server(cfg) is None

@@ -1,5 +1,8 @@
 """The KG server over real HTTP on loopback: API, bad requests, the thread helper, the CLI."""
+import asyncio
+import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -23,10 +26,13 @@ async def post(url, body, raw=False):
             return r.status, await r.json(content_type=None)
 
 
-async def test_health_and_actions(kg_server):
+async def test_health_and_actions(kg_server, kg_store_path):
+    with open(kg_store_path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
     async with aiohttp.ClientSession() as s:
         async with s.get(f"{kg_server}/health") as r:
-            assert r.status == 200 and await r.json() == {"status": "ok", "samples": 2, "triples": 11}
+            assert r.status == 200 and await r.json() == {"status": "ok", "samples": 2, "triples": 11,
+                                                          "store_sha256": digest}
         async with s.get(f"{kg_server}/actions") as r:
             body = await r.json()
     assert body["actions"] == list(ACTIONS) and body["aliases"]["get_tail_entities"] == "get_entities_out"
@@ -75,6 +81,87 @@ async def test_bad_requests(kg_server, body, raw, status, needle):
     got, reply = await post(kg_server, body, raw)
     assert got == status and reply["error_type"] == "KG_FORMAT_ERROR" and not reply["success"]
     assert needle in reply["result"], reply
+
+
+async def test_unknown_path_and_method_are_json(kg_server):
+    async with aiohttp.ClientSession() as s:
+        for method, path, status in (("GET", "/nope", 404), ("GET", "/retrieve", 405)):
+            async with s.request(method, f"{kg_server}{path}") as r:
+                body = await r.json(content_type=None)
+                assert r.status == status and body["error_type"] == "KG_FORMAT_ERROR" and not body["success"]
+
+
+HEAD = b"POST /retrieve HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+
+
+def _port(url):
+    return int(url.rsplit(":", 1)[1])
+
+
+async def test_half_open_connections_are_closed(kg_store_path):
+    """Half a header block, or headers then half a body: closed within the configured timeouts."""
+    runner, url = await start_kg_server(kg_store_path, "127.0.0.1", 0, idle_timeout_s=0.5, read_timeout_s=0.5)
+    try:
+        port = _port(url)
+        loop = asyncio.get_running_loop()
+        r1, w1 = await asyncio.open_connection("127.0.0.1", port)
+        w1.write(b"POST /retrieve HTTP/1.1\r\nHost: 127.")                  # headers never finished
+        r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+        w2.write(HEAD + b"Content-Length: 1000\r\n\r\n[{")                # body never finished
+        r3, w3 = await asyncio.open_connection("127.0.0.1", port)          # sends nothing at all
+        t0 = loop.time()
+        got = await asyncio.wait_for(asyncio.gather(r1.read(), r2.read(), r3.read()), 10)
+        assert loop.time() - t0 < 5
+        assert got[0] == b"" and got[2] == b""
+        assert got[1].startswith(b"HTTP/1.1 408") and b"KG_FORMAT_ERROR" in got[1] and b"within 0.5 s" in got[1]
+        for w in (w1, w2, w3):
+            w.close()
+    finally:
+        await runner.cleanup()
+
+
+async def test_dropped_connections_log_no_traceback(kg_store_path, caplog):
+    runner, url = await start_kg_server(kg_store_path, "127.0.0.1", 0)
+    caplog.set_level(logging.DEBUG)
+    try:
+        port = _port(url)
+        for _ in range(20):
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(HEAD + b"Content-Length: 100000\r\n\r\n" + b"[" * 100)
+            await w.drain()
+            await asyncio.sleep(0.02)                                      # the handler is reading the body
+            w.transport.abort()                                            # RST mid-request
+        await asyncio.sleep(0.3)
+        status, body = await post(url, {"sample_id": "q2", "action": "get_relations_out", "entity": "France"})
+        assert status == 200 and body["success"]
+    finally:
+        await runner.cleanup()
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING], caplog.text
+    assert "Traceback" not in caplog.text
+    drops = [r for r in caplog.records if "disconnected mid-request" in r.getMessage()]
+    assert 1 <= len(drops) <= 20 and all(r.levelno == logging.DEBUG for r in drops)
+
+
+async def test_in_flight_cap_answers_503(kg_store_path):
+    runner, url = await start_kg_server(kg_store_path, "127.0.0.1", 0, max_in_flight=2, read_timeout_s=5)
+    try:
+        port = _port(url)
+        held = []
+        for _ in range(2):                                                 # two requests stuck reading their body
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(HEAD + b"Content-Length: 1000\r\n\r\n[")
+            await w.drain()
+            held.append((r, w))
+        await asyncio.sleep(0.2)
+        status, body = await post(url, {"sample_id": "q2", "action": "get_relations_out", "entity": "France"})
+        assert status == 503 and body["error_type"] == "KG_SERVER_ERROR" and "busy" in body["result"]
+        for _, w in held:
+            w.transport.abort()
+        await asyncio.sleep(0.2)
+        status, body = await post(url, {"sample_id": "q2", "action": "get_relations_out", "entity": "France"})
+        assert status == 200 and body["success"]
+    finally:
+        await runner.cleanup()
 
 
 async def test_brackets_inside_strings_are_not_nesting(kg_server):
@@ -127,3 +214,6 @@ def test_cli_kg_server_process(kg_store_path):
     bad = subprocess.run([sys.executable, "-c", code, "kg-server", "--store", "/nonexistent/kg.json", "--port", "0"],
                          capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
     assert bad.returncode == 1 and "KG store not found" in bad.stderr
+    bad = subprocess.run([sys.executable, "-c", code, "kg-server", "--store", kg_store_path, "--port", "0",
+                          "--max-in-flight", "0"], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert bad.returncode == 2 and "--max-in-flight must be positive" in bad.stderr
