@@ -47,11 +47,13 @@ class Tracker:
         return self._wandb.run_dir if self._wandb else None
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Fan `metrics` out to the sinks. The JSONL record is written first and is on disk (flushed and
+        fsync'ed) when this returns: the trainer logs a step before making its checkpoint resumable."""
         clean: Dict[str, Any] = {k: to_jsonable(v) for k, v in metrics.items()}
-        if "console" in self.backends:
-            self._print(format_block({k: v for k, v in clean.items() if v is not None}, step))
         if self._jsonl:
             self._jsonl.write(clean, step)
+        if "console" in self.backends:
+            self._print(format_block({k: v for k, v in clean.items() if v is not None}, step))
         if self._wandb:
             try:
                 self._wandb.log({k: v for k, v in clean.items() if isinstance(v, (int, float))}, step)

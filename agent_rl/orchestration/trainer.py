@@ -9,7 +9,8 @@ One step:
               over whole groups (`algorithm.adv_estimator`), and deals it out in token-balanced shards
     train     each worker: old log-probs, reference log-probs, actor update (FSDP collectives)
     sync      each worker pushes the new weights into its engine
-    then      metrics; validation every `test_freq`; checkpoint every `save_freq` and at the end
+    then      validation every `test_freq`; the step's metrics record (durable); then its checkpoint every
+              `save_freq` and at the end
 
 Before the first step: validation (`val_before_train`), then the supervised warm-start when `sft.steps > 0`
 (`warm_start.py`).
@@ -68,6 +69,8 @@ class PromptFilter:
 
 
 class Trainer:
+    _save_s: Optional[float] = None  # duration of the last checkpoint save, logged with the next step
+
     def __init__(self, cfg: TrainConfig, echo: Callable[[str], None] = print):
         from agent_rl.orchestration.prepare import (ensure_kg_server, prepare_data, prepare_demos, prepare_model,
                                                     resolve_device, worker_env)
@@ -284,17 +287,27 @@ class Trainer:
         if cfg.trainer.test_freq > 0 and self.val_rows and (step % cfg.trainer.test_freq == 0 or self.done()):
             with timer("val"):
                 metrics.update(self.validate())
-        if cfg.trainer.save_freq > 0 and (step % cfg.trainer.save_freq == 0 or self.done()):
-            with timer("save"):
-                self.save()
         metrics.update(timer.pop())
+        if self._save_s is not None:  # the checkpoint written after the previous step's record
+            metrics["timing/save_s"], self._save_s = self._save_s, None
         step_s = time.perf_counter() - t_step
         metrics["timing/step_s"] = step_s
         tokens = float(batch["attention_mask"].sum())
         metrics["perf/tokens_per_s"] = tokens / max(step_s, 1e-9)
         metrics["perf/tokens_per_s_per_gpu"] = metrics["perf/tokens_per_s"] / self.world_size
         metrics["perf/total_tokens"] = tokens
+        # The step's metrics record is on disk (Tracker.log: JSONL flushed + fsync'ed) *before* its checkpoint is
+        # written: a checkpoint counts as resumable as soon as the worker renames its directory into place
+        # (find_latest_checkpoint takes the newest complete directory even when the `latest` pointer was not
+        # updated), so holding back only the pointer would not close the window, and a check at resume would need
+        # an older checkpoint to re-run the step from (it may be pruned). Logging first means a run killed during
+        # the save resumes from the previous checkpoint and logs this step again (the later record wins). The cost:
+        # this save's duration cannot be in this record; it is logged as `timing/save_s` of the next step.
         self.tracker.log(metrics, step=step)
+        if cfg.trainer.save_freq > 0 and (step % cfg.trainer.save_freq == 0 or self.done()):
+            t_save = time.perf_counter()
+            self.save()
+            self._save_s = time.perf_counter() - t_save
         return metrics
 
     @staticmethod

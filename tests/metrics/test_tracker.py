@@ -125,3 +125,39 @@ def test_phase_timer():
     times = timer.pop()
     assert set(times) == {"timing/a_s", "timing/b_s"} and all(v >= 0 for v in times.values())
     assert timer.pop() == {}
+
+
+def test_jsonl_record_is_fsynced_before_log_returns(tmp_path, monkeypatch):
+    import agent_rl.metrics.jsonl as J
+
+    synced = []
+    real_fsync = J.os.fsync
+
+    def fsync(fd):
+        # the record is already in the file when it is fsync'ed
+        synced.append(len((tmp_path / "metrics.jsonl").read_text().splitlines()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(J.os, "fsync", fsync)
+    t = Tracker(["jsonl"], output_dir=str(tmp_path), plot=False)
+    n0 = len(synced)                                   # the new file's directory entry
+    t.log(_metrics(1), step=1)
+    assert synced[n0:] == [1]                          # one fsync per record, after it was written
+    t.log(_metrics(2), step=2)
+    assert synced[n0:] == [1, 2]
+    t.finish()
+
+
+def test_jsonl_reopen_cuts_torn_last_line(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"step": 1, "a": 1}\n{"step": 2, "a": 2}\n{"step": 3, "a"')   # killed inside a write
+    t = Tracker(["jsonl"], output_dir=str(tmp_path), plot=False)
+    t.log({"a": 3}, step=3)
+    t.finish()
+    lines = p.read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]                  # every line parses
+    p.write_text('{"step": 1, "a"')                                             # nothing but a torn line
+    t = Tracker(["jsonl"], output_dir=str(tmp_path), plot=False)
+    t.log({"a": 1}, step=1)
+    t.finish()
+    assert [json.loads(x)["step"] for x in p.read_text().splitlines()] == [1]
