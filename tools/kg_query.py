@@ -107,7 +107,8 @@ class KGQueryTool(BaseTool):
                 body = json.loads(raw)
             except ValueError:
                 body = None
-            if not isinstance(body, dict) or "error_type" not in body:
+            if status in (404, 405) or not isinstance(body, dict) or "error_type" not in body:
+                # no /retrieve endpoint there (our server answers unknown paths with a JSON error too)
                 raise BadReply(f"HTTP {status}, not a KG server reply")
             return body
         if isinstance(last, ServerStatus):
