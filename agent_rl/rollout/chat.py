@@ -16,7 +16,8 @@ Token stream of a trajectory:
 conversation is rendered with and without the tool messages and the text after the dummy
 assistant's end-of-turn string is tokenized. The render is the rollout's hottest CPU cost, so the
 delta of each message shape is rendered once with placeholders and filled in afterwards, where
-probes and the first real renders prove that equal to rendering (`obs_template.py`). Nothing sampled is ever re-tokenized. `drift` compares
+probes and the first real renders prove that equal to rendering (`obs_template.py`). Nothing sampled
+is ever re-tokenized. `drift` compares
 that incremental stream with a full re-render of the conversation, as a metric only.
 
 For `drift`, assistant messages hold the decoded sampled text *without* the final end-of-turn

@@ -4,10 +4,10 @@
 carried over from the previous step, launched first), each trajectory an asyncio task running
 `agent_loop.run_trajectory` inside its own tool session, at most `max_concurrent_trajectories` at once.
 With `over_sample_max_load` set, over-sampled extras (groups past the first B) start only while fewer than
-that fraction of the B groups' trajectories are still running (`load_gate.py`): they use spare engine capacity
-instead of slowing the groups the step needs. Every request carries the group's launch order as its priority: when the engine queues requests
-(more in flight than its running batch), earlier groups, i.e. carried-over ones and the B groups a
-step needs, are served before over-sampled extras, which only fill spare rows.
+that fraction of the B groups' trajectories are still running (`load_gate.py`): they use spare engine
+capacity instead of slowing the groups the step needs. Every request carries the group's launch order as
+its priority: when the engine queues requests (more in flight than its running batch), earlier groups,
+i.e. carried-over ones and the B groups a step needs, are served before over-sampled extras.
 
 Over-sampling: with B = `batch_size` (default `floor(groups / (1 + over_sample_rate))`, so
 `ceil(B * (1 + rate))` launched groups give B), the first B groups whose trajectories have *all*
@@ -76,8 +76,8 @@ class RolloutScheduler:
         self.hooks = hooks
         self.policy_version = 0
         self._carried: List[_Group] = []
-        self._parked: Dict[str, tuple] = {}
-        self._drift_left = -1   # trajectory id -> (session context manager, session) of a cut trajectory
+        self._parked: Dict[str, tuple] = {}   # trajectory id -> (session context manager, session) of a cut trajectory
+        self._drift_left = -1                 # drift checks left in this step (-1: unlimited)
 
     # ------------------------------------------------------------------ public
     @property
@@ -160,13 +160,13 @@ class RolloutScheduler:
         if gate is not None and extra:
             await gate.admit()
         try:
-            return await self._run_traj(traj, ctl, sem, sampling, version, step, priority, self.engine)
+            return await self._run_traj(traj, ctl, sem, sampling, version, step, priority)
         finally:
             if gate is not None:
                 gate.ended()
 
     async def _run_traj(self, traj: Trajectory, ctl: LoopControl, sem: asyncio.Semaphore, sampling, version: int,
-                        step: int, priority: int, engine) -> Trajectory:
+                        step: int, priority: int) -> Trajectory:
         async with sem:
             if ctl.stop_requested:
                 traj.status, traj.stop_reason = "aborted", "abort"
@@ -175,7 +175,7 @@ class RolloutScheduler:
             held = await self._acquire_session(traj)
             session = held[1]
             try:
-                await run_trajectory(traj, engine, self.renderer, session, self.cfg.multi_turn, sampling,
+                await run_trajectory(traj, self.engine, self.renderer, session, self.cfg.multi_turn, sampling,
                                      request_id=f"{traj.id}@{step}", hooks=self.hooks,
                                      max_model_len=self.cfg.max_model_len, control=ctl, policy_version=version,
                                      priority=priority)
