@@ -7,6 +7,14 @@
 
 Groups come in a fixed, familiar order (reward, val, actor, rollout, tools, kg, mismatch, perf, timing);
 unknown prefixes follow alphabetically. Long groups wrap onto continuation lines.
+
+Validation (`val/<data_source>/*`, and `sft/val/*` as its own `sft/val` group) prints one line per data
+source, headline first: reward, the answer metric (`f1`, else `answer`, else `correct`), answer_rate, that
+metric by hop (`f1@hop 1:0.62 2:0.31`) and the sample count; the data source's other flat metrics follow.
+Per-hop details (`hop<k>/*`) and success by tool (`tool/<name>/*`) stay out of the console (JSONL, wandb).
+
+      val       kg_synth  reward 0.412  f1 0.380  answer_rate 0.910  f1@hop 1:0.620 2:0.310  n 32
+                kg_synth  answer 0.380  em 0.300  format 0.880  ...
 """
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Mapping
 
 GROUP_ORDER = ["reward", "val", "actor", "critic", "rollout", "tools", "kg", "mismatch", "data", "perf", "timing"]
+ANSWER_METRICS = ("f1", "answer", "correct")   # the first a data source has is its headline answer metric
 LABEL_WIDTH = 10
 LINE_WIDTH = 110
 
@@ -59,6 +68,55 @@ def group_metrics(metrics: Mapping[str, Any]) -> "OrderedDict[str, List[tuple]]"
     return out
 
 
+def _wrap(label: str, width: int, pieces: List[str]) -> List[str]:
+    """`label` padded to `width`, then the pieces two spaces apart, wrapped at LINE_WIDTH."""
+    lines: List[str] = []
+    line = "  " + label.ljust(width)
+    indent = "  " + " " * width
+    first = True
+    for piece in pieces:
+        if not first and len(line) + 2 + len(piece) > LINE_WIDTH:
+            lines.append(line.rstrip())
+            line = indent
+            first = True
+        line += ("" if first else "  ") + piece
+        first = False
+    lines.append(line.rstrip())
+    return lines
+
+
+def _hop_sort(hop: str):
+    return (0, int(hop)) if hop.isdigit() else (1, hop)
+
+
+def val_lines(items: List[tuple], label: str) -> List[str]:
+    """Lines of a validation group: items are (`<data_source>/<name>`, value)."""
+    by_ds: Dict[str, Dict[str, Any]] = {}
+    for rest, v in items:
+        ds, _, name = rest.partition("/")
+        by_ds.setdefault(ds, {})[name] = v
+    width = max(LABEL_WIDTH, len(label) + 2)
+    lines: List[str] = []
+    for ds, m in sorted(by_ds.items(), key=lambda kv: kv[0] == "all"):   # val/all (several sources) last
+        metric = next((a for a in ANSWER_METRICS if a in m), None)
+        head = [k for k in ("reward", metric, "answer_rate") if k in m]
+        pieces = [f"{k} {format_value(m[k])}" for k in head]
+        by_hop = {k[3:-len(f"/{metric}")]: v for k, v in m.items()
+                  if metric and k.startswith("hop") and k.endswith(f"/{metric}") and k.count("/") == 1}
+        if by_hop:
+            hops = [f"{'unreach' if h == '_unreachable' else h}:{format_value(by_hop[h])}"
+                    for h in sorted(by_hop, key=_hop_sort)]
+            pieces.append(f"{metric}@hop " + " ".join(hops))
+        if "num_samples" in m:
+            pieces.append(f"n {format_value(m['num_samples'])}")
+        shown = set(head) | {"num_samples"}
+        rest = [f"{k} {format_value(v)}" for k, v in sorted(m.items()) if k not in shown and "/" not in k]
+        for row in (pieces, rest):
+            if row:
+                lines += _wrap("" if lines else label, width, [f"{ds}  {row[0]}"] + row[1:])
+    return lines
+
+
 def format_block(metrics: Mapping[str, Any], step: int) -> str:
     """The console block of one step."""
     head = f"step {step}"
@@ -67,18 +125,14 @@ def format_block(metrics: Mapping[str, Any], step: int) -> str:
         head += f"  ({step_s:.1f} s)"
     lines = [head]
     for group, items in group_metrics(metrics).items():
-        width = max(LABEL_WIDTH, len(group) + 2)
-        label = group.ljust(width)
-        line = "  " + label
-        indent = "  " + " " * width
-        first = True
-        for name, value in items:
-            piece = f"{name} {format_value(value)}"
-            if not first and len(line) + 2 + len(piece) > LINE_WIDTH:
-                lines.append(line.rstrip())
-                line = indent
-                first = True
-            line += ("" if first else "  ") + piece
-            first = False
-        lines.append(line.rstrip())
+        if group == "val":
+            lines += val_lines(items, group)
+            continue
+        sft_val = [(k[len("val/"):], v) for k, v in items if group == "sft" and k.startswith("val/")]
+        items = [(k, v) for k, v in items if not (group == "sft" and k.startswith("val/"))]
+        if items:
+            width = max(LABEL_WIDTH, len(group) + 2)
+            lines += _wrap(group, width, [f"{name} {format_value(value)}" for name, value in items])
+        if sft_val:
+            lines += val_lines(sorted(sft_val), "sft/val")
     return "\n".join(lines)

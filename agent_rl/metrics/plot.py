@@ -1,13 +1,17 @@
 """Training-curve PNG from a metrics JSONL (matplotlib, Agg backend: no display needed).
 
 `plot_metrics(jsonl, png, keys=None)`: one panel per curve group; with `keys=None` the default panels
-(rewards incl. validation and the post-warm-start validation, validation components, KL loss, policy loss, entropy, response length, tool-call rate, KG query
-success, timing) are drawn for whichever of their metrics are present.
+(rewards incl. validation and the post-warm-start validation, validation components, validation F1 by hop
+count, validation answer rate, KL loss, policy loss, entropy, response length, tool-call rate, KG query
+success, timing) are drawn for whichever of their metrics are present. In the default panels a `*` stands
+for one part of a metric name between slashes (`val/*/f1` is not `val/kg_synth/hop1/f1`); `keys` are plain
+fnmatch globs.
 """
 from __future__ import annotations
 
 import fnmatch
 import math
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from agent_rl.metrics.jsonl import read_jsonl
@@ -17,6 +21,8 @@ DEFAULT_PANELS: List[Tuple[str, List[str]]] = [
     ("reward", ["reward/mean", "val/*/reward", "sft/val/*/reward"]),
     ("validation", ["val/*/f1", "val/*/format", "val/*/validity", "val/*/retrieval", "val/*/tool_call_rate",
                     "val/*/kg_query_success_rate"]),
+    ("validation F1 by hop", ["val/*/hop*/f1"]),
+    ("validation answer rate", ["val/*/answer_rate"]),
     ("KL loss", ["actor/kl_loss"]),
     ("policy loss", ["actor/pg_loss"]),
     ("entropy", ["actor/entropy"]),
@@ -38,15 +44,26 @@ def _series(records: Sequence[dict], key: str) -> Tuple[List[int], List[float]]:
     return xs, ys
 
 
+def _natural(name: str) -> list:
+    """Sort key that puts hop2 before hop10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _match_parts(name: str, pattern: str) -> bool:
+    """fnmatch part by part between slashes: `*` never spans a `/`."""
+    names, pats = name.split("/"), pattern.split("/")
+    return len(names) == len(pats) and all(fnmatch.fnmatchcase(n, p) for n, p in zip(names, pats))
+
+
 def _panels(records: Sequence[dict], keys: Optional[Sequence[str]]) -> List[Tuple[str, List[str]]]:
-    names = sorted({k for r in records for k in r if k not in ("step", "time")})
+    names = sorted({k for r in records for k in r if k not in ("step", "time")}, key=_natural)
     if keys:
         return [(k, [m for m in names if fnmatch.fnmatch(m, k)]) for k in keys]
     out = []
     for title, patterns in DEFAULT_PANELS:
         found: List[str] = []
         for p in patterns:
-            found += [m for m in names if fnmatch.fnmatch(m, p) and m not in found]
+            found += [m for m in names if _match_parts(m, p) and m not in found]
         out.append((title, found))
     return out
 

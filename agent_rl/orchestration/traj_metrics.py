@@ -3,21 +3,27 @@
 reward/*   mean, std, min, max and the mean of every reward component  (`rollout.metrics.reward_metrics`)
 rollout/*  lengths, turns, tool calls, stop reasons, GRPO groups without signal  (`rollout.metrics.trajectory_metrics`)
 kg/*       success rate of kg_query calls (`ToolCallRecord.succeeded`), kg_query calls per trajectory
-val/<data_source>/*  the same essentials per data source for validation
+val/<data_source>/*  the same essentials per data source for validation, plus what the model learned:
+           answer_rate (the reward's `answered` component), tool/<name>/success_rate and /calls, and, for rows
+           with an integer `extra_info.hops`, hop<k>/* (reward, components, kg_queries, kg_lookups, num_samples)
 
 Workers' copies of the trajectory aggregates are left out by `merge_worker_metrics`: the driver's are exact.
 """
 from __future__ import annotations
 
 import math
+import numbers
 from collections import defaultdict
-from typing import Any, Dict, Iterable, List, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from agent_rl.rewards.kg import KG_TOOL
 from agent_rl.rollout.metrics import is_trajectory_metric, mean, reward_metrics, tool_calls, trajectory_metrics
 from agent_rl.rollout.trajectory import Trajectory
 
-__all__ = ["kg_metrics", "merge_worker_metrics", "reward_metrics", "rollout_metrics", "validation_metrics"]
+__all__ = ["hop_key", "hop_metrics", "kg_metrics", "merge_worker_metrics", "reward_metrics", "rollout_metrics",
+           "tool_success_metrics", "validation_metrics"]
+
+ANSWERED = "answered"   # reward component: 1 when the reward found a final answer to score (kg.py, arith.py)
 
 
 def kg_metrics(trajs: Sequence[Trajectory]) -> Dict[str, float]:
@@ -36,31 +42,92 @@ def rollout_metrics(trajs: Sequence[Trajectory]) -> Dict[str, float]:
     return out
 
 
+def hop_key(row: Optional[dict]) -> Optional[str]:
+    """`hop<k>` for a row whose `extra_info.hops` is an integer k >= 0, `hop_unreachable` for k < 0 (RoG rows
+    where no answer entity is reachable in the subgraph), None without hops."""
+    extra = (row or {}).get("extra_info")
+    hops = extra.get("hops") if isinstance(extra, dict) else None
+    if isinstance(hops, bool) or not isinstance(hops, numbers.Real) or not math.isfinite(hops) or hops != int(hops):
+        return None
+    return f"hop{int(hops)}" if hops >= 0 else "hop_unreachable"
+
+
+def _hop_order(key: str):
+    return (1, 0) if key == "hop_unreachable" else (0, int(key[3:]))
+
+
+def _reward_essentials(trajs: Sequence[Trajectory], prefix: str) -> Dict[str, float]:
+    """<prefix>/reward, the mean of every numeric reward component, and the `answered` component as
+    <prefix>/answer_rate."""
+    r = reward_metrics(trajs, prefix=prefix)
+    out = {f"{prefix}/reward": r.pop(f"{prefix}/mean")}
+    for k in ("std", "max", "min"):
+        r.pop(f"{prefix}/{k}")
+    answered = r.pop(f"{prefix}/{ANSWERED}", None)
+    out.update(r)
+    if answered is not None:
+        out[f"{prefix}/answer_rate"] = answered
+    return out
+
+
+def tool_success_metrics(trajs: Sequence[Trajectory], prefix: str) -> Dict[str, float]:
+    """<prefix>/tool/<name>/success_rate (`ToolCallRecord.succeeded`) and /calls (per trajectory), for every
+    tool name called (a call without a name: `<none>`)."""
+    by_tool: Dict[str, List[float]] = defaultdict(list)
+    for t in trajs:
+        for c in tool_calls(t):
+            by_tool[c.name or "<none>"].append(1.0 if c.succeeded else 0.0)
+    out: Dict[str, float] = {}
+    for name, oks in sorted(by_tool.items()):
+        out[f"{prefix}/tool/{name}/success_rate"] = mean(oks)
+        out[f"{prefix}/tool/{name}/calls"] = len(oks) / float(len(trajs))
+    return out
+
+
+def hop_metrics(trajs: Sequence[Trajectory], prefix: str) -> Dict[str, float]:
+    """Per hop count of the rows (`hop_key`): reward, reward components, answer_rate, kg_queries (kg_query
+    calls per trajectory), kg_lookups (successful kg_query calls per trajectory), num_samples."""
+    by_hop: Dict[str, List[Trajectory]] = defaultdict(list)
+    for t in trajs:
+        key = hop_key(t.row)
+        if key is not None:
+            by_hop[key].append(t)
+    out: Dict[str, float] = {}
+    for key in sorted(by_hop, key=_hop_order):
+        ts, p = by_hop[key], f"{prefix}/{key}"
+        out.update(_reward_essentials(ts, p))
+        kg = [[c for c in tool_calls(t) if c.name == KG_TOOL] for t in ts]
+        out[f"{p}/kg_queries"] = mean([float(len(cs)) for cs in kg])
+        out[f"{p}/kg_lookups"] = mean([float(sum(1 for c in cs if c.succeeded)) for cs in kg])
+        out[f"{p}/num_samples"] = float(len(ts))
+    return out
+
+
 def validation_metrics(trajs: Iterable[Trajectory]) -> Dict[str, float]:
-    """val/<data_source>/reward, its components, tool-call rate, KG success, sample count."""
+    """val/<data_source>/reward, its components, answer rate, tool-call rate, KG success, success by tool,
+    per-hop metrics, sample count."""
     by_source: Dict[str, List[Trajectory]] = defaultdict(list)
     for t in trajs:
         by_source[str((t.row or {}).get("data_source", "unknown"))].append(t)
     out: Dict[str, float] = {}
     for ds, ts in sorted(by_source.items()):
-        r = reward_metrics(ts, prefix=f"val/{ds}")
-        out[f"val/{ds}/reward"] = r.pop(f"val/{ds}/mean")
-        for k in ("std", "max", "min"):
-            r.pop(f"val/{ds}/{k}")
-        out.update(r)
+        p = f"val/{ds}"
+        out.update(_reward_essentials(ts, p))
         ro = rollout_metrics(ts)
-        out[f"val/{ds}/tool_call_rate"] = ro["rollout/tool_call_rate"]
-        out[f"val/{ds}/num_turns"] = ro["rollout/turns_mean"]
-        out[f"val/{ds}/response_length"] = ro["rollout/response_len_mean"]
+        out[f"{p}/tool_call_rate"] = ro["rollout/tool_call_rate"]
+        out[f"{p}/num_turns"] = ro["rollout/turns_mean"]
+        out[f"{p}/response_length"] = ro["rollout/response_len_mean"]
         if "kg/query_success_rate" in ro:
-            out[f"val/{ds}/kg_query_success_rate"] = ro["kg/query_success_rate"]
-        out[f"val/{ds}/num_samples"] = float(len(ts))
+            out[f"{p}/kg_query_success_rate"] = ro["kg/query_success_rate"]
+        out.update(tool_success_metrics(ts, p))
+        out.update(hop_metrics(ts, p))
+        out[f"{p}/num_samples"] = float(len(ts))
     return out
 
 
 SUMMED = {"rollout/launched_groups", "rollout/kept_groups", "rollout/resumed_groups", "rollout/aborted_trajectories",
           "rollout/carried_trajectories", "rollout/extra_trajectories_started", "rollout/gen_tokens",
-          "rollout/gen_tokens_per_s"}
+          "rollout/gen_tokens_per_s", "rollout/filtered_groups"}
 MAXED = {"rollout/seconds", "rollout/abort_seconds"}
 
 
@@ -86,4 +153,18 @@ def merge_worker_metrics(per_worker: Sequence[Dict[str, Any]]) -> Dict[str, floa
             out[k] = max(vs)
         else:
             out[k] = mean(vs)
+    return out
+
+
+def merge_rounds(rounds: Sequence[Dict[str, float]]) -> Dict[str, float]:
+    """The merged worker metrics of a step's generation rounds (dynamic sampling), run one after the other: counts
+    and wall times add up, the token rate is recomputed over the whole rollout, anything else is the last round's."""
+    out: Dict[str, float] = {}
+    for m in rounds:
+        for k, v in m.items():
+            leaf = k.rsplit("/", 1)[-1]
+            summed = k in SUMMED or k in MAXED or leaf in ("calls", "retries", "truncated") or "/errors/" in k
+            out[k] = out.get(k, 0.0) + v if summed else v
+    if out.get("rollout/seconds"):
+        out["rollout/gen_tokens_per_s"] = out.get("rollout/gen_tokens", 0.0) / out["rollout/seconds"]
     return out

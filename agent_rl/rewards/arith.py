@@ -3,7 +3,9 @@
 The final answer is the last `<answer>...</answer>` of the assistant turns, else the last `#### n`;
 its last number is compared with the ground truth (relative/absolute tolerance 1e-6).
 
-components: correct (0/1), format (1 when a final answer was given in one of the two forms), and, only
+components: correct (0/1), format (1 when a final answer holding a number was given in one of the two forms),
+answered (the same 1 / 0 under the name every reward function uses for "an answer was given": logged, not
+added; validation's answer_rate), and, only
 when the trajectory called the `calc_gsm8k_reward` tool: calc_reward (its calc_reward; logged, not added)
 and submit_penalty (the sum of its calls' step rewards: `penalty` for every submission after the first).
 score = correct + reward.arith_format_weight * format + submit_penalty.
@@ -32,7 +34,7 @@ def arith_reward(traj: Trajectory, cfg) -> Tuple[float, Dict[str, float]]:
     correct = 1.0 if numbers_match(pred, truth) else 0.0
     fmt = 1.0 if answer is not None and pred is not None else 0.0
     w = float(getattr(cfg, "arith_format_weight", 0.0))
-    comps: Dict[str, float] = {"correct": correct, "format": fmt}
+    comps: Dict[str, float] = {"correct": correct, "format": fmt, "answered": fmt}
     submissions = [c for t in traj.turns for c in t.tool_calls if c.name == GSM8K_TOOL]
     if submissions:
         comps["calc_reward"] = float(traj.tool_rewards.get(GSM8K_TOOL, 0.0))

@@ -14,6 +14,8 @@ Both normalised (lowercase, punctuation and articles removed); predictions de-du
   retrieval 1 when a successful get_entities_* look-up returned a gold name (kg_query's `entities`
             metric) that its observation still shows after truncation; names in relation lists or in
             error messages never count
+  answered  1 when the final `<answer>` holds a prediction with a letter or digit (the rule a well-formed
+            answer turn follows), else 0; logged, not added (validation's answer_rate)
 score = kg_answer_weight * {f1|em|hits1}[kg_answer_metric] + kg_format_weight * format
         + kg_validity_weight * validity + kg_retrieval_weight * retrieval
 
@@ -97,7 +99,8 @@ def kg_reward(traj: Trajectory, cfg) -> Tuple[float, Dict[str, float]]:
     wv, wr = float(cfg.kg_validity_weight), float(cfg.kg_retrieval_weight)
     traj.turn_rewards = [wf * f + wv * v + wr * r for f, v, r in zip(fmt_turns, validity_turns, retrieval_turns)]
     queries = [c for t in traj.turns for c in t.tool_calls if c.name == KG_TOOL]
+    answered = any(ch.isalnum() for p in preds for ch in p)
     comps = {"answer": answer, "f1": scores["f1"], "em": scores["em"], "hits1": scores["hits1"], "format": fmt,
-             "validity": validity, "retrieval": retrieval, "num_answers": float(len(preds)),
-             "kg_queries": float(len(queries))}
+             "validity": validity, "retrieval": retrieval, "answered": 1.0 if answered else 0.0,
+             "num_answers": float(len(preds)), "kg_queries": float(len(queries))}
     return wa * answer + wf * fmt + wv * validity + wr * retrieval, comps

@@ -85,3 +85,101 @@ def test_driver_and_scheduler_share_the_trajectory_aggregates():
     assert all(is_trajectory_metric(k) for k in names)
     assert not any(is_trajectory_metric(k) for k in ("rollout/kept_groups", "rollout/seconds", "rollout/gen_tokens",
                                                        "tools/kg_query/calls", "rollout/carried_groups", "kg/queries_mean"))
+
+
+# ----------------------------------------------------------------- validation: what was learned (issue 15, item 2)
+
+def _vtraj(uid, reward, comps, calls=(), hops=None, ds="kg_synth"):
+    row = {"data_source": ds, "extra_info": {"sample_id": uid} if hops is None else {"hops": hops}}
+    t = _traj(uid, 0, reward, ds=ds, calls=calls)
+    t.row, t.reward_components = row, dict(comps)
+    return t
+
+
+def _fail(status="ok"):
+    return ToolCallRecord(name="kg_query", arguments={}, observation="Error", status=status,
+                          metrics={"success": False} if status == "ok" else {})
+
+
+def test_validation_metrics_per_hop_tool_and_answer_rate():
+    none_call = ToolCallRecord(name=None, arguments="x", observation="Error: bad", status="parse_error")
+    trajs = [
+        _vtraj("a", 1.0, {"f1": 1.0, "em": 1.0, "format": 1.0, "answered": 1.0, "kg_queries": 2.0},
+               calls=[_kg(True), _kg(True)], hops=1),
+        _vtraj("b", 0.2, {"f1": 0.0, "em": 0.0, "format": 0.0, "answered": 0.0, "kg_queries": 1.0},
+               calls=[_kg(False)], hops=1),
+        _vtraj("c", 0.5, {"f1": 0.5, "em": 0.0, "format": 1.0, "answered": 1.0, "kg_queries": 3.0},
+               calls=[_kg(True), _fail(), _fail("timeout"), none_call], hops=2),
+        _vtraj("d", 0.0, {"f1": 0.0, "em": 0.0, "format": 0.0, "answered": 0.0, "kg_queries": 0.0}),  # no hops
+        _vtraj("e", 1.0, {"correct": 1.0, "format": 1.0, "answered": 1.0}, ds="gsm8k"),
+        _vtraj("f", 0.0, {"correct": 0.0, "format": 1.0, "answered": 1.0}, ds="gsm8k"),
+    ]
+    v = validation_metrics(trajs)
+    k = "val/kg_synth"
+    # per hop: reward, every component, answer rate, kg_query calls and successful ones per trajectory
+    assert v[f"{k}/hop1/reward"] == pytest.approx(0.6) and v[f"{k}/hop2/reward"] == pytest.approx(0.5)
+    assert v[f"{k}/hop1/f1"] == pytest.approx(0.5) and v[f"{k}/hop2/f1"] == pytest.approx(0.5)
+    assert v[f"{k}/hop1/em"] == pytest.approx(0.5) and v[f"{k}/hop2/em"] == 0.0
+    assert v[f"{k}/hop1/format"] == pytest.approx(0.5) and v[f"{k}/hop2/format"] == 1.0
+    assert v[f"{k}/hop1/answer_rate"] == pytest.approx(0.5) and v[f"{k}/hop2/answer_rate"] == 1.0
+    assert v[f"{k}/hop1/kg_queries"] == pytest.approx(1.5) and v[f"{k}/hop1/kg_lookups"] == pytest.approx(1.0)
+    assert v[f"{k}/hop2/kg_queries"] == pytest.approx(3.0) and v[f"{k}/hop2/kg_lookups"] == pytest.approx(1.0)
+    assert v[f"{k}/hop1/num_samples"] == 2 and v[f"{k}/hop2/num_samples"] == 1
+    hop_keys = {x for x in v if x.startswith(f"{k}/hop")}
+    names = ("reward", "f1", "em", "format", "answer_rate", "kg_queries", "kg_lookups", "num_samples")
+    assert hop_keys == {f"{k}/hop{h}/{m}" for h in (1, 2) for m in names}
+    # the data source as a whole still counts the row without hops
+    assert v[f"{k}/num_samples"] == 4 and v[f"{k}/reward"] == pytest.approx(1.7 / 4)
+    assert v[f"{k}/answer_rate"] == pytest.approx(0.5) and f"{k}/answered" not in v
+    # success by tool: kg_query 3 of 6 calls succeeded (failed metrics, timeout), a call without a name
+    assert v[f"{k}/tool/kg_query/success_rate"] == pytest.approx(0.5)
+    assert v[f"{k}/tool/kg_query/calls"] == pytest.approx(6 / 4)
+    assert v[f"{k}/tool/<none>/success_rate"] == 0.0 and v[f"{k}/tool/<none>/calls"] == pytest.approx(1 / 4)
+    assert v[f"{k}/kg_query_success_rate"] == pytest.approx(0.5)
+    # a data source without hops and without tool calls: nothing extra, answer rate from its component
+    assert v["val/gsm8k/answer_rate"] == 1.0 and v["val/gsm8k/correct"] == pytest.approx(0.5)
+    assert not any(x.startswith(("val/gsm8k/hop", "val/gsm8k/tool/")) for x in v)
+
+
+def test_validation_without_an_answered_component_has_no_answer_rate():
+    v = validation_metrics([_traj("a", 0, 1.0, ds="webqsp")])
+    assert "val/webqsp/answer_rate" not in v and not any("/hop" in x or "/tool/" in x for x in v)
+
+
+@pytest.mark.parametrize("extra,key", [({"hops": 2}, "hop2"), ({"hops": 2.0}, "hop2"), ({"hops": 0}, "hop0"),
+                                       ({"hops": -1}, "hop_unreachable"), ({"hops": 2.5}, None),
+                                       ({"hops": True}, None), ({"hops": "2"}, None), ({"hops": None}, None),
+                                       ({"hops": float("nan")}, None), ({}, None), (None, None), ("x", None)])
+def test_hop_key(extra, key):
+    from agent_rl.orchestration.traj_metrics import hop_key
+
+    assert hop_key({"extra_info": extra}) == key
+
+
+def test_hop_key_numpy_integer():
+    np = pytest.importorskip("numpy")
+    from agent_rl.orchestration.traj_metrics import hop_key
+
+    assert hop_key({"extra_info": {"hops": np.int64(3)}}) == "hop3" and hop_key(None) is None
+
+
+def test_validation_answer_rate_and_hop_f1_from_the_real_rewards():
+    """The KG and math reward functions give `answered`; validation turns it into answer_rate."""
+    from agent_rl.config.schema import RewardConfig
+    from agent_rl.rewards import compute_reward
+
+    def scored(text, gold, ds, hops=None):
+        t = _vtraj(text, 0.0, {}, hops=hops, ds=ds)
+        t.row["reward_model"] = {"ground_truth": gold}
+        t.turns[0].text = text
+        t.reward, t.reward_components = compute_reward(t, RewardConfig())
+        return t
+
+    trajs = [scored("<answer>Paris</answer>", ["Paris"], "kg_synth", 1),
+             scored("<answer>Lyon | Paris</answer>", ["Paris"], "kg_synth", 1),
+             scored("I do not know", ["Rome"], "kg_synth", 2),
+             scored("so #### 42", "42", "gsm8k"), scored("<answer>forty</answer>", "40", "gsm8k")]
+    v = validation_metrics(trajs)
+    assert v["val/kg_synth/answer_rate"] == pytest.approx(2 / 3) and v["val/gsm8k/answer_rate"] == pytest.approx(0.5)
+    assert v["val/kg_synth/hop1/f1"] == pytest.approx((1.0 + 2 / 3) / 2) and v["val/kg_synth/hop1/answer_rate"] == 1.0
+    assert v["val/kg_synth/hop2/f1"] == 0.0 and v["val/kg_synth/hop2/answer_rate"] == 0.0

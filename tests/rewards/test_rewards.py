@@ -72,6 +72,7 @@ def test_kg_reward_components_and_turn_rewards():
     # retrieval: get_entities_out returned France
     assert math.isclose(c["f1"], 2 / 3) and c["hits1"] == 1 and c["em"] == 0
     assert c["format"] == 1.0 and math.isclose(c["validity"], 2 / 3) and c["retrieval"] == 1.0
+    assert c["answered"] == 1.0                      # logged, not added to the score
     assert math.isclose(score, 2 / 3 + 0.1 + 0.2 * 2 / 3 + 0.5)
     # per turn: 0.1 * format + 0.2 * (look-ups the turn added / 3) + 0.5 * (first turn that retrieved)
     assert traj.turn_rewards == pytest.approx([0.1 + 0.2 / 3, 0.1 + 0.2 / 3 + 0.5, 0.1])
@@ -97,7 +98,7 @@ def test_kg_reward_malformed_turn_and_metric_choice():
     assert traj.turn_rewards == pytest.approx([0.0, 0.1])
     # no answer at all
     score, c = compute_reward(kg_traj([turn(0, "no idea")], ["x"]), RewardConfig())
-    assert score == 0.0 and c["f1"] == 0.0 and c["format"] == 0.0
+    assert score == 0.0 and c["f1"] == 0.0 and c["format"] == 0.0 and c["answered"] == 0.0
 
 
 # One test per reward hack found in review (issue 12, item 4): none of them pays any more.
@@ -133,7 +134,17 @@ def test_kg_calls_that_never_ran_score_nothing():
 def test_kg_empty_answer_earns_no_format(answer):
     traj = kg_traj([turn(0, answer)], ["France"])
     score, c = compute_reward(traj, CFG)
-    assert score == 0.0 and c["format"] == 0.0 and traj.turn_rewards == [0.0]
+    assert score == 0.0 and c["format"] == 0.0 and c["answered"] == 0.0 and traj.turn_rewards == [0.0]
+
+
+def test_kg_answered_is_an_answer_with_a_letter_or_digit_in_any_form():
+    # a wrong answer and an answer after malformed turns are still answers (format 0, answered 1)
+    bad = turn(0, '<tool_call>{"name": broken</tool_call>',
+               [ToolCallRecord(name="", arguments="x", observation="Error: invalid JSON", status="parse_error")])
+    _, c = compute_reward(kg_traj([bad, turn(1, "<answer>Spain</answer>")], ["France"]), CFG)
+    assert c["answered"] == 1.0 and c["format"] == 0.0 and c["f1"] == 0.0
+    _, c = compute_reward(kg_traj([turn(0, "<answer>!!</answer>")], ["France"]), CFG)
+    assert c["answered"] == 0.0
 
 
 def test_kg_retrieval_needs_a_returned_gold_entity():
@@ -161,11 +172,11 @@ def arith_traj(texts, gt, source="gsm8k", calls=None):
 def test_arith_reward():
     cfg = RewardConfig(arith_format_weight=0.1)
     score, c = compute_reward(arith_traj(["so <answer>1,234</answer>"], "1234"), cfg)
-    assert c == {"correct": 1.0, "format": 1.0} and math.isclose(score, 1.1)
+    assert c == {"correct": 1.0, "format": 1.0, "answered": 1.0} and math.isclose(score, 1.1)
     score, c = compute_reward(arith_traj(["step one\n#### 42"], "42", "arith_synth"), cfg)
     assert c["correct"] == 1.0 and c["format"] == 1.0
     score, c = compute_reward(arith_traj(["the answer is 42"], "42"), cfg)
-    assert score == 0.0 and c == {"correct": 0.0, "format": 0.0}
+    assert score == 0.0 and c == {"correct": 0.0, "format": 0.0, "answered": 0.0}
     score, c = compute_reward(arith_traj(["<answer>41.5</answer>"], "42"), cfg)
     assert c["correct"] == 0.0 and math.isclose(score, 0.1)
     sub = ToolCallRecord(name="calc_gsm8k_reward", arguments={"answer": "7"}, observation="correct", status="ok")
@@ -173,7 +184,8 @@ def test_arith_reward():
                        "<answer>7</answer>"], "7", calls=[sub])
     traj.tool_rewards = {"calc_gsm8k_reward": 1.0}
     score, c = compute_reward(traj, cfg)
-    assert c == {"correct": 1.0, "format": 1.0, "calc_reward": 1.0, "submit_penalty": 0.0} and traj.turn_rewards == pytest.approx([0.1, 0.1])
+    assert c == {"correct": 1.0, "format": 1.0, "answered": 1.0, "calc_reward": 1.0, "submit_penalty": 0.0}
+    assert traj.turn_rewards == pytest.approx([0.1, 0.1])
 
 
 def test_dispatch():
