@@ -74,6 +74,10 @@ VERL_KEYS: List[Tuple[str, str, str]] = [
     ("actor_rollout_ref.ref.log_prob_max_token_len_per_gpu", "ref.log_prob_max_token_len_per_gpu", ""),
     ("algorithm.adv_estimator", "algorithm.adv_estimator", "grpo | grpo_multi_turn (KG-R1 per-turn advantage)"),
     ("algorithm.norm_adv_by_std_in_grpo", "algorithm.norm_adv_by_std", "False = Dr.GRPO"),
+    ("algorithm.filter_groups.enable / metric / max_num_gen_batches", "algorithm.filter_groups.enable / metric / max_num_gen_batches",
+     "DAPO dynamic sampling; composes with over-sampling (extras replace filtered groups first) and carry-over; "
+     "max_num_gen_batches defaults to 4 (verl: 0 = unlimited) and, when exhausted, the step trains on the "
+     "informative groups it has instead of raising"),
     ("algorithm.use_kl_in_reward / algorithm.kl_ctrl.*", "", "not supported: KL is a loss term (`actor.use_kl_loss`)"),
     ("trainer.total_training_steps", "trainer.total_training_steps", "stops at whichever of steps / epochs comes first"),
     ("fsdp_sft_trainer: data.multiturn.messages_key / trainer.total_training_steps / optim.lr / data.train_batch_size",

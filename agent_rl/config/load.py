@@ -120,6 +120,11 @@ def _check_values(cfg: TrainConfig) -> None:
         raise ConfigError(f"rollout.multi_turn.stop_strings: every entry must be a non-empty string, got {cfg.rollout.multi_turn.stop_strings!r}")
     if cfg.rollout.over_sample_rate < 0:
         raise ConfigError(f"rollout.over_sample_rate: must be >= 0, got {cfg.rollout.over_sample_rate}")
+    if cfg.algorithm.filter_groups.max_num_gen_batches < 0:
+        raise ConfigError(f"algorithm.filter_groups.max_num_gen_batches: must be >= 0 (0 = unlimited), "
+                          f"got {cfg.algorithm.filter_groups.max_num_gen_batches}")
+    if not cfg.algorithm.filter_groups.metric:
+        raise ConfigError("algorithm.filter_groups.metric: must name the trajectory score or a reward component")
     if cfg.sft.steps < 0:
         raise ConfigError(f"sft.steps: must be >= 0, got {cfg.sft.steps}")
     if cfg.sft.steps > 0:

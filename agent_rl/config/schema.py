@@ -146,12 +146,23 @@ class TISConfig:
 
 
 @dataclass
+class FilterGroupsConfig:
+    enable: bool = F(False, "dynamic sampling (DAPO): groups whose samples all score the same are dropped and replaced "
+                     "by over-sampled groups or by further generation rounds")
+    metric: str = F("score", "what must differ within a group: score (= seq_reward = seq_final_reward, the "
+                    "trajectory reward) | acc (the acc / correct / em component) | any reward component name")
+    max_num_gen_batches: int = F(4, "generation rounds per step at most (the first included; 0 = unlimited); when "
+                                 "they run out the step trains on the informative groups it has")
+
+
+@dataclass
 class AlgorithmConfig:
     adv_estimator: str = F("grpo", "grpo | grpo_multi_turn (KG-R1 per-turn rewards added to the outcome advantage)")
     norm_adv_by_std: bool = F(True, "divide by the group std (False = Dr.GRPO)")
     adv_epsilon: float = F(1e-6, "added to the group std")
     turn_adv_coef: float = F(1.0, "weight of the per-turn shaping bonus (grpo_multi_turn), bounded by half the outcome advantage")
     tis: TISConfig = F(None, "rollout/training mismatch correction", factory=TISConfig)
+    filter_groups: FilterGroupsConfig = F(None, "dynamic sampling: keep only groups with signal", factory=FilterGroupsConfig)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from agent_rl.config.load import ConfigError, to_yaml
 from agent_rl.config.schema import TrainConfig
 from agent_rl.metrics.timer import PhaseTimer
 from agent_rl.orchestration.sharding import shard_batch, split_evenly
-from agent_rl.orchestration.traj_metrics import (merge_worker_metrics, reward_metrics, rollout_metrics,
+from agent_rl.orchestration.traj_metrics import (merge_rounds, merge_worker_metrics, reward_metrics, rollout_metrics,
                                                  validation_metrics)
 
 log = logging.getLogger(__name__)
@@ -235,24 +235,50 @@ class Trainer:
         return out
 
     def _rollout(self, step: int):
-        per_worker_groups = [len(p) for p in split_evenly(range(self.cfg.data.train_batch_size), self.world_size)]
-        needed = self.group.call_each("rows_needed", [(b,) for b in per_worker_groups])
-        rows = self._take_rows(sum(needed))
-        shares, start = [], 0
-        for k in needed:
-            shares.append(rows[start:start + k])
-            start += k
-        results = self.group.call_each("rollout", [(shares[r], step, per_worker_groups[r]) for r in range(self.world_size)])
-        trajs = [t for res in results for t in res[0]]
-        metrics = merge_worker_metrics([res[1] for res in results])
-        metrics["rollout/carried_groups"] = float(sum(res[2] for res in results))
-        metrics["data/rows_drawn"] = float(len(rows))
+        """The step's kept groups from every worker. With dynamic sampling (`algorithm.filter_groups`), a worker
+        whose launched groups ran out before it had its share of informative groups gets more rows in another
+        generation round, up to `max_num_gen_batches` rounds; then the step trains on what it has."""
+        fg = self.cfg.algorithm.filter_groups
+        need = [len(p) for p in split_evenly(range(self.cfg.data.train_batch_size), self.world_size)]
+        trajs: List[Any] = []
+        rounds: List[Dict[str, float]] = []
+        drawn = carried = filtered = 0
+        while True:
+            needed = self.group.call_each("rows_needed", [(b,) for b in need])
+            rows = self._take_rows(sum(needed))
+            drawn += len(rows)
+            shares, start = [], 0
+            for k in needed:
+                shares.append(rows[start:start + k])
+                start += k
+            results = self.group.call_each("rollout", [(shares[r], step, need[r]) for r in range(self.world_size)])
+            for r, res in enumerate(results):
+                need[r] = max(0, need[r] - len({t.uid for t in res[0]}))
+                trajs += res[0]
+            rounds.append(merge_worker_metrics([res[1] for res in results]))
+            carried = sum(res[2] for res in results)
+            filtered += int(rounds[-1].get("rollout/filtered_groups", 0))
+            limit = fg.max_num_gen_batches
+            if not fg.enable or not any(need) or (limit > 0 and len(rounds) >= limit):
+                break
+        metrics = merge_rounds(rounds)
+        metrics["rollout/carried_groups"] = float(carried)
+        metrics["data/rows_drawn"] = float(drawn)
         metrics["data/dropped_long_prompts"] = float(self.prompt_filter.dropped)
+        if fg.enable:
+            kept = len({t.uid for t in trajs})
+            metrics.update({"dynamic_sampling/rounds": float(len(rounds)),
+                            "dynamic_sampling/kept_groups": float(kept),
+                            "dynamic_sampling/filtered_groups": float(filtered),
+                            "dynamic_sampling/informative_share": kept / max(kept + filtered, 1),
+                            "dynamic_sampling/short_groups": float(sum(need))})
+            if sum(need):
+                self.echo(f"step {step}: dynamic sampling kept {kept} of {self.cfg.data.train_batch_size} groups after "
+                          f"{len(rounds)} generation round(s) ({filtered} filtered without signal; "
+                          f"algorithm.filter_groups.max_num_gen_batches={fg.max_num_gen_batches})")
         return trajs, metrics
 
     def train_step(self) -> Dict[str, float]:
-        from agent_rl.algorithms.advantage import compute_advantages
-        from agent_rl.rollout.batch import build_batch
         from agent_rl.rollout.output import step_path, write_trajectories
 
         cfg = self.cfg
@@ -261,27 +287,16 @@ class Trainer:
         t_step = time.perf_counter()
         with timer("rollout"):
             trajs, metrics = self._rollout(step)
-        if not trajs:
+        if not trajs and not cfg.algorithm.filter_groups.enable:
             raise TrainError(f"step {step}: no complete GRPO group came back from the rollout")
-        write_trajectories(step_path(cfg.rollout.trajectory_dir, step), trajs, tokenizer=self.tokenizer, step=step)
-        metrics.update(reward_metrics(trajs))
-        metrics.update(rollout_metrics(trajs))
-        with timer("adv"):
-            batch = build_batch(trajs, self.pad_id)
-            batch["advantages"] = compute_advantages(batch, cfg.algorithm.adv_estimator, cfg.algorithm.norm_adv_by_std,
-                                                     cfg.algorithm.adv_epsilon, cfg.algorithm.turn_adv_coef)
-            shards = shard_batch(batch, self.world_size)
-        mask = batch["loss_mask"].bool()
-        if mask.any():
-            adv = batch["advantages"][mask]
-            metrics["actor/adv_mean"] = float(adv.mean())
-            metrics["actor/adv_abs_mean"] = float(adv.abs().mean())
-        with timer("train"):
-            results = self.group.call_each("train", [(s, step) for s in shards])
-        with timer("sync"):
-            sync = self.group.call("sync_weights", step)
-        metrics.update(self._merge_train(results))
-        metrics.update({k: v for k, v in sync[0].items() if k.startswith("weight_sync/")})
+        if trajs:
+            write_trajectories(step_path(cfg.rollout.trajectory_dir, step), trajs, tokenizer=self.tokenizer, step=step)
+            metrics.update(reward_metrics(trajs))
+            metrics.update(rollout_metrics(trajs))
+            tokens = self._update(trajs, step, timer, metrics)
+        else:  # dynamic sampling found no group with signal: nothing to learn from, the weights stay as they are
+            metrics["actor/skipped_update"] = 1.0
+            tokens = 0.0
         self.step = step
         metrics["data/epoch"] = float(self.loader.epoch + self.loader.position / max(self.rows_per_epoch, 1))
         if cfg.trainer.test_freq > 0 and self.val_rows and (step % cfg.trainer.test_freq == 0 or self.done()):
@@ -292,7 +307,6 @@ class Trainer:
             metrics["timing/save_s"], self._save_s = self._save_s, None
         step_s = time.perf_counter() - t_step
         metrics["timing/step_s"] = step_s
-        tokens = float(batch["attention_mask"].sum())
         metrics["perf/tokens_per_s"] = tokens / max(step_s, 1e-9)
         metrics["perf/tokens_per_s_per_gpu"] = metrics["perf/tokens_per_s"] / self.world_size
         metrics["perf/total_tokens"] = tokens
@@ -309,6 +323,31 @@ class Trainer:
             self.save()
             self._save_s = time.perf_counter() - t_save
         return metrics
+
+    def _update(self, trajs, step: int, timer: PhaseTimer, metrics: Dict[str, float]) -> float:
+        """Advantages over whole groups, token-balanced shards, the actor update on every worker, weight sync.
+        Adds the update's metrics to `metrics`; returns the batch's tokens."""
+        from agent_rl.algorithms.advantage import compute_advantages
+        from agent_rl.rollout.batch import build_batch
+
+        cfg = self.cfg
+        with timer("adv"):
+            batch = build_batch(trajs, self.pad_id)
+            batch["advantages"] = compute_advantages(batch, cfg.algorithm.adv_estimator, cfg.algorithm.norm_adv_by_std,
+                                                     cfg.algorithm.adv_epsilon, cfg.algorithm.turn_adv_coef)
+            shards = shard_batch(batch, self.world_size)
+        mask = batch["loss_mask"].bool()
+        if mask.any():
+            adv = batch["advantages"][mask]
+            metrics["actor/adv_mean"] = float(adv.mean())
+            metrics["actor/adv_abs_mean"] = float(adv.abs().mean())
+        with timer("train"):
+            results = self.group.call_each("train", [(s, step) for s in shards])
+        with timer("sync"):
+            sync = self.group.call("sync_weights", step)
+        metrics.update(self._merge_train(results))
+        metrics.update({k: v for k, v in sync[0].items() if k.startswith("weight_sync/")})
+        return float(batch["attention_mask"].sum())
 
     @staticmethod
     def _merge_train(results: Sequence[Dict[str, float]]) -> Dict[str, float]:

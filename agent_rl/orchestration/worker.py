@@ -67,6 +67,7 @@ class TrainWorker:
         from agent_rl.engines.http import HTTPEngine
         from agent_rl.orchestration.components import (build_renderer, build_tool_runtime, load_tokenizer,
                                                        make_reward_fn)
+        from agent_rl.rollout.group_filter import GroupFilter
         from agent_rl.rollout.scheduler import RolloutScheduler
         from agent_rl.training.actor import Actor
         from agent_rl.training.ref import ReferenceModel
@@ -79,8 +80,10 @@ class TrainWorker:
         self.tool_runtime = build_tool_runtime(cfg, self.tokenizer)
         self.renderer = build_renderer(cfg, self.tokenizer, self.tool_runtime)
         self.engine = build_engine(cfg.rollout, cfg.model.path, device=str(device), seed=cfg.trainer.seed * 1000 + self.rank)
+        fg = cfg.algorithm.filter_groups
         self.scheduler = RolloutScheduler(self.engine, self.renderer, self.tool_runtime, cfg.rollout,
-                                          reward_fn=make_reward_fn(cfg))
+                                          reward_fn=make_reward_fn(cfg),
+                                          group_filter=GroupFilter(fg.metric) if fg.enable else None)
         if isinstance(self.engine, HTTPEngine):  # an external server may still hold another run's weights
             self.sync_weights()
         return {"rank": self.rank, "engine": getattr(self.engine, "name", type(self.engine).__name__),
@@ -100,8 +103,8 @@ class TrainWorker:
     def rollout(self, rows: Sequence[Dict[str, Any]], step: int, batch_size: int):
         """This rank's GRPO groups of the step: (trajectories, scheduler metrics, carried groups left)."""
         self._ensure_engine()
-        if batch_size <= 0 and not rows and not self.scheduler.num_carried_groups:
-            return [], {}, 0
+        if batch_size <= 0 and not rows:  # nothing needed from this rank (carried groups wait for a step that needs them)
+            return [], {}, self.scheduler.num_carried_groups
         res = self._run(self.scheduler.run_step(list(rows), step, batch_size=batch_size,
                                                 policy_version=self.policy_version))
         return res.trajectories, res.metrics, self.scheduler.num_carried_groups

@@ -19,6 +19,11 @@ Carry-over (`partial_rollout`): the cut groups are not thrown away. Their unfini
 status "carried" (keeping their ids, log-probs and a partial turn), finished ones stay finished, and
 at the next `run_step` the whole group is launched again first, counting toward that step's B.
 Without carry-over the cut groups are dropped (`RolloutResult.dropped`).
+
+Dynamic sampling (`group_filter`, `group_filter.py`): a group that completes with no spread in the filter's
+metric is not kept: it goes to `RolloutResult.filtered` and the step waits for the next group instead (an
+over-sampled extra, or nothing: the step then returns fewer than B groups and the trainer starts another
+generation round).
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from agent_rl.rollout.agent_loop import LoopControl, LoopHooks, run_trajectory
+from agent_rl.rollout.group_filter import GroupFilter
 from agent_rl.rollout.load_gate import LoadGate
 from agent_rl.rollout.metrics import reward_metrics, trajectory_metrics
 from agent_rl.rollout.trajectory import Trajectory
@@ -44,6 +50,7 @@ class RolloutResult:
     metrics: Dict[str, float]
     dropped: List[Trajectory] = field(default_factory=list)   # cut groups' trajectories when not carried over
     carried: List[Trajectory] = field(default_factory=list)   # cut groups kept for the next step
+    filtered: List[Trajectory] = field(default_factory=list)  # complete groups without signal (dynamic sampling)
 
 
 @dataclass
@@ -67,13 +74,14 @@ class _NullSession:
 
 class RolloutScheduler:
     def __init__(self, engine, renderer, tool_runtime, rollout_cfg, reward_fn: Optional[Callable] = None,
-                 hooks: Optional[LoopHooks] = None):
+                 hooks: Optional[LoopHooks] = None, group_filter: Optional[GroupFilter] = None):
         self.engine = engine
         self.renderer = renderer
         self.tool_runtime = tool_runtime
         self.cfg = rollout_cfg
         self.reward_fn = reward_fn
         self.hooks = hooks
+        self.group_filter = group_filter      # dynamic sampling in training steps (never in validation)
         self.policy_version = 0
         self._carried: List[_Group] = []
         self._parked: Dict[str, tuple] = {}   # trajectory id -> (session context manager, session) of a cut trajectory
@@ -105,7 +113,8 @@ class RolloutScheduler:
         if batch_size is None:
             batch_size = int(math.floor(len(groups) / (1 + self.cfg.over_sample_rate) + 1e-9))
         return await self._run(groups, keep=min(batch_size, len(groups)), sampling=self.cfg.sampling,
-                               carry=bool(self.cfg.partial_rollout), version=version, step=step)
+                               carry=bool(self.cfg.partial_rollout), version=version, step=step,
+                               group_filter=self.group_filter)
 
     async def validate(self, rows: Sequence[Dict[str, Any]], step: int = 0, n: int = 1) -> RolloutResult:
         """Every row, `n` samples each, validation sampling, no over-sampling, no carry-over."""
@@ -225,7 +234,7 @@ class RolloutScheduler:
             traj.drift = None
 
     async def _run(self, groups: List[_Group], keep: int, sampling, carry: bool, version: int, step: int,
-                   desc: str = "rollout") -> RolloutResult:
+                   desc: str = "rollout", group_filter: Optional[GroupFilter] = None) -> RolloutResult:
         from tqdm.auto import tqdm
 
         t0 = time.perf_counter()
@@ -235,6 +244,14 @@ class RolloutScheduler:
         remaining = {g.uid: 0 for g in groups}
         info: Dict[asyncio.Task, tuple] = {}
         kept: List[_Group] = []
+        filtered: List[_Group] = []
+
+        def complete(g: _Group) -> None:  # every sample of g finished: keep it, or filter it out
+            if group_filter is not None and not group_filter.informative(g.trajs):
+                filtered.append(g)
+            else:
+                kept.append(g)
+
         gate = self._gate(groups, keep)
         for g in groups:
             for t in g.trajs:
@@ -247,7 +264,7 @@ class RolloutScheduler:
                 remaining[g.uid] += 1
         for g in groups:  # groups already complete (carried with every sample finished)
             if remaining[g.uid] == 0 and len(kept) < keep:
-                kept.append(g)
+                complete(g)
         total = sum(len(g.trajs) for g in groups)
         bar = tqdm(total=total, desc=desc, disable=not self.cfg.progress_bar, leave=False)
         bar.update(total - len(info))
@@ -261,7 +278,7 @@ class RolloutScheduler:
                     bar.update(1)
                     remaining[g.uid] -= 1
                     if remaining[g.uid] == 0 and len(kept) < keep and all(x.status == "finished" for x in g.trajs):
-                        kept.append(g)
+                        complete(g)
         except BaseException:
             await self._stop(pending, info)
             bar.close()
@@ -273,7 +290,7 @@ class RolloutScheduler:
         bar.close()
         seconds = time.perf_counter() - t0
 
-        kept_ids = {g.uid for g in kept}
+        kept_ids = {g.uid for g in kept} | {g.uid for g in filtered}
         kept.sort(key=lambda g: g.order)
         cut = [g for g in groups if g.uid not in kept_ids]
         carried, dropped = [], []
@@ -294,8 +311,11 @@ class RolloutScheduler:
                                 time.perf_counter() - cut_started, carry)
         if gate is not None:
             metrics["rollout/extra_trajectories_started"] = float(gate.admitted)
+        if group_filter is not None:
+            metrics["rollout/filtered_groups"] = float(len(filtered))
         return RolloutResult(trajectories=trajs, metrics=metrics, dropped=dropped,
-                             carried=[t for g in carried for t in g.trajs])
+                             carried=[t for g in carried for t in g.trajs],
+                             filtered=[t for g in filtered for t in g.trajs])
 
     def _gate(self, groups: List[_Group], keep: int) -> Optional[LoadGate]:
         """The spare-capacity gate of a step's over-sampled extras (groups past the first `keep`), or None."""

@@ -77,3 +77,56 @@ def test_grpo_raises_reward_on_toy_task(tmp_path, tokenizer):
     assert all(r["actor/grad_norm"] > 0 for r in recs)
     assert recs[-1]["actor/kl_loss"] > 0           # moved away from the reference
     assert len(os.listdir(out / "rollouts")) == 10
+
+
+def test_dynamic_sampling_through_the_trainer(tmp_path, tokenizer):
+    """`algorithm.filter_groups.enable=true` end to end (workers, real hf engine, real scheduler): groups of even rows
+    always score 0 and never reach a training batch; the steps train on odd rows' groups only."""
+    from agent_rl.orchestration.trainer import Trainer
+    from agent_rl.rollout.output import read_trajectories, step_path
+
+    model_dir = str(tmp_path / "model")
+    good = _toy_model(model_dir, tokenizer)
+
+    def odd_rows_reward(traj, cfg):
+        ids = [t for t, m in zip(traj.response_ids, traj.loss_mask) if m]
+        hit = 1.0 if traj.row["extra_info"]["index"] % 2 and ids and ids[0] in good else 0.0
+        return hit, {"hit": hit}
+
+    register_reward("toy_odd", odd_rows_reward)
+    rows = [{"prompt": [{"role": "user", "content": f"Write anything, number {i}."}], "data_source": "toy_odd",
+             "ability": "toy", "reward_model": {"style": "rule", "ground_truth": "-"}, "extra_info": {"index": i}}
+            for i in range(32)]
+    pq.write_table(pa.Table.from_pylist(rows), str(tmp_path / "train.parquet"))
+    out = tmp_path / "out"
+    cfg = compose([f"model.path={model_dir}", "model.dtype=float32", "model.gradient_checkpointing=false",
+                   f"data.train_files=[{tmp_path}/train.parquet]", "data.val_files=[]", "data.shuffle=false",
+                   "data.generate_if_missing=null", "tools.config_path=null", "trainer.use_ray=false",
+                   "data.train_batch_size=2", "actor.ppo_mini_batch_size=2", "rollout.n=8",
+                   "rollout.over_sample_rate=0.5", "algorithm.filter_groups.enable=true",
+                   "algorithm.filter_groups.metric=hit", "algorithm.filter_groups.max_num_gen_batches=5",
+                   "rollout.multi_turn.max_new_tokens_per_turn=2", "rollout.multi_turn.max_assistant_turns=1",
+                   "trainer.total_training_steps=2", "trainer.val_before_train=false",
+                   "trainer.test_freq=-1", "trainer.save_freq=-1", "logger.backends=[jsonl]", "logger.plot=false",
+                   "rollout.progress_bar=false", f"trainer.output_dir={out}", "trainer.resume=disable"],
+                  check_paths=False)
+    try:
+        trainer = Trainer(cfg, echo=lambda s: None)
+        try:
+            trainer.fit()
+        finally:
+            trainer.close()
+    finally:
+        REWARD_FNS.pop("toy_odd", None)
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(recs) == 2
+    for step, r in enumerate(recs, start=1):
+        trajs = read_trajectories(step_path(str(out / "rollouts"), step))
+        indices = [t["row"]["extra_info"]["index"] for t in trajs]
+        assert indices and all(i % 2 for i in indices), indices
+        assert r["rollout/groups_without_signal"] == 0
+    # step 1 launches rows 0-2: rows 0 and 2 can never be kept, so both complete and are filtered before B is full
+    assert recs[0]["dynamic_sampling/filtered_groups"] >= 2 and recs[0]["rollout/launched_groups"] >= 4
+    for r in recs:
+        assert r["dynamic_sampling/kept_groups"] + r["dynamic_sampling/short_groups"] == 2
+        assert r["actor/grad_norm"] > 0

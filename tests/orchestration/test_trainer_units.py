@@ -88,3 +88,27 @@ def test_step_metrics_durable_before_its_checkpoint(tmp_path, monkeypatch):
     recs = read_jsonl(str(tmp_path / "metrics.jsonl"))
     assert [r["step"] for r in recs] == [1, 2]
     assert "timing/save_s" not in recs[0] and recs[1]["timing/save_s"] >= 0
+
+
+def test_a_step_without_any_informative_group_skips_the_update(tmp_path, monkeypatch):
+    """Dynamic sampling found no group with signal after its rounds: the step is logged and counted, the actor
+    and the engine are left alone; without the filter an empty rollout is an error."""
+    import types
+
+    from agent_rl.metrics.jsonl import read_jsonl
+    from agent_rl.orchestration.trainer import TrainError
+
+    tr = _fake_trainer(tmp_path, monkeypatch, lambda step: None)
+    called = []
+    tr.group.call_each = lambda method, args: called.append(method) or [{}]
+    tr.group.call = lambda method, *a: called.append(method) or [{}]
+    tr._rollout = lambda step: ([], {"dynamic_sampling/rounds": 4.0, "dynamic_sampling/short_groups": 8.0})
+    tr.cfg.algorithm.filter_groups = types.SimpleNamespace(enable=True)
+    m = tr.train_step()
+    tr.tracker.finish()
+    assert tr.step == 1 and called == []
+    assert m["actor/skipped_update"] == 1.0 and m["perf/total_tokens"] == 0.0
+    assert read_jsonl(str(tmp_path / "metrics.jsonl"))[0]["dynamic_sampling/short_groups"] == 8.0
+    tr.cfg.algorithm.filter_groups.enable = False
+    with pytest.raises(TrainError, match="no complete GRPO group"):
+        tr.train_step()

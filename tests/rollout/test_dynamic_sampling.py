@@ -1,13 +1,14 @@
 """Dynamic sampling in the scheduler: scripted engine, scripted rewards, the real ToolRuntime."""
 import pytest
 
+from agent_rl.config.schema import MultiTurnConfig
 from agent_rl.rollout.chat import ChatRenderer
 from agent_rl.rollout.group_filter import FilterMetricError, GroupFilter
 from agent_rl.rollout.scheduler import RolloutScheduler
 from agent_rl.rollout.trajectory import Trajectory
-from rollout_fakes import ScriptedEngine
+from rollout_fakes import ScriptedEngine, call_text
 from rollout_tools import sleep_runtime
-from test_scheduler import cfg, rows, slow_script
+from test_scheduler import cfg, question, rows, slow_script, turn_of
 
 
 @pytest.fixture
@@ -28,6 +29,16 @@ def scripted_rewards(informative):
 def engine_for(tokenizer, slow=(), words=300):
     """Every question: one tool call, then the answer; slow questions answer with `words` words first."""
     return ScriptedEngine(tokenizer, slow_script(tokenizer, set(slow), words=words), token_delay=0.002 if slow else 0.0)
+
+
+def words_script(tokenizer, words):
+    """Like `slow_script`, with its own answer length per question (`words[q]` words before the answer)."""
+    def script(ids, rid):
+        q = question(ids, tokenizer)
+        if turn_of(rid) == 0:
+            return call_text("sleep", '{"x": "%d"}' % q)
+        return "word " * words.get(q, 0) + f"<answer>{q}</answer>"
+    return script
 
 
 def index(t):
@@ -57,7 +68,7 @@ def test_filter_metric_names():
 
 async def test_filtered_groups_never_reach_the_batch_extras_replace_them(tokenizer, setup):
     rt, tool, renderer = setup
-    engine = engine_for(tokenizer)
+    engine = engine_for(tokenizer, slow={3, 4, 5}, words=60)   # the groups without signal complete first
     sched = RolloutScheduler(engine, renderer, rt, cfg(n=3, over_sample_rate=1.0),
                              reward_fn=scripted_rewards({1, 3, 4, 5}), group_filter=GroupFilter("score"))
     res = await sched.run_step(rows(6), step=1)          # B = 3 of 6 launched
@@ -67,7 +78,7 @@ async def test_filtered_groups_never_reach_the_batch_extras_replace_them(tokeniz
     assert {index(g[0]) for g in groups} <= {1, 3, 4, 5}
     assert all(t.status == "finished" for t in res.trajectories)   # never an aborted sample in a kept group
     filtered = by_group(res.filtered)
-    assert filtered and {index(g[0]) for g in filtered} <= {0, 2} and not any(has_signal(g) for g in filtered)
+    assert sorted(index(g[0]) for g in filtered) == [0, 2] and not any(has_signal(g) for g in filtered)
     assert res.metrics["rollout/filtered_groups"] == len(filtered)
     assert res.metrics["rollout/kept_groups"] == 3
     kept_ids = {t.id for t in res.trajectories}
@@ -89,8 +100,10 @@ async def test_short_step_when_the_launched_groups_run_out(tokenizer, setup):
 async def test_carry_over_with_the_filter(tokenizer, setup):
     """The cut group is carried with its samples intact and filtered like any other group when it completes."""
     rt, tool, renderer = setup
-    engine = engine_for(tokenizer, slow={3}, words=400)
-    sched = RolloutScheduler(engine, renderer, rt, cfg(n=2, over_sample_rate=1.0, partial_rollout=True),
+    engine = ScriptedEngine(tokenizer, words_script(tokenizer, {2: 60, 3: 600}), token_delay=0.002)
+    long_turns = MultiTurnConfig(max_assistant_turns=4, max_new_tokens_per_turn=1024)
+    sched = RolloutScheduler(engine, renderer, rt, cfg(n=2, over_sample_rate=1.0, partial_rollout=True,
+                                                       multi_turn=long_turns),
                              reward_fn=scripted_rewards({0, 2, 3}), group_filter=GroupFilter("score"))
     res = await sched.run_step(rows(4), step=0, batch_size=2)
     assert sorted({index(t) for t in res.trajectories}) == [0, 2]
