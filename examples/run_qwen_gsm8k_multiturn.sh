@@ -3,6 +3,7 @@
 # multi-turn recipe).
 #
 #   bash examples/run_qwen_gsm8k_multiturn.sh                    # embedded model + generated arithmetic problems
+#   bash examples/run_qwen_gsm8k_multiturn.sh sft.steps=100      # warm-start on one-call calculator solutions, then GRPO
 #   BASE_MODEL=/models/Qwen2.5-3B-Instruct DATA_DIR=data/gsm8k N_GPUS=8 bash examples/run_qwen_gsm8k_multiturn.sh
 #
 # Env: BASE_MODEL, DATA_DIR (train/val.parquet; `agent-rl data convert gsm8k`), EXPERIMENT_NAME, N_GPUS,
@@ -17,6 +18,9 @@ EXPERIMENT_NAME="${EXPERIMENT_NAME:-gsm8k-grpo-$SIZE}"
 ARGS=(
   "model.path=$MODEL_PATH" "model.dtype=$DTYPE" "${DATA_ARGS[@]}"
   "tools.config_path=$TOOL_CONFIG" "tools.kg_store=null"
+  # demonstrations for the supervised warm-start (off unless sft.steps > 0; written from the arithmetic folder when
+  # missing: `agent-rl data arith-demos`, which needs each row's extra_info.expression, so not converted GSM8K)
+  "sft.files=[$(dirname "$KG_STORE")/sft.parquet]"
   "trainer.experiment_name=$EXPERIMENT_NAME" "trainer.n_gpus_per_node=$N_GPUS"
   "algorithm.adv_estimator=grpo" "actor.use_kl_loss=true" "actor.kl_loss_type=low_var_kl"
 )

@@ -1,9 +1,10 @@
-"""`agent-rl data generate kg|arith`, `agent-rl data convert gsm8k|webqsp|cwq` and `agent-rl data kg-demos`."""
+"""`agent-rl data generate kg|arith`, `agent-rl data convert gsm8k|webqsp|cwq`, `agent-rl data kg-demos|arith-demos`."""
 from __future__ import annotations
 
 import sys
 
-HELP = "Generate the embedded data sets (synthetic KG, arithmetic) or convert GSM8K / RoG-WebQSP / RoG-CWQ"
+HELP = ("Generate the embedded data sets (synthetic KG, arithmetic), convert GSM8K / RoG-WebQSP / RoG-CWQ, "
+        "or write gold demonstrations for sft.*")
 
 
 def add_arguments(parser):
@@ -34,6 +35,15 @@ def add_arguments(parser):
     d.add_argument("--split", default="train", help="split to demonstrate (default train)")
     d.add_argument("--out", default=None, help="output file (default <data>/sft.parquet)")
     d.add_argument("--max-turns", type=int, default=7, help="skip rows needing more assistant turns (default 7)")
+    a = sub.add_parser("arith-demos", help="gold demonstrations of an arithmetic folder's problems (for sft.*)",
+                       description="Call the calculator of the tool YAML on each row's expression (one turn), then "
+                                   "answer with its result; rows whose result is not the gold answer are skipped. "
+                                   "Writes a parquet with a `messages` column (TRL / verl multi-turn SFT shape).")
+    a.add_argument("--data", required=True, help="arithmetic data folder (<split>.parquet)")
+    a.add_argument("--split", default="train", help="split to demonstrate (default train)")
+    a.add_argument("--out", default=None, help="output file (default <data>/sft.parquet)")
+    a.add_argument("--tool-config", default=None,
+                   help="tool YAML declaring the calculator (default: configs/tool_config/arith_tool_config.yaml)")
 
 
 def _hist(d) -> str:
@@ -55,10 +65,15 @@ def run(args) -> int:
             if "kg_store" in s:
                 t = s["triples"]
                 print(f"wrote {s['kg_store']}: {t['samples']} subgraphs, triples min {t['min']} mean {t['mean']} max {t['max']}")
-        elif args.data_cmd == "kg-demos":
-            from agent_rl.data.kg_demos import write_kg_demos
+        elif args.data_cmd in ("kg-demos", "arith-demos"):
+            if args.data_cmd == "kg-demos":
+                from agent_rl.data.kg_demos import write_kg_demos
 
-            s = write_kg_demos(args.data, out=args.out, max_turns=args.max_turns, split=args.split)
+                s = write_kg_demos(args.data, out=args.out, max_turns=args.max_turns, split=args.split)
+            else:
+                from agent_rl.data.arith_demos import write_arith_demos
+
+                s = write_arith_demos(args.data, out=args.out, split=args.split, tool_config=args.tool_config)
             print(f"wrote {s['file']}: {s['demos']} demonstrations of {s['rows']} rows | skipped {_hist(s['skipped']) or 'none'}")
         else:
             from agent_rl.data.convert import convert_dataset

@@ -146,10 +146,11 @@ def check_files(cfg: TrainConfig) -> None:
         for f in files:
             if not os.path.exists(f) and not gen:
                 raise ConfigError(f"{key}: file not found: {f} (make it with `agent-rl data generate kg --out {os.path.dirname(f) or '.'}`)")
-    if cfg.sft.steps > 0 and gen != "kg":
+    if cfg.sft.steps > 0 and gen not in ("kg", "arith"):
         for f in cfg.sft.files:
             if not os.path.exists(f):
-                raise ConfigError(f"sft.files: file not found: {f} (KG demonstrations: `agent-rl data kg-demos --data DIR`)")
+                raise ConfigError(f"sft.files: file not found: {f} (demonstrations: `agent-rl data kg-demos --data DIR` "
+                                  "or `agent-rl data arith-demos --data DIR`)")
     if cfg.tools.config_path and not os.path.exists(cfg.tools.config_path):
         raise ConfigError(f"tools.config_path: file not found: {cfg.tools.config_path}")
     if cfg.model.path != "embedded" and not os.path.exists(cfg.model.path):

@@ -179,7 +179,7 @@ class RewardConfig:
 @dataclass
 class SFTConfig:
     steps: int = F(0, "optimizer steps of supervised warm-start on demonstrations before the first RL step (0 = off)")
-    files: List[str] = F(None, "parquet files of demonstrations (`messages`: prompt, then assistant / tool messages); a KG data folder's `sft.parquet` is written when missing and data.generate_if_missing=kg", factory=lambda: ["data/kg/sft.parquet"])
+    files: List[str] = F(None, "parquet files of demonstrations (`messages`: prompt, then assistant / tool messages); a data folder's `sft.parquet` is written when missing and data.generate_if_missing is kg (KG demonstrations, `agent-rl data kg-demos`) or arith (arithmetic ones, `agent-rl data arith-demos`)", factory=lambda: ["data/kg/sft.parquet"])
     batch_size: int = F(32, "demonstrations per optimizer step (all ranks together)")
     lr: float = F(5e-5, "AdamW learning rate of the warm-start (its own optimizer; betas, weight decay and grad clip from actor.optim)")
     warmup_steps: int = F(10, "linear warm-up steps of the warm-start")

@@ -13,21 +13,18 @@ Observations are the KG index's own result texts (what the KG server returns). A
 needs more than `max_turns` assistant turns, whose look-ups fail, or whose traversal does not end at the
 gold answers gets no demonstration (counted in the summary).
 
-File format (TRL / verl multi-turn SFT): one row per demonstration, `messages` = the row's prompt
-messages followed by assistant / tool messages, plus `data_source` and `extra_info.sample_id`.
+File format: `demos.py` (the TRL / verl multi-turn SFT shape, shared with `arith_demos`).
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from agent_rl.data.demos import DEMOS_FILENAME, answer_text, demo_rows, tool_call_text, tool_message, write_demos
 from agent_rl.data.kg_traverse import parse_step
-from agent_rl.data.prompts import ANSWER_SEPARATOR
 
 KG_TOOL = "kg_query"
 DEFAULT_MAX_TURNS = 7
-DEMOS_FILENAME = "sft.parquet"  # next to train.parquet in a generated KG data folder
 
 
 def call_text(action: str, entity: str, relation: Optional[str] = None) -> str:
@@ -35,11 +32,7 @@ def call_text(action: str, entity: str, relation: Optional[str] = None) -> str:
     args: Dict[str, str] = {"action": action, "entity": entity}
     if relation is not None:
         args["relation"] = relation
-    return "<tool_call>\n" + json.dumps({"name": KG_TOOL, "arguments": args}) + "\n</tool_call>"
-
-
-def answer_text(answers: Sequence[str]) -> str:
-    return f"<answer>{ANSWER_SEPARATOR.join(answers)}</answer>"
+    return tool_call_text(KG_TOOL, args)
 
 
 def kg_demonstration(row: Dict[str, Any], index, max_turns: int = DEFAULT_MAX_TURNS) -> Tuple[Optional[List[Dict[str, Any]]], str]:
@@ -55,7 +48,7 @@ def kg_demonstration(row: Dict[str, Any], index, max_turns: int = DEFAULT_MAX_TU
     def look_up(action: str, entity: str, relation: Optional[str] = None):
         res = index.query(sid, action, entity, relation)
         msgs.append({"role": "assistant", "content": call_text(action, entity, relation)})
-        msgs.append({"role": "tool", "name": KG_TOOL, "content": res.result})
+        msgs.append(tool_message(KG_TOOL, res.result))
         return res
 
     result = None
@@ -86,25 +79,13 @@ def kg_demonstration(row: Dict[str, Any], index, max_turns: int = DEFAULT_MAX_TU
 def build_kg_demos(rows: Sequence[Dict[str, Any]], index, max_turns: int = DEFAULT_MAX_TURNS
                    ) -> Tuple[List[Dict[str, Any]], Dict[str, int]]:
     """Demonstration rows of `rows` and a count of the rows without one, by reason."""
-    demos: List[Dict[str, Any]] = []
-    skipped: Dict[str, int] = {}
-    for row in rows:
-        msgs, why = kg_demonstration(row, index, max_turns)
-        if msgs is None:
-            skipped[why] = skipped.get(why, 0) + 1
-            continue
-        demos.append({"messages": [dict(m) for m in row["prompt"]] + msgs, "data_source": row.get("data_source", ""),
-                      "extra_info": {"sample_id": str(row["extra_info"]["sample_id"]), "turns": len(msgs) // 2 + 1}})
-    return demos, skipped
+    return demo_rows(rows, [kg_demonstration(row, index, max_turns) for row in rows])
 
 
 def write_kg_demos(data_dir: str, out: Optional[str] = None, max_turns: int = DEFAULT_MAX_TURNS,
                    split: str = "train") -> Dict[str, Any]:
     """Demonstrations of `<data_dir>/<split>.parquet` (store `<data_dir>/kg_store.json`) -> `out`
     (default `<data_dir>/sft.parquet`). Returns {file, demos, rows, skipped}."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from agent_rl.data.kg_store import DEFAULT_FILENAME
     from agent_rl.data.loader import load_rows
     from tools.kg_index import KGIndex
@@ -116,10 +97,5 @@ def write_kg_demos(data_dir: str, out: Optional[str] = None, max_turns: int = DE
     demos, skipped = build_kg_demos(rows, index, max_turns)
     if not demos:
         raise ValueError(f"{data_dir}: no {split} row has a demonstration within {max_turns} turns ({skipped})")
-    out = out or os.path.join(data_dir, DEMOS_FILENAME)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = f"{out}.tmp"
-    pq.write_table(pa.Table.from_pylist(demos), tmp, compression="zstd", row_group_size=len(demos),
-                   write_statistics=False)
-    os.replace(tmp, out)
+    out = write_demos(demos, out or os.path.join(data_dir, DEMOS_FILENAME))
     return {"file": out, "demos": len(demos), "rows": len(rows), "skipped": dict(sorted(skipped.items()))}

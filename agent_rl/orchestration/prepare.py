@@ -4,8 +4,10 @@
 - `prepare_model(cfg)`: `model.path: embedded` -> `prepare_embedded()` (cached HF folder).
 - `prepare_data(cfg)`: when `data.generate_if_missing` is set and a train/val file (or the KG store)
   is missing, generate the data set (as `agent-rl data generate <kind> --out <folder>`) into each folder concerned.
-- `prepare_demos(cfg)`: with `sft.steps > 0` and `data.generate_if_missing: kg`, a missing `sft.files` entry is
-  written from the KG folder it names (its train.parquet + kg_store.json; `agent-rl data kg-demos`).
+- `prepare_demos(cfg)`: with `sft.steps > 0` and `data.generate_if_missing: kg | arith`, a missing `sft.files` entry
+  is written from the folder it names: KG (its train.parquet + kg_store.json; `agent-rl data kg-demos`) or
+  arithmetic (its train.parquet, the calculator of `tools.config_path` or else the default arith YAML;
+  `agent-rl data arith-demos`).
 - `ensure_kg_server(cfg)`: when the tool YAML declares `kg_query`: reuse the server at `tools.kg_server_url` only
   if it serves `tools.kg_store` (the sha256 its `/health` reports equals the file's; with `tools.kg_store: null`
   or a store file absent on this host, a user-managed server there is used unchecked); else start the KG server
@@ -21,6 +23,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional
 
 from agent_rl.config.load import ConfigError
@@ -90,20 +93,32 @@ def prepare_data(cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
 def prepare_demos(cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
     if cfg.sft.steps <= 0:
         return
+    kind = cfg.data.generate_if_missing
     for f in cfg.sft.files:
         if os.path.exists(f):
             continue
         folder = os.path.dirname(os.path.abspath(f))
-        if cfg.data.generate_if_missing != "kg":
-            raise ConfigError(f"sft.files: file not found: {f} (KG demonstrations: `agent-rl data kg-demos --data DIR`)")
-        from agent_rl.data.kg_demos import write_kg_demos
+        if kind not in ("kg", "arith"):
+            raise ConfigError(f"sft.files: file not found: {f} (demonstrations: `agent-rl data kg-demos --data DIR` "
+                              "or `agent-rl data arith-demos --data DIR`)")
+        if kind == "kg":
+            from agent_rl.data.kg_demos import write_kg_demos
 
-        log(f"writing KG demonstrations of {folder}/train.parquet to {f} (= `agent-rl data kg-demos --data {folder} "
-            f"--out {f} --max-turns {cfg.sft.max_turns}`)")
+            what, cmd = "KG", f"kg-demos --data {folder} --out {f} --max-turns {cfg.sft.max_turns}"
+            write = partial(write_kg_demos, folder, out=f, max_turns=cfg.sft.max_turns)
+        else:
+            from agent_rl.data.arith_demos import write_arith_demos
+
+            # the run's calculator when its tool YAML declares one, else the default arith YAML
+            tc = cfg.tools.config_path
+            tc = tc if tc and os.path.isfile(tc) and "calculator" in tool_names(tc) else None
+            what, cmd = "arithmetic", f"arith-demos --data {folder} --out {f}" + (f" --tool-config {tc}" if tc else "")
+            write = partial(write_arith_demos, folder, out=f, tool_config=tc)
+        log(f"writing {what} demonstrations of {folder}/train.parquet to {f} (= `agent-rl data {cmd}`)")
         try:
-            s = write_kg_demos(folder, out=f, max_turns=cfg.sft.max_turns)
+            s = write()
         except (OSError, ValueError) as e:
-            raise ConfigError(f"sft.files: cannot write KG demonstrations to {f}: {e}") from None
+            raise ConfigError(f"sft.files: cannot write {what} demonstrations to {f}: {e}") from None
         log(f"  {s['demos']} demonstrations of {s['rows']} rows (skipped: {s['skipped'] or 'none'})")
 
 
