@@ -3,6 +3,7 @@
 #   prepare the embedded model, then the stages of $STAGES in order (default "weight_sync bench train"):
 #   weight_sync = weight-sync check, bench = rollout benchmark suite (SGLang), train = 100-step KG GRPO run.
 # GPU memory (nvidia-smi, whole device) is sampled every second into gpu_mem.csv.
+# learn = issue 15's learning runs (KG with warm-start, arithmetic, KG without warm-start) side by side.
 # speed = the rollout-speed suites (issue 14: two models x two batch shapes, plus the pre-change tree in .gpu_old).
 # Env: STAGES, N_GPUS, TRAIN_STEPS (100), TRAIN_TIMEOUT (1500 s), SFT_STEPS (supervised warm-start steps before RL,
 # 200; 0 = off), BENCH_ARGS (extra `bench suite` flags);
@@ -14,7 +15,7 @@ set -u
 export AGENT_RL_CACHE=/tmp/arl-cache PYTHONUNBUFFERED=1 WANDB_MODE=offline PYTHON=python3
 R=/tmp/res; mkdir -p "$R"
 # a fresh run every time: an old run folder would be resumed (trainer.resume=auto), old stages fool poll.sh
-rm -rf "$R/run" "$R/bench" "$R/stages.txt"
+rm -rf "$R"/run "$R"/run_* "$R/bench" "$R/stages.txt"
 stage() { echo "[$(date +%T)] $*" >> "$R/stages.txt"; }
 stage start
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
@@ -85,7 +86,47 @@ train() {
   stage "train rc=$?"
 }
 
+learn() {
+  # Issue 15: three learning runs side by side on one GPU, each through its example script with overrides only:
+  #   run       KG, 20 warm-start steps, then GRPO with dynamic sampling (100 steps)
+  #   run_arith arithmetic with the calculator, 20 warm-start steps on arith demos, then GRPO with dynamic sampling
+  #   run_nows  KG without a warm-start, dynamic sampling (does F1 leave 0?), its own KG server port
+  # Each engine's KV pool is capped (max_total_tokens) so that three engines fit beside three actors.
+  local common=(trainer.test_freq=10 trainer.save_freq=-1 trainer.val_before_train=true
+    actor.optim.lr=1e-5 actor.kl_loss_coef=0.001 actor.clip_ratio_high=0.28 rollout.sampling.temperature=0.7
+    model.remove_padding=true model.gradient_checkpointing=false
+    actor.ppo_max_token_len_per_gpu=8192 ref.log_prob_max_token_len_per_gpu=16384
+    algorithm.filter_groups.enable=true algorithm.filter_groups.max_num_gen_batches=3 rollout.over_sample_rate=0.5
+    rollout.gpu_memory_utilization=0.7 ++rollout.engine_kwargs.max_total_tokens=500000 rollout.progress_bar=false)
+  local kg=(data.train_batch_size=8 rollout.n=16 actor.ppo_mini_batch_size=4
+    rollout.multi_turn.max_assistant_turns=7 rollout.multi_turn.max_new_tokens_per_turn=128
+    rollout.multi_turn.max_response_tokens=1536 rollout.multi_turn.max_tool_response_tokens=256
+    data.val_batch_size=64 data.max_val_samples=64)
+  local t=${TRAIN_TIMEOUT:-1260}
+  python3 -m agent_rl.cli.main data generate kg --out data/kg > "$R/datagen.log" 2>&1
+  python3 -m agent_rl.cli.main data generate arith --out data/arith >> "$R/datagen.log" 2>&1
+  stage "data rc=$?"
+  ( N_GPUS=1 EXPERIMENT_NAME=kg-ds SIZE=small timeout -s KILL $t bash examples/run_qwen_kg_multiturn.sh \
+      trainer.output_dir=$R/run trainer.total_training_steps=${TRAIN_STEPS:-100} "${common[@]}" "${kg[@]}" \
+      sft.steps=${SFT_STEPS:-20} sft.batch_size=32 sft.lr=1e-4 sft.max_turns=7 > "$R/train.log" 2>&1
+    stage "train kg rc=$?" ) &
+  ( N_GPUS=1 EXPERIMENT_NAME=arith-ds SIZE=small timeout -s KILL $t bash examples/run_qwen_gsm8k_multiturn.sh \
+      trainer.output_dir=$R/run_arith trainer.total_training_steps=${TRAIN_STEPS:-100} trainer.use_ray=false "${common[@]}" \
+      data.train_batch_size=16 rollout.n=8 actor.ppo_mini_batch_size=8 \
+      rollout.multi_turn.max_assistant_turns=3 rollout.multi_turn.max_new_tokens_per_turn=192 \
+      rollout.multi_turn.max_response_tokens=768 rollout.multi_turn.max_tool_response_tokens=64 \
+      data.val_batch_size=128 data.max_val_samples=128 \
+      sft.steps=${SFT_STEPS:-20} sft.files=[$PWD/data/arith/sft.parquet] sft.batch_size=32 sft.lr=1e-4 \
+      > "$R/train_arith.log" 2>&1
+    stage "train arith rc=$?" ) &
+  ( N_GPUS=1 EXPERIMENT_NAME=kg-nows SIZE=small timeout -s KILL $t bash examples/run_qwen_kg_multiturn.sh \
+      trainer.output_dir=$R/run_nows trainer.total_training_steps=${NOWS_STEPS:-50} trainer.use_ray=false "${common[@]}" "${kg[@]}" \
+      tools.kg_server_url=http://127.0.0.1:8011 > "$R/train_nows.log" 2>&1
+    stage "train nows rc=$?" ) &
+  wait
+}
+
 for s in ${STAGES:-weight_sync bench train}; do
-  case "$s" in weight_sync|bench|train|speed) "$s" "$@" ;; *) stage "unknown stage $s" ;; esac
+  case "$s" in weight_sync|bench|train|speed|learn) "$s" "$@" ;; *) stage "unknown stage $s" ;; esac
 done
 stage done

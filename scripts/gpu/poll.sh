@@ -7,32 +7,40 @@ grep -E "WEIGHT SYNC|after_sync|moved engine|before_step" -A2 "$R/weight_sync.lo
 [ -f "$R/bench/summary.md" ] && head -30 "$R/bench/summary.md"
 for s in "$R"/speed/*/summary.md; do [ -f "$s" ] && { echo "== $s"; grep -E "raw engine|decode batch|^\| " "$s" | head -40; }; done
 [ -f "$R/speed.tgz" ] && cp "$R/speed.tgz" "$OUT/"
-J=$R/run/metrics.jsonl
+for RUN in run run_arith run_nows; do
+J=$R/$RUN/metrics.jsonl
 if [ -f "$J" ]; then
+  echo "== $RUN"
   python3 - "$J" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-keys = ["reward/mean", "reward/f1", "reward/format", "reward/validity", "actor/kl_loss", "rollout/tool_call_rate",
-        "kg/query_success_rate", "rollout/response_len_mean", "timing/step_s", "timing/rollout_s", "timing/update_s"]
-for r in rows[-4:]:
+keys = ["reward/mean", "reward/f1", "reward/correct", "reward/format", "reward/validity", "actor/kl_loss", "actor/entropy",
+        "rollout/tool_call_rate", "kg/query_success_rate", "rollout/response_len_mean", "dynamic_sampling/rounds",
+        "dynamic_sampling/informative_share", "dynamic_sampling/kept_groups", "timing/step_s", "timing/rollout_s"]
+for r in rows[-3:]:
     print(r.get("step"), {k.split("/")[-1]: round(r[k], 3) for k in keys if k in r})
 for r in rows:
     for pre in ("val/", "sft/val/"):
-        v = {k.split("/")[-1]: round(x, 3) for k, x in r.items() if k.startswith(pre) and isinstance(x, (int, float))}
+        v = {k[len(pre):]: round(x, 3) for k, x in r.items() if k.startswith(pre) and isinstance(x, (int, float))
+             and "/tool/" not in k and k.rsplit("/", 1)[-1] in ("reward", "f1", "correct", "answer_rate", "tool_call_rate")}
         if v:
             print(pre.rstrip("/"), r.get("step"), v)
     if "sft/loss_first" in r:
         print("sft loss", round(r["sft/loss_first"], 3), "->", round(r["sft/loss_last"], 3), "in", round(r["timing/sft_s"], 1), "s")
 PY
+  cp "$J" "$OUT/${RUN}_metrics.jsonl"; [ -f "$R/$RUN/metrics.png" ] && cp "$R/$RUN/metrics.png" "$OUT/${RUN}_metrics.png"
 fi
-tail -c 1200 "$R/train.log" 2>/dev/null
-tar czf "$OUT/res.tgz" -C "$R" --exclude='run/checkpoints' --exclude='run/sft' --exclude='run/rollouts' --exclude='run/val_rollouts' . 2>/dev/null
-# the trajectories of the first and the newest training step
-D=$R/run/rollouts
-if [ -d "$D" ]; then
-  first=$(ls "$D" | sort -V | head -1); last=$(ls "$D" | sort -V | tail -1)
-  [ -n "$first" ] && gzip -c "$D/$first" > "$OUT/first_$first.gz"
-  [ -n "$last" ] && [ "$last" != "$first" ] && gzip -c "$D/$last" > "$OUT/last_$last.gz"
-fi
-for f in stages.txt train.log run/metrics.jsonl run/metrics.png; do [ -f "$R/$f" ] && cp "$R/$f" "$OUT/"; done
+done
+for f in train.log train_arith.log train_nows.log; do [ -f "$R/$f" ] && { echo "== $f"; tail -c 600 "$R/$f"; }; done
+tar czf "$OUT/res.tgz" -C "$R" --exclude='run*/checkpoints' --exclude='run*/sft' --exclude='run*/rollouts' --exclude='run*/val_rollouts' . 2>/dev/null
+# the trajectories of the first and the newest training step of each run
+for RUN in run run_arith run_nows; do
+  D=$R/$RUN/rollouts
+  if [ -d "$D" ]; then
+    first=$(ls "$D" | sort -V | head -1); last=$(ls "$D" | sort -V | tail -1)
+    [ -n "$first" ] && gzip -c "$D/$first" > "$OUT/${RUN}_first_$first.gz"
+    [ -n "$last" ] && [ "$last" != "$first" ] && gzip -c "$D/$last" > "$OUT/${RUN}_last_$last.gz"
+  fi
+done
+for f in stages.txt train.log; do [ -f "$R/$f" ] && cp "$R/$f" "$OUT/"; done
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
