@@ -87,11 +87,14 @@ train() {
 }
 
 learn() {
-  # Issue 15: three learning runs side by side on one GPU, each through its example script with overrides only:
-  #   run       KG, 20 warm-start steps, then GRPO with dynamic sampling (100 steps)
-  #   run_arith arithmetic with the calculator, 20 warm-start steps on arith demos, then GRPO with dynamic sampling
-  #   run_nows  KG without a warm-start, dynamic sampling (does F1 leave 0?), its own KG server port
-  # Each engine's KV pool is capped (max_total_tokens) so that three engines fit beside three actors.
+  # Issue 15's learning runs, each through its example script with overrides only, side by side on one GPU:
+  #   kg     KG, 20 warm-start steps, then GRPO with dynamic sampling (run/)
+  #   arith  arithmetic with the calculator, 20 warm-start steps on arith demos, then the same (run_arith/)
+  #   nows   KG without a warm-start (does F1 leave 0?), its own KG server port (run_nows/)
+  # LEARN_RUNS picks them (default all three). The first run uses Ray; the others run with trainer.use_ray=false
+  # (two Ray clusters on one host would compete for its one GPU). On 2026-12-01 both use_ray=false runs died with
+  # an illegal memory access in sglang's release_memory_occupation (docs/results.md): give the arith run alone
+  # (LEARN_RUNS=arith) the next time. Each engine's KV pool is capped (max_total_tokens) so that three fit.
   local common=(trainer.test_freq=10 trainer.save_freq=-1 trainer.val_before_train=true
     actor.optim.lr=1e-5 actor.kl_loss_coef=0.001 actor.clip_ratio_high=0.28 rollout.sampling.temperature=0.7
     model.remove_padding=true model.gradient_checkpointing=false
@@ -102,28 +105,30 @@ learn() {
     rollout.multi_turn.max_assistant_turns=7 rollout.multi_turn.max_new_tokens_per_turn=128
     rollout.multi_turn.max_response_tokens=1536 rollout.multi_turn.max_tool_response_tokens=256
     data.val_batch_size=64 data.max_val_samples=64)
-  local t=${TRAIN_TIMEOUT:-1260}
+  local arith=(data.train_batch_size=16 rollout.n=8 actor.ppo_mini_batch_size=8
+    rollout.multi_turn.max_assistant_turns=3 rollout.multi_turn.max_new_tokens_per_turn=192
+    rollout.multi_turn.max_response_tokens=768 rollout.multi_turn.max_tool_response_tokens=64
+    data.val_batch_size=128 data.max_val_samples=128)
+  local sft=(sft.steps=${SFT_STEPS:-20} sft.batch_size=32 sft.lr=1e-4)
+  local t=${TRAIN_TIMEOUT:-1260} steps=${TRAIN_STEPS:-100} pids=() ray=""
   python3 -m agent_rl.cli.main data generate kg --out data/kg > "$R/datagen.log" 2>&1
   python3 -m agent_rl.cli.main data generate arith --out data/arith >> "$R/datagen.log" 2>&1
   stage "data rc=$?"
-  ( N_GPUS=1 EXPERIMENT_NAME=kg-ds SIZE=small timeout -s KILL $t bash examples/run_qwen_kg_multiturn.sh \
-      trainer.output_dir=$R/run trainer.total_training_steps=${TRAIN_STEPS:-100} "${common[@]}" "${kg[@]}" \
-      sft.steps=${SFT_STEPS:-20} sft.batch_size=32 sft.lr=1e-4 sft.max_turns=7 > "$R/train.log" 2>&1
-    stage "train kg rc=$?" ) &
-  ( N_GPUS=1 EXPERIMENT_NAME=arith-ds SIZE=small timeout -s KILL $t bash examples/run_qwen_gsm8k_multiturn.sh \
-      trainer.output_dir=$R/run_arith trainer.total_training_steps=${TRAIN_STEPS:-100} trainer.use_ray=false "${common[@]}" \
-      data.train_batch_size=16 rollout.n=8 actor.ppo_mini_batch_size=8 \
-      rollout.multi_turn.max_assistant_turns=3 rollout.multi_turn.max_new_tokens_per_turn=192 \
-      rollout.multi_turn.max_response_tokens=768 rollout.multi_turn.max_tool_response_tokens=64 \
-      data.val_batch_size=128 data.max_val_samples=128 \
-      sft.steps=${SFT_STEPS:-20} sft.files=[$PWD/data/arith/sft.parquet] sft.batch_size=32 sft.lr=1e-4 \
-      > "$R/train_arith.log" 2>&1
-    stage "train arith rc=$?" ) &
-  ( N_GPUS=1 EXPERIMENT_NAME=kg-nows SIZE=small timeout -s KILL $t bash examples/run_qwen_kg_multiturn.sh \
-      trainer.output_dir=$R/run_nows trainer.total_training_steps=${NOWS_STEPS:-50} trainer.use_ray=false "${common[@]}" "${kg[@]}" \
-      tools.kg_server_url=http://127.0.0.1:8011 > "$R/train_nows.log" 2>&1
-    stage "train nows rc=$?" ) &
-  wait
+  for run in ${LEARN_RUNS:-kg arith nows}; do
+    local script=examples/run_qwen_kg_multiturn.sh out=run args=()
+    case "$run" in
+      kg) args=("${kg[@]}" "${sft[@]}" sft.max_turns=7) ;;
+      arith) script=examples/run_qwen_gsm8k_multiturn.sh out=run_arith args=("${arith[@]}" "${sft[@]}") ;;
+      nows) out=run_nows args=("${kg[@]}" tools.kg_server_url=http://127.0.0.1:8011) ;;
+      *) stage "unknown run $run"; continue ;;
+    esac
+    ( N_GPUS=1 EXPERIMENT_NAME=$run-ds SIZE=small timeout -s KILL $t bash $script trainer.output_dir=$R/$out \
+        trainer.total_training_steps=$steps $ray "${common[@]}" "${args[@]}" > "$R/train_$run.log" 2>&1
+      stage "train $run rc=$?" ) &
+    pids+=($!)
+    ray=trainer.use_ray=false
+  done
+  wait "${pids[@]}"   # not a bare `wait`: the nvidia-smi sampler is a background job too
 }
 
 for s in ${STAGES:-weight_sync bench train}; do

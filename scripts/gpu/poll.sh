@@ -31,7 +31,7 @@ PY
   cp "$J" "$OUT/${RUN}_metrics.jsonl"; [ -f "$R/$RUN/metrics.png" ] && cp "$R/$RUN/metrics.png" "$OUT/${RUN}_metrics.png"
 fi
 done
-for f in train.log train_arith.log train_nows.log; do [ -f "$R/$f" ] && { echo "== $f"; tail -c 600 "$R/$f"; }; done
+for f in train.log train_kg.log train_arith.log train_nows.log; do [ -f "$R/$f" ] && { echo "== $f"; tail -c 600 "$R/$f"; }; done
 tar czf "$OUT/res.tgz" -C "$R" --exclude='run*/checkpoints' --exclude='run*/sft' --exclude='run*/rollouts' --exclude='run*/val_rollouts' . 2>/dev/null
 # the trajectories of the first and the newest training step of each run
 for RUN in run run_arith run_nows; do
@@ -42,5 +42,5 @@ for RUN in run run_arith run_nows; do
     [ -n "$last" ] && [ "$last" != "$first" ] && gzip -c "$D/$last" > "$OUT/${RUN}_last_$last.gz"
   fi
 done
-for f in stages.txt train.log; do [ -f "$R/$f" ] && cp "$R/$f" "$OUT/"; done
+for f in stages.txt train.log train_kg.log; do [ -f "$R/$f" ] && cp "$R/$f" "$OUT/"; done
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
