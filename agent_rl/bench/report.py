@@ -44,6 +44,11 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                   "| requests | prompt tokens (mean) | new tokens | wall s | tokens/s | requests/s |", "|---|---|---|---|---|---|",
                   f"| {ceil['requests']} | {ceil['prompt_tokens_mean']:.0f} | {ceil['max_new_tokens_mean']:.0f} | "
                   f"{ceil['wall_s']:.2f} | {ceil['tokens_per_s']:.1f} | {ceil['requests_per_s']:.2f} |"]
+    floor = result.get("tool_wait_floor")
+    if floor and floor.get("async_s"):
+        lines.append(f"- tool waiting no scheduler hides (generation free): turn-batched {floor['turn_batched_s']:.2f} s, "
+                     f"async {floor['async_s']:.2f} s a step: async can be at most "
+                     f"{floor['async_speedup_bound']:.2f}x faster without over-sampling or carry-over")
     modes = result.get("modes", [])
     if modes:
         lines += ["", "## Rollout modes (same workload)", "",

@@ -16,7 +16,7 @@ from agent_rl.bench.instrument import InstrumentedEngine
 from agent_rl.bench.modes import ModeSpec
 from agent_rl.bench.results import StepStat, summarize_mode
 from agent_rl.bench.turn_batched import turn_batched_step
-from agent_rl.bench.workload import Workload
+from agent_rl.bench.workload import Workload, tool_wait_floor
 from agent_rl.rollout.chat import ChatRenderer
 from agent_rl.tool_runtime.runtime import ToolRuntime
 
@@ -138,4 +138,8 @@ class RolloutBench:
                 m = results[-1]
                 print(f"{spec.name}: {time.perf_counter() - t:.1f}s, {m['gen_tokens_per_s']:.1f} tok/s, "
                       f"step {m['step_wall_s_mean']:.2f}s", flush=True)
-        return {"ceiling": ceiling, "modes": results}
+        floors = [tool_wait_floor(self.plans(range(k * self.workload.num_prompts, (k + 1) * self.workload.num_prompts)))
+                  for k in range(self.s.steps)]
+        floor = {k: (sum(f[k] for f in floors) / len(floors) if all(f[k] is not None for f in floors) else None)
+                 for k in floors[0]} if floors else None
+        return {"ceiling": ceiling, "modes": results, "tool_wait_floor": floor}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -163,3 +163,14 @@ class Workload:
         for k in ("turns", "tokens_per_turn", "tool_latency"):
             d[k] = getattr(self, k).describe()
         return d
+
+
+def tool_wait_floor(plans: Sequence[TrajectoryPlan]) -> Dict[str, Optional[float]]:
+    """The tool waiting no scheduler can hide, for one step's trajectories, as if generation cost nothing:
+    turn-batched waits for the slowest call of each tool phase, async (every trajectory kept, no carry-over) for
+    the trajectory whose calls add up to the most. Their ratio bounds async's speed-up over turn-batched on this
+    workload: only over-sampling or carry-over, which stop waiting for the slowest trajectory, can go past it."""
+    phases = max((len(p.tool_latency_s) for p in plans), default=0)
+    tb = sum(max(p.tool_latency_s[k] for p in plans if k < len(p.tool_latency_s)) for k in range(phases))
+    asy = max((sum(p.tool_latency_s) for p in plans), default=0.0)
+    return {"turn_batched_s": tb, "async_s": asy, "async_speedup_bound": tb / asy if asy > 0 else None}

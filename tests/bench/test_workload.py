@@ -46,3 +46,15 @@ def test_plans_are_deterministic_and_per_trajectory():
     assert 0.1 < sum(fails) / len(fails) < 0.5
     assert w.max_turns() == 4 and w.max_tokens_per_turn() == 64
     assert Workload(seed=8).plan(0, 0) == Workload(seed=8).plan(0, 0)
+
+
+def test_tool_wait_floor_bounds_async_speedup():
+    from agent_rl.bench.workload import TrajectoryPlan, tool_wait_floor
+
+    def plan(lat):
+        return TrajectoryPlan(0, 0, [8] * (len(lat) + 1), list(lat), [False] * len(lat))
+
+    # turn-batched waits max(3, 1) + max(1, 3) = 6 s; async waits for the largest sum, 4 s
+    f = tool_wait_floor([plan([3.0, 1.0]), plan([1.0, 3.0]), plan([2.0])])
+    assert f == {"turn_batched_s": 6.0, "async_s": 4.0, "async_speedup_bound": 1.5}
+    assert tool_wait_floor([plan([]), plan([])])["async_speedup_bound"] is None   # no tool calls: no bound
