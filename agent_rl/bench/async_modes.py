@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from typing import List
 
 from agent_rl.bench.hooks import WorkloadHooks, bench_row, traj_key
@@ -40,7 +41,8 @@ async def run_async_steps(bench, spec: ModeSpec, runtime, t0: float, bar=None) -
     hooks = WorkloadHooks(w, bench.s.temperature)
     cfg = bench_rollout_config(bench.rollout_cfg, spec, w, bench.s.temperature, bench.s.max_tool_response_tokens,
                                bench.s.progress)
-    sched = RolloutScheduler(bench.engine, bench.renderer, runtime, cfg, reward_fn=None, hooks=hooks.loop_hooks())
+    sched = RolloutScheduler(bench.engine, bench.renderer, runtime, cfg, reward_fn=None, hooks=hooks.loop_hooks(),
+                             id_prefix=f"{uuid.uuid4().hex[:8]}-")   # request ids unique across modes and scenarios
     next_group = 0
     steps: List[StepStat] = []
     for k in range(bench.s.steps):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import hashlib
 import logging
 import random
 from dataclasses import dataclass, field
@@ -109,7 +110,7 @@ class HFEngine(Engine):
         self.eos_token_ids = self._eos_ids()
         self.pad_token_id = self._pad_id()
         self.stats = EngineStats()
-        self._rng = random.Random(seed)
+        self._seed = int(seed) if seed is not None else random.getrandbits(63)
         # num_threads: torch intra-op threads of the engine's thread (torch.set_num_threads is process-wide).
         # On a busy 2-core box, 1 thread is several times faster than 2 contended OpenMP threads.
         init = (lambda: torch.set_num_threads(int(num_threads))) if num_threads else None
@@ -154,6 +155,13 @@ class HFEngine(Engine):
             self._worker = loop.create_task(self._run(), name="hf-engine-worker")
 
     # ------------------------------------------------------------------ API
+    def request_seed(self, request_id: str) -> int:
+        """The sampler seed of a request without its own: a hash of the engine seed and the request id, so the
+        tokens of a request do not depend on the order requests arrive in, and a run resumed from a checkpoint
+        draws what the uninterrupted run drew (the rollout's request ids are deterministic)."""
+        digest = hashlib.blake2b(f"{self._seed}:{request_id}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") >> 1
+
     async def generate(self, input_ids: List[int], sampling: SamplingParams, request_id: str) -> GenerateOutput:
         if self._closed:
             raise RuntimeError("engine is shut down")
@@ -170,7 +178,7 @@ class HFEngine(Engine):
         gen = None
         if not sampling.greedy:
             gen = torch.Generator(device=self.device)
-            gen.manual_seed(int(sampling.seed) if sampling.seed is not None else self._rng.getrandbits(63))
+            gen.manual_seed(int(sampling.seed) if sampling.seed is not None else self.request_seed(request_id))
         req = _Request(request_id, [int(t) for t in input_ids], sampling, stop, max_new,
                        self._loop.create_future(), generator=gen)
         self._by_id[request_id] = req

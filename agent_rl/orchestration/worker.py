@@ -83,7 +83,7 @@ class TrainWorker:
         fg = cfg.algorithm.filter_groups
         self.scheduler = RolloutScheduler(self.engine, self.renderer, self.tool_runtime, cfg.rollout,
                                           reward_fn=make_reward_fn(cfg),
-                                          group_filter=GroupFilter(fg.metric) if fg.enable else None)
+                                          group_filter=GroupFilter(fg.metric) if fg.enable else None, rank=self.rank)
         if isinstance(self.engine, HTTPEngine):  # an external server may still hold another run's weights
             self.sync_weights()
         return {"rank": self.rank, "engine": getattr(self.engine, "name", type(self.engine).__name__),

@@ -74,7 +74,8 @@ class _NullSession:
 
 class RolloutScheduler:
     def __init__(self, engine, renderer, tool_runtime, rollout_cfg, reward_fn: Optional[Callable] = None,
-                 hooks: Optional[LoopHooks] = None, group_filter: Optional[GroupFilter] = None):
+                 hooks: Optional[LoopHooks] = None, group_filter: Optional[GroupFilter] = None, rank: int = 0,
+                 id_prefix: str = ""):
         self.engine = engine
         self.renderer = renderer
         self.tool_runtime = tool_runtime
@@ -82,10 +83,13 @@ class RolloutScheduler:
         self.reward_fn = reward_fn
         self.hooks = hooks
         self.group_filter = group_filter      # dynamic sampling in training steps (never in validation)
+        self.rank = rank                      # data-parallel rank: part of every group id (ids are unique per run)
+        self.id_prefix = id_prefix            # for several schedulers on one engine in one process (the benchmark)
         self.policy_version = 0
         self._carried: List[_Group] = []
         self._parked: Dict[str, tuple] = {}   # trajectory id -> (session context manager, session) of a cut trajectory
         self._drift_left = -1                 # drift checks left in this step (-1: unlimited)
+        self._launched: Dict[int, int] = {}   # step -> training groups launched in it so far
 
     # ------------------------------------------------------------------ public
     @property
@@ -126,7 +130,15 @@ class RolloutScheduler:
 
     # ------------------------------------------------------------------ internals
     def _new_group(self, row: Dict[str, Any], n: int, step: int, i: int, prefix: str = "s") -> _Group:
-        uid = f"{prefix}{step}-{i}-{uuid.uuid4().hex[:8]}"
+        """Training groups get ids that depend only on the rank, the step and the launch order within it (`s<step>-r<rank>-<k>`,
+        counting across the step's generation rounds), so the request ids, and with them the hf engine's sampler
+        seeds, are the same when a resumed run repeats a step; validation ids stay unique per call."""
+        if prefix == "s":
+            k = self._launched.get(step, 0)
+            self._launched = {step: k + 1}
+            uid = f"{self.id_prefix}s{step}-r{self.rank}-{k}"
+        else:
+            uid = f"{prefix}{step}-{i}-{uuid.uuid4().hex[:8]}"
         prompt = self.renderer.prompt_ids(row["prompt"])
         trajs = [Trajectory(uid=uid, sample_index=k, row=row, prompt_ids=list(prompt)) for k in range(n)]
         return _Group(uid=uid, row=row, trajs=trajs, order=i)

@@ -161,11 +161,11 @@ def trainer_with(tokenizer, informative, batch=4, ranks=2, max_rounds=3, rate=0.
     from agent_rl.orchestration.trainer import Trainer
 
     scheds = []
-    for _ in range(ranks):
+    for rank in range(ranks):
         rt, _tool = sleep_runtime(tokenizer, delay=0.0)
         scheds.append(RolloutScheduler(engine_for(tokenizer), ChatRenderer(tokenizer, rt.schemas), rt,
                                        cfg(n=2, over_sample_rate=rate), reward_fn=scripted_rewards(informative),
-                                       group_filter=GroupFilter("score")))
+                                       group_filter=GroupFilter("score"), rank=rank))
     tr = Trainer.__new__(Trainer)
     tr.cfg = types.SimpleNamespace(
         data=types.SimpleNamespace(train_batch_size=batch, max_prompt_length=10_000),
