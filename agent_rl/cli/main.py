@@ -1,5 +1,8 @@
 """`agent-rl` command line. Each subcommand lives in its own module under agent_rl/cli/ exposing
-`HELP`, `add_arguments(parser)` and `run(args) -> int`; modules are imported only when needed."""
+`HELP`, `add_arguments(parser)` and `run(args) -> int`; modules are imported only when needed.
+
+Exit status 2 is a usage or config error (one line on stderr naming the key or file): a `ConfigError` that reaches
+`main` is printed that way too."""
 from __future__ import annotations
 
 import argparse
@@ -47,6 +50,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:    # a config error a command did not report itself: still one line, exit 2
+        from agent_rl.config.load import ConfigError
+
+        if not isinstance(e, ConfigError):
+            raise
+        print(f"agent-rl {args.command}: config error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

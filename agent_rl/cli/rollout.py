@@ -6,6 +6,8 @@ prints the metrics and a few trajectories, and writes the step's trajectories as
 with `agent-rl view FILE`). The quickest way to try a new tool YAML:
 
     agent-rl rollout tools.config_path=my_tools.yaml data.train_files=[my.parquet] rollout.n=2
+
+Config, data, model and tool problems are one line naming the key or file, exit status 2 (as `agent-rl train`).
 """
 from __future__ import annotations
 
@@ -18,13 +20,20 @@ HELP = "Run one rollout step from config; print metrics and trajectories, write 
 
 
 def add_arguments(parser):
-    parser.add_argument("--prompts", type=int, default=None,
+    parser.add_argument("--prompts", type=int, default=None, metavar="N",
                         help="prompt groups to keep (default: data.train_batch_size); launched: ceil(B*(1+over_sample_rate))")
     parser.add_argument("--val", action="store_true", help="validation mode: val files, val sampling, n=1, no over-sampling")
-    parser.add_argument("--show", type=int, default=2, help="trajectories to print (default 2)")
-    parser.add_argument("--out", default=None,
+    parser.add_argument("--show", type=int, default=2, metavar="N", help="trajectories to print (default 2)")
+    parser.add_argument("--out", default=None, metavar="FILE",
                         help="JSONL to write (default: <rollout.trajectory_dir or trainer.output_dir/rollouts>/rollout_step_0.jsonl)")
-    parser.add_argument("--config-dir", default=None, help="Hydra config folder (default: configs/)")
+    parser.add_argument("--config-dir", default=None, metavar="DIR", help="folder with the Hydra config (default: the repository's configs/)")
+    parser.add_argument("--config-name", default="trainer", metavar="NAME", help="config file name without .yaml (default: trainer)")
+    parser.add_argument("--print-config", action="store_true", help="print the composed config as YAML and exit")
+    parser.usage = ("agent-rl rollout [--prompts N] [--val] [--show N] [--out FILE] [--config-dir DIR] [--config-name NAME] "
+                    "[--print-config] [key=value ...]")
+    parser.epilog = ("Overrides are Hydra key=value pairs of the trainer config, e.g. `agent-rl rollout "
+                     "tools.config_path=my_tools.yaml data.train_files=[my.parquet] rollout.n=2`; every key is in "
+                     "docs/config.md.")
     parser.set_defaults(_accepts_extra=True)
 
 
@@ -41,27 +50,22 @@ def _print_traj(traj, tokenizer) -> None:
 
 
 async def _rollout(cfg, args, model_path, device, log) -> int:
-    from transformers import AutoTokenizer
-
     from agent_rl.data.loader import load_rows
     from agent_rl.engines import build_engine
-    from agent_rl.rewards import compute_reward
+    from agent_rl.orchestration.components import build_tool_runtime, load_tokenizer
+    from agent_rl.rewards import compute_reward, reward_fn_for
     from agent_rl.rollout.chat import ChatRenderer
     from agent_rl.rollout.output import write_trajectories
     from agent_rl.rollout.scheduler import RolloutScheduler
-    from agent_rl.tool_runtime.runtime import ToolRuntime
 
     mt = cfg.rollout.multi_turn
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer_path or model_path)
-    runtime = None
-    if cfg.tools.config_path:
-        runtime = ToolRuntime.from_yaml(cfg.tools.config_path, tokenizer=tokenizer,
-                                        max_tool_response_tokens=mt.max_tool_response_tokens,
-                                        truncate_side=mt.tool_response_truncate_side)
+    tokenizer = load_tokenizer(cfg, model_path)           # ConfigError naming model.path when it has none
+    runtime = build_tool_runtime(cfg, tokenizer)           # ConfigError naming tools.config_path and the entry
     renderer = ChatRenderer(tokenizer, runtime.schemas if runtime else None, mt.system_prompt)
     files = cfg.data.val_files if args.val else cfg.data.train_files
     try:
-        rows = load_rows(files, skip_invalid=cfg.data.skip_invalid_rows, log=log)
+        rows = load_rows(files, skip_invalid=cfg.data.skip_invalid_rows, log=log,   # an unscorable row: at load
+                         check=lambda row: reward_fn_for(row, cfg.reward.default_reward))
     except (ValueError, OSError) as e:
         from agent_rl.config.load import ConfigError
 
@@ -94,23 +98,31 @@ async def _rollout(cfg, args, model_path, device, log) -> int:
 
 
 def run(args) -> int:
-    from agent_rl.config.load import ConfigError, compose, parse_overrides
+    from agent_rl.config.load import ConfigError, check_files, compose, parse_overrides, to_yaml
     from agent_rl.orchestration.prepare import ensure_kg_server, prepare_data, prepare_model, resolve_device
 
+    server = None
     try:
-        overrides = parse_overrides(args._extra)
-        cfg = compose(overrides, config_dir=args.config_dir, check_paths=False)
+        overrides = parse_overrides(list(getattr(args, "_extra", []) or []))
+        cfg = compose(overrides, config_dir=args.config_dir, config_name=getattr(args, "config_name", "trainer"),
+                      check_paths=False)
+        if getattr(args, "print_config", False):
+            print(to_yaml(cfg), end="")
+            return 0
+        # only the files this step reads: the val files with --val, else the train files (no sft)
+        data_keys = ("val_files",) if args.val else ("train_files",)
+        check_files(cfg, data_keys=data_keys, sft=False)     # nothing written or started before this passes
         device = resolve_device(cfg)
-        prepare_data(cfg)
         model_path = prepare_model(cfg)
+        prepare_data(cfg, keys=data_keys)
         server = ensure_kg_server(cfg)
     except ConfigError as e:
-        print(f"agent-rl rollout: {e}", file=sys.stderr)
+        print(f"agent-rl rollout: config error: {e}", file=sys.stderr)
         return 2
     try:
         return asyncio.run(_rollout(cfg, args, model_path, device, print))
-    except ConfigError as e:   # a bad data row or file: one line naming file, row and field
-        print(f"agent-rl rollout: {e}", file=sys.stderr)
+    except ConfigError as e:   # a tokenizer, tool or data file problem found while building: one line naming it
+        print(f"agent-rl rollout: config error: {e}", file=sys.stderr)
         return 2
     finally:
         if server is not None:

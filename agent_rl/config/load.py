@@ -4,8 +4,12 @@ Errors are one line naming the key or path: `ConfigError("rollout.multi_turn.max
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
 import re
+import typing
+from functools import lru_cache
 from typing import List, Optional, Sequence
 
 from omegaconf import OmegaConf
@@ -29,12 +33,62 @@ def default_config_dir() -> str:
     return here
 
 
+@lru_cache(maxsize=1)
+def schema_keys() -> List[str]:
+    """Every dotted key of the schema, sections included (`rollout`, `rollout.multi_turn`, `rollout.n`, ...)."""
+    out: List[str] = []
+
+    def walk(cls, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}{f.name}"
+            out.append(key)
+            t = hints.get(f.name)
+            if dataclasses.is_dataclass(t):
+                walk(t, key + ".")
+
+    walk(TrainConfig, "")
+    return out
+
+
+def _did_you_mean(key: str) -> Optional[str]:
+    """The schema key a misspelt one most likely meant (difflib over the schema's keys), or None."""
+    keys = schema_keys()
+    parent, _, leaf = key.rpartition(".")
+    if parent == "" or parent in keys:      # the section exists: a misspelt or misplaced last part
+        same = [k for k in keys if k.rpartition(".")[2] == leaf]     # rollout.temperature -> rollout.sampling.temperature
+        inside = [k for k in same if k.startswith(parent + ".")] if parent else []
+        if inside:
+            return min(inside, key=len)
+        siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent]
+        words = leaf.split("_")     # total_steps -> total_training_steps: every word of the typo is (nearly) in the key
+        containing = [s for s in siblings if len(words) > 1 and
+                      all(difflib.get_close_matches(w, s.split("_"), n=1, cutoff=0.8) for w in words)]
+        near = difflib.get_close_matches(leaf, containing or siblings, n=1, cutoff=0.5 if containing else 0.6)
+        if near:
+            return f"{parent}.{near[0]}" if parent else near[0]
+        return same[0] if len(same) == 1 else None
+    near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)   # a misspelt section: the whole key
+    return near[0] if near else None
+
+
+def unknown_key_message(key: str) -> str:
+    near = _did_you_mean(key)
+    if near:
+        return f"{key}: unknown config key, did you mean {near}? (every key: docs/config.md)"
+    return f"{key}: unknown config key (misspelt? see docs/config.md)"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def _describe(e: OmegaConfBaseException) -> str:
     key = getattr(e, "full_key", None) or ""
     msg = getattr(e, "msg", None) or str(e).splitlines()[0]
     msg = msg.splitlines()[0]
     if "not in struct" in msg or "Key '" in msg and "not in" in msg:
-        return f"{key}: unknown config key (misspelt? see docs/config.md)"
+        return unknown_key_message(key)
     return f"{key}: {msg}" if key else msg
 
 
@@ -43,11 +97,15 @@ def _hydra_error(e: Exception) -> str:
     cause = e.__cause__ or e.__context__
     full = re.search(r"full_key: (\S+)", text + "\n" + str(cause or ""))
     key = full.group(1) if full else None
+    m = re.search(r"Could not override '([^']+)'", text)
+    override_key = m.group(1).lstrip("+~") if m else None
+    if override_key and key and (override_key == key or override_key.startswith(key + ".")) and \
+            re.search(r"not in struct|Key '[^']+' not in", text + "\n" + str(cause or "")):
+        return unknown_key_message(override_key)    # the whole key typed: `rollot.n` suggests `rollout.n`
     if re.search(r"not in struct|is not in struct|Could not override", text) and key and "not in struct" in text + str(cause or ""):
-        return f"{key}: unknown config key (misspelt? see docs/config.md)"
+        return unknown_key_message(key)
     if isinstance(cause, OmegaConfBaseException):
         return _describe(cause)
-    m = re.search(r"Could not override '([^']+)'", text)
     if m:
         detail = [ln for ln in (str(cause) if cause else text).splitlines() if ln.strip() and "Could not override" not in ln and "To append" not in ln]
         return f"{m.group(1)}: {detail[0].strip() if detail else 'invalid override'}"
@@ -102,6 +160,8 @@ def _check_values(cfg: TrainConfig) -> None:
     choice("algorithm.adv_estimator", cfg.algorithm.adv_estimator, ["grpo", "grpo_multi_turn"])
     choice("trainer.device", cfg.trainer.device, ["auto", "cuda", "cpu"])
     choice("reward.kg_answer_metric", cfg.reward.kg_answer_metric, ["f1", "em", "hits1"])
+    if cfg.reward.default_reward is not None:
+        choice("reward.default_reward", cfg.reward.default_reward, ["kg", "arith", "infer"])
     choice("logger.wandb_mode", cfg.logger.wandb_mode, ["auto", "online", "offline", "disabled"])
     for b in cfg.logger.backends:
         choice("logger.backends", b, ["console", "jsonl", "wandb"])
@@ -139,22 +199,28 @@ def _check_values(cfg: TrainConfig) -> None:
         raise ConfigError(f"actor.ppo_mini_batch_size: {cfg.actor.ppo_mini_batch_size} must divide data.train_batch_size {cfg.data.train_batch_size}")
 
 
-def check_files(cfg: TrainConfig) -> None:
-    """Missing inputs fail at start, naming the key and the path."""
+def check_files(cfg: TrainConfig, data_keys: Sequence[str] = ("train_files", "val_files"), sft: bool = True) -> None:
+    """Missing or unusable inputs fail at start, naming the key and the path; nothing is written or started.
+
+    Data: a missing file is an error unless `data.generate_if_missing` will make it (only in the default folder of
+    its task, `agent_rl.orchestration.prepare.check_data`). Tools: the YAML validates and its classes import. Model:
+    a local folder with a Hugging Face config.json. Existing data files must open as parquet.
+    """
+    from agent_rl.orchestration.prepare import check_data, check_data_readable, check_model_folder, check_tools
+
+    check_data(cfg, data_keys)
     gen = cfg.data.generate_if_missing
-    for key, files in [("data.train_files", cfg.data.train_files), ("data.val_files", cfg.data.val_files)]:
-        for f in files:
-            if not os.path.exists(f) and not gen:
-                raise ConfigError(f"{key}: file not found: {f} (make it with `agent-rl data generate kg --out {os.path.dirname(f) or '.'}`)")
-    if cfg.sft.steps > 0 and gen not in ("kg", "arith"):
+    if sft and cfg.sft.steps > 0 and gen not in ("kg", "arith"):
         for f in cfg.sft.files:
             if not os.path.exists(f):
                 raise ConfigError(f"sft.files: file not found: {f} (demonstrations: `agent-rl data kg-demos --data DIR` "
                                   "or `agent-rl data arith-demos --data DIR`)")
-    if cfg.tools.config_path and not os.path.exists(cfg.tools.config_path):
-        raise ConfigError(f"tools.config_path: file not found: {cfg.tools.config_path}")
-    if cfg.model.path != "embedded" and not os.path.exists(cfg.model.path):
-        raise ConfigError(f"model.path: not found: {cfg.model.path} (a local HF folder, or `embedded`)")
+    check_tools(cfg)
+    if cfg.model.path != "embedded":
+        check_model_folder(cfg.model.path, tokenizer=not cfg.model.tokenizer_path)
+    if cfg.model.tokenizer_path and not os.path.isdir(cfg.model.tokenizer_path):
+        raise ConfigError(f"model.tokenizer_path: not a folder: {cfg.model.tokenizer_path}")
+    check_data_readable(cfg, data_keys)
 
 
 def to_yaml(cfg: TrainConfig) -> str:

@@ -1,28 +1,51 @@
 """Building the rollout-side objects from the config (shared by the driver and the workers)."""
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 from agent_rl.config.schema import TrainConfig
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
 def load_tokenizer(cfg: TrainConfig, model_path: str):
+    """The model's tokenizer; a folder without a loadable one is a ConfigError naming the key and the folder."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(cfg.model.tokenizer_path or model_path, trust_remote_code=cfg.model.trust_remote_code)
+    from agent_rl.config.load import ConfigError
+    from agent_rl.tool_runtime.loader import one_line
+
+    path = cfg.model.tokenizer_path or model_path
+    key = "model.tokenizer_path" if cfg.model.tokenizer_path else "model.path"
+    if os.path.isdir(path) and not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
+        raise ConfigError(f"{key}: {path} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): not a Hugging Face "
+                          "model folder? (set model.tokenizer_path to the tokenizer's folder)")
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    except Exception as e:   # transformers raises OSError, ValueError, ... with multi-line messages
+        raise ConfigError(f"{key}: cannot load a tokenizer from {path}: {type(e).__name__}: {one_line(e, 240)}") from e
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
 def build_tool_runtime(cfg: TrainConfig, tokenizer) -> Optional[Any]:
+    """The tools of `tools.config_path`; an invalid tool YAML is a ConfigError (`tools.config_path: <file>: ...`)."""
     if not cfg.tools.config_path:
         return None
+    from agent_rl.config.load import ConfigError
+    from agent_rl.tool_runtime.errors import ToolConfigError
     from agent_rl.tool_runtime.runtime import ToolRuntime
 
     mt = cfg.rollout.multi_turn
-    return ToolRuntime.from_yaml(cfg.tools.config_path, tokenizer=tokenizer, max_tool_response_tokens=mt.max_tool_response_tokens,
-                                 truncate_side=mt.tool_response_truncate_side)
+    try:
+        return ToolRuntime.from_yaml(cfg.tools.config_path, tokenizer=tokenizer,
+                                     max_tool_response_tokens=mt.max_tool_response_tokens,
+                                     truncate_side=mt.tool_response_truncate_side)
+    except ToolConfigError as e:
+        raise ConfigError(f"tools.config_path: {e}") from e
 
 
 def build_renderer(cfg: TrainConfig, tokenizer, tool_runtime):

@@ -1,9 +1,15 @@
 """What the driver does before any worker starts: device, model folder, data files, KG server.
 
 - `resolve_device(cfg)`: `auto` -> cuda when available, else cpu.
-- `prepare_model(cfg)`: `model.path: embedded` -> `prepare_embedded()` (cached HF folder).
-- `prepare_data(cfg)`: when `data.generate_if_missing` is set and a train/val file (or the KG store)
-  is missing, generate the data set (as `agent-rl data generate <kind> --out <folder>`) into each folder concerned.
+- `prepare_model(cfg)`: `model.path: embedded` -> `prepare_embedded()` (cached HF folder); a local folder must hold a
+  Hugging Face model config (config.json with a model_type that transformers loads).
+- `check_data(cfg)` / `prepare_data(cfg)`: a missing train/val file is generated (as `agent-rl data generate <kind>
+  --out data/<kind>`) only when `data.generate_if_missing` is `kg` or `arith` and the file is one the generator writes
+  into that task's DEFAULT folder `data/<kind>/` (relative to the working directory: what the config defaults and the
+  example scripts use), and the tools of `tools.config_path` are of the same task (no KG data for the calculator).
+  Any other missing file is a one-line ConfigError naming the key, the file and the command that makes it, raised
+  before anything is written. The KG store is generated with the data only when it lies in `data/kg/` too.
+- `check_tools(cfg)`: the tool YAML parses, validates and every class_name imports (no tool is built).
 - `prepare_demos(cfg)`: with `sft.steps > 0` and `data.generate_if_missing: kg | arith`, a missing `sft.files` entry
   is written from the folder it names: KG (its train.parquet + kg_store.json; `agent-rl data kg-demos`) or
   arithmetic (its train.parquet, the calculator of `tools.config_path` or else the default arith YAML;
@@ -24,7 +30,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from agent_rl.config.load import ConfigError
 from agent_rl.config.schema import TrainConfig
@@ -46,10 +52,52 @@ def resolve_device(cfg: TrainConfig) -> str:
     return dev
 
 
+def check_model_folder(path: str, key: str = "model.path", tokenizer: bool = True) -> None:
+    """A local model folder holds a Hugging Face config.json with a model_type, weights and (`tokenizer`) tokenizer
+    files; read without transformers."""
+    where = f"{key}: {path}"
+    if not os.path.exists(path):
+        raise ConfigError(f"{key}: not found: {path} (a local HF folder, or `embedded`)")
+    if not os.path.isdir(path):
+        raise ConfigError(f"{where} is not a folder (a local Hugging Face model folder, or `embedded`)")
+    cfg_file = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg_file):
+        raise ConfigError(f"{where} has no config.json: not a Hugging Face model folder (a local HF folder, or `embedded`)")
+    try:
+        with open(cfg_file, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{where}: config.json is not readable JSON ({_one_line(e)})") from None
+    if not isinstance(doc, dict) or not doc.get("model_type"):
+        raise ConfigError(f"{where}: config.json has no model_type: not a Hugging Face model config")
+    names = os.listdir(path)
+    if not any(n.endswith((".safetensors", ".bin", ".index.json")) for n in names):
+        raise ConfigError(f"{where} has no model weights (*.safetensors or pytorch_model*.bin): not a Hugging Face "
+                          "model folder (a local HF folder, or `embedded`)")
+    if tokenizer:
+        from agent_rl.orchestration.components import TOKENIZER_FILES
+
+        if not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
+            raise ConfigError(f"{where} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): not a Hugging Face "
+                              "model folder? (set model.tokenizer_path to the tokenizer's folder)")
+
+
+def _one_line(text: Any, limit: int = 240) -> str:
+    from agent_rl.tool_runtime.loader import one_line
+
+    return one_line(text, limit)
+
+
 def prepare_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> str:
     if cfg.model.path != "embedded":
-        if not os.path.isdir(cfg.model.path):
-            raise ConfigError(f"model.path: not found: {cfg.model.path} (a local HF folder, or `embedded`)")
+        check_model_folder(cfg.model.path, tokenizer=not cfg.model.tokenizer_path)
+        try:     # the config transformers will build the model from (an unknown model_type, remote code needed, ...)
+            from transformers import AutoConfig
+
+            AutoConfig.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+        except Exception as e:
+            raise ConfigError(f"model.path: {cfg.model.path}: transformers cannot load its config.json: "
+                              f"{type(e).__name__}: {_one_line(e)}") from None
         return os.path.abspath(cfg.model.path)
     from agent_rl.model.prepare import PrepareError, prepare_embedded
 
@@ -59,35 +107,136 @@ def prepare_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> str:
         raise ConfigError(f"model.path: embedded model unavailable: {e}") from None
 
 
-def _missing_data(cfg: TrainConfig) -> List[str]:
-    files = list(cfg.data.train_files) + list(cfg.data.val_files)
-    if cfg.data.generate_if_missing == "kg" and cfg.tools.kg_store:
-        files.append(cfg.tools.kg_store)
-    return [f for f in files if not os.path.exists(f)]
+DATA_KINDS = ("kg", "arith")
+# what `agent-rl data generate <kind> --out DIR` writes into DIR
+GENERATED_FILES = {"kg": ("train.parquet", "val.parquet", "test.parquet", "kg_store.json"),
+                   "arith": ("train.parquet", "val.parquet", "test.parquet")}
+DATA_KEYS = ("train_files", "val_files")
 
 
-def prepare_data(cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
+def default_data_dir(kind: str) -> str:
+    """The folder `data.generate_if_missing=<kind>` may write: `data/<kind>` of the working directory."""
+    return os.path.join("data", kind)
+
+
+def _same_dir(a: str, b: str) -> bool:
+    return os.path.realpath(os.path.abspath(a or ".")) == os.path.realpath(os.path.abspath(b or "."))
+
+
+def default_kind_of(path: str) -> Optional[str]:
+    """The task whose default folder holds `path` as a file the generator writes, else None."""
+    for kind in DATA_KINDS:
+        if _same_dir(os.path.dirname(path), default_data_dir(kind)) and os.path.basename(path) in GENERATED_FILES[kind]:
+            return kind
+    return None
+
+
+def tools_task(config_path: Optional[str]) -> Optional[str]:
+    """The embedded task a tool YAML is for: kg (kg_query), arith (calculator / calc_gsm8k_reward), else None."""
+    try:
+        names = set(tool_names(config_path))
+    except ConfigError:
+        return None
+    if "kg_query" in names:
+        return "kg"
+    if names & {"calculator", "calc_gsm8k_reward"}:
+        return "arith"
+    return None
+
+
+def _missing_message(key: str, path: str, kind: Optional[str], task: Optional[str]) -> str:
+    folder = os.path.dirname(path) or "."
+    folder_kind = default_kind_of(path)
+    make = folder_kind or task or kind or "kg"
+    if os.path.basename(path) in GENERATED_FILES[make]:
+        how = f"make it with `agent-rl data generate {make} --out {folder}`"
+    else:
+        how = (f"`agent-rl data generate {make} --out DIR` writes {', '.join(GENERATED_FILES[make])}, "
+               "`agent-rl data convert ...` converts real data")
+    msg = f"{key}: file not found: {path} ({how}"
+    if kind:
+        msg += f"; data.generate_if_missing={kind} only fills the default folder {default_data_dir(kind)}/"
+        if folder_kind and folder_kind != kind:
+            msg += f", data.generate_if_missing={folder_kind} fills {default_data_dir(folder_kind)}/"
+    return msg + ")"
+
+
+def check_data(cfg: TrainConfig, keys: Sequence[str] = DATA_KEYS) -> Optional[str]:
+    """Check the files of `data.<key>` (and the KG store) without writing anything. Returns the folder to generate
+    (`data/<kind>`) when generation will make every missing file, else None; a missing file it may not make is a
+    ConfigError naming the key, the file and the command that makes it."""
     kind = cfg.data.generate_if_missing
-    missing = _missing_data(cfg)
-    if not missing:
+    if kind is not None and kind not in DATA_KINDS:
+        raise ConfigError(f"data.generate_if_missing: {kind!r} is not one of {', '.join(DATA_KINDS)} (or null)")
+    task = tools_task(cfg.tools.config_path)
+    files = [(f"data.{key}", f) for key in keys for f in getattr(cfg.data, key)]
+    missing = [(key, f) for key, f in files if not os.path.exists(f)]
+    for key, f in missing:
+        if not kind or default_kind_of(f) != kind:
+            raise ConfigError(_missing_message(key, f, kind, task))
+    store = cfg.tools.kg_store
+    store_too = (kind == "kg" and task == "kg" and store and not os.path.exists(store) and default_kind_of(store) == "kg"
+                 and all(default_kind_of(f) == "kg" for _, f in files))
+    if not missing and not store_too:
+        return None
+    if task and task != kind:
+        names = ", ".join(tool_names(cfg.tools.config_path))
+        raise ConfigError(f"data.generate_if_missing: {kind} data do not fit the tools of {cfg.tools.config_path} "
+                          f"({names}: the {task} task); nothing generated: set data.generate_if_missing={task} with "
+                          f"data files in {default_data_dir(task)}/, or make them with `agent-rl data generate {task} --out DIR`")
+    return default_data_dir(kind)
+
+
+def check_data_readable(cfg: TrainConfig, keys: Sequence[str] = DATA_KEYS) -> None:
+    """Every existing data file of `keys` opens as parquet (its footer; the rows are checked at load)."""
+    import pyarrow.parquet as pq
+
+    for key in keys:
+        for f in getattr(cfg.data, key):
+            if not os.path.isfile(f):
+                if os.path.exists(f):
+                    raise ConfigError(f"data.{key}: {f} is not a file")
+                continue
+            try:
+                pq.read_metadata(f)
+            except Exception as e:
+                raise ConfigError(f"data.{key}: {f}: cannot read as parquet ({_one_line(e)})") from None
+
+
+def prepare_data(cfg: TrainConfig, log: Callable[[str], None] = print, keys: Sequence[str] = DATA_KEYS) -> None:
+    """Generate the default data folder when `check_data` allows it (see the module docstring)."""
+    folder = check_data(cfg, keys)
+    if folder is None:
         return
-    if not kind:
-        raise ConfigError(f"data.train_files: file not found: {missing[0]} "
-                          f"(make it with `agent-rl data generate kg --out {os.path.dirname(missing[0]) or '.'}`)")
-    if kind not in ("kg", "arith"):
-        raise ConfigError(f"data.generate_if_missing: {kind!r} is not one of kg, arith")
+    kind = cfg.data.generate_if_missing
     from agent_rl.data.generate import generate_dataset
 
-    for folder in sorted({os.path.dirname(os.path.abspath(f)) for f in missing}):
-        log(f"generating the embedded {kind} data set into {folder} (= `agent-rl data generate {kind} --out {folder}`)")
-        try:
-            generate_dataset(kind, folder)
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"data.generate_if_missing: generating {kind} data into {folder} failed: {e}") from None
-    still = _missing_data(cfg)
+    log(f"generating the embedded {kind} data set into {folder} (= `agent-rl data generate {kind} --out {folder}`)")
+    try:
+        generate_dataset(kind, folder)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"data.generate_if_missing: generating {kind} data into {folder} failed: {e}") from None
+    still = [(f"data.{key}", f) for key in keys for f in getattr(cfg.data, key) if not os.path.exists(f)]
     if still:
-        raise ConfigError(f"data.train_files: {still[0]} still missing after generating `{kind}` data "
-                          "(the generator writes train/val/test.parquet: point data.*_files at them)")
+        raise ConfigError(f"{still[0][0]}: {still[0][1]} still missing after generating `{kind}` data into {folder}")
+
+
+def check_tools(cfg: TrainConfig) -> None:
+    """The tool YAML of `tools.config_path` is valid and each class_name imports (nothing is built or started)."""
+    path = cfg.tools.config_path
+    if not path:
+        return
+    from agent_rl.tool_runtime.errors import ToolConfigError
+    from agent_rl.tool_runtime.loader import read_tool_specs, resolve_class
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"tools.config_path: file not found: {path}")
+    try:
+        base = os.path.dirname(os.path.abspath(path))
+        for spec in read_tool_specs(path):
+            resolve_class(spec.class_name, base, spec.where)
+    except ToolConfigError as e:
+        raise ConfigError(f"tools.config_path: {e}") from None
 
 
 def prepare_demos(cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
@@ -126,16 +275,26 @@ def tool_names(config_path: Optional[str]) -> List[str]:
     """Function names declared in a tool YAML (verl shape)."""
     if not config_path:
         return []
-    import yaml
-
-    with open(config_path, encoding="utf-8") as f:
-        doc = yaml.safe_load(f) or {}
     names = []
-    for t in doc.get("tools", []) or []:
-        fn = ((t or {}).get("tool_schema") or {}).get("function") or {}
-        if fn.get("name"):
+    for t in _tool_entries(config_path):
+        fn = t.get("tool_schema") if isinstance(t.get("tool_schema"), dict) else {}
+        fn = fn.get("function") if isinstance(fn.get("function"), dict) else {}
+        if isinstance(fn.get("name"), str) and fn["name"]:
             names.append(fn["name"])
     return names
+
+
+def _tool_entries(config_path: str) -> List[Dict[str, Any]]:
+    """The `tools:` entries (mappings) of a tool YAML; an unreadable file is a ConfigError."""
+    import yaml
+
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"tools.config_path: cannot read {config_path}: {_one_line(e)}") from None
+    entries = doc.get("tools") if isinstance(doc, dict) else None
+    return [t for t in entries if isinstance(t, dict)] if isinstance(entries, list) else []
 
 
 def server_answers(url: str, timeout: float = 1.0) -> bool:
@@ -165,14 +324,12 @@ def _pinned_tool_url(config_path: Optional[str]) -> Optional[str]:
     """`config.server_url` of kg_query in the tool YAML (it wins over the env var the driver exports)."""
     if not config_path:
         return None
-    import yaml
-
-    with open(config_path, encoding="utf-8") as f:
-        doc = yaml.safe_load(f) or {}
-    for t in doc.get("tools", []) or []:
-        fn = (((t or {}).get("tool_schema") or {}).get("function") or {})
+    for t in _tool_entries(config_path):
+        fn = t.get("tool_schema") if isinstance(t.get("tool_schema"), dict) else {}
+        fn = fn.get("function") if isinstance(fn.get("function"), dict) else {}
         if fn.get("name") == "kg_query":
-            return ((t or {}).get("config") or {}).get("server_url") or None
+            conf = t.get("config") if isinstance(t.get("config"), dict) else {}
+            return conf.get("server_url") or None
     return None
 
 

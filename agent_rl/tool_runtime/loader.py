@@ -8,7 +8,7 @@
           type: function
           function: {name: calculator, description: ..., parameters: {JSON Schema}, strict: false}
 
-Every problem raises `ToolConfigError("<file>: tools[<i>] (<name>): <reason>")`.
+Every problem raises `ToolConfigError("<file>: tools[<i>] (<name>): <reason>")`, one line.
 """
 from __future__ import annotations
 
@@ -40,6 +40,12 @@ CLASS_ALIASES = {
 }
 
 
+def one_line(text: Any, limit: int = 300) -> str:
+    """`text` on one line (whitespace runs collapsed), cut at `limit` characters: error messages stay one line."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @dataclass
 class ToolSpec:
     """One validated YAML entry."""
@@ -69,7 +75,8 @@ def check_parameters_schema(params: Any, where: str) -> None:
         cls.check_schema(params)
     except jsonschema.SchemaError as e:
         path = "/".join(str(p) for p in e.absolute_path) or "(root)"
-        raise ToolConfigError(f"{where}: tool_schema.function.parameters is not a valid JSON Schema at {path}: {e.message}") from None
+        raise ToolConfigError(f"{where}: tool_schema.function.parameters is not a valid JSON Schema: {one_line(e.message)} "
+                              f"(at {path})") from None
     if params.get("type") != "object":
         raise ToolConfigError(f"{where}: tool_schema.function.parameters must have type: object (the arguments are a JSON object)")
 
@@ -133,7 +140,9 @@ def read_tool_specs(path: str) -> List[ToolSpec]:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ToolConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+        raise ToolConfigError(f"{path}: not valid YAML{where}: {one_line(problem)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ToolConfigError(f"{path}: cannot read the tool config: {one_line(e)}") from None
     if not isinstance(doc, dict) or "tools" not in doc:
         raise ToolConfigError(f"{path}: expected a mapping with a top-level `tools:` list")
     entries = doc["tools"]
@@ -191,7 +200,7 @@ def resolve_class(class_name: str, base_dir: str, where: str = ""):
         try:
             module = _import_file(file_path)
         except Exception as e:
-            raise ToolConfigError(f"{prefix}class_name {class_name!r}: importing {file_path} failed: {type(e).__name__}: {e}") from e
+            raise ToolConfigError(f"{prefix}class_name {class_name!r}: importing {file_path} failed: {type(e).__name__}: {one_line(e)}") from e
         origin = file_path
     else:
         mod_name, _, attr = class_name.rpartition(".")
@@ -200,7 +209,7 @@ def resolve_class(class_name: str, base_dir: str, where: str = ""):
         try:
             module = importlib.import_module(mod_name)
         except Exception as e:
-            raise ToolConfigError(f"{prefix}class_name {class_name!r}: cannot import module {mod_name!r}: {type(e).__name__}: {e}") from e
+            raise ToolConfigError(f"{prefix}class_name {class_name!r}: cannot import module {mod_name!r}: {type(e).__name__}: {one_line(e)}") from e
         origin = mod_name
     cls = getattr(module, attr, None)
     if cls is None:
@@ -219,7 +228,7 @@ def build_tool(spec: ToolSpec, base_dir: str):
     try:
         tool = cls(dict(spec.config), spec.tool_schema)
     except Exception as e:
-        raise ToolConfigError(f"{spec.where}: building {spec.class_name} failed: {type(e).__name__}: {e}") from e
+        raise ToolConfigError(f"{spec.where}: building {spec.class_name} failed: {type(e).__name__}: {one_line(e)}") from e
     if getattr(tool, "name", None) is None:
         tool.name = spec.name
     if tool.name != spec.name:

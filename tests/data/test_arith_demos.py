@@ -137,20 +137,21 @@ def test_cli_writes_the_file(arith_dir, tmp_path):
 
 
 def _cfg(tmp_path, gen, check_paths=True):
-    data = tmp_path / "data"
+    data = tmp_path / "data" / "arith"      # the default folder of arith (generated only there)
     return compose(["model.path=embedded", f"data.train_files=[{data}/train.parquet]", f"data.val_files=[{data}/val.parquet]",
                     f"data.generate_if_missing={gen}", f"tools.config_path={ARITH_YAML}", "tools.kg_store=null",
                     "sft.steps=2", f"sft.files=[{data}/sft.parquet]"], check_paths=check_paths)
 
 
-def test_prepare_demos_writes_arith_demonstrations(tmp_path):
+def test_prepare_demos_writes_arith_demonstrations(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     cfg = _cfg(tmp_path, "arith")          # a missing sft file is no config error when it will be generated
     lines = []
     prepare.prepare_data(cfg, log=lines.append)
     prepare.prepare_demos(cfg, log=lines.append)
-    sft = tmp_path / "data" / "sft.parquet"
+    sft = tmp_path / "data" / "arith" / "sft.parquet"
     assert sft.exists() and pq.read_table(sft).num_rows == 2000
-    assert f"agent-rl data arith-demos --data {tmp_path / 'data'} --out {sft} --tool-config {ARITH_YAML}" in lines[-2]
+    assert f"agent-rl data arith-demos --data {tmp_path / 'data' / 'arith'} --out {sft} --tool-config {ARITH_YAML}" in lines[-2]
     assert lines[-1] == "  2000 demonstrations of 2000 rows (skipped: none)"
     mtime = os.path.getmtime(sft)
     prepare.prepare_demos(cfg, log=lines.append)               # present: kept
@@ -161,11 +162,11 @@ def test_prepare_demos_errors(tmp_path):
     msg = "sft.files: file not found: .*sft.parquet .*`agent-rl data arith-demos --data DIR`"
     with pytest.raises(ConfigError, match=msg):
         prepare.prepare_demos(_cfg(tmp_path, "null", check_paths=False), log=lambda s: None)
-    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "arith").mkdir(parents=True)
     for split in ("train", "val"):
-        (tmp_path / "data" / f"{split}.parquet").write_bytes(b"")   # only existence is checked at load
+        (tmp_path / "data" / "arith" / f"{split}.parquet").write_bytes(b"")   # only existence is checked here
     with pytest.raises(ConfigError, match=msg):
         _cfg(tmp_path, "null")
-    (tmp_path / "data" / "train.parquet").unlink()                    # nothing to demonstrate
+    (tmp_path / "data" / "arith" / "train.parquet").unlink()          # nothing to demonstrate
     with pytest.raises(ConfigError, match="sft.files: cannot write arithmetic demonstrations to .*train.parquet"):
-        prepare.prepare_demos(_cfg(tmp_path, "arith"), log=lambda s: None)
+        prepare.prepare_demos(_cfg(tmp_path, "arith", check_paths=False), log=lambda s: None)

@@ -136,8 +136,9 @@ def test_model_path_missing():
         prepare.prepare_model(cfg)
 
 
-def test_generate_if_missing(tmp_path):
-    d = tmp_path / "kg"
+def test_generate_if_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)      # generation writes only the default folder data/kg (of the working directory)
+    d = tmp_path / "data" / "kg"
     cfg = _cfg(**{"data.train_files": f"[{d}/train.parquet]", "data.val_files": f"[{d}/val.parquet]",
                   "tools.kg_store": f"{d}/kg_store.json", "data.generate_if_missing": "kg"})
     msgs = []

@@ -5,9 +5,13 @@ import os
 
 from agent_rl.cli import rollout as rollout_cli
 
+ARITH_YAML = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          "configs", "tool_config", "arith_tool_config.yaml")
 
-def test_rollout_command(tmp_path, tiny_model_path, capsys):
-    data = tmp_path / "arith"
+
+def test_rollout_command(tmp_path, tiny_model_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)      # generation writes only the default folder data/arith (of the working directory)
+    data = tmp_path / "data" / "arith"
     out = tmp_path / "step.jsonl"
     parser = argparse.ArgumentParser()
     rollout_cli.add_arguments(parser)
@@ -16,7 +20,7 @@ def test_rollout_command(tmp_path, tiny_model_path, capsys):
         f"model.path={tiny_model_path}", "rollout.engine=hf", "rollout.n=2", "rollout.over_sample_rate=0.5",
         "rollout.multi_turn.max_new_tokens_per_turn=8", "rollout.progress_bar=false",
         f"data.train_files=[{data}/train.parquet]", f"data.val_files=[{data}/val.parquet]",
-        "data.generate_if_missing=arith", "tools.config_path=configs/tool_config/arith_tool_config.yaml",
+        "data.generate_if_missing=arith", f"tools.config_path={ARITH_YAML}",
         f"trainer.output_dir={tmp_path}/run"]
     assert rollout_cli.run(args) == 0
     printed = capsys.readouterr().out
