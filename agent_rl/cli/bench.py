@@ -2,6 +2,7 @@
 scheduling mode on one seeded workload. Writes JSON + summary.md (+ PNG plots) under --out."""
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import os
@@ -11,12 +12,27 @@ import sys
 HELP = "Benchmark raw engine throughput and async multi-turn rollouts (see docs/benchmarks.md)"
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, `(default: X)`, unless the help already says it (or there is
+    none: a required option, a flag, `None`, an empty list)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or "default" in text.lower() or action.required or not action.option_strings
+                or default is None or default is False or default is argparse.SUPPRESS or default == []):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _common(p) -> None:
     p.add_argument("--engine", default="hf", choices=["hf", "sglang", "http", "sim", "auto"],
-                   help="generation backend (default hf; http = an SGLang server at --server-url; sim = a simulated "
-                        "continuous-batching engine whose decode step costs --sim-cost, for scheduling work on a CPU)")
+                   help="generation backend (default: %(default)s; http = an SGLang server at --server-url; sim = a "
+                        "simulated continuous-batching engine whose decode step costs --sim-cost, for scheduling work "
+                        "on a CPU)")
     p.add_argument("--sim-cost", default="1.3,11.8", metavar="FIXED_MS,PER_ROW_US",
-                   help="--engine sim: decode step cost (default: SmolLM2-135M on an H200, docs/benchmarks.md)")
+                   help="--engine sim: decode step cost (default: %(default)s, SmolLM2-135M on an H200, "
+                        "docs/benchmarks.md)")
     p.add_argument("--server-url", default=None, help="--engine http: base URL of the SGLang server")
     p.add_argument("--model", default="embedded",
                    help="HF model folder, `embedded` (SmolLM2-135M-Instruct), or `random:SHAPE`: a random-init model of "
@@ -49,8 +65,10 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
 
 
 def add_arguments(parser) -> None:
+    parser.formatter_class = DefaultsHelpFormatter
     sub = parser.add_subparsers(dest="bench_cmd", metavar="BENCH", required=True)
     e = sub.add_parser("engine", help="raw generation throughput (all requests at once, ignore_eos)",
+                       formatter_class=DefaultsHelpFormatter,
                        description="Submit --prompts requests of --prompt-len random token ids at once, each sampling "
                                    "exactly --new-tokens tokens (ignore_eos). Reports tokens/s, requests/s, wall time.")
     _common(e)
@@ -58,6 +76,7 @@ def add_arguments(parser) -> None:
     e.add_argument("--prompt-len", type=int, default=128, help="prompt tokens per request")
     e.add_argument("--new-tokens", type=int, default=128, help="new tokens per request")
     r = sub.add_parser("rollout", help="multi-turn tool rollouts: turn-batched vs async vs over-sampling vs carry-over",
+                       formatter_class=DefaultsHelpFormatter,
                        description="Run the raw-engine ceiling, then each mode on the same seeded workload. "
                                    "Distributions: N | fixed:N | uniform:lo=A,hi=B | lognormal:mean=M,sigma=S | "
                                    "pareto:alpha=A,scale=S, each with optional min=,max= clips.")
@@ -68,6 +87,7 @@ def add_arguments(parser) -> None:
     r.add_argument("--modes", default="all", help="comma list of turn-batched, async, oversample, carryover (or all)")
     r.add_argument("--no-ceiling", action="store_true", help="skip the raw engine run")
     s = sub.add_parser("suite", help="the targets of docs/benchmarks.md: raw engine + 3 rollout scenarios, one engine start",
+                       formatter_class=DefaultsHelpFormatter,
                        description="Raw engine run, then scenarios instant-tools (turn-batched, async), tool-latency "
                                    "(turn-batched, async) and heavy-tail (async, over-sampling, carry-over); one folder "
                                    "per scenario under --out and a summary.md with the target checks.")
@@ -80,6 +100,7 @@ def add_arguments(parser) -> None:
     s.add_argument("--ceiling-prompts", default="64",
                    help="raw engine runs: requests in flight, comma list (e.g. 256,1024: the largest must not be slower)")
     g = sub.add_parser("sglang-log", help="per benchmark mode: sglang's prefill passes, cache hits, decode batch sizes",
+                       formatter_class=DefaultsHelpFormatter,
                        description="Summarise an sglang log written during `agent-rl bench` (both in one file, e.g. "
                                    "`agent-rl bench suite ... > bench.log 2>&1`): per mode, prefill passes, radix-cache "
                                    "hit rate, decode batch size and CUDA-graph share.")

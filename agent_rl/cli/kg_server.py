@@ -9,8 +9,12 @@ HELP = "Serve a KG store over HTTP for the kg_query tool"
 
 
 def add_arguments(parser):
+    from agent_rl.cli.bench import DefaultsHelpFormatter
+
+    parser.formatter_class = DefaultsHelpFormatter   # every option shows its default
     parser.add_argument("--store", required=True, help="KG store JSON (agent-rl data generate kg, or a RoG converter)")
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="bind address (a loopback address: this machine only; the server has no authentication)")
     parser.add_argument("--port", type=int, default=8001, help="port (0 = a free one)")
     parser.add_argument("--max-batch", type=int, default=1024, help="most requests in one POST /retrieve list")
     parser.add_argument("--max-body-kb", type=int, default=1024, help="largest request body (larger: 413)")

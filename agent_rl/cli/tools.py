@@ -1,4 +1,7 @@
-"""`agent-rl tools validate FILE...` and `agent-rl tools call FILE NAME '{json}'`."""
+"""`agent-rl tools validate FILE...` and `agent-rl tools call FILE NAME '{json}'`.
+
+Output piped into a reader that stops early (`agent-rl tools call ... | head -3`) ends quietly: the rest of the
+output is dropped, no BrokenPipeError, and the exit status is still the command's."""
 from __future__ import annotations
 
 import asyncio
@@ -26,6 +29,33 @@ def add_arguments(parser):
     parser.set_defaults(_tools_parser=parser)
 
 
+def _drop_stdout() -> None:
+    """The reader of stdout went away: send what is left to /dev/null, so that neither a later print nor the
+    interpreter's final flush raises BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError):   # no real file descriptor (captured output): nothing to redirect
+        pass
+
+
+def _out(text: str = "") -> None:
+    try:
+        print(text)
+    except BrokenPipeError:
+        _drop_stdout()
+
+
+def _flush() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+
+
 def _validate(files) -> int:
     from agent_rl.tool_runtime.errors import ToolConfigError
     from agent_rl.tool_runtime.loader import load_tool_specs_and_tools
@@ -39,9 +69,9 @@ def _validate(files) -> int:
             status = 1
             continue
         if not pairs:
-            print(f"OK {path}: no tools declared")
+            _out(f"OK {path}: no tools declared")
         for spec, _tool in pairs:
-            print(f"OK {path}: {spec.name} ({spec.class_name})")
+            _out(f"OK {path}: {spec.name} ({spec.class_name})")
     return status
 
 
@@ -75,20 +105,27 @@ async def _call(args) -> int:
             rewards = await s.calc_rewards()
     finally:
         await rt.close()
-    print("observation:")
-    print(rec.observation)
-    print(f"status: {rec.status}")
-    print(f"step_reward: {rec.step_reward}")
-    print(f"calc_reward: {rewards.get(args.name, 0.0)}")
-    print(f"latency_s: {rec.latency_s:.4f}")
-    print(f"call metrics: {json.dumps(rec.metrics, default=str, sort_keys=True)}")
-    print(f"runtime metrics: {json.dumps(rt.metrics.snapshot(), sort_keys=True)}")
+    _out("observation:")
+    _out(rec.observation)
+    _out(f"status: {rec.status}")
+    _out(f"step_reward: {rec.step_reward}")
+    _out(f"calc_reward: {rewards.get(args.name, 0.0)}")
+    _out(f"latency_s: {rec.latency_s:.4f}")
+    _out(f"call metrics: {json.dumps(rec.metrics, default=str, sort_keys=True)}")
+    _out(f"runtime metrics: {json.dumps(rt.metrics.snapshot(), sort_keys=True)}")
     from agent_rl.tool_runtime.record import OK
 
     return 0 if rec.status == OK else 1
 
 
 def run(args) -> int:
+    try:
+        return _run(args)
+    finally:
+        _flush()   # here, not at exit: a reader that left (`| head`) is handled, not a traceback
+
+
+def _run(args) -> int:
     from agent_rl.tool_runtime.errors import ToolConfigError
 
     cmd = getattr(args, "tools_command", None)

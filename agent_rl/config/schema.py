@@ -38,7 +38,9 @@ class DataConfig:
     shuffle: bool = F(True, "shuffle training rows each epoch (seeded by trainer.seed)")
     skip_invalid_rows: bool = F(False, "drop rows that fail the load-time row check (counted: one line per file with "
                                 "the first problem) instead of refusing the data")
-    generate_if_missing: Optional[str] = F(None, "`kg` or `arith`: generate the embedded data set into the files' folder when they are missing")
+    generate_if_missing: Optional[str] = F(None, "`kg` or `arith`: generate the embedded data set when the missing data files are that "
+                                           "task's default ones (`data/<kind>/`, as the config defaults and example scripts use); "
+                                           "any other missing file is an error")
 
 
 @dataclass
@@ -101,6 +103,9 @@ class ToolsConfig:
     kg_server_url: str = F("http://127.0.0.1:8001", "KG server base URL used by kg_query")
     kg_server_autostart: bool = F(True, "start the KG server in-process when nothing answers at kg_server_url")
     kg_store: Optional[str] = F("data/kg/kg_store.json", "KG store file the autostarted server loads")
+    max_failed_calls_per_step: Optional[int] = F(None, "stop the run when more tool calls than this fail on the tool's "
+                                                 "side in one step (backend down, time-outs, exceptions), before "
+                                                 "the update; null = never (they stay error observations)")
 
 
 @dataclass
@@ -167,6 +172,9 @@ class AlgorithmConfig:
 
 @dataclass
 class RewardConfig:
+    default_reward: Optional[str] = F(None, "reward of a data_source with no registered reward function: kg | arith | "
+                                      "infer (from the row's ability, else its ground truth's type); null = such a row "
+                                      "is an error (docs/tools.md)")
     kg_answer_metric: str = F("f1", "f1 | em | hits1: the answer score of KG QA")
     kg_answer_weight: float = F(1.0, "weight of the answer score")
     kg_format_weight: float = F(0.1, "weight of the format score: every turn well-formed and a non-empty answer (per turn: the turn well-formed)")

@@ -45,6 +45,19 @@ from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
 log = logging.getLogger(__name__)
 
 
+def cache_argument(model) -> str:
+    """The name under which `model.forward` takes (and its output returns) the KV cache: `cache` in the installed
+    transformers 5.x, `past_key_values` before. The old name still works there but logs a FutureWarning
+    ("`past_key_values` is deprecated ... Use `cache` instead") on every engine run."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
 @dataclass
 class EngineStats:
     steps: int = 0                  # forward steps (a step may hold a decode and a prefill forward)
@@ -103,6 +116,7 @@ class HFEngine(Engine):
                 kwargs["attn_implementation"] = attn_implementation
             model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
         self.model = model.to(self.device).eval()
+        self._cache_kw = cache_argument(self.model)   # "cache" (transformers 5.x) or "past_key_values"
         self.model_path = model_path
         self.max_batch_size = int(max_batch_size)
         cfg_len = getattr(self.model.config, "max_position_embeddings", None)
@@ -307,9 +321,9 @@ class HFEngine(Engine):
     def _decode(self) -> torch.Tensor:
         mask = torch.cat([self._mask, torch.ones_like(self._mask[:, :1])], dim=1)
         out = self.model(input_ids=self._last[:, None], attention_mask=mask, position_ids=self._pos[:, None],
-                         past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+                         use_cache=True, logits_to_keep=1, **{self._cache_kw: self._cache})
         self._mask = mask
-        self._cache = out.past_key_values
+        self._cache = getattr(out, self._cache_kw)
         self.stats.decode_forwards += 1
         self.stats.decode_rows += len(self._rows)
         return out.logits[:, -1, :]
@@ -325,9 +339,9 @@ class HFEngine(Engine):
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         from transformers import DynamicCache
 
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=DynamicCache(),
-                         use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                         **{self._cache_kw: DynamicCache()})
+        cache = getattr(out, self._cache_kw)
         pad = (mask == 0)[:, None, :, None]
         for layer in cache.layers:
             if type(layer).__name__ != "DynamicLayer":

@@ -187,11 +187,55 @@ def prepare_embedded(out_dir: Optional[str] = None, gguf: Optional[str] = None, 
     _install_template(tok)
     tmp = _save_beside(plain, tok, out, ".prepare-")
     if check:
-        log("check: " + repr(generate_check(tmp)))
+        for line in check_report(generate_check(tmp)):
+            log(line)
     _mark_complete(tmp, {"kind": "embedded", "source": os.path.basename(path)})
     _install_dir(tmp, out)
     log(f"model ready: {out}")
     return out
+
+
+CHECK_QUESTION = "What is 17 * 23?"
+CHECK_PRODUCT = 17 * 23
+CHECK_STOP = "<|im_end|>"
+
+
+def check_verdict(text: str):
+    """(passed, what was seen) for the text `generate_check` returned.
+
+    What the check can tell: the converted weights load, the chat template renders a prompt with a tool, and greedy
+    decoding writes readable text (an answer or a `<tool_call>`) rather than nothing or only special tokens. It
+    cannot tell whether the answer is right: a 135M model often gets 17 * 23 wrong, which says nothing about the
+    conversion. A FAIL is printed, not raised (the folder is still installed)."""
+    import re
+
+    body = re.sub(r"<\|[^|<>]*\|>", " ", text or "")
+    if sum(ch.isalnum() for ch in body) < 2:
+        return False, "no readable text" + (f" (only special tokens: {text.strip()!r})" if (text or "").strip() else "")
+    if "<tool_call>" in body:
+        seen = "a <tool_call>"
+    else:
+        nums = re.findall(r"-?\d[\d,]*(?:\.\d+)?", body)
+        if nums:
+            n = nums[-1].replace(",", "")
+            right = "correct" if n == str(CHECK_PRODUCT) else f"17 * 23 = {CHECK_PRODUCT}; correctness is not judged"
+            seen = f"an answer ({n}; {right})"
+        else:
+            seen = "text"
+    stop = f", ended with {CHECK_STOP}" if CHECK_STOP in (text or "") else ", cut at the token limit"
+    return True, seen + stop
+
+
+def check_report(text: str):
+    """The lines `model prepare` prints about its check: the prompt, what came back, what was expected, PASS/FAIL."""
+    ok, seen = check_verdict(text)
+    lines = [f"check: greedy reply to {CHECK_QUESTION!r} with a calculator tool offered: {text!r}",
+             "check: expected readable text (an answer or a <tool_call>; the arithmetic is not judged) -> "
+             f"{'PASS' if ok else 'FAIL'}: {seen}"]
+    if not ok:
+        lines.append("check: the converted model does not generate text; convert again with "
+                     "`agent-rl model prepare --force` (or --gguf FILE), and report it if it persists")
+    return lines
 
 
 def generate_check(folder: str, max_new_tokens: int = 12) -> str:
@@ -204,7 +248,7 @@ def generate_check(folder: str, max_new_tokens: int = 12) -> str:
     tools = [{"type": "function", "function": {"name": "calculator", "description": "Evaluate arithmetic",
                                                "parameters": {"type": "object", "properties": {"expression": {"type": "string"}},
                                                               "required": ["expression"]}}}]
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is 17 * 23?"}], tools=tools,
+    ids = tok.apply_chat_template([{"role": "user", "content": CHECK_QUESTION}], tools=tools,
                                   add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False)

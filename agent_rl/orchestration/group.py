@@ -47,6 +47,35 @@ def package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(agent_rl.__file__)))
 
 
+def quiet_auth_env() -> Dict[str, str]:
+    """RAY_AUTH_MODE=token when this process is about to start a new local Ray cluster and the user left it unset.
+
+    Ray (2.60 here) turns token authentication on by default for a new local cluster and then warns on every start
+    ("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out"); an explicit
+    RAY_AUTH_MODE silences it. `token` is what Ray does anyway, so nothing changes but the warning. It goes into
+    this process's environment (ray.init reads it here) and into the returned env for the workers. Left alone when
+    ray.init will join an existing cluster (RAY_ADDRESS, a running local one): that cluster decides. Ray reads its
+    config once at import, so the variable alone would leave this process in `disabled` mode while the cluster it
+    starts requires tokens; it is re-read here exactly as Ray's own token set-up does (`_enable_token_auth`)."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return {}
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+        from ray._raylet import Config
+
+        if canonicalize_bootstrap_address(None) is not None:   # ray.init() would connect, not start
+            return {}
+    except Exception:  # noqa: BLE001 - another Ray: keep its default (and its warning)
+        return {}
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        Config.initialize("")   # Ray caches its config at import: re-read it, as Ray does when it enables token auth
+    except Exception:  # noqa: BLE001
+        del os.environ["RAY_AUTH_MODE"]
+        return {}
+    return {"RAY_AUTH_MODE": "token"}
+
+
 class WorkerGroup:
     def __init__(self, worker_cls: type, world_size: int, args: Sequence[Any] = (), use_ray: bool = True,
                  device: str = "cpu", ray_address: Optional[str] = None, env: Optional[Dict[str, str]] = None,
@@ -76,6 +105,7 @@ class WorkerGroup:
             else:
                 # on CPU every rank takes one logical CPU, even on a machine with fewer cores
                 num_cpus = max(world_size, os.cpu_count() or 1) if device == "cpu" else None
+                env.update(quiet_auth_env())
                 ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True)
             self._started_ray = True
         bundle = {"GPU": 1, "CPU": 1} if device == "cuda" else {"CPU": 1}

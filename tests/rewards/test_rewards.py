@@ -189,10 +189,13 @@ def test_arith_reward():
 
 
 def test_dispatch():
-    assert reward_fn_for({"data_source": "other", "ability": "kgqa"}).__name__ == "kg_reward"
-    assert reward_fn_for({"data_source": "other", "reward_model": {"ground_truth": "3"}}).__name__ == "arith_reward"
+    """Unknown sources: an error by default; reward.default_reward=infer reads the ability, then the truth's type."""
     with pytest.raises(ValueError):
-        reward_fn_for({"data_source": "other"})
+        reward_fn_for({"data_source": "other", "ability": "kgqa"})
+    assert reward_fn_for({"data_source": "other", "ability": "kgqa"}, "infer").__name__ == "kg_reward"
+    assert reward_fn_for({"data_source": "other", "reward_model": {"ground_truth": "3"}}, "infer").__name__ == "arith_reward"
+    with pytest.raises(ValueError):
+        reward_fn_for({"data_source": "other"}, "infer")
     register_reward("const", lambda t, c: (0.25, {"k": 1}))
     assert compute_reward(arith_traj(["x"], "1", source="const"), RewardConfig()) == (0.25, {"k": 1.0})
 
