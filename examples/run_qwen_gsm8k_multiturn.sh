@@ -7,7 +7,8 @@
 #   BASE_MODEL=/models/Qwen2.5-3B-Instruct DATA_DIR=data/gsm8k N_GPUS=8 bash examples/run_qwen_gsm8k_multiturn.sh
 #
 # Env: BASE_MODEL, DATA_DIR (train/val.parquet; `agent-rl data convert gsm8k`), EXPERIMENT_NAME, N_GPUS,
-# TOOL_CONFIG (default: calculator + calc_gsm8k_reward), SIZE (small | full); extra arguments are Hydra overrides.
+# TOOL_CONFIG (default: calculator + calc_gsm8k_reward), SIZE (small | gpu | full: examples/common.sh); extra arguments
+# are Hydra overrides.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -36,6 +37,16 @@ if [ "$SIZE" = full ]; then
     "data.val_batch_size=256" "data.max_val_samples=-1"
     "trainer.total_training_steps=300" "trainer.save_freq=50" "trainer.test_freq=25"
     "logger.backends=[console,jsonl,wandb]"
+  )
+elif [ "$SIZE" = gpu ]; then
+  # docs/results.md section 5 (H200: accuracy 0.297 after the warm-start -> 0.625 at step 20): 16 problems x 8
+  # samples, up to 3 turns (a calculator call, then the answer)
+  gpu_preset_args
+  ARGS+=(
+    "data.train_batch_size=16" "rollout.n=8" "actor.ppo_mini_batch_size=8"
+    "rollout.multi_turn.max_assistant_turns=3" "rollout.multi_turn.max_new_tokens_per_turn=192"
+    "rollout.multi_turn.max_response_tokens=768" "rollout.multi_turn.max_tool_response_tokens=64"
+    "data.val_batch_size=128" "data.max_val_samples=128"
   )
 else
   small_preset_args 64

@@ -1,4 +1,7 @@
-"""`agent-rl train [overrides...]`: GRPO training from the Hydra config (docs/training.md)."""
+"""`agent-rl train [overrides...]`: GRPO training from the Hydra config (docs/training.md).
+
+Exit status: 0 done, 1 the run failed, 2 config error, 128 + N stopped by signal N (130 SIGINT / Ctrl-C, 143 SIGTERM:
+the run is closed cleanly and a summary says what was saved; a second signal exits at once)."""
 from __future__ import annotations
 
 import sys
@@ -29,7 +32,7 @@ def run(args) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    from agent_rl.orchestration.trainer import TrainError, train
+    from agent_rl.orchestration.trainer import TrainError, TrainInterrupted, train
 
     try:
         train(cfg, overrides=overrides)
@@ -39,4 +42,7 @@ def run(args) -> int:
     except TrainError as e:
         print(f"agent-rl train: {e}", file=sys.stderr)
         return 1
+    except TrainInterrupted as e:
+        print(f"agent-rl train: {e}", file=sys.stderr)
+        return e.exit_code
     return 0

@@ -6,6 +6,11 @@ count, validation answer rate, KL loss, policy loss, entropy, response length, t
 success, timing) are drawn for whichever of their metrics are present. In the default panels a `*` stands
 for one part of a metric name between slashes (`val/*/f1` is not `val/kg_synth/hop1/f1`); `keys` are plain
 fnmatch globs.
+
+Short runs read well too: every panel spans the steps drawn in any panel (a lone validation point at step 2 sits
+on the 1..2 axis of the other panels, not on an axis of 1.9..2.1), series of few points get markers and, with 3 points or fewer,
+their values written beside them, and a panel whose values never change gets a y axis that includes 0 (a flat 0 on
+0..1, a flat 2 on 0..2) instead of matplotlib's value +- 0.1.
 """
 from __future__ import annotations
 
@@ -68,6 +73,29 @@ def _panels(records: Sequence[dict], keys: Optional[Sequence[str]]) -> List[Tupl
     return out
 
 
+def _x_limits(steps: Sequence[int]) -> Tuple[float, float]:
+    """The step range of what is drawn, padded: a single step gets one step either side."""
+    lo, hi = (min(steps), max(steps)) if steps else (0, 1)
+    if lo == hi:
+        return lo - 1, hi + 1
+    pad = max(0.3, 0.03 * (hi - lo))
+    return lo - pad, hi + pad
+
+
+def _flat_y_limits(values: Sequence[float]) -> Optional[Tuple[float, float]]:
+    """Y limits for a panel whose values are all equal (None otherwise): from 0 to the value (0..1 for a flat 0)."""
+    if not values:
+        return None
+    v0 = values[0]
+    if any(abs(v - v0) > 1e-12 * max(1.0, abs(v0)) for v in values):
+        return None
+    lo, hi = min(0.0, v0), max(0.0, v0)
+    if hi == lo:
+        hi = 1.0
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad
+
+
 def plot_metrics(jsonl: str, png: str, keys: Optional[Sequence[str]] = None, title: Optional[str] = None) -> Optional[str]:
     """Write `png` with the curves of `jsonl`; returns the path, or None when there is nothing to draw."""
     import matplotlib
@@ -86,10 +114,22 @@ def plot_metrics(jsonl: str, png: str, keys: Optional[Sequence[str]] = None, tit
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
+    xlim = _x_limits([x for _, ms in panels for m in ms for x in _series(records, m)[0]])
     for ax, (ptitle, metrics) in zip(axes.flat, panels):
+        values: List[float] = []
         for m in metrics:
             xs, ys = _series(records, m)
-            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=m)
+            values += ys
+            size = 6 if len(xs) <= 5 else 3
+            line, = ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=size, label=m)
+            if len(xs) <= 3 and len(metrics) <= 2:  # a few points: write their values
+                for x, y in zip(xs, ys):
+                    ax.annotate(f"{y:.3g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                                color=line.get_color())
+        flat = _flat_y_limits(values)
+        if flat:
+            ax.set_ylim(*flat)
+        ax.set_xlim(*xlim)
         ax.set_title(ptitle, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

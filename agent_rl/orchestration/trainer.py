@@ -17,6 +17,14 @@ Before the first step: validation (`val_before_train`), then the supervised warm
 
 Stops after `trainer.total_training_steps` steps or `trainer.total_epochs` passes over the data,
 whichever comes first; resumes from the latest complete checkpoint with `trainer.resume=auto`.
+
+`train(cfg)` (what `agent-rl train` runs) ends with a summary (`run_summary`): the last complete checkpoint, its
+`hf/` folder (loadable with transformers) and the best validation reward with its step. SIGINT / SIGTERM
+(`StopSignals`) stop the run at once: the first one raises KeyboardInterrupt in the main thread (which also breaks
+out of a Ray wait), `Trainer.close(interrupted=True)` tears everything down without waiting for the step in
+flight (busy Ray workers are killed, the in-process worker's pending tasks cancelled, the engine, tool sessions
+and KG server closed), the summary says what was saved, and `train` raises `TrainInterrupted`; a second signal
+exits at once.
 """
 from __future__ import annotations
 
@@ -24,6 +32,8 @@ import copy
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -31,6 +41,7 @@ from agent_rl.config.load import ConfigError, to_yaml
 from agent_rl.config.schema import TrainConfig
 from agent_rl.metrics.timer import PhaseTimer
 from agent_rl.orchestration.sharding import shard_batch, split_evenly
+from agent_rl.orchestration.tool_health import ToolFailures, check_tool_failures
 from agent_rl.orchestration.traj_metrics import (merge_rounds, merge_worker_metrics, reward_metrics, rollout_metrics,
                                                  validation_metrics)
 
@@ -39,6 +50,155 @@ log = logging.getLogger(__name__)
 
 class TrainError(RuntimeError):
     """A run that cannot go on (no trajectory came back, a checkpoint cannot be read, ...)."""
+
+
+class TrainInterrupted(Exception):
+    """The run was stopped by a signal (SIGINT / SIGTERM); everything is closed and the summary printed.
+    `exit_code` is the shell's convention, 128 + the signal number."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + int(signum)
+
+
+class StopSignals:
+    """SIGINT / SIGTERM handlers for the length of a run (main thread only).
+
+    The first signal records its number and raises KeyboardInterrupt in the main thread: it ends a blocking
+    `ray.get`, an event-loop wait or plain Python code at once (a torch kernel in progress finishes first). A
+    second signal, while the run is closing, exits at once (`os._exit(128 + signum)`; Ray's own processes follow
+    their driver). `install` is idempotent and is called again after `ray.init`, which replaces the SIGTERM
+    handler with one that calls `sys.exit` (a SystemExit inside a Ray wait aborts the process: `Aborted`)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self._previous: Dict[int, Any] = {}
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in self.SIGNALS:
+            if signal.getsignal(s) != self._handle:
+                prev = signal.signal(s, self._handle)
+                self._previous.setdefault(s, prev)
+
+    def restore(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s, prev in self._previous.items():
+            signal.signal(s, prev if prev is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        # os.write, not print: the main thread may be inside a print of its own (a reentrant write raises)
+        if self.signum is None:
+            self.signum = signum
+            os.write(2, (f"\n{signal.Signals(signum).name} received: stopping the run "
+                         "(send it again to exit at once, without cleaning up)\n").encode())
+            raise KeyboardInterrupt
+        os.write(2, f"\n{signal.Signals(signum).name} received again: exiting now\n".encode())
+        os._exit(128 + signum)
+
+
+def _cancel_pending_tasks(loop, timeout: float = 10.0) -> None:
+    """Cancel every task left on `loop` by an interrupted `run_until_complete` (trajectories, tool calls, the hf
+    engine's batch loop) and let them unwind, so that their tool sessions are released."""
+    import asyncio
+
+    if loop is None or loop.is_closed() or loop.is_running():
+        return
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.wait(tasks, timeout=timeout))
+
+
+def _fmt_s(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _val_reward_key(records: Sequence[Dict[str, Any]], prefix: str = "val/") -> Optional[str]:
+    """The headline validation reward: `val/all/reward` with several data sources, else `val/<source>/reward`."""
+    keys = sorted({k for r in records for k in r if k.startswith(prefix) and k.endswith("/reward")
+                   and len(k[len(prefix):].split("/")) == 2})
+    if not keys:
+        return None
+    all_key = f"{prefix}all/reward"
+    return all_key if all_key in keys else keys[0]
+
+
+def best_validation(output_dir: str) -> Optional[Dict[str, Any]]:
+    """The best validation reward in `<output_dir>/metrics.jsonl`: {key, value, step, label}; None without one.
+    The warm-started model's validation (`sft/val/*`, step 0) counts, labelled `after the warm-start`."""
+    from agent_rl.metrics.jsonl import read_jsonl
+
+    path = os.path.join(output_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return None
+    records = read_jsonl(path)
+    key = _val_reward_key(records)
+    best = None
+    for r in records:
+        step = int(r.get("step", 0))
+        cands = [(key, r.get(key), "before training" if step == 0 else f"step {step}")]
+        if step == 0:
+            sk = _val_reward_key([r], "sft/val/")
+            cands.append((sk, r.get(sk) if sk else None, "step 0, after the warm-start"))
+        for k, v, label in cands:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+                continue
+            if best is None or v > best["value"]:   # ties: the earliest
+                best = {"key": k, "value": float(v), "step": step, "label": label}
+    return best
+
+
+def run_summary(output_dir: str, *, step: Optional[int] = None, elapsed_s: Optional[float] = None,
+                interrupted: Optional[str] = None, save_freq: Optional[int] = None) -> List[str]:
+    """The lines printed when a run ends: how it ended, the last complete checkpoint (and its HF folder), the
+    warm-started model, the best validation reward. `interrupted`: the signal's name when a signal stopped it."""
+    from agent_rl.training.checkpoint import find_latest_checkpoint, list_checkpoints
+
+    root = os.path.join(output_dir, "checkpoints")
+    took = f" after {_fmt_s(elapsed_s)}" if elapsed_s is not None else ""
+    if interrupted:
+        done = "" if step is None else f" ({step} step(s) complete)"
+        lines = [f"run stopped by {interrupted}{took}{done}"]
+    else:
+        lines = [f"run finished{took}" + ("" if step is None else f": {step} step(s)")]
+    latest = find_latest_checkpoint(root)
+    if latest:
+        ck_step = dict((p, s) for s, p in list_checkpoints(root)).get(latest)
+        lines.append(f"  last checkpoint: {latest} (step {ck_step})")
+        lines.append(f"  model: {os.path.join(latest, 'hf')}  "
+                     "(transformers: AutoModelForCausalLM.from_pretrained / AutoTokenizer.from_pretrained)")
+        if interrupted:
+            lines.append(f"  saved: the checkpoint of step {ck_step}; "
+                         + ("nothing after it" if step is None or step <= (ck_step or 0) else
+                            f"steps {ck_step + 1}..{step} are logged in metrics.jsonl but not saved")
+                         + "; run the same command again to resume from it (trainer.resume=auto)")
+    else:
+        why = " (trainer.save_freq <= 0)" if save_freq is not None and save_freq <= 0 else ""
+        lines.append(("  nothing was saved: no complete checkpoint" if interrupted else "  no checkpoint saved") + why)
+    sft_dir = os.path.join(output_dir, "sft")
+    sft = find_latest_checkpoint(sft_dir) if os.path.isdir(sft_dir) else None
+    if sft:
+        lines.append(f"  warm-started model: {os.path.join(sft, 'hf')}")
+    best = best_validation(output_dir)
+    if best:
+        lines.append(f"  best validation reward: {best['value']:.4g} ({best['label']}; {best['key']})")
+    else:
+        lines.append("  best validation reward: none (no validation ran)")
+    lines.append(f"  metrics: {os.path.join(output_dir, 'metrics.jsonl')}")
+    return lines
 
 
 def _abs(path: Optional[str]) -> Optional[str]:
@@ -71,11 +231,16 @@ class PromptFilter:
 class Trainer:
     _save_s: Optional[float] = None  # duration of the last checkpoint save, logged with the next step
 
-    def __init__(self, cfg: TrainConfig, echo: Callable[[str], None] = print):
+    def __init__(self, cfg: TrainConfig, echo: Callable[[str], None] = print, signals: Optional[StopSignals] = None):
         from agent_rl.orchestration.prepare import (ensure_kg_server, prepare_data, prepare_demos, prepare_model,
                                                     resolve_device, worker_env)
 
         self.echo = echo
+        self.signals = signals
+        self.group = None
+        self.tracker = None
+        self.kg_server = None
+        self.step = 0
         cfg = copy.deepcopy(cfg)
         self.device = resolve_device(cfg)
         self.world_size = cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes
@@ -98,10 +263,8 @@ class Trainer:
         os.makedirs(cfg.trainer.output_dir, exist_ok=True)
         with open(os.path.join(cfg.trainer.output_dir, "config.yaml"), "w", encoding="utf-8") as f:
             f.write(to_yaml(cfg))
-        self.kg_server = ensure_kg_server(cfg, log=echo)
-        self.group = None
-        self.tracker = None
         try:
+            self.kg_server = ensure_kg_server(cfg, log=echo)
             self._load_data()
             from agent_rl.metrics import Tracker
             from agent_rl.orchestration.group import WorkerGroup
@@ -109,6 +272,8 @@ class Trainer:
 
             self.group = WorkerGroup(TrainWorker, self.world_size, args=(cfg, self.device), use_ray=cfg.trainer.use_ray,
                                      device=self.device, ray_address=cfg.trainer.ray_address, env=worker_env())
+            if signals is not None:
+                signals.install()  # ray.init replaced the SIGTERM handler
             addr, port = self.group.call_rank0("endpoint")
             infos = self.group.call("setup", addr, port)
             echo(f"{self.world_size} worker(s) on {self.device}: engine {infos[0]['engine']}, "
@@ -117,8 +282,8 @@ class Trainer:
             self._resume()
             self.tracker = Tracker(cfg.logger.backends, cfg.trainer.project_name, cfg.trainer.experiment_name,
                                    cfg.trainer.output_dir, self._config_dict(), cfg.logger.wandb_mode, plot=cfg.logger.plot)
-        except BaseException:
-            self.close()
+        except BaseException as e:
+            self.close(interrupted=isinstance(e, KeyboardInterrupt))
             raise
 
     # ------------------------------------------------------------------ setup
@@ -129,6 +294,7 @@ class Trainer:
 
     def _load_data(self) -> None:
         from agent_rl.data.loader import PromptLoader, load_rows
+        from agent_rl.rewards import reward_fn_for
         from agent_rl.orchestration.components import build_renderer, build_tool_runtime, load_tokenizer
 
         cfg = self.cfg
@@ -139,7 +305,8 @@ class Trainer:
         for key in ("train_files", "val_files"):
             files = getattr(cfg.data, key)
             try:
-                rows = load_rows(files, skip_invalid=cfg.data.skip_invalid_rows, log=self.echo) if files else []
+                rows = load_rows(files, skip_invalid=cfg.data.skip_invalid_rows, log=self.echo,   # unscorable rows too
+                                 check=lambda row: reward_fn_for(row, cfg.reward.default_reward)) if files else []
             except (ValueError, OSError) as e:
                 raise ConfigError(f"data.{key}: {e}") from None
             if key == "train_files":
@@ -265,6 +432,10 @@ class Trainer:
         metrics["rollout/carried_groups"] = float(carried)
         metrics["data/rows_drawn"] = float(drawn)
         metrics["data/dropped_long_prompts"] = float(self.prompt_filter.dropped)
+        try:  # a tool backend that is down: stop before training on its error observations (tools.max_failed_calls_per_step)
+            check_tool_failures(step, metrics, trajs, self.cfg.tools.max_failed_calls_per_step)
+        except ToolFailures as e:
+            raise TrainError(str(e)) from None
         if fg.enable:
             kept = len({t.uid for t in trajs})
             metrics.update({"dynamic_sampling/rounds": float(len(rounds)),
@@ -387,28 +558,95 @@ class Trainer:
         return self.group.call("param_digest")[0]
 
     # ------------------------------------------------------------------ teardown
-    def close(self) -> None:
+    def close(self, interrupted: bool = False) -> None:
+        """Tear down: the tracker (metrics file, PNG), the workers (engine, tool sessions, Ray actors and Ray itself
+        when this run started it) and the KG server. `interrupted` (a signal stopped the run, or a
+        KeyboardInterrupt): a worker may be in the middle of a call; Ray workers get a few seconds to shut down
+        and are then killed, the in-process worker's interrupted tasks are cancelled first."""
+        interrupted = interrupted or (self.signals is not None and self.signals.signum is not None)
         if self.tracker is not None:
             try:
                 self.tracker.finish()
+            except Exception as e:  # noqa: BLE001 - never keeps the workers alive
+                log.warning("tracker finish failed: %s", e)
             finally:
                 self.tracker = None
         if self.group is not None:
             try:
-                self.group.call("shutdown")
+                self._shutdown_workers(interrupted)
             except Exception as e:  # noqa: BLE001
                 log.warning("worker shutdown failed: %s", e)
-            self.group.shutdown()
-            self.group = None
+            try:
+                self.group.shutdown()
+            finally:
+                self.group = None
         if getattr(self, "kg_server", None) is not None:
-            self.kg_server.stop()
+            try:
+                self.kg_server.stop(timeout=5.0 if interrupted else 10.0)
+            except Exception as e:  # noqa: BLE001
+                log.warning("KG server stop failed: %s", e)
             self.kg_server = None
 
+    def _shutdown_workers(self, interrupted: bool) -> None:
+        group = self.group
+        if not group.use_ray:
+            w = group.workers[0]
+            loop = getattr(w, "loop", None)
+            if interrupted:
+                _cancel_pending_tasks(loop)
+            w.shutdown()
+            runtime = getattr(w, "tool_runtime", None)
+            if loop is not None and not loop.is_closed():
+                if runtime is not None:
+                    loop.run_until_complete(runtime.close(timeout=5.0))  # tools' shared sessions
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+            return
+        if not interrupted:
+            group.call("shutdown")
+            return
+        # a busy actor runs the shutdown only after the call in flight: wait briefly, then group.shutdown() kills it
+        import ray
 
-def train(cfg: TrainConfig, overrides: Sequence[str] = (), echo: Callable[[str], None] = print) -> Dict[str, float]:
-    """Run training to the end; returns the last step's metrics."""
-    trainer = Trainer(cfg, echo=echo)
+        refs = [w.shutdown.remote() for w in group.workers]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=5.0)
+        if len(ready) < len(refs):
+            self.echo(f"{len(refs) - len(ready)} worker(s) busy: killing them")
+
+
+def train(cfg: TrainConfig, overrides: Sequence[str] = (), echo: Callable[[str], None] = print,
+          handle_signals: bool = True) -> Dict[str, float]:
+    """Run training to the end; returns the last step's metrics. Prints the end-of-run summary (`run_summary`).
+    With `handle_signals` (the main thread only), SIGINT / SIGTERM stop the run cleanly: everything is closed, the
+    summary says what was saved, and `TrainInterrupted` is raised."""
+    signals = StopSignals() if handle_signals else None
+    if signals is not None:
+        signals.install()
+    t0 = time.perf_counter()
+    trainer = None
+    output_dir = os.path.abspath(cfg.trainer.output_dir)
     try:
-        return trainer.fit()
+        try:
+            trainer = Trainer(cfg, echo=echo, signals=signals)
+            output_dir = trainer.cfg.trainer.output_dir
+            try:
+                last = trainer.fit()
+            finally:
+                trainer.close()
+        except BaseException:
+            if signals is None or signals.signum is None:
+                raise
+            step = trainer.step if trainer is not None else None
+            lines = run_summary(output_dir, step=step, elapsed_s=time.perf_counter() - t0,
+                                interrupted=signals.name, save_freq=cfg.trainer.save_freq)
+            for line in lines:
+                echo(line)
+            saved = next((x.strip() for x in lines if x.strip().startswith(("last checkpoint", "nothing was saved"))), "")
+            raise TrainInterrupted(signals.signum, f"{lines[0]}; {saved}") from None
     finally:
-        trainer.close()
+        if signals is not None:
+            signals.restore()
+    for line in run_summary(output_dir, step=trainer.step, elapsed_s=time.perf_counter() - t0,
+                            save_freq=cfg.trainer.save_freq):
+        echo(line)
+    return last

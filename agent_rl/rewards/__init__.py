@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional, Tuple
 
-from agent_rl.config.load import ConfigError
 from agent_rl.rewards.arith import arith_reward
 from agent_rl.rewards.kg import answer_scores, kg_reward
 from agent_rl.rewards.text import normalize_answer
@@ -35,8 +34,9 @@ __all__ = ["compute_reward", "register_reward", "reward_fn_for", "UnknownDataSou
            "DEFAULT_REWARD_NAMES", "answer_scores", "normalize_answer"]
 
 
-class UnknownDataSourceError(ConfigError):
-    """A row's data_source has no reward function and no default reward is configured."""
+class UnknownDataSourceError(ValueError):
+    """A row's data_source has no reward function and no default reward is configured (the CLIs report it as a
+    one-line config error when the rows are loaded)."""
 
 
 def register_reward(data_source: str, fn: RewardFn) -> None:
@@ -76,7 +76,7 @@ def reward_fn_for(row: dict, default: Optional[str] = None) -> RewardFn:
     if default is None:
         raise _unknown(source)
     if default not in DEFAULT_REWARD_NAMES:
-        raise ConfigError(f"reward.default_reward: {default!r} is not one of {', '.join(DEFAULT_REWARD_NAMES)}")
+        raise ValueError(f"reward.default_reward: {default!r} is not one of {', '.join(DEFAULT_REWARD_NAMES)}")
     if default == "infer":
         fn = _infer(row)
         if fn is None:

@@ -1,3 +1,6 @@
+import os
+import time
+
 import pytest
 
 from agent_rl.orchestration.trainer import PromptFilter, Trainer
@@ -112,3 +115,138 @@ def test_a_step_without_any_informative_group_skips_the_update(tmp_path, monkeyp
     tr.cfg.algorithm.filter_groups.enable = False
     with pytest.raises(TrainError, match="no complete GRPO group"):
         tr.train_step()
+
+
+def _fake_run_dir(tmp_path, steps=(1, 2), latest=2, sft_steps=None, records=()):
+    import json
+
+    root = tmp_path / "checkpoints"
+    for s in steps:
+        d = root / f"global_step_{s}"
+        (d / "hf").mkdir(parents=True)
+        (d / "meta.json").write_text(json.dumps({"step": s}))
+        (d / "COMPLETE").write_text("")
+    if latest is not None:
+        (root / "latest").write_text(f"global_step_{latest}")
+    if sft_steps:
+        d = tmp_path / "sft" / f"global_step_{sft_steps}"
+        (d / "hf").mkdir(parents=True)
+        (d / "meta.json").write_text("{}")
+        (d / "COMPLETE").write_text("")
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    return str(tmp_path)
+
+
+def test_run_summary_names_checkpoint_hf_folder_and_best_validation(tmp_path):
+    from agent_rl.orchestration.trainer import best_validation, run_summary
+
+    out = _fake_run_dir(tmp_path, sft_steps=5, records=[
+        {"step": 0, "val/kg_synth/reward": 0.01, "sft/val/kg_synth/reward": 0.2, "val/kg_synth/hop1/reward": 0.9},
+        {"step": 1, "reward/mean": 0.1},
+        {"step": 2, "val/kg_synth/reward": 0.35, "val/kg_synth/f1": 0.9},
+        {"step": 4, "val/kg_synth/reward": 0.3}])
+    lines = run_summary(out, step=4, elapsed_s=125.0, save_freq=2)
+    text = "\n".join(lines)
+    assert lines[0] == "run finished after 2m05s: 4 step(s)"
+    ck = os.path.join(out, "checkpoints", "global_step_2")
+    assert f"last checkpoint: {ck} (step 2)" in text
+    assert f"model: {os.path.join(ck, 'hf')}" in text and "AutoModelForCausalLM.from_pretrained" in text
+    assert f"warm-started model: {os.path.join(out, 'sft', 'global_step_5', 'hf')}" in text
+    # the per-source reward, not a per-hop one; the best over steps, with its step
+    assert "best validation reward: 0.35 (step 2; val/kg_synth/reward)" in text
+    assert best_validation(out) == {"key": "val/kg_synth/reward", "value": 0.35, "step": 2, "label": "step 2"}
+    assert "saved:" not in text
+
+
+def test_run_summary_interrupted_says_what_was_saved(tmp_path):
+    from agent_rl.orchestration.trainer import run_summary
+
+    out = _fake_run_dir(tmp_path, steps=(2,), latest=2, records=[
+        {"step": 0, "val/a/reward": 0.1, "val/b/reward": 0.5, "val/all/reward": 0.3,
+         "sft/val/a/reward": 0.2, "sft/val/b/reward": 0.8, "sft/val/all/reward": 0.5},
+        {"step": 2, "val/all/reward": 0.4}])
+    text = "\n".join(run_summary(out, step=3, elapsed_s=7.0, interrupted="SIGINT", save_freq=2))
+    assert text.startswith("run stopped by SIGINT after 7s (3 step(s) complete)")
+    assert "saved: the checkpoint of step 2; steps 3..3 are logged in metrics.jsonl but not saved" in text
+    assert "resume" in text
+    # several data sources: val/all/reward; the warm-started model's validation counts
+    assert "best validation reward: 0.5 (step 0, after the warm-start; sft/val/all/reward)" in text
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    text = "\n".join(run_summary(str(empty), step=0, interrupted="SIGTERM", save_freq=-1))
+    assert "nothing was saved: no complete checkpoint (trainer.save_freq <= 0)" in text
+    assert "best validation reward: none" in text
+    text = "\n".join(run_summary(str(empty), step=0, save_freq=10))
+    assert "no checkpoint saved" in text and "nothing was saved" not in text
+
+
+def test_stop_signals_raise_once_and_restore(monkeypatch):
+    import signal
+
+    from agent_rl.orchestration.trainer import StopSignals
+
+    before = signal.getsignal(signal.SIGTERM)
+    stop = StopSignals()
+    stop.install()
+    stop.install()                                      # idempotent
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100):                        # the handler runs between bytecodes
+                time.sleep(0.01)
+        assert stop.signum == signal.SIGTERM and stop.name == "SIGTERM"
+        exits = []
+        monkeypatch.setattr(os, "_exit", exits.append)  # a second signal exits at once
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert exits == [128 + signal.SIGINT]
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_close_after_interrupt_cancels_the_in_process_worker_tasks(tmp_path):
+    """use_ray=false: a signal left the worker's event loop with tasks pending; close() cancels them (their
+    tool sessions unwind), shuts the worker down, closes its tools and the loop, then stops the KG server."""
+    import asyncio
+    import types
+
+    from agent_rl.orchestration.trainer import StopSignals
+
+    loop = asyncio.new_event_loop()
+    events = []
+
+    async def trajectory():
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            events.append("trajectory cancelled")
+            raise
+
+    class Runtime:
+        async def close(self, timeout):
+            events.append("tools closed")
+
+    class Worker:
+        def __init__(self):
+            self.loop, self.tool_runtime = loop, Runtime()
+
+        def shutdown(self):
+            events.append("worker shutdown")
+
+    task = loop.create_task(trajectory())
+    loop.run_until_complete(asyncio.sleep(0))
+    tr = Trainer.__new__(Trainer)
+    tr.tracker = None
+    tr.signals = StopSignals()
+    tr.signals.signum = 2
+    tr.group = types.SimpleNamespace(use_ray=False, workers=[Worker()], shutdown=lambda: events.append("group"))
+    tr.kg_server = types.SimpleNamespace(stop=lambda timeout: events.append("kg server stopped"))
+    tr.echo = print
+    tr.close()
+    assert task.cancelled() and loop.is_closed()
+    assert events == ["trajectory cancelled", "worker shutdown", "tools closed", "group", "kg server stopped"]
+    assert tr.group is None and tr.kg_server is None

@@ -169,6 +169,7 @@ def trainer_with(tokenizer, informative, batch=4, ranks=2, max_rounds=3, rate=0.
     tr = Trainer.__new__(Trainer)
     tr.cfg = types.SimpleNamespace(
         data=types.SimpleNamespace(train_batch_size=batch, max_prompt_length=10_000),
+        tools=types.SimpleNamespace(max_failed_calls_per_step=None),
         algorithm=types.SimpleNamespace(filter_groups=types.SimpleNamespace(enable=True, metric="score",
                                                                             max_num_gen_batches=max_rounds)))
     tr.world_size, tr.rows_per_epoch = ranks, n_rows
