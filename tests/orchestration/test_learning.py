@@ -33,12 +33,30 @@ def _toy_model(path, tokenizer):
     return set(torch.nonzero(emb @ u > 0).flatten().tolist())
 
 
-@pytest.mark.slow
-def test_grpo_raises_reward_on_toy_task(tmp_path, tokenizer):
+def _fit(tmp_path, out, reward_name, overrides):
+    """Train the toy model on tmp_path/train.parquet (no tools, one process) with `overrides`; unregister the reward."""
     from agent_rl.orchestration.trainer import Trainer
 
-    model_dir = str(tmp_path / "model")
-    good = _toy_model(model_dir, tokenizer)
+    cfg = compose([f"model.path={tmp_path}/model", "model.dtype=float32", "model.gradient_checkpointing=false",
+                   f"data.train_files=[{tmp_path}/train.parquet]", "data.generate_if_missing=null",
+                   "tools.config_path=null", "trainer.use_ray=false", "trainer.val_before_train=false",
+                   "trainer.test_freq=-1", "trainer.save_freq=-1", "logger.backends=[jsonl]", "logger.plot=false",
+                   "rollout.progress_bar=false", f"trainer.output_dir={out}", "trainer.resume=disable", *overrides],
+                  check_paths=False)
+    try:
+        trainer = Trainer(cfg, echo=lambda s: None)
+        try:
+            trainer.fit()
+        finally:
+            trainer.close()
+    finally:
+        REWARD_FNS.pop(reward_name, None)
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_grpo_raises_reward_on_toy_task(tmp_path, tokenizer):
+    good = _toy_model(str(tmp_path / "model"), tokenizer)
 
     def in_set_reward(traj, cfg):
         ids = [t for t, m in zip(traj.response_ids, traj.loss_mask) if m]
@@ -52,24 +70,11 @@ def test_grpo_raises_reward_on_toy_task(tmp_path, tokenizer):
     pq.write_table(pa.Table.from_pylist(rows), str(tmp_path / "train.parquet"))
     pq.write_table(pa.Table.from_pylist(rows[:4]), str(tmp_path / "val.parquet"))
     out = tmp_path / "out"
-    cfg = compose([f"model.path={model_dir}", "model.dtype=float32", "model.gradient_checkpointing=false",
-                   f"data.train_files=[{tmp_path}/train.parquet]", f"data.val_files=[{tmp_path}/val.parquet]",
-                   "data.generate_if_missing=null", "tools.config_path=null", "trainer.use_ray=false",
-                   "data.train_batch_size=4", "actor.ppo_mini_batch_size=4", "rollout.n=8",
-                   "rollout.multi_turn.max_new_tokens_per_turn=8", "rollout.multi_turn.max_assistant_turns=1",
-                   "actor.optim.lr=3e-2", "trainer.total_training_steps=10", "trainer.val_before_train=false",
-                   "trainer.test_freq=-1", "trainer.save_freq=-1", "logger.backends=[jsonl]", "logger.plot=false",
-                   "rollout.progress_bar=false", f"trainer.output_dir={out}", "trainer.resume=disable"],
-                  check_paths=False)
-    try:
-        trainer = Trainer(cfg, echo=lambda s: None)
-        try:
-            trainer.fit()
-        finally:
-            trainer.close()
-    finally:
-        REWARD_FNS.pop("toy_in_set", None)
-    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    recs = _fit(tmp_path, out, "toy_in_set", [f"data.val_files=[{tmp_path}/val.parquet]", "data.train_batch_size=4",
+                                              "actor.ppo_mini_batch_size=4", "rollout.n=8",
+                                              "rollout.multi_turn.max_new_tokens_per_turn=8",
+                                              "rollout.multi_turn.max_assistant_turns=1", "actor.optim.lr=3e-2",
+                                              "trainer.total_training_steps=10"])
     rewards = [r["reward/mean"] for r in recs]
     assert len(rewards) == 10
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
@@ -82,11 +87,9 @@ def test_grpo_raises_reward_on_toy_task(tmp_path, tokenizer):
 def test_dynamic_sampling_through_the_trainer(tmp_path, tokenizer):
     """`algorithm.filter_groups.enable=true` end to end (workers, real hf engine, real scheduler): groups of even rows
     always score 0 and never reach a training batch; the steps train on odd rows' groups only."""
-    from agent_rl.orchestration.trainer import Trainer
     from agent_rl.rollout.output import read_trajectories, step_path
 
-    model_dir = str(tmp_path / "model")
-    good = _toy_model(model_dir, tokenizer)
+    good = _toy_model(str(tmp_path / "model"), tokenizer)
 
     def odd_rows_reward(traj, cfg):
         ids = [t for t, m in zip(traj.response_ids, traj.loss_mask) if m]
@@ -99,26 +102,12 @@ def test_dynamic_sampling_through_the_trainer(tmp_path, tokenizer):
             for i in range(32)]
     pq.write_table(pa.Table.from_pylist(rows), str(tmp_path / "train.parquet"))
     out = tmp_path / "out"
-    cfg = compose([f"model.path={model_dir}", "model.dtype=float32", "model.gradient_checkpointing=false",
-                   f"data.train_files=[{tmp_path}/train.parquet]", "data.val_files=[]", "data.shuffle=false",
-                   "data.generate_if_missing=null", "tools.config_path=null", "trainer.use_ray=false",
-                   "data.train_batch_size=2", "actor.ppo_mini_batch_size=2", "rollout.n=8",
-                   "rollout.over_sample_rate=0.5", "algorithm.filter_groups.enable=true",
-                   "algorithm.filter_groups.metric=hit", "algorithm.filter_groups.max_num_gen_batches=5",
-                   "rollout.multi_turn.max_new_tokens_per_turn=2", "rollout.multi_turn.max_assistant_turns=1",
-                   "trainer.total_training_steps=2", "trainer.val_before_train=false",
-                   "trainer.test_freq=-1", "trainer.save_freq=-1", "logger.backends=[jsonl]", "logger.plot=false",
-                   "rollout.progress_bar=false", f"trainer.output_dir={out}", "trainer.resume=disable"],
-                  check_paths=False)
-    try:
-        trainer = Trainer(cfg, echo=lambda s: None)
-        try:
-            trainer.fit()
-        finally:
-            trainer.close()
-    finally:
-        REWARD_FNS.pop("toy_odd", None)
-    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    recs = _fit(tmp_path, out, "toy_odd", ["data.val_files=[]", "data.shuffle=false", "data.train_batch_size=2",
+                                           "actor.ppo_mini_batch_size=2", "rollout.n=8", "rollout.over_sample_rate=0.5",
+                                           "algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=hit",
+                                           "algorithm.filter_groups.max_num_gen_batches=5",
+                                           "rollout.multi_turn.max_new_tokens_per_turn=2",
+                                           "rollout.multi_turn.max_assistant_turns=1", "trainer.total_training_steps=2"])
     assert len(recs) == 2
     for step, r in enumerate(recs, start=1):
         trajs = read_trajectories(step_path(str(out / "rollouts"), step))
