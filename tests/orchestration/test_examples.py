@@ -145,7 +145,7 @@ def test_small_kg_preset_warm_starts_where_demonstrations_exist(tmp_path):
     assert cfg["sft.max_length"] == 800 and cfg["sft.validate"] is False
     assert cfg["sft.files"] == [os.path.join(ROOT, "data", "kg", "sft.parquet")]
     assert cfg["rollout.sampling.temperature"] == 0.7 and cfg["rollout.multi_turn.max_assistant_turns"] == 3
-    assert cfg["trainer.total_training_steps"] == 2 and cfg["actor.use_kl_loss"] is True
+    assert cfg["trainer.total_training_steps"] == 2 and cfg["actor.use_kl_loss"] is False
     data = tmp_path / "kg"
     generate_dataset("kg", str(data), sizes={"train": 4, "val": 2, "test": 0})
     cfg, _ = _composed(KG, env={"SIZE": "small", "DATA_DIR": str(data)})

@@ -45,7 +45,9 @@ def _alive(procs):
     return out
 
 
-def _interrupt(tiny_model_path, tmp_path, sig, wait_for, extra):
+def _interrupt(tiny_model_path, tmp_path, sig, wait_for, extra, group=False):
+    """Start the run in its own session, wait for `wait_for`, send `sig` to it (to its whole process group with
+    `group`, as Ctrl-C in a terminal does: Ray's processes get it too); -> (exit status, seconds, output)."""
     from agent_rl.data.generate import generate_dataset
 
     generate_dataset("kg", str(tmp_path / "data"), sizes={"train": 32, "val": 2, "test": 0})
@@ -63,7 +65,10 @@ def _interrupt(tiny_model_path, tmp_path, sig, wait_for, extra):
             time.sleep(0.05)
         children = _descendants(proc.pid)
         t0 = time.time()
-        proc.send_signal(sig)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         try:
             rc = proc.wait(BOUND_S)
         except subprocess.TimeoutExpired:
@@ -119,3 +124,17 @@ def test_sigterm_under_ray_before_any_checkpoint(tiny_model_path, tmp_path):
     assert "nothing was saved: no complete checkpoint (trainer.save_freq <= 0)" in text
     assert "agent-rl train: run stopped by SIGTERM" in text
     print(f"SIGTERM under Ray: exited in {took:.1f} s")
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_under_ray(tiny_model_path, tmp_path):
+    """Ctrl-C in a terminal: SIGINT to the whole process group (driver, raylet, GCS, the worker actor) during step 2:
+    exit 130 within the bound, the step-1 checkpoint named, no process left."""
+    out = tmp_path / "out"
+    rc, took, text = _interrupt(tiny_model_path, tmp_path, signal.SIGINT, out / "rollouts" / "step_000002.jsonl",
+                                ["trainer.save_freq=1"], group=True)
+    assert rc == 130, text[-3000:]
+    latest = (out / "checkpoints" / "latest").read_text().strip()
+    assert f"last checkpoint: {out / 'checkpoints' / latest}" in text
+    assert "Traceback" not in text
+    print(f"Ctrl-C (process group) under Ray: exited in {took:.1f} s")
