@@ -60,14 +60,16 @@ else
   # SmolLM2-135M as it comes never writes a working kg_query call at T=1 (every reward 0, nothing to learn from).
   # 2 warm-start steps of 2 one-hop chains (sft.max_length=800 keeps those, the shortest) make its first look-up
   # valid most of the time; T=0.7 keeps the samples well-formed; 3 turns fit a one-hop chain (relations, entities,
-  # answer). The warm-start needs demonstrations: written for the default data folder, or DATA_DIR/sft.parquet
-  # (`agent-rl data kg-demos --data DIR`). To stay within ~7 minutes on 2 cores the KL term is off here (its reference
-  # forward pass is a fifth of a step; with coefficient 0.001 it changes nothing over 2 steps).
+  # answer). A group whose 2 samples score the same has no advantage (grad norm 0), so each step launches 3 groups
+  # and trains on the first with a spread in reward (dynamic sampling, as SIZE=gpu; a 2nd round when none has one).
+  # The warm-start needs demonstrations: written for the default data folder, or DATA_DIR/sft.parquet
+  # (`agent-rl data kg-demos --data DIR`).
   ARGS+=("rollout.sampling.temperature=0.7" "rollout.multi_turn.max_assistant_turns=3"
-         "rollout.multi_turn.max_new_tokens_per_turn=64" "rollout.multi_turn.max_response_tokens=512"
-         "actor.use_kl_loss=false")
+         "rollout.multi_turn.max_new_tokens_per_turn=64" "rollout.multi_turn.max_response_tokens=512")
   if [ -z "${DATA_DIR:-}" ] || [ -f "$(dirname "$KG_STORE")/sft.parquet" ]; then
-    ARGS+=("sft.steps=2" "sft.batch_size=2" "sft.lr=1e-4" "sft.warmup_steps=0" "sft.max_length=800" "sft.validate=false")
+    ARGS+=("sft.steps=2" "sft.batch_size=2" "sft.lr=1e-4" "sft.warmup_steps=0" "sft.max_length=800" "sft.validate=false"
+           "data.train_batch_size=1" "actor.ppo_mini_batch_size=1" "rollout.over_sample_rate=2.0"
+           "algorithm.filter_groups.enable=true" "algorithm.filter_groups.max_num_gen_batches=2")
   fi
 fi
 run_train "$@"

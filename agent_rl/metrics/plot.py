@@ -10,7 +10,7 @@ fnmatch globs.
 Short runs read well too: every panel spans the steps drawn in any panel (a lone validation point at step 2 sits
 on the 1..2 axis of the other panels, not on an axis of 1.9..2.1), series of few points get markers and, with 3 points or fewer,
 their values written beside them, and a panel whose values never change gets a y axis that includes 0 (a flat 0 on
-0..1, a flat 2 on 0..2) instead of matplotlib's value +- 0.1.
+0..1, a flat 2 on 0..2) instead of matplotlib's value +- 0.1; reward and rate panels start at 0.
 """
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ DEFAULT_PANELS: List[Tuple[str, List[str]]] = [
     ("KG query success rate", ["kg/query_success_rate"]),
     ("timing (s)", ["timing/step_s", "timing/rollout_s", "timing/update_s", "timing/old_logprob_s", "timing/ref_s", "timing/sync_s"]),
 ]
+
+
+# panels of rewards and rates: the y axis starts at 0 (a reward going 0.05 -> 0.18 is not drawn as a climb from the floor)
+FROM_ZERO = {"reward", "validation", "validation F1 by hop", "validation answer rate", "tool calls", "KG query success rate"}
 
 
 def _series(records: Sequence[dict], key: str) -> Tuple[List[int], List[float]]:
@@ -129,6 +133,8 @@ def plot_metrics(jsonl: str, png: str, keys: Optional[Sequence[str]] = None, tit
         flat = _flat_y_limits(values)
         if flat:
             ax.set_ylim(*flat)
+        elif not keys and ptitle in FROM_ZERO and values and min(values) >= 0:
+            ax.set_ylim(bottom=0)
         ax.set_xlim(*xlim)
         ax.set_title(ptitle, fontsize=10)
         ax.set_xlabel("step", fontsize=8)

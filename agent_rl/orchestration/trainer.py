@@ -185,11 +185,17 @@ def run_summary(output_dir: str, *, step: Optional[int] = None, elapsed_s: Optio
                          + ("nothing after it" if step is None or step <= (ck_step or 0) else
                             f"steps {ck_step + 1}..{step} are logged in metrics.jsonl but not saved")
                          + "; run the same command again to resume from it (trainer.resume=auto)")
-    else:
-        why = " (trainer.save_freq <= 0)" if save_freq is not None and save_freq <= 0 else ""
-        lines.append(("  nothing was saved: no complete checkpoint" if interrupted else "  no checkpoint saved") + why)
     sft_dir = os.path.join(output_dir, "sft")
     sft = find_latest_checkpoint(sft_dir) if os.path.isdir(sft_dir) else None
+    if not latest:
+        why = " (trainer.save_freq <= 0)" if save_freq is not None and save_freq <= 0 else ""
+        if not interrupted:
+            lines.append("  no checkpoint saved" + why)
+        elif sft:
+            lines.append("  saved: only the warm-started model, no RL checkpoint yet" + why
+                         + "; run the same command again to start RL from it")
+        else:
+            lines.append("  nothing was saved: no complete checkpoint" + why)
     if sft:
         lines.append(f"  warm-started model: {os.path.join(sft, 'hf')}")
     best = best_validation(output_dir)
@@ -641,7 +647,8 @@ def train(cfg: TrainConfig, overrides: Sequence[str] = (), echo: Callable[[str],
                                 interrupted=signals.name, save_freq=cfg.trainer.save_freq)
             for line in lines:
                 echo(line)
-            saved = next((x.strip() for x in lines if x.strip().startswith(("last checkpoint", "nothing was saved"))), "")
+            saved = next((x.strip() for x in lines
+                          if x.strip().startswith(("last checkpoint", "nothing was saved", "saved: only"))), "")
             raise TrainInterrupted(signals.signum, f"{lines[0]}; {saved}") from None
     finally:
         if signals is not None:

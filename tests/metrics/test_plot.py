@@ -54,5 +54,8 @@ def test_two_step_run_reads_well(tmp_path, monkeypatch):
         assert all(m == "o" for m in markers)
     assert seen["reward"][1] == pytest.approx((-0.05, 1.05))
     assert seen["validation answer rate"][3] == ["0.25"]
+    p.write_text(json.dumps({"step": 1, "reward/mean": 0.05}) + "\n" + json.dumps({"step": 2, "reward/mean": 0.175}) + "\n")
+    plot_metrics(str(p), str(tmp_path / "m2.png"))
+    assert seen["reward"][1][0] == 0                                       # rewards and rates: from 0
     lo, hi = seen["entropy"][1]
     assert lo < 2.6 and hi > 2.8 and hi - lo < 1                           # a moving series keeps its own scale

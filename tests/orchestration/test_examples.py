@@ -136,8 +136,8 @@ exec {sys.executable} "$@"
 
 
 def test_small_kg_preset_warm_starts_where_demonstrations_exist(tmp_path):
-    """SIZE=small (CPU): a short warm-start on the default data folder (its demonstrations are written on first
-    use) or a DATA_DIR that has sft.parquet; none on a DATA_DIR without demonstrations (nothing to train on)."""
+    """SIZE=small (CPU): a short warm-start and dynamic sampling on the default data folder (its demonstrations are
+    written on first use) or a DATA_DIR that has sft.parquet; neither on a DATA_DIR without demonstrations."""
     from agent_rl.data.generate import generate_dataset
 
     cfg, _ = _composed(KG, env={"SIZE": "small"})
@@ -145,11 +145,15 @@ def test_small_kg_preset_warm_starts_where_demonstrations_exist(tmp_path):
     assert cfg["sft.max_length"] == 800 and cfg["sft.validate"] is False
     assert cfg["sft.files"] == [os.path.join(ROOT, "data", "kg", "sft.parquet")]
     assert cfg["rollout.sampling.temperature"] == 0.7 and cfg["rollout.multi_turn.max_assistant_turns"] == 3
-    assert cfg["trainer.total_training_steps"] == 2 and cfg["actor.use_kl_loss"] is False
+    assert cfg["trainer.total_training_steps"] == 2 and cfg["actor.use_kl_loss"] is True
+    # one question a step, 3 groups launched, the first with a spread in reward trained on (dynamic sampling)
+    assert (cfg["data.train_batch_size"], cfg["rollout.n"], cfg["rollout.over_sample_rate"]) == (1, 2, 2.0)
+    assert cfg["algorithm.filter_groups.enable"] is True and cfg["algorithm.filter_groups.max_num_gen_batches"] == 2
     data = tmp_path / "kg"
     generate_dataset("kg", str(data), sizes={"train": 4, "val": 2, "test": 0})
     cfg, _ = _composed(KG, env={"SIZE": "small", "DATA_DIR": str(data)})
-    assert cfg["sft.steps"] == 0
+    assert cfg["sft.steps"] == 0                 # and no dynamic sampling: the base model's groups all score 0
+    assert cfg["algorithm.filter_groups.enable"] is False and cfg["data.train_batch_size"] == 2
     (data / "sft.parquet").write_bytes(b"")
     cfg, _ = _composed(KG, env={"SIZE": "small", "DATA_DIR": str(data)})
     assert cfg["sft.steps"] == 2 and cfg["sft.files"] == [str(data / "sft.parquet")]

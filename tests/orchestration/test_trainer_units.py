@@ -120,6 +120,7 @@ def test_a_step_without_any_informative_group_skips_the_update(tmp_path, monkeyp
 def _fake_run_dir(tmp_path, steps=(1, 2), latest=2, sft_steps=None, records=()):
     import json
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     root = tmp_path / "checkpoints"
     for s in steps:
         d = root / f"global_step_{s}"
@@ -127,6 +128,7 @@ def _fake_run_dir(tmp_path, steps=(1, 2), latest=2, sft_steps=None, records=()):
         (d / "meta.json").write_text(json.dumps({"step": s}))
         (d / "COMPLETE").write_text("")
     if latest is not None:
+        root.mkdir(exist_ok=True)
         (root / "latest").write_text(f"global_step_{latest}")
     if sft_steps:
         d = tmp_path / "sft" / f"global_step_{sft_steps}"
@@ -181,6 +183,11 @@ def test_run_summary_interrupted_says_what_was_saved(tmp_path):
     assert "best validation reward: none" in text
     text = "\n".join(run_summary(str(empty), step=0, save_freq=10))
     assert "no checkpoint saved" in text and "nothing was saved" not in text
+    # stopped after the warm-start, before the first RL checkpoint: the warm-started model is what was saved
+    sft_only = _fake_run_dir(tmp_path / "sft-only", steps=(), latest=None, sft_steps=2)
+    text = "\n".join(run_summary(sft_only, step=0, interrupted="SIGINT", save_freq=2))
+    assert "saved: only the warm-started model, no RL checkpoint yet" in text and "nothing was saved" not in text
+    assert f"warm-started model: {os.path.join(sft_only, 'sft', 'global_step_2', 'hf')}" in text
 
 
 def test_stop_signals_raise_once_and_restore(monkeypatch):
