@@ -4,6 +4,7 @@
 #   weight_sync = weight-sync check, bench = rollout benchmark suite (SGLang), train = 100-step KG GRPO run.
 # GPU memory (nvidia-smi, whole device) is sampled every second into gpu_mem.csv.
 # learn = issue 15's learning runs (KG with warm-start, arithmetic, KG without warm-start) side by side.
+# variants = suites of one shape under different engine settings (VARIANTS, issue 14);
 # speed = the rollout-speed suites (issue 14: two models x two batch shapes, plus the pre-change tree in .gpu_old).
 # Env: STAGES, N_GPUS, TRAIN_STEPS (100), TRAIN_TIMEOUT (1500 s), SFT_STEPS (supervised warm-start steps before RL,
 # 200; 0 = off), BENCH_ARGS (extra `bench suite` flags);
@@ -54,6 +55,25 @@ speed() {  # issue 14: both models x both batch shapes on the new code, then the
   suite q15-64x4 "$big" 64 4
   suite smol-128x8 "$MODEL" 128 8
   [ -d .gpu_old ] && suite old-q15-64x4 "$big" 64 4 old
+}
+
+variants() {  # issue 14: one engine setting against another, a whole suite each, one after the other
+  # VARIANTS: SHAPE:SETTING ... with SHAPE q15-PxN (random-init Qwen2.5-1.5B shape) or smol-PxN (SmolLM2-135M),
+  # SETTING base (today's defaults), delay (sglang's prefill delayer: prefills wait up to 10 decode passes until the
+  # queue holds a quarter of the running batch, so the turns that end one by one are prefilled together) or mixed
+  # (prefill tokens ride in the decode batch).
+  local v shape set model pn p n extra
+  for v in ${VARIANTS:-q15-64x4:delay q15-64x4:base q15-128x8:delay q15-128x8:base}; do
+    shape=${v%%:*}; set=${v#*:}; pn=${shape#*-}; p=${pn%x*}; n=${pn#*x}
+    case "$shape" in q15-*) model=random:qwen2.5-1.5b ;; *) model=$MODEL ;; esac
+    case "$set" in
+      base) extra="" ;;
+      delay) extra="--engine-kwarg enable_prefill_delayer=true --engine-kwarg prefill_delayer_queue_min_ratio=0.25 --engine-kwarg prefill_delayer_max_delay_passes=10" ;;
+      mixed) extra="--engine-kwarg enable_mixed_chunk=true" ;;
+      *) stage "unknown setting $set"; continue ;;
+    esac
+    BENCH_ARGS="$extra ${BENCH_ARGS:-}" SUITE_TIMEOUT=${SUITE_TIMEOUT:-560} suite "$shape-$set" "$model" "$p" "$n"
+  done
 }
 
 bench() {
@@ -132,6 +152,6 @@ learn() {
 }
 
 for s in ${STAGES:-weight_sync bench train}; do
-  case "$s" in weight_sync|bench|train|speed|learn) "$s" "$@" ;; *) stage "unknown stage $s" ;; esac
+  case "$s" in weight_sync|bench|train|speed|learn|variants) "$s" "$@" ;; *) stage "unknown stage $s" ;; esac
 done
 stage done
