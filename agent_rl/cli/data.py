@@ -1,4 +1,5 @@
-"""`agent-rl data generate kg|arith`, `agent-rl data convert gsm8k|webqsp|cwq`, `agent-rl data kg-demos|arith-demos`."""
+"""`agent-rl data generate kg|arith`, `agent-rl data convert gsm8k|webqsp|cwq`, `agent-rl data kg-demos|arith-demos`,
+`agent-rl data export-ntriples`."""
 from __future__ import annotations
 
 import sys
@@ -44,6 +45,13 @@ def add_arguments(parser):
     a.add_argument("--out", default=None, help="output file (default <data>/sft.parquet)")
     a.add_argument("--tool-config", default=None,
                    help="tool YAML declaring the calculator (default: configs/tool_config/arith_tool_config.yaml)")
+    x = sub.add_parser("export-ntriples", help="export a KG store as RDF in Freebase shape (for kg_query's sparql backend)",
+                       description="Write the KG store as N-Quads (.nq: one named graph per question, "
+                                   "urn:agent-rl:kg:<sample_id>) or N-Triples (.nt: one graph): mids ns:m.0..., "
+                                   "ns:type.object.name literals, relations under ns:. Load it with "
+                                   "`oxigraph load --location DIR --file FILE`.")
+    x.add_argument("--store", required=True, help="KG store file (kg_store.json)")
+    x.add_argument("--out", required=True, help="output file, .nq or .nt")
 
 
 def _hist(d) -> str:
@@ -51,6 +59,17 @@ def _hist(d) -> str:
 
 
 def run(args) -> int:
+    if args.data_cmd == "export-ntriples":
+        from agent_rl.data.kg_ntriples import export_ntriples
+
+        try:
+            s = export_ntriples(args.store, args.out)
+        except (ValueError, OSError, KeyError) as e:    # bad input: one line, exit 2
+            print(f"agent-rl data export-ntriples: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.out}: {s['samples']} subgraphs, {s['entities']} entities, {s['triples']} triples "
+              f"({s['statements']} statements)")
+        return 0
     try:
         if args.data_cmd == "generate":
             from agent_rl.data.generate import generate_dataset
