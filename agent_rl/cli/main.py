@@ -12,6 +12,7 @@ import sys
 COMMANDS = {
     "train": "agent_rl.cli.train",
     "rollout": "agent_rl.cli.rollout",
+    "eval": "agent_rl.cli.eval",
     "data": "agent_rl.cli.data",
     "model": "agent_rl.cli.model",
     "kg-server": "agent_rl.cli.kg_server",
@@ -45,6 +46,7 @@ def main(argv=None) -> int:
     if extra and not getattr(args, "_accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args._extra = extra
+    args._argv = list(argv)   # the command as given (recorded by `agent-rl eval`)
     try:
         return int(args._module.run(args) or 0)
     except KeyboardInterrupt:
