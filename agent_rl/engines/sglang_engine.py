@@ -64,6 +64,13 @@ def sampling_params_dict(sp: SamplingParams) -> Dict[str, Any]:
     return d
 
 
+# sglang's prefill delayer (>= 0.5.17; needs the overlap scheduler): a prefill waits up to 10 decode passes until the
+# waiting queue holds a quarter of the running batch. Multi-turn rollouts end turns one by one, and without it every
+# new turn became a prefill pass of its own (805 passes of 7.6 requests in a 128 x 8 heavy-tail step on an H200);
+# with it, 149 passes of 41 requests, and the suite met 5 of 7 targets instead of 2 (docs/benchmarks.md, 2026-12-02).
+PREFILL_DELAYER = {"enable_prefill_delayer": True, "prefill_delayer_queue_min_ratio": 0.25,
+                   "prefill_delayer_max_delay_passes": 10}
+
 GRAPH_BS_LIMIT = 1024   # most decode rows we ask sglang to capture CUDA graphs for (capture time and memory grow with it)
 
 
@@ -77,8 +84,9 @@ def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fiel
     sglang captures decode graphs up to a batch size picked from the GPU's memory (256 on an H100 / H200 at
     TP 1) and runs larger batches eagerly, several times slower per token on a small model. With `max_concurrency`
     requests in flight (one per running trajectory), graphs are captured up to min(concurrency, GRAPH_BS_LIMIT),
-    `max_running_requests` is capped there (the rest wait in sglang's queue), and priority scheduling serves the
-    queue by our hint (lower first: earlier launched groups, so over-sampled extras only use spare rows).
+    `max_running_requests` is capped there (the rest wait in sglang's queue), priority scheduling serves the
+    queue by our hint (lower first: earlier launched groups, so over-sampled extras only use spare rows), and the
+    prefill delayer (`PREFILL_DELAYER`) batches the prefills of turns that start one by one.
     The user's `rollout.engine_kwargs` win; the deprecated `cuda_graph_max_bs` maps to whichever name `fields`
     (sglang's ServerArgs) has."""
     out = dict(user)
@@ -95,6 +103,9 @@ def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fiel
             and out.get("schedule_policy", "fcfs") in ("fcfs", "lof"):
         out.update(enable_priority_scheduling=True, schedule_low_priority_values_first=True,
                    disable_priority_preemption=True, default_priority_value=0)
+    if PREFILL_DELAYER.keys() <= fields and "enable_prefill_delayer" not in out \
+            and not out.get("disable_overlap_schedule") and (out.get("dp_size") or 1) == 1:
+        out.update(PREFILL_DELAYER)
     return out
 
 
@@ -157,7 +168,8 @@ class SGLangEngine(Engine):
             graphs = getattr(sa, "cuda_graph_max_bs", None)
         return {"cuda_graph_max_bs": graphs, "cuda_graph_disabled": bool(getattr(sa, "disable_cuda_graph", False)),
                 "max_running_requests": getattr(sa, "max_running_requests", None),
-                "priority_scheduling": self.priority_scheduling}
+                "priority_scheduling": self.priority_scheduling,
+                "prefill_delayer": bool(getattr(sa, "enable_prefill_delayer", False))}
 
     @property
     def tokenizer_manager(self):

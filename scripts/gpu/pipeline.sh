@@ -59,7 +59,7 @@ speed() {  # issue 14: both models x both batch shapes on the new code, then the
 
 variants() {  # issue 14: one engine setting against another, a whole suite each, one after the other
   # VARIANTS: SHAPE:SETTING ... with SHAPE q15-PxN (random-init Qwen2.5-1.5B shape) or smol-PxN (SmolLM2-135M),
-  # SETTING base (today's defaults), delay (sglang's prefill delayer: prefills wait up to 10 decode passes until the
+  # SETTING base (the defaults; since 2026-12-02 they include the delayer), delay (sglang's prefill delayer: prefills wait up to 10 decode passes until the
   # queue holds a quarter of the running batch, so the turns that end one by one are prefilled together) or mixed
   # (prefill tokens ride in the decode batch).
   local v shape set model pn p n extra

@@ -84,7 +84,8 @@ def test_sampling_params_dict_greedy_and_defaults():
 
 FIELDS_0517 = {"cuda_graph_max_bs_decode", "max_running_requests", "enable_priority_scheduling", "schedule_policy",
                "schedule_low_priority_values_first", "disable_priority_preemption", "default_priority_value",
-               "disable_cuda_graph", "attention_backend"}
+               "disable_cuda_graph", "attention_backend", "enable_prefill_delayer", "prefill_delayer_queue_min_ratio",
+               "prefill_delayer_max_delay_passes"}
 
 
 def test_scheduling_kwargs_cover_the_concurrency_with_cuda_graphs():
@@ -92,6 +93,8 @@ def test_scheduling_kwargs_cover_the_concurrency_with_cuda_graphs():
     assert k["cuda_graph_max_bs_decode"] == 384 and "max_running_requests" not in k
     assert k["enable_priority_scheduling"] and k["schedule_low_priority_values_first"] and k["disable_priority_preemption"]
     assert k["attention_backend"] == "triton"
+    assert k["enable_prefill_delayer"] is True and k["prefill_delayer_max_delay_passes"] == 10
+    assert k["prefill_delayer_queue_min_ratio"] == 0.25
     assert scheduling_kwargs(100, {}, FIELDS_0517)["cuda_graph_max_bs_decode"] == 128      # rounded up to 32
     big = scheduling_kwargs(1536, {}, FIELDS_0517)      # more than we capture: cap the running batch there
     assert big["cuda_graph_max_bs_decode"] == GRAPH_BS_LIMIT and big["max_running_requests"] == GRAPH_BS_LIMIT
@@ -103,7 +106,10 @@ def test_scheduling_kwargs_user_settings_win():
     assert "enable_priority_scheduling" not in k              # lpm cannot do priority scheduling
     assert "cuda_graph_max_bs_decode" not in scheduling_kwargs(512, {"disable_cuda_graph": True}, FIELDS_0517)
     older = scheduling_kwargs(512, {}, {"cuda_graph_max_bs", "max_running_requests"})   # an sglang with the old names
-    assert older == {"cuda_graph_max_bs": 512}
+    assert older == {"cuda_graph_max_bs": 512}                # ... and without the prefill delayer
+    assert scheduling_kwargs(64, {"enable_prefill_delayer": False}, FIELDS_0517)["enable_prefill_delayer"] is False
+    assert "enable_prefill_delayer" not in scheduling_kwargs(64, {"disable_overlap_schedule": True}, FIELDS_0517)
+    assert "enable_prefill_delayer" not in scheduling_kwargs(64, {"dp_size": 2}, FIELDS_0517)
     assert scheduling_kwargs(None, {"x": 1}, FIELDS_0517)["x"] == 1
 
 
