@@ -12,6 +12,47 @@ from typing import Iterable, List, Optional, Tuple
 import torch
 
 
+def _as_id_list(value) -> List[int]:
+    if value is None or isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value if isinstance(v, int) and not isinstance(v, bool)]
+    return []
+
+
+def model_eos_token_ids(model_path: Optional[str]) -> List[int]:
+    """The model's terminators: every id of `eos_token_id` (an int or a list, e.g. Llama 3's [128001, 128009]) in the
+    folder's generation_config.json, then config.json (and its `text_config`), in that order, without repeats;
+    [] when `model_path` is not a folder or names none. Read from the files, so a caller needs no model loaded
+    (the sglang wrapper runs with `skip_tokenizer_init`, the renderer only has the tokenizer)."""
+    import json
+    import os
+
+    if not model_path or not os.path.isdir(model_path):
+        return []
+    out: List[int] = []
+    for name in ("generation_config.json", "config.json"):
+        path = os.path.join(model_path, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        found = _as_id_list(data.get("eos_token_id"))
+        if isinstance(data.get("text_config"), dict):
+            found += _as_id_list(data["text_config"].get("eos_token_id"))
+        for t in found:
+            if t not in out:
+                out.append(t)
+    return out
+
+
 @dataclass
 class SamplingParams:
     max_new_tokens: int

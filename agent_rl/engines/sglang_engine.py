@@ -41,13 +41,15 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 import torch
 
-from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
+from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams, model_eos_token_ids
 
 log = logging.getLogger(__name__)
 
 
-def sampling_params_dict(sp: SamplingParams) -> Dict[str, Any]:
-    """Our SamplingParams as sglang's sampling_params dict."""
+def sampling_params_dict(sp: SamplingParams, eos_token_ids: Iterable[int] = ()) -> Dict[str, Any]:
+    """Our SamplingParams as sglang's sampling_params dict. `eos_token_ids` (the model's terminators, every id of
+    its generation_config's `eos_token_id`) join `sp.stop_token_ids` unless `sp.ignore_eos`: with
+    `skip_tokenizer_init` sglang knows no tokenizer eos, so each terminator is passed explicitly."""
     d: Dict[str, Any] = {
         "max_new_tokens": int(sp.max_new_tokens),
         "temperature": 0.0 if sp.greedy else float(sp.temperature),
@@ -57,8 +59,11 @@ def sampling_params_dict(sp: SamplingParams) -> Dict[str, Any]:
         "skip_special_tokens": False,
         "no_stop_trim": True,
     }
-    if sp.stop_token_ids:
-        d["stop_token_ids"] = [int(t) for t in sp.stop_token_ids]
+    stop = [int(t) for t in sp.stop_token_ids]
+    if not sp.ignore_eos:
+        stop += [int(t) for t in eos_token_ids if int(t) not in stop]
+    if stop:
+        d["stop_token_ids"] = stop
     if sp.seed is not None:
         d["sampling_seed"] = int(sp.seed)   # honoured by sglang only with deterministic inference enabled
     return d
@@ -126,6 +131,7 @@ def parse_generate_output(out: Dict[str, Any], prompt_tokens: int) -> GenerateOu
 
 class SGLangEngine(Engine):
     name = "sglang"
+    eos_token_ids: List[int] = []   # the model's terminators (`model_eos_token_ids`), stop tokens of every request
 
     def __init__(self, model_path: str, mem_fraction_static: float = 0.4, context_length: Optional[int] = None,
                  seed: Optional[int] = None, dtype: Any = None, enable_memory_saver: bool = True,
@@ -151,6 +157,7 @@ class SGLangEngine(Engine):
         kwargs.update(scheduling_kwargs(max_concurrency, engine_kwargs or {}, {f.name for f in dataclasses.fields(ServerArgs)}))
         self.priority_scheduling = bool(kwargs.get("enable_priority_scheduling"))
         before = self._child_pids()
+        self.eos_token_ids = model_eos_token_ids(model_path)
         self._engine = sglang.Engine(**kwargs)
         self._own_children = self._child_pids() - before
         self.tp_size = int(getattr(getattr(self._engine, "server_args", None), "tp_size", 1) or 1)
@@ -196,7 +203,7 @@ class SGLangEngine(Engine):
         try:
             extra = {"priority": int(sampling.priority)} if self.priority_scheduling and sampling.priority is not None else {}
             out = await self._engine.async_generate(input_ids=[int(t) for t in input_ids],
-                                                    sampling_params=sampling_params_dict(sampling),
+                                                    sampling_params=sampling_params_dict(sampling, self.eos_token_ids),
                                                     return_logprob=True, rid=rid, **extra)
         except Exception as e:
             # sglang raises RequestAbortedError when the abort lands before the request reached the scheduler

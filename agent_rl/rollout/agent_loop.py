@@ -209,8 +209,10 @@ async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, 
         turn.tool_latency_s = time.perf_counter() - t0
         turn.tool_calls = records
         tool_msgs = [{"role": "tool", "name": r.name, "content": r.observation} for r in records]
-        ended = bool(turn.output_ids) and turn.output_ids[-1] in stop_ids
-        obs = list(renderer.observation_ids(tool_msgs, assistant_ended=ended))
+        # closed as the template closes a turn; a length cut or another terminator (e.g. Llama 3's <|end_of_text|>
+        # where the template writes <|eot_id|>) gets the end-of-turn ids first
+        closed = renderer.turn_closed(turn.output_ids)
+        obs = list(renderer.observation_ids(tool_msgs, assistant_ended=closed))
         total = len(traj.prompt_ids) + len(traj.response_ids) + len(obs)
         if len(traj.response_ids) + len(obs) >= cfg.max_response_tokens:
             return "max_response_tokens"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
+from agent_rl.engines.base import model_eos_token_ids
 from agent_rl.model.prepare import chat_template as project_chat_template
 from agent_rl.rollout.obs_template import ObservationTemplates
 
@@ -54,7 +55,15 @@ def template_renders_tools(tokenizer, template: Optional[str] = None) -> bool:
 
 
 class ChatRenderer:
-    def __init__(self, tokenizer, tools: Optional[List[Dict[str, Any]]] = None, system_prompt: Optional[str] = None):
+    """`stop_token_ids` (every id that ends an assistant turn, passed to the engine with each request): the
+    tokenizer's eos, the template's end-of-turn token when it is one token, and the model's terminators (every
+    `eos_token_id` of `model_path`'s generation_config.json / config.json, e.g. Llama 3's [128001, 128009];
+    `model_path` defaults to the tokenizer's folder). `turn_closed(ids)` says whether sampled ids already close the
+    turn as the template does; a turn that stopped on another terminator is closed with the end-of-turn ids before
+    a tool observation (the sampled terminator stays: token in, token out)."""
+
+    def __init__(self, tokenizer, tools: Optional[List[Dict[str, Any]]] = None, system_prompt: Optional[str] = None,
+                 model_path: Optional[str] = None):
         self.tokenizer = tokenizer
         self.tools = list(tools) if tools else None
         self.system_prompt = system_prompt
@@ -73,6 +82,9 @@ class ChatRenderer:
                 stop.append(int(t))
         if len(self.end_of_turn_ids) == 1 and self.end_of_turn_ids[0] not in stop:
             stop.append(self.end_of_turn_ids[0])
+        if model_path is None:
+            model_path = getattr(tokenizer, "name_or_path", None)
+        stop += [t for t in model_eos_token_ids(model_path) if t not in stop]
         self.stop_token_ids: List[int] = stop
         if not self.end_of_turn_ids and isinstance(eos, int):
             self.end_of_turn_ids = [eos]
@@ -132,6 +144,18 @@ class ChatRenderer:
             raise ValueError("chat template renders earlier turns differently when tool messages follow; "
                              "cannot compute an incremental observation")
         return after[cut:]
+
+    def turn_closed(self, output_ids: Sequence[int]) -> bool:
+        """Whether an assistant turn's sampled ids end the way the template ends a turn: with its single
+        end-of-turn token (e.g. `<|im_end|>`, `<|eot_id|>`); with a template whose end of turn is not one token, with
+        any stop token. False for a turn cut on length, or stopped on another terminator (Llama 3's
+        `<|end_of_text|>` where the template writes `<|eot_id|>`): those get the end-of-turn ids before an
+        observation (`observation_ids(assistant_ended=False)`)."""
+        if not output_ids:
+            return False
+        if len(self.end_of_turn_ids) == 1:
+            return int(output_ids[-1]) == self.end_of_turn_ids[0]
+        return int(output_ids[-1]) in self.stop_token_ids
 
     def observation_ids(self, tool_messages: Sequence[Dict[str, Any]], assistant_ended: bool = True) -> List[int]:
         """Ids of the tool turn(s) + next assistant header. `assistant_ended=False` (the turn stopped on length)

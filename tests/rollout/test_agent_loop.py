@@ -294,3 +294,27 @@ async def test_format_falls_back_to_hermes_without_the_attribute(tokenizer, rend
     session = FakeSession()
     traj = await run_trajectory(new_traj(renderer), engine, renderer, session, cfg, SamplingParams(1), "r0")
     assert session.calls == [("calculator", {"expression": "2+3"})] and traj.stop_reason == "answer"
+
+
+async def test_a_turn_ended_by_another_terminator_is_closed_before_the_observation(tokenizer, tmp_path):
+    """generation_config eos_token_id = [<|im_end|>, <|endoftext|>]: a turn that stops on <|endoftext|> ends (its
+    calls run, the terminator stays in the trained ids but not in the text) and the observation starts with the
+    template's end-of-turn ids; a turn that stops on <|im_end|> gets none."""
+    import json
+
+    im_end, eot = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [im_end, eot]}))
+    r = ChatRenderer(tokenizer, TOOLS, model_path=str(tmp_path))
+    assert eot in r.stop_token_ids and r.end_of_turn_ids == [im_end]
+    call = call_text("calculator", '{"expression": "2+3"}')
+    script = {0: call + "<|endoftext|>", 1: call + "<|im_end|>", 2: "<answer>5</answer><|im_end|>"}
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: script[turn_of(rid)], add_stop=False)
+    traj = await run_trajectory(new_traj(r), engine, r, FakeSession(), MultiTurnConfig(),
+                                SamplingParams(max_new_tokens=1), "r0")
+    assert traj.stop_reason == "answer" and len(traj.turns) == 3
+    t0, t1 = traj.turns[0], traj.turns[1]
+    assert t0.finish_reason == "stop" and t0.output_ids[-1] == eot and len(t0.tool_calls) == 1
+    assert t0.text == call and "<|endoftext|>" not in t0.text
+    assert t0.observation_ids[:1] == [im_end] and t1.observation_ids[:1] != [im_end]
+    assert t0.observation_ids[1:] == t1.observation_ids
+    check_invariants(traj, engine, r)

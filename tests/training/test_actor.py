@@ -145,3 +145,26 @@ def test_reference_equals_initial_actor_and_stays_frozen(tiny_model_path):
 def test_init_distributed_without_env_is_single_process(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert init_distributed() == (0, 1)
+
+
+def test_kl_coef_argument_replaces_the_configured_coefficient(tiny_model_path):
+    """`update(batch, kl_coef=c)` (the trainer's algorithm.kl_ctrl) weighs the KL loss by c instead of
+    actor.kl_loss_coef: with zero advantages the gradient is c x the KL gradient."""
+    model, actor_cfg, algo, _ = make_cfgs(tiny_model_path, lr=0.0, use_kl_loss=True, kl_loss_coef=0.5)
+    actor = Actor(model, actor_cfg, algo, device=CPU)
+    batch = make_batch(B=4, L=14, seed=7)
+    lp, _ = actor.compute_log_probs(batch)
+    batch["advantages"] = torch.zeros_like(lp)
+    batch["ref_logprobs"] = (lp + 0.3 * torch.randn(lp.shape, generator=torch.Generator().manual_seed(2))) \
+        * batch["loss_mask"]
+    actor.update(batch)
+    g_cfg = _grads(actor)
+    actor.update(batch, kl_coef=0.5)
+    g_same = _grads(actor)
+    actor.update(batch, kl_coef=2.0)
+    g_4x = _grads(actor)
+    assert g_cfg
+    for n in g_cfg:
+        assert torch.allclose(g_same[n], g_cfg[n], atol=1e-7), n
+        assert torch.allclose(g_4x[n], 4 * g_cfg[n], rtol=1e-4, atol=1e-7), n
+    assert any(g.abs().max() > 0 for g in g_cfg.values())
