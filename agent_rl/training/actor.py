@@ -83,9 +83,12 @@ class Actor:
         self.policy = PolicyModel(model_cfg.path, dtype=model_cfg.dtype, mixed_precision=actor_cfg.mixed_precision,
                                   device=device, trust_remote_code=model_cfg.trust_remote_code,
                                   gradient_checkpointing=model_cfg.gradient_checkpointing,
-                                  remove_padding=model_cfg.remove_padding, cpu_offload=actor_cfg.param_offload)
+                                  remove_padding=model_cfg.remove_padding, cpu_offload=actor_cfg.param_offload,
+                                  lora=getattr(actor_cfg, "lora", None))
         self.model = self.policy.model
-        self.optimizer = build_optimizer(self.model.parameters(), actor_cfg.optim)
+        # only trainable parameters (with LoRA: the adapters) get gradients, optimizer state and grad-norm clipping
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.trainable, actor_cfg.optim)
         # needed by warmup_ratio and the cosine schedule (one optimizer step per mini-batch and epoch)
         self.scheduler = build_scheduler(self.optimizer, actor_cfg.optim, total_optimizer_steps)
         self.global_steps = 0
@@ -109,7 +112,8 @@ class Actor:
         per_rank = max(1, math.ceil(self.cfg.ppo_mini_batch_size * self.rollout_n / D.get_world_size()))
         return D.all_reduce_max_int(max(1, math.ceil(local_rows / per_rank)))
 
-    def _micro_loss(self, mb: Dict[str, torch.Tensor], n_tok: float, n_seq: float, acc: Dict[str, float]):
+    def _micro_loss(self, mb: Dict[str, torch.Tensor], n_tok: float, n_seq: float, acc: Dict[str, float],
+                    kl_coef: Optional[float] = None):
         cfg = self.cfg
         mask = mb["loss_mask"].to(self.policy.device).float()
         need_ent = cfg.entropy_coeff != 0.0
@@ -128,7 +132,7 @@ class Actor:
         if cfg.use_kl_loss:
             kl = kl_penalty(logp, mb["ref_logprobs"].to(dev), cfg.kl_loss_type)
             kl_loss = aggregate(kl, mask, cfg.loss_agg_mode, **agg)
-            loss = loss + cfg.kl_loss_coef * kl_loss
+            loss = loss + (cfg.kl_loss_coef if kl_coef is None else kl_coef) * kl_loss
             acc["actor/kl_loss"] += kl_loss.item()
         ent_in = ent if need_ent else ent.detach()
         ent_term, ent_val = entropy_bonus(ent_in, mask, cfg.entropy_coeff, "token-mean", global_tokens=n_tok)
@@ -142,7 +146,9 @@ class Actor:
         acc["_tok/n"] += ntok_local
         return loss
 
-    def update(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    def update(self, batch: Dict[str, torch.Tensor], kl_coef: Optional[float] = None) -> Dict[str, float]:
+        """`kl_coef`: the KL loss coefficient of this update (the trainer's `algorithm.kl_ctrl`); None =
+        `actor.kl_loss_coef`."""
         cfg = self.cfg
         batch = dict(batch)
         B, L = batch["input_ids"].shape
@@ -178,12 +184,12 @@ class Actor:
                     mb = select_rows(batch, rows) if rows else {k: v[:0] for k, v in batch.items()
                                                                 if isinstance(v, torch.Tensor) and v.dim() >= 1
                                                                 and v.shape[0] == B}
-                    loss = self._micro_loss(mb, n_tok, n_seq, acc)
+                    loss = self._micro_loss(mb, n_tok, n_seq, acc, kl_coef)
                     # FSDP averages gradients over ranks; the loss is already a share of the global mean
                     (loss * ws).backward()
                     n_micro += 1
                 D.reshard_all(self.model)
-                norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip))
+                norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(self.trainable, cfg.optim.grad_clip))
                 if math.isfinite(norm):
                     self.optimizer.step()
                 else:

@@ -1,7 +1,9 @@
 """Crash-safe checkpoints.
 
 Layout of `<root>/global_step_<N>/`:
-    hf/                       HF model folder (model.safetensors fp32, config, tokenizer, chat template)
+    hf/                       HF model folder (model.safetensors fp32, config, tokenizer, chat template); with a
+                              LoRA actor the merged weights (`actor.lora.save_merged`, else config + tokenizer only)
+    adapter/                  LoRA actor only: adapter_config.json + adapter_model.safetensors (peft's layout)
     optim/rank_<r>.pt         optimizer + lr-scheduler state of rank r (its FSDP shard)
     rng/rank_<r>.pt           python / numpy / torch / cuda RNG states of rank r (tensors, ints, strs, lists)
     extra_state.json          the caller's state (step, dataloader position, trainer state)
@@ -40,6 +42,7 @@ import torch
 
 from agent_rl.training import ckpt_verify as V
 from agent_rl.training import dist as D
+from agent_rl.training import lora as L
 from agent_rl.training.ckpt_verify import CheckpointError, CheckpointSpaceError  # noqa: F401 - re-exported for callers
 from agent_rl.training.hf_folder import (fsync_dir, fsync_tree, full_model_state_dict, load_model_weights,
                                          remove_dir, write_hf_folder, write_text_atomic)
@@ -211,6 +214,35 @@ def _load_state(path: str, allow: Sequence = ()) -> Any:
 # ---------------------------------------------------------------------------------------------- HF folder
 
 
+# ---------------------------------------------------------------------------------------------- LoRA
+ADAPTER_DIR = "adapter"
+
+
+def _lora_meta(actor) -> Optional[Dict[str, Any]]:
+    """What meta.json records of a LoRA actor (None without one)."""
+    if not L.is_peft(actor.model):
+        return None
+    cfg = getattr(getattr(actor, "cfg", None), "lora", None)
+    pc = actor.model.peft_config[L.ADAPTER]
+    return {"rank": int(pc.r), "alpha": float(pc.lora_alpha), "save_merged": bool(getattr(cfg, "save_merged", True))}
+
+
+def load_model_from_checkpoint(model: torch.nn.Module, path: str, meta: Optional[Dict[str, Any]] = None) -> None:
+    """The trained weights of checkpoint `path` into `model`: the adapter (`adapter/`) into a LoRA model, else the HF
+    folder. A LoRA checkpoint and a full model (or the reverse) do not mix: one-line CheckpointError."""
+    meta = _read_json(os.path.join(path, "meta.json")) if meta is None else meta
+    if L.is_peft(model):
+        if "lora" not in meta:
+            raise CheckpointError(f"{path} was saved without LoRA: it cannot resume an actor.lora.rank > 0 run "
+                                  "(start afresh, or resume with actor.lora.rank=0)")
+        L.load_adapter(model, os.path.join(path, ADAPTER_DIR))
+    else:
+        if "lora" in meta:
+            raise CheckpointError(f"{path} was saved by a LoRA actor (rank {meta['lora'].get('rank')}): resume it with "
+                                  f"actor.lora.rank={meta['lora'].get('rank')}, or load its merged hf/ folder as model.path")
+        load_model_weights(model, os.path.join(path, "hf"))
+
+
 # ---------------------------------------------------------------------------------------------- save / load
 def _needed_bytes(root: str, actor) -> int:
     """Free space a save needs: the size of the newest complete checkpoint, else the model + optimizer state."""
@@ -237,14 +269,21 @@ def save_checkpoint(root: str, step: int, actor, tokenizer, extra_state: Optiona
             for sub in ("hf", "optim", "rng"):
                 os.makedirs(os.path.join(tmp, sub), exist_ok=True)
         D.barrier()
-        sd = full_model_state_dict(model)  # collective
+        lora = _lora_meta(actor)
+        sd = full_model_state_dict(model) if lora is None or lora["save_merged"] else None  # collective
+        adapter = L.adapter_state_dict(model) if lora is not None else None  # collective
         if rank == 0:
             write_hf_folder(model, sd, tokenizer, os.path.join(tmp, "hf"))
+            if adapter is not None:
+                L.write_adapter(model, adapter, os.path.join(tmp, ADAPTER_DIR))
             with open(os.path.join(tmp, "extra_state.json"), "w") as f:
                 json.dump(extra_state or {}, f, indent=1)
+            meta = {"step": int(step), "world_size": world, "time": time.time()}
+            if lora is not None:
+                meta["lora"] = lora
             with open(os.path.join(tmp, "meta.json"), "w") as f:
-                json.dump({"step": int(step), "world_size": world, "time": time.time()}, f)
-        del sd
+                json.dump(meta, f)
+        del sd, adapter
         sched = getattr(actor, "scheduler", None)
         _torch_save({"optimizer": optimizer_state(actor.optimizer), "scheduler": sched.state_dict() if sched else None,
                      "world_size": world}, os.path.join(tmp, "optim", f"rank_{rank:05d}.pt"))
@@ -300,7 +339,7 @@ def load_checkpoint(path: str, actor, load_optimizer: bool = True, load_rng: boo
             raise CheckpointError(f"checkpoint {path} is damaged: {verdict.summary()}")
     rank, world = D.get_rank(), D.get_world_size()
     meta = _read_json(os.path.join(path, "meta.json"))
-    load_model_weights(actor.model, os.path.join(path, "hf"))
+    load_model_from_checkpoint(actor.model, path, meta)
     if load_optimizer:
         if meta["world_size"] != world:
             raise RuntimeError(f"{path} was saved by {meta['world_size']} ranks; this run has {world} "

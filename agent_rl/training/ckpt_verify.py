@@ -115,15 +115,23 @@ def is_verified(path: str) -> bool:
 
 def _required(path: str, problems: List[str]) -> List[str]:
     """Relative paths a resume needs (optimizer shards from meta.json's world size)."""
-    need = ["meta.json", "extra_state.json", "hf/model.safetensors", "hf/config.json"]
+    need = ["meta.json", "extra_state.json", "hf/config.json"]
+    merged = True
     try:
         with open(os.path.join(path, "meta.json")) as f:
-            world = int(json.load(f)["world_size"])
+            meta = json.load(f)
+        world = int(meta["world_size"])
         need += [f"optim/rank_{r:05d}.pt" for r in range(world)]
+        lora = meta.get("lora")  # a LoRA actor: the adapter; the merged hf/ weights unless save_merged was off
+        if lora:
+            need += ["adapter/adapter_config.json", "adapter/adapter_model.safetensors"]
+        merged = not lora or bool(lora.get("save_merged", True))
     except FileNotFoundError:
         pass  # reported as missing below
     except (OSError, ValueError, KeyError, TypeError) as e:
         problems.append(f"meta.json: unreadable ({type(e).__name__}: {e})")
+    if merged:
+        need.insert(2, "hf/model.safetensors")
     return need
 
 

@@ -75,7 +75,12 @@ def tied_embeddings(model: torch.nn.Module) -> bool:
 
 
 def full_model_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
-    """Unsharded fp32 CPU state dict (a collective under FSDP; every rank gets the full dict)."""
+    """Unsharded fp32 CPU state dict (a collective under FSDP; every rank gets the full dict). A LoRA (peft) model
+    gives its merged weights under the base model's names (`lora.merged_state_dict`)."""
+    from agent_rl.training.lora import is_peft, merged_state_dict
+
+    if is_peft(model):
+        return merged_state_dict(model)
     D.reshard_all(model)
     if D.is_dist():
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -97,15 +102,19 @@ def hf_tensors(model: torch.nn.Module, sd: Dict[str, torch.Tensor], dtype: Optio
     return out
 
 
-def write_hf_folder(model: torch.nn.Module, sd: Dict[str, torch.Tensor], tokenizer, path: str,
+def write_hf_folder(model: torch.nn.Module, sd: Optional[Dict[str, torch.Tensor]], tokenizer, path: str,
                     dtype: Optional[torch.dtype] = None) -> int:
-    """`path`/model.safetensors (the full state dict `sd`, cast to `dtype`), config, generation config and
-    tokenizer (when given). Returns the bytes of the tensors written."""
+    """`path`/model.safetensors (the full state dict `sd`, cast to `dtype`; none when `sd` is None), config,
+    generation config and tokenizer (when given). Returns the bytes of the tensors written."""
     from safetensors.torch import save_file
 
+    from agent_rl.training.lora import hf_module
+
+    model = hf_module(model)  # a LoRA model's config is its base model's (`sd` holds merged weights)
     os.makedirs(path, exist_ok=True)
-    tensors = hf_tensors(model, sd, dtype)
-    save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    tensors = hf_tensors(model, sd, dtype) if sd is not None else {}
+    if sd is not None:
+        save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
     model.config.save_pretrained(path)
     gen = getattr(model, "generation_config", None)
     if gen is not None:

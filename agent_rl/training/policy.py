@@ -99,7 +99,7 @@ class PolicyModel:
     def __init__(self, path: str, *, dtype: str = "bfloat16", mixed_precision: bool = True,
                  device: Optional[torch.device] = None, trust_remote_code: bool = False,
                  gradient_checkpointing: bool = False, remove_padding: bool = True, cpu_offload: bool = False,
-                 trainable: bool = True, logits_chunk: int = 1024):
+                 trainable: bool = True, logits_chunk: int = 1024, lora=None):
         self.device = device or D.default_device()
         self.compute_dtype = resolve_compute_dtype(dtype, self.device, mixed_precision)
         self.fsdp = D.is_dist()
@@ -110,6 +110,12 @@ class PolicyModel:
             model.requires_grad_(False)
         if gradient_checkpointing and trainable:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.lora = False
+        if trainable and lora is not None and lora.rank > 0:  # actor.lora: adapters train, the base is frozen
+            from agent_rl.training.lora import apply_lora
+
+            model = apply_lora(model, lora)
+            self.lora = True
         if self.fsdp:
             model = apply_fsdp2(model, self.compute_dtype, self.device, cpu_offload)
         else:

@@ -26,7 +26,11 @@ class ReferenceModel:
             self.offload()
 
     @classmethod
-    def from_config(cls, cfg, device=None) -> "ReferenceModel":
+    def from_config(cls, cfg, device=None, actor=None):
+        """The reference of `cfg`; with a LoRA actor (`actor.lora.rank > 0`, `actor` given) the actor's own model
+        with the adapter disabled (no second copy of the weights)."""
+        if actor is not None and getattr(actor.policy, "lora", False):
+            return AdapterOffReference(actor.policy, cfg.ref, temperature=cfg.rollout.sampling.temperature)
         return cls(cfg.model, cfg.ref, mixed_precision=cfg.actor.mixed_precision,
                    temperature=cfg.rollout.sampling.temperature, device=device)
 
@@ -54,4 +58,30 @@ class ReferenceModel:
         finally:
             if self.cfg.offload:
                 self.offload()
+        return lp
+
+
+class AdapterOffReference:
+    """The reference of a LoRA actor: the base model, i.e. the actor's model under `disable_adapter()`. It shares
+    the actor's (frozen) base weights, so there is nothing to offload and nothing to load."""
+
+    def __init__(self, policy: PolicyModel, ref_cfg, temperature: float = 1.0):
+        self.cfg = ref_cfg
+        self.policy = policy
+        self.model = policy.model
+        self.temperature = temperature if temperature and temperature > 0 else 1.0
+
+    def offload(self) -> None:
+        pass
+
+    def load(self) -> None:
+        pass
+
+    def compute_ref_log_probs(self, batch: Dict[str, torch.Tensor], temperature: Optional[float] = None,
+                              positions: str = "all") -> torch.Tensor:
+        """Base-model log-probs [B, L] (CPU, fp32), same alignment as the actor's."""
+        t = self.temperature if temperature is None else temperature
+        with self.model.disable_adapter():
+            lp, _ = compute_log_probs_with(self.policy, batch, t, self.cfg.log_prob_max_token_len_per_gpu,
+                                           with_entropy=False, positions=positions)
         return lp

@@ -3,6 +3,7 @@
 With FSDP2 each parameter is a sharded DTensor; `full_tensor()` is a collective, so EVERY rank iterates
 the same parameters in the same order, and only ranks that own an engine push the buckets.
 Tied embeddings: `lm_head.weight` is sent only when the model does not tie it to the input embedding.
+A LoRA actor sends merged weights (base + scaling * B @ A) under the base model's names, never adapter tensors.
 
 An engine that cannot take tensors (`http`: an external SGLang server) loads the weights from disk instead:
 `sync_weights_from_disk` writes an HF folder that the server reads through `update_weights_from_disk`.
@@ -16,6 +17,7 @@ import torch
 
 from agent_rl.training import dist as D
 from agent_rl.training.hf_folder import save_hf_model, tied_embeddings
+from agent_rl.training.lora import is_peft, iter_merged_params
 
 NamedTensors = List[Tuple[str, torch.Tensor]]
 
@@ -27,8 +29,12 @@ def _module(actor) -> torch.nn.Module:
 
 def iter_full_params(model: torch.nn.Module, dtype: Optional[torch.dtype] = None
                      ) -> Iterator[Tuple[str, torch.Tensor]]:
-    """(HF name, full tensor) for every parameter, gathered when sharded, cast to `dtype`."""
+    """(HF name, full tensor) for every parameter, gathered when sharded, cast to `dtype`. A LoRA (peft) model
+    yields its merged weights under the base names (`lora.iter_merged_params`): the engine never sees adapters."""
     model = _module(model)
+    if is_peft(model):
+        yield from iter_merged_params(model, dtype)
+        return
     D.reshard_all(model)  # read the (updated) shards, never a stale unsharded root
     tied = tied_embeddings(model)
     seen = set()
