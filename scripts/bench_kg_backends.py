@@ -85,9 +85,9 @@ def main() -> int:
     if exe is None:
         print("oxigraph not found (pip install oxigraph)", file=sys.stderr)
         return 2
-    from agent_rl.data.generate import generate_dataset
-    from agent_rl.data.kg_ntriples import export_ntriples
-    from agent_rl.data.kg_store import load_kg_store
+    from agent_rl.tasks.generate import generate_dataset
+    from agent_rl.tasks.kg.ntriples import export_ntriples
+    from tools.kg_store import load_kg_store
     from tools.kg_server import start_kg_server_thread
 
     tmp = tempfile.mkdtemp(prefix="kg_bench_")

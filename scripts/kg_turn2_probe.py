@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from agent_rl.model.prepare import prepare_embedded  # noqa: E402
-from agent_rl.rewards.kg import gold_names, returns_gold  # noqa: E402
+from agent_rl.tasks.kg.reward import gold_names, returns_gold  # noqa: E402
 from agent_rl.rollout.chat import ChatRenderer  # noqa: E402
 from agent_rl.rollout.parser import parse_tool_calls  # noqa: E402
 from tools.kg_index import KGIndex  # noqa: E402

@@ -7,7 +7,7 @@ Built once at load: per sample, entity -> {relation -> sorted tails} (out) and e
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 KG_SUCCESS = "KG_SUCCESS"
 KG_FORMAT_ERROR = "KG_FORMAT_ERROR"
@@ -83,6 +83,23 @@ class _Sample:
         return self.lower.get(name.strip().lower())
 
 
+def check_lookup(action: Any, entity: Any, relation: Any = None) -> Union[str, "KGResult"]:
+    """The canonical action of a well-formed look-up, else its KG_FORMAT_ERROR result (every backend's one rule)."""
+    act = canonical_action(action)
+    if act is None:
+        return KGResult(False, KG_FORMAT_ERROR, f"Unknown action {action!r}. Valid actions: {', '.join(ACTIONS)}.")
+    if not isinstance(entity, str) or not entity.strip():
+        return KGResult(False, KG_FORMAT_ERROR, f"{act} needs a non-empty entity name.")
+    needs_relation = act.startswith("get_entities")
+    if needs_relation and (not isinstance(relation, str) or not relation.strip()):
+        return KGResult(False, KG_FORMAT_ERROR, f"{act} needs a relation (get its relations first with "
+                        f"{'get_relations_out' if act.endswith('out') else 'get_relations_in'}).")
+    if not needs_relation and relation is not None:
+        return KGResult(False, KG_FORMAT_ERROR, f"{act} takes no relation: it lists the relations of an entity "
+                        f"(use {'get_entities_out' if act.endswith('out') else 'get_entities_in'} to follow one).")
+    return act
+
+
 class KGIndex:
     def __init__(self, samples: Dict[str, List[List[str]]], dataset: str = ""):
         if not isinstance(samples, dict):
@@ -96,24 +113,14 @@ class KGIndex:
 
     @classmethod
     def from_path(cls, path: str) -> "KGIndex":
-        from agent_rl.data.kg_store import load_kg_store
+        from tools.kg_store import load_kg_store
 
         return cls(load_kg_store(path))
 
     def query(self, sample_id: Any, action: Any, entity: Any, relation: Any = None) -> KGResult:
-        act = canonical_action(action)
-        if act is None:
-            valid = ", ".join(ACTIONS)
-            return KGResult(False, KG_FORMAT_ERROR, f"Unknown action {action!r}. Valid actions: {valid}.")
-        if not isinstance(entity, str) or not entity.strip():
-            return KGResult(False, KG_FORMAT_ERROR, f"{act} needs a non-empty entity name.")
-        needs_relation = act.startswith("get_entities")
-        if needs_relation and (not isinstance(relation, str) or not relation.strip()):
-            return KGResult(False, KG_FORMAT_ERROR, f"{act} needs a relation (get its relations first with "
-                            f"{'get_relations_out' if act.endswith('out') else 'get_relations_in'}).")
-        if not needs_relation and relation is not None:
-            return KGResult(False, KG_FORMAT_ERROR, f"{act} takes no relation: it lists the relations of an entity "
-                            f"(use {'get_entities_out' if act.endswith('out') else 'get_entities_in'} to follow one).")
+        act = check_lookup(action, entity, relation)
+        if isinstance(act, KGResult):
+            return act
         sample = self._samples.get(str(sample_id)) if isinstance(sample_id, (str, int)) and not isinstance(sample_id, bool) else None
         if sample is None:
             return KGResult(False, KG_SAMPLE_NOT_FOUND, f"Sample {sample_id!r} is not in the knowledge graph store.")
@@ -125,7 +132,7 @@ class KGIndex:
         outgoing = act.endswith("_out")
         adj = (sample.out if outgoing else sample.inn).get(name, {})
         direction = "outgoing" if outgoing else "incoming"
-        if not needs_relation:
+        if not act.startswith("get_entities"):
             rels = sorted(adj)
             if not rels:
                 return KGResult(False, KG_NO_RESULTS, f'Entity "{name}" has no {direction} relations.')

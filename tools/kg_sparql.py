@@ -40,9 +40,8 @@ from urllib.parse import quote, unquote
 
 import aiohttp
 
-from tools.kg_index import (ACTIONS, KG_ENTITY_NOT_FOUND, KG_FORMAT_ERROR, KG_NO_RESULTS, KG_RELATION_NOT_FOUND,
-                            KG_SAMPLE_NOT_FOUND, KG_SUCCESS, MAX_HINT_RELATIONS, MAX_LISTED, KGResult,
-                            canonical_action)
+from tools.kg_index import (KG_ENTITY_NOT_FOUND, KG_FORMAT_ERROR, KG_NO_RESULTS, KG_RELATION_NOT_FOUND,
+                            KG_SAMPLE_NOT_FOUND, KG_SUCCESS, MAX_HINT_RELATIONS, MAX_LISTED, KGResult, check_lookup)
 
 NS = "http://rdf.freebase.com/ns/"
 NAME = NS + "type.object.name"
@@ -250,18 +249,10 @@ class SparqlKG:
         problem = _check_item(item, "request")
         if problem:
             return KGResult(False, KG_FORMAT_ERROR, problem)
-        act = canonical_action(action)
-        if act is None:
-            return KGResult(False, KG_FORMAT_ERROR, f"Unknown action {action!r}. Valid actions: {', '.join(ACTIONS)}.")
-        if not entity.strip():
-            return KGResult(False, KG_FORMAT_ERROR, f"{act} needs a non-empty entity name.")
+        act = check_lookup(action, entity, relation)
+        if isinstance(act, KGResult):
+            return act
         needs_relation = act.startswith("get_entities")
-        if needs_relation and (not isinstance(relation, str) or not relation.strip()):
-            return KGResult(False, KG_FORMAT_ERROR, f"{act} needs a relation (get its relations first with "
-                            f"{'get_relations_out' if act.endswith('out') else 'get_relations_in'}).")
-        if not needs_relation and relation is not None:
-            return KGResult(False, KG_FORMAT_ERROR, f"{act} takes no relation: it lists the relations of an entity "
-                            f"(use {'get_entities_out' if act.endswith('out') else 'get_entities_in'} to follow one).")
         sample_id = str(item["sample_id"])
         graph = self.graph(sample_id)
         found = await self._resolve(graph, entity, stats)

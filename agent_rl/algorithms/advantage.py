@@ -98,13 +98,24 @@ def grpo_multi_turn_advantage(rewards: torch.Tensor, turn_rewards: torch.Tensor,
     return tok + bonus.float() * loss_mask.to(torch.float32)
 
 
+def _grpo(batch: dict, norm_by_std: bool, eps: float, turn_coef: float) -> torch.Tensor:
+    return broadcast_to_tokens(grpo_outcome_advantage(batch["rewards"], batch["group_index"], norm_by_std, eps),
+                               batch["loss_mask"])
+
+
+def _grpo_multi_turn(batch: dict, norm_by_std: bool, eps: float, turn_coef: float) -> torch.Tensor:
+    return grpo_multi_turn_advantage(batch["rewards"], batch.get("turn_rewards"), batch["group_index"],
+                                     batch["turn_index"], batch["loss_mask"], turn_coef, norm_by_std, eps)
+
+
+# algorithm.adv_estimator -> fn(batch, norm_by_std, eps, turn_coef) -> token advantages [B, L]; config validation
+# reads this dict, so an estimator added here is a valid value everywhere
+ESTIMATORS = {"grpo": _grpo, "grpo_multi_turn": _grpo_multi_turn}
+
+
 def compute_advantages(batch: dict, estimator: str = "grpo", norm_by_std: bool = True, eps: float = 1e-6,
                        turn_coef: float = 1.0) -> torch.Tensor:
     """Token advantages [B, L] for a training batch (docs/architecture.md layout)."""
-    if estimator == "grpo":
-        adv = grpo_outcome_advantage(batch["rewards"], batch["group_index"], norm_by_std, eps)
-        return broadcast_to_tokens(adv, batch["loss_mask"])
-    if estimator == "grpo_multi_turn":
-        return grpo_multi_turn_advantage(batch["rewards"], batch.get("turn_rewards"), batch["group_index"],
-                                         batch["turn_index"], batch["loss_mask"], turn_coef, norm_by_std, eps)
-    raise ValueError(f"unknown adv_estimator {estimator!r} (grpo | grpo_multi_turn)")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown adv_estimator {estimator!r} ({' | '.join(ESTIMATORS)})")
+    return ESTIMATORS[estimator](batch, norm_by_std, eps, turn_coef)

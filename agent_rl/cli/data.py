@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from agent_rl.tasks.registry import GENERATABLE
+
 HELP = ("Generate the embedded data sets (synthetic KG, arithmetic), convert GSM8K / RoG-WebQSP / RoG-CWQ, "
         "or write gold demonstrations for sft.*")
 
@@ -13,7 +15,7 @@ def add_arguments(parser):
     g = sub.add_parser("generate", help="generate a data set (deterministic by --seed)",
                        description="Generate train/val/test parquet files (and kg_store.json for kg) under --out. "
                                    "The same seed writes byte-identical files.")
-    g.add_argument("kind", choices=["kg", "arith"], help="kg: synthetic knowledge-graph QA; arith: arithmetic word problems")
+    g.add_argument("kind", choices=list(GENERATABLE), help="kg: synthetic knowledge-graph QA; arith: arithmetic word problems")
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     for split, n in (("train", 2000), ("val", 200), ("test", 200)):
@@ -60,7 +62,7 @@ def _hist(d) -> str:
 
 def run(args) -> int:
     if args.data_cmd == "export-ntriples":
-        from agent_rl.data.kg_ntriples import export_ntriples
+        from agent_rl.tasks.kg.ntriples import export_ntriples
 
         try:
             s = export_ntriples(args.store, args.out)
@@ -72,7 +74,7 @@ def run(args) -> int:
         return 0
     try:
         if args.data_cmd == "generate":
-            from agent_rl.data.generate import generate_dataset
+            from agent_rl.tasks.generate import generate_dataset
 
             s = generate_dataset(args.kind, args.out, seed=args.seed,
                                  sizes={"train": args.train, "val": args.val, "test": args.test}, hops=args.hops)
@@ -86,16 +88,16 @@ def run(args) -> int:
                 print(f"wrote {s['kg_store']}: {t['samples']} subgraphs, triples min {t['min']} mean {t['mean']} max {t['max']}")
         elif args.data_cmd in ("kg-demos", "arith-demos"):
             if args.data_cmd == "kg-demos":
-                from agent_rl.data.kg_demos import write_kg_demos
+                from agent_rl.tasks.kg.demos import write_kg_demos
 
                 s = write_kg_demos(args.data, out=args.out, max_turns=args.max_turns, split=args.split)
             else:
-                from agent_rl.data.arith_demos import write_arith_demos
+                from agent_rl.tasks.arith.demos import write_arith_demos
 
                 s = write_arith_demos(args.data, out=args.out, split=args.split, tool_config=args.tool_config)
             print(f"wrote {s['file']}: {s['demos']} demonstrations of {s['rows']} rows | skipped {_hist(s['skipped']) or 'none'}")
         else:
-            from agent_rl.data.convert import convert_dataset
+            from agent_rl.tasks.convert import convert_dataset
 
             s = convert_dataset(args.kind, args.input, args.out, split=args.split)
             print(f"wrote {s['file']}: {s['rows']} rows")

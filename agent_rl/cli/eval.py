@@ -107,7 +107,7 @@ def _pick_tools(cfg, args, overrides, log) -> None:
     if args.kg_store:
         cfg.tools.kg_store = args.kg_store
     elif not _overridden(overrides, "tools.kg_store") and existing:
-        from agent_rl.data.kg_store import DEFAULT_FILENAME
+        from tools.kg_store import DEFAULT_FILENAME
 
         nearby = os.path.join(os.path.dirname(existing[0]), DEFAULT_FILENAME)
         if os.path.isfile(nearby) and tools_task(cfg.tools.config_path) == "kg":
@@ -133,7 +133,7 @@ def _write(path: str, text: str) -> None:
 
 def run(args) -> int:
     from agent_rl.config.load import ConfigError, check_files, compose, parse_overrides
-    from agent_rl.orchestration.prepare import ensure_kg_server, prepare_data, prepare_model, resolve_device
+    from agent_rl.orchestration.prepare import prepare_data, prepare_model, resolve_device, start_services
 
     def fail(msg: str) -> int:
         print(f"agent-rl eval: {' '.join(str(msg).split())}", file=sys.stderr)
@@ -160,7 +160,7 @@ def run(args) -> int:
     if args.kg_store and not os.path.isfile(args.kg_store):
         return fail(f"--kg-store: file not found: {args.kg_store}")
 
-    server = None
+    services = []
     try:
         overrides = parse_overrides(list(getattr(args, "_extra", []) or []))
         cfg = compose(overrides, config_dir=args.config_dir, config_name=args.config_name, check_paths=False)
@@ -202,7 +202,7 @@ def run(args) -> int:
         rows = _load_rows(cfg)
         if args.max_samples:
             rows = rows[: args.max_samples]
-        server = ensure_kg_server(cfg)
+        services = start_services(cfg)
     except ConfigError as e:
         return fail(f"config error: {e}")
     try:
@@ -210,18 +210,18 @@ def run(args) -> int:
     except ConfigError as e:   # a tokenizer or tool problem found while building: one line naming it
         return fail(f"config error: {e}")
     finally:
-        if server is not None:
-            server.stop()
+        for service in services:
+            service.stop()
 
 
 def _load_rows(cfg):
     from agent_rl.config.load import ConfigError
     from agent_rl.data.loader import load_rows
-    from agent_rl.rewards import reward_fn_for
+    from agent_rl.tasks import reward_fn_for
 
     try:   # an unscorable row (unknown data_source) is an error here, before anything runs
         return load_rows(cfg.data.val_files, skip_invalid=cfg.data.skip_invalid_rows, log=print,
-                         check=lambda row: reward_fn_for(row, cfg.reward.default_reward))
+                         check=lambda row: reward_fn_for(row, cfg.reward.default_reward, cfg.reward.functions))
     except (ValueError, OSError) as e:
         raise ConfigError(f"data: {e}") from None
 

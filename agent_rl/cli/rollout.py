@@ -22,6 +22,9 @@ HELP = "Run one rollout step from config; print metrics and trajectories, write 
 def add_arguments(parser):
     parser.add_argument("--prompts", type=int, default=None, metavar="N",
                         help="prompt groups to keep (default: data.train_batch_size); launched: ceil(B*(1+over_sample_rate))")
+    parser.add_argument("--no-cpu-sizes", dest="cpu_sized", action="store_false",
+                        help="on CPU, keep the config's batch, samples and tokens per turn (default: "
+                             + ", ".join(f"{k}={v}" for k, v in CPU_SIZES) + " unless set)")
     parser.add_argument("--val", action="store_true", help="validation mode: val files, val sampling, n=1, no over-sampling")
     parser.add_argument("--show", type=int, default=2, metavar="N", help="trajectories to print (default 2)")
     parser.add_argument("--out", default=None, metavar="FILE",
@@ -52,26 +55,23 @@ def _print_traj(traj, tokenizer) -> None:
 async def _rollout(cfg, args, model_path, device, log) -> int:
     from agent_rl.data.loader import load_rows
     from agent_rl.engines import build_engine
-    from agent_rl.orchestration.components import build_tool_runtime, load_tokenizer
-    from agent_rl.rewards import compute_reward, reward_fn_for
-    from agent_rl.rollout.chat import ChatRenderer
+    from agent_rl.orchestration.components import build_renderer, build_scheduler, build_tool_runtime, load_tokenizer
     from agent_rl.rollout.output import write_trajectories
-    from agent_rl.rollout.scheduler import RolloutScheduler
+    from agent_rl.tasks import reward_fn_for
 
-    mt = cfg.rollout.multi_turn
     tokenizer = load_tokenizer(cfg, model_path)           # ConfigError naming model.path when it has none
     runtime = build_tool_runtime(cfg, tokenizer)           # ConfigError naming tools.config_path and the entry
-    renderer = ChatRenderer(tokenizer, runtime.schemas if runtime else None, mt.system_prompt)
+    renderer = build_renderer(cfg, tokenizer, runtime)
     files = cfg.data.val_files if args.val else cfg.data.train_files
     try:
         rows = load_rows(files, skip_invalid=cfg.data.skip_invalid_rows, log=log,   # an unscorable row: at load
-                         check=lambda row: reward_fn_for(row, cfg.reward.default_reward))
+                         check=lambda row: reward_fn_for(row, cfg.reward.default_reward, cfg.reward.functions))
     except (ValueError, OSError) as e:
         from agent_rl.config.load import ConfigError
 
         raise ConfigError(f"data.{'val_files' if args.val else 'train_files'}: {e}") from None
     engine = build_engine(cfg.rollout, model_path, device=device, seed=cfg.trainer.seed)
-    sched = RolloutScheduler(engine, renderer, runtime, cfg.rollout, reward_fn=lambda t: compute_reward(t, cfg.reward))
+    sched = build_scheduler(cfg, engine, renderer, runtime, filter_groups=False)   # one step, every group shown
     try:
         if args.val:
             k = args.prompts or (cfg.data.max_val_samples if cfg.data.max_val_samples > 0 else len(rows))
@@ -97,11 +97,36 @@ async def _rollout(cfg, args, model_path, device, log) -> int:
     return 0
 
 
+# on CPU, what the trainer's defaults would make an 8-minute step (8 prompts x 4 samples x 256 tokens a turn with
+# the 135M model at ~2 tokens/s per row) becomes about a minute; a value the user set is kept
+CPU_SIZES = (("data.train_batch_size", 2), ("rollout.n", 2), ("rollout.multi_turn.max_new_tokens_per_turn", 64))
+
+
+def cpu_sized(cfg, overrides, args) -> str:
+    """Set the CPU sizes of `CPU_SIZES` the user did not set (override keys, `--prompts`); the line saying so."""
+    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    changed = []
+    for key, value in CPU_SIZES:
+        if key in given or (key == "data.train_batch_size" and args.prompts):
+            continue
+        section, _, leaf = key.rpartition(".")
+        obj = cfg
+        for part in section.split("."):
+            obj = getattr(obj, part)
+        if getattr(obj, leaf) > value:
+            setattr(obj, leaf, value)
+            changed.append(f"{key}={value}")
+    if not changed:
+        return ""
+    return (f"on CPU: {' '.join(changed)} (a step in about a minute; set them, or --prompts, to change; "
+            "--no-cpu-sizes keeps the config's)")
+
+
 def run(args) -> int:
     from agent_rl.config.load import ConfigError, check_files, compose, parse_overrides, to_yaml
-    from agent_rl.orchestration.prepare import ensure_kg_server, prepare_data, prepare_model, resolve_device
+    from agent_rl.orchestration.prepare import prepare_data, prepare_model, resolve_device, start_services
 
-    server = None
+    services = []
     try:
         overrides = parse_overrides(list(getattr(args, "_extra", []) or []))
         cfg = compose(overrides, config_dir=args.config_dir, config_name=getattr(args, "config_name", "trainer"),
@@ -113,9 +138,13 @@ def run(args) -> int:
         data_keys = ("val_files",) if args.val else ("train_files",)
         check_files(cfg, data_keys=data_keys, sft=False)     # nothing written or started before this passes
         device = resolve_device(cfg)
+        if device == "cpu" and getattr(args, "cpu_sized", True):
+            note = cpu_sized(cfg, overrides, args)
+            if note:
+                print(note)
         model_path = prepare_model(cfg)
         prepare_data(cfg, keys=data_keys)
-        server = ensure_kg_server(cfg)
+        services = start_services(cfg)
     except ConfigError as e:
         print(f"agent-rl rollout: config error: {e}", file=sys.stderr)
         return 2
@@ -125,5 +154,5 @@ def run(args) -> int:
         print(f"agent-rl rollout: config error: {e}", file=sys.stderr)
         return 2
     finally:
-        if server is not None:
-            server.stop()
+        for service in services:
+            service.stop()

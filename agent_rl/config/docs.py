@@ -28,6 +28,12 @@ VERL_KEYS: List[Tuple[str, str, str]] = [
     ("actor_rollout_ref.model.enable_gradient_checkpointing", "model.gradient_checkpointing", ""),
     ("actor_rollout_ref.model.use_remove_padding", "model.remove_padding", ""),
     ("actor_rollout_ref.model.trust_remote_code", "model.trust_remote_code", ""),
+    ("actor_rollout_ref.model.lora_rank", "actor.lora.rank", "0 = off (full fine-tuning), as verl; TRL / peft `LoraConfig(r=...)`"),
+    ("actor_rollout_ref.model.lora_alpha", "actor.lora.alpha", "TRL / peft `LoraConfig(lora_alpha=...)`; the update is (alpha / rank) * B @ A"),
+    ("actor_rollout_ref.model.target_modules", "actor.lora.target_modules", "`all-linear` or a list of module names; TRL / peft `LoraConfig(target_modules=...)`"),
+    ("(TRL / peft) LoraConfig.lora_dropout", "actor.lora.dropout", "verl has no such key"),
+    ("(TRL) save_pretrained of a merged model (merge_and_unload)", "actor.lora.save_merged",
+     "checkpoints hold the adapter (peft layout, `adapter/`) and, by default, the merged model in `hf/`; the engine always gets merged weights"),
     ("actor_rollout_ref.rollout.name", "rollout.engine", "sglang | hf | http | auto"),
     ("actor_rollout_ref.rollout.n", "rollout.n", "GRPO group size"),
     ("actor_rollout_ref.rollout.temperature / top_p / top_k", "rollout.sampling.temperature / top_p / top_k", ""),
@@ -78,7 +84,12 @@ VERL_KEYS: List[Tuple[str, str, str]] = [
      "DAPO dynamic sampling; composes with over-sampling (extras replace filtered groups first) and carry-over; "
      "max_num_gen_batches defaults to 4 (verl: 0 = unlimited) and, when exhausted, the step trains on the "
      "informative groups it has instead of raising"),
-    ("algorithm.use_kl_in_reward / algorithm.kl_ctrl.*", "", "not supported: KL is a loss term (`actor.use_kl_loss`)"),
+    ("algorithm.use_kl_in_reward", "", "not supported: KL is a loss term (`actor.use_kl_loss`)"),
+    ("algorithm.kl_ctrl.type / kl_coef / target_kl / horizon", "algorithm.kl_ctrl.type / kl_coef / target_kl / horizon",
+     "verl's fixed / adaptive controllers with verl's update rule, but applied to the KL *loss* coefficient (verl: the "
+     "in-reward KL penalty): each step trains with the current value, then the step's `actor/kl_loss` and its "
+     "trajectories update it; `kl_coef: null` starts from `actor.kl_loss_coef`; `range` (target_range / factor / "
+     "min_coef / max_coef) is ours; logged as `actor/kl_coef`, saved in checkpoints"),
     ("trainer.total_training_steps", "trainer.total_training_steps", "stops at whichever of steps / epochs comes first"),
     ("fsdp_sft_trainer: data.multiturn.messages_key / trainer.total_training_steps / optim.lr / data.train_batch_size",
      "sft.files / sft.steps / sft.lr / sft.batch_size",

@@ -15,7 +15,10 @@ from typing import List, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from agent_rl.algorithms.advantage import ESTIMATORS
+from agent_rl.algorithms.aggregate import AGG_MODES
 from agent_rl.algorithms.kl import KL_KINDS
+from agent_rl.engines import KINDS as ENGINE_KINDS
 from agent_rl.config.schema import TrainConfig
 from agent_rl.rollout.formats import get_parser
 
@@ -112,6 +115,9 @@ def _hydra_error(e: Exception) -> str:
     return text.splitlines()[0]
 
 
+OPEN_MAPPINGS = ("reward.functions.", "rollout.engine_kwargs.")   # schema fields that are free-form mappings
+
+
 def compose(overrides: Sequence[str] = (), config_dir: Optional[str] = None, config_name: str = "trainer",
             check_paths: bool = True) -> TrainConfig:
     """Hydra-compose `config_name` from `config_dir` with `overrides`, validate against the schema."""
@@ -122,6 +128,8 @@ def compose(overrides: Sequence[str] = (), config_dir: Optional[str] = None, con
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="agent_rl_schema", node=TrainConfig)
+    # keys of the open mappings need no `+`: `reward.functions.my_source=pkg.mod:fn` adds or replaces an entry
+    overrides = [f"++{o}" if o.startswith(OPEN_MAPPINGS) else o for o in overrides]
     config_dir = os.path.abspath(config_dir or default_config_dir())
     GlobalHydra.instance().clear()
     try:
@@ -153,15 +161,13 @@ def _check_values(cfg: TrainConfig) -> None:
         if value not in options:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(options)}")
 
-    choice("rollout.engine", cfg.rollout.engine, ["auto", "sglang", "hf", "http"])
+    choice("rollout.engine", cfg.rollout.engine, list(ENGINE_KINDS))
     choice("rollout.multi_turn.tool_response_truncate_side", cfg.rollout.multi_turn.tool_response_truncate_side, ["head", "middle", "tail"])
-    choice("actor.loss_agg_mode", cfg.actor.loss_agg_mode, ["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"])
+    choice("actor.loss_agg_mode", cfg.actor.loss_agg_mode, list(AGG_MODES))
     choice("actor.kl_loss_type", cfg.actor.kl_loss_type, list(KL_KINDS))
-    choice("algorithm.adv_estimator", cfg.algorithm.adv_estimator, ["grpo", "grpo_multi_turn"])
+    choice("algorithm.adv_estimator", cfg.algorithm.adv_estimator, list(ESTIMATORS))
     choice("trainer.device", cfg.trainer.device, ["auto", "cuda", "cpu"])
     choice("reward.kg_answer_metric", cfg.reward.kg_answer_metric, ["f1", "em", "hits1"])
-    if cfg.reward.default_reward is not None:
-        choice("reward.default_reward", cfg.reward.default_reward, ["kg", "arith", "infer"])
     choice("logger.wandb_mode", cfg.logger.wandb_mode, ["auto", "online", "offline", "disabled"])
     for b in cfg.logger.backends:
         choice("logger.backends", b, ["console", "jsonl", "wandb"])
@@ -195,8 +201,79 @@ def _check_values(cfg: TrainConfig) -> None:
             raise ConfigError("sft.files: sft.steps > 0 needs demonstration files")
         if cfg.sft.lr <= 0:
             raise ConfigError(f"sft.lr: must be > 0, got {cfg.sft.lr}")
+    _check_lora(cfg)
     if cfg.data.train_batch_size % cfg.actor.ppo_mini_batch_size:
         raise ConfigError(f"actor.ppo_mini_batch_size: {cfg.actor.ppo_mini_batch_size} must divide data.train_batch_size {cfg.data.train_batch_size}")
+    _check_kl_ctrl(cfg)
+
+
+def _check_kl_ctrl(cfg: TrainConfig) -> None:
+    k = cfg.algorithm.kl_ctrl
+    if k.type not in ("fixed", "adaptive", "range"):
+        raise ConfigError(f"algorithm.kl_ctrl.type: {k.type!r} is not one of fixed, adaptive, range")
+    if k.type != "fixed" and not cfg.actor.use_kl_loss:
+        raise ConfigError(f"algorithm.kl_ctrl.type: {k.type} controls the KL loss coefficient, but actor.use_kl_loss "
+                          "is false (there is no KL in the reward here)")
+    if k.kl_coef is not None and k.kl_coef < 0:
+        raise ConfigError(f"algorithm.kl_ctrl.kl_coef: must be >= 0, got {k.kl_coef}")
+    if k.type == "adaptive":
+        if k.horizon <= 0:
+            raise ConfigError(f"algorithm.kl_ctrl.horizon: must be > 0, got {k.horizon}")
+        if k.target_kl <= 0:
+            raise ConfigError(f"algorithm.kl_ctrl.target_kl: must be > 0, got {k.target_kl}")
+    if k.type == "range":
+        if len(k.target_range) != 2 or not 0 <= k.target_range[0] < k.target_range[1]:
+            raise ConfigError(f"algorithm.kl_ctrl.target_range: must be [lo, hi] with 0 <= lo < hi, got {list(k.target_range)}")
+        if k.factor <= 1:
+            raise ConfigError(f"algorithm.kl_ctrl.factor: must be > 1, got {k.factor}")
+        if not 0 <= k.min_coef <= k.max_coef:
+            raise ConfigError(f"algorithm.kl_ctrl.min_coef / max_coef: need 0 <= min_coef <= max_coef, "
+                              f"got {k.min_coef} / {k.max_coef}")
+
+
+def _check_lora(cfg: TrainConfig) -> None:
+    """actor.lora.*: values in range, and what LoRA cannot do (the reference is the base model, adapter off)."""
+    lo = cfg.actor.lora
+    if lo.rank < 0:
+        raise ConfigError(f"actor.lora.rank: must be >= 0 (0 = off), got {lo.rank}")
+    if lo.rank == 0:
+        return
+    if lo.alpha <= 0:
+        raise ConfigError(f"actor.lora.alpha: must be > 0, got {lo.alpha}")
+    if not 0.0 <= lo.dropout < 1.0:
+        raise ConfigError(f"actor.lora.dropout: must be in [0, 1), got {lo.dropout}")
+    targets = lo.target_modules
+    names = [targets] if isinstance(targets, str) else list(targets) if isinstance(targets, (list, tuple)) else []
+    problem = None if names else "must be all-linear or a list of module names"
+    bad = [t for t in names if not isinstance(t, str) or not t]
+    if bad:
+        problem = f"every entry must be a module name, got {bad[0]!r}"
+    if problem:
+        raise ConfigError(f"actor.lora.target_modules: {problem}")
+    if cfg.sft.steps > 0 and cfg.sft.update_ref and cfg.actor.use_kl_loss:
+        raise ConfigError("actor.lora.rank: with LoRA the KL reference is the base model (adapter off) and cannot become "
+                          "the warm-started model: set sft.update_ref=false (or actor.lora.rank=0)")
+
+
+def _check_lora_targets(cfg: TrainConfig) -> None:
+    """Every name in actor.lora.target_modules is a linear layer of the model (built on the meta device)."""
+    lo = cfg.actor.lora
+    if lo.rank <= 0 or lo.target_modules == "all-linear":
+        return
+    from agent_rl.model.lora_targets import linear_module_names_of, target_modules_problem
+    from agent_rl.model.prepare import embedded_model_dir
+
+    path = embedded_model_dir() if cfg.model.path == "embedded" else cfg.model.path
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        return  # not prepared yet: checked again when the adapters are applied
+    try:
+        names = linear_module_names_of(path, cfg.model.trust_remote_code)
+    except Exception:  # noqa: BLE001 - a model transformers cannot build on meta: checked when it loads
+        return
+    problem = target_modules_problem(names, list(lo.target_modules) if not isinstance(lo.target_modules, str)
+                                     else lo.target_modules)
+    if problem:
+        raise ConfigError(f"actor.lora.target_modules: {problem}")
 
 
 def check_files(cfg: TrainConfig, data_keys: Sequence[str] = ("train_files", "val_files"), sft: bool = True) -> None:
@@ -206,21 +283,20 @@ def check_files(cfg: TrainConfig, data_keys: Sequence[str] = ("train_files", "va
     its task, `agent_rl.orchestration.prepare.check_data`). Tools: the YAML validates and its classes import. Model:
     a local folder with a Hugging Face config.json. Existing data files must open as parquet.
     """
-    from agent_rl.orchestration.prepare import check_data, check_data_readable, check_model_folder, check_tools
+    from agent_rl.orchestration.prepare import (check_data, check_data_readable, check_demos, check_model_folder,
+                                                check_rewards, check_tools)
 
     check_data(cfg, data_keys)
-    gen = cfg.data.generate_if_missing
-    if sft and cfg.sft.steps > 0 and gen not in ("kg", "arith"):
-        for f in cfg.sft.files:
-            if not os.path.exists(f):
-                raise ConfigError(f"sft.files: file not found: {f} (demonstrations: `agent-rl data kg-demos --data DIR` "
-                                  "or `agent-rl data arith-demos --data DIR`)")
+    if sft:
+        check_demos(cfg)
     check_tools(cfg)
+    check_rewards(cfg)
     if cfg.model.path != "embedded":
         check_model_folder(cfg.model.path, tokenizer=not cfg.model.tokenizer_path)
     if cfg.model.tokenizer_path and not os.path.isdir(cfg.model.tokenizer_path):
         raise ConfigError(f"model.tokenizer_path: not a folder: {cfg.model.tokenizer_path}")
     check_data_readable(cfg, data_keys)
+    _check_lora_targets(cfg)
 
 
 def to_yaml(cfg: TrainConfig) -> str:

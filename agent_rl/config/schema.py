@@ -121,6 +121,17 @@ class OptimConfig:
 
 
 @dataclass
+class LoraConfig:
+    rank: int = F(0, "LoRA rank r of the actor's adapters (0 = off: full fine-tuning); needs `pip install agent-rl[lora]` (peft)")
+    alpha: float = F(16.0, "LoRA alpha: the update is (alpha / rank) * B @ A")
+    target_modules: Any = F("all-linear", "modules that get adapters: `all-linear` (every linear layer but the output "
+                            "head) or a list of module names, e.g. [q_proj, k_proj, v_proj, o_proj]")
+    dropout: float = F(0.0, "dropout on the adapter input while training (0 keeps old and training log-probs equal)")
+    save_merged: bool = F(True, "checkpoints also hold the merged model in `hf/` (loads with plain transformers); "
+                          "false: `hf/` holds config + tokenizer only and the adapter in `adapter/` is the model")
+
+
+@dataclass
 class ActorConfig:
     optim: OptimConfig = F(None, "optimizer", factory=OptimConfig)
     ppo_mini_batch_size: int = F(8, "prompts per optimizer step (x rollout.n trajectories)")
@@ -136,6 +147,7 @@ class ActorConfig:
     kl_loss_type: str = F("low_var_kl", "low_var_kl (k3, clamped) | k1 | abs | mse (k2) | k3+ (k3 value, k2 gradient logp - ref, as verl)")
     param_offload: bool = F(False, "FSDP CPU offload of actor parameters")
     mixed_precision: bool = F(True, "bf16 compute with fp32 master weights (FSDP2 MixedPrecisionPolicy)")
+    lora: LoraConfig = F(None, "LoRA adapters on the actor (peft); the reference is the base model with the adapter off", factory=LoraConfig)
 
 
 @dataclass
@@ -161,6 +173,21 @@ class FilterGroupsConfig:
 
 
 @dataclass
+class KLCtrlConfig:
+    type: str = F("fixed", "fixed | adaptive | range: how the KL loss coefficient moves (docs/training.md, KL control). "
+                  "fixed: constant; adaptive: verl's AdaptiveKLController on the step's measured KL (actor/kl_loss); "
+                  "range: multiplied / divided by `factor` when the KL leaves [target_range]")
+    kl_coef: Optional[float] = F(None, "starting coefficient (null = actor.kl_loss_coef)")
+    target_kl: float = F(0.1, "adaptive: the KL the coefficient steers toward")
+    horizon: int = F(10000, "adaptive: samples over which a 20% error changes the coefficient by 20% "
+                     "(mult = 1 + clip(kl / target_kl - 1, -0.2, 0.2) * trajectories_of_step / horizon)")
+    target_range: List[float] = F(None, "range: [lo, hi] of the measured KL", factory=lambda: [0.001, 0.01])
+    factor: float = F(1.5, "range: multiplicative step (> 1)")
+    min_coef: float = F(1e-6, "range: lower bound of the coefficient")
+    max_coef: float = F(1.0, "range: upper bound of the coefficient")
+
+
+@dataclass
 class AlgorithmConfig:
     adv_estimator: str = F("grpo", "grpo | grpo_multi_turn (KG-R1 per-turn rewards added to the outcome advantage)")
     norm_adv_by_std: bool = F(True, "divide by the group std (False = Dr.GRPO)")
@@ -168,13 +195,18 @@ class AlgorithmConfig:
     turn_adv_coef: float = F(1.0, "weight of the per-turn shaping bonus (grpo_multi_turn), bounded by half the outcome advantage")
     tis: TISConfig = F(None, "rollout/training mismatch correction", factory=TISConfig)
     filter_groups: FilterGroupsConfig = F(None, "dynamic sampling: keep only groups with signal", factory=FilterGroupsConfig)
+    kl_ctrl: KLCtrlConfig = F(None, "controller of the KL loss coefficient (verl's algorithm.kl_ctrl, applied to "
+                              "the KL loss, not to the reward)", factory=KLCtrlConfig)
 
 
 @dataclass
 class RewardConfig:
-    default_reward: Optional[str] = F(None, "reward of a data_source with no registered reward function: kg | arith | "
-                                      "infer (from the row's ability, else its ground truth's type); null = such a row "
-                                      "is an error (docs/tools.md)")
+    functions: Dict[str, str] = F(None, "reward per data_source, `package.module:function` or `file.py:function` "
+                                  "(fn(traj, reward_cfg) -> (score, {component: value})); loaded in every worker from "
+                                  "this string; wins over the tasks' rewards (docs/architecture.md)", factory=dict)
+    default_reward: Optional[str] = F(None, "reward of a data_source with no reward function: a task (kg | arith | "
+                                      "gsm8k) or infer (from the row's ability, else its ground truth's type); null = "
+                                      "such a row is an error (docs/tools.md)")
     kg_answer_metric: str = F("f1", "f1 | em | hits1: the answer score of KG QA")
     kg_answer_weight: float = F(1.0, "weight of the answer score")
     kg_format_weight: float = F(0.1, "weight of the format score: every turn well-formed and a non-empty answer (per turn: the turn well-formed)")

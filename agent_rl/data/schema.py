@@ -67,8 +67,12 @@ def validate_row(row: Dict[str, Any], where: str = "row") -> None:
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt):
         raise ValueError(f"{where}: prompt must be a non-empty list of {{role, content}} strings")
     ds = row["data_source"]
-    if ds not in DATA_SOURCES:
-        raise ValueError(f"{where}: unknown data_source {ds!r}")
+    if ds not in DATA_SOURCES:      # a user's task: what the loader checks (columns and types), nothing task-specific
+        problem = row_problem(row)
+        bad = _no_empty_dicts(row, where)
+        if problem or bad:
+            raise ValueError(f"{where}: {problem}" if problem else f"{bad}: empty dict (parquet cannot store an empty struct; omit it)")
+        return
     if row["ability"] != DATA_SOURCES[ds]:
         raise ValueError(f"{where}: ability {row['ability']!r} does not match data_source {ds!r}")
     rm = row["reward_model"]

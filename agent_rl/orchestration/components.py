@@ -1,4 +1,5 @@
-"""Building the rollout-side objects from the config (shared by the driver and the workers)."""
+"""Building the rollout-side objects from the config: the one place the trainer, its workers, `agent-rl rollout`
+and `agent-rl eval` assemble tokenizer, tools, renderer and scheduler (the benchmark drives its own workload)."""
 from __future__ import annotations
 
 import os
@@ -52,11 +53,11 @@ def build_renderer(cfg: TrainConfig, tokenizer, tool_runtime):
     from agent_rl.rollout.chat import ChatRenderer
 
     tools = tool_runtime.schemas if (tool_runtime is not None and cfg.rollout.multi_turn.enable) else None
-    return ChatRenderer(tokenizer, tools, cfg.rollout.multi_turn.system_prompt)
+    return ChatRenderer(tokenizer, tools, cfg.rollout.multi_turn.system_prompt, model_path=cfg.model.path)
 
 
 def make_reward_fn(cfg: TrainConfig):
-    from agent_rl.rewards import compute_reward
+    from agent_rl.tasks import compute_reward
 
     reward_cfg = cfg.reward
 
@@ -64,3 +65,14 @@ def make_reward_fn(cfg: TrainConfig):
         return compute_reward(traj, reward_cfg)
 
     return reward_fn
+
+
+def build_scheduler(cfg: TrainConfig, engine, renderer, tool_runtime, rank: int = 0, filter_groups: bool = True):
+    """The rollout scheduler over `engine` with the run's reward and, for training (`filter_groups`), the dynamic
+    sampling filter of `algorithm.filter_groups`."""
+    from agent_rl.rollout.group_filter import GroupFilter
+    from agent_rl.rollout.scheduler import RolloutScheduler
+
+    fg = cfg.algorithm.filter_groups
+    return RolloutScheduler(engine, renderer, tool_runtime, cfg.rollout, reward_fn=make_reward_fn(cfg),
+                            group_filter=GroupFilter(fg.metric) if (fg.enable and filter_groups) else None, rank=rank)

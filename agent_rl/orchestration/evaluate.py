@@ -212,8 +212,7 @@ async def run_eval(cfg, model_path: str, device: str, rows: Sequence[Dict[str, A
     """Roll out `n` samples of every row with `cfg.rollout.val_sampling` through the trainer's rollout stack.
     Returns (trajectories in data order, tokenizer)."""
     from agent_rl.engines import build_engine
-    from agent_rl.orchestration.components import build_renderer, build_tool_runtime, load_tokenizer, make_reward_fn
-    from agent_rl.rollout.scheduler import RolloutScheduler
+    from agent_rl.orchestration.components import build_renderer, build_scheduler, build_tool_runtime, load_tokenizer
 
     tokenizer = load_tokenizer(cfg, model_path)
     runtime = build_tool_runtime(cfg, tokenizer)
@@ -221,7 +220,7 @@ async def run_eval(cfg, model_path: str, device: str, rows: Sequence[Dict[str, A
     engine = None
     try:
         engine = build_engine(cfg.rollout, model_path, device=device, seed=cfg.trainer.seed)
-        sched = RolloutScheduler(engine, renderer, runtime, cfg.rollout, reward_fn=make_reward_fn(cfg))
+        sched = build_scheduler(cfg, engine, renderer, runtime, filter_groups=False)
         try:
             res = await sched.validate(list(rows), step=0, n=n)
         finally:

@@ -1,4 +1,4 @@
-"""What the driver does before any worker starts: device, model folder, data files, KG server.
+"""What the driver does before any worker starts: device, model folder, data files, the tasks' services.
 
 - `resolve_device(cfg)`: `auto` -> cuda when available, else cpu.
 - `prepare_model(cfg)`: `model.path: embedded` -> `prepare_embedded()` (cached HF folder); a local folder must hold a
@@ -14,28 +14,22 @@
   is written from the folder it names: KG (its train.parquet + kg_store.json; `agent-rl data kg-demos`) or
   arithmetic (its train.parquet, the calculator of `tools.config_path` or else the default arith YAML;
   `agent-rl data arith-demos`).
-- `ensure_kg_server(cfg)`: when the tool YAML declares `kg_query`: reuse the server at `tools.kg_server_url` only
-  if it serves `tools.kg_store` (the sha256 its `/health` reports equals the file's; with `tools.kg_store: null`
-  or a store file absent on this host, a user-managed server there is used unchecked); else start the KG server
-  in a thread of this process (on the configured port when nothing answers there, on a free port when another
-  server holds it) and export its URL in `AGENT_RL_KG_SERVER_URL` (passed on to the workers) and
-  `cfg.tools.kg_server_url`. A `server_url` pinned in the tool YAML is the URL checked (kg_query uses it).
+- `start_services(cfg)`: what the tasks whose tools the tool YAML declares need running (the KG server for
+  `kg_query`: `agent_rl/tasks/kg/server.py`); returns the handles to stop.
+
+Which task a data folder, a tool YAML or a demonstration file belongs to comes from `agent_rl.tasks.registry`.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
-from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from agent_rl.config.load import ConfigError
 from agent_rl.config.schema import TrainConfig
-
-KG_ENV = "AGENT_RL_KG_SERVER_URL"
+from agent_rl.config.tool_yaml import tool_names
+from agent_rl.tasks.registry import GENERATABLE, TASKS, hook, task_of_tools
+from agent_rl.tasks.kg.server import KG_ENV
 
 
 def resolve_device(cfg: TrainConfig) -> str:
@@ -107,10 +101,9 @@ def prepare_model(cfg: TrainConfig, log: Callable[[str], None] = print) -> str:
         raise ConfigError(f"model.path: embedded model unavailable: {e}") from None
 
 
-DATA_KINDS = ("kg", "arith")
+DATA_KINDS = GENERATABLE      # the tasks with generated data (agent_rl.tasks.registry)
 # what `agent-rl data generate <kind> --out DIR` writes into DIR
-GENERATED_FILES = {"kg": ("train.parquet", "val.parquet", "test.parquet", "kg_store.json"),
-                   "arith": ("train.parquet", "val.parquet", "test.parquet")}
+GENERATED_FILES = {k: TASKS[k].generated_files for k in DATA_KINDS}
 DATA_KEYS = ("train_files", "val_files")
 
 
@@ -132,16 +125,14 @@ def default_kind_of(path: str) -> Optional[str]:
 
 
 def tools_task(config_path: Optional[str]) -> Optional[str]:
-    """The embedded task a tool YAML is for: kg (kg_query), arith (calculator / calc_gsm8k_reward), else None."""
+    """The task with generated data whose tools a tool YAML declares (kg: kg_query, arith: calculator /
+    calc_gsm8k_reward), else None."""
     try:
-        names = set(tool_names(config_path))
+        names = tool_names(config_path)
     except ConfigError:
         return None
-    if "kg_query" in names:
-        return "kg"
-    if names & {"calculator", "calc_gsm8k_reward"}:
-        return "arith"
-    return None
+    task = task_of_tools(names)
+    return task.name if task is not None and task.name in DATA_KINDS else None
 
 
 def _missing_message(key: str, path: str, kind: Optional[str], task: Optional[str]) -> str:
@@ -209,7 +200,7 @@ def prepare_data(cfg: TrainConfig, log: Callable[[str], None] = print, keys: Seq
     if folder is None:
         return
     kind = cfg.data.generate_if_missing
-    from agent_rl.data.generate import generate_dataset
+    from agent_rl.tasks.generate import generate_dataset
 
     log(f"generating the embedded {kind} data set into {folder} (= `agent-rl data generate {kind} --out {folder}`)")
     try:
@@ -239,30 +230,45 @@ def check_tools(cfg: TrainConfig) -> None:
         raise ConfigError(f"tools.config_path: {e}") from None
 
 
+def check_demos(cfg: TrainConfig) -> None:
+    """With `sft.steps > 0`, every `sft.files` entry exists or `data.generate_if_missing` names a task that writes
+    demonstrations (`prepare_demos`)."""
+    task = TASKS.get(cfg.data.generate_if_missing or "")
+    if cfg.sft.steps <= 0 or (task is not None and task.demos):
+        return
+    for f in cfg.sft.files:
+        if not os.path.exists(f):
+            cmds = " or ".join(f"`agent-rl data {t}-demos --data DIR`" for t, v in TASKS.items() if v.demos)
+            raise ConfigError(f"sft.files: file not found: {f} (demonstrations: {cmds})")
+
+
+def check_rewards(cfg: TrainConfig) -> None:
+    """`reward.functions` entries load, `reward.default_reward` names a task or `infer`."""
+    from agent_rl.tasks.rewards import DEFAULT_REWARD_NAMES, configured_rewards
+
+    default = cfg.reward.default_reward
+    if default is not None and default not in DEFAULT_REWARD_NAMES:
+        raise ConfigError(f"reward.default_reward: {default!r} is not one of {', '.join(DEFAULT_REWARD_NAMES)}")
+    try:
+        configured_rewards(cfg.reward.functions)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def prepare_demos(cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
+    """With `sft.steps > 0`, write each missing `sft.files` entry from the folder it names, by the demonstration
+    hook of the task `data.generate_if_missing` names (kg: `agent-rl data kg-demos`, arith: `arith-demos`)."""
     if cfg.sft.steps <= 0:
         return
     kind = cfg.data.generate_if_missing
+    task = TASKS.get(kind) if kind else None
     for f in cfg.sft.files:
         if os.path.exists(f):
             continue
         folder = os.path.dirname(os.path.abspath(f))
-        if kind not in ("kg", "arith"):
-            raise ConfigError(f"sft.files: file not found: {f} (demonstrations: `agent-rl data kg-demos --data DIR` "
-                              "or `agent-rl data arith-demos --data DIR`)")
-        if kind == "kg":
-            from agent_rl.data.kg_demos import write_kg_demos
-
-            what, cmd = "KG", f"kg-demos --data {folder} --out {f} --max-turns {cfg.sft.max_turns}"
-            write = partial(write_kg_demos, folder, out=f, max_turns=cfg.sft.max_turns)
-        else:
-            from agent_rl.data.arith_demos import write_arith_demos
-
-            # the run's calculator when its tool YAML declares one, else the default arith YAML
-            tc = cfg.tools.config_path
-            tc = tc if tc and os.path.isfile(tc) and "calculator" in tool_names(tc) else None
-            what, cmd = "arithmetic", f"arith-demos --data {folder} --out {f}" + (f" --tool-config {tc}" if tc else "")
-            write = partial(write_arith_demos, folder, out=f, tool_config=tc)
+        if task is None or not task.demos:
+            check_demos(cfg)
+        what, cmd, write = hook(task, "demos")(cfg, folder, f)
         log(f"writing {what} demonstrations of {folder}/train.parquet to {f} (= `agent-rl data {cmd}`)")
         try:
             s = write()
@@ -271,132 +277,22 @@ def prepare_demos(cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
         log(f"  {s['demos']} demonstrations of {s['rows']} rows (skipped: {s['skipped'] or 'none'})")
 
 
-def tool_names(config_path: Optional[str]) -> List[str]:
-    """Function names declared in a tool YAML (verl shape)."""
-    if not config_path:
-        return []
-    names = []
-    for t in _tool_entries(config_path):
-        fn = t.get("tool_schema") if isinstance(t.get("tool_schema"), dict) else {}
-        fn = fn.get("function") if isinstance(fn.get("function"), dict) else {}
-        if isinstance(fn.get("name"), str) and fn["name"]:
-            names.append(fn["name"])
-    return names
-
-
-def _tool_entries(config_path: str) -> List[Dict[str, Any]]:
-    """The `tools:` entries (mappings) of a tool YAML; an unreadable file is a ConfigError."""
-    import yaml
-
+def start_services(cfg: TrainConfig, log: Callable[[str], None] = print) -> List[Any]:
+    """Start what the tasks of the tool YAML's tools need (each task's `services` hook); returns the handles
+    (`.stop(timeout)`), stopped again here if a later one fails."""
+    names = set(tool_names(cfg.tools.config_path))
+    handles: List[Any] = []
     try:
-        with open(config_path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"tools.config_path: cannot read {config_path}: {_one_line(e)}") from None
-    entries = doc.get("tools") if isinstance(doc, dict) else None
-    return [t for t in entries if isinstance(t, dict)] if isinstance(entries, list) else []
-
-
-def server_answers(url: str, timeout: float = 1.0) -> bool:
-    """True when anything answers HTTP at `url` (any status code)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def served_store_digest(url: str, timeout: float = 2.0) -> Optional[str]:
-    """The store sha256 the KG server at `url` reports on /health; None when it reports none (not a KG server,
-    or one older than the digest) or cannot be read."""
-    try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as r:
-            body = json.loads(r.read(1 << 16))
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-    digest = body.get("store_sha256") if isinstance(body, dict) else None
-    return digest if isinstance(digest, str) else None
-
-
-def _pinned_tool_url(config_path: Optional[str]) -> Optional[str]:
-    """`config.server_url` of kg_query in the tool YAML (it wins over the env var the driver exports)."""
-    if not config_path:
-        return None
-    for t in _tool_entries(config_path):
-        fn = t.get("tool_schema") if isinstance(t.get("tool_schema"), dict) else {}
-        fn = fn.get("function") if isinstance(fn.get("function"), dict) else {}
-        if fn.get("name") == "kg_query":
-            conf = t.get("config") if isinstance(t.get("config"), dict) else {}
-            return conf.get("server_url") or None
-    return None
-
-
-def _use(cfg: TrainConfig, url: str) -> None:
-    os.environ[KG_ENV] = url
-    cfg.tools.kg_server_url = url
-
-
-def ensure_kg_server(cfg: TrainConfig, log: Callable[[str], None] = print) -> Optional[Any]:
-    """Start the KG server when needed. Returns the server handle (call `.stop()`) or None."""
-    if "kg_query" not in tool_names(cfg.tools.config_path):
-        return None
-    pinned = _pinned_tool_url(cfg.tools.config_path)
-    url = pinned or cfg.tools.kg_server_url     # what kg_query will call
-    store = cfg.tools.kg_store
-    port = None       # where to start our own server: None = the configured port, 0 = a free one
-    if server_answers(url):
-        if not store or not os.path.exists(store):   # a user-managed server: nothing to compare with
-            _use(cfg, url)
-            log(f"KG server: using {url} (" + ("tools.kg_store is null" if not store else
-                f"tools.kg_store {store} not found here") + ": the store it serves is not checked)")
-            return None
-        from tools.kg_server import store_digest
-
-        served = served_store_digest(url)
-        if served == store_digest(store):
-            _use(cfg, url)
-            log(f"KG server: using {url} (it serves {store})")
-            return None
-        why = ("serves another store" if served else
-               "does not report the store it serves (not a KG server, or an older one)")
-        if not cfg.tools.kg_server_autostart:
-            raise ConfigError(f"tools.kg_server_url: the server at {url} {why}, not tools.kg_store {store}, and "
-                              "tools.kg_server_autostart is false (set tools.kg_store: null to use it anyway)")
-        port = 0
-        reason = f"{url} {why}; starting this run's own server for {store} on a free port"
-    elif not cfg.tools.kg_server_autostart:
-        raise ConfigError(f"tools.kg_server_url: nothing answers at {url} and tools.kg_server_autostart is false "
-                          "(start one with `agent-rl kg-server --store FILE`)")
-    else:
-        reason = None
-    if not store or not os.path.exists(store):
-        raise ConfigError(f"tools.kg_store: file not found: {store} (needed to start the KG server)")
-    if pinned and port == 0:
-        raise ConfigError(f"{cfg.tools.config_path}: kg_query config.server_url {pinned} is pinned, and the server "
-                          f"there {why}; remove server_url there and set tools.kg_server_url instead")
-    from tools.kg_server import start_kg_server_thread
-
-    parsed = urllib.parse.urlparse(url)
-    host = parsed.hostname or "127.0.0.1"
-    if port is None:
-        try:
-            handle = start_kg_server_thread(store, host, 8001 if parsed.port is None else parsed.port)
-        except OSError as e:
-            if e.errno != errno.EADDRINUSE:
-                raise
-            if pinned:              # taken since the check above, and kg_query cannot be pointed elsewhere
-                raise ConfigError(f"{cfg.tools.config_path}: kg_query config.server_url {pinned} is pinned and its "
-                                  f"port is taken; remove server_url there and set tools.kg_server_url") from None
-            reason = f"{url} is taken ({e.strerror or e}); starting this run's own server for {store} on a free port"
-            port = 0
-    if port == 0:
-        log(f"KG server: {reason}")
-        handle = start_kg_server_thread(store, host, 0)
-    _use(cfg, handle.url)
-    log(f"KG server: started in-process at {handle.url} ({store})")
-    return handle
+        for task in TASKS.values():
+            if task.services and names & set(task.tools):
+                h = hook(task, "services")(cfg, log)
+                if h is not None:
+                    handles.append(h)
+    except BaseException:
+        for h in handles:
+            h.stop(timeout=5.0)
+        raise
+    return handles
 
 
 def worker_env() -> Dict[str, str]:

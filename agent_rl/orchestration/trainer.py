@@ -178,8 +178,14 @@ def run_summary(output_dir: str, *, step: Optional[int] = None, elapsed_s: Optio
     if latest:
         ck_step = dict((p, s) for s, p in list_checkpoints(root)).get(latest)
         lines.append(f"  last checkpoint: {latest} (step {ck_step})")
-        lines.append(f"  model: {os.path.join(latest, 'hf')}  "
-                     "(transformers: AutoModelForCausalLM.from_pretrained / AutoTokenizer.from_pretrained)")
+        adapter_only = (os.path.isdir(os.path.join(latest, "adapter"))
+                        and not os.path.isfile(os.path.join(latest, "hf", "model.safetensors")))
+        if not adapter_only:
+            lines.append(f"  model: {os.path.join(latest, 'hf')}  "
+                         "(transformers: AutoModelForCausalLM.from_pretrained / AutoTokenizer.from_pretrained)")
+        else:  # a LoRA actor with actor.lora.save_merged=false: the adapter is the model
+            lines.append(f"  adapter: {os.path.join(latest, 'adapter')}  (peft: PeftModel.from_pretrained(base model, "
+                         "path); tokenizer in hf/)")
         if interrupted:
             lines.append(f"  saved: the checkpoint of step {ck_step}; "
                          + ("nothing after it" if step is None or step <= (ck_step or 0) else
@@ -236,16 +242,17 @@ class PromptFilter:
 
 class Trainer:
     _save_s: Optional[float] = None  # duration of the last checkpoint save, logged with the next step
+    kl_ctrl = None  # the KL loss coefficient controller (algorithm.kl_ctrl); None without a KL loss
 
     def __init__(self, cfg: TrainConfig, echo: Callable[[str], None] = print, signals: Optional[StopSignals] = None):
-        from agent_rl.orchestration.prepare import (ensure_kg_server, prepare_data, prepare_demos, prepare_model,
-                                                    resolve_device, worker_env)
+        from agent_rl.orchestration.prepare import (prepare_data, prepare_demos, prepare_model, resolve_device,
+                                                    start_services, worker_env)
 
         self.echo = echo
         self.signals = signals
         self.group = None
         self.tracker = None
-        self.kg_server = None
+        self.services = []     # what the tasks' tools need running (the KG server): stopped at close
         self.step = 0
         cfg = copy.deepcopy(cfg)
         self.device = resolve_device(cfg)
@@ -270,7 +277,7 @@ class Trainer:
         with open(os.path.join(cfg.trainer.output_dir, "config.yaml"), "w", encoding="utf-8") as f:
             f.write(to_yaml(cfg))
         try:
-            self.kg_server = ensure_kg_server(cfg, log=echo)
+            self.services = start_services(cfg, log=echo)
             self._load_data()
             from agent_rl.metrics import Tracker
             from agent_rl.orchestration.group import WorkerGroup
@@ -285,6 +292,10 @@ class Trainer:
             echo(f"{self.world_size} worker(s) on {self.device}: engine {infos[0]['engine']}, "
                  f"setup {max(i['setup_s'] for i in infos):.1f} s")
             self.step = 0
+            if cfg.actor.use_kl_loss:
+                from agent_rl.algorithms.kl_ctrl import build_kl_controller
+
+                self.kl_ctrl = build_kl_controller(cfg.algorithm.kl_ctrl, cfg.actor.kl_loss_coef)
             self._resume()
             self.tracker = Tracker(cfg.logger.backends, cfg.trainer.project_name, cfg.trainer.experiment_name,
                                    cfg.trainer.output_dir, self._config_dict(), cfg.logger.wandb_mode, plot=cfg.logger.plot)
@@ -300,7 +311,7 @@ class Trainer:
 
     def _load_data(self) -> None:
         from agent_rl.data.loader import PromptLoader, load_rows
-        from agent_rl.rewards import reward_fn_for
+        from agent_rl.tasks import reward_fn_for
         from agent_rl.orchestration.components import build_renderer, build_tool_runtime, load_tokenizer
 
         cfg = self.cfg
@@ -312,7 +323,7 @@ class Trainer:
             files = getattr(cfg.data, key)
             try:
                 rows = load_rows(files, skip_invalid=cfg.data.skip_invalid_rows, log=self.echo,   # unscorable rows too
-                                 check=lambda row: reward_fn_for(row, cfg.reward.default_reward)) if files else []
+                                 check=lambda row: reward_fn_for(row, cfg.reward.default_reward, cfg.reward.functions)) if files else []
             except (ValueError, OSError) as e:
                 raise ConfigError(f"data.{key}: {e}") from None
             if key == "train_files":
@@ -363,6 +374,7 @@ class Trainer:
         extras = self.group.call("load", path)
         extra = extras[0]
         self.step = int(extra["step"])
+        self._load_kl_ctrl(extra, path)
         reference_from_warm_start(self)
         try:
             self.loader.load_state_dict(extra["loader"])
@@ -518,11 +530,13 @@ class Trainer:
             adv = batch["advantages"][mask]
             metrics["actor/adv_mean"] = float(adv.mean())
             metrics["actor/adv_abs_mean"] = float(adv.abs().mean())
+        kl_coef = self.kl_ctrl.value if self.kl_ctrl is not None else None
         with timer("train"):
-            results = self.group.call_each("train", [(s, step) for s in shards])
+            results = self.group.call_each("train", [(s, step, kl_coef) for s in shards])
         with timer("sync"):
             sync = self.group.call("sync_weights", step)
         metrics.update(self._merge_train(results))
+        self._step_kl_ctrl(metrics, n_samples=int(batch["attention_mask"].shape[0]))
         metrics.update({k: v for k, v in sync[0].items() if k.startswith("weight_sync/")})
         return float(batch["attention_mask"].sum())
 
@@ -557,8 +571,37 @@ class Trainer:
     def save(self) -> str:
         extra = {"step": self.step, "loader": self.loader.state_dict(), "epoch": self.loader.epoch,
                  "experiment": self.cfg.trainer.experiment_name}
+        if self.kl_ctrl is not None:
+            extra["kl_ctrl"] = self.kl_ctrl.state_dict()
         paths = self.group.call("save", checkpoint_root(self.cfg), self.step, extra)
         return paths[0]
+
+    def _step_kl_ctrl(self, metrics: Dict[str, float], n_samples: int) -> None:
+        """Log the KL coefficient this step trained with (`actor/kl_coef`, per objective `actor/kl_coef/<name>`),
+        then move the controller with the step's measured KL (`actor/kl_loss`) for the next step."""
+        if self.kl_ctrl is None:
+            return
+        from agent_rl.algorithms.kl_ctrl import kl_coef_metrics
+
+        metrics.update(kl_coef_metrics(self.kl_ctrl))
+        kl = metrics.get("actor/kl_loss")
+        if kl is not None:
+            self.kl_ctrl.update(kl, n_samples)
+
+    def _load_kl_ctrl(self, extra: Dict[str, Any], path: str) -> None:
+        """The controller's coefficient(s) from a checkpoint's trainer state; a checkpoint saved before KL control
+        (or without a KL loss) keeps the configured starting value."""
+        state = extra.get("kl_ctrl")
+        if self.kl_ctrl is None or state is None:
+            return
+        if state.get("type") != self.kl_ctrl.kind:
+            self.echo(f"WARNING: {path} was saved with algorithm.kl_ctrl.type={state.get('type')}, the config says "
+                      f"{self.kl_ctrl.kind}: the KL coefficient starts from its configured value {self.kl_ctrl.value:g}")
+            return
+        try:
+            self.kl_ctrl.load_state_dict(state)
+        except (KeyError, TypeError, ValueError) as e:
+            raise TrainError(f"cannot resume from {path}: KL controller state does not fit algorithm.kl_ctrl ({e})") from None
 
     def param_digest(self) -> List[float]:
         return self.group.call("param_digest")[0]
@@ -566,7 +609,7 @@ class Trainer:
     # ------------------------------------------------------------------ teardown
     def close(self, interrupted: bool = False) -> None:
         """Tear down: the tracker (metrics file, PNG), the workers (engine, tool sessions, Ray actors and Ray itself
-        when this run started it) and the KG server. `interrupted` (a signal stopped the run, or a
+        when this run started it) and the tasks' services (the KG server). `interrupted` (a signal stopped the run, or a
         KeyboardInterrupt): a worker may be in the middle of a call; Ray workers get a few seconds to shut down
         and are then killed, the in-process worker's interrupted tasks are cancelled first."""
         interrupted = interrupted or (self.signals is not None and self.signals.signum is not None)
@@ -586,12 +629,12 @@ class Trainer:
                 self.group.shutdown()
             finally:
                 self.group = None
-        if getattr(self, "kg_server", None) is not None:
+        for service in getattr(self, "services", None) or []:
             try:
-                self.kg_server.stop(timeout=5.0 if interrupted else 10.0)
+                service.stop(timeout=5.0 if interrupted else 10.0)
             except Exception as e:  # noqa: BLE001
-                log.warning("KG server stop failed: %s", e)
-            self.kg_server = None
+                log.warning("stopping %s failed: %s", type(service).__name__, e)
+        self.services = []
 
     def _shutdown_workers(self, interrupted: bool) -> None:
         group = self.group

@@ -16,7 +16,7 @@ import numbers
 from collections import defaultdict
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from agent_rl.rewards.kg import KG_TOOL
+from agent_rl.tasks.kg.reward import KG_TOOL
 from agent_rl.rollout.metrics import is_trajectory_metric, mean, reward_metrics, tool_calls, trajectory_metrics
 from agent_rl.rollout.trajectory import Trajectory
 

@@ -65,25 +65,19 @@ class TrainWorker:
 
         from agent_rl.engines import build_engine
         from agent_rl.engines.http import HTTPEngine
-        from agent_rl.orchestration.components import (build_renderer, build_tool_runtime, load_tokenizer,
-                                                       make_reward_fn)
-        from agent_rl.rollout.group_filter import GroupFilter
-        from agent_rl.rollout.scheduler import RolloutScheduler
+        from agent_rl.orchestration.components import build_renderer, build_scheduler, build_tool_runtime, load_tokenizer
         from agent_rl.training.actor import Actor
         from agent_rl.training.ref import ReferenceModel
 
         t0 = time.perf_counter()
         self.tokenizer = load_tokenizer(cfg, cfg.model.path)
         self.actor = Actor.from_config(cfg, device=device)
-        self.ref = ReferenceModel.from_config(cfg, device=device) if cfg.actor.use_kl_loss else None
+        self.ref = ReferenceModel.from_config(cfg, device=device, actor=self.actor) if cfg.actor.use_kl_loss else None
         self.loop = asyncio.new_event_loop()
         self.tool_runtime = build_tool_runtime(cfg, self.tokenizer)
         self.renderer = build_renderer(cfg, self.tokenizer, self.tool_runtime)
         self.engine = build_engine(cfg.rollout, cfg.model.path, device=str(device), seed=cfg.trainer.seed * 1000 + self.rank)
-        fg = cfg.algorithm.filter_groups
-        self.scheduler = RolloutScheduler(self.engine, self.renderer, self.tool_runtime, cfg.rollout,
-                                          reward_fn=make_reward_fn(cfg),
-                                          group_filter=GroupFilter(fg.metric) if fg.enable else None, rank=self.rank)
+        self.scheduler = build_scheduler(cfg, self.engine, self.renderer, self.tool_runtime, rank=self.rank)
         if isinstance(self.engine, HTTPEngine):  # an external server may still hold another run's weights
             self.sync_weights()
         return {"rank": self.rank, "engine": getattr(self.engine, "name", type(self.engine).__name__),
@@ -123,9 +117,9 @@ class TrainWorker:
             self._run(self.engine.release_memory())
             self.engine_released = True
 
-    def train(self, shard: Dict[str, Any], step: int) -> Dict[str, float]:
-        """Old and reference log-probs, then the actor update, on this rank's shard."""
-        cfg = self.cfg
+    def train(self, shard: Dict[str, Any], step: int, kl_coef: Optional[float] = None) -> Dict[str, float]:
+        """Old and reference log-probs, then the actor update, on this rank's shard. `kl_coef`: the step's KL loss
+        coefficient (the driver's `algorithm.kl_ctrl`; None = actor.kl_loss_coef)."""
         self._release_engine()
         if self.device_kind == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -139,7 +133,7 @@ class TrainWorker:
             batch["ref_logprobs"] = self.ref.compute_ref_log_probs(batch, positions="loss_mask")
             times["timing/ref_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        metrics = self.actor.update(batch)
+        metrics = self.actor.update(batch, kl_coef=kl_coef)
         times["timing/update_s"] = time.perf_counter() - t0
         metrics.update(times)
         metrics.update(self.memory_metrics())
@@ -205,11 +199,12 @@ class TrainWorker:
 
     def load_sft(self, path: str, actor: bool = True) -> None:
         """The warm-started weights at `path` into the actor (`actor`), the reference (`sft.update_ref`) and the engine."""
+        from agent_rl.training.checkpoint import load_model_from_checkpoint
         from agent_rl.training.hf_folder import load_model_weights
 
         hf = os.path.join(path, "hf")
         if actor:
-            load_model_weights(self.actor.model, hf)
+            load_model_from_checkpoint(self.actor.model, path)  # a LoRA actor: its adapter
         if self.ref is not None and self.cfg.sft.update_ref:
             load_model_weights(self.ref.model, hf)
         self.sync_weights()

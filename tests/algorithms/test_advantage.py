@@ -6,7 +6,7 @@ import torch
 from agent_rl.algorithms import (broadcast_to_tokens, compute_advantages, grpo_multi_turn_advantage,
                                  grpo_outcome_advantage, turn_advantage)
 from agent_rl.config.schema import RewardConfig
-from agent_rl.rewards import compute_reward
+from agent_rl.tasks import compute_reward
 from agent_rl.rollout.batch import build_batch
 from agent_rl.rollout.trajectory import Trajectory, TurnRecord
 from agent_rl.tool_runtime.record import ToolCallRecord

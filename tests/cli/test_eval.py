@@ -24,7 +24,7 @@ def data(tmp_path_factory):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from agent_rl.data.generate import generate_dataset
+    from agent_rl.tasks.generate import generate_dataset
 
     d = tmp_path_factory.mktemp("eval_data")
     generate_dataset("kg", str(d / "kg"), sizes={"train": 0, "val": 0, "test": 6}, hops="1:1,2:1")
@@ -133,7 +133,7 @@ def test_summary_per_source_hop_tool_and_truncation():
 def test_eval_pass_at_k_consistent_with_trajectories(tmp_path, tiny_model_path, data, capsys, monkeypatch):
     """n=4 samples at temperature 1 on rows scored by a registered reward that marks a sample correct when its first
     sampled token id is even: correctness varies per sample, and every number must follow from the JSONL."""
-    from agent_rl import rewards
+    from agent_rl.tasks import rewards
 
     def parity(traj, cfg):
         ok = float(bool(traj.response_ids) and traj.response_ids[0] % 2 == 0)

@@ -39,7 +39,7 @@ def _main(argv, capsys):
 
 @pytest.fixture(scope="module")
 def arith_data(tmp_path_factory):
-    from agent_rl.data.generate import generate_dataset
+    from agent_rl.tasks.generate import generate_dataset
 
     d = tmp_path_factory.mktemp("arith_data")
     generate_dataset("arith", str(d), sizes={"train": 8, "val": 4, "test": 0})

@@ -183,7 +183,7 @@ def test_rows_of_another_task_load(tmp_path):
 
 
 def test_check_callback_refuses_rows_no_reward_serves(tmp_path):
-    from agent_rl.rewards import reward_fn_for
+    from agent_rl.tasks import reward_fn_for
 
     rows = [{"prompt": [{"role": "user", "content": "q"}], "data_source": "mine", "ability": "other",
              "reward_model": {"style": "rule", "ground_truth": {"a": 1}}, "extra_info": {"index": 0}}]

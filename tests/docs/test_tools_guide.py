@@ -132,7 +132,7 @@ def test_rows_load_and_tool_runs_through_the_real_runtime(guide):
     import asyncio
 
     from agent_rl.data.loader import load_rows
-    from agent_rl.rewards import REWARD_FNS, compute_reward, reward_fn_for
+    from agent_rl.tasks import REWARD_FNS, compute_reward, reward_fn_for
     from agent_rl.rollout.trajectory import Trajectory, TurnRecord
     from agent_rl.tool_runtime.runtime import ToolRuntime
 
@@ -189,7 +189,7 @@ def test_rollout_command_runs(guide, tiny_model_path):
 
 def test_train_command_composes_and_passes_the_start_checks(guide, monkeypatch):
     from agent_rl.config.load import compose
-    from agent_rl.rewards import REWARD_FNS
+    from agent_rl.tasks import REWARD_FNS
 
     argv = command_argv(commands_of(guide["blocks"], "train")[0])
     overrides = [a for a in argv[2:] if not a.startswith("--")]

@@ -4,7 +4,7 @@ import pytest
 
 from agent_rl.config.load import ConfigError
 from agent_rl.config.schema import RewardConfig
-from agent_rl.rewards import REWARD_FNS, UnknownDataSourceError, compute_reward, register_reward, reward_fn_for
+from agent_rl.tasks import REWARD_FNS, UnknownDataSourceError, compute_reward, register_reward, reward_fn_for
 from agent_rl.rollout.trajectory import Trajectory, TurnRecord
 
 MATHLIKE = {"data_source": "word_count", "ability": "math", "reward_model": {"style": "rule", "ground_truth": "6"}}
@@ -31,7 +31,8 @@ def test_unknown_source_is_an_error_not_math():
     assert "\n" not in msg
     assert msg.startswith("no reward function for data_source 'word_count'")
     assert "(known: arith_synth, cwq, gsm8k, kg_synth, webqsp)" in msg
-    assert "register_reward('word_count', fn)" in msg and "reward.default_reward=arith|kg|infer" in msg
+    assert "register_reward('word_count', fn)" in msg and "reward.default_reward=kg|arith|gsm8k|infer" in msg
+    assert "reward.functions.word_count=package.module:function" in msg
     assert isinstance(e.value, ValueError)   # load_rows' check: the CLIs report it as a one-line config error
     with pytest.raises(UnknownDataSourceError):
         reward_fn_for({"data_source": "other", "ability": "kgqa", "reward_model": {"ground_truth": ["x"]}})
@@ -71,10 +72,11 @@ def test_default_infer_follows_ability_then_ground_truth_type():
 
 def test_bad_default_names_the_key():
     from agent_rl.config.load import compose
+    from agent_rl.orchestration.prepare import check_rewards
 
-    with pytest.raises(ConfigError, match="reward.default_reward"):
-        compose(["reward.default_reward=math"], check_paths=False)
-    with pytest.raises(ValueError, match="reward.default_reward: 'math' is not one of kg, arith, infer"):
+    with pytest.raises(ConfigError, match="reward.default_reward: 'math' is not one of kg, arith, gsm8k, infer"):
+        check_rewards(compose(["reward.default_reward=math"], check_paths=False))     # part of check_files
+    with pytest.raises(ValueError, match="reward.default_reward: 'math' is not one of kg, arith, gsm8k, infer"):
         reward_fn_for(MATHLIKE, "math")
 
 

@@ -37,7 +37,7 @@ def _cfg(tiny_model_path, tmp_path, steps):
 def test_ray_two_ranks_checkpoint_and_resume(tiny_model_path, tmp_path, ray_local):
     from agent_rl.orchestration.trainer import Trainer
 
-    from agent_rl.data.generate import generate_dataset
+    from agent_rl.tasks.generate import generate_dataset
 
     generate_dataset("kg", str(tmp_path / "data"), sizes={"train": 16, "val": 4, "test": 0})
     out = tmp_path / "out"

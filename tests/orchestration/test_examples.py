@@ -138,7 +138,7 @@ exec {sys.executable} "$@"
 def test_small_kg_preset_warm_starts_where_demonstrations_exist(tmp_path):
     """SIZE=small (CPU): a short warm-start and dynamic sampling on the default data folder (its demonstrations are
     written on first use) or a DATA_DIR that has sft.parquet; neither on a DATA_DIR without demonstrations."""
-    from agent_rl.data.generate import generate_dataset
+    from agent_rl.tasks.generate import generate_dataset
 
     cfg, _ = _composed(KG, env={"SIZE": "small"})
     assert (cfg["sft.steps"], cfg["sft.batch_size"], cfg["sft.lr"], cfg["sft.warmup_steps"]) == (2, 2, 1e-4, 0)
@@ -161,7 +161,7 @@ def test_small_kg_preset_warm_starts_where_demonstrations_exist(tmp_path):
 
 @pytest.mark.slow
 def test_kg_example_embedded_default_completes(tmp_path):
-    from agent_rl.data.generate import generate_dataset
+    from agent_rl.tasks.generate import generate_dataset
 
     data = tmp_path / "kg"
     generate_dataset("kg", str(data), sizes={"train": 8, "val": 2, "test": 0})

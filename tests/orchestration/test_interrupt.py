@@ -48,7 +48,7 @@ def _alive(procs):
 def _interrupt(tiny_model_path, tmp_path, sig, wait_for, extra, group=False):
     """Start the run in its own session, wait for `wait_for`, send `sig` to it (to its whole process group with
     `group`, as Ctrl-C in a terminal does: Ray's processes get it too); -> (exit status, seconds, output)."""
-    from agent_rl.data.generate import generate_dataset
+    from agent_rl.tasks.generate import generate_dataset
 
     generate_dataset("kg", str(tmp_path / "data"), sizes={"train": 32, "val": 2, "test": 0})
     log_path = tmp_path / "run.log"

@@ -29,7 +29,7 @@ def _sample_ids(path):
 
 @pytest.mark.slow
 def test_sigkill_mid_step_then_resume(tiny_model_path, tmp_path):
-    from agent_rl.data.generate import generate_dataset
+    from agent_rl.tasks.generate import generate_dataset
 
     generate_dataset("kg", str(tmp_path / "data"), sizes={"train": 16, "val": 2, "test": 0})
     out = tmp_path / "out"

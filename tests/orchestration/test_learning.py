@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from agent_rl.config.load import compose
-from agent_rl.rewards import REWARD_FNS, register_reward
+from agent_rl.tasks import REWARD_FNS, register_reward
 
 
 def _toy_model(path, tokenizer):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from agent_rl.config.load import compose
-from agent_rl.data.generate import generate_dataset
+from agent_rl.tasks.generate import generate_dataset
 
 
 class Killed(BaseException):

@@ -3,8 +3,9 @@ import os
 import pytest
 
 from agent_rl.config.load import ConfigError, compose
-from agent_rl.data.kg_store import save_kg_store
+from tools.kg_store import save_kg_store
 from agent_rl.orchestration import prepare
+from agent_rl.tasks.kg import server as kg_server
 
 
 def _cfg(**over):
@@ -19,52 +20,52 @@ def test_tool_names():
 
 
 def test_kg_server_autostart_and_reuse(tmp_path, monkeypatch):
-    monkeypatch.delenv(prepare.KG_ENV, raising=False)
+    monkeypatch.delenv(kg_server.KG_ENV, raising=False)
     store = tmp_path / "kg_store.json"
     save_kg_store(str(store), {"s1": [["A", "r.x", "B"]]}, "t")
     cfg = _cfg(**{"tools.kg_store": str(store), "tools.kg_server_url": "http://127.0.0.1:0"})
-    handle = prepare.ensure_kg_server(cfg, log=lambda s: None)
+    handle = kg_server.start_services(cfg, log=lambda s: None)
     try:
         assert handle is not None
-        url = os.environ[prepare.KG_ENV]
-        assert url == handle.url and prepare.server_answers(url)
+        url = os.environ[kg_server.KG_ENV]
+        assert url == handle.url and kg_server.server_answers(url)
         # something answers at the configured URL now: reused, nothing started
         cfg2 = _cfg(**{"tools.kg_store": str(store), "tools.kg_server_url": url})
-        assert prepare.ensure_kg_server(cfg2, log=lambda s: None) is None
+        assert kg_server.start_services(cfg2, log=lambda s: None) is None
     finally:
         handle.stop()
-    assert not prepare.server_answers(url)
+    assert not kg_server.server_answers(url)
 
 
 def test_kg_server_of_another_store_is_not_reused(tmp_path, monkeypatch):
     """Another run's server holds the configured URL: ours starts on a free port, with our store; same store: reused."""
     from tools.kg_server import start_kg_server_thread, store_digest
 
-    monkeypatch.delenv(prepare.KG_ENV, raising=False)
+    monkeypatch.delenv(kg_server.KG_ENV, raising=False)
     mine, theirs = tmp_path / "mine.json", tmp_path / "theirs.json"
     save_kg_store(str(mine), {"s1": [["A", "r.x", "B"]]}, "t")
     save_kg_store(str(theirs), {"s1": [["C", "r.y", "D"]]}, "t")
     other = start_kg_server_thread(str(theirs), "127.0.0.1", 0)
     handle = None
     try:
-        assert prepare.served_store_digest(other.url) == store_digest(str(theirs))
+        assert kg_server.served_store_digest(other.url) == store_digest(str(theirs))
         msgs = []
         cfg = _cfg(**{"tools.kg_store": str(mine), "tools.kg_server_url": other.url})
-        handle = prepare.ensure_kg_server(cfg, log=msgs.append)
+        handle = kg_server.start_services(cfg, log=msgs.append)
         assert handle is not None and handle.url != other.url
-        assert os.environ[prepare.KG_ENV] == handle.url == cfg.tools.kg_server_url
-        assert prepare.served_store_digest(handle.url) == store_digest(str(mine))
+        assert os.environ[kg_server.KG_ENV] == handle.url == cfg.tools.kg_server_url
+        assert kg_server.served_store_digest(handle.url) == store_digest(str(mine))
         assert "serves another store" in msgs[0] and "free port" in msgs[0]
         # the same store: reused as is
         msgs.clear()
         cfg2 = _cfg(**{"tools.kg_store": str(theirs), "tools.kg_server_url": other.url})
-        assert prepare.ensure_kg_server(cfg2, log=msgs.append) is None
-        assert os.environ[prepare.KG_ENV] == other.url == cfg2.tools.kg_server_url and "using" in msgs[0]
+        assert kg_server.start_services(cfg2, log=msgs.append) is None
+        assert os.environ[kg_server.KG_ENV] == other.url == cfg2.tools.kg_server_url and "using" in msgs[0]
         # a mismatch without autostart is an error, not a silent reuse
         cfg3 = _cfg(**{"tools.kg_store": str(mine), "tools.kg_server_url": other.url,
                        "tools.kg_server_autostart": "false"})
         with pytest.raises(ConfigError, match="serves another store"):
-            prepare.ensure_kg_server(cfg3, log=lambda s: None)
+            kg_server.start_services(cfg3, log=lambda s: None)
         # a server_url pinned in the tool YAML is what kg_query calls: checked, and never silently used
         import yaml
 
@@ -76,12 +77,12 @@ def test_kg_server_of_another_store_is_not_reused(tmp_path, monkeypatch):
         cfg5 = _cfg(**{"tools.config_path": str(pinned), "tools.kg_store": str(mine),
                        "tools.kg_server_url": "http://127.0.0.1:9"})
         with pytest.raises(ConfigError, match="pinned"):
-            prepare.ensure_kg_server(cfg5, log=lambda s: None)
+            kg_server.start_services(cfg5, log=lambda s: None)
         cfg5.tools.kg_store = str(theirs)
-        assert prepare.ensure_kg_server(cfg5, log=lambda s: None) is None and cfg5.tools.kg_server_url == other.url
+        assert kg_server.start_services(cfg5, log=lambda s: None) is None and cfg5.tools.kg_server_url == other.url
         # no store configured (a user-managed server): used unchecked, as before
         cfg4 = _cfg(**{"tools.kg_store": "null", "tools.kg_server_url": other.url})
-        assert prepare.ensure_kg_server(cfg4, log=lambda s: None) is None and os.environ[prepare.KG_ENV] == other.url
+        assert kg_server.start_services(cfg4, log=lambda s: None) is None and os.environ[kg_server.KG_ENV] == other.url
     finally:
         other.stop()
         if handle is not None:
@@ -92,16 +93,16 @@ def test_kg_server_without_digest_is_not_reused(tmp_path, monkeypatch):
     """A server that reports no store digest (an older KG server, or something else on the port)."""
     from tools.kg_server import load_index, start_kg_server_thread
 
-    monkeypatch.delenv(prepare.KG_ENV, raising=False)
+    monkeypatch.delenv(kg_server.KG_ENV, raising=False)
     store = tmp_path / "kg_store.json"
     save_kg_store(str(store), {"s1": [["A", "r.x", "B"]]}, "t")
     old = start_kg_server_thread(load_index(str(store)), "127.0.0.1", 0)   # a KGIndex: no digest on /health
     handle = None
     try:
-        assert prepare.served_store_digest(old.url) is None
+        assert kg_server.served_store_digest(old.url) is None
         msgs = []
         cfg = _cfg(**{"tools.kg_store": str(store), "tools.kg_server_url": old.url})
-        handle = prepare.ensure_kg_server(cfg, log=msgs.append)
+        handle = kg_server.start_services(cfg, log=msgs.append)
         assert handle is not None and handle.url != old.url and cfg.tools.kg_server_url == handle.url
         assert "does not report the store" in msgs[0]
     finally:
@@ -112,16 +113,16 @@ def test_kg_server_without_digest_is_not_reused(tmp_path, monkeypatch):
 
 def test_kg_server_not_needed_without_kg_tool():
     cfg = _cfg(**{"tools.config_path": "configs/tool_config/calculator_tool_config.yaml"})
-    assert prepare.ensure_kg_server(cfg) is None
+    assert kg_server.start_services(cfg) is None
 
 
 def test_kg_server_missing_store_and_no_autostart(tmp_path):
     cfg = _cfg(**{"tools.kg_store": str(tmp_path / "none.json"), "tools.kg_server_url": "http://127.0.0.1:9"})
     with pytest.raises(ConfigError, match="tools.kg_store"):
-        prepare.ensure_kg_server(cfg, log=lambda s: None)
+        kg_server.start_services(cfg, log=lambda s: None)
     cfg = _cfg(**{"tools.kg_server_autostart": "false", "tools.kg_server_url": "http://127.0.0.1:9"})
     with pytest.raises(ConfigError, match="kg_server_autostart"):
-        prepare.ensure_kg_server(cfg, log=lambda s: None)
+        kg_server.start_services(cfg, log=lambda s: None)
 
 
 def test_missing_data_without_generation(tmp_path):

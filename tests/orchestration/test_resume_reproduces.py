@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from agent_rl.config.load import compose
-from agent_rl.rewards import REWARD_FNS, register_reward
+from agent_rl.tasks import REWARD_FNS, register_reward
 
 
 def _run(tmp_path, model, out, steps):

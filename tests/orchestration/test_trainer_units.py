@@ -251,9 +251,67 @@ def test_close_after_interrupt_cancels_the_in_process_worker_tasks(tmp_path):
     tr.signals = StopSignals()
     tr.signals.signum = 2
     tr.group = types.SimpleNamespace(use_ray=False, workers=[Worker()], shutdown=lambda: events.append("group"))
-    tr.kg_server = types.SimpleNamespace(stop=lambda timeout: events.append("kg server stopped"))
+    tr.services = [types.SimpleNamespace(stop=lambda timeout: events.append("kg server stopped"))]
     tr.echo = print
     tr.close()
     assert task.cancelled() and loop.is_closed()
     assert events == ["trajectory cancelled", "worker shutdown", "tools closed", "group", "kg server stopped"]
-    assert tr.group is None and tr.kg_server is None
+    assert tr.group is None and tr.services == []
+
+
+def test_kl_controller_sets_each_steps_coefficient_logs_it_and_survives_a_checkpoint(tmp_path, monkeypatch):
+    """algorithm.kl_ctrl=adaptive: step 1 trains with the starting coefficient, its measured KL (actor/kl_loss) and
+    its trajectories (2 rows) move it by verl's rule for step 2; actor/kl_coef logs the coefficient each step trained
+    with; the controller state goes into the checkpoint's trainer state and a resumed trainer trains with it."""
+    import json
+
+    from agent_rl.algorithms.kl_ctrl import AdaptiveKLController
+    from agent_rl.metrics.jsonl import read_jsonl
+
+    tr = _fake_trainer(tmp_path, monkeypatch, lambda step: None)
+    tr.kl_ctrl = AdaptiveKLController(0.01, target_kl=0.1, horizon=10)
+    sent, kls = [], iter([0.3, 0.05])
+    tr.group.call_each = lambda method, args: sent.append([a[2] for a in args]) or [{"actor/kl_loss": next(kls)}]
+    m1 = tr.train_step()
+    m2 = tr.train_step()
+    tr.tracker.finish()
+    c2 = 0.01 * (1 + 0.2 * 2 / 10)        # KL 0.3: error clipped to +0.2, 2 trajectories, horizon 10
+    c3 = c2 * (1 - 0.2 * 2 / 10)          # KL 0.05: error -0.5 clipped to -0.2
+    assert sent == [[0.01], [pytest.approx(c2)]]
+    assert m1["actor/kl_coef"] == 0.01 and m2["actor/kl_coef"] == pytest.approx(c2)
+    assert [r["actor/kl_coef"] for r in read_jsonl(str(tmp_path / "metrics.jsonl"))] == [0.01, pytest.approx(c2)]
+    assert tr.kl_ctrl.value == pytest.approx(c3)
+
+    saved = {}
+    tr.group.call = lambda method, root, step, extra: saved.update(json.loads(json.dumps(extra))) or ["ckpt"]
+    tr.cfg.trainer.experiment_name, tr.cfg.trainer.output_dir = "x", str(tmp_path)
+    tr.loader.state_dict = lambda: {}
+    Trainer.save(tr)
+    assert saved["kl_ctrl"] == {"type": "adaptive", "value": pytest.approx(c3)}
+
+    fresh = _fake_trainer(tmp_path / "resumed", monkeypatch, lambda step: None)
+    fresh.kl_ctrl = AdaptiveKLController(0.01, target_kl=0.1, horizon=10)
+    fresh._load_kl_ctrl(saved, "ckpt")
+    sent.clear()
+    fresh.group.call_each = lambda method, args: sent.append([a[2] for a in args]) or [{"actor/kl_loss": 0.1}]
+    assert fresh.train_step()["actor/kl_coef"] == pytest.approx(c3)
+    assert sent == [[pytest.approx(c3)]]
+    fresh.tracker.finish()
+
+    # a checkpoint of another controller type: warned, the configured start is kept
+    warned = []
+    other = _fake_trainer(tmp_path / "other", monkeypatch, lambda step: None)
+    other.echo = warned.append
+    other.kl_ctrl = AdaptiveKLController(0.01, target_kl=0.1, horizon=10)
+    other._load_kl_ctrl({"kl_ctrl": {"type": "fixed", "value": 0.5}}, "ckpt")
+    assert other.kl_ctrl.value == 0.01 and "algorithm.kl_ctrl.type=fixed" in warned[0]
+    other.tracker.finish()
+
+
+def test_without_kl_loss_no_coefficient_is_sent_or_logged(tmp_path, monkeypatch):
+    tr = _fake_trainer(tmp_path, monkeypatch, lambda step: None)
+    sent = []
+    tr.group.call_each = lambda method, args: sent.append([a[2] for a in args]) or [{"actor/pg_loss": 0.1}]
+    m = tr.train_step()
+    tr.tracker.finish()
+    assert sent == [[None]] and "actor/kl_coef" not in m

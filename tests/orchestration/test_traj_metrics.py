@@ -166,7 +166,7 @@ def test_hop_key_numpy_integer():
 def test_validation_answer_rate_and_hop_f1_from_the_real_rewards():
     """The KG and math reward functions give `answered`; validation turns it into answer_rate."""
     from agent_rl.config.schema import RewardConfig
-    from agent_rl.rewards import compute_reward
+    from agent_rl.tasks import compute_reward
 
     def scored(text, gold, ds, hops=None):
         t = _vtraj(text, 0.0, {}, hops=hops, ds=ds)

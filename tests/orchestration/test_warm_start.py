@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from agent_rl.config.load import ConfigError, compose
-from agent_rl.data.generate import generate_dataset
+from agent_rl.tasks.generate import generate_dataset
 
 
 def _cfg(tiny_model_path, tmp_path, steps, *extra):

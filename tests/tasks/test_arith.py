@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from agent_rl.data.generate import generate_dataset
+from agent_rl.tasks.generate import generate_dataset
 from agent_rl.data.loader import load_rows
 from agent_rl.data.schema import validate_row
 

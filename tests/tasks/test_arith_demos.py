@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from agent_rl.config.load import ConfigError, compose
-from agent_rl.data.arith_demos import build_arith_demos, write_arith_demos
-from agent_rl.data.generate import generate_dataset
+from agent_rl.tasks.arith.demos import build_arith_demos, write_arith_demos
+from agent_rl.tasks.generate import generate_dataset
 from agent_rl.data.loader import load_rows
 from agent_rl.data.prompts import math_prompt
 from agent_rl.data.schema import make_row, math_tools_kwargs

@@ -4,9 +4,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agent_rl.data.convert import convert_dataset
-from agent_rl.data.convert_gsm8k import final_number
-from agent_rl.data.kg_store import read_kg_store
+from agent_rl.tasks.convert import convert_dataset
+from agent_rl.tasks.gsm8k.convert import final_number
+from tools.kg_store import read_kg_store
 from agent_rl.data.loader import load_rows
 from agent_rl.data.schema import validate_row
 

@@ -8,10 +8,10 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from agent_rl.data.generate import generate_dataset
-from agent_rl.data.kg_demos import build_kg_demos, write_kg_demos
+from agent_rl.tasks.generate import generate_dataset
+from agent_rl.tasks.kg.demos import build_kg_demos, write_kg_demos
 from agent_rl.data.loader import load_rows
-from agent_rl.rewards.kg import gold_names, returns_gold
+from agent_rl.tasks.kg.reward import gold_names, returns_gold
 from agent_rl.rewards.text import final_answer, split_answers
 from agent_rl.rollout.parser import parse_tool_calls
 from tools.kg_index import KGIndex, canonical_action

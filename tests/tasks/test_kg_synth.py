@@ -4,10 +4,10 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from agent_rl.data.generate import generate_dataset
-from agent_rl.data.kg_schema import RELATIONS
-from agent_rl.data.kg_store import load_kg_store, read_kg_store
-from agent_rl.data.kg_synth import parse_hops
+from agent_rl.tasks.generate import generate_dataset
+from agent_rl.tasks.kg.schema import RELATIONS
+from tools.kg_store import load_kg_store, read_kg_store
+from agent_rl.tasks.kg.synth import parse_hops
 from agent_rl.data.loader import load_rows
 from agent_rl.data.schema import validate_row
 

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from agent_rl.config.schema import RewardConfig
-from agent_rl.rewards import compute_reward
+from agent_rl.tasks import compute_reward
 from agent_rl.rewards.text import parse_number
 from agent_rl.rollout.trajectory import Trajectory, TurnRecord
 from agent_rl.tool_runtime.runtime import ToolRuntime

@@ -4,7 +4,9 @@ import math
 import pytest
 
 from agent_rl.config.schema import RewardConfig
-from agent_rl.rewards import answer_scores, compute_reward, normalize_answer, register_reward, reward_fn_for
+from agent_rl.rewards.text import normalize_answer
+from agent_rl.tasks import compute_reward, register_reward, reward_fn_for
+from agent_rl.tasks.kg.reward import answer_scores
 from agent_rl.rollout.trajectory import Trajectory, TurnRecord
 from agent_rl.tool_runtime.record import ToolCallRecord
 
@@ -196,8 +198,13 @@ def test_dispatch():
     assert reward_fn_for({"data_source": "other", "reward_model": {"ground_truth": "3"}}, "infer").__name__ == "arith_reward"
     with pytest.raises(ValueError):
         reward_fn_for({"data_source": "other"}, "infer")
+    from agent_rl.tasks import REWARD_FNS
+
     register_reward("const", lambda t, c: (0.25, {"k": 1}))
-    assert compute_reward(arith_traj(["x"], "1", source="const"), RewardConfig()) == (0.25, {"k": 1.0})
+    try:
+        assert compute_reward(arith_traj(["x"], "1", source="const"), RewardConfig()) == (0.25, {"k": 1.0})
+    finally:
+        REWARD_FNS.pop("const", None)
 
 
 def test_turn_format_follows_the_configured_call_format():

@@ -1,7 +1,7 @@
 """A tiny KG store shared by the KG tests, and a KG server on a free loopback port."""
 import pytest
 
-from agent_rl.data.kg_store import save_kg_store
+from tools.kg_store import save_kg_store
 
 SAMPLES = {
     "q1": [

@@ -13,8 +13,8 @@ import urllib.request
 
 import pytest
 
-from agent_rl.data.kg_ntriples import export_ntriples
-from agent_rl.data.kg_store import load_kg_store, save_kg_store
+from agent_rl.tasks.kg.ntriples import export_ntriples
+from tools.kg_store import load_kg_store, save_kg_store
 from agent_rl.tool_runtime.runtime import ToolRuntime
 from tools.kg_index import KGIndex
 from tools.kg_query import KGQueryTool
@@ -51,7 +51,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def kg(tmp_path_factory):
     """A small generated KG plus TRICKY, its index, its N-Quads export, its training rows."""
-    from agent_rl.data.generate import generate_dataset
+    from agent_rl.tasks.generate import generate_dataset
     from agent_rl.data.loader import load_rows
 
     root = tmp_path_factory.mktemp("kg_sparql")
@@ -394,9 +394,9 @@ async def test_scripted_rollout_with_sparql_backend(kg, endpoint, tokenizer, tmp
     from rollout_fakes import ScriptedEngine
 
     from agent_rl.config.schema import MultiTurnConfig, RewardConfig
-    from agent_rl.data.kg_demos import kg_demonstration
+    from agent_rl.tasks.kg.demos import kg_demonstration
     from agent_rl.engines.base import SamplingParams
-    from agent_rl.rewards.kg import kg_reward
+    from agent_rl.tasks.kg.reward import kg_reward
     from agent_rl.rollout.agent_loop import run_trajectory
     from agent_rl.rollout.chat import ChatRenderer
     from agent_rl.rollout.trajectory import Trajectory

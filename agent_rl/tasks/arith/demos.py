@@ -90,3 +90,16 @@ def write_arith_demos(data_dir: str, out: Optional[str] = None, split: str = "tr
         raise ValueError(f"{data_dir}: no {split} row has a demonstration ({skipped})")
     out = write_demos(demos, out or os.path.join(data_dir, DEMOS_FILENAME))
     return {"file": out, "demos": len(demos), "rows": len(rows), "skipped": dict(sorted(skipped.items()))}
+
+
+def demo_plan(cfg, folder: str, out: str):
+    """The registry's demos hook: the run's calculator when its tool YAML declares one, else the default arith YAML."""
+    import os
+    from functools import partial
+
+    from agent_rl.config.tool_yaml import tool_names
+
+    tc = cfg.tools.config_path
+    tc = tc if tc and os.path.isfile(tc) and CALCULATOR in tool_names(tc) else None
+    cmd = f"arith-demos --data {folder} --out {out}" + (f" --tool-config {tc}" if tc else "")
+    return "arithmetic", cmd, partial(write_arith_demos, folder, out=out, tool_config=tc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from collections import Counter
 from typing import Any, Dict, List, Optional, Tuple
 
 from agent_rl.data.prompts import math_prompt
@@ -160,3 +161,19 @@ def generate_split(seed: int, split: str, n: int, seen: set, steps_mix: Tuple[in
         rows.append(make_row(prompt=math_prompt(prob["question"]), data_source=DATA_SOURCE, ground_truth=gt, split=split,
                              index=idx, sample_id=sid, tools_kwargs=math_tools_kwargs(gt), **prob))
     return rows
+
+
+class ArithGenerator:
+    """`agent-rl data generate arith` (the registry's generate hook)."""
+
+    def __init__(self, seed: int, hops: Optional[str] = None):
+        if hops is not None:
+            raise ValueError("--hops applies to kg only")
+        self.seed = seed
+
+    def split(self, split: str, n: int, seen: set) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+        rows = generate_split(self.seed, split, n, seen)
+        return rows, {"steps": dict(sorted(Counter(r["extra_info"]["steps"] for r in rows).items()))}
+
+    def finish(self, out_dir: str) -> Dict[str, Any]:
+        return {}

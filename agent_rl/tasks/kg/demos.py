@@ -21,7 +21,7 @@ import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from agent_rl.data.demos import DEMOS_FILENAME, answer_text, demo_rows, tool_call_text, tool_message, write_demos
-from agent_rl.data.kg_traverse import parse_step
+from agent_rl.tasks.kg.traverse import parse_step
 
 KG_TOOL = "kg_query"
 DEFAULT_MAX_TURNS = 7
@@ -86,7 +86,7 @@ def write_kg_demos(data_dir: str, out: Optional[str] = None, max_turns: int = DE
                    split: str = "train") -> Dict[str, Any]:
     """Demonstrations of `<data_dir>/<split>.parquet` (store `<data_dir>/kg_store.json`) -> `out`
     (default `<data_dir>/sft.parquet`). Returns {file, demos, rows, skipped}."""
-    from agent_rl.data.kg_store import DEFAULT_FILENAME
+    from tools.kg_store import DEFAULT_FILENAME
     from agent_rl.data.loader import load_rows
     from tools.kg_index import KGIndex
 
@@ -99,3 +99,11 @@ def write_kg_demos(data_dir: str, out: Optional[str] = None, max_turns: int = DE
         raise ValueError(f"{data_dir}: no {split} row has a demonstration within {max_turns} turns ({skipped})")
     out = write_demos(demos, out or os.path.join(data_dir, DEMOS_FILENAME))
     return {"file": out, "demos": len(demos), "rows": len(rows), "skipped": dict(sorted(skipped.items()))}
+
+
+def demo_plan(cfg, folder: str, out: str):
+    """The registry's demos hook: (what, `agent-rl data` command, writer) for a run's missing `sft.files` entry."""
+    from functools import partial
+
+    cmd = f"kg-demos --data {folder} --out {out} --max-turns {cfg.sft.max_turns}"
+    return "KG", cmd, partial(write_kg_demos, folder, out=out, max_turns=cfg.sft.max_turns)

@@ -17,7 +17,7 @@ import os
 from typing import Dict, List, Optional
 from urllib.parse import quote
 
-from agent_rl.data.kg_store import read_kg_store
+from tools.kg_store import read_kg_store
 
 NS = "http://rdf.freebase.com/ns/"
 NAME = NS + "type.object.name"

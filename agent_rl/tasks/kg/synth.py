@@ -20,10 +20,10 @@ import random
 from collections import Counter, defaultdict
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from agent_rl.data.kg_names import NameBook
-from agent_rl.data.kg_schema import (CVT_LINKS, CVT_TYPES, DEFAULT_IN_MAX, IN_MAX, RELATIONS, VALUE_TYPES, Pattern,
+from agent_rl.tasks.kg.names import NameBook
+from agent_rl.tasks.kg.schema import (CVT_LINKS, CVT_TYPES, DEFAULT_IN_MAX, IN_MAX, RELATIONS, VALUE_TYPES, Pattern,
                                      patterns_by_hops, step_types)
-from agent_rl.data.kg_traverse import answer_query, parse_step
+from agent_rl.tasks.kg.traverse import answer_query, parse_step
 from agent_rl.data.prompts import kg_prompt
 from agent_rl.data.schema import kg_tools_kwargs, make_row
 
