@@ -109,7 +109,11 @@ class PolicyModel:
         if not trainable:
             model.requires_grad_(False)
         if gradient_checkpointing and trainable:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable = getattr(model, "activation_checkpointing_enable", None)     # transformers >= 5.2x: the new name
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.lora = False
         if trainable and lora is not None and lora.rank > 0:  # actor.lora: adapters train, the base is frozen
             from agent_rl.training.lora import apply_lora

@@ -168,3 +168,17 @@ def test_kl_coef_argument_replaces_the_configured_coefficient(tiny_model_path):
         assert torch.allclose(g_same[n], g_cfg[n], atol=1e-7), n
         assert torch.allclose(g_4x[n], 4 * g_cfg[n], rtol=1e-4, atol=1e-7), n
     assert any(g.abs().max() > 0 for g in g_cfg.values())
+
+
+def test_gradient_checkpointing_without_deprecation_warning(tiny_model_path):
+    """model.gradient_checkpointing=true uses transformers' current API (no FutureWarning in a user's log) and
+    still checkpoints activations."""
+    import warnings
+
+    from agent_rl.training.policy import PolicyModel
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pm = PolicyModel(tiny_model_path, dtype="float32", gradient_checkpointing=True)
+    assert not [w for w in caught if "checkpointing" in str(w.message)], [str(w.message) for w in caught]
+    assert pm.model.is_gradient_checkpointing
