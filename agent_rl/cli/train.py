@@ -32,7 +32,8 @@ def run(args) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    from agent_rl.orchestration.trainer import TrainError, TrainInterrupted, train
+    from agent_rl.orchestration.stop import TrainInterrupted
+    from agent_rl.orchestration.trainer import TrainError, train
 
     try:
         train(cfg, overrides=overrides)

@@ -30,17 +30,16 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
-import signal
-import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from agent_rl.config.load import ConfigError, to_yaml
 from agent_rl.config.schema import TrainConfig
 from agent_rl.metrics.timer import PhaseTimer
+from agent_rl.orchestration.run_summary import run_summary
 from agent_rl.orchestration.sharding import shard_batch, split_evenly
+from agent_rl.orchestration.stop import StopSignals, TrainInterrupted, _cancel_pending_tasks
 from agent_rl.orchestration.tool_health import ToolFailures, check_tool_failures
 from agent_rl.orchestration.traj_metrics import (merge_rounds, merge_worker_metrics, reward_metrics, rollout_metrics,
                                                  validation_metrics)
@@ -50,167 +49,6 @@ log = logging.getLogger(__name__)
 
 class TrainError(RuntimeError):
     """A run that cannot go on (no trajectory came back, a checkpoint cannot be read, ...)."""
-
-
-class TrainInterrupted(Exception):
-    """The run was stopped by a signal (SIGINT / SIGTERM); everything is closed and the summary printed.
-    `exit_code` is the shell's convention, 128 + the signal number."""
-
-    def __init__(self, signum: int, message: str):
-        super().__init__(message)
-        self.signum = signum
-        self.exit_code = 128 + int(signum)
-
-
-class StopSignals:
-    """SIGINT / SIGTERM handlers for the length of a run (main thread only).
-
-    The first signal records its number and raises KeyboardInterrupt in the main thread: it ends a blocking
-    `ray.get`, an event-loop wait or plain Python code at once (a torch kernel in progress finishes first). A
-    second signal, while the run is closing, exits at once (`os._exit(128 + signum)`; Ray's own processes follow
-    their driver). `install` is idempotent and is called again after `ray.init`, which replaces the SIGTERM
-    handler with one that calls `sys.exit` (a SystemExit inside a Ray wait aborts the process: `Aborted`)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signum: Optional[int] = None
-        self._previous: Dict[int, Any] = {}
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else ""
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for s in self.SIGNALS:
-            if signal.getsignal(s) != self._handle:
-                prev = signal.signal(s, self._handle)
-                self._previous.setdefault(s, prev)
-
-    def restore(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for s, prev in self._previous.items():
-            signal.signal(s, prev if prev is not None else signal.SIG_DFL)
-        self._previous = {}
-
-    def _handle(self, signum, frame) -> None:
-        # os.write, not print: the main thread may be inside a print of its own (a reentrant write raises)
-        if self.signum is None:
-            self.signum = signum
-            os.write(2, (f"\n{signal.Signals(signum).name} received: stopping the run "
-                         "(send it again to exit at once, without cleaning up)\n").encode())
-            raise KeyboardInterrupt
-        os.write(2, f"\n{signal.Signals(signum).name} received again: exiting now\n".encode())
-        os._exit(128 + signum)
-
-
-def _cancel_pending_tasks(loop, timeout: float = 10.0) -> None:
-    """Cancel every task left on `loop` by an interrupted `run_until_complete` (trajectories, tool calls, the hf
-    engine's batch loop) and let them unwind, so that their tool sessions are released."""
-    import asyncio
-
-    if loop is None or loop.is_closed() or loop.is_running():
-        return
-    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-    for t in tasks:
-        t.cancel()
-    if tasks:
-        loop.run_until_complete(asyncio.wait(tasks, timeout=timeout))
-
-
-def _fmt_s(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def _val_reward_key(records: Sequence[Dict[str, Any]], prefix: str = "val/") -> Optional[str]:
-    """The headline validation reward: `val/all/reward` with several data sources, else `val/<source>/reward`."""
-    keys = sorted({k for r in records for k in r if k.startswith(prefix) and k.endswith("/reward")
-                   and len(k[len(prefix):].split("/")) == 2})
-    if not keys:
-        return None
-    all_key = f"{prefix}all/reward"
-    return all_key if all_key in keys else keys[0]
-
-
-def best_validation(output_dir: str) -> Optional[Dict[str, Any]]:
-    """The best validation reward in `<output_dir>/metrics.jsonl`: {key, value, step, label}; None without one.
-    The warm-started model's validation (`sft/val/*`, step 0) counts, labelled `after the warm-start`."""
-    from agent_rl.metrics.jsonl import read_jsonl
-
-    path = os.path.join(output_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return None
-    records = read_jsonl(path)
-    key = _val_reward_key(records)
-    best = None
-    for r in records:
-        step = int(r.get("step", 0))
-        cands = [(key, r.get(key), "before training" if step == 0 else f"step {step}")]
-        if step == 0:
-            sk = _val_reward_key([r], "sft/val/")
-            cands.append((sk, r.get(sk) if sk else None, "step 0, after the warm-start"))
-        for k, v, label in cands:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-                continue
-            if best is None or v > best["value"]:   # ties: the earliest
-                best = {"key": k, "value": float(v), "step": step, "label": label}
-    return best
-
-
-def run_summary(output_dir: str, *, step: Optional[int] = None, elapsed_s: Optional[float] = None,
-                interrupted: Optional[str] = None, save_freq: Optional[int] = None) -> List[str]:
-    """The lines printed when a run ends: how it ended, the last complete checkpoint (and its HF folder), the
-    warm-started model, the best validation reward. `interrupted`: the signal's name when a signal stopped it."""
-    from agent_rl.training.checkpoint import find_latest_checkpoint, list_checkpoints
-
-    root = os.path.join(output_dir, "checkpoints")
-    took = f" after {_fmt_s(elapsed_s)}" if elapsed_s is not None else ""
-    if interrupted:
-        done = "" if step is None else f" ({step} step(s) complete)"
-        lines = [f"run stopped by {interrupted}{took}{done}"]
-    else:
-        lines = [f"run finished{took}" + ("" if step is None else f": {step} step(s)")]
-    latest = find_latest_checkpoint(root)
-    if latest:
-        ck_step = dict((p, s) for s, p in list_checkpoints(root)).get(latest)
-        lines.append(f"  last checkpoint: {latest} (step {ck_step})")
-        adapter_only = (os.path.isdir(os.path.join(latest, "adapter"))
-                        and not os.path.isfile(os.path.join(latest, "hf", "model.safetensors")))
-        if not adapter_only:
-            lines.append(f"  model: {os.path.join(latest, 'hf')}  "
-                         "(transformers: AutoModelForCausalLM.from_pretrained / AutoTokenizer.from_pretrained)")
-        else:  # a LoRA actor with actor.lora.save_merged=false: the adapter is the model
-            lines.append(f"  adapter: {os.path.join(latest, 'adapter')}  (peft: PeftModel.from_pretrained(base model, "
-                         "path); tokenizer in hf/)")
-        if interrupted:
-            lines.append(f"  saved: the checkpoint of step {ck_step}; "
-                         + ("nothing after it" if step is None or step <= (ck_step or 0) else
-                            f"steps {ck_step + 1}..{step} are logged in metrics.jsonl but not saved")
-                         + "; run the same command again to resume from it (trainer.resume=auto)")
-    sft_dir = os.path.join(output_dir, "sft")
-    sft = find_latest_checkpoint(sft_dir) if os.path.isdir(sft_dir) else None
-    if not latest:
-        why = " (trainer.save_freq <= 0)" if save_freq is not None and save_freq <= 0 else ""
-        if not interrupted:
-            lines.append("  no checkpoint saved" + why)
-        elif sft:
-            lines.append("  saved: only the warm-started model, no RL checkpoint yet" + why
-                         + "; run the same command again to start RL from it")
-        else:
-            lines.append("  nothing was saved: no complete checkpoint" + why)
-    if sft:
-        lines.append(f"  warm-started model: {os.path.join(sft, 'hf')}")
-    best = best_validation(output_dir)
-    if best:
-        lines.append(f"  best validation reward: {best['value']:.4g} ({best['label']}; {best['key']})")
-    else:
-        lines.append("  best validation reward: none (no validation ran)")
-    lines.append(f"  metrics: {os.path.join(output_dir, 'metrics.jsonl')}")
-    return lines
 
 
 def _abs(path: Optional[str]) -> Optional[str]:

@@ -142,7 +142,7 @@ def _fake_run_dir(tmp_path, steps=(1, 2), latest=2, sft_steps=None, records=()):
 
 
 def test_run_summary_names_checkpoint_hf_folder_and_best_validation(tmp_path):
-    from agent_rl.orchestration.trainer import best_validation, run_summary
+    from agent_rl.orchestration.run_summary import best_validation, run_summary
 
     out = _fake_run_dir(tmp_path, sft_steps=5, records=[
         {"step": 0, "val/kg_synth/reward": 0.01, "sft/val/kg_synth/reward": 0.2, "val/kg_synth/hop1/reward": 0.9},
@@ -163,7 +163,7 @@ def test_run_summary_names_checkpoint_hf_folder_and_best_validation(tmp_path):
 
 
 def test_run_summary_interrupted_says_what_was_saved(tmp_path):
-    from agent_rl.orchestration.trainer import run_summary
+    from agent_rl.orchestration.run_summary import run_summary
 
     out = _fake_run_dir(tmp_path, steps=(2,), latest=2, records=[
         {"step": 0, "val/a/reward": 0.1, "val/b/reward": 0.5, "val/all/reward": 0.3,
@@ -193,7 +193,7 @@ def test_run_summary_interrupted_says_what_was_saved(tmp_path):
 def test_stop_signals_raise_once_and_restore(monkeypatch):
     import signal
 
-    from agent_rl.orchestration.trainer import StopSignals
+    from agent_rl.orchestration.stop import StopSignals
 
     before = signal.getsignal(signal.SIGTERM)
     stop = StopSignals()
@@ -221,7 +221,7 @@ def test_close_after_interrupt_cancels_the_in_process_worker_tasks(tmp_path):
     import asyncio
     import types
 
-    from agent_rl.orchestration.trainer import StopSignals
+    from agent_rl.orchestration.stop import StopSignals
 
     loop = asyncio.new_event_loop()
     events = []
