@@ -6,8 +6,9 @@ world_size, *args)`:
 - `use_ray=True`: Ray actors (`num_gpus=1` on GPU, `num_cpus=1` on CPU) in a placement group with one
   bundle per rank, `PACK` strategy (fills a node before the next one). `ray_address` joins an
   existing cluster (`ray start --head` / `ray start --address=...`, see docs/multinode.md); otherwise a
-  local Ray instance is started. Rank 0 reports its node IP and a free port, which every worker
-  uses as MASTER_ADDR / MASTER_PORT for torch.distributed.
+  local Ray instance is started, watched by a reaper process (reaper.py) that ends Ray's processes within a few
+  seconds if the driver dies without `shutdown` (SIGKILL), and is stopped by `shutdown`. Rank 0 reports its node
+  IP and a free port, which every worker uses as MASTER_ADDR / MASTER_PORT for torch.distributed.
 - `use_ray=False`: one instance in this process (world size 1), for debugging with pdb.
 
 `call(method, *args)` runs a method on every worker with the same arguments, `call_each(method,
@@ -85,6 +86,7 @@ class WorkerGroup:
         self.device = device
         self._pg = None
         self._started_ray = False
+        self._reaper = None    # watchdog that ends Ray's processes if this process dies (reaper.py)
         if not use_ray:
             if world_size != 1:
                 raise ValueError(f"without Ray the trainer runs one process: world size must be 1, got {world_size} "
@@ -106,7 +108,8 @@ class WorkerGroup:
                 # on CPU every rank takes one logical CPU, even on a machine with fewer cores
                 num_cpus = max(world_size, os.cpu_count() or 1) if device == "cpu" else None
                 env.update(quiet_auth_env())
-                ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True)
+                self._ray_init_local(ray, num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env},
+                                     log_to_driver=True)
             self._started_ray = True
         bundle = {"GPU": 1, "CPU": 1} if device == "cuda" else {"CPU": 1}
         self._pg = placement_group([dict(bundle) for _ in range(world_size)], strategy="PACK", name=f"{name}-pg")
@@ -124,6 +127,33 @@ class WorkerGroup:
             ).remote(r, world_size, *args)
             for r in range(world_size)
         ]
+
+    def _ray_init_local(self, ray, **kwargs) -> None:
+        """ray.init that starts (or joins) a local instance; when it started Ray's processes, a reaper (reaper.py) ends
+        them if this process dies without `shutdown` (SIGKILL, os._exit). The processes are marked with a token
+        (reaper.TOKEN_ENV, in the environment while ray.init starts them, inherited by the raylet's workers)."""
+        from agent_rl.orchestration import reaper
+
+        token = reaper.new_token()
+        previous = os.environ.get(reaper.TOKEN_ENV)
+        os.environ[reaper.TOKEN_ENV] = token
+        try:
+            ray.init(**kwargs)
+        finally:
+            if previous is None:
+                os.environ.pop(reaper.TOKEN_ENV, None)
+            else:
+                os.environ[reaper.TOKEN_ENV] = previous
+        try:
+            node = ray._private.worker._global_node
+            roots = [info.process.pid for infos in node.all_processes.values() for info in infos
+                     if getattr(info, "process", None) is not None]   # none when ray.init joined a running cluster
+            log_path = os.path.join(node.get_logs_dir_path(), "agent_rl_reaper.log")
+            self._reaper = reaper.start(roots, token=token, log_path=log_path)
+        except Exception as e:  # noqa: BLE001 - another Ray: the run goes on without the watchdog
+            import logging
+
+            logging.getLogger(__name__).warning("no reaper for Ray's processes: %s", e)
 
     # --------------------------------------------------------------- calls
     def call(self, method: str, *args, **kwargs) -> List[Any]:
@@ -166,6 +196,12 @@ class WorkerGroup:
             except Exception:
                 pass
             self._pg = None
-        if self._started_ray:
-            ray.shutdown()
-            self._started_ray = False
+        try:
+            if self._started_ray:
+                ray.shutdown()
+                self._started_ray = False
+        finally:
+            from agent_rl.orchestration import reaper
+
+            reaper.stop(self._reaper)   # after ray.shutdown: a death during it is still cleaned up
+            self._reaper = None
