@@ -99,13 +99,17 @@ def run(args) -> int:
         else:
             from agent_rl.tasks.convert import convert_dataset
 
-            s = convert_dataset(args.kind, args.input, args.out, split=args.split)
+            try:
+                s = convert_dataset(args.kind, args.input, args.out, split=args.split)
+            except (ValueError, FileNotFoundError) as e:   # missing, or not in the published schema: one line
+                print(f"agent-rl data convert: {' '.join(str(e).split())}", file=sys.stderr)
+                return 2
             print(f"wrote {s['file']}: {s['rows']} rows")
             if "kg_store" in s:
                 print(f"wrote {s['kg_store']}: {s['store_samples']} subgraphs in store | hops {_hist(s['hops'])} | "
                       f"answers {_hist(s['answers'])} | skipped (no answer) {s['skipped_no_answer']} | "
-                      f"empty graphs {s['empty_graph']}")
-    except (ValueError, FileNotFoundError) as e:
-        print(f"agent-rl data: {e}", file=sys.stderr)
-        return 1
+                      f"skipped (no topic entity) {s['skipped_no_topic']} | empty graphs {s['empty_graph']}")
+    except (ValueError, FileNotFoundError) as e:    # bad input: one line, exit 2 like every command's config errors
+        print(f"agent-rl data: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     return 0

@@ -26,11 +26,11 @@ def test_convert_cli_and_errors(tmp_path, capsys):
     src.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
     assert main(["data", "convert", "gsm8k", "--input", str(src), "--split", "val", "--out", str(tmp_path / "o")]) == 0
     assert "val.parquet: 1 rows" in capsys.readouterr().out
-    assert main(["data", "convert", "webqsp", "--input", str(tmp_path / "none.parquet"), "--out", str(tmp_path)]) == 1
+    assert main(["data", "convert", "webqsp", "--input", str(tmp_path / "none.parquet"), "--out", str(tmp_path)]) == 2
     assert "none.parquet" in capsys.readouterr().err
-    assert main(["data", "generate", "kg", "--out", str(tmp_path / "x"), "--hops", "9:1"]) == 1
+    assert main(["data", "generate", "kg", "--out", str(tmp_path / "x"), "--hops", "9:1"]) == 2
     assert "bad --hops item" in capsys.readouterr().err
-    assert main(["data", "generate", "arith", "--out", str(tmp_path / "y"), "--hops", "1:1", "--train", "2"]) == 1
+    assert main(["data", "generate", "arith", "--out", str(tmp_path / "y"), "--hops", "1:1", "--train", "2"]) == 2
 
 
 @pytest.mark.parametrize("argv", [["data", "--help"], ["data", "generate", "--help"], ["data", "convert", "--help"]])

@@ -129,11 +129,11 @@ def test_cli_writes_the_file(arith_dir, tmp_path):
     assert table.num_rows == 4 and {"messages", "data_source", "extra_info"} <= set(table.column_names)
     bad = subprocess.run([sys.executable, "-m", "agent_rl.cli.main", "data", "arith-demos", "--data", str(tmp_path / "none")],
                          capture_output=True, text=True)
-    assert bad.returncode == 1 and "not found" in bad.stderr
+    assert bad.returncode == 2 and "not found" in bad.stderr
     no_calc = subprocess.run([sys.executable, "-m", "agent_rl.cli.main", "data", "arith-demos", "--data", str(arith_dir),
                               "--tool-config", str(ROOT / "configs" / "tool_config" / "kg_query_tool_config.yaml")],
                              capture_output=True, text=True)
-    assert no_calc.returncode == 1 and "no tool named 'calculator'" in no_calc.stderr
+    assert no_calc.returncode == 2 and "no tool named 'calculator'" in no_calc.stderr
 
 
 def _cfg(tmp_path, gen, check_paths=True):

@@ -115,5 +115,5 @@ def test_rog_errors(tmp_path):
         convert_dataset("cwq", str(tmp_path / "dup.parquet"), str(tmp_path / "o"))
     bad = dict(ROG[0], graph=[["a", "b"]])
     pq.write_table(rog_table([bad]), tmp_path / "badtriple.parquet")
-    with pytest.raises(ValueError, match=r"graph\[0\] is not a \[head, relation, tail\] triple"):
+    with pytest.raises(ValueError, match=r"column 'graph'\[0\] is not a \[head, relation, tail\] triple"):
         convert_dataset("cwq", str(tmp_path / "badtriple.parquet"), str(tmp_path / "o"))

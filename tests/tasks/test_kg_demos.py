@@ -74,7 +74,7 @@ def test_cli_writes_messages_parquet(kg_dir, tmp_path):
     assert max(d["turns"] for d in table.column("extra_info").to_pylist()) <= 5
     bad = subprocess.run([sys.executable, "-m", "agent_rl.cli.main", "data", "kg-demos", "--data", str(tmp_path / "none")],
                          capture_output=True, text=True)
-    assert bad.returncode == 1 and "not found" in bad.stderr
+    assert bad.returncode == 2 and "not found" in bad.stderr
 
 
 def test_write_refuses_too_few_turns(kg_dir):
