@@ -45,3 +45,44 @@ def tiny_model_path():
     from agent_rl.model.prepare import cache_dir, tiny_model_dir
 
     return tiny_model_dir(os.path.join(cache_dir(), "test-models", "tiny-llama-h64-l2"))
+
+
+@pytest.fixture(scope="session")
+def served_tiny_model(tiny_model_path, tmp_path_factory):
+    """`agent-rl serve` of the tiny model on loopback (any free port, hf engine), shared by the serve and judge tests:
+    {"url": "http://127.0.0.1:PORT", "model": name, "proc": Popen, "log": path}. Stopped by pid at teardown."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "agent_rl.cli.main", "serve", tiny_model_path, "--port", "0",
+                                 "--engine", "hf", "--seed", "0", "--served-model-name", "tiny"],
+                                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        url, deadline = None, time.time() + 180
+        while url is None:
+            m = re.search(r"on (http://127\.0\.0\.1:\d+)/v1", log.read_text())
+            if m:
+                url = m.group(1)
+            elif proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"agent-rl serve did not start (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+            else:
+                time.sleep(0.2)
+        with urllib.request.urlopen(url + "/health", timeout=30) as r:
+            assert r.status == 200
+        yield {"url": url, "model": "tiny", "proc": proc, "log": log}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    # a clean stop on SIGTERM (tests/cli/test_serve.py checks SIGINT with a request in flight)
+    assert proc.returncode == 0 and "stopped after" in log.read_text(), log.read_text()[-2000:]

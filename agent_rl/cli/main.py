@@ -13,6 +13,7 @@ COMMANDS = {
     "train": "agent_rl.cli.train",
     "rollout": "agent_rl.cli.rollout",
     "eval": "agent_rl.cli.eval",
+    "serve": "agent_rl.cli.serve",
     "data": "agent_rl.cli.data",
     "model": "agent_rl.cli.model",
     "kg-server": "agent_rl.cli.kg_server",

@@ -90,6 +90,16 @@ VERL_KEYS: List[Tuple[str, str, str]] = [
      "in-reward KL penalty): each step trains with the current value, then the step's `actor/kl_loss` and its "
      "trajectories update it; `kl_coef: null` starts from `actor.kl_loss_coef`; `range` (target_range / factor / "
      "min_coef / max_coef) is ours; logged as `actor/kl_coef`, saved in checkpoints"),
+    ("custom_reward_function.path / custom_reward_function.name", "reward.functions",
+     "one `module:function` or `file.py:function` per data_source (verl: one function that gets the data_source); TRL: `GRPOTrainer(reward_funcs=...)`"),
+    ("reward_model.enable / reward_model.model.path", "reward.judge.base_url",
+     "verl scores with a reward-model head inside the job; here a generative LLM judge behind an OpenAI-compatible endpoint "
+     "(`agent-rl serve` of any checkpoint, or a hosted API) scores the final answer: "
+     "`reward.functions.<source>=agent_rl.tasks.judge:judge_reward` (docs/rewards.md)"),
+    ("(TRL) trl.judges OpenAIPairwiseJudge(model=, system_prompt=, max_requests=)",
+     "reward.judge.model / system_prompt / max_concurrency",
+     "TRL's judges read OPENAI_API_KEY; ours reads the variable named by reward.judge.api_key_env, and grades one answer "
+     "against the ground truth (not pairwise); max_requests caps the total, max_concurrency the requests in flight"),
     ("trainer.total_training_steps", "trainer.total_training_steps", "stops at whichever of steps / epochs comes first"),
     ("fsdp_sft_trainer: data.multiturn.messages_key / trainer.total_training_steps / optim.lr / data.train_batch_size",
      "sft.files / sft.steps / sft.lr / sft.batch_size",

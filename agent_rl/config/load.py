@@ -205,6 +205,33 @@ def _check_values(cfg: TrainConfig) -> None:
     if cfg.data.train_batch_size % cfg.actor.ppo_mini_batch_size:
         raise ConfigError(f"actor.ppo_mini_batch_size: {cfg.actor.ppo_mini_batch_size} must divide data.train_batch_size {cfg.data.train_batch_size}")
     _check_kl_ctrl(cfg)
+    _check_judge(cfg)
+
+
+def _check_judge(cfg: TrainConfig) -> None:
+    """reward.judge.*: values in range, a regex that compiles, an endpoint when the judge reward is named."""
+    import re
+
+    j = cfg.reward.judge
+    if any(isinstance(v, str) and v.endswith(":judge_reward") for v in (cfg.reward.functions or {}).values()) \
+            and not j.base_url:
+        raise ConfigError("reward.judge.base_url: the judge reward is configured but has no endpoint "
+                          "(e.g. reward.judge.base_url=http://127.0.0.1:8000/v1 of `agent-rl serve`)")
+    for key, value in [("max_concurrency", j.max_concurrency), ("max_tokens", j.max_tokens)]:
+        if value < 1:
+            raise ConfigError(f"reward.judge.{key}: must be >= 1, got {value}")
+    for key, value in [("max_retries", j.max_retries), ("backoff_s", j.backoff_s), ("cache_size", j.cache_size),
+                       ("temperature", j.temperature)]:
+        if value < 0:
+            raise ConfigError(f"reward.judge.{key}: must be >= 0, got {value}")
+    if j.timeout_s <= 0:
+        raise ConfigError(f"reward.judge.timeout_s: must be > 0, got {j.timeout_s}")
+    if not j.score_max > j.score_min:
+        raise ConfigError(f"reward.judge.score_max: must be > score_min, got {j.score_max} <= {j.score_min}")
+    try:
+        re.compile(j.score_regex)
+    except re.error as e:
+        raise ConfigError(f"reward.judge.score_regex: {j.score_regex!r} is not a regex: {e}") from None
 
 
 def _check_kl_ctrl(cfg: TrainConfig) -> None:

@@ -200,6 +200,38 @@ class AlgorithmConfig:
 
 
 @dataclass
+class JudgeConfig:
+    base_url: Optional[str] = F(None, "OpenAI-compatible endpoint of the LLM judge, up to /v1 (e.g. http://127.0.0.1:8000/v1 of "
+                                "`agent-rl serve`); the judge POSTs <base_url>/chat/completions. Used by the reward "
+                                "`agent_rl.tasks.judge:judge_reward` (docs/rewards.md)")
+    model: Optional[str] = F(None, "model name sent with each judge request (null: none sent; `agent-rl serve` then answers with its model)")
+    api_key_env: Optional[str] = F(None, "name of the environment variable holding the judge's API key (sent as "
+                                   "`Authorization: Bearer`); never the key itself")
+    system_prompt: Optional[str] = F(None, "system message of each judge request (null: none)")
+    prompt_template: str = F("Grade the answer to the question against the reference answer.\n"
+                             "Question: {question}\nReference answer: {ground_truth}\nAnswer: {answer}\n"
+                             "Reply with one line: Score: X, where X is 0 (wrong) to 10 (correct).",
+                             "user message of each judge request; {question} (last user message of the prompt), "
+                             "{response} (the final assistant turn), {answer} (its <answer>...</answer>, else the whole "
+                             "turn), {ground_truth} (list items joined with ` | `) are filled in, other braces stay")
+    score_regex: str = F("(?i)score\\W{0,5}?(-?\\d+(?:\\.\\d+)?)", "regex whose first group (or whole match) is the judge's "
+                         "number, searched in the reply; no match = a failed judgment")
+    score_min: float = F(0.0, "the judge's worst score (normalised to 0)")
+    score_max: float = F(10.0, "the judge's best score (normalised to 1); scores outside [min, max] are clipped")
+    parser: Optional[str] = F(None, "instead of score_regex: `module:function` or `file.py:function`, fn(reply_text) -> "
+                              "score in [0, 1], or None for a failed judgment")
+    max_tokens: int = F(32, "max_tokens of each judge request")
+    temperature: float = F(0.0, "temperature of each judge request")
+    max_concurrency: int = F(8, "judge requests in flight at once, per process (each Ray worker has its own)")
+    timeout_s: float = F(60.0, "seconds per judge request attempt")
+    max_retries: int = F(3, "retries after a timeout, a connection error or HTTP 408 / 429 / 5xx (exponential backoff)")
+    backoff_s: float = F(0.5, "wait before the first retry; doubles with each retry")
+    cache: bool = F(True, "answer identical judge requests once per process (the reply is kept; LRU of cache_size)")
+    cache_size: int = F(100000, "judge replies kept by the cache")
+    fallback_score: float = F(0.0, "reward of a trajectory whose judgment failed (counted as the component judge_failed)")
+
+
+@dataclass
 class RewardConfig:
     functions: Dict[str, str] = F(None, "reward per data_source, `package.module:function` or `file.py:function` "
                                   "(fn(traj, reward_cfg) -> (score, {component: value})); loaded in every worker from "
@@ -214,6 +246,7 @@ class RewardConfig:
     kg_validity_cap: int = F(2, "distinct successful look-ups that earn full validity (2 = one hop: relations, then entities)")
     kg_retrieval_weight: float = F(0.2, "weight of retrieval: a get_entities_* look-up returned a gold answer (outcome, and on the first turn that did)")
     arith_format_weight: float = F(0.0, "weight of the answer-format score for arithmetic / GSM8K")
+    judge: JudgeConfig = F(None, "LLM-as-judge reward (`reward.functions.<source>=agent_rl.tasks.judge:judge_reward`)", factory=JudgeConfig)
 
 
 @dataclass

@@ -57,12 +57,14 @@ def build_renderer(cfg: TrainConfig, tokenizer, tool_runtime):
 
 
 def make_reward_fn(cfg: TrainConfig):
-    from agent_rl.tasks import compute_reward
+    """The scheduler's reward: a coroutine (the scheduler awaits it), so async reward functions such as the LLM
+    judge (`tasks/judge.py`) run on the rollout's loop without blocking it."""
+    from agent_rl.tasks import compute_reward_async
 
     reward_cfg = cfg.reward
 
     def reward_fn(traj):
-        return compute_reward(traj, reward_cfg)
+        return compute_reward_async(traj, reward_cfg)
 
     return reward_fn
 

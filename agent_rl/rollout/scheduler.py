@@ -28,6 +28,7 @@ generation round).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import time
 import uuid
@@ -210,7 +211,7 @@ class RolloutScheduler:
                     self._parked[traj.id] = held
         self._record_loop_errors(traj, seen)
         if traj.status == "finished":
-            self._finalize(traj)
+            await self._finalize(traj)
         return traj
 
     def _record_loop_errors(self, traj: Trajectory, seen: set) -> None:
@@ -224,14 +225,32 @@ class RolloutScheduler:
                     known = c.name in getattr(self.tool_runtime, "names", [])
                     metrics.record_error(c.name if known else None, c.status)
 
-    def _finalize(self, traj: Trajectory) -> None:
+    async def _finalize(self, traj: Trajectory) -> None:
+        """Drift check and reward. A reward function may be async (it returns an awaitable, e.g. an LLM judge over
+        HTTP): it is awaited here, so it never blocks the loop that feeds the engine. A finished trajectory always
+        gets its reward: when the step cuts it (cancels its task) while it is being scored, the scoring still runs
+        to its end (the judge's own timeout bounds it), then the cancellation goes on."""
         if self._drift_left != 0:
             self._drift_left -= 1
             self._check_drift(traj)
         if self.reward_fn is not None:
-            score, components = self.reward_fn(traj)
+            result = self.reward_fn(traj)
+            cancelled = False
+            if inspect.isawaitable(result):
+                fut = asyncio.ensure_future(result)
+                while not fut.done():
+                    try:
+                        await asyncio.shield(fut)
+                    except asyncio.CancelledError:
+                        if fut.cancelled():
+                            raise
+                        cancelled = True
+                result = fut.result()
+            score, components = result
             traj.reward = float(score)
             traj.reward_components = {k: float(v) for k, v in components.items()}
+            if cancelled:
+                raise asyncio.CancelledError()
 
     def _check_drift(self, traj: Trajectory) -> None:
         """Compare the incremental token stream with a full re-render (a metric; a few per step: it is the costliest

@@ -16,12 +16,14 @@ the ground truth's type: list -> KG, str / number -> arithmetic).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+import asyncio
+import inspect
+from typing import Awaitable, Callable, Dict, Optional, Tuple, Union
 
 from agent_rl.rollout.trajectory import Trajectory
 from agent_rl.tasks.registry import TASKS, hook, load_callable, task_of_source
 
-RewardFn = Callable[[Trajectory, object], Tuple[float, Dict[str, float]]]
+RewardFn = Callable[[Trajectory, object], Union[Tuple[float, Dict[str, float]], Awaitable[Tuple[float, Dict[str, float]]]]]
 
 REWARD_FNS: Dict[str, RewardFn] = {}      # registered in this process (register_reward); the tasks' come from TASKS
 DEFAULT_REWARD_NAMES = tuple(TASKS) + ("infer",)     # values of reward.default_reward
@@ -94,7 +96,35 @@ def reward_fn_for(row: dict, default: Optional[str] = None, functions=None) -> R
 
 
 def compute_reward(traj: Trajectory, reward_cfg) -> Tuple[float, Dict[str, float]]:
-    """(score, components) of a finished trajectory; sets `traj.turn_rewards`."""
+    """(score, components) of a finished trajectory; sets `traj.turn_rewards`. An async reward function (one that
+    returns an awaitable, e.g. `tasks/judge.py`) is run to completion here when no event loop runs in this thread;
+    inside a loop, use `compute_reward_async` (the rollout scheduler does)."""
     fn = reward_fn_for(traj.row, getattr(reward_cfg, "default_reward", None), getattr(reward_cfg, "functions", None))
-    score, comps = fn(traj, reward_cfg)
+    out = fn(traj, reward_cfg)
+    if inspect.isawaitable(out):
+        out = _run_awaitable(out)
+    score, comps = out
     return float(score), {k: float(v) for k, v in comps.items()}
+
+
+async def compute_reward_async(traj: Trajectory, reward_cfg) -> Tuple[float, Dict[str, float]]:
+    """`compute_reward` for the rollout's event loop: an async reward function is awaited, never run blocking."""
+    fn = reward_fn_for(traj.row, getattr(reward_cfg, "default_reward", None), getattr(reward_cfg, "functions", None))
+    out = fn(traj, reward_cfg)
+    if inspect.isawaitable(out):
+        out = await out
+    score, comps = out
+    return float(score), {k: float(v) for k, v in comps.items()}
+
+
+def _run_awaitable(aw):
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        async def _await():
+            return await aw
+        return asyncio.run(_await())
+    if inspect.iscoroutine(aw):
+        aw.close()
+    raise RuntimeError("an async reward function was called through compute_reward inside a running event loop: "
+                       "await compute_reward_async(traj, reward_cfg) instead")

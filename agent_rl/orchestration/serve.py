@@ -1,0 +1,401 @@
+"""An OpenAI-compatible chat-completions server over our engines (`agent-rl serve`, docs/serve.md).
+
+    POST /v1/chat/completions   messages, max_tokens (max_completion_tokens), temperature, top_p, top_k, n, stop,
+                                seed -> OpenAI's `chat.completion` object (choices[i].message.content,
+                                finish_reason stop | length, usage)
+    GET  /v1/models             the served model
+    GET  /health                {"status": "ok", ...} once the engine is up (with the engine's batching counters)
+
+Messages are rendered by the rollout's `ChatRenderer`, so a checkpoint sees the prompt format it was trained on
+(the model's own chat template when it renders tools, else the project's Hermes / Qwen2.5 template). Requests are
+served concurrently: every completion is one `engine.generate` call on the server's event loop, so the hf engine
+batches concurrent requests (continuous batching) and sglang schedules them as usual. `stop` strings end a
+completion at their first occurrence (a stop string that is one token also stops generation there; longer ones are
+cut after generation, which then runs to max_tokens or an end-of-turn token).
+
+A bad request gets HTTP 400 with an OpenAI error object `{"error": {"message", "type", "param", "code"}}`; an
+unknown model 404; an engine failure 500. `stream`, `tools` and `logprobs` are refused (400), other unknown
+fields are ignored, as OpenAI-compatible servers do.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import uuid
+from typing import Any, Dict, List, Optional, Tuple
+
+from agent_rl.engines.base import SamplingParams
+
+ROLES = {"system", "user", "assistant", "tool", "developer"}
+MAX_STOP = 16
+
+
+class RequestError(Exception):
+    """A request the server refuses: HTTP `status` with an OpenAI-style error object."""
+
+    def __init__(self, message: str, param: Optional[str] = None, status: int = 400,
+                 type_: str = "invalid_request_error", code: Optional[str] = None):
+        super().__init__(message)
+        self.param, self.status, self.type, self.code = param, status, type_, code
+
+
+def error_body(message: str, param: Optional[str] = None, type_: str = "invalid_request_error",
+               code: Optional[str] = None) -> Dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def resolve_model_path(model: str) -> str:
+    """An HF folder, a checkpoint `global_step_N` (its `hf/` model) or `embedded` (prepared when missing)."""
+    if model == "embedded":
+        from agent_rl.model.prepare import prepare_embedded
+
+        return prepare_embedded(log=lambda *_: None)
+    if not os.path.isfile(os.path.join(model, "config.json")) and os.path.isfile(os.path.join(model, "hf", "config.json")):
+        return os.path.join(model, "hf")
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- request parsing
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _content_text(content, i: int) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for p in content:
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str):
+                parts.append(p["text"])
+            else:
+                raise RequestError(f"messages[{i}].content: only text parts ({{\"type\": \"text\", \"text\": ...}}) are "
+                                   "supported", f"messages[{i}].content")
+        return "".join(parts)
+    raise RequestError(f"messages[{i}].content: must be a string or a list of text parts, got {type(content).__name__}",
+                       f"messages[{i}].content")
+
+
+def parse_messages(messages) -> List[Dict[str, str]]:
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("messages: must be a non-empty list of {role, content} objects", "messages")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise RequestError(f"messages[{i}]: must be an object with role and content", f"messages[{i}]")
+        role = m.get("role")
+        if role not in ROLES:
+            raise RequestError(f"messages[{i}].role: {role!r} is not one of {', '.join(sorted(ROLES))}",
+                               f"messages[{i}].role")
+        if "content" not in m and role != "assistant":
+            raise RequestError(f"messages[{i}].content: missing", f"messages[{i}].content")
+        msg = {"role": "system" if role == "developer" else role, "content": _content_text(m.get("content"), i)}
+        out.append(msg)
+    return out
+
+
+def parse_request(body, served_names, max_n: int = 16) -> Dict[str, Any]:
+    """The validated fields of a chat-completions request body (RequestError on the first bad one)."""
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    model = body.get("model")
+    if model is not None and model not in served_names:
+        raise RequestError(f"model {model!r} is not served here (served: {served_names[0]})", "model", status=404,
+                           code="model_not_found")
+    for key in ("stream", "logprobs"):
+        if body.get(key):
+            raise RequestError(f"{key}: not supported by agent-rl serve", key)
+    for key in ("tools", "functions"):
+        if body.get(key):
+            raise RequestError(f"{key}: not supported by agent-rl serve (plain chat only)", key)
+    req: Dict[str, Any] = {"messages": parse_messages(body.get("messages"))}
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    if max_tokens is not None and (not _is_int(max_tokens) or max_tokens < 1):
+        raise RequestError(f"{key}: must be an integer >= 1, got {max_tokens!r}", key)
+    req["max_tokens"] = max_tokens
+    t = body.get("temperature", 1.0)
+    if t is None:
+        t = 1.0
+    if not _is_num(t) or not 0 <= t <= 2:
+        raise RequestError(f"temperature: must be a number in [0, 2], got {t!r}", "temperature")
+    req["temperature"] = float(t)
+    p = body.get("top_p", 1.0)
+    if p is None:
+        p = 1.0
+    if not _is_num(p) or not 0 < p <= 1:
+        raise RequestError(f"top_p: must be a number in (0, 1], got {p!r}", "top_p")
+    req["top_p"] = float(p)
+    k = body.get("top_k", -1)
+    if k is None:
+        k = -1
+    if not _is_int(k) or (k < 1 and k != -1):
+        raise RequestError(f"top_k: must be an integer >= 1 or -1 (off), got {k!r}", "top_k")
+    req["top_k"] = int(k)
+    n = body.get("n", 1)
+    if n is None:
+        n = 1
+    if not _is_int(n) or not 1 <= n <= max_n:
+        raise RequestError(f"n: must be an integer in [1, {max_n}], got {n!r}", "n")
+    req["n"] = n
+    stop = body.get("stop")
+    if stop is None:
+        stop = []
+    elif isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or len(stop) > MAX_STOP or not all(isinstance(s, str) and s for s in stop):
+        raise RequestError(f"stop: must be a non-empty string or a list of at most {MAX_STOP} of them, got {body.get('stop')!r}",
+                           "stop")
+    req["stop"] = stop
+    seed = body.get("seed")
+    if seed is not None and not _is_int(seed):
+        raise RequestError(f"seed: must be an integer, got {seed!r}", "seed")
+    req["seed"] = seed
+    return req
+
+
+def cut_at_stop(text: str, stops: List[str]) -> Tuple[str, bool]:
+    """`text` up to the first occurrence of any stop string, and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+# ---------------------------------------------------------------------------------------------- server
+class ChatServer:
+    """The HTTP face of one engine. `engine` is any `Engine`; `tokenizer` the model's."""
+
+    def __init__(self, engine, tokenizer, model_name: str, model_path: str, max_model_len: int,
+                 default_max_tokens: int = 1024, max_n: int = 16):
+        from agent_rl.rollout.chat import ChatRenderer
+
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.model_path = model_path
+        self.names = [model_name] + [x for x in (model_path, os.path.basename(os.path.normpath(model_path)))
+                                     if x != model_name]
+        self.max_model_len = int(max_model_len)
+        self.default_max_tokens = int(default_max_tokens)
+        self.max_n = int(max_n)
+        self.renderer = ChatRenderer(tokenizer, None, None, model_path=model_path)
+        self.created = int(time.time())
+        self.in_flight = 0
+        self.served = 0
+        self.closing = False
+
+    # ------------------------------------------------------------------ app
+    def app(self):
+        from aiohttp import web
+
+        @web.middleware
+        async def errors(request, handler):
+            try:
+                return await handler(request)
+            except web.HTTPException as e:   # unknown route / method: the same error shape
+                if e.status < 400:
+                    raise
+                return web.json_response(error_body(f"{request.method} {request.path}: {e.reason}",
+                                                    type_="invalid_request_error" if e.status < 500 else "server_error"),
+                                         status=e.status)
+
+        app = web.Application(middlewares=[errors], client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health", self.health)
+        return app
+
+    async def health(self, request):
+        from aiohttp import web
+
+        stats = getattr(self.engine, "stats", None)
+        body = {"status": "closing" if self.closing else "ok", "model": self.model_name,
+                "engine": getattr(self.engine, "name", "?"), "in_flight": self.in_flight, "served": self.served}
+        if stats is not None and hasattr(stats, "as_dict"):
+            body["engine_stats"] = stats.as_dict()
+        return web.json_response(body, status=503 if self.closing else 200)
+
+    async def models(self, request):
+        from aiohttp import web
+
+        return web.json_response({"object": "list", "data": [
+            {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "agent-rl",
+             "root": self.model_path, "max_model_len": self.max_model_len}]})
+
+    async def chat_completions(self, request):
+        import json
+
+        from aiohttp import web
+
+        def fail(e: RequestError):
+            return web.json_response(error_body(str(e), e.param, e.type, e.code), status=e.status)
+
+        if self.closing:
+            return fail(RequestError("the server is shutting down", status=503, type_="server_error"))
+        try:
+            raw = await request.read()
+            try:
+                body = json.loads(raw)
+            except ValueError as e:
+                raise RequestError(f"the request body is not JSON: {e}") from None
+            req = parse_request(body, self.names, self.max_n)
+            prompt_ids = self._prompt_ids(req["messages"])
+        except RequestError as e:
+            return fail(e)
+        room = self.max_model_len - len(prompt_ids)
+        if room < 1:
+            return fail(RequestError(f"the prompt has {len(prompt_ids)} tokens; this model's context is "
+                                     f"{self.max_model_len} tokens", "messages", code="context_length_exceeded"))
+        max_tokens = req["max_tokens"]
+        if max_tokens is None:
+            max_tokens = min(room, self.default_max_tokens)
+        elif max_tokens > room:
+            return fail(RequestError(f"max_tokens: {max_tokens} + {len(prompt_ids)} prompt tokens exceed this model's "
+                                     f"context of {self.max_model_len} tokens", "max_tokens", code="context_length_exceeded"))
+        cid = f"chatcmpl-{uuid.uuid4().hex}"
+        self.in_flight += 1
+        try:
+            outs = await asyncio.gather(*[self.engine.generate(prompt_ids, self._sampling(req, max_tokens, i), f"{cid}-{i}")
+                                          for i in range(req["n"])])
+        except Exception as e:
+            print(f"agent-rl serve: generation failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}",
+                  file=sys.stderr, flush=True)
+            return fail(RequestError(f"generation failed: {type(e).__name__}: {e}", status=500, type_="server_error"))
+        finally:
+            self.in_flight -= 1
+        if any(o.finish_reason == "abort" for o in outs):
+            return fail(RequestError("the request was aborted (the server is shutting down)", status=503,
+                                     type_="server_error"))
+        self.served += 1
+        choices, completion_tokens = [], 0
+        for i, o in enumerate(outs):
+            text = self.tokenizer.decode(o.output_ids, skip_special_tokens=True)
+            text, stopped = cut_at_stop(text, req["stop"])
+            completion_tokens += len(o.output_ids)
+            reason = "stop" if (stopped or o.finish_reason == "stop") else "length"
+            choices.append({"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                            "finish_reason": reason})
+        return web.json_response({
+            "id": cid, "object": "chat.completion", "created": int(time.time()), "model": self.model_name,
+            "choices": choices, "system_fingerprint": None,
+            "usage": {"prompt_tokens": len(prompt_ids), "completion_tokens": completion_tokens,
+                      "total_tokens": len(prompt_ids) + completion_tokens}})
+
+    # ------------------------------------------------------------------ helpers
+    def _prompt_ids(self, messages) -> List[int]:
+        try:
+            return self.renderer.prompt_ids(messages)
+        except Exception as e:   # a template that refuses the conversation (e.g. roles out of order)
+            raise RequestError(f"messages: the chat template cannot render them: {type(e).__name__}: "
+                               f"{' '.join(str(e).split())[:300]}", "messages") from None
+
+    def _stop_ids(self, stops: List[str]) -> List[int]:
+        ids = list(self.renderer.stop_token_ids)
+        for s in stops:
+            enc = self.tokenizer.encode(s, add_special_tokens=False)
+            if len(enc) == 1 and enc[0] not in ids:
+                ids.append(enc[0])
+        return ids
+
+    def _sampling(self, req, max_tokens: int, i: int) -> SamplingParams:
+        seed = req["seed"]
+        return SamplingParams(max_new_tokens=int(max_tokens), temperature=req["temperature"], top_p=req["top_p"],
+                              top_k=req["top_k"], stop_token_ids=self._stop_ids(req["stop"]),
+                              seed=None if seed is None else int(seed) + i)
+
+
+def build_engine_for(model_path: str, engine: str = "auto", max_model_len: Optional[int] = None,
+                     max_batch_size: int = 64, gpu_memory_utilization: float = 0.8, seed: Optional[int] = None,
+                     dtype: Optional[str] = None, device: Optional[str] = None, max_concurrency: int = 256):
+    from types import SimpleNamespace
+
+    import torch
+
+    from agent_rl.engines import build_engine
+
+    cfg = SimpleNamespace(engine=engine, max_model_len=max_model_len, hf_max_batch_size=max_batch_size,
+                          gpu_memory_utilization=gpu_memory_utilization, engine_kwargs={},
+                          max_concurrent_trajectories=max_concurrency)
+    return build_engine(cfg, model_path, device=device, seed=seed, dtype=getattr(torch, dtype) if dtype else None)
+
+
+def context_length(model_path: str, engine, given: Optional[int]) -> int:
+    if given:
+        return int(given)
+    n = getattr(engine, "max_model_len", None)
+    if isinstance(n, int) and n < (1 << 30):
+        return n
+    import json
+
+    try:
+        with open(os.path.join(model_path, "config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+        return int(cfg.get("max_position_embeddings") or (cfg.get("text_config") or {}).get("max_position_embeddings") or 4096)
+    except (OSError, ValueError, TypeError):
+        return 4096
+
+
+async def serve(model: str, host: str = "127.0.0.1", port: int = 8000, engine: str = "auto",
+                served_model_name: Optional[str] = None, max_model_len: Optional[int] = None,
+                default_max_tokens: int = 1024, max_batch_size: int = 64, gpu_memory_utilization: float = 0.8,
+                seed: Optional[int] = None, dtype: Optional[str] = None, drain_s: float = 5.0, log=print) -> int:
+    """Run the server until SIGINT / SIGTERM: stop accepting, let requests in flight finish for up to `drain_s`
+    seconds, abort the rest (503), shut the engine down. Returns the exit status (0)."""
+    from aiohttp import web
+    from transformers import AutoTokenizer
+
+    from agent_rl.engines import resolve_engine_kind
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal(signum):
+        nonlocal signals
+        signals += 1
+        if signals > 1:   # a second signal: no more waiting
+            log(f"agent-rl serve: {signal.Signals(signum).name} again, exiting now")
+            os._exit(130)
+        stop.set()
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(s, on_signal, s)
+
+    path = resolve_model_path(model)
+    kind = resolve_engine_kind(engine)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    eng = build_engine_for(path, kind, max_model_len, max_batch_size, gpu_memory_utilization, seed, dtype)
+    server = ChatServer(eng, tokenizer, served_model_name or model, path, context_length(path, eng, max_model_len),
+                        default_max_tokens=default_max_tokens)
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        await eng.shutdown()
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    bound = runner.addresses[0][1] if runner.addresses else port   # the real port when --port 0
+    log(f"agent-rl serve: {server.model_name} ({path}) on http://{host}:{bound}/v1 (engine {kind}, context "
+        f"{server.max_model_len}); Ctrl-C stops")
+    if stop.is_set() is False:
+        await stop.wait()
+    log(f"agent-rl serve: stopping ({server.in_flight} requests in flight)")
+    server.closing = True
+    await site.stop()
+    t0 = time.monotonic()
+    while server.in_flight and time.monotonic() - t0 < drain_s:
+        await asyncio.sleep(0.05)
+    await eng.shutdown()            # aborts what is left: those requests get 503
+    await runner.cleanup()
+    log(f"agent-rl serve: stopped after {server.served} completions")
+    return 0
