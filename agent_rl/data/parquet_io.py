@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -40,22 +40,33 @@ def read_table(path: str) -> pa.Table:
         raise ValueError(f"{path}: cannot read as parquet ({str(e).splitlines()[0]})") from None
 
 
-def read_inputs(paths: Sequence[str]) -> List[Tuple[str, int, Dict[str, Any]]]:
-    """(path, row number, record) of every row of every input file, in order; each file must have rows."""
+def iter_inputs(paths: Sequence[str], stream_parquet: Optional[Callable[[str], Iterator[Tuple[str, int, Dict[str, Any]]]]] = None
+                ) -> Iterator[Tuple[str, int, Dict[str, Any]]]:
+    """(path, row number, record) of every row of every input file, in order; each file must have rows.
+    `stream_parquet(path)`, when given, yields a parquet file's rows itself (a converter that checks the schema
+    first and reads in batches) instead of reading the file whole."""
     if isinstance(paths, str):
         paths = [paths]
     if not paths:
         raise ValueError("no input files given")
-    out = []
     for path in paths:
+        if stream_parquet is not None and path.endswith(".parquet"):
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"input file not found: {path}")
+            yield from stream_parquet(path)
+            continue
         records = read_records(path)
         if not records:
             raise ValueError(f"{path}: no rows")
         for i, rec in enumerate(records):
             if not isinstance(rec, dict):
                 raise ValueError(f"{path} row {i}: not an object")
-            out.append((path, i, rec))
-    return out
+            yield path, i, rec
+
+
+def read_inputs(paths: Sequence[str]) -> List[Tuple[str, int, Dict[str, Any]]]:
+    """`iter_inputs` as a list."""
+    return list(iter_inputs(paths))
 
 
 def read_records(path: str) -> List[Dict[str, Any]]:

@@ -19,7 +19,6 @@ is a one-line ValueError naming the file and the column.
 """
 from __future__ import annotations
 
-import os
 import sys
 from collections import defaultdict, deque
 from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple, Union
@@ -27,7 +26,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple, Union
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agent_rl.data.parquet_io import read_records
+from agent_rl.data.parquet_io import iter_inputs
 from agent_rl.data.prompts import kg_prompt
 from agent_rl.data.schema import answer_strings, kg_tools_kwargs, make_row
 
@@ -168,26 +167,11 @@ def _parquet_records(path: str) -> Iterator[Tuple[str, int, Dict[str, Any]]]:
 
 def iter_rog_records(paths: Union[str, Sequence[str]]) -> Iterator[Tuple[str, int, Dict[str, Any]]]:
     """(path, row number, record) of every row of every input file; parquet is streamed in batches."""
-    if isinstance(paths, str):
-        paths = [paths]
-    if not paths:
-        raise ValueError("no input files given")
-    for path in paths:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"input file not found: {path}")
-        if path.endswith(".parquet"):
-            yield from _parquet_records(path)
-            continue
-        records = read_records(path)
-        if not records:
-            raise ValueError(f"{path}: no rows")
-        for i, rec in enumerate(records):
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path} row {i}: not an object")
-            missing = [c for c in REQUIRED if c not in rec]
-            if missing:
-                raise ValueError(f"{path} row {i}: missing column {missing[0]!r} (RoG schema: {SCHEMA_TEXT})")
-            yield path, i, rec
+    for path, i, rec in iter_inputs(paths, stream_parquet=_parquet_records):
+        missing = [c for c in REQUIRED if c not in rec]
+        if missing:
+            raise ValueError(f"{path} row {i}: missing column {missing[0]!r} (RoG schema: {SCHEMA_TEXT})")
+        yield path, i, rec
 
 
 # ---- conversion ------------------------------------------------------------------------------------------------
