@@ -181,4 +181,5 @@ def test_gradient_checkpointing_without_deprecation_warning(tiny_model_path):
         warnings.simplefilter("always")
         pm = PolicyModel(tiny_model_path, dtype="float32", gradient_checkpointing=True)
     assert not [w for w in caught if "checkpointing" in str(w.message)], [str(w.message) for w in caught]
-    assert pm.model.is_gradient_checkpointing
+    m = pm.model
+    assert m.is_activation_checkpointing if hasattr(type(m), "is_activation_checkpointing") else m.is_gradient_checkpointing
