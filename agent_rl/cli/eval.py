@@ -62,7 +62,9 @@ def add_arguments(parser):
 
 
 def _overridden(overrides, key: str) -> bool:
-    return any(o.lstrip("+~").split("=", 1)[0] == key for o in overrides)
+    from agent_rl.config.load import override_keys
+
+    return key in override_keys(overrides)
 
 
 def _model_folder(path: str) -> str:

@@ -104,7 +104,9 @@ CPU_SIZES = (("data.train_batch_size", 2), ("rollout.n", 2), ("rollout.multi_tur
 
 def cpu_sized(cfg, overrides, args) -> str:
     """Set the CPU sizes of `CPU_SIZES` the user did not set (override keys, `--prompts`); the line saying so."""
-    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    from agent_rl.config.load import override_keys
+
+    given = override_keys(overrides)
     changed = []
     for key, value in CPU_SIZES:
         if key in given or (key == "data.train_batch_size" and args.prompts):

@@ -330,6 +330,11 @@ def to_yaml(cfg: TrainConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
+def override_keys(overrides: Sequence[str]) -> set:
+    """The config keys a list of Hydra overrides sets (`+`, `++`, `~` prefixes dropped)."""
+    return {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+
+
 def parse_overrides(argv: List[str]) -> List[str]:
     bad = [a for a in argv if "=" not in a and not a.startswith(("+", "~"))]
     if bad:
