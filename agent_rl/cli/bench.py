@@ -105,6 +105,25 @@ def add_arguments(parser) -> None:
                                    "`agent-rl bench suite ... > bench.log 2>&1`): per mode, prefill passes, radix-cache "
                                    "hit rate, decode batch size and CUDA-graph share.")
     g.add_argument("log", help="log file holding sglang's scheduler lines and the bench's mode marks")
+    a = sub.add_parser("actor", help="one training step's time and peak memory, full fine-tuning vs LoRA",
+                       formatter_class=DefaultsHelpFormatter,
+                       description="Build the actor and its reference as a training worker does, then time --steps "
+                                   "steps (old log-probs, reference log-probs, update) on one synthetic batch, once "
+                                   "with full fine-tuning and once with a LoRA adapter (the reference is then the "
+                                   "adapter-off model). Reports the median per phase and peak accelerator memory.")
+    a.add_argument("--model", default="embedded", help="HF model folder, `embedded`, or `random:SHAPE` (see bench engine)")
+    a.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
+    a.add_argument("--out", required=True, help="output folder (actor.json, summary.md)")
+    a.add_argument("--seed", type=int, default=0, help="batch seed")
+    a.add_argument("--batch", type=int, default=32, help="sequences per step")
+    a.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence")
+    a.add_argument("--prompt-len", type=int, default=256, help="leading tokens outside the loss")
+    a.add_argument("--steps", type=int, default=4, help="timed steps per variant (the first is not counted when > 1)")
+    a.add_argument("--lora-rank", type=int, default=8, help="rank of the LoRA variant (actor.lora.rank)")
+    a.add_argument("--lora-alpha", type=float, default=16.0, help="actor.lora.alpha of the LoRA variant")
+    a.add_argument("--no-full", action="store_true", help="run the LoRA variant only")
+    a.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="training config override for every variant (repeatable), e.g. actor.ppo_mini_batch_size=8")
     s.add_argument("--ceiling-prompt-len", type=int, default=128, help="raw engine run: prompt tokens")
     s.add_argument("--ceiling-new-tokens", type=int, default=64, help="raw engine run: new tokens")
 
@@ -114,7 +133,7 @@ def command_line(args) -> str:
     skip = {"command", "bench_cmd", "_module", "_extra", "_accepts_extra"}
     parts = ["agent-rl", "bench", args.bench_cmd]
     for key, value in sorted(vars(args).items()):
-        if key in skip:
+        if key in skip or key.startswith("_"):
             continue
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
@@ -267,6 +286,8 @@ def run(args) -> int:
         from agent_rl.bench.sglang_log import main
 
         return main(args.log)
+    if args.bench_cmd == "actor":
+        return _actor(args)
     try:
         plan = _plan(args)
         if args.engine == "sim":
@@ -302,6 +323,43 @@ def run(args) -> int:
         asyncio.set_event_loop(None)
     print(open(summary_path).read())
     print("wrote " + ", ".join(paths))
+    return 0
+
+
+def _actor(args) -> int:
+    import json
+
+    import torch
+
+    from agent_rl.bench.actor_bench import compare, summary_markdown
+    from agent_rl.bench.env_info import environment
+    from agent_rl.config.load import ConfigError
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        model_path = _model_path(args.model)
+        base = [f"model.path={model_path}", f"trainer.device={device.type}", "rollout.n=1",
+                f"actor.ppo_mini_batch_size={args.batch}", f"data.train_batch_size={args.batch}", *args.override]
+        variants = {} if args.no_full else {"full": base + ["actor.lora.rank=0"]}
+        if args.lora_rank > 0:
+            variants[f"lora-r{args.lora_rank}"] = base + [f"actor.lora.rank={args.lora_rank}",
+                                                          f"actor.lora.alpha={args.lora_alpha}"]
+        if not variants:
+            raise ValueError("nothing to run: --no-full with --lora-rank 0")
+        result = compare(variants, args.batch, args.seq_len, args.prompt_len, args.steps, device, args.seed)
+    except (ValueError, ConfigError) as e:
+        print(f"agent-rl bench: {e}", file=sys.stderr)
+        return 2
+    header = {"kind": "actor", "command": command_line(args), "argv": list(sys.argv), "model": model_path,
+              "environment": environment(device.type)}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "actor.json"), "w") as f:
+        json.dump({**header, **result}, f, indent=1)
+    text = summary_markdown(result, header)
+    with open(os.path.join(args.out, "summary.md"), "w") as f:
+        f.write(text)
+    print(text)
+    print("wrote " + os.path.join(args.out, "actor.json"))
     return 0
 
 

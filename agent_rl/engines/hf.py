@@ -41,6 +41,7 @@ from typing import Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 import torch
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
+from agent_rl.engines.hf_batch import KVBatch, sample
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +133,7 @@ class HFEngine(Engine):
                                                                initializer=init)
         self._pending: Deque[_Request] = collections.deque()
         self._by_id: Dict[str, _Request] = {}
-        self._rows: List[_Request] = []        # rows of the batch state, in cache order (touched only between steps)
-        self._cache = None                     # DynamicCache [B, H, S, D], left-padded
-        self._mask: Optional[torch.Tensor] = None   # [B, S] 1 = real token
-        self._last: Optional[torch.Tensor] = None   # [B] last sampled token (not yet in the cache)
-        self._pos: Optional[torch.Tensor] = None    # [B] position of that token
+        self._batch = KVBatch()                # the running rows and their cache (touched only between steps)
         self._wake: Optional[asyncio.Event] = None
         self._worker: Optional[asyncio.Task] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -235,7 +232,7 @@ class HFEngine(Engine):
 
     async def shutdown(self) -> None:
         self._closed = True
-        for req in list(self._pending) + list(self._rows):
+        for req in list(self._pending) + list(self._batch.rows):
             if not req.future.done():
                 self._finish(req, "abort")
         self._pending.clear()
@@ -245,7 +242,7 @@ class HFEngine(Engine):
                 await self._worker
             except (asyncio.CancelledError, Exception):
                 pass
-        self._rows, self._cache, self._mask, self._last, self._pos = [], None, None, None, None
+        self._batch.clear()
         self._executor.shutdown(wait=True)
 
     # ------------------------------------------------------------------ worker (event loop side)
@@ -262,12 +259,12 @@ class HFEngine(Engine):
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._closed:
-            for req in self._rows:
+            for req in self._batch.rows:
                 if req.finish_reason is None and req.abort_requested:
                     self._finish(req, "abort")
-            live = [r for r in self._rows if r.finish_reason is None]
+            live = [r for r in self._batch.rows if r.finish_reason is None]
             if not live:
-                self._rows, self._cache, self._mask, self._last, self._pos = [], None, None, None, None
+                self._batch.clear()
             new: List[_Request] = []
             while self._pending and len(live) + len(new) < self.max_batch_size:
                 new.append(self._pending.popleft())
@@ -279,13 +276,13 @@ class HFEngine(Engine):
                 await loop.run_in_executor(self._executor, self._step, new)
             except Exception as e:  # a failing forward fails the rows in it, the engine keeps serving
                 log.exception("hf engine step failed")
-                for req in self._rows + new:
+                for req in self._batch.rows + new:
                     if not req.future.done():
                         req.future.set_exception(e)
                         self._by_id.pop(req.rid, None)
-                self._rows, self._cache, self._mask, self._last, self._pos = [], None, None, None, None
+                self._batch.clear()
                 continue
-            for req in self._rows:
+            for req in self._batch.rows:
                 if req.finish_reason is None and req.abort_requested:
                     req.finish_reason = "abort"
                 if req.finish_reason is not None and not req.future.done():
@@ -305,27 +302,15 @@ class HFEngine(Engine):
                 raise ValueError(f"update_weights: {name} has shape {tuple(tensor.shape)}, expected {tuple(dst.shape)}")
             dst.data.copy_(tensor.detach().to(device=dst.device, dtype=dst.dtype))
 
-    def _select(self, keep: List[int]) -> None:
-        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
-        self._rows = [self._rows[i] for i in keep]
-        self._mask, self._last, self._pos = self._mask[idx], self._last[idx], self._pos[idx]
-        for layer in self._cache.layers:
-            layer.keys, layer.values = layer.keys[idx], layer.values[idx]
-        # drop leading columns that are padding for every remaining row
-        first = int(self._mask.any(dim=0).float().argmax().item())
-        if first > 0:
-            self._mask = self._mask[:, first:]
-            for layer in self._cache.layers:
-                layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
-
     def _decode(self) -> torch.Tensor:
-        mask = torch.cat([self._mask, torch.ones_like(self._mask[:, :1])], dim=1)
-        out = self.model(input_ids=self._last[:, None], attention_mask=mask, position_ids=self._pos[:, None],
-                         use_cache=True, logits_to_keep=1, **{self._cache_kw: self._cache})
-        self._mask = mask
-        self._cache = getattr(out, self._cache_kw)
+        b = self._batch
+        mask = torch.cat([b.mask, torch.ones_like(b.mask[:, :1])], dim=1)
+        out = self.model(input_ids=b.last[:, None], attention_mask=mask, position_ids=b.pos[:, None],
+                         use_cache=True, logits_to_keep=1, **{self._cache_kw: b.cache})
+        b.mask = mask
+        b.cache = getattr(out, self._cache_kw)
         self.stats.decode_forwards += 1
-        self.stats.decode_rows += len(self._rows)
+        self.stats.decode_rows += len(b.rows)
         return out.logits[:, -1, :]
 
     def _prefill(self, new: List[_Request]):
@@ -352,83 +337,27 @@ class HFEngine(Engine):
         self.stats.prefill_rows += n
         return out.logits[:, -1, :], cache, mask, mask.sum(-1)
 
-    @staticmethod
-    def _left_pad(t: torch.Tensor, to: int, dim: int) -> torch.Tensor:
-        extra = to - t.shape[dim]
-        if extra == 0:
-            return t
-        shape = list(t.shape)
-        shape[dim] = extra
-        return torch.cat([t.new_zeros(shape), t], dim=dim)
-
-    def _merge(self, cache, mask: torch.Tensor, last: torch.Tensor, pos: torch.Tensor, new: List[_Request]) -> None:
-        if self._rows:
-            self.stats.admitted_midflight += len(new)
-        else:
-            self._cache, self._mask, self._last, self._pos, self._rows = cache, mask, last, pos, list(new)
-            return
-        s = max(self._mask.shape[1], mask.shape[1])
-        for old_l, new_l in zip(self._cache.layers, cache.layers):
-            old_l.keys = torch.cat([self._left_pad(old_l.keys, s, 2), self._left_pad(new_l.keys, s, 2)], dim=0)
-            old_l.values = torch.cat([self._left_pad(old_l.values, s, 2), self._left_pad(new_l.values, s, 2)], dim=0)
-        self._mask = torch.cat([self._left_pad(self._mask, s, 1), self._left_pad(mask, s, 1)], dim=0)
-        self._last = torch.cat([self._last, last])
-        self._pos = torch.cat([self._pos, pos])
-        self._rows = self._rows + list(new)
-
-    def _sample(self, logits: torch.Tensor, rows: List[_Request]) -> Tuple[List[int], List[float]]:
-        logits = logits.float()
-        temps = torch.tensor([r.sampling.temperature if not r.sampling.greedy else 1.0 for r in rows],
-                             dtype=torch.float32, device=logits.device)
-        scaled = logits / temps[:, None]
-        logp = torch.log_softmax(scaled, dim=-1)
-        tokens: List[int] = []
-        for i, r in enumerate(rows):
-            sp = r.sampling
-            if sp.greedy:
-                tok = int(torch.argmax(logits[i]).item())
-            else:
-                x = scaled[i].clone()
-                if sp.top_k is not None and 0 < sp.top_k < x.numel():
-                    kth = torch.topk(x, sp.top_k).values[-1]
-                    x[x < kth] = float("-inf")
-                if sp.top_p is not None and sp.top_p < 1.0:
-                    sorted_x, order = torch.sort(x, descending=True)
-                    probs = torch.softmax(sorted_x, dim=-1)
-                    drop = (probs.cumsum(-1) - probs) >= sp.top_p   # keep the smallest prefix reaching top_p
-                    drop[0] = False
-                    x[order[drop]] = float("-inf")
-                # exponential race (as SGLang / vLLM): argmax(p / q), q ~ Exp(1), samples from p; much
-                # cheaper on CPU than torch.multinomial over a 50k vocabulary
-                probs = torch.softmax(x, dim=-1)
-                q = torch.empty_like(probs).exponential_(1.0, generator=r.generator)
-                tok = int(torch.argmax(probs / q).item())
-            tokens.append(tok)
-        idx = torch.tensor(tokens, dtype=torch.long, device=logits.device)
-        lps = logp.gather(1, idx[:, None]).squeeze(1).tolist()
-        return tokens, lps
-
     @torch.no_grad()
     def _step(self, new: List[_Request]) -> None:
-        keep = [i for i, r in enumerate(self._rows) if r.finish_reason is None]
-        if self._rows and len(keep) < len(self._rows):
-            if keep:
-                self._select(keep)
-            else:
-                self._rows, self._cache, self._mask, self._last, self._pos = [], None, None, None, None
+        b = self._batch
+        keep = [i for i, r in enumerate(b.rows) if r.finish_reason is None]
+        if b.rows and len(keep) < len(b.rows):
+            b.select(keep)
         parts = []
-        if self._rows:
+        if b.rows:
             parts.append(self._decode())
-            self._pos = self._pos + 1
+            b.pos = b.pos + 1
         if new:
             logits, cache, mask, lengths = self._prefill(new)
             parts.append(logits)
             last = torch.zeros(len(new), dtype=torch.long, device=self.device)
-            self._merge(cache, mask, last, lengths.to(self.device), new)
+            if b.rows:
+                self.stats.admitted_midflight += len(new)
+            b.merge(cache, mask, last, lengths.to(self.device), new)
         logits = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
-        tokens, lps = self._sample(logits, self._rows)
-        self._last = torch.tensor(tokens, dtype=torch.long, device=self.device)
-        for r, tok, lp in zip(self._rows, tokens, lps):
+        tokens, lps = sample(logits, b.rows)
+        b.last = torch.tensor(tokens, dtype=torch.long, device=self.device)
+        for r, tok, lp in zip(b.rows, tokens, lps):
             r.output_ids.append(tok)
             r.logprobs.append(float(lp))
             if tok in r.stop_ids:
@@ -436,5 +365,5 @@ class HFEngine(Engine):
             elif len(r.output_ids) >= r.max_new_tokens:
                 r.finish_reason = "length"
         self.stats.steps += 1
-        self.stats.rows_sampled += len(self._rows)
-        self.stats.max_rows = max(self.stats.max_rows, len(self._rows))
+        self.stats.rows_sampled += len(b.rows)
+        self.stats.max_rows = max(self.stats.max_rows, len(b.rows))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -73,7 +74,9 @@ def apply_lora(model: torch.nn.Module, lora_cfg) -> torch.nn.Module:
     path = getattr(getattr(model, "config", None), "_name_or_path", None)
     if path:
         config.base_model_name_or_path = path
-    return peft.get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated `is_gradient_checkpointing` property
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return peft.get_peft_model(model, config)
 
 
 # ---------------------------------------------------------------------------------------------- merged weights

@@ -1,7 +1,10 @@
 """Weight-sync correctness on a GPU host (issue 7): after a training step and a sync, SGLang's log-probs
 for a fixed sequence match the FSDP actor's, and differ from the pre-step ones.
 
-    python3 scripts/gpu/weight_sync_check.py MODEL_DIR > $OUT/weight_sync.log 2>&1
+    python3 scripts/gpu/weight_sync_check.py MODEL_DIR [OVERRIDE ...] > $OUT/weight_sync.log 2>&1
+
+OVERRIDEs are training config overrides applied last, e.g. `actor.lora.rank=8 actor.optim.lr=1e-3` checks the
+LoRA actor (the engine gets the merged base + scaling * B @ A weights).
 
 Steps: SGLang samples a fixed sequence (greedy, 128 tokens); the actor scores it (log-probs A0) and SGLang
 scores it by teacher forcing (E0); one actor update with a large learning rate on that sequence
@@ -28,7 +31,7 @@ async def engine_score(engine, ids, n_prompt):
     return torch.tensor([0.0 if v is None else v for v in lps][-(len(ids) - n_prompt):])
 
 
-def main(model_dir: str) -> None:
+def main(model_dir: str, overrides=()) -> None:
     from transformers import AutoTokenizer
 
     from agent_rl.config.load import compose
@@ -39,7 +42,7 @@ def main(model_dir: str) -> None:
 
     cfg = compose([f"model.path={model_dir}", "rollout.engine=sglang", "actor.optim.lr=1e-4", "actor.use_kl_loss=false",
                    "rollout.gpu_memory_utilization=0.3", "data.train_batch_size=1", "actor.ppo_mini_batch_size=1",
-                   "rollout.n=1", "algorithm.tis.enable=false"], check_paths=False)
+                   "rollout.n=1", "algorithm.tis.enable=false", *overrides], check_paths=False)
     dev = torch.device("cuda", 0)
     tok = AutoTokenizer.from_pretrained(model_dir)
     actor = Actor.from_config(cfg, device=dev)
@@ -72,6 +75,7 @@ def main(model_dir: str) -> None:
         "step moved engine |E1 - E0|": stats(e1, e0),
         "step moved actor |A1 - A0|": stats(a1, a0),
         "mean logprob actor before/after": [round(float(a0.mean()), 4), round(float(a1.mean()), 4)],
+        "overrides": list(overrides), "lora": bool(getattr(actor.policy, "lora", False)),
         "sync": sync, "update": {k: v for k, v in upd.items() if k.startswith("actor/")},
     }
     print(json.dumps(report, indent=1))
@@ -81,4 +85,4 @@ def main(model_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])
