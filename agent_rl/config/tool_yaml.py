@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from agent_rl.config.load import ConfigError
-from agent_rl.tool_runtime.loader import one_line as _one_line
+from agent_rl.tool_runtime.imports import one_line as _one_line
 
 
 def tool_names(config_path: Optional[str]) -> List[str]:

@@ -23,11 +23,11 @@ Ray worker loads it from the config string alone); the function takes the text a
 """
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from typing import Callable, Dict, List, Optional, Tuple
 
+from agent_rl.tool_runtime.imports import ImportSpecError, load_callable
 from agent_rl.rollout.parser import (ParsedCall, ParseResult, call_from_json, parse_call_body,
                                      parse_tool_calls, visible_spans)
 
@@ -187,14 +187,7 @@ def get_parser(fmt: Optional[str] = None) -> ToolCallParser:
         return FORMATS[name]
     if ":" not in name:
         raise ValueError(f"{name!r} is not one of {', '.join(FORMATS)} (or a dotted path module:function)")
-    module, _, attr = name.partition(":")
     try:
-        obj = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except Exception as e:  # noqa: BLE001 - any import failure is reported in one line
-        detail = (str(e).splitlines() or [""])[0]
-        raise ValueError(f"cannot load tool-call parser {name!r}: {type(e).__name__}: {detail}") from None
-    if not callable(obj):
-        raise ValueError(f"tool-call parser {name!r} is not callable")
-    return obj
+        return load_callable(name)
+    except ImportSpecError as e:
+        raise ValueError(f"tool-call parser {e}") from None

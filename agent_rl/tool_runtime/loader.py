@@ -12,14 +12,9 @@ Every problem raises `ToolConfigError("<file>: tools[<i>] (<name>): <reason>")`,
 """
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import os
 import re
-import sys
-import threading
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -28,6 +23,7 @@ import yaml
 
 from agent_rl.tool_runtime.base import BaseTool
 from agent_rl.tool_runtime.errors import ToolConfigError
+from agent_rl.tool_runtime.imports import ImportSpecError, load_object, one_line
 from agent_rl.tool_runtime.options import RuntimeOptions, options_from_config
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
@@ -38,12 +34,6 @@ LIFECYCLE = ("create", "execute", "calc_reward", "release")
 CLASS_ALIASES = {
     "verl.tools.gsm8k_tool.Gsm8kTool": "tools.gsm8k_reward.Gsm8kRewardTool",
 }
-
-
-def one_line(text: Any, limit: int = 300) -> str:
-    """`text` on one line (whitespace runs collapsed), cut at `limit` characters: error messages stay one line."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -161,59 +151,15 @@ def read_tool_specs(path: str) -> List[ToolSpec]:
     return specs
 
 
-_file_modules: Dict[str, Any] = {}
-_file_lock = threading.Lock()
-
-
-def _import_file(file_path: str):
-    file_path = os.path.realpath(file_path)
-    with _file_lock:
-        if file_path in _file_modules:
-            return _file_modules[file_path]
-        stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(file_path))[0])
-        mod_name = f"agent_rl_user_tools.{stem}_{hashlib.sha1(file_path.encode()).hexdigest()[:10]}"
-        spec = importlib.util.spec_from_file_location(mod_name, file_path)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {file_path} as a Python module")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(mod_name, None)
-            raise
-        _file_modules[file_path] = module
-        return module
-
-
 def resolve_class(class_name: str, base_dir: str, where: str = ""):
-    """`pkg.mod.Class` or `path/to/file.py:Class` (relative to base_dir) -> the class."""
+    """`pkg.mod.Class`, `pkg.mod:Class` or `path/to/file.py:Class` (relative to base_dir) -> the class
+    (tool_runtime/imports.py)."""
     prefix = f"{where}: " if where else ""
     class_name = CLASS_ALIASES.get(class_name, class_name)
-    if ":" in class_name:
-        file_part, _, attr = class_name.rpartition(":")
-        file_path = file_part if os.path.isabs(file_part) else os.path.join(base_dir, file_part)
-        if not file_part.endswith(".py"):
-            raise ToolConfigError(f"{prefix}class_name {class_name!r}: the part before ':' must be a .py file")
-        if not os.path.isfile(file_path):
-            raise ToolConfigError(f"{prefix}class_name {class_name!r}: file not found: {file_path}")
-        try:
-            module = _import_file(file_path)
-        except Exception as e:
-            raise ToolConfigError(f"{prefix}class_name {class_name!r}: importing {file_path} failed: {type(e).__name__}: {one_line(e)}") from e
-        origin = file_path
-    else:
-        mod_name, _, attr = class_name.rpartition(".")
-        if not mod_name or not attr:
-            raise ToolConfigError(f"{prefix}class_name {class_name!r} must be a dotted path (package.module.Class) or file.py:Class")
-        try:
-            module = importlib.import_module(mod_name)
-        except Exception as e:
-            raise ToolConfigError(f"{prefix}class_name {class_name!r}: cannot import module {mod_name!r}: {type(e).__name__}: {one_line(e)}") from e
-        origin = mod_name
-    cls = getattr(module, attr, None)
-    if cls is None:
-        raise ToolConfigError(f"{prefix}class_name {class_name!r}: {origin} has no attribute {attr!r}")
+    try:
+        cls, _ = load_object(class_name, base_dir, allow_dotted=True)
+    except ImportSpecError as e:
+        raise ToolConfigError(f"{prefix}class_name {e}") from e.__cause__
     if not inspect.isclass(cls):
         raise ToolConfigError(f"{prefix}class_name {class_name!r} is not a class")
     if not issubclass(cls, BaseTool):

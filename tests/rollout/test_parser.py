@@ -182,7 +182,7 @@ def test_dotted_path_format(tmp_path, monkeypatch):
     parse = get_parser("my_calls:parse")
     assert [(c.name, c.arguments) for c in parse("CALL calculator 1+1").calls] == [("calculator", {"expression": "1+1"})]
     for name, msg in [("nosuch", "is not one of hermes, llama3_json, mistral"),
-                      ("my_calls:missing", "AttributeError"), ("no_such_module_xyz:f", "ModuleNotFoundError")]:
+                      ("my_calls:missing", "has no attribute .missing."), ("no_such_module_xyz:f", "ModuleNotFoundError")]:
         with pytest.raises(ValueError, match=msg) as ei:
             get_parser(name)
         assert "\n" not in str(ei.value)

@@ -58,7 +58,7 @@ def engine(tiny_model_path):
 
 
 def no_running(engine):
-    return not engine._by_id and not engine._pending and all(r.finish_reason is not None for r in engine._rows)
+    return not engine._by_id and not engine._pending and all(r.finish_reason is not None for r in engine._batch.rows)
 
 
 async def test_tool_calls_overlap(engine, tokenizer):

@@ -95,4 +95,4 @@ def test_a_reward_path_that_does_not_load_is_one_line(tiny_model_path, tmp_path)
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip() == ("agent-rl rollout: config error: reward.functions.shout_synth: "
-                                "'shout_task.reward:nope': shout_task.reward has no callable 'nope'")
+                                "'shout_task.reward:nope': shout_task.reward has no attribute 'nope'")
