@@ -4,7 +4,8 @@
 every row (`schema.row_problem`): a bad row is a one-line ValueError naming the file, the row and the
 field, or, with `skip_invalid=True`, is dropped and counted.
 `PromptLoader` yields batches epoch after epoch, reshuffled per epoch with `Random(seed + epoch)`,
-and resumes exactly from `state_dict()` (mid-epoch included).
+and resumes exactly from `state_dict()` (mid-epoch included); `last_indices` are the positions (in `rows`) of the
+batch it yielded last (the per-row prompt-hint decision keys on them, `hints.py`).
 """
 from __future__ import annotations
 
@@ -121,6 +122,7 @@ class PromptLoader:
         self._pos = 0  # next batch index within the epoch
         self._order_epoch: Optional[int] = None
         self._order: List[int] = []
+        self.last_indices: List[int] = []
 
     def __len__(self) -> int:
         n = len(self.rows)
@@ -148,7 +150,8 @@ class PromptLoader:
     def __next__(self) -> List[Dict[str, Any]]:
         order = self._order_for(self._epoch)
         start = self._pos * self.batch_size
-        batch = [self.rows[i] for i in order[start:start + self.batch_size]]
+        self.last_indices = list(order[start:start + self.batch_size])
+        batch = [self.rows[i] for i in self.last_indices]
         self._pos += 1
         if self._pos >= len(self):
             self._epoch, self._pos = self._epoch + 1, 0

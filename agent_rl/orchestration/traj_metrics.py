@@ -3,6 +3,8 @@
 reward/*   mean, std, min, max and the mean of every reward component  (`rollout.metrics.reward_metrics`)
 rollout/*  lengths, turns, tool calls, stop reasons, GRPO groups without signal  (`rollout.metrics.trajectory_metrics`)
 kg/*       success rate of kg_query calls (`ToolCallRecord.succeeded`), kg_query calls per trajectory
+hints/share, reward/hinted, reward/unhinted   prompt hints (`data.prompt_augmentation`): the share of hinted groups
+           and the mean reward of each kind (only in a step that has both); the trainer adds hints/prob
 val/<data_source>/*  the same essentials per data source for validation, plus what the model learned:
            answer_rate (the reward's `answered` component), tool/<name>/success_rate and /calls, and, for rows
            with an integer `extra_info.hops`, hop<k>/* (reward, components, kg_queries, kg_lookups, num_samples)
@@ -16,12 +18,13 @@ import numbers
 from collections import defaultdict
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
+from agent_rl.data.hints import is_hinted
 from agent_rl.tasks.kg.reward import KG_TOOL
 from agent_rl.rollout.metrics import is_trajectory_metric, mean, reward_metrics, tool_calls, trajectory_metrics
 from agent_rl.rollout.trajectory import Trajectory
 
-__all__ = ["hop_key", "hop_metrics", "kg_metrics", "merge_worker_metrics", "reward_metrics", "rollout_metrics",
-           "tool_success_metrics", "validation_metrics"]
+__all__ = ["hint_metrics", "hop_key", "hop_metrics", "kg_metrics", "merge_worker_metrics", "reward_metrics",
+           "rollout_metrics", "tool_success_metrics", "validation_metrics"]
 
 ANSWERED = "answered"   # reward component: 1 when the reward found a final answer to score (kg.py, arith.py)
 
@@ -32,6 +35,24 @@ def kg_metrics(trajs: Sequence[Trajectory]) -> Dict[str, float]:
         return {}
     return {"kg/query_success_rate": mean([1.0 if c.succeeded else 0.0 for c in kg]),
             "kg/queries_mean": len(kg) / float(len(trajs))}
+
+
+def hint_metrics(trajs: Sequence[Trajectory], prefix: str = "") -> Dict[str, float]:
+    """<prefix>hints/share (hinted GRPO groups over groups; a group shares its row) and, when the step has both
+    kinds, <prefix>reward/hinted and <prefix>reward/unhinted (mean trajectory reward). {} when no row went through
+    a hint decision (hints off)."""
+    flags = [(t, is_hinted(t.row)) for t in trajs]
+    flags = [(t, f) for t, f in flags if f is not None]
+    if not flags:
+        return {}
+    groups = {t.uid: f for t, f in flags}
+    out = {f"{prefix}hints/share": mean([1.0 if f else 0.0 for f in groups.values()])}
+    hinted = [float(t.reward) for t, f in flags if f]
+    unhinted = [float(t.reward) for t, f in flags if not f]
+    if hinted and unhinted:
+        out[f"{prefix}reward/hinted"] = mean(hinted)
+        out[f"{prefix}reward/unhinted"] = mean(unhinted)
+    return out
 
 
 def rollout_metrics(trajs: Sequence[Trajectory]) -> Dict[str, float]:

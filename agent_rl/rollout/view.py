@@ -1,10 +1,10 @@
 """Trajectories JSONL -> one self-contained, readable HTML page (`agent-rl view`).
 
-Per trajectory: status, stop reason, reward and its components, per-turn rewards; the prompt
-(folded); every assistant turn with its tool calls (arguments, status, latency, observation); and
-the response as tokens coloured by loss mask (green = sampled, trained; grey = prompt / tool /
-template, not trained), each token's id and log-prob in its tooltip. With a tokenizer the tokens
-are decoded one by one from the ids; without one the page falls back on the text fields (turn
+Per trajectory: status, stop reason, reward and its components, per-turn rewards, whether its prompt had a
+hint (`data.prompt_augmentation`, when hints were on); the prompt (folded); every assistant turn with its tool
+calls (arguments, status, latency, observation); and the response as tokens coloured by loss mask (green =
+sampled, trained; grey = prompt / tool / template, not trained), each token's id and log-prob in its tooltip. With a
+tokenizer the tokens are decoded one by one from the ids; without one the page falls back on the text fields (turn
 text = sampled, observation text = not trained). Everything from the file is HTML-escaped.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ import html
 import json
 from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence
+from agent_rl.data.hints import is_hinted
 from agent_rl.tool_runtime.record import OK
 
 CSS = """
@@ -101,6 +102,8 @@ def _trajectory_html(rec: Dict[str, Any], tokenizer, n: int) -> str:
     row = rec.get("row") or {}
     gt = (row.get("reward_model") or {}).get("ground_truth")
     comps = rec.get("reward_components") or {}
+    hinted = is_hinted(row)
+    hint = "" if hinted is None else f"<span>hint <b>{'yes' if hinted else 'no'}</b></span>"
     parts = [f'<div class="traj" id="t{n}">',
              f"<h2>#{n} · {esc(rec.get('id', ''))} · {esc(row.get('data_source', ''))}</h2>",
              '<div class="meta">'
@@ -108,7 +111,7 @@ def _trajectory_html(rec: Dict[str, Any], tokenizer, n: int) -> str:
              f"<span>reward <b>{esc(_fmt(rec.get('reward')))}</b></span>"
              f"<span>turns {len(rec.get('turns', []))}</span><span>sampled tokens {esc(rec.get('num_generated', sum(rec.get('loss_mask', []))))}</span>"
              f"<span>response tokens {len(rec.get('response_ids', []))}</span><span>drift {esc(_fmt(rec.get('drift')))}</span>"
-             f"<span>ground truth <b>{esc(json.dumps(gt, ensure_ascii=False))}</b></span></div>"]
+             f"<span>ground truth <b>{esc(json.dumps(gt, ensure_ascii=False))}</b></span>{hint}</div>"]
     if comps:
         parts.append("<table><tr>" + "".join(f"<th>{esc(k)}</th>" for k in comps) + "<th>turn rewards</th></tr><tr>"
                      + "".join(f"<td>{esc(_fmt(v))}</td>" for v in comps.values())
@@ -140,6 +143,9 @@ def render_html(records: Sequence[Dict[str, Any]], tokenizer=None, title: str = 
     stops = Counter(r.get("stop_reason", "") for r in recs)
     summary = (f"{len(recs)} trajectories · mean reward {sum(rewards) / len(rewards):.4g} · stop reasons: "
                + ", ".join(f"{esc(k)} {v}" for k, v in stops.most_common())) if recs else "no trajectories"
+    flags = [is_hinted(r.get("row")) for r in recs]
+    if any(f is not None for f in flags):
+        summary += f" · hinted prompts {sum(1 for f in flags if f)} of {sum(1 for f in flags if f is not None)}"
     body = "".join(_trajectory_html(r, tokenizer, i) for i, r in enumerate(recs))
     legend = '<div class="legend"><span class="m1">sampled (loss mask 1)</span><span class="m0">prompt / tool / template (mask 0)</span></div>'
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{esc(title)}</title><style>{CSS}</style></head>"

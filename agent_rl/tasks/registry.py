@@ -10,16 +10,19 @@ A task is a folder of `agent_rl/tasks/` (`kg`, `arith`, `gsm8k`) described by a 
     demos             (cfg, folder, out) -> (what, command, write): the warm-start demonstrations of a folder
     services          (cfg, log) -> handle with `.stop(timeout)` or None: what a run starts for the task's tools
                       (the KG server), when its tool YAML declares one of the task's `tools`
+    hints             () -> {level: text}: the `[Hint]:` texts of `data.prompt_augmentation.guideline_level`
+                      (agent_rl/data/hints.py); `hint_anchor` is the question marker of the task's prompts, before
+                      whose last occurrence in the last user message the hint goes
 
 A user's own reward needs no edit here: `reward.functions: {DATA_SOURCE: "package.module:function"}` (or
 `path/to/file.py:function`) in the config; every process (Ray workers too) loads it from the config string.
 """
 from __future__ import annotations
 
-import importlib
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
+
+from agent_rl.tool_runtime import imports
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class Task:
     generated_files: Tuple[str, ...] = ()     # what `agent-rl data generate NAME --out DIR` writes into DIR
     demos: Optional[str] = None
     services: Optional[str] = None
+    hints: Optional[str] = None
+    hint_anchor: Optional[str] = None         # the hint goes right before this text (e.g. `Question:`), else first
 
 
 TASKS: Dict[str, Task] = {
@@ -44,17 +49,20 @@ TASKS: Dict[str, Task] = {
         tool_config="configs/tool_config/kg_query_tool_config.yaml",
         generate="agent_rl.tasks.kg.generate:KGGenerator",
         generated_files=("train.parquet", "val.parquet", "test.parquet", "kg_store.json"),
-        demos="agent_rl.tasks.kg.demos:demo_plan", services="agent_rl.tasks.kg.server:start_services"),
+        demos="agent_rl.tasks.kg.demos:demo_plan", services="agent_rl.tasks.kg.server:start_services",
+        hints="agent_rl.tasks.kg.hints:hint_texts", hint_anchor="Question:"),
     "arith": Task(
         name="arith", data_sources=("arith_synth",), reward="agent_rl.tasks.arith.reward:arith_reward",
         abilities=("math",), ground_truth=(str, int, float), tools=("calculator", "calc_gsm8k_reward"),
         tool_config="configs/tool_config/arith_tool_config.yaml",
         generate="agent_rl.tasks.arith.generate:ArithGenerator",
         generated_files=("train.parquet", "val.parquet", "test.parquet"),
-        demos="agent_rl.tasks.arith.demos:demo_plan"),
+        demos="agent_rl.tasks.arith.demos:demo_plan", hints="agent_rl.tasks.arith.hints:hint_texts",
+        hint_anchor="Problem:"),
     "gsm8k": Task(
         name="gsm8k", data_sources=("gsm8k",), reward="agent_rl.tasks.arith.reward:arith_reward",
-        tools=("calc_gsm8k_reward",), tool_config="configs/tool_config/gsm8k_tool_config.yaml"),
+        tools=("calc_gsm8k_reward",), tool_config="configs/tool_config/gsm8k_tool_config.yaml",
+        hints="agent_rl.tasks.arith.hints:hint_texts", hint_anchor="Problem:"),
 }
 
 GENERATABLE = tuple(n for n, t in TASKS.items() if t.generate)     # data.generate_if_missing / `data generate`
@@ -76,36 +84,30 @@ def task_of_tools(names) -> Optional[Task]:
     return next((t for t in TASKS.values() if names & set(t.tools)), None)
 
 
+def task_hints(data_source: Any) -> Tuple[Dict[str, str], Optional[str]]:
+    """({level: hint text}, anchor) of the task that scores `data_source`; ({}, None) when no task does or it has
+    no hints (`data.prompt_augmentation`)."""
+    task = task_of_source(data_source)
+    if task is None:
+        return {}, None
+    fn = hook(task, "hints")
+    return (dict(fn()) if fn else {}), task.hint_anchor
+
+
 _CACHE: Dict[Tuple[str, str], Any] = {}
 
 
 def load_callable(spec: str, where: str = "", base_dir: Optional[str] = None) -> Callable:
     """`package.module:name` or `path/to/file.py:name` (relative to `base_dir`, default the working directory) ->
-    the object; ValueError (one line, prefixed with `where`) when it cannot be loaded or is not callable."""
+    the object (tool_runtime/imports.py); ValueError (one line, prefixed with `where`) when it cannot be loaded or
+    is not callable."""
     key = (spec, base_dir or "")
     if key in _CACHE:
         return _CACHE[key]
-    prefix = f"{where}: " if where else ""
-    if not isinstance(spec, str) or spec.count(":") < 1 or not spec.rpartition(":")[2]:
-        raise ValueError(f"{prefix}{spec!r} is not `package.module:function` or `file.py:function`")
-    mod, _, attr = spec.rpartition(":")
     try:
-        if mod.endswith(".py"):
-            from agent_rl.tool_runtime.loader import _import_file
-
-            path = mod if os.path.isabs(mod) else os.path.join(base_dir or os.getcwd(), mod)
-            if not os.path.isfile(path):
-                raise ValueError(f"{prefix}{spec!r}: file not found: {path}")
-            module = _import_file(path)
-        else:
-            module = importlib.import_module(mod)
-    except ValueError:
-        raise
-    except Exception as e:
-        raise ValueError(f"{prefix}{spec!r}: cannot import {mod!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    obj = getattr(module, attr, None)
-    if obj is None or not callable(obj):
-        raise ValueError(f"{prefix}{spec!r}: {mod} has no callable {attr!r}")
+        obj = imports.load_callable(spec, base_dir)
+    except imports.ImportSpecError as e:
+        raise ValueError(f"{where}: {e}" if where else str(e)) from None
     _CACHE[key] = obj
     return obj
 
