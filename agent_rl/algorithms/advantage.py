@@ -2,6 +2,11 @@
 
 Group statistics use the *unbiased* standard deviation (`torch.std`, correction=1), as verl does.
 A group of one trajectory has no baseline and gets advantage 0 (it carries no learning signal).
+
+With several reward objectives (`reward.objectives`) the outcome advantage is either GRPO's on the weighted-sum score
+(`batch["rewards"]`, the default) or, with `algorithm.norm_per_objective`, GDPO's (`gdpo_outcome_advantage`): the
+trainer then puts `objective_scores` [B, K] and `objective_weights` [K] in the batch and every estimator's outcome
+term (`outcome_advantage`) is GDPO's.
 """
 from __future__ import annotations
 
@@ -50,6 +55,46 @@ def grpo_outcome_advantage(rewards: torch.Tensor, group_index: torch.Tensor, nor
     return group_normalize(rewards.float(), group_index, None, norm_by_std, eps)
 
 
+def gdpo_outcome_advantage(scores: torch.Tensor, weights: torch.Tensor, group_index: torch.Tensor,
+                           norm_by_std: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    """GDPO (NVlabs/GDPO, "group reward-decoupled normalization"; TRL `multi_objective_aggregation=
+    "normalize_then_sum"`): outcome advantage [B] from per-objective scores [B, K] (NaN = the objective does not
+    apply to the row) and weights [K]:
+
+        A_k  = (s_k - mean_g(s_k)) / (std_g(s_k) + eps)     per objective, over the group's members it applies to
+                                                             (without the division when norm_by_std is off)
+        S    = sum_k w_k * A_k                              objectives not applying add nothing
+        A    = (S - mean_B(S)) / (std_B(S) + eps)           over the batch's members in groups of two or more
+
+    A group of one member gets 0, as in GRPO. Every objective applies to all or none of a group's members (they
+    share a row), so each A_k sums to 0 over a group and mean_B(S) is 0: the batch step rescales. Unlike GRPO on the
+    weighted sum, the objectives' signals do not collapse into one: rewards (1, 0) vs (0, 0) and (1, 1) vs (0, 0)
+    give the same GRPO advantages, but the second pair twice the GDPO advantage."""
+    s = scores.double()
+    applies = ~torch.isnan(s)
+    w = weights.double().to(s.device)
+    total = torch.zeros(s.shape[0], dtype=torch.float64)
+    for k in range(s.shape[1]):
+        a_k = group_normalize(torch.nan_to_num(s[:, k], nan=0.0), group_index, applies[:, k], norm_by_std, eps)
+        total += w[k] * a_k.double()
+    _, _, keep = _group_stats(total, group_index)
+    if int(keep.sum()) < 2:
+        return torch.zeros_like(total, dtype=torch.float32)
+    mean = total[keep].mean()
+    std = total[keep].std()
+    out = torch.where(keep, (total - mean) / (std + eps), torch.zeros_like(total))
+    return out.float()
+
+
+def outcome_advantage(batch: dict, norm_by_std: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    """The outcome advantage [B] of a batch: GDPO's when the batch holds `objective_scores` / `objective_weights`
+    (algorithm.norm_per_objective), else GRPO's on `rewards`."""
+    if batch.get("objective_scores") is not None:
+        return gdpo_outcome_advantage(batch["objective_scores"], batch["objective_weights"], batch["group_index"],
+                                      norm_by_std, eps)
+    return grpo_outcome_advantage(batch["rewards"], batch["group_index"], norm_by_std, eps)
+
+
 def broadcast_to_tokens(adv: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """Sequence advantages [B] -> token advantages [B, L], zero where loss_mask is 0."""
     return adv.to(torch.float32)[:, None] * loss_mask.to(torch.float32)
@@ -68,7 +113,8 @@ def turn_advantage(turn_rewards: torch.Tensor, group_index: torch.Tensor) -> tor
 
 def grpo_multi_turn_advantage(rewards: torch.Tensor, turn_rewards: torch.Tensor, group_index: torch.Tensor,
                               turn_index: torch.Tensor, loss_mask: torch.Tensor, coef: float = 1.0,
-                              norm_by_std: bool = True, eps: float = 1e-6) -> torch.Tensor:
+                              norm_by_std: bool = True, eps: float = 1e-6,
+                              outcome: torch.Tensor | None = None) -> torch.Tensor:
     """Token advantages [B, L]: the outcome advantage A of the trajectory plus a shaping bonus for the
     turn the token belongs to (`turn_index` [B, L], -1 = no turn). Zero where loss_mask is 0.
 
@@ -82,10 +128,16 @@ def grpo_multi_turn_advantage(rewards: torch.Tensor, turn_rewards: torch.Tensor,
     outcome reward already holds the trajectory's shaping terms, so such a group had no better
     trajectory to learn from, and shaping alone would reinforce habits whatever the answer
     (docs/rewards.md).
+
+    `outcome` [B] replaces the outcome advantage A (GDPO's, `gdpo_outcome_advantage`); s stays the weighted-sum
+    score's group std, the unit the turn rewards (weighted sums too) are in.
     """
     dev, std, keep = _group_stats(rewards.float(), group_index)
     scale = std + eps if norm_by_std else torch.ones_like(std)
-    outcome = torch.where(keep, dev / scale, torch.zeros_like(dev))
+    if outcome is None:
+        outcome = torch.where(keep, dev / scale, torch.zeros_like(dev))
+    else:
+        outcome = outcome.double()
     tok = broadcast_to_tokens(outcome, loss_mask)
     if turn_rewards is None or turn_rewards.numel() == 0:
         return tok
@@ -99,17 +151,18 @@ def grpo_multi_turn_advantage(rewards: torch.Tensor, turn_rewards: torch.Tensor,
 
 
 def _grpo(batch: dict, norm_by_std: bool, eps: float, turn_coef: float) -> torch.Tensor:
-    return broadcast_to_tokens(grpo_outcome_advantage(batch["rewards"], batch["group_index"], norm_by_std, eps),
-                               batch["loss_mask"])
+    return broadcast_to_tokens(outcome_advantage(batch, norm_by_std, eps), batch["loss_mask"])
 
 
 def _grpo_multi_turn(batch: dict, norm_by_std: bool, eps: float, turn_coef: float) -> torch.Tensor:
+    gdpo = outcome_advantage(batch, norm_by_std, eps) if batch.get("objective_scores") is not None else None
     return grpo_multi_turn_advantage(batch["rewards"], batch.get("turn_rewards"), batch["group_index"],
-                                     batch["turn_index"], batch["loss_mask"], turn_coef, norm_by_std, eps)
+                                     batch["turn_index"], batch["loss_mask"], turn_coef, norm_by_std, eps, gdpo)
 
 
 # algorithm.adv_estimator -> fn(batch, norm_by_std, eps, turn_coef) -> token advantages [B, L]; config validation
-# reads this dict, so an estimator added here is a valid value everywhere
+# reads this dict, so an estimator added here is a valid value everywhere. An estimator that takes its outcome term
+# from `outcome_advantage(batch, norm_by_std, eps)` honours algorithm.norm_per_objective (GDPO) too
 ESTIMATORS = {"grpo": _grpo, "grpo_multi_turn": _grpo_multi_turn}
 
 

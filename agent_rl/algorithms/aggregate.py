@@ -10,7 +10,7 @@ whole mini-batch (gradient accumulation equals one big batch).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -38,3 +38,22 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean"
     if mode == "seq-mean-token-mean":
         return (masked.sum(-1) / tok_per_seq.clamp(min=1)).sum() / denom
     raise ValueError(f"unknown loss_agg_mode {mode!r} ({' | '.join(AGG_MODES)})")
+
+
+def row_terms(values: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per row [B]: its numerator and denominator in `aggregate(values, mask, mode)` over any set of rows R,
+    aggregate = sum_R num / sum_R den (token-mean: token sum / token count; seq-mean-token-sum: token sum / 1;
+    seq-mean-token-mean: token mean / 1; a row without masked tokens: 0 / 0). Sums of these over micro-batches,
+    mini-batches and ranks give the aggregate of a subset of rows over a whole update (per-objective KL)."""
+    m = mask.to(values.dtype)
+    summed = torch.where(m > 0, values, torch.zeros_like(values)).sum(-1)
+    tokens = m.sum(-1)
+    if mode == "token-mean":
+        return summed, tokens
+    has = (tokens > 0).to(values.dtype)
+    if mode == "seq-mean-token-sum":
+        return summed, has
+    if mode == "seq-mean-token-mean":
+        return summed / tokens.clamp(min=1), has
+    raise ValueError(f"unknown loss_agg_mode {mode!r} ({' | '.join(AGG_MODES)})")
+

@@ -34,3 +34,15 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "low_var_
         k2 = 0.5 * (logp - ref_logp) ** 2
         return k3(logp, ref_logp).detach() + k2 - k2.detach()
     raise ValueError(f"unknown kl_loss_type {kind!r} ({' | '.join(KL_KINDS)})")
+
+
+def objective_kl_coef(coefs: torch.Tensor, applies: torch.Tensor) -> torch.Tensor:
+    """Per-sample KL loss coefficient [B] from per-objective coefficients [K] and which objectives apply to each
+    row [B, K] (1 / 0): the mean coefficient of the row's objectives (every objective's mean for a row with none)."""
+    a = applies.to(torch.float64)
+    c = coefs.to(torch.float64)
+    n = a.sum(-1)
+    mean_all = c.mean() if c.numel() else torch.zeros((), dtype=torch.float64)
+    per_row = (a @ c) / n.clamp(min=1)
+    return torch.where(n > 0, per_row, mean_all.expand_as(per_row))   # float64: logged exactly
+

@@ -21,7 +21,10 @@ optimizer steps) and `n_steps` = the step's trajectories give `value_{t+1}`. The
 `TargetRangeKLController` is the per-objective variant: a dict objective -> coefficient, each moved toward a
 target KL range [lo, hi] on its own: multiplied by `factor` when its measured KL is above `hi`, divided by it when
 below `lo`, left alone inside the range (or with no finite measurement), and kept within [min_coef, max_coef].
-The trainer uses one objective, `kl` (the KL loss); the class takes any number.
+Without `reward.objectives` the trainer uses one objective, `kl` (measured as `actor/kl_loss`); with them, one
+coefficient per reward objective, each moved by the KL measured on the tokens of the trajectories that objective
+applies to (`actor/kl/<name>`), and each trajectory's KL loss weighted by the mean coefficient of its objectives
+(docs/training.md, Multi-objective rewards).
 
 All controllers are pure Python (no torch) and expose `value` (the coefficient the loss uses now), `update(...)`,
 `state_dict()` / `load_state_dict()` (saved with the trainer state in `extra_state.json`, restored at resume).
@@ -157,16 +160,17 @@ def _check_type(kind: str, state: Mapping[str, Any]) -> None:
         raise ValueError(f"saved KL controller is {state.get('type')!r}, the config asks for {kind!r}")
 
 
-def build_kl_controller(kl_ctrl, default_coef: float) -> KLController:
+def build_kl_controller(kl_ctrl, default_coef: float, objectives: Sequence[str] = ()) -> KLController:
     """The controller of `algorithm.kl_ctrl` (verl's `get_kl_controller`); its starting coefficient is
-    `kl_ctrl.kl_coef`, or `default_coef` (`actor.kl_loss_coef`) when that is null."""
+    `kl_ctrl.kl_coef`, or `default_coef` (`actor.kl_loss_coef`) when that is null. `range` keeps one coefficient per
+    name of `objectives` (the reward objectives), or one named `kl` when there are none."""
     coef = float(default_coef if kl_ctrl.kl_coef is None else kl_ctrl.kl_coef)
     if kl_ctrl.type == "fixed":
         return FixedKLController(coef)
     if kl_ctrl.type == "adaptive":
         return AdaptiveKLController(coef, kl_ctrl.target_kl, kl_ctrl.horizon)
     if kl_ctrl.type == "range":
-        return TargetRangeKLController({"kl": coef}, kl_ctrl.target_range, kl_ctrl.factor, kl_ctrl.min_coef,
+        return TargetRangeKLController({name: coef for name in (objectives or ["kl"])}, kl_ctrl.target_range, kl_ctrl.factor, kl_ctrl.min_coef,
                                        kl_ctrl.max_coef)
     raise ValueError(f"algorithm.kl_ctrl.type: {kl_ctrl.type!r} is not one of {', '.join(KL_CTRL_TYPES)}")
 

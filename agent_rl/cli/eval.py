@@ -219,11 +219,11 @@ def run(args) -> int:
 def _load_rows(cfg):
     from agent_rl.config.load import ConfigError
     from agent_rl.data.loader import load_rows
-    from agent_rl.tasks import reward_fn_for
+    from agent_rl.tasks import check_row_reward
 
     try:   # an unscorable row (unknown data_source) is an error here, before anything runs
         return load_rows(cfg.data.val_files, skip_invalid=cfg.data.skip_invalid_rows, log=print,
-                         check=lambda row: reward_fn_for(row, cfg.reward.default_reward, cfg.reward.functions))
+                         check=lambda row: check_row_reward(row, cfg.reward))
     except (ValueError, OSError) as e:
         raise ConfigError(f"data: {e}") from None
 

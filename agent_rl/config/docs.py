@@ -24,6 +24,12 @@ VERL_KEYS: List[Tuple[str, str, str]] = [
     ("data.max_prompt_length", "data.max_prompt_length", "longer rendered prompts (system + tools + question) are dropped with a warning, like `filter_overlong_prompts=True`"),
     ("data.max_response_length", "rollout.multi_turn.max_response_tokens", "all response tokens of a trajectory (sampled + tool observations + template)"),
     ("data.shuffle / data.seed", "data.shuffle / trainer.seed", ""),
+    ("(KG-R1) data.prompt_augmentation.enable / guideline_level / hint_steps",
+     "data.prompt_augmentation.enable / guideline_level / hint_steps",
+     "KG-R1's `[Hint]:` block before the question; the levels are the task's (kg, arith, gsm8k: concise | detailed) "
+     "or a literal `hint_text`. KG-R1 hints every row until hint_steps (0 = no limit): `decay=step`; the default "
+     "`linear` fades the per-row probability from `start_prob` to 0 at hint_steps. Validation stays unhinted "
+     "unless `apply_to_val` (docs/training.md, Prompt hints)"),
     ("actor_rollout_ref.model.path", "model.path", "`embedded` = SmolLM2-135M-Instruct prepared offline"),
     ("actor_rollout_ref.model.enable_gradient_checkpointing", "model.gradient_checkpointing", ""),
     ("actor_rollout_ref.model.use_remove_padding", "model.remove_padding", ""),
@@ -89,7 +95,20 @@ VERL_KEYS: List[Tuple[str, str, str]] = [
      "verl's fixed / adaptive controllers with verl's update rule, but applied to the KL *loss* coefficient (verl: the "
      "in-reward KL penalty): each step trains with the current value, then the step's `actor/kl_loss` and its "
      "trajectories update it; `kl_coef: null` starts from `actor.kl_loss_coef`; `range` (target_range / factor / "
-     "min_coef / max_coef) is ours; logged as `actor/kl_coef`, saved in checkpoints"),
+     "min_coef / max_coef) is ours and, with reward.objectives, keeps one coefficient per objective, each moved "
+     "toward the target range by the KL of the trajectories it applies to (docs/training.md); logged as `actor/kl_coef`, `actor/kl_coef/<name>`, "
+     "`actor/kl/<name>`, saved in checkpoints"),
+    ("(TRL) GRPOTrainer(reward_funcs=[...]) + GRPOConfig.reward_weights", "reward.objectives",
+     "name -> {function, weight, data_sources}: the trajectory score is sum(weight * score) over the objectives that "
+     "apply to its row, each logged as reward/obj/<name>; `function` is module:function / file.py:function, a task "
+     "(kg | arith | gsm8k) or auto (the row's own reward). verl: one custom_reward_function per run (return the "
+     "weighted sum yourself)"),
+    ("(TRL) a reward function returning None for samples it does not score", "reward.objectives",
+     "`reward.objectives.<name>.data_sources`: the objective applies only to rows of these data sources (null = all)"),
+    ("(TRL) GRPOConfig.multi_objective_aggregation = sum_then_normalize / normalize_then_sum", "algorithm.norm_per_objective",
+     "false = sum_then_normalize (GRPO on the weighted sum), true = normalize_then_sum (GDPO: per-objective group "
+     "normalisation, weighted sum, batch normalisation); NVlabs verl-GDPO: `algorithm.adv_estimator=gdpo`. The "
+     "per-objective step honours algorithm.norm_adv_by_std (TRL's normalize_then_sum always divides by the std)"),
     ("custom_reward_function.path / custom_reward_function.name", "reward.functions",
      "one `module:function` or `file.py:function` per data_source (verl: one function that gets the data_source); TRL: `GRPOTrainer(reward_funcs=...)`"),
     ("reward_model.enable / reward_model.model.path", "reward.judge.base_url",
@@ -196,6 +215,14 @@ def schema_keys(cls: type = TrainConfig, prefix: str = "") -> List[Tuple[str, st
         if dataclasses.is_dataclass(tp):
             out.append((key, "section", None, help_, True))
             out.extend(schema_keys(tp, key + "."))
+        elif f.metadata.get("entries"):   # a free-form mapping whose values have a schema (reward.objectives)
+            entry = f.metadata["entries"]
+            fields = ", ".join(e.name for e in dataclasses.fields(entry))
+            out.append((key, f"dict[str, {{{fields}}}]", default_of(f), help_, False))
+            hints_e = typing.get_type_hints(entry)
+            for e in dataclasses.fields(entry):
+                out.append((f"{key}.<name>.{e.name}", type_name(hints_e[e.name]), default_of(e),
+                            e.metadata.get("help", ""), False))
         else:
             out.append((key, type_name(tp), default_of(f), help_, False))
     return out
@@ -223,7 +250,8 @@ def render() -> str:
             if is_section:
                 continue
             # defaults as the assembled config holds them (nested section factories included)
-            lines.append(f"| `{key}` | {_cell(tp)} | {_cell(format_default(_default_at(key)))} | {_cell(h)} |")
+            default = _default if "<name>" in key else _default_at(key)
+            lines.append(f"| `{key}` | {_cell(tp)} | {_cell(format_default(default))} | {_cell(h)} |")
         lines.append("")
     lines.append("## From verl\n")
     lines.append("The verl keys users know and ours. `actor_rollout_ref.` is written out in full; an empty "

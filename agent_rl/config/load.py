@@ -115,7 +115,7 @@ def _hydra_error(e: Exception) -> str:
     return text.splitlines()[0]
 
 
-OPEN_MAPPINGS = ("reward.functions.", "rollout.engine_kwargs.")   # schema fields that are free-form mappings
+OPEN_MAPPINGS = ("reward.functions.", "reward.objectives.", "rollout.engine_kwargs.")   # schema fields that are free-form mappings
 
 
 def compose(overrides: Sequence[str] = (), config_dir: Optional[str] = None, config_name: str = "trainer",
@@ -205,7 +205,48 @@ def _check_values(cfg: TrainConfig) -> None:
     if cfg.data.train_batch_size % cfg.actor.ppo_mini_batch_size:
         raise ConfigError(f"actor.ppo_mini_batch_size: {cfg.actor.ppo_mini_batch_size} must divide data.train_batch_size {cfg.data.train_batch_size}")
     _check_kl_ctrl(cfg)
+    _check_objectives(cfg)
     _check_judge(cfg)
+    _check_prompt_augmentation(cfg)
+
+
+def _check_prompt_augmentation(cfg: TrainConfig) -> None:
+    """data.prompt_augmentation.*: values in range (the level is checked against the rows' tasks when the data loads)."""
+    from agent_rl.data.hints import DECAYS
+
+    pa, key = cfg.data.prompt_augmentation, "data.prompt_augmentation"
+    if pa.decay not in DECAYS:
+        raise ConfigError(f"{key}.decay: {pa.decay!r} is not one of {', '.join(DECAYS)}")
+    if not 0.0 <= pa.start_prob <= 1.0:
+        raise ConfigError(f"{key}.start_prob: must be in [0, 1], got {pa.start_prob}")
+    if pa.hint_steps < 0:
+        raise ConfigError(f"{key}.hint_steps: must be >= 0 (0 = never fades), got {pa.hint_steps}")
+    if pa.hint_text is not None and not pa.hint_text.strip():
+        raise ConfigError(f"{key}.hint_text: must be a non-empty text or null (the task's guideline_level)")
+    if pa.hint_text is None and not (pa.guideline_level or "").strip():
+        raise ConfigError(f"{key}.guideline_level: must name a hint level of the task (e.g. concise, detailed) "
+                          "or set hint_text")
+
+
+def _check_objectives(cfg: TrainConfig) -> None:
+    """reward.objectives: each entry's keys, function form, finite weight, non-empty data_sources (config.objectives);
+    the validated config holds them with their defaults filled. algorithm.norm_per_objective needs objectives;
+    reward.functions / default_reward are then read only by objectives with `function: auto`."""
+    from agent_rl.config.objectives import AUTO, normalized
+
+    try:
+        cfg.reward.objectives = normalized(cfg.reward.objectives)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    objs = cfg.reward.objectives
+    if cfg.algorithm.norm_per_objective and not objs:
+        raise ConfigError("algorithm.norm_per_objective: needs reward.objectives (the objectives to normalise one by "
+                          "one), e.g. reward.objectives.answer.function=kg")
+    if objs and not any(o["function"] == AUTO for o in objs.values()):
+        for key, unused in (("functions", cfg.reward.functions), ("default_reward", cfg.reward.default_reward)):
+            if unused:
+                raise ConfigError(f"reward.{key}: not read when reward.objectives is set, except by an objective "
+                                  f"with function: {AUTO} (add one, or name the function in an objective)")
 
 
 def _check_judge(cfg: TrainConfig) -> None:
@@ -213,8 +254,8 @@ def _check_judge(cfg: TrainConfig) -> None:
     import re
 
     j = cfg.reward.judge
-    if any(isinstance(v, str) and v.endswith(":judge_reward") for v in (cfg.reward.functions or {}).values()) \
-            and not j.base_url:
+    named = list((cfg.reward.functions or {}).values()) + [o["function"] for o in (cfg.reward.objectives or {}).values()]
+    if any(isinstance(v, str) and v.endswith(":judge_reward") for v in named) and not j.base_url:
         raise ConfigError("reward.judge.base_url: the judge reward is configured but has no endpoint "
                           "(e.g. reward.judge.base_url=http://127.0.0.1:8000/v1 of `agent-rl serve`)")
     for key, value in [("max_concurrency", j.max_concurrency), ("max_tokens", j.max_tokens)]:

@@ -28,6 +28,22 @@ class ModelConfig:
 
 
 @dataclass
+class PromptAugmentationConfig:
+    enable: bool = F(False, "KG-R1 prompt hints: insert a `[Hint]: ...` block before the question of the last user "
+                     "message of training rows, with a probability that fades (docs/training.md, Prompt hints)")
+    guideline_level: str = F("concise", "which of the task's hint texts: concise | detailed (the levels the kg and "
+                             "arith / gsm8k tasks define; `Task.hints` in agent_rl/tasks/registry.py)")
+    hint_text: Optional[str] = F(None, "a literal hint text for every row instead of the task's level (needed for a "
+                                 "data_source whose task defines no hints)")
+    hint_steps: int = F(200, "training steps over which the probability falls from start_prob to 0 (0 = never fades)")
+    start_prob: float = F(1.0, "probability that a training row gets the hint at the first step")
+    decay: str = F("linear", "linear | cosine | step (step: start_prob until hint_steps, then 0, as KG-R1)")
+    apply_to_val: bool = F(False, "validation rows get hints too (with the current step's probability); false: "
+                           "validation measures the unhinted policy")
+    seed: Optional[int] = F(None, "seed of the per-row decisions (null = trainer.seed)")
+
+
+@dataclass
 class DataConfig:
     train_files: List[str] = F(None, "parquet files for training (our row schema)", factory=lambda: ["data/kg/train.parquet"])
     val_files: List[str] = F(None, "parquet files for validation", factory=lambda: ["data/kg/val.parquet"])
@@ -41,6 +57,8 @@ class DataConfig:
     generate_if_missing: Optional[str] = F(None, "`kg` or `arith`: generate the embedded data set when the missing data files are that "
                                            "task's default ones (`data/<kind>/`, as the config defaults and example scripts use); "
                                            "any other missing file is an error")
+    prompt_augmentation: PromptAugmentationConfig = F(None, "KG-R1-style prompt hints that fade over training",
+                                                      factory=PromptAugmentationConfig)
 
 
 @dataclass
@@ -197,6 +215,10 @@ class AlgorithmConfig:
     filter_groups: FilterGroupsConfig = F(None, "dynamic sampling: keep only groups with signal", factory=FilterGroupsConfig)
     kl_ctrl: KLCtrlConfig = F(None, "controller of the KL loss coefficient (verl's algorithm.kl_ctrl, applied to "
                               "the KL loss, not to the reward)", factory=KLCtrlConfig)
+    norm_per_objective: bool = F(False, "with reward.objectives: GDPO advantage (TRL multi_objective_aggregation="
+                                 "normalize_then_sum): each objective's scores normalised within the group, the "
+                                 "weighted sum of those, normalised over the batch; false: GRPO on the weighted-sum "
+                                 "score (docs/training.md, Multi-objective rewards)")
 
 
 @dataclass
@@ -232,6 +254,18 @@ class JudgeConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    function: Optional[str] = F(None, "required: `package.module:function` or `file.py:function` (fn(traj, reward_cfg) "
+                                "-> (score, {component: value}), may be async), a task name (kg | arith | gsm8k: that "
+                                "task's reward), or auto (the row's own reward: reward.functions, its task, "
+                                "reward.default_reward)")
+    weight: float = F(1.0, "weight of the objective's score in the trajectory score (TRL reward_weights); 0 = logged only")
+    data_sources: Optional[List[str]] = F(None, "the objective scores only rows of these data sources (null = every "
+                                          "row); a row outside them gets nothing from it (TRL: a reward function "
+                                          "returning None)")
+
+
+@dataclass
 class RewardConfig:
     functions: Dict[str, str] = F(None, "reward per data_source, `package.module:function` or `file.py:function` "
                                   "(fn(traj, reward_cfg) -> (score, {component: value})); loaded in every worker from "
@@ -247,6 +281,13 @@ class RewardConfig:
     kg_retrieval_weight: float = F(0.2, "weight of retrieval: a get_entities_* look-up returned a gold answer (outcome, and on the first turn that did)")
     arith_format_weight: float = F(0.0, "weight of the answer-format score for arithmetic / GSM8K")
     judge: JudgeConfig = F(None, "LLM-as-judge reward (`reward.functions.<source>=agent_rl.tasks.judge:judge_reward`)", factory=JudgeConfig)
+    # free-form like `functions` (so `reward.objectives.NAME.weight=2` works on the command line); each entry is
+    # checked against ObjectiveConfig and filled with its defaults by config.objectives.parse_objectives
+    objectives: Dict[str, Any] = field(default_factory=dict, metadata={"entries": ObjectiveConfig, "help": (
+        "multi-objective reward: name -> {function, weight, data_sources} (or name -> function); the trajectory "
+        "score is the sum of weight * score over the objectives that apply to its row, each objective's score kept "
+        "as the component obj/<name>; empty = one reward per row (reward.functions / the task), as without this key "
+        "(docs/training.md, Multi-objective rewards)")})
 
 
 @dataclass

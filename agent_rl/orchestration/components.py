@@ -16,7 +16,7 @@ def load_tokenizer(cfg: TrainConfig, model_path: str):
     from transformers import AutoTokenizer
 
     from agent_rl.config.load import ConfigError
-    from agent_rl.tool_runtime.loader import one_line
+    from agent_rl.tool_runtime.imports import one_line
 
     path = cfg.model.tokenizer_path or model_path
     key = "model.tokenizer_path" if cfg.model.tokenizer_path else "model.path"
@@ -76,5 +76,8 @@ def build_scheduler(cfg: TrainConfig, engine, renderer, tool_runtime, rank: int 
     from agent_rl.rollout.scheduler import RolloutScheduler
 
     fg = cfg.algorithm.filter_groups
+    # GDPO: a group with one weighted-sum score may still differ in its objectives (group_filter.py)
+    objectives = list(cfg.reward.objectives or {}) if cfg.algorithm.norm_per_objective else []
     return RolloutScheduler(engine, renderer, tool_runtime, cfg.rollout, reward_fn=make_reward_fn(cfg),
-                            group_filter=GroupFilter(fg.metric) if (fg.enable and filter_groups) else None, rank=rank)
+                            group_filter=GroupFilter(fg.metric, objectives) if (fg.enable and filter_groups) else None,
+                            rank=rank)

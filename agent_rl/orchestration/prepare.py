@@ -77,7 +77,7 @@ def check_model_folder(path: str, key: str = "model.path", tokenizer: bool = Tru
 
 
 def _one_line(text: Any, limit: int = 240) -> str:
-    from agent_rl.tool_runtime.loader import one_line
+    from agent_rl.tool_runtime.imports import one_line
 
     return one_line(text, limit)
 
@@ -243,7 +243,9 @@ def check_demos(cfg: TrainConfig) -> None:
 
 
 def check_rewards(cfg: TrainConfig) -> None:
-    """`reward.functions` entries load, `reward.default_reward` names a task or `infer`."""
+    """`reward.functions` entries load, `reward.default_reward` names a task or `infer`, every objective of
+    `reward.objectives` names a task or a function that loads."""
+    from agent_rl.tasks.objectives import check_objectives
     from agent_rl.tasks.rewards import DEFAULT_REWARD_NAMES, configured_rewards
 
     default = cfg.reward.default_reward
@@ -251,6 +253,7 @@ def check_rewards(cfg: TrainConfig) -> None:
         raise ConfigError(f"reward.default_reward: {default!r} is not one of {', '.join(DEFAULT_REWARD_NAMES)}")
     try:
         configured_rewards(cfg.reward.functions)
+        check_objectives(cfg.reward)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

@@ -15,6 +15,11 @@ One step:
 Before the first step: validation (`val_before_train`), then the supervised warm-start when `sft.steps > 0`
 (`warm_start.py`).
 
+Prompt hints (`data.prompt_augmentation`, agent_rl/data/hints.py): each row gets its hint decision as it is drawn
+(keyed on data.prompt_augmentation.seed, completed steps and the row's position in the data), before the length
+filter and before it goes to a worker, so every trajectory of its group shares it; validation rows only with
+`apply_to_val`.
+
 Stops after `trainer.total_training_steps` steps or `trainer.total_epochs` passes over the data,
 whichever comes first; resumes from the latest complete checkpoint with `trainer.resume=auto`.
 
@@ -41,8 +46,8 @@ from agent_rl.orchestration.run_summary import run_summary
 from agent_rl.orchestration.sharding import shard_batch, split_evenly
 from agent_rl.orchestration.stop import StopSignals, TrainInterrupted, _cancel_pending_tasks
 from agent_rl.orchestration.tool_health import ToolFailures, check_tool_failures
-from agent_rl.orchestration.traj_metrics import (merge_rounds, merge_worker_metrics, reward_metrics, rollout_metrics,
-                                                 validation_metrics)
+from agent_rl.orchestration.traj_metrics import (hint_metrics, merge_rounds, merge_worker_metrics, reward_metrics,
+                                                 rollout_metrics, validation_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,8 @@ class PromptFilter:
 class Trainer:
     _save_s: Optional[float] = None  # duration of the last checkpoint save, logged with the next step
     kl_ctrl = None  # the KL loss coefficient controller (algorithm.kl_ctrl); None without a KL loss
+    objectives: tuple = ()  # reward.objectives (tasks.objectives.Objective), in config order
+    hints = None    # data.prompt_augmentation (data.hints.PromptHints); None when off
 
     def __init__(self, cfg: TrainConfig, echo: Callable[[str], None] = print, signals: Optional[StopSignals] = None):
         from agent_rl.orchestration.prepare import (prepare_data, prepare_demos, prepare_model, resolve_device,
@@ -111,6 +118,7 @@ class Trainer:
         cfg.trainer.output_dir = _abs(cfg.trainer.output_dir)
         cfg.rollout.trajectory_dir = _abs(cfg.rollout.trajectory_dir) or os.path.join(cfg.trainer.output_dir, "rollouts")
         self.cfg = cfg
+        self.objectives = self._load_objectives(cfg)
         os.makedirs(cfg.trainer.output_dir, exist_ok=True)
         with open(os.path.join(cfg.trainer.output_dir, "config.yaml"), "w", encoding="utf-8") as f:
             f.write(to_yaml(cfg))
@@ -133,7 +141,8 @@ class Trainer:
             if cfg.actor.use_kl_loss:
                 from agent_rl.algorithms.kl_ctrl import build_kl_controller
 
-                self.kl_ctrl = build_kl_controller(cfg.algorithm.kl_ctrl, cfg.actor.kl_loss_coef)
+                self.kl_ctrl = build_kl_controller(cfg.algorithm.kl_ctrl, cfg.actor.kl_loss_coef,
+                                                   [o.name for o in self.objectives])
             self._resume()
             self.tracker = Tracker(cfg.logger.backends, cfg.trainer.project_name, cfg.trainer.experiment_name,
                                    cfg.trainer.output_dir, self._config_dict(), cfg.logger.wandb_mode, plot=cfg.logger.plot)
@@ -147,9 +156,18 @@ class Trainer:
 
         return OmegaConf.to_container(OmegaConf.structured(self.cfg), resolve=True)
 
+    @staticmethod
+    def _load_objectives(cfg: TrainConfig) -> tuple:
+        from agent_rl.tasks.objectives import objectives_of
+
+        try:
+            return tuple(objectives_of(cfg.reward))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
     def _load_data(self) -> None:
         from agent_rl.data.loader import PromptLoader, load_rows
-        from agent_rl.tasks import reward_fn_for
+        from agent_rl.tasks import check_row_reward
         from agent_rl.orchestration.components import build_renderer, build_tool_runtime, load_tokenizer
 
         cfg = self.cfg
@@ -161,7 +179,7 @@ class Trainer:
             files = getattr(cfg.data, key)
             try:
                 rows = load_rows(files, skip_invalid=cfg.data.skip_invalid_rows, log=self.echo,   # unscorable rows too
-                                 check=lambda row: reward_fn_for(row, cfg.reward.default_reward, cfg.reward.functions)) if files else []
+                                 check=lambda row: check_row_reward(row, cfg.reward)) if files else []
             except (ValueError, OSError) as e:
                 raise ConfigError(f"data.{key}: {e}") from None
             if key == "train_files":
@@ -171,6 +189,7 @@ class Trainer:
         if len(train_rows) < cfg.data.train_batch_size:
             raise ConfigError(f"data.train_batch_size: {cfg.data.train_batch_size} is more than the "
                               f"{len(train_rows)} training rows")
+        self._load_hints(train_rows, val_rows)
         self.prompt_filter = PromptFilter(self.renderer, cfg.data.max_prompt_length, self.echo)
         limit = cfg.data.max_val_samples if cfg.data.max_val_samples >= 0 else len(val_rows)
         self.val_rows = []
@@ -182,6 +201,19 @@ class Trainer:
         # one row per draw: a step takes exactly the rows the schedulers ask for (over-sampling, carry-over)
         self.loader = PromptLoader(train_rows, batch_size=1, shuffle=cfg.data.shuffle, seed=cfg.trainer.seed)
         self.rows_per_epoch = len(train_rows)
+
+    def _load_hints(self, train_rows, val_rows) -> None:
+        pa = self.cfg.data.prompt_augmentation
+        if not pa.enable:
+            return
+        from agent_rl.data.hints import PromptHints
+        from agent_rl.tasks.registry import task_hints
+
+        rows = list(train_rows) + (list(val_rows) if pa.apply_to_val else [])
+        try:
+            self.hints = PromptHints.from_config(pa, rows, task_hints, self.cfg.trainer.seed)
+        except ValueError as e:
+            raise ConfigError(f"data.prompt_augmentation.{e}") from None
 
     def _resume(self) -> None:
         from agent_rl.training.checkpoint import CheckpointError, find_resumable_checkpoint, is_complete
@@ -245,11 +277,13 @@ class Trainer:
             last = self.train_step()
         return last
 
-    def _take_rows(self, n: int) -> List[Dict[str, Any]]:
+    def _take_rows(self, n: int, step: int) -> List[Dict[str, Any]]:
         out: List[Dict[str, Any]] = []
         scanned = 0
         while len(out) < n:
             row = next(self.loader)[0]
+            if self.hints is not None:  # t = completed steps; the key is the row's position in the data
+                row = self.hints.apply(row, step - 1, self.loader.last_indices[0])
             scanned += 1
             if self.prompt_filter.ok(row):
                 out.append(row)
@@ -268,7 +302,7 @@ class Trainer:
         drawn = carried = filtered = 0
         while True:
             needed = self.group.call_each("rows_needed", [(b,) for b in need])
-            rows = self._take_rows(sum(needed))
+            rows = self._take_rows(sum(needed), step)
             drawn += len(rows)
             shares, start = [], 0
             for k in needed:
@@ -320,10 +354,14 @@ class Trainer:
             write_trajectories(step_path(cfg.rollout.trajectory_dir, step), trajs, tokenizer=self.tokenizer, step=step)
             metrics.update(reward_metrics(trajs))
             metrics.update(rollout_metrics(trajs))
+            if self.hints is not None:
+                metrics.update(hint_metrics(trajs))
             tokens = self._update(trajs, step, timer, metrics)
         else:  # dynamic sampling found no group with signal: nothing to learn from, the weights stay as they are
             metrics["actor/skipped_update"] = 1.0
             tokens = 0.0
+        if self.hints is not None:
+            metrics["hints/prob"] = self.hints.prob(step - 1)
         self.step = step
         metrics["data/epoch"] = float(self.loader.epoch + self.loader.position / max(self.rows_per_epoch, 1))
         if cfg.trainer.test_freq > 0 and self.val_rows and (step % cfg.trainer.test_freq == 0 or self.done()):
@@ -355,13 +393,17 @@ class Trainer:
         """Advantages over whole groups, token-balanced shards, the actor update on every worker, weight sync.
         Adds the update's metrics to `metrics`; returns the batch's tokens."""
         from agent_rl.algorithms.advantage import compute_advantages
+        from agent_rl.orchestration.objectives import add_objective_inputs, drop_driver_only
         from agent_rl.rollout.batch import build_batch
 
         cfg = self.cfg
         with timer("adv"):
             batch = build_batch(trajs, self.pad_id)
+            kl_names = add_objective_inputs(batch, trajs, self.objectives,
+                                            bool(self.objectives) and cfg.algorithm.norm_per_objective, self.kl_ctrl)
             batch["advantages"] = compute_advantages(batch, cfg.algorithm.adv_estimator, cfg.algorithm.norm_adv_by_std,
                                                      cfg.algorithm.adv_epsilon, cfg.algorithm.turn_adv_coef)
+            drop_driver_only(batch)
             shards = shard_batch(batch, self.world_size)
         mask = batch["loss_mask"].bool()
         if mask.any():
@@ -369,12 +411,15 @@ class Trainer:
             metrics["actor/adv_mean"] = float(adv.mean())
             metrics["actor/adv_abs_mean"] = float(adv.abs().mean())
         kl_coef = self.kl_ctrl.value if self.kl_ctrl is not None else None
+        extra = (kl_names,) if kl_names else ()    # the names of the shards' kl_objectives columns
         with timer("train"):
-            results = self.group.call_each("train", [(s, step, kl_coef) for s in shards])
+            results = self.group.call_each("train", [(s, step, kl_coef) + extra for s in shards])
         with timer("sync"):
             sync = self.group.call("sync_weights", step)
         metrics.update(self._merge_train(results))
-        self._step_kl_ctrl(metrics, n_samples=int(batch["attention_mask"].shape[0]))
+        row_coefs = batch.get("kl_coef")
+        self._step_kl_ctrl(metrics, n_samples=int(batch["attention_mask"].shape[0]),
+                           mean_coef=float(row_coefs.mean()) if row_coefs is not None else None)
         metrics.update({k: v for k, v in sync[0].items() if k.startswith("weight_sync/")})
         return float(batch["attention_mask"].sum())
 
@@ -394,7 +439,10 @@ class Trainer:
 
         trajs = []
         worker_metrics = []
-        for chunk in batched(self.val_rows, max(1, self.cfg.data.val_batch_size)):
+        rows = self.val_rows
+        if self.hints is not None and self.hints.apply_to_val:
+            rows = [self.hints.apply(r, self.step, i, split="val") for i, r in enumerate(rows)]
+        for chunk in batched(rows, max(1, self.cfg.data.val_batch_size)):
             parts = split_evenly(chunk, self.world_size)
             results = self.group.call_each("validate", [(p, self.step) for p in parts])
             trajs += [t for res in results for t in res[0]]
@@ -402,6 +450,8 @@ class Trainer:
         if not trajs:
             return {}
         out = validation_metrics(trajs)
+        if self.hints is not None and self.hints.apply_to_val:
+            out.update(hint_metrics(trajs, prefix="val/"))
         if len({(t.row or {}).get("data_source") for t in trajs}) > 1:
             out["val/all/reward"] = sum(t.reward for t in trajs) / len(trajs)
         return out
@@ -414,14 +464,23 @@ class Trainer:
         paths = self.group.call("save", checkpoint_root(self.cfg), self.step, extra)
         return paths[0]
 
-    def _step_kl_ctrl(self, metrics: Dict[str, float], n_samples: int) -> None:
+    def _step_kl_ctrl(self, metrics: Dict[str, float], n_samples: int, mean_coef: Optional[float] = None) -> None:
         """Log the KL coefficient this step trained with (`actor/kl_coef`, per objective `actor/kl_coef/<name>`),
-        then move the controller with the step's measured KL (`actor/kl_loss`) for the next step."""
+        then move the controller with the step's measured KL for the next step: `actor/kl_loss`, or with one
+        coefficient per reward objective each objective's `actor/kl/<name>` (an objective with no trained token this
+        step keeps its coefficient). `mean_coef`: the mean per-trajectory coefficient (per-objective control), logged
+        as actor/kl_coef."""
         if self.kl_ctrl is None:
             return
         from agent_rl.algorithms.kl_ctrl import kl_coef_metrics
 
         metrics.update(kl_coef_metrics(self.kl_ctrl))
+        if mean_coef is not None:
+            metrics["actor/kl_coef"] = mean_coef
+        names = [o.name for o in self.objectives]
+        if names and set(getattr(self.kl_ctrl, "coefs", ())) == set(names):
+            self.kl_ctrl.update({n: metrics[f"actor/kl/{n}"] for n in names if f"actor/kl/{n}" in metrics})
+            return
         kl = metrics.get("actor/kl_loss")
         if kl is not None:
             self.kl_ctrl.update(kl, n_samples)

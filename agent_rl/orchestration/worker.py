@@ -117,9 +117,11 @@ class TrainWorker:
             self._run(self.engine.release_memory())
             self.engine_released = True
 
-    def train(self, shard: Dict[str, Any], step: int, kl_coef: Optional[float] = None) -> Dict[str, float]:
+    def train(self, shard: Dict[str, Any], step: int, kl_coef: Optional[float] = None,
+              kl_objectives: Optional[List[str]] = None) -> Dict[str, float]:
         """Old and reference log-probs, then the actor update, on this rank's shard. `kl_coef`: the step's KL loss
-        coefficient (the driver's `algorithm.kl_ctrl`; None = actor.kl_loss_coef)."""
+        coefficient (the driver's `algorithm.kl_ctrl`; None = actor.kl_loss_coef; the shard's per-sample `kl_coef`
+        wins). `kl_objectives`: names of the shard's `kl_objectives` columns, measured as actor/kl/<name>."""
         self._release_engine()
         if self.device_kind == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -133,7 +135,7 @@ class TrainWorker:
             batch["ref_logprobs"] = self.ref.compute_ref_log_probs(batch, positions="loss_mask")
             times["timing/ref_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        metrics = self.actor.update(batch, kl_coef=kl_coef)
+        metrics = self.actor.update(batch, kl_coef=kl_coef, kl_objectives=kl_objectives)
         times["timing/update_s"] = time.perf_counter() - t0
         metrics.update(times)
         metrics.update(self.memory_metrics())

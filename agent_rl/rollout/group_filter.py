@@ -10,10 +10,15 @@ baseline is its own n samples, as without the filter.
 `metric` (verl's names): `score` / `seq_reward` / `seq_final_reward` = the trajectory reward; `acc` = answer
 correctness (the reward component `acc`, `correct` or `em`, whichever the task's reward gives); any other
 name = that reward component.
+
+With per-objective normalisation (GDPO, `algorithm.norm_per_objective`) a group whose weighted-sum score is the same
+for every sample can still have signal (objectives that trade off against each other): with `objectives` (their
+names) and a score metric, a group counts as informative when the score or any objective's score (the `obj/<name>`
+component) differs within it.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from agent_rl.rollout.trajectory import Trajectory
 
@@ -27,8 +32,9 @@ class FilterMetricError(ValueError):
 
 
 class GroupFilter:
-    def __init__(self, metric: str = "score"):
+    def __init__(self, metric: str = "score", objectives: Sequence[str] = ()):
         self.metric = metric
+        self.objectives = tuple(objectives) if metric in REWARD_METRICS else ()
 
     def value(self, traj: Trajectory) -> float:
         if self.metric in REWARD_METRICS:
@@ -46,4 +52,14 @@ class GroupFilter:
     def informative(self, trajs: Sequence[Trajectory]) -> bool:
         """True when the group's samples differ in the metric (a group of one sample always counts, as in verl)."""
         values = [self.value(t) for t in trajs]
-        return len(values) < 2 or max(values) - min(values) > EPS
+        if len(values) < 2 or max(values) - min(values) > EPS:
+            return True
+        return any(_spread([(t.reward_components or {}).get(f"obj/{name}") for t in trajs]) for name in self.objectives)
+
+
+def _spread(values: Sequence[Optional[float]]) -> bool:
+    """The values differ (a value present for some samples only counts as a difference)."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return False
+    return len(present) < len(values) or max(present) - min(present) > EPS

@@ -95,10 +95,26 @@ def reward_fn_for(row: dict, default: Optional[str] = None, functions=None) -> R
     return hook(TASKS[default], "reward")
 
 
+def check_row_reward(row: dict, reward_cfg) -> None:
+    """The load-time check of a row: it can be scored under `reward_cfg` (its reward function, or with
+    `reward.objectives` some objective applying to it); raises UnknownDataSourceError / ValueError."""
+    if getattr(reward_cfg, "objectives", None):
+        from agent_rl.tasks.objectives import check_row
+
+        check_row(row, reward_cfg)
+        return
+    reward_fn_for(row, getattr(reward_cfg, "default_reward", None), getattr(reward_cfg, "functions", None))
+
+
 def compute_reward(traj: Trajectory, reward_cfg) -> Tuple[float, Dict[str, float]]:
     """(score, components) of a finished trajectory; sets `traj.turn_rewards`. An async reward function (one that
     returns an awaitable, e.g. `tasks/judge.py`) is run to completion here when no event loop runs in this thread;
-    inside a loop, use `compute_reward_async` (the rollout scheduler does)."""
+    inside a loop, use `compute_reward_async` (the rollout scheduler does). With `reward.objectives`, the weighted
+    sum of the objectives (`tasks/objectives.py`)."""
+    if getattr(reward_cfg, "objectives", None):
+        from agent_rl.tasks.objectives import score_objectives
+
+        return score_objectives(traj, reward_cfg)
     fn = reward_fn_for(traj.row, getattr(reward_cfg, "default_reward", None), getattr(reward_cfg, "functions", None))
     out = fn(traj, reward_cfg)
     if inspect.isawaitable(out):
@@ -109,6 +125,10 @@ def compute_reward(traj: Trajectory, reward_cfg) -> Tuple[float, Dict[str, float
 
 async def compute_reward_async(traj: Trajectory, reward_cfg) -> Tuple[float, Dict[str, float]]:
     """`compute_reward` for the rollout's event loop: an async reward function is awaited, never run blocking."""
+    if getattr(reward_cfg, "objectives", None):
+        from agent_rl.tasks.objectives import score_objectives_async
+
+        return await score_objectives_async(traj, reward_cfg)
     fn = reward_fn_for(traj.row, getattr(reward_cfg, "default_reward", None), getattr(reward_cfg, "functions", None))
     out = fn(traj, reward_cfg)
     if inspect.isawaitable(out):

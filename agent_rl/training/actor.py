@@ -5,15 +5,21 @@
 `rollout_logprobs` (TIS + mismatch metrics). Each rank passes its own shard of the batch; losses are
 normalised by mini-batch totals over all ranks, so accumulating micro-batches on several ranks gives
 the gradient of one big batch.
+
+Per-objective KL (`reward.objectives` with `algorithm.kl_ctrl.type=range`): the batch may hold `kl_coef` [B] (each
+row's KL loss coefficient; the KL term is then aggregate(coef_row * kl) instead of coef * aggregate(kl)) and
+`kl_objectives` [B, K] (1 where objective k applies to the row); with the objectives' names, `update` logs
+`actor/kl/<name>`: the KL (`actor.kl_loss_type`, aggregated with `actor.loss_agg_mode`) over the tokens of the rows the
+objective applies to, over the whole update (all mini-batches, epochs and ranks).
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 
-from agent_rl.algorithms.aggregate import aggregate
+from agent_rl.algorithms.aggregate import aggregate, row_terms
 from agent_rl.algorithms.entropy import entropy_bonus
 from agent_rl.algorithms.kl import kl_penalty
 from agent_rl.algorithms.mismatch import mismatch_metrics, truncated_importance_weights
@@ -113,7 +119,7 @@ class Actor:
         return D.all_reduce_max_int(max(1, math.ceil(local_rows / per_rank)))
 
     def _micro_loss(self, mb: Dict[str, torch.Tensor], n_tok: float, n_seq: float, acc: Dict[str, float],
-                    kl_coef: Optional[float] = None):
+                    kl_coef: Optional[float] = None, kl_obj: Optional[torch.Tensor] = None):
         cfg = self.cfg
         mask = mb["loss_mask"].to(self.policy.device).float()
         need_ent = cfg.entropy_coeff != 0.0
@@ -132,8 +138,15 @@ class Actor:
         if cfg.use_kl_loss:
             kl = kl_penalty(logp, mb["ref_logprobs"].to(dev), cfg.kl_loss_type)
             kl_loss = aggregate(kl, mask, cfg.loss_agg_mode, **agg)
-            loss = loss + (cfg.kl_loss_coef if kl_coef is None else kl_coef) * kl_loss
+            if "kl_coef" in mb:   # per-sample coefficients (per-objective KL control)
+                loss = loss + aggregate(kl * mb["kl_coef"].to(dev, kl.dtype)[:, None], mask, cfg.loss_agg_mode, **agg)
+            else:
+                loss = loss + (cfg.kl_loss_coef if kl_coef is None else kl_coef) * kl_loss
             acc["actor/kl_loss"] += kl_loss.item()
+            if kl_obj is not None and "kl_objectives" in mb:
+                num, den = row_terms(kl.detach().double(), mask, cfg.loss_agg_mode)
+                applies = mb["kl_objectives"].to(dev, torch.float64)
+                kl_obj += torch.stack([num @ applies, den @ applies]).cpu()
         ent_in = ent if need_ent else ent.detach()
         ent_term, ent_val = entropy_bonus(ent_in, mask, cfg.entropy_coeff, "token-mean", global_tokens=n_tok)
         if need_ent:
@@ -146,9 +159,11 @@ class Actor:
         acc["_tok/n"] += ntok_local
         return loss
 
-    def update(self, batch: Dict[str, torch.Tensor], kl_coef: Optional[float] = None) -> Dict[str, float]:
+    def update(self, batch: Dict[str, torch.Tensor], kl_coef: Optional[float] = None,
+               kl_objectives: Optional[Sequence[str]] = None) -> Dict[str, float]:
         """`kl_coef`: the KL loss coefficient of this update (the trainer's `algorithm.kl_ctrl`); None =
-        `actor.kl_loss_coef`."""
+        `actor.kl_loss_coef`; a per-sample `batch["kl_coef"]` [B] wins over it. `kl_objectives`: the names of the
+        columns of `batch["kl_objectives"]` [B, K], each measured as `actor/kl/<name>` (module docstring)."""
         cfg = self.cfg
         batch = dict(batch)
         B, L = batch["input_ids"].shape
@@ -170,6 +185,8 @@ class Actor:
         minis = split_even(B, self._num_mini_batches(B))
         ws = D.get_world_size()
         acc: Dict[str, float] = {k: 0.0 for k in METRIC_KEYS}  # same keys on every rank (all-reduced)
+        names = list(kl_objectives or []) if cfg.use_kl_loss else []
+        kl_obj = torch.zeros(2, len(names), dtype=torch.float64) if names else None   # [numerator, denominator] x K
         steps, grad_norms, skipped, n_micro = 0, [], 0, 0
         self.model.train()
         for _ in range(cfg.ppo_epochs):
@@ -184,7 +201,7 @@ class Actor:
                     mb = select_rows(batch, rows) if rows else {k: v[:0] for k, v in batch.items()
                                                                 if isinstance(v, torch.Tensor) and v.dim() >= 1
                                                                 and v.shape[0] == B}
-                    loss = self._micro_loss(mb, n_tok, n_seq, acc, kl_coef)
+                    loss = self._micro_loss(mb, n_tok, n_seq, acc, kl_coef, kl_obj)
                     # FSDP averages gradients over ranks; the loss is already a share of the global mean
                     (loss * ws).backward()
                     n_micro += 1
@@ -198,6 +215,8 @@ class Actor:
                 self.scheduler.step()
                 steps += 1
         self.global_steps += 1
+        if kl_obj is not None:
+            metrics.update(self._objective_kl(names, kl_obj))
         return {**metrics, **self._reduce_metrics(acc, steps), "actor/grad_norm": sum(grad_norms) / max(len(grad_norms), 1),
                 "actor/lr": self.optimizer.param_groups[0]["lr"], "actor/optimizer_steps": float(steps),
                 "actor/skipped_steps": float(skipped), "actor/micro_batches": float(n_micro)}
@@ -213,6 +232,12 @@ class Actor:
             if k.startswith("_tok/actor/"):
                 out[k[len("_tok/"):]] = v / max(n, 1.0)
         return out
+
+    @staticmethod
+    def _objective_kl(names: Sequence[str], kl_obj: torch.Tensor) -> Dict[str, float]:
+        """actor/kl/<name> over all ranks; an objective without a trained token in the update is left out."""
+        tot = D.all_reduce_sum(kl_obj.reshape(-1)).reshape(2, -1)
+        return {f"actor/kl/{n}": float(tot[0, k] / tot[1, k]) for k, n in enumerate(names) if tot[1, k] > 0}
 
     @staticmethod
     def _global_mismatch(mm: Dict[str, float]) -> Dict[str, float]:

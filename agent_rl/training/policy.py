@@ -252,7 +252,7 @@ class PolicyModel:
 
 
 # [B, L] tensors that are not on the token axis: `select_rows(trim=True)` slices their rows only.
-NON_TOKEN_2D = {"turn_rewards"}
+NON_TOKEN_2D = {"turn_rewards", "kl_objectives", "objective_scores"}
 
 
 def select_rows(batch: Dict[str, Any], rows: Sequence[int], trim: bool = False) -> Dict[str, Any]:
