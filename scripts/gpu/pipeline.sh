@@ -3,7 +3,9 @@
 #   prepare the embedded model, then the stages of $STAGES in order (default "weight_sync bench train"):
 #   weight_sync = weight-sync check, bench = rollout benchmark suite (SGLang), train = 100-step KG GRPO run.
 # GPU memory (nvidia-smi, whole device) is sampled every second into gpu_mem.csv.
-# learn = issue 15's learning runs (KG with warm-start, arithmetic, KG without warm-start) side by side.
+# learn = issue 15's learning runs (KG with warm-start, arithmetic, KG without warm-start, with hints) side by side;
+# lora = issue 18's LoRA weight-sync check and `bench actor` (full vs LoRA step time and memory);
+# judge = issue 18's LLM judge: `agent-rl serve` (sglang) judging a KG rollout step.
 # variants = suites of one shape under different engine settings (VARIANTS, issue 14);
 # speed = the rollout-speed suites (issue 14: two models x two batch shapes, plus the pre-change tree in .gpu_old).
 # Env: STAGES, N_GPUS, TRAIN_STEPS (100), TRAIN_TIMEOUT (1500 s), SFT_STEPS (supervised warm-start steps before RL,
@@ -108,50 +110,77 @@ train() {
 
 learn() {
   # Issue 15's learning runs, each through its example script with overrides only, side by side on one GPU:
-  #   kg     KG, 20 warm-start steps, then GRPO with dynamic sampling (run/)
-  #   arith  arithmetic with the calculator, 20 warm-start steps on arith demos, then the same (run_arith/)
-  #   nows   KG without a warm-start (does F1 leave 0?), its own KG server port (run_nows/)
-  # LEARN_RUNS picks them (default all three). The first run uses Ray; the others run with trainer.use_ray=false
-  # (two Ray clusters on one host would compete for its one GPU). On 2026-12-01 both use_ray=false runs died with
-  # an illegal memory access in sglang's release_memory_occupation (docs/results.md): give the arith run alone
-  # (LEARN_RUNS=arith) the next time. Each engine's KV pool is capped (max_total_tokens) so that three fit.
-  local common=(trainer.test_freq=10 trainer.save_freq=-1 trainer.val_before_train=true
-    actor.optim.lr=1e-5 actor.kl_loss_coef=0.001 actor.clip_ratio_high=0.28 rollout.sampling.temperature=0.7
-    model.remove_padding=true model.gradient_checkpointing=false
-    actor.ppo_max_token_len_per_gpu=8192 ref.log_prob_max_token_len_per_gpu=16384
-    algorithm.filter_groups.enable=true algorithm.filter_groups.max_num_gen_batches=3 rollout.over_sample_rate=0.5
-    rollout.gpu_memory_utilization=0.7 ++rollout.engine_kwargs.max_total_tokens=500000 rollout.progress_bar=false)
-  local kg=(data.train_batch_size=8 rollout.n=16 actor.ppo_mini_batch_size=4
-    rollout.multi_turn.max_assistant_turns=7 rollout.multi_turn.max_new_tokens_per_turn=128
-    rollout.multi_turn.max_response_tokens=1536 rollout.multi_turn.max_tool_response_tokens=256
-    data.val_batch_size=64 data.max_val_samples=64)
-  local arith=(data.train_batch_size=16 rollout.n=8 actor.ppo_mini_batch_size=8
-    rollout.multi_turn.max_assistant_turns=3 rollout.multi_turn.max_new_tokens_per_turn=192
-    rollout.multi_turn.max_response_tokens=768 rollout.multi_turn.max_tool_response_tokens=64
-    data.val_batch_size=128 data.max_val_samples=128)
-  local sft=(sft.steps=${SFT_STEPS:-20} sft.batch_size=32 sft.lr=1e-4)
-  local t=${TRAIN_TIMEOUT:-1260} steps=${TRAIN_STEPS:-100} pids=() ray=""
+  #   kg        KG, 20 warm-start steps, then GRPO with dynamic sampling (run/)
+  #   arith     arithmetic with the calculator, 20 warm-start steps on arith demos, then the same (run_arith/)
+  #   nows      KG without a warm-start (does F1 leave 0?), its own KG server port (run_nows/)
+  #   nowshint  nows with KG-R1's fading prompt hints (data.prompt_augmentation, issue 17) (run_nowshint/)
+  # LEARN_RUNS picks them (default kg arith nows). Every run starts its own local Ray instance (two ray.init on one
+  # host get separate clusters, checked on CPU); each sees the one GPU. On 2026-12-01 the runs with
+  # trainer.use_ray=false died with an illegal memory access in sglang's release_memory_occupation (docs/results.md),
+  # so no run uses that any more. Each engine's KV pool is capped (max_total_tokens) so that three fit.
+  # SIZE=gpu (examples/common.sh) holds the documented settings; only run-specific knobs are overrides here
+  local common=(trainer.save_freq=-1 ++rollout.engine_kwargs.max_total_tokens=500000 rollout.progress_bar=false)
+  local hint=(data.prompt_augmentation.enable=true data.prompt_augmentation.guideline_level=detailed
+    data.prompt_augmentation.hint_steps=${HINT_STEPS:-60})
+  local t=${TRAIN_TIMEOUT:-1260} steps=${TRAIN_STEPS:-100} pids=()
   python3 -m agent_rl.cli.main data generate kg --out data/kg > "$R/datagen.log" 2>&1
   python3 -m agent_rl.cli.main data generate arith --out data/arith >> "$R/datagen.log" 2>&1
   stage "data rc=$?"
   for run in ${LEARN_RUNS:-kg arith nows}; do
     local script=examples/run_qwen_kg_multiturn.sh out=run args=()
     case "$run" in
-      kg) args=("${kg[@]}" "${sft[@]}" sft.max_turns=7) ;;
-      arith) script=examples/run_qwen_gsm8k_multiturn.sh out=run_arith args=("${arith[@]}" "${sft[@]}") ;;
-      nows) out=run_nows args=("${kg[@]}" tools.kg_server_url=http://127.0.0.1:8011) ;;
+      kg) ;;
+      arith) script=examples/run_qwen_gsm8k_multiturn.sh out=run_arith ;;
+      nows) out=run_nows args=(sft.steps=0 tools.kg_server_url=http://127.0.0.1:8011) ;;
+      nowshint) out=run_nowshint args=(sft.steps=0 "${hint[@]}" tools.kg_server_url=http://127.0.0.1:8012) ;;
       *) stage "unknown run $run"; continue ;;
     esac
-    ( N_GPUS=1 EXPERIMENT_NAME=$run-ds SIZE=small timeout -s KILL $t bash $script trainer.output_dir=$R/$out \
-        trainer.total_training_steps=$steps $ray "${common[@]}" "${args[@]}" > "$R/train_$run.log" 2>&1
+    ( N_GPUS=1 EXPERIMENT_NAME=$run-ds SIZE=gpu timeout -s KILL $t bash $script trainer.output_dir=$R/$out \
+        trainer.total_training_steps=$steps "${common[@]}" "${args[@]}" > "$R/train_$run.log" 2>&1
       stage "train $run rc=$?" ) &
     pids+=($!)
-    ray=trainer.use_ray=false
+    sleep 20   # Ray instances start one after the other
   done
   wait "${pids[@]}"   # not a bare `wait`: the nvidia-smi sampler is a background job too
 }
 
+lora() {  # issue 18: the LoRA actor on the GPU: weight sync (merged weights, log-prob check), then step time and
+  # peak memory, full fine-tuning vs LoRA r=8, for the embedded model and the random-init Qwen2.5-1.5B shape
+  timeout -s KILL 240 python3 scripts/gpu/weight_sync_check.py "$MODEL" actor.lora.rank=8 actor.lora.alpha=16 \
+    actor.optim.lr=1e-3 > "$R/weight_sync_lora.log" 2>&1
+  stage "weight sync lora rc=$?"
+  mkdir -p "$R/actor"
+  local m name
+  for m in "$MODEL" random:qwen2.5-1.5b; do
+    case "$m" in random:*) name=q15 ;; *) name=smol ;; esac
+    timeout -s KILL 300 python3 -m agent_rl.cli.main bench actor --model "$m" --out "$R/actor/$name" --batch 32 \
+      --seq-len 1024 --prompt-len 256 --steps 4 --lora-rank 8 --lora-alpha 16 > "$R/actor/$name.log" 2>&1
+    stage "actor bench $name rc=$?"
+  done
+  tar czf "$R/actor.tgz" -C "$R" actor weight_sync_lora.log 2>/dev/null
+}
+
+judge() {  # issue 18: the LLM judge against `agent-rl serve` on sglang: one KG rollout step scored by the judge
+  mkdir -p "$R/judge"
+  python3 -m agent_rl.cli.main data generate kg --out data/kg > "$R/judge/datagen.log" 2>&1
+  timeout -s KILL 420 python3 -m agent_rl.cli.main serve "$MODEL" --engine sglang --port 8300 --served-model-name judge \
+    --gpu-memory-utilization 0.15 > "$R/judge/serve.log" 2>&1 &
+  local spid=$! i
+  for i in $(seq 1 180); do
+    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8300/health', timeout=2)" 2>/dev/null && break
+    sleep 1
+  done
+  stage "serve up after ${i}s"
+  timeout -s KILL 300 python3 -m agent_rl.cli.main rollout --out "$R/judge/rollout.jsonl" --show 0 model.path="$MODEL" \
+    rollout.engine=sglang rollout.gpu_memory_utilization=0.2 data.train_batch_size=64 actor.ppo_mini_batch_size=8 \
+    rollout.n=4 rollout.sampling.temperature=0.7 rollout.progress_bar=false \
+    reward.functions.kg_synth=agent_rl.tasks.judge:judge_reward reward.judge.base_url=http://127.0.0.1:8300/v1 \
+    reward.judge.model=judge reward.judge.max_concurrency=64 > "$R/judge/rollout.log" 2>&1
+  stage "judge rollout rc=$?"
+  kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null
+}
+
 for s in ${STAGES:-weight_sync bench train}; do
-  case "$s" in weight_sync|bench|train|speed|learn|variants) "$s" "$@" ;; *) stage "unknown stage $s" ;; esac
+  case "$s" in weight_sync|bench|train|speed|learn|variants|lora|judge) "$s" "$@" ;; *) stage "unknown stage $s" ;; esac
 done
 stage done

@@ -5,9 +5,13 @@ for _ in $(seq 1 "$WAIT"); do grep -q "\] done" "$R/stages.txt" 2>/dev/null && b
 cat "$R/stages.txt"; cat "$R/device.txt" 2>/dev/null
 grep -E "WEIGHT SYNC|after_sync|moved engine|before_step" -A2 "$R/weight_sync.log" 2>/dev/null | head -20
 [ -f "$R/bench/summary.md" ] && head -30 "$R/bench/summary.md"
+grep -E "WEIGHT SYNC|after_sync|moved engine" -A2 "$R/weight_sync_lora.log" 2>/dev/null | head -12
+grep -E "judge|reward_mean|seconds|num_traj" "$R/judge/rollout.log" 2>/dev/null | head -12
+for s in "$R"/actor/*/summary.md; do [ -f "$s" ] && { echo "== $s"; grep -E "^\| |x," "$s"; }; done
+for f in "$R"/actor/*.log; do [ -f "$f" ] && ! [ -f "${f%.log}/summary.md" ] && { echo "== $f"; tail -c 800 "$f"; }; done
 for s in "$R"/speed/*/summary.md; do [ -f "$s" ] && { echo "== $s"; grep -E "raw engine|decode batch|^\| " "$s" | head -40; }; done
 [ -f "$R/speed.tgz" ] && cp "$R/speed.tgz" "$OUT/"
-for RUN in run run_arith run_nows; do
+for RUN in run run_arith run_nows run_nowshint; do
 J=$R/$RUN/metrics.jsonl
 if [ -f "$J" ]; then
   echo "== $RUN"
@@ -16,7 +20,8 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 keys = ["reward/mean", "reward/f1", "reward/correct", "reward/format", "reward/validity", "actor/kl_loss", "actor/entropy",
         "rollout/tool_call_rate", "kg/query_success_rate", "rollout/response_len_mean", "dynamic_sampling/rounds",
-        "dynamic_sampling/informative_share", "dynamic_sampling/kept_groups", "timing/step_s", "timing/rollout_s"]
+        "dynamic_sampling/informative_share", "dynamic_sampling/kept_groups", "hints/prob", "hints/share", "reward/hinted",
+        "reward/unhinted", "timing/step_s", "timing/rollout_s"]
 for r in rows[-3:]:
     print(r.get("step"), {k.split("/")[-1]: round(r[k], 3) for k in keys if k in r})
 for r in rows:
@@ -31,10 +36,10 @@ PY
   cp "$J" "$OUT/${RUN}_metrics.jsonl"; [ -f "$R/$RUN/metrics.png" ] && cp "$R/$RUN/metrics.png" "$OUT/${RUN}_metrics.png"
 fi
 done
-for f in train.log train_kg.log train_arith.log train_nows.log; do [ -f "$R/$f" ] && { echo "== $f"; tail -c 600 "$R/$f"; }; done
+for f in train.log train_kg.log train_arith.log train_nows.log train_nowshint.log; do [ -f "$R/$f" ] && { echo "== $f"; tail -c 600 "$R/$f"; }; done
 tar czf "$OUT/res.tgz" -C "$R" --exclude='run*/checkpoints' --exclude='run*/sft' --exclude='run*/rollouts' --exclude='run*/val_rollouts' . 2>/dev/null
 # the trajectories of the first and the newest training step of each run
-for RUN in run run_arith run_nows; do
+for RUN in run run_arith run_nows run_nowshint; do
   D=$R/$RUN/rollouts
   if [ -d "$D" ]; then
     first=$(ls "$D" | sort -V | head -1); last=$(ls "$D" | sort -V | tail -1)
