@@ -319,10 +319,14 @@ def build_engine_for(model_path: str, engine: str = "auto", max_model_len: Optio
 
     import torch
 
+    from agent_rl.config.schema import RolloutConfig
     from agent_rl.engines import build_engine
 
+    # sglang gets the same engine defaults as a training run (attention / sampling / grammar backends that work
+    # without FlashAttention-3 kernels, rollout.engine_kwargs' defaults)
     cfg = SimpleNamespace(engine=engine, max_model_len=max_model_len, hf_max_batch_size=max_batch_size,
-                          gpu_memory_utilization=gpu_memory_utilization, engine_kwargs={},
+                          gpu_memory_utilization=gpu_memory_utilization,
+                          engine_kwargs=dict(RolloutConfig().engine_kwargs),
                           max_concurrent_trajectories=max_concurrency)
     return build_engine(cfg, model_path, device=device, seed=seed, dtype=getattr(torch, dtype) if dtype else None)
 

@@ -115,9 +115,10 @@ learn() {
   #   nows      KG without a warm-start (does F1 leave 0?), its own KG server port (run_nows/)
   #   nowshint  nows with KG-R1's fading prompt hints (data.prompt_augmentation, issue 17) (run_nowshint/)
   # LEARN_RUNS picks them (default kg arith nows). Every run starts its own local Ray instance (two ray.init on one
-  # host get separate clusters, checked on CPU); each sees the one GPU. On 2026-12-01 the runs with
-  # trainer.use_ray=false died with an illegal memory access in sglang's release_memory_occupation (docs/results.md),
-  # so no run uses that any more. Each engine's KV pool is capped (max_total_tokens) so that three fit.
+  # host get separate clusters, checked on CPU); each sees the one GPU. The arith run died at step 19-25 twice with an
+  # illegal memory access in sglang's scheduler (2026-12-01 without Ray, 2026-12-02 with Ray; docs/results.md section
+  # 6): ARITH_ARGS adds overrides to it (e.g. ++rollout.engine_kwargs.disable_overlap_schedule=true).
+  # Each engine's KV pool is capped (max_total_tokens) so that three fit.
   # SIZE=gpu (examples/common.sh) holds the documented settings; only run-specific knobs are overrides here
   local common=(trainer.save_freq=-1 ++rollout.engine_kwargs.max_total_tokens=500000 rollout.progress_bar=false)
   local hint=(data.prompt_augmentation.enable=true data.prompt_augmentation.guideline_level=detailed
@@ -130,7 +131,7 @@ learn() {
     local script=examples/run_qwen_kg_multiturn.sh out=run args=()
     case "$run" in
       kg) ;;
-      arith) script=examples/run_qwen_gsm8k_multiturn.sh out=run_arith ;;
+      arith) script=examples/run_qwen_gsm8k_multiturn.sh out=run_arith args=(${ARITH_ARGS:-}) ;;
       nows) out=run_nows args=(sft.steps=0 tools.kg_server_url=http://127.0.0.1:8011) ;;
       nowshint) out=run_nowshint args=(sft.steps=0 "${hint[@]}" tools.kg_server_url=http://127.0.0.1:8012) ;;
       *) stage "unknown run $run"; continue ;;

@@ -205,3 +205,23 @@ def test_clean_shutdown_on_sigint(tiny_model_path, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sglang_serving_gets_the_training_engine_defaults(monkeypatch):
+    """`agent-rl serve --engine sglang` starts sglang with rollout.engine_kwargs' defaults (triton attention, pytorch
+    sampling, no grammar backend): without them sglang picks FlashAttention-3, which the GPU host's sgl_kernel lacks
+    (found on the H200, 2026-12-02: the server died at start)."""
+    import agent_rl.engines.sglang_engine as sg
+    from agent_rl.config.schema import RolloutConfig
+    from agent_rl.orchestration.serve import build_engine_for
+
+    seen = {}
+
+    class FakeSGLang:
+        def __init__(self, model_path, **kw):
+            seen.update(kw)
+
+    monkeypatch.setattr(sg, "SGLangEngine", FakeSGLang)
+    build_engine_for("/some/model", "sglang", gpu_memory_utilization=0.3)
+    assert seen["engine_kwargs"] == RolloutConfig().engine_kwargs
+    assert seen["engine_kwargs"]["attention_backend"] == "triton" and seen["mem_fraction_static"] == 0.3
