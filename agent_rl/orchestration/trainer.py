@@ -64,30 +64,11 @@ def checkpoint_root(cfg: TrainConfig) -> str:
     return os.path.join(cfg.trainer.output_dir, "checkpoints")
 
 
-class PromptFilter:
-    """Drops rows whose rendered prompt is longer than `data.max_prompt_length` (checked when a row is
-    drawn, so a large data set costs nothing up front); warns once, counts every drop."""
-
-    def __init__(self, renderer, max_len: int, warn: Callable[[str], None]):
-        self.renderer, self.max_len, self.warn = renderer, max_len, warn
-        self.dropped = 0
-
-    def ok(self, row: Dict[str, Any]) -> bool:
-        n = len(self.renderer.prompt_ids(row["prompt"]))
-        if n <= self.max_len:
-            return True
-        if self.dropped == 0:
-            self.warn(f"warning: dropping rows whose prompt is longer than data.max_prompt_length={self.max_len} "
-                      f"tokens (first: {n} tokens); the count is logged as data/dropped_long_prompts")
-        self.dropped += 1
-        return False
-
-
 class Trainer:
     _save_s: Optional[float] = None  # duration of the last checkpoint save, logged with the next step
     kl_ctrl = None  # the KL loss coefficient controller (algorithm.kl_ctrl); None without a KL loss
     objectives: tuple = ()  # reward.objectives (tasks.objectives.Objective), in config order
-    hints = None    # data.prompt_augmentation (data.hints.PromptHints); None when off
+    data = None     # the run's prompts (train_data.TrainData)
 
     def __init__(self, cfg: TrainConfig, echo: Callable[[str], None] = print, signals: Optional[StopSignals] = None):
         from agent_rl.orchestration.prepare import (prepare_data, prepare_demos, prepare_model, resolve_device,
@@ -166,54 +147,15 @@ class Trainer:
             raise ConfigError(str(e)) from None
 
     def _load_data(self) -> None:
-        from agent_rl.data.loader import PromptLoader, load_rows
-        from agent_rl.tasks import check_row_reward
         from agent_rl.orchestration.components import build_renderer, build_tool_runtime, load_tokenizer
+        from agent_rl.orchestration.train_data import TrainData
 
         cfg = self.cfg
         self.tokenizer = load_tokenizer(cfg, cfg.model.path)
         self.pad_id = self.tokenizer.pad_token_id
         self.tool_runtime = build_tool_runtime(cfg, self.tokenizer)
         self.renderer = build_renderer(cfg, self.tokenizer, self.tool_runtime)
-        for key in ("train_files", "val_files"):
-            files = getattr(cfg.data, key)
-            try:
-                rows = load_rows(files, skip_invalid=cfg.data.skip_invalid_rows, log=self.echo,   # unscorable rows too
-                                 check=lambda row: check_row_reward(row, cfg.reward)) if files else []
-            except (ValueError, OSError) as e:
-                raise ConfigError(f"data.{key}: {e}") from None
-            if key == "train_files":
-                train_rows = rows
-            else:
-                val_rows = rows
-        if len(train_rows) < cfg.data.train_batch_size:
-            raise ConfigError(f"data.train_batch_size: {cfg.data.train_batch_size} is more than the "
-                              f"{len(train_rows)} training rows")
-        self._load_hints(train_rows, val_rows)
-        self.prompt_filter = PromptFilter(self.renderer, cfg.data.max_prompt_length, self.echo)
-        limit = cfg.data.max_val_samples if cfg.data.max_val_samples >= 0 else len(val_rows)
-        self.val_rows = []
-        for row in val_rows:
-            if len(self.val_rows) >= limit:
-                break
-            if self.prompt_filter.ok(row):
-                self.val_rows.append(row)
-        # one row per draw: a step takes exactly the rows the schedulers ask for (over-sampling, carry-over)
-        self.loader = PromptLoader(train_rows, batch_size=1, shuffle=cfg.data.shuffle, seed=cfg.trainer.seed)
-        self.rows_per_epoch = len(train_rows)
-
-    def _load_hints(self, train_rows, val_rows) -> None:
-        pa = self.cfg.data.prompt_augmentation
-        if not pa.enable:
-            return
-        from agent_rl.data.hints import PromptHints
-        from agent_rl.tasks.registry import task_hints
-
-        rows = list(train_rows) + (list(val_rows) if pa.apply_to_val else [])
-        try:
-            self.hints = PromptHints.from_config(pa, rows, task_hints, self.cfg.trainer.seed)
-        except ValueError as e:
-            raise ConfigError(f"data.prompt_augmentation.{e}") from None
+        self.data = TrainData.load(cfg, self.renderer, self.echo)
 
     def _resume(self) -> None:
         from agent_rl.training.checkpoint import CheckpointError, find_resumable_checkpoint, is_complete
@@ -247,23 +189,24 @@ class Trainer:
         self._load_kl_ctrl(extra, path)
         reference_from_warm_start(self)
         try:
-            self.loader.load_state_dict(extra["loader"])
+            self.data.loader.load_state_dict(extra["loader"])
         except (KeyError, ValueError) as e:
             raise TrainError(f"cannot resume from {path}: data loader state does not fit ({e})") from None
-        self.echo(f"resumed from {path} (step {self.step}, epoch {self.loader.epoch}, position {self.loader.position})")
+        loader = self.data.loader
+        self.echo(f"resumed from {path} (step {self.step}, epoch {loader.epoch}, position {loader.position})")
 
     # ------------------------------------------------------------------ loop
     def done(self) -> bool:
         total = self.cfg.trainer.total_training_steps
         if total is not None and self.step >= total:
             return True
-        return self.loader.epoch >= self.cfg.trainer.total_epochs
+        return self.data.loader.epoch >= self.cfg.trainer.total_epochs
 
     def fit(self) -> Dict[str, float]:
         cfg = self.cfg
         last: Dict[str, float] = {}
         m: Dict[str, float] = {}  # step 0: one record (a later record of a step replaces an earlier one)
-        if cfg.trainer.val_before_train and self.step == 0 and self.val_rows:
+        if cfg.trainer.val_before_train and self.step == 0 and self.data.val_rows:
             t0 = time.perf_counter()
             m = self.validate()
             m["timing/val_s"] = time.perf_counter() - t0
@@ -278,18 +221,12 @@ class Trainer:
         return last
 
     def _take_rows(self, n: int, step: int) -> List[Dict[str, Any]]:
-        out: List[Dict[str, Any]] = []
-        scanned = 0
-        while len(out) < n:
-            row = next(self.loader)[0]
-            if self.hints is not None:  # t = completed steps; the key is the row's position in the data
-                row = self.hints.apply(row, step - 1, self.loader.last_indices[0])
-            scanned += 1
-            if self.prompt_filter.ok(row):
-                out.append(row)
-            elif scanned > self.rows_per_epoch + n:
-                raise TrainError(f"no training row fits data.max_prompt_length={self.cfg.data.max_prompt_length}")
-        return out
+        from agent_rl.orchestration.train_data import NoRowFits
+
+        try:
+            return self.data.take(n, step)
+        except NoRowFits as e:
+            raise TrainError(str(e)) from None
 
     def _rollout(self, step: int):
         """The step's kept groups from every worker. With dynamic sampling (`algorithm.filter_groups`), a worker
@@ -321,7 +258,7 @@ class Trainer:
         metrics = merge_rounds(rounds)
         metrics["rollout/carried_groups"] = float(carried)
         metrics["data/rows_drawn"] = float(drawn)
-        metrics["data/dropped_long_prompts"] = float(self.prompt_filter.dropped)
+        metrics["data/dropped_long_prompts"] = float(self.data.prompt_filter.dropped)
         try:  # a tool backend that is down: stop before training on its error observations (tools.max_failed_calls_per_step)
             check_tool_failures(step, metrics, trajs, self.cfg.tools.max_failed_calls_per_step)
         except ToolFailures as e:
@@ -354,17 +291,17 @@ class Trainer:
             write_trajectories(step_path(cfg.rollout.trajectory_dir, step), trajs, tokenizer=self.tokenizer, step=step)
             metrics.update(reward_metrics(trajs))
             metrics.update(rollout_metrics(trajs))
-            if self.hints is not None:
+            if self.data.hints is not None:
                 metrics.update(hint_metrics(trajs))
             tokens = self._update(trajs, step, timer, metrics)
         else:  # dynamic sampling found no group with signal: nothing to learn from, the weights stay as they are
             metrics["actor/skipped_update"] = 1.0
             tokens = 0.0
-        if self.hints is not None:
-            metrics["hints/prob"] = self.hints.prob(step - 1)
+        if self.data.hints is not None:
+            metrics["hints/prob"] = self.data.hints.prob(step - 1)
         self.step = step
-        metrics["data/epoch"] = float(self.loader.epoch + self.loader.position / max(self.rows_per_epoch, 1))
-        if cfg.trainer.test_freq > 0 and self.val_rows and (step % cfg.trainer.test_freq == 0 or self.done()):
+        metrics["data/epoch"] = self.data.epoch_progress
+        if cfg.trainer.test_freq > 0 and self.data.val_rows and (step % cfg.trainer.test_freq == 0 or self.done()):
             with timer("val"):
                 metrics.update(self.validate())
         metrics.update(timer.pop())
@@ -439,9 +376,7 @@ class Trainer:
 
         trajs = []
         worker_metrics = []
-        rows = self.val_rows
-        if self.hints is not None and self.hints.apply_to_val:
-            rows = [self.hints.apply(r, self.step, i, split="val") for i, r in enumerate(rows)]
+        rows = self.data.val_batch(self.step)
         for chunk in batched(rows, max(1, self.cfg.data.val_batch_size)):
             parts = split_evenly(chunk, self.world_size)
             results = self.group.call_each("validate", [(p, self.step) for p in parts])
@@ -450,14 +385,14 @@ class Trainer:
         if not trajs:
             return {}
         out = validation_metrics(trajs)
-        if self.hints is not None and self.hints.apply_to_val:
+        if self.data.hints is not None and self.data.hints.apply_to_val:
             out.update(hint_metrics(trajs, prefix="val/"))
         if len({(t.row or {}).get("data_source") for t in trajs}) > 1:
             out["val/all/reward"] = sum(t.reward for t in trajs) / len(trajs)
         return out
 
     def save(self) -> str:
-        extra = {"step": self.step, "loader": self.loader.state_dict(), "epoch": self.loader.epoch,
+        extra = {"step": self.step, "loader": self.data.loader.state_dict(), "epoch": self.data.loader.epoch,
                  "experiment": self.cfg.trainer.experiment_name}
         if self.kl_ctrl is not None:
             extra["kl_ctrl"] = self.kl_ctrl.state_dict()

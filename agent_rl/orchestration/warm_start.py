@@ -88,7 +88,7 @@ def warm_start(trainer) -> Dict[str, float]:
         out.update({"sft/loss_first": first, "sft/loss_last": last, "sft/demonstrations": float(len(demos)),
                     "sft/dropped_long": float(dropped)})
     out["timing/sft_s"] = time.perf_counter() - t0
-    if cfg.sft.validate and trainer.val_rows:
+    if cfg.sft.validate and trainer.data.val_rows:
         t1 = time.perf_counter()
         out.update({f"sft/{k}": v for k, v in trainer.validate().items()})
         out["timing/sft_val_s"] = time.perf_counter() - t1

@@ -219,13 +219,12 @@ def test_viewer_shows_the_flag():
 
 # ---------------------------------------------------------------------------------------------------- in the trainer
 def _stub_trainer(rows, hints, seed=3):
+    from agent_rl.orchestration.train_data import TrainData
     from agent_rl.orchestration.trainer import Trainer
 
     tr = Trainer.__new__(Trainer)
-    tr.loader = PromptLoader(rows, batch_size=1, shuffle=True, seed=seed)
-    tr.hints = hints
-    tr.prompt_filter = types.SimpleNamespace(ok=lambda row: True)
-    tr.rows_per_epoch = len(rows)
+    tr.data = TrainData(PromptLoader(rows, batch_size=1, shuffle=True, seed=seed), [],
+                        types.SimpleNamespace(ok=lambda row: True), hints)
     return tr
 
 
@@ -236,10 +235,10 @@ def test_trainer_draws_hint_each_row_by_its_position_and_a_resume_replays_them()
     a = _stub_trainer(rows, hints)
     step1 = a._take_rows(4, step=1)
     assert all(is_hinted(r) for r in step1)                              # t = 0: p = 1
-    state = a.loader.state_dict()
+    state = a.data.loader.state_dict()
     step2 = a._take_rows(4, step=2)                                      # t = 1: p = 0.75
     b = _stub_trainer(rows, hints)
-    b.loader.load_state_dict(state)
+    b.data.loader.load_state_dict(state)
     assert b._take_rows(4, step=2) == step2                              # a resumed run replays the same choices
     for r in step2:
         i = r["extra_info"]["index"]                                    # row i sits at position i of the data
@@ -261,7 +260,7 @@ def test_trainer_validation_rows_get_no_hint_unless_apply_to_val():
         sent.clear()
         tr = _stub_trainer(rows, PromptHints(texts={"kg_synth": "t"}, start_prob=1.0, hint_steps=0, seed=0,
                                              apply_to_val=apply_to_val))
-        tr.val_rows, tr.group, tr.world_size, tr.step = rows, Group(), 1, 0
+        tr.data.val_rows, tr.group, tr.world_size, tr.step = rows, Group(), 1, 0
         tr.cfg = types.SimpleNamespace(data=types.SimpleNamespace(val_batch_size=8))
         assert tr.validate() == {}
         if apply_to_val:
@@ -271,14 +270,12 @@ def test_trainer_validation_rows_get_no_hint_unless_apply_to_val():
 
 
 def test_trainer_reports_an_unknown_level_as_a_config_error():
-    from agent_rl.orchestration.trainer import Trainer
+    from agent_rl.orchestration.train_data import _load_hints
 
-    tr = Trainer.__new__(Trainer)
-    tr.cfg = compose(["data.prompt_augmentation.enable=true", "data.prompt_augmentation.guideline_level=verbose"],
-                     check_paths=False)
+    cfg = compose(["data.prompt_augmentation.enable=true", "data.prompt_augmentation.guideline_level=verbose"],
+                  check_paths=False)
     with pytest.raises(ConfigError, match=r"^data\.prompt_augmentation\.guideline_level: 'verbose' is not a hint "
                                           r"level of data_source 'kg_synth'"):
-        tr._load_hints([_kg_row(0)], [])
-    tr.cfg.data.prompt_augmentation.enable = False
-    tr._load_hints([_kg_row(0)], [])
-    assert tr.hints is None
+        _load_hints(cfg, [_kg_row(0)], [])
+    cfg.data.prompt_augmentation.enable = False
+    assert _load_hints(cfg, [_kg_row(0)], []) is None

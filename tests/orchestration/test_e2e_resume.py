@@ -47,7 +47,7 @@ def test_ray_two_ranks_checkpoint_and_resume(tiny_model_path, tmp_path, ray_loca
         digest0 = tr.param_digest()
         tr.fit()
         assert tr.step == 2
-        loader_state = tr.loader.state_dict()
+        loader_state = tr.data.loader.state_dict()
         digest2 = tr.param_digest()
     finally:
         tr.close()
@@ -60,7 +60,7 @@ def test_ray_two_ranks_checkpoint_and_resume(tiny_model_path, tmp_path, ray_loca
     tr = Trainer(_cfg(tiny_model_path, tmp_path, 3), echo=lambda s: None)
     try:
         assert tr.step == 2
-        assert tr.loader.state_dict() == loader_state
+        assert tr.data.loader.state_dict() == loader_state
         assert tr.param_digest() == pytest.approx(digest2, rel=1e-6, abs=1e-6)
         tr.fit()
         assert tr.step == 3

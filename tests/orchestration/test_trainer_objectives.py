@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from agent_rl.algorithms.kl_ctrl import TargetRangeKLController
+from agent_rl.orchestration.train_data import TrainData
 from agent_rl.orchestration.trainer import Trainer
 from agent_rl.rollout.trajectory import Trajectory, TurnRecord
 from agent_rl.tasks.objectives import Objective
@@ -37,8 +38,8 @@ def _trainer(tmp_path, monkeypatch, trajs, kl_ctrl, norm_per_objective=True):
                                         filter_groups=types.SimpleNamespace(enable=False)),
         rollout=types.SimpleNamespace(trajectory_dir=str(tmp_path / "rollouts")))
     tr.objectives = (Objective("answer", "kg", 1.0), Objective("format", "x:y", 2.0, ("b_src",)))
-    tr.step, tr.world_size, tr.rows_per_epoch, tr.val_rows, tr.pad_id = 0, 1, 8, [], 0
-    tr.loader = types.SimpleNamespace(epoch=0, position=0)
+    tr.step, tr.world_size, tr.pad_id = 0, 1, 0
+    tr.data = TrainData(types.SimpleNamespace(epoch=0, position=0, rows=[None] * 8), [], None)
     tr.tokenizer = None
     tr.kl_ctrl = kl_ctrl
     tr._rollout = lambda step: (trajs, {})
@@ -84,7 +85,7 @@ def test_gdpo_advantages_and_per_objective_kl_reach_the_workers(tmp_path, monkey
     saved = {}
     tr.group.call = lambda method, root, step, extra: saved.update(extra) or ["ckpt"]
     tr.cfg.trainer.experiment_name, tr.cfg.trainer.output_dir = "x", str(tmp_path)
-    tr.loader.state_dict = lambda: {}
+    tr.data.loader.state_dict = lambda: {}
     Trainer.save(tr)
     assert saved["kl_ctrl"] == {"type": "range", "coefs": {"answer": 0.04, "format": 0.0025}}
 

@@ -3,7 +3,8 @@ import time
 
 import pytest
 
-from agent_rl.orchestration.trainer import PromptFilter, Trainer
+from agent_rl.orchestration.train_data import PromptFilter, TrainData
+from agent_rl.orchestration.trainer import Trainer
 
 
 class _Renderer:
@@ -59,8 +60,8 @@ def _fake_trainer(tmp_path, monkeypatch, on_save):
         algorithm=types.SimpleNamespace(adv_estimator="grpo", norm_adv_by_std=True, adv_epsilon=1e-6,
                                         turn_adv_coef=1.0),
         rollout=types.SimpleNamespace(trajectory_dir=str(tmp_path / "rollouts")))
-    tr.step, tr.world_size, tr.rows_per_epoch, tr.val_rows, tr.pad_id = 0, 1, 8, [], 0
-    tr.loader = types.SimpleNamespace(epoch=0, position=0)
+    tr.step, tr.world_size, tr.pad_id = 0, 1, 0
+    tr.data = TrainData(types.SimpleNamespace(epoch=0, position=0, rows=[None] * 8), [], None)
     tr.group = Group()
     tr.tokenizer = None
     tr._rollout = lambda step: (["traj"], {})
@@ -285,7 +286,7 @@ def test_kl_controller_sets_each_steps_coefficient_logs_it_and_survives_a_checkp
     saved = {}
     tr.group.call = lambda method, root, step, extra: saved.update(json.loads(json.dumps(extra))) or ["ckpt"]
     tr.cfg.trainer.experiment_name, tr.cfg.trainer.output_dir = "x", str(tmp_path)
-    tr.loader.state_dict = lambda: {}
+    tr.data.loader.state_dict = lambda: {}
     Trainer.save(tr)
     assert saved["kl_ctrl"] == {"type": "adaptive", "value": pytest.approx(c3)}
 

@@ -4,6 +4,7 @@ import pytest
 from agent_rl.config.schema import MultiTurnConfig
 from agent_rl.rollout.chat import ChatRenderer
 from agent_rl.rollout.group_filter import FilterMetricError, GroupFilter
+from agent_rl.orchestration.train_data import TrainData
 from agent_rl.rollout.scheduler import RolloutScheduler
 from agent_rl.rollout.trajectory import Trajectory
 from rollout_fakes import ScriptedEngine, call_text
@@ -172,9 +173,9 @@ def trainer_with(tokenizer, informative, batch=4, ranks=2, max_rounds=3, rate=0.
         tools=types.SimpleNamespace(max_failed_calls_per_step=None),
         algorithm=types.SimpleNamespace(filter_groups=types.SimpleNamespace(enable=True, metric="score",
                                                                             max_num_gen_batches=max_rounds)))
-    tr.world_size, tr.rows_per_epoch = ranks, n_rows
-    tr.loader = PromptLoader(rows(n_rows), batch_size=1, shuffle=False)
-    tr.prompt_filter = types.SimpleNamespace(ok=lambda row: True, dropped=0)
+    tr.world_size = ranks
+    tr.data = TrainData(PromptLoader(rows(n_rows), batch_size=1, shuffle=False), [],
+                        types.SimpleNamespace(ok=lambda row: True, dropped=0))
     tr.echo = (lines := []).append
     tr.group = SchedulerGroup(scheds)
     return tr, lines
