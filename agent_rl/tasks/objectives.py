@@ -22,6 +22,7 @@ naming the objective.
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 from dataclasses import dataclass
@@ -152,27 +153,26 @@ class _Sum:
 
 
 def score_objectives(traj: Trajectory, reward_cfg) -> Tuple[float, Dict[str, float]]:
-    """(weighted score, components) of a finished trajectory under reward.objectives (module docstring). Async
-    functions are run to completion here; inside an event loop use `score_objectives_async`."""
-    from agent_rl.tasks.rewards import _run_awaitable
-
-    total = _Sum(traj)
-    for obj in applying(objectives_of(reward_cfg), traj.row):
-        fn = _function(obj, traj.row, reward_cfg)
-        traj.turn_rewards = []
-        try:
-            out = fn(traj, reward_cfg)
-            if inspect.isawaitable(out):
-                out = _run_awaitable(out)
-        except Exception as e:  # noqa: BLE001 - re-raised naming the objective
-            raise _error(obj, traj, e) from e
-        total.add(obj, _checked(obj, traj, out), list(traj.turn_rewards or []))
-    return total.result()
+    """(weighted score, components) of a finished trajectory under reward.objectives (module docstring): the async
+    scoring run to completion. Inside a running event loop it only works when no objective function is async (it
+    then never suspends); otherwise use `score_objectives_async`."""
+    coro = score_objectives_async(traj, reward_cfg)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("an async reward objective was called through compute_reward inside a running event loop: "
+                       "await compute_reward_async(traj, reward_cfg) instead")
 
 
 async def score_objectives_async(traj: Trajectory, reward_cfg) -> Tuple[float, Dict[str, float]]:
-    """`score_objectives` for the rollout's event loop: async objective functions are awaited, one after another
-    (each may set `traj.turn_rewards`; trajectories are still scored concurrently)."""
+    """Score every objective that applies to the trajectory's row, one after another (each may set
+    `traj.turn_rewards`; async objective functions are awaited; trajectories are still scored concurrently)."""
     total = _Sum(traj)
     for obj in applying(objectives_of(reward_cfg), traj.row):
         fn = _function(obj, traj.row, reward_cfg)
