@@ -152,3 +152,43 @@ def test_generate_if_missing(tmp_path, monkeypatch):
     bad = _cfg(**{"data.train_files": f"[{d}/other.parquet]", "data.generate_if_missing": "kg"})
     with pytest.raises(ConfigError, match="other.parquet"):
         prepare.prepare_data(bad, log=lambda s: None)
+
+
+def _sparql_yaml(tmp_path, fallback=None):
+    import yaml
+
+    doc = yaml.safe_load(open("configs/tool_config/kg_query_sparql_tool_config.yaml"))
+    if fallback:
+        doc["tools"][0]["config"]["fallback_url"] = fallback
+    path = tmp_path / "sparql.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def test_sparql_backend_starts_no_subgraph_server_without_a_fallback(tmp_path, monkeypatch):
+    monkeypatch.delenv(kg_server.KG_ENV, raising=False)
+    logs = []
+    cfg = _cfg(**{"tools.config_path": _sparql_yaml(tmp_path), "tools.kg_store": str(tmp_path / "none.json"),
+                  "tools.kg_server_url": "http://127.0.0.1:9"})
+    assert kg_server.start_services(cfg, log=logs.append) is None      # no store needed, nothing started
+    assert "not started" in logs[0] and "http://127.0.0.1:7878/query" in logs[0]
+    assert kg_server.KG_ENV not in os.environ
+
+
+def test_sparql_fallback_url_is_where_the_subgraph_server_starts(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.delenv(kg_server.KG_ENV, raising=False)
+    store = tmp_path / "kg_store.json"
+    save_kg_store(str(store), {"s1": [["A", "r.x", "B"]]}, "t")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fallback = f"http://127.0.0.1:{port}"
+    cfg = _cfg(**{"tools.config_path": _sparql_yaml(tmp_path, fallback), "tools.kg_store": str(store),
+                  "tools.kg_server_url": "http://127.0.0.1:9"})
+    handle = kg_server.start_services(cfg, log=lambda s: None)
+    try:
+        assert handle is not None and handle.url == fallback and kg_server.server_answers(fallback)
+    finally:
+        handle.stop()

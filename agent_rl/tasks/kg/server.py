@@ -47,17 +47,16 @@ def served_store_digest(url: str, timeout: float = 2.0) -> Optional[str]:
     return digest if isinstance(digest, str) else None
 
 
-def _pinned_tool_url(config_path: Optional[str]) -> Optional[str]:
-    """`config.server_url` of kg_query in the tool YAML (it wins over the env var the driver exports)."""
+def _kg_tool_config(config_path: Optional[str]) -> dict:
+    """The `config` of kg_query in the tool YAML ({} when there is none)."""
     if not config_path:
-        return None
+        return {}
     for t in tool_entries(config_path):
         fn = t.get("tool_schema") if isinstance(t.get("tool_schema"), dict) else {}
         fn = fn.get("function") if isinstance(fn.get("function"), dict) else {}
         if fn.get("name") == "kg_query":
-            conf = t.get("config") if isinstance(t.get("config"), dict) else {}
-            return conf.get("server_url") or None
-    return None
+            return t.get("config") if isinstance(t.get("config"), dict) else {}
+    return {}
 
 
 def _use(cfg: TrainConfig, url: str) -> None:
@@ -66,10 +65,22 @@ def _use(cfg: TrainConfig, url: str) -> None:
 
 
 def start_services(cfg: TrainConfig, log: Callable[[str], None] = print) -> Optional[Any]:
-    """Start the KG server when needed. Returns the server handle (call `.stop()`) or None."""
+    """Start the KG server when needed. Returns the server handle (call `.stop()`) or None. kg_query on a SPARQL
+    endpoint (`backend: sparql`) needs the subgraph server only as its `fallback_url`: none is started without one,
+    and with one, that URL is the server's (as a pinned `server_url` is)."""
     if "kg_query" not in tool_names(cfg.tools.config_path):
         return None
-    pinned = _pinned_tool_url(cfg.tools.config_path)
+    conf = _kg_tool_config(cfg.tools.config_path)
+    if conf.get("backend") == "sparql":
+        if not conf.get("fallback_url"):
+            log(f"KG server: not started (kg_query answers from the SPARQL endpoint {conf.get('sparql_endpoint')}, "
+                "no fallback_url)")
+            return None
+        pinned, pin_key = conf["fallback_url"], "fallback_url"
+        advice = "point fallback_url at a server of tools.kg_store, or at a free port"
+    else:
+        pinned, pin_key = conf.get("server_url") or None, "server_url"   # wins over the env var the driver exports
+        advice = "remove server_url there and set tools.kg_server_url instead"
     url = pinned or cfg.tools.kg_server_url     # what kg_query will call
     store = cfg.tools.kg_store
     port = None       # where to start our own server: None = the configured port, 0 = a free one
@@ -101,8 +112,8 @@ def start_services(cfg: TrainConfig, log: Callable[[str], None] = print) -> Opti
     if not store or not os.path.exists(store):
         raise ConfigError(f"tools.kg_store: file not found: {store} (needed to start the KG server)")
     if pinned and port == 0:
-        raise ConfigError(f"{cfg.tools.config_path}: kg_query config.server_url {pinned} is pinned, and the server "
-                          f"there {why}; remove server_url there and set tools.kg_server_url instead")
+        raise ConfigError(f"{cfg.tools.config_path}: kg_query config.{pin_key} {pinned} is pinned, and the server "
+                          f"there {why}; {advice}")
     from tools.kg_server import start_kg_server_thread
 
     parsed = urllib.parse.urlparse(url)
@@ -114,8 +125,8 @@ def start_services(cfg: TrainConfig, log: Callable[[str], None] = print) -> Opti
             if e.errno != errno.EADDRINUSE:
                 raise
             if pinned:              # taken since the check above, and kg_query cannot be pointed elsewhere
-                raise ConfigError(f"{cfg.tools.config_path}: kg_query config.server_url {pinned} is pinned and its "
-                                  f"port is taken; remove server_url there and set tools.kg_server_url") from None
+                raise ConfigError(f"{cfg.tools.config_path}: kg_query config.{pin_key} {pinned} is pinned and its "
+                                  f"port is taken; {advice}") from None
             reason = f"{url} is taken ({e.strerror or e}); starting this run's own server for {store} on a free port"
             port = 0
     if port == 0:
