@@ -63,7 +63,8 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # VARIANTS: SHAPE:SETTING ... with SHAPE q15-PxN (random-init Qwen2.5-1.5B shape) or smol-PxN (SmolLM2-135M),
   # SETTING base (the defaults; since 2026-12-02 they include the delayer), delay (sglang's prefill delayer: prefills wait up to 10 decode passes until the
   # queue holds a quarter of the running batch, so the turns that end one by one are prefilled together) or mixed
-  # (prefill tokens ride in the decode batch).
+  # (prefill tokens ride in the decode batch), noprefillgraph (sglang 0.5.17 captures prefill CUDA graphs for ~95 s at
+  # every start: what does skipping them cost?) or nooverlap (overlap scheduling off: the arith crash suspect).
   local v shape set model pn p n extra
   for v in ${VARIANTS:-q15-64x4:delay q15-64x4:base q15-128x8:delay q15-128x8:base}; do
     shape=${v%%:*}; set=${v#*:}; pn=${shape#*-}; p=${pn%x*}; n=${pn#*x}
@@ -72,6 +73,8 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
       base) extra="" ;;
       delay) extra="--engine-kwarg enable_prefill_delayer=true --engine-kwarg prefill_delayer_queue_min_ratio=0.25 --engine-kwarg prefill_delayer_max_delay_passes=10" ;;
       mixed) extra="--engine-kwarg enable_mixed_chunk=true" ;;
+      noprefillgraph) extra="--engine-kwarg disable_prefill_cuda_graph=true" ;;   # no 95 s prefill-graph capture at start
+      nooverlap) extra="--engine-kwarg disable_overlap_schedule=true" ;;
       *) stage "unknown setting $set"; continue ;;
     esac
     BENCH_ARGS="$extra ${BENCH_ARGS:-}" SUITE_TIMEOUT=${SUITE_TIMEOUT:-560} suite "$shape-$set" "$model" "$p" "$n"
