@@ -2,12 +2,13 @@
 
 reward/*   mean, std, min, max and the mean of every reward component  (`rollout.metrics.reward_metrics`)
 rollout/*  lengths, turns, tool calls, stop reasons, GRPO groups without signal  (`rollout.metrics.trajectory_metrics`)
-kg/*       success rate of kg_query calls (`ToolCallRecord.succeeded`), kg_query calls per trajectory
+<task>/*   what each task's `metrics` hook adds (tasks/registry.py; the KG task: kg/query_success_rate, kg/queries_mean)
 hints/share, reward/hinted, reward/unhinted   prompt hints (`data.prompt_augmentation`): the share of hinted groups
            and the mean reward of each kind (only in a step that has both); the trainer adds hints/prob
 val/<data_source>/*  the same essentials per data source for validation, plus what the model learned:
            answer_rate (the reward's `answered` component), tool/<name>/success_rate and /calls, and, for rows
-           with an integer `extra_info.hops`, hop<k>/* (reward, components, kg_queries, kg_lookups, num_samples)
+           with an integer `extra_info.hops`, hop<k>/* (reward, components, num_samples, and the tasks'
+           `group_metrics`: the KG task's kg_queries, kg_lookups)
 
 Workers' copies of the trajectory aggregates are left out by `merge_worker_metrics`: the driver's are exact.
 """
@@ -19,22 +20,22 @@ from collections import defaultdict
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from agent_rl.data.hints import is_hinted
-from agent_rl.tasks.kg.reward import KG_TOOL
 from agent_rl.rollout.metrics import is_trajectory_metric, mean, reward_metrics, tool_calls, trajectory_metrics
 from agent_rl.rollout.trajectory import Trajectory
+from agent_rl.tasks.registry import metric_hooks
 
-__all__ = ["hint_metrics", "hop_key", "hop_metrics", "kg_metrics", "merge_worker_metrics", "reward_metrics",
+__all__ = ["hint_metrics", "hop_key", "hop_metrics", "merge_worker_metrics", "reward_metrics", "task_metrics",
            "rollout_metrics", "tool_success_metrics", "validation_metrics"]
 
 ANSWERED = "answered"   # reward component: 1 when the reward found a final answer to score (kg.py, arith.py)
 
 
-def kg_metrics(trajs: Sequence[Trajectory]) -> Dict[str, float]:
-    kg = [c for t in trajs for c in tool_calls(t) if c.name == KG_TOOL]
-    if not kg:
-        return {}
-    return {"kg/query_success_rate": mean([1.0 if c.succeeded else 0.0 for c in kg]),
-            "kg/queries_mean": len(kg) / float(len(trajs))}
+def task_metrics(trajs: Sequence[Trajectory], kind: str = "metrics", prefix: str = "") -> Dict[str, float]:
+    """What the tasks' `kind` hooks (`metrics` | `group_metrics`) report for `trajs`, names prefixed."""
+    out: Dict[str, float] = {}
+    for fn in metric_hooks(kind):
+        out.update({f"{prefix}{k}": float(v) for k, v in fn(trajs).items()})
+    return out
 
 
 def hint_metrics(trajs: Sequence[Trajectory], prefix: str = "") -> Dict[str, float]:
@@ -56,10 +57,10 @@ def hint_metrics(trajs: Sequence[Trajectory], prefix: str = "") -> Dict[str, flo
 
 
 def rollout_metrics(trajs: Sequence[Trajectory]) -> Dict[str, float]:
-    """The step's trajectory aggregates (the same names as the scheduler's per-worker view) and kg/*."""
+    """The step's trajectory aggregates (the same names as the scheduler's per-worker view) and the tasks' metrics."""
     out = trajectory_metrics(trajs)
     if out:
-        out.update(kg_metrics(trajs))
+        out.update(task_metrics(trajs))
     return out
 
 
@@ -106,8 +107,8 @@ def tool_success_metrics(trajs: Sequence[Trajectory], prefix: str) -> Dict[str, 
 
 
 def hop_metrics(trajs: Sequence[Trajectory], prefix: str) -> Dict[str, float]:
-    """Per hop count of the rows (`hop_key`): reward, reward components, answer_rate, kg_queries (kg_query
-    calls per trajectory), kg_lookups (successful kg_query calls per trajectory), num_samples."""
+    """Per hop count of the rows (`hop_key`): reward, reward components, answer_rate, the tasks' group metrics
+    (KG: kg_queries, kg_lookups per trajectory), num_samples."""
     by_hop: Dict[str, List[Trajectory]] = defaultdict(list)
     for t in trajs:
         key = hop_key(t.row)
@@ -117,9 +118,7 @@ def hop_metrics(trajs: Sequence[Trajectory], prefix: str) -> Dict[str, float]:
     for key in sorted(by_hop, key=_hop_order):
         ts, p = by_hop[key], f"{prefix}/{key}"
         out.update(_reward_essentials(ts, p))
-        kg = [[c for c in tool_calls(t) if c.name == KG_TOOL] for t in ts]
-        out[f"{p}/kg_queries"] = mean([float(len(cs)) for cs in kg])
-        out[f"{p}/kg_lookups"] = mean([float(sum(1 for c in cs if c.succeeded)) for cs in kg])
+        out.update(task_metrics(ts, "group_metrics", f"{p}/"))
         out[f"{p}/num_samples"] = float(len(ts))
     return out
 

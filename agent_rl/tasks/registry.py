@@ -13,6 +13,9 @@ A task is a folder of `agent_rl/tasks/` (`kg`, `arith`, `gsm8k`) described by a 
     hints             () -> {level: text}: the `[Hint]:` texts of `data.prompt_augmentation.guideline_level`
                       (agent_rl/data/hints.py); `hint_anchor` is the question marker of the task's prompts, before
                       whose last occurrence in the last user message the hint goes
+    metrics           (trajs) -> {name: value}: added to every step's metrics (the KG task: kg/query_success_rate);
+                      {} when the trajectories give it nothing to report
+    group_metrics     (trajs) -> {name: value} for a group of validation rows (per hop count: hop<k>/kg_queries)
 
 A user's own reward needs no edit here: `reward.functions: {DATA_SOURCE: "package.module:function"}` (or
 `path/to/file.py:function`) in the config; every process (Ray workers too) loads it from the config string.
@@ -20,7 +23,7 @@ A user's own reward needs no edit here: `reward.functions: {DATA_SOURCE: "packag
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from agent_rl.tool_runtime import imports
 
@@ -40,6 +43,8 @@ class Task:
     services: Optional[str] = None
     hints: Optional[str] = None
     hint_anchor: Optional[str] = None         # the hint goes right before this text (e.g. `Question:`), else first
+    metrics: Optional[str] = None             # (trajs) -> {name: value} added to every step's and validation's metrics
+    group_metrics: Optional[str] = None       # (trajs) -> {name: value} per group of rows (validation, per hop count)
 
 
 TASKS: Dict[str, Task] = {
@@ -50,7 +55,8 @@ TASKS: Dict[str, Task] = {
         generate="agent_rl.tasks.kg.generate:KGGenerator",
         generated_files=("train.parquet", "val.parquet", "test.parquet", "kg_store.json"),
         demos="agent_rl.tasks.kg.demos:demo_plan", services="agent_rl.tasks.kg.server:start_services",
-        hints="agent_rl.tasks.kg.hints:hint_texts", hint_anchor="Question:"),
+        hints="agent_rl.tasks.kg.hints:hint_texts", hint_anchor="Question:",
+        metrics="agent_rl.tasks.kg.metrics:step_metrics", group_metrics="agent_rl.tasks.kg.metrics:group_metrics"),
     "arith": Task(
         name="arith", data_sources=("arith_synth",), reward="agent_rl.tasks.arith.reward:arith_reward",
         abilities=("math",), ground_truth=(str, int, float), tools=("calculator", "calc_gsm8k_reward"),
@@ -110,6 +116,11 @@ def load_callable(spec: str, where: str = "", base_dir: Optional[str] = None) ->
         raise ValueError(f"{where}: {e}" if where else str(e)) from None
     _CACHE[key] = obj
     return obj
+
+
+def metric_hooks(name: str) -> List[Callable]:
+    """The `name` hook (`metrics` | `group_metrics`) of every task that has one, in TASKS order."""
+    return [hook(t, name) for t in TASKS.values() if getattr(t, name)]
 
 
 def hook(task: Task, name: str) -> Optional[Callable]:

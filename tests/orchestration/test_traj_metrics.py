@@ -183,3 +183,26 @@ def test_validation_answer_rate_and_hop_f1_from_the_real_rewards():
     assert v["val/kg_synth/answer_rate"] == pytest.approx(2 / 3) and v["val/gsm8k/answer_rate"] == pytest.approx(0.5)
     assert v["val/kg_synth/hop1/f1"] == pytest.approx((1.0 + 2 / 3) / 2) and v["val/kg_synth/hop1/answer_rate"] == 1.0
     assert v["val/kg_synth/hop2/f1"] == 0.0 and v["val/kg_synth/hop2/answer_rate"] == 0.0
+
+
+def test_task_metric_hooks_reach_step_and_per_hop_metrics(tmp_path, monkeypatch):
+    """The generic metrics name no task: a task's `metrics` / `group_metrics` hooks (tasks/registry.py) add its own
+    names; here a second task next to KG, with hooks in a file."""
+    import dataclasses
+
+    from agent_rl.tasks import registry
+
+    (tmp_path / "calc_metrics.py").write_text(
+        "def step(trajs):\n    return {'calc/trajs': len(trajs)}\n"
+        "def group(trajs):\n    return {'calc_rows': len(trajs)}\n")
+    monkeypatch.chdir(tmp_path)
+    extra = dataclasses.replace(registry.TASKS["arith"], name="calc", metrics="calc_metrics.py:step",
+                                group_metrics="calc_metrics.py:group")
+    monkeypatch.setitem(registry.TASKS, "calc", extra)
+    trajs = [_traj("g1", 0, 1.0, calls=[_kg(True)]), _traj("g1", 1, 0.0)]
+    m = rollout_metrics(trajs)
+    assert m["calc/trajs"] == 2.0 and m["kg/query_success_rate"] == 1.0      # both tasks' hooks ran
+    for t in trajs:
+        t.row = {"data_source": "kg_synth", "extra_info": {"hops": 1}}
+    v = validation_metrics(trajs)
+    assert v["val/kg_synth/hop1/calc_rows"] == 2.0 and v["val/kg_synth/hop1/kg_queries"] == pytest.approx(0.5)

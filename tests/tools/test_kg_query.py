@@ -93,7 +93,7 @@ SCHEMA = {"type": "function", "function": {"name": "kg_query", "description": "d
 def assert_counted_server_error(rt, recs, url):
     """Each call is a tool error (status exception) counted in errors/*, rollout/tool_error_rate 1, and the
     model still sees a KG_SERVER_ERROR observation naming the server."""
-    from agent_rl.orchestration.traj_metrics import kg_metrics
+    from agent_rl.tasks.kg.metrics import step_metrics
     from agent_rl.rollout.metrics import trajectory_metrics
     from agent_rl.rollout.trajectory import Trajectory, TurnRecord
 
@@ -107,7 +107,7 @@ def assert_counted_server_error(rt, recs, url):
     traj = Trajectory(uid="u", sample_index=0, row={}, prompt_ids=[1], turns=[TurnRecord(index=0, output_ids=[2], logprobs=[0.0], finish_reason="stop", text="",
                                                                                tool_calls=list(recs))])
     assert trajectory_metrics([traj])["rollout/tool_error_rate"] == 1.0
-    assert kg_metrics([traj])["kg/query_success_rate"] == 0.0
+    assert step_metrics([traj])["kg/query_success_rate"] == 0.0
 
 
 async def test_kg_server_down_is_a_counted_tool_error():
