@@ -24,20 +24,12 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean",
               global_tokens: Optional[float] = None, global_seqs: Optional[float] = None) -> torch.Tensor:
-    m = mask.to(values.dtype)
-    # where() rather than multiply: a masked-out inf/nan must not leak into the sum
-    masked = torch.where(m > 0, values, torch.zeros_like(values))
-    if mode == "token-mean":
-        denom = m.sum().clamp(min=1) if global_tokens is None else max(float(global_tokens), 1.0)
-        return masked.sum() / denom
-    tok_per_seq = m.sum(-1)
-    has = tok_per_seq > 0
-    denom = has.sum().clamp(min=1) if global_seqs is None else max(float(global_seqs), 1.0)
-    if mode == "seq-mean-token-sum":
-        return masked.sum(-1).sum() / denom
-    if mode == "seq-mean-token-mean":
-        return (masked.sum(-1) / tok_per_seq.clamp(min=1)).sum() / denom
-    raise ValueError(f"unknown loss_agg_mode {mode!r} ({' | '.join(AGG_MODES)})")
+    """The rows' numerators over their denominators (`row_terms`); `global_tokens` (token-mean) or `global_seqs`
+    (the seq-mean modes) replaces the local denominator."""
+    num, den = row_terms(values, mask, mode)
+    glob = global_tokens if mode == "token-mean" else global_seqs
+    denom = den.sum().clamp(min=1) if glob is None else max(float(glob), 1.0)
+    return num.sum() / denom
 
 
 def row_terms(values: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean") -> Tuple[torch.Tensor, torch.Tensor]:
@@ -46,6 +38,7 @@ def row_terms(values: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean"
     seq-mean-token-mean: token mean / 1; a row without masked tokens: 0 / 0). Sums of these over micro-batches,
     mini-batches and ranks give the aggregate of a subset of rows over a whole update (per-objective KL)."""
     m = mask.to(values.dtype)
+    # where() rather than multiply: a masked-out inf/nan must not leak into the sum
     summed = torch.where(m > 0, values, torch.zeros_like(values)).sum(-1)
     tokens = m.sum(-1)
     if mode == "token-mean":
@@ -56,4 +49,3 @@ def row_terms(values: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean"
     if mode == "seq-mean-token-mean":
         return summed / tokens.clamp(min=1), has
     raise ValueError(f"unknown loss_agg_mode {mode!r} ({' | '.join(AGG_MODES)})")
-

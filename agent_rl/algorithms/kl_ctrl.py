@@ -170,8 +170,8 @@ def build_kl_controller(kl_ctrl, default_coef: float, objectives: Sequence[str] 
     if kl_ctrl.type == "adaptive":
         return AdaptiveKLController(coef, kl_ctrl.target_kl, kl_ctrl.horizon)
     if kl_ctrl.type == "range":
-        return TargetRangeKLController({name: coef for name in (objectives or ["kl"])}, kl_ctrl.target_range, kl_ctrl.factor, kl_ctrl.min_coef,
-                                       kl_ctrl.max_coef)
+        return TargetRangeKLController({name: coef for name in (objectives or ["kl"])}, kl_ctrl.target_range,
+                                       kl_ctrl.factor, kl_ctrl.min_coef, kl_ctrl.max_coef)
     raise ValueError(f"algorithm.kl_ctrl.type: {kl_ctrl.type!r} is not one of {', '.join(KL_CTRL_TYPES)}")
 
 

@@ -51,7 +51,7 @@ def parse_objective(name: Any, value: Any) -> ObjectiveConfig:
         raise ValueError(f"{KEY}.{name}.function: missing; give `package.module:function`, `file.py:function`, a task "
                          f"name (kg, arith, gsm8k) or {AUTO}")
     fn = fn.strip()
-    if ":" not in fn and not re.match(r"^[A-Za-z0-9_\-]+$", fn):
+    if ":" not in fn and not NAME_RE.match(fn):
         raise ValueError(f"{KEY}.{name}.function: {fn!r} is neither a task name nor `module:function` / "
                          f"`file.py:function`")
     weight = entry.get("weight", 1.0)
