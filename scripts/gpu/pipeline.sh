@@ -117,13 +117,18 @@ learn() {
   #   arith     arithmetic with the calculator, 20 warm-start steps on arith demos, then the same (run_arith/)
   #   nows      KG without a warm-start (does F1 leave 0?), its own KG server port (run_nows/)
   #   nowshint  nows with KG-R1's fading prompt hints (data.prompt_augmentation, issue 17) (run_nowshint/)
+  #   arithkeep arith with the engine's memory kept while the actor trains (rollout.free_cache_engine=false): the
+  #             crash surfaced in release_memory_occupation; does the run live without it? (run_arithkeep/)
+  #   judge     the judge stage below, beside the runs (it reuses data/kg)
   # LEARN_RUNS picks them (default kg arith nows). Every run starts its own local Ray instance (two ray.init on one
   # host get separate clusters, checked on CPU); each sees the one GPU. The arith run died at step 19-25 twice with an
   # illegal memory access in sglang's scheduler (2026-12-01 without Ray, 2026-12-02 with Ray; docs/results.md section
   # 6): ARITH_ARGS adds overrides to it (e.g. ++rollout.engine_kwargs.disable_overlap_schedule=true).
   # Each engine's KV pool is capped (max_total_tokens) so that three fit.
   # SIZE=gpu (examples/common.sh) holds the documented settings; only run-specific knobs are overrides here
-  local common=(trainer.save_freq=-1 ++rollout.engine_kwargs.max_total_tokens=500000 rollout.progress_bar=false)
+  # disable_prefill_cuda_graph: each sglang start skips its 95 s prefill-graph capture (speed only, not learning)
+  local common=(trainer.save_freq=-1 ++rollout.engine_kwargs.max_total_tokens=500000 rollout.progress_bar=false
+    ++rollout.engine_kwargs.disable_prefill_cuda_graph=true)
   local hint=(data.prompt_augmentation.enable=true data.prompt_augmentation.guideline_level=detailed
     data.prompt_augmentation.hint_steps=${HINT_STEPS:-60})
   local t=${TRAIN_TIMEOUT:-1260} steps=${TRAIN_STEPS:-100} pids=()
@@ -135,6 +140,8 @@ learn() {
     case "$run" in
       kg) ;;
       arith) script=examples/run_qwen_gsm8k_multiturn.sh out=run_arith args=(${ARITH_ARGS:-}) ;;
+      arithkeep) script=examples/run_qwen_gsm8k_multiturn.sh out=run_arithkeep args=(rollout.free_cache_engine=false) ;;
+      judge) ( judge nodata ) & pids+=($!); continue ;;
       nows) out=run_nows args=(sft.steps=0 tools.kg_server_url=http://127.0.0.1:8011) ;;
       nowshint) out=run_nowshint args=(sft.steps=0 "${hint[@]}" tools.kg_server_url=http://127.0.0.1:8012) ;;
       *) stage "unknown run $run"; continue ;;
@@ -166,7 +173,7 @@ lora() {  # issue 18: the LoRA actor on the GPU: weight sync (merged weights, lo
 
 judge() {  # issue 18: the LLM judge against `agent-rl serve` on sglang: one KG rollout step scored by the judge
   mkdir -p "$R/judge"
-  python3 -m agent_rl.cli.main data generate kg --out data/kg > "$R/judge/datagen.log" 2>&1
+  [ "${1:-}" = nodata ] || python3 -m agent_rl.cli.main data generate kg --out data/kg > "$R/judge/datagen.log" 2>&1
   timeout -s KILL 420 python3 -m agent_rl.cli.main serve "$MODEL" --engine sglang --port 8300 --served-model-name judge \
     --gpu-memory-utilization 0.15 > "$R/judge/serve.log" 2>&1 &
   local spid=$! i
@@ -179,12 +186,12 @@ judge() {  # issue 18: the LLM judge against `agent-rl serve` on sglang: one KG 
     rollout.engine=sglang rollout.gpu_memory_utilization=0.2 data.train_batch_size=64 actor.ppo_mini_batch_size=8 \
     rollout.n=4 rollout.sampling.temperature=0.7 rollout.progress_bar=false \
     reward.functions.kg_synth=agent_rl.tasks.judge:judge_reward reward.judge.base_url=http://127.0.0.1:8300/v1 \
-    reward.judge.model=judge reward.judge.max_concurrency=64 > "$R/judge/rollout.log" 2>&1
+    reward.judge.model=judge reward.judge.max_concurrency=64 tools.kg_server_url=http://127.0.0.1:8013 > "$R/judge/rollout.log" 2>&1
   stage "judge rollout rc=$?"
   kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null
 }
 
 for s in ${STAGES:-weight_sync bench train}; do
-  case "$s" in weight_sync|bench|train|speed|learn|variants|lora|judge) "$s" "$@" ;; *) stage "unknown stage $s" ;; esac
+  case "$s" in weight_sync|bench|train|speed|learn|variants|lora) "$s" "$@" ;; judge) judge ;; *) stage "unknown stage $s" ;; esac
 done
 stage done

@@ -11,7 +11,7 @@ for s in "$R"/actor/*/summary.md; do [ -f "$s" ] && { echo "== $s"; grep -E "^\|
 for f in "$R"/actor/*.log; do [ -f "$f" ] && ! [ -f "${f%.log}/summary.md" ] && { echo "== $f"; tail -c 800 "$f"; }; done
 for s in "$R"/speed/*/summary.md; do [ -f "$s" ] && { echo "== $s"; grep -E "raw engine|decode batch|^\| " "$s" | head -40; }; done
 [ -f "$R/speed.tgz" ] && cp "$R/speed.tgz" "$OUT/"
-for RUN in run run_arith run_nows run_nowshint; do
+for RUN in run run_arith run_arithkeep run_nows run_nowshint; do
 J=$R/$RUN/metrics.jsonl
 if [ -f "$J" ]; then
   echo "== $RUN"
@@ -33,19 +33,21 @@ for r in rows:
     if "sft/loss_first" in r:
         print("sft loss", round(r["sft/loss_first"], 3), "->", round(r["sft/loss_last"], 3), "in", round(r["timing/sft_s"], 1), "s")
 PY
-  cp "$J" "$OUT/${RUN}_metrics.jsonl"; [ -f "$R/$RUN/metrics.png" ] && cp "$R/$RUN/metrics.png" "$OUT/${RUN}_metrics.png"
 fi
 done
-for f in train.log train_kg.log train_arith.log train_nows.log train_nowshint.log; do [ -f "$R/$f" ] && { echo "== $f"; tail -c 600 "$R/$f"; }; done
+for f in train.log train_kg.log train_arith.log train_arithkeep.log train_nows.log train_nowshint.log; do [ -f "$R/$f" ] && { echo "== $f"; tail -c 600 "$R/$f"; }; done
 tar czf "$OUT/res.tgz" -C "$R" --exclude='run*/checkpoints' --exclude='run*/sft' --exclude='run*/rollouts' --exclude='run*/val_rollouts' . 2>/dev/null
-# the trajectories of the first and the newest training step of each run
-for RUN in run run_arith run_nows run_nowshint; do
+# the trajectories of the first and the newest training step of each run, in one tarball (a poll brings back at most
+# 8 files: res.tgz, rollouts.tgz, speed.tgz, stages.txt, train logs)
+mkdir -p /tmp/poll_rollouts; rm -f /tmp/poll_rollouts/*
+for RUN in run run_arith run_arithkeep run_nows run_nowshint; do
   D=$R/$RUN/rollouts
   if [ -d "$D" ]; then
     first=$(ls "$D" | sort -V | head -1); last=$(ls "$D" | sort -V | tail -1)
-    [ -n "$first" ] && gzip -c "$D/$first" > "$OUT/${RUN}_first_$first.gz"
-    [ -n "$last" ] && [ "$last" != "$first" ] && gzip -c "$D/$last" > "$OUT/${RUN}_last_$last.gz"
+    [ -n "$first" ] && cp "$D/$first" "/tmp/poll_rollouts/${RUN}_first_$first"
+    [ -n "$last" ] && [ "$last" != "$first" ] && cp "$D/$last" "/tmp/poll_rollouts/${RUN}_last_$last"
   fi
 done
+ls /tmp/poll_rollouts | grep -q . && tar czf "$OUT/rollouts.tgz" -C /tmp/poll_rollouts .
 for f in stages.txt train.log train_kg.log; do [ -f "$R/$f" ] && cp "$R/$f" "$OUT/"; done
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
