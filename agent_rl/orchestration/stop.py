@@ -1,11 +1,15 @@
-"""Stopping a run with SIGINT / SIGTERM: the handlers (`StopSignals`), the exception `train` ends with
-(`TrainInterrupted`) and the cancellation of an in-process worker's pending tasks."""
+"""Stopping a run: the exceptions `train` ends with (`TrainError`: the run cannot go on; `TrainInterrupted`: SIGINT /
+SIGTERM), the signal handlers (`StopSignals`) and the cancellation of an in-process worker's pending tasks."""
 from __future__ import annotations
 
 import os
 import signal
 import threading
 from typing import Any, Dict, Optional
+
+
+class TrainError(RuntimeError):
+    """A run that cannot go on (no trajectory came back, a checkpoint cannot be read, ...)."""
 
 
 class TrainInterrupted(Exception):

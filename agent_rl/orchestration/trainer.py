@@ -42,9 +42,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from agent_rl.config.load import ConfigError, to_yaml
 from agent_rl.config.schema import TrainConfig
 from agent_rl.metrics.timer import PhaseTimer
+from agent_rl.orchestration.resume import load_kl_ctrl, resume, save_checkpoint
 from agent_rl.orchestration.run_summary import run_summary
 from agent_rl.orchestration.sharding import shard_batch, split_evenly
-from agent_rl.orchestration.stop import StopSignals, TrainInterrupted, _cancel_pending_tasks
+from agent_rl.orchestration.stop import StopSignals, TrainError, TrainInterrupted, _cancel_pending_tasks
 from agent_rl.orchestration.tool_health import ToolFailures, check_tool_failures
 from agent_rl.orchestration.traj_metrics import (hint_metrics, merge_rounds, merge_worker_metrics, reward_metrics,
                                                  rollout_metrics, validation_metrics)
@@ -52,16 +53,8 @@ from agent_rl.orchestration.traj_metrics import (hint_metrics, merge_rounds, mer
 log = logging.getLogger(__name__)
 
 
-class TrainError(RuntimeError):
-    """A run that cannot go on (no trajectory came back, a checkpoint cannot be read, ...)."""
-
-
 def _abs(path: Optional[str]) -> Optional[str]:
     return os.path.abspath(path) if path else path
-
-
-def checkpoint_root(cfg: TrainConfig) -> str:
-    return os.path.join(cfg.trainer.output_dir, "checkpoints")
 
 
 class Trainer:
@@ -124,7 +117,7 @@ class Trainer:
 
                 self.kl_ctrl = build_kl_controller(cfg.algorithm.kl_ctrl, cfg.actor.kl_loss_coef,
                                                    [o.name for o in self.objectives])
-            self._resume()
+            resume(self)
             self.tracker = Tracker(cfg.logger.backends, cfg.trainer.project_name, cfg.trainer.experiment_name,
                                    cfg.trainer.output_dir, self._config_dict(), cfg.logger.wandb_mode, plot=cfg.logger.plot)
         except BaseException as e:
@@ -156,44 +149,6 @@ class Trainer:
         self.tool_runtime = build_tool_runtime(cfg, self.tokenizer)
         self.renderer = build_renderer(cfg, self.tokenizer, self.tool_runtime)
         self.data = TrainData.load(cfg, self.renderer, self.echo)
-
-    def _resume(self) -> None:
-        from agent_rl.training.checkpoint import CheckpointError, find_resumable_checkpoint, is_complete
-        from agent_rl.training.ckpt_verify import verify_checkpoint
-
-        mode = self.cfg.trainer.resume
-        if mode == "disable":
-            return
-        if mode == "auto":  # the newest checkpoint whose files match their saved checksums (warns on fallback)
-            try:
-                path = find_resumable_checkpoint(checkpoint_root(self.cfg), warn=lambda m: self.echo(f"WARNING: {m}"))
-            except CheckpointError as e:
-                raise TrainError(f"{e} (trainer.resume=disable starts afresh)") from None
-            if path is None:
-                return
-        else:
-            path = os.path.abspath(mode)
-            if not is_complete(path):
-                raise ConfigError(f"trainer.resume: not a complete checkpoint: {mode}")
-            verdict = verify_checkpoint(path)
-            if not verdict.ok:
-                raise ConfigError(f"trainer.resume: checkpoint {mode} failed verification: {verdict.summary()}")
-            if not verdict.verified:
-                self.echo(f"WARNING: checkpoint {mode} has no manifest (saved before checksums were stored): "
-                          "not verified")
-        from agent_rl.orchestration.warm_start import reference_from_warm_start
-
-        extras = self.group.call("load", path)
-        extra = extras[0]
-        self.step = int(extra["step"])
-        self._load_kl_ctrl(extra, path)
-        reference_from_warm_start(self)
-        try:
-            self.data.loader.load_state_dict(extra["loader"])
-        except (KeyError, ValueError) as e:
-            raise TrainError(f"cannot resume from {path}: data loader state does not fit ({e})") from None
-        loader = self.data.loader
-        self.echo(f"resumed from {path} (step {self.step}, epoch {loader.epoch}, position {loader.position})")
 
     # ------------------------------------------------------------------ loop
     def done(self) -> bool:
@@ -392,12 +347,7 @@ class Trainer:
         return out
 
     def save(self) -> str:
-        extra = {"step": self.step, "loader": self.data.loader.state_dict(), "epoch": self.data.loader.epoch,
-                 "experiment": self.cfg.trainer.experiment_name}
-        if self.kl_ctrl is not None:
-            extra["kl_ctrl"] = self.kl_ctrl.state_dict()
-        paths = self.group.call("save", checkpoint_root(self.cfg), self.step, extra)
-        return paths[0]
+        return save_checkpoint(self)
 
     def _step_kl_ctrl(self, metrics: Dict[str, float], n_samples: int, mean_coef: Optional[float] = None) -> None:
         """Log the KL coefficient this step trained with (`actor/kl_coef`, per objective `actor/kl_coef/<name>`),
@@ -421,19 +371,7 @@ class Trainer:
             self.kl_ctrl.update(kl, n_samples)
 
     def _load_kl_ctrl(self, extra: Dict[str, Any], path: str) -> None:
-        """The controller's coefficient(s) from a checkpoint's trainer state; a checkpoint saved before KL control
-        (or without a KL loss) keeps the configured starting value."""
-        state = extra.get("kl_ctrl")
-        if self.kl_ctrl is None or state is None:
-            return
-        if state.get("type") != self.kl_ctrl.kind:
-            self.echo(f"WARNING: {path} was saved with algorithm.kl_ctrl.type={state.get('type')}, the config says "
-                      f"{self.kl_ctrl.kind}: the KL coefficient starts from its configured value {self.kl_ctrl.value:g}")
-            return
-        try:
-            self.kl_ctrl.load_state_dict(state)
-        except (KeyError, TypeError, ValueError) as e:
-            raise TrainError(f"cannot resume from {path}: KL controller state does not fit algorithm.kl_ctrl ({e})") from None
+        load_kl_ctrl(self, extra, path)
 
     def param_digest(self) -> List[float]:
         return self.group.call("param_digest")[0]
