@@ -43,12 +43,11 @@ from agent_rl.config.load import ConfigError, to_yaml
 from agent_rl.config.schema import TrainConfig
 from agent_rl.metrics.timer import PhaseTimer
 from agent_rl.orchestration.resume import load_kl_ctrl, resume, save_checkpoint
+from agent_rl.orchestration.rollout_rounds import rollout_step, take_rows
 from agent_rl.orchestration.run_summary import run_summary
 from agent_rl.orchestration.sharding import shard_batch, split_evenly
 from agent_rl.orchestration.stop import StopSignals, TrainError, TrainInterrupted, _cancel_pending_tasks
-from agent_rl.orchestration.tool_health import ToolFailures, check_tool_failures
-from agent_rl.orchestration.traj_metrics import (hint_metrics, merge_rounds, merge_worker_metrics, reward_metrics,
-                                                 rollout_metrics, validation_metrics)
+from agent_rl.orchestration.traj_metrics import hint_metrics, reward_metrics, rollout_metrics, validation_metrics
 
 log = logging.getLogger(__name__)
 
@@ -176,60 +175,11 @@ class Trainer:
         return last
 
     def _take_rows(self, n: int, step: int) -> List[Dict[str, Any]]:
-        from agent_rl.orchestration.train_data import NoRowFits
-
-        try:
-            return self.data.take(n, step)
-        except NoRowFits as e:
-            raise TrainError(str(e)) from None
+        return take_rows(self, n, step)
 
     def _rollout(self, step: int):
-        """The step's kept groups from every worker. With dynamic sampling (`algorithm.filter_groups`), a worker
-        whose launched groups ran out before it had its share of informative groups gets more rows in another
-        generation round, up to `max_num_gen_batches` rounds; then the step trains on what it has."""
-        fg = self.cfg.algorithm.filter_groups
-        need = [len(p) for p in split_evenly(range(self.cfg.data.train_batch_size), self.world_size)]
-        trajs: List[Any] = []
-        rounds: List[Dict[str, float]] = []
-        drawn = carried = filtered = 0
-        while True:
-            needed = self.group.call_each("rows_needed", [(b,) for b in need])
-            rows = self._take_rows(sum(needed), step)
-            drawn += len(rows)
-            shares, start = [], 0
-            for k in needed:
-                shares.append(rows[start:start + k])
-                start += k
-            results = self.group.call_each("rollout", [(shares[r], step, need[r]) for r in range(self.world_size)])
-            for r, res in enumerate(results):
-                need[r] = max(0, need[r] - len({t.uid for t in res[0]}))
-                trajs += res[0]
-            rounds.append(merge_worker_metrics([res[1] for res in results]))
-            carried = sum(res[2] for res in results)
-            filtered += int(rounds[-1].get("rollout/filtered_groups", 0))
-            limit = fg.max_num_gen_batches
-            if not fg.enable or not any(need) or (limit > 0 and len(rounds) >= limit):
-                break
-        metrics = merge_rounds(rounds)
-        metrics["rollout/carried_groups"] = float(carried)
-        metrics["data/rows_drawn"] = float(drawn)
-        metrics["data/dropped_long_prompts"] = float(self.data.prompt_filter.dropped)
-        try:  # a tool backend that is down: stop before training on its error observations (tools.max_failed_calls_per_step)
-            check_tool_failures(step, metrics, trajs, self.cfg.tools.max_failed_calls_per_step)
-        except ToolFailures as e:
-            raise TrainError(str(e)) from None
-        if fg.enable:
-            kept = len({t.uid for t in trajs})
-            metrics.update({"dynamic_sampling/rounds": float(len(rounds)),
-                            "dynamic_sampling/kept_groups": float(kept),
-                            "dynamic_sampling/filtered_groups": float(filtered),
-                            "dynamic_sampling/informative_share": kept / max(kept + filtered, 1),
-                            "dynamic_sampling/short_groups": float(sum(need))})
-            if sum(need):
-                self.echo(f"step {step}: dynamic sampling kept {kept} of {self.cfg.data.train_batch_size} groups after "
-                          f"{len(rounds)} generation round(s) ({filtered} filtered without signal; "
-                          f"algorithm.filter_groups.max_num_gen_batches={fg.max_num_gen_batches})")
-        return trajs, metrics
+        """The step's kept groups from every worker and the rollout metrics (`rollout_rounds.py`)."""
+        return rollout_step(self, step)
 
     def train_step(self) -> Dict[str, float]:
         from agent_rl.rollout.output import step_path, write_trajectories
