@@ -4,7 +4,7 @@ One step:
     rows      the PromptLoader gives each worker the rows its scheduler asks for (its share of
               `data.train_batch_size` groups, plus the over-sampling extra, minus carried-over groups)
     rollout   every worker rolls out its groups on its own engine (data-parallel); the reward is
-              computed in the worker as each trajectory finishes
+              computed in the worker as each trajectory finishes (rows and rounds: `rollout_rounds.py`)
     batch     the driver gathers the trajectories, builds the training batch and the GRPO advantages
               over whole groups (`algorithm.adv_estimator`), and deals it out in token-balanced shards
     train     each worker: old log-probs, reference log-probs, actor update (FSDP collectives)
@@ -21,20 +21,19 @@ filter and before it goes to a worker, so every trajectory of its group shares i
 `apply_to_val`.
 
 Stops after `trainer.total_training_steps` steps or `trainer.total_epochs` passes over the data,
-whichever comes first; resumes from the latest complete checkpoint with `trainer.resume=auto`.
+whichever comes first; resumes from the latest complete checkpoint with `trainer.resume=auto` (`resume.py`).
 
 `train(cfg)` (what `agent-rl train` runs) ends with a summary (`run_summary`): the last complete checkpoint, its
 `hf/` folder (loadable with transformers) and the best validation reward with its step. SIGINT / SIGTERM
 (`StopSignals`) stop the run at once: the first one raises KeyboardInterrupt in the main thread (which also breaks
-out of a Ray wait), `Trainer.close(interrupted=True)` tears everything down without waiting for the step in
-flight (busy Ray workers are killed, the in-process worker's pending tasks cancelled, the engine, tool sessions
+out of a Ray wait), `Trainer.close(interrupted=True)` (`teardown.py`) tears everything down without waiting for the
+step in flight (busy Ray workers are killed, the in-process worker's pending tasks cancelled, the engine, tool sessions
 and KG server closed), the summary says what was saved, and `train` raises `TrainInterrupted`; a second signal
 exits at once.
 """
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -46,10 +45,9 @@ from agent_rl.orchestration.resume import load_kl_ctrl, resume, save_checkpoint
 from agent_rl.orchestration.rollout_rounds import rollout_step, take_rows
 from agent_rl.orchestration.run_summary import run_summary
 from agent_rl.orchestration.sharding import shard_batch, split_evenly
-from agent_rl.orchestration.stop import StopSignals, TrainError, TrainInterrupted, _cancel_pending_tasks
+from agent_rl.orchestration.stop import StopSignals, TrainError, TrainInterrupted
+from agent_rl.orchestration.teardown import close_run
 from agent_rl.orchestration.traj_metrics import hint_metrics, reward_metrics, rollout_metrics, validation_metrics
-
-log = logging.getLogger(__name__)
 
 
 def _abs(path: Optional[str]) -> Optional[str]:
@@ -328,59 +326,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ teardown
     def close(self, interrupted: bool = False) -> None:
-        """Tear down: the tracker (metrics file, PNG), the workers (engine, tool sessions, Ray actors and Ray itself
-        when this run started it) and the tasks' services (the KG server). `interrupted` (a signal stopped the run, or a
-        KeyboardInterrupt): a worker may be in the middle of a call; Ray workers get a few seconds to shut down
-        and are then killed, the in-process worker's interrupted tasks are cancelled first."""
-        interrupted = interrupted or (self.signals is not None and self.signals.signum is not None)
-        if self.tracker is not None:
-            try:
-                self.tracker.finish()
-            except Exception as e:  # noqa: BLE001 - never keeps the workers alive
-                log.warning("tracker finish failed: %s", e)
-            finally:
-                self.tracker = None
-        if self.group is not None:
-            try:
-                self._shutdown_workers(interrupted)
-            except Exception as e:  # noqa: BLE001
-                log.warning("worker shutdown failed: %s", e)
-            try:
-                self.group.shutdown()
-            finally:
-                self.group = None
-        for service in getattr(self, "services", None) or []:
-            try:
-                service.stop(timeout=5.0 if interrupted else 10.0)
-            except Exception as e:  # noqa: BLE001
-                log.warning("stopping %s failed: %s", type(service).__name__, e)
-        self.services = []
-
-    def _shutdown_workers(self, interrupted: bool) -> None:
-        group = self.group
-        if not group.use_ray:
-            w = group.workers[0]
-            loop = getattr(w, "loop", None)
-            if interrupted:
-                _cancel_pending_tasks(loop)
-            w.shutdown()
-            runtime = getattr(w, "tool_runtime", None)
-            if loop is not None and not loop.is_closed():
-                if runtime is not None:
-                    loop.run_until_complete(runtime.close(timeout=5.0))  # tools' shared sessions
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-            return
-        if not interrupted:
-            group.call("shutdown")
-            return
-        # a busy actor runs the shutdown only after the call in flight: wait briefly, then group.shutdown() kills it
-        import ray
-
-        refs = [w.shutdown.remote() for w in group.workers]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=5.0)
-        if len(ready) < len(refs):
-            self.echo(f"{len(refs) - len(ready)} worker(s) busy: killing them")
+        """Tear down the tracker, the workers and the tasks' services (`teardown.py`); `interrupted`: a signal
+        stopped the run (or a KeyboardInterrupt), busy workers are not waited for."""
+        close_run(self, interrupted)
 
 
 def train(cfg: TrainConfig, overrides: Sequence[str] = (), echo: Callable[[str], None] = print,
