@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
-from agent_rl.engines.sglang_engine import parse_generate_output, sampling_params_dict
+from agent_rl.engines.sglang_engine import MEMORY_TAGS, parse_generate_output, sampling_params_dict
 
 
 log = logging.getLogger(__name__)
@@ -150,10 +150,10 @@ class HTTPEngine(Engine):
             log.warning("flush_cache not performed: %s", e)
 
     async def release_memory(self) -> None:
-        await self._post("/release_memory_occupation", {})
+        await self._post("/release_memory_occupation", {"tags": list(MEMORY_TAGS)})
 
     async def resume_memory(self) -> None:
-        await self._post("/resume_memory_occupation", {})
+        await self._post("/resume_memory_occupation", {"tags": list(MEMORY_TAGS)})
 
     async def shutdown(self) -> None:
         for request_id in list(self._inflight):

@@ -24,7 +24,10 @@ wrappers call `loop.run_until_complete` and break inside a running loop.
   .serialize(list_of_(name, tensor))] * tp_size)` -> `tokenizer_manager.update_weights_from_tensor`.
   It takes the model-update writer lock, i.e. waits for in-flight requests.
 * release/resume: `ReleaseMemoryOccupationReqInput` / `ResumeMemoryOccupationReqInput` (needs
-  `enable_memory_saver=True`); resume restores memory, not contents: push the weights again.
+  `enable_memory_saver=True`) with `tags=MEMORY_TAGS` (KV cache and weights, as verl does; sglang's io_struct
+  says only these two are supported). No tags means every region incl. the CUDA graphs' memory: 4 runs on an
+  H200 died in `release_memory_occupation` with an illegal memory access that way (docs/results.md section 7);
+  resume restores memory, not contents: push the weights again.
 * shutdown: `Engine.shutdown()` kills *every* child process of this process; when this process
   has children that are not sglang's (a KG server, Ray), only sglang's own process trees are killed.
 
@@ -44,6 +47,10 @@ import torch
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams, model_eos_token_ids
 
 log = logging.getLogger(__name__)
+
+# what release_memory frees while the actor trains (and resume_memory takes back): the KV cache and the weights,
+# not the CUDA graphs' memory pool
+MEMORY_TAGS = ["kv_cache", "weights"]
 
 
 def sampling_params_dict(sp: SamplingParams, eos_token_ids: Iterable[int] = ()) -> Dict[str, Any]:
@@ -257,12 +264,12 @@ class SGLangEngine(Engine):
     async def release_memory(self) -> None:
         from sglang.srt.managers.io_struct import ReleaseMemoryOccupationReqInput
 
-        await self.tokenizer_manager.release_memory_occupation(ReleaseMemoryOccupationReqInput(), None)
+        await self.tokenizer_manager.release_memory_occupation(ReleaseMemoryOccupationReqInput(tags=list(MEMORY_TAGS)), None)
 
     async def resume_memory(self) -> None:
         from sglang.srt.managers.io_struct import ResumeMemoryOccupationReqInput
 
-        await self.tokenizer_manager.resume_memory_occupation(ResumeMemoryOccupationReqInput(), None)
+        await self.tokenizer_manager.resume_memory_occupation(ResumeMemoryOccupationReqInput(tags=list(MEMORY_TAGS)), None)
 
     # ------------------------------------------------------------------ shutdown
     async def shutdown(self) -> None:

@@ -160,6 +160,20 @@ def parse_score(text: str, jc) -> Optional[float]:
     return min(1.0, max(0.0, (raw - lo) / (hi - lo)))
 
 
+YES_NO_RE = re.compile(r"^\W*(yes|no|correct|incorrect|true|false)\b", re.IGNORECASE)
+YES = {"yes", "correct", "true"}
+
+
+def yes_no(text: str) -> Optional[float]:
+    """A parser for judges asked a yes/no question (`reward.judge.parser=agent_rl.tasks.judge:yes_no`): 1 when the
+    reply starts with yes / correct / true, 0 with no / incorrect / false (case and leading punctuation ignored),
+    None (a failed judgment) otherwise."""
+    m = YES_NO_RE.match(text or "")
+    if m is None:
+        return None
+    return 1.0 if m.group(1).lower() in YES else 0.0
+
+
 # ---------------------------------------------------------------------------------------------- HTTP
 def request_payload(prompt: str, jc) -> Dict[str, Any]:
     messages = ([{"role": "system", "content": jc.system_prompt}] if jc.system_prompt else []) + \

@@ -171,6 +171,8 @@ lora() {  # issue 18: the LoRA actor on the GPU: weight sync (merged weights, lo
   tar czf "$R/actor.tgz" -C "$R" actor weight_sync_lora.log 2>/dev/null
 }
 
+# SmolLM2-135M never writes "Score: X" (the default template): asked yes/no it answers "No, ..." (checked on CPU)
+JUDGE_YES_NO='Question: {question} Reference answer: {ground_truth} Student answer: {answer} Is the student answer the same as the reference answer? Answer yes or no.'
 judge() {  # issue 18: the LLM judge against `agent-rl serve` on sglang: one KG rollout step scored by the judge
   mkdir -p "$R/judge"
   [ "${1:-}" = nodata ] || python3 -m agent_rl.cli.main data generate kg --out data/kg > "$R/judge/datagen.log" 2>&1
@@ -186,7 +188,9 @@ judge() {  # issue 18: the LLM judge against `agent-rl serve` on sglang: one KG 
     rollout.engine=sglang rollout.gpu_memory_utilization=0.2 data.train_batch_size=64 actor.ppo_mini_batch_size=8 \
     rollout.n=4 rollout.sampling.temperature=0.7 rollout.progress_bar=false \
     reward.functions.kg_synth=agent_rl.tasks.judge:judge_reward reward.judge.base_url=http://127.0.0.1:8300/v1 \
-    reward.judge.model=judge reward.judge.max_concurrency=64 tools.kg_server_url=http://127.0.0.1:8013 > "$R/judge/rollout.log" 2>&1
+    reward.judge.model=judge reward.judge.max_concurrency=64 tools.kg_server_url=http://127.0.0.1:8013 \
+    ++rollout.engine_kwargs.disable_prefill_cuda_graph=true reward.judge.parser=agent_rl.tasks.judge:yes_no \
+    "reward.judge.prompt_template='$JUDGE_YES_NO'" > "$R/judge/rollout.log" 2>&1
   stage "judge rollout rc=$?"
   kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null
 }

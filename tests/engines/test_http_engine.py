@@ -1,5 +1,6 @@
 """The http engine against a fake SGLang server on loopback that speaks sglang 0.5.17's JSON shapes."""
 import asyncio
+import json
 import math
 import os
 import threading
@@ -170,6 +171,8 @@ async def test_weights_memory_and_errors(server):
     await eng.release_memory()
     await eng.resume_memory()
     assert [c[0] for c in fake.calls[-3:]] == ["flush_cache", "release", "resume"]
+    # KV cache and weights only: no tags would also release the CUDA graphs' memory (docs/results.md section 7)
+    assert [json.loads(c[1]) for c in fake.calls[-2:]] == [{"tags": ["kv_cache", "weights"]}] * 2
     fake.fail_generate = True
     with pytest.raises(HTTPEngineError, match="HTTP 400"):
         await eng.generate([1], SamplingParams(max_new_tokens=1), "bad")

@@ -120,3 +120,30 @@ async def test_priority_is_passed_only_with_priority_scheduling():
     eng.priority_scheduling = True
     await eng.generate([1], SamplingParams(max_new_tokens=2, priority=3), "p1")
     assert eng._engine.extra == {"priority": 3}
+
+
+async def test_release_and_resume_name_the_kv_cache_and_weights_only(monkeypatch):
+    """No tags would release every region incl. the CUDA graphs' pool: 4 H200 runs died in release that way."""
+    import sys
+    import types
+
+    class Req:
+        def __init__(self, tags=None):
+            self.tags = tags
+
+    io = types.ModuleType("sglang.srt.managers.io_struct")
+    io.ReleaseMemoryOccupationReqInput = io.ResumeMemoryOccupationReqInput = Req
+    for name in ("sglang", "sglang.srt", "sglang.srt.managers"):
+        monkeypatch.setitem(sys.modules, name, sys.modules.get(name) or types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "sglang.srt.managers.io_struct", io)
+    seen = []
+
+    async def record(req, _request):
+        seen.append(req.tags)
+
+    eng = _engine()
+    eng._engine.tokenizer_manager.release_memory_occupation = record
+    eng._engine.tokenizer_manager.resume_memory_occupation = record
+    await eng.release_memory()
+    await eng.resume_memory()
+    assert seen == [["kv_cache", "weights"], ["kv_cache", "weights"]]

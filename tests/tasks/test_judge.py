@@ -369,3 +369,12 @@ def test_agent_rl_rollout_scores_with_the_judge(served_tiny_model, tiny_model_pa
         assert c["judge_failed"] == 0 and 0 <= c["judge_score"] <= 1 and t["reward"] == c["judge_score"]
     misses = sum(1 for t in trajs if t["reward_components"]["judge_cached"] == 0)
     assert health()["served"] - served_before == misses >= 1   # every uncached judgment is one served completion
+
+
+@pytest.mark.parametrize("reply,score", [("Yes.", 1.0), ("yes, it matches", 1.0), ("**Correct**", 1.0), ("True", 1.0),
+                                         ("No, the student answer is not the same", 0.0), ("Incorrect.", 0.0),
+                                         ("false", 0.0), ("The answer is yes", None), ("Yesterday", None), ("", None)])
+def test_yes_no_parser(reply, score):
+    assert judge.yes_no(reply) == score
+    jc = JudgeConfig(parser="agent_rl.tasks.judge:yes_no")
+    assert judge.parse_score(reply, jc) == score
