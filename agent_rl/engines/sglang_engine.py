@@ -36,6 +36,7 @@ One event loop: sglang binds its response handling to the loop of the first asyn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -88,6 +89,25 @@ GRAPH_BS_LIMIT = 1024   # most decode rows we ask sglang to capture CUDA graphs 
 
 def _round_up(n: int, k: int) -> int:
     return -(-int(n) // k) * k
+
+
+@contextlib.contextmanager
+def _keep_root_logging():
+    """sglang.Engine defaults to log_level "error" and calls `logging.basicConfig(force=True)` in this process
+    (sglang 0.5.17 `configure_logger`): the root logger's level and handlers are replaced, and every warning of
+    ours (a failed judge, a tool error, an abort that did not land) vanished from GPU runs. Put them back."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        for h in list(root.handlers):
+            if h not in handlers:
+                root.removeHandler(h)
+        for h in handlers:
+            if h not in root.handlers:
+                root.addHandler(h)
+        root.setLevel(level)
 
 
 def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fields: Set[str]) -> Dict[str, Any]:
@@ -165,7 +185,8 @@ class SGLangEngine(Engine):
         self.priority_scheduling = bool(kwargs.get("enable_priority_scheduling"))
         before = self._child_pids()
         self.eos_token_ids = model_eos_token_ids(model_path)
-        self._engine = sglang.Engine(**kwargs)
+        with _keep_root_logging():
+            self._engine = sglang.Engine(**kwargs)
         self._own_children = self._child_pids() - before
         self.tp_size = int(getattr(getattr(self._engine, "server_args", None), "tp_size", 1) or 1)
         self._rids: Dict[str, Tuple[str, asyncio.Event]] = {}   # our request id -> (sglang rid, done)

@@ -147,3 +147,20 @@ async def test_release_and_resume_name_the_kv_cache_and_weights_only(monkeypatch
     await eng.release_memory()
     await eng.resume_memory()
     assert seen == [["kv_cache", "weights"], ["kv_cache", "weights"]]
+
+
+def test_sglang_engine_start_leaves_our_logging_alone(caplog):
+    """sglang.Engine's configure_logger does basicConfig(level=ERROR, force=True): our warnings must survive it."""
+    import logging
+
+    from agent_rl.engines.sglang_engine import _keep_root_logging
+
+    root = logging.getLogger()
+    before_level, before_handlers = root.level, list(root.handlers)
+    with _keep_root_logging():
+        logging.basicConfig(level=logging.ERROR, format="[sglang] %(message)s", force=True)   # what sglang does
+        assert root.level == logging.ERROR
+    assert root.level == before_level and root.handlers == before_handlers
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("agent_rl.tasks.judge").warning("LLM judge failed")
+    assert "LLM judge failed" in caplog.text
