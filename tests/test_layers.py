@@ -15,9 +15,12 @@ LAYERS = [
     ["agent_rl.orchestration", "agent_rl.bench"],
     ["agent_rl.cli"],
 ]
-# Known exception: the start-up file check of `compose(check_paths=True)` reuses the orchestration's data / tool /
-# model / reward checks.
-KNOWN = {("agent_rl.config.load", "agent_rl.orchestration.prepare")}
+# Known exceptions: the start-up file check of `compose(check_paths=True)` reuses the orchestration's data / tool /
+# model / reward checks. The config schema has the keys the tasks add to its sections (`Task.config`), read from
+# the task registry's declarations (it imports no task to answer) when asked, in every process: a script that only
+# composes a config knows `tools.kg_store` as the trainer does.
+KNOWN = {("agent_rl.config.load", "agent_rl.orchestration.prepare"),
+         ("agent_rl.config.load", "agent_rl.tasks.registry")}
 
 
 def _place(module: str):
