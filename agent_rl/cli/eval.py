@@ -220,9 +220,10 @@ def _load_rows(cfg):
     from agent_rl.config.load import ConfigError
     from agent_rl.data.loader import load_rows
     from agent_rl.tasks import check_row_reward
+    from agent_rl.tasks.rows import rules_for
 
     try:   # an unscorable row (unknown data_source) is an error here, before anything runs
-        return load_rows(cfg.data.val_files, skip_invalid=cfg.data.skip_invalid_rows, log=print,
+        return load_rows(cfg.data.val_files, skip_invalid=cfg.data.skip_invalid_rows, log=print, rules=rules_for,
                          check=lambda row: check_row_reward(row, cfg.reward))
     except (ValueError, OSError) as e:
         raise ConfigError(f"data: {e}") from None

@@ -13,7 +13,7 @@ from typing import Any, Dict, Sequence, Union
 from agent_rl.tasks.gsm8k.convert import convert_gsm8k
 from agent_rl.tasks.kg.convert_rog import DATASETS, convert_rog
 from tools.kg_store import DEFAULT_FILENAME as KG_STORE_NAME, read_kg_store, save_kg_store
-from agent_rl.data.parquet_io import write_rows
+from agent_rl.tasks.rows import write_rows
 
 KINDS = ("gsm8k",) + DATASETS
 

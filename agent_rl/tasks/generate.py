@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional
 
-from agent_rl.data.parquet_io import write_rows
+from agent_rl.tasks.rows import write_rows
 
 SPLITS = ("train", "val", "test")
 DEFAULT_SIZES = {"train": 2000, "val": 200, "test": 200}

@@ -21,8 +21,7 @@ from agent_rl.rewards.text import final_answer, final_hash_answer, numbers_match
 from agent_rl.rewards.turns import assistant_texts, turn_format_scores
 from agent_rl.rollout.trajectory import Trajectory
 from agent_rl.tasks.arith.config import format_weight
-
-GSM8K_TOOL = "calc_gsm8k_reward"
+from agent_rl.tasks.arith.rows import MATH_REWARD_TOOL as GSM8K_TOOL
 
 
 def arith_reward(traj: Trajectory, cfg) -> Tuple[float, Dict[str, float]]:

@@ -31,9 +31,8 @@ from agent_rl.rewards.text import final_answer, normalize_answer, split_answers
 from agent_rl.rewards.turns import assistant_texts, turn_format_scores
 from agent_rl.rollout.trajectory import Trajectory
 from agent_rl.tasks.kg.config import reward_settings
+from agent_rl.tasks.kg.rows import KG_TOOL
 from agent_rl.tool_runtime.record import ToolCallRecord
-
-KG_TOOL = "kg_query"
 
 
 def answer_scores(predictions: Sequence[str], gold: Sequence[str]) -> Dict[str, float]:
