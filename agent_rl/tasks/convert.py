@@ -36,10 +36,19 @@ def convert_dataset(kind: str, inputs: Union[str, Sequence[str]], out_dir: str, 
                 raise ValueError(f"{store} holds dataset {dataset!r}, not {kind!r}: use another --out folder")
         samples.update(graphs)
         save_kg_store(store, samples, dataset=kind)
-        summary.update(kg_store=store, store_samples=len(samples), **counts,
-                       hops=dict(sorted(Counter(r["extra_info"]["hops"] for r in rows).items())),
-                       answers=dict(sorted(Counter(min(len(r["reward_model"]["ground_truth"]), 10)
-                                                   for r in rows).items())))
+        hops = dict(sorted(Counter(r["extra_info"]["hops"] for r in rows).items()))
+        answers = dict(sorted(Counter(min(len(r["reward_model"]["ground_truth"]), 10) for r in rows).items()))
+        summary.update(kg_store=store, store_samples=len(samples), **counts, hops=hops, answers=answers)
+        summary["notes"] = [f"wrote {store}: {len(samples)} subgraphs in store | hops {hist_text(hops)} | answers "
+                            f"{hist_text(answers)} | skipped (no answer) {counts['skipped_no_answer']} | skipped (no topic "
+                            f"entity) {counts['skipped_no_topic']} | empty graphs {counts['empty_graph']}"]
+    notes = summary.pop("notes", [])
     summary["file"] = write_rows(os.path.join(out_dir, f"{split}.parquet"), rows)
     summary["rows"] = len(rows)
+    summary["notes"] = notes      # what `agent-rl data convert` prints after the row count
     return summary
+
+
+def hist_text(counts: Dict[Any, Any]) -> str:
+    """{1: 3, 2: 1} -> `1:3 2:1`."""
+    return " ".join(f"{k}:{v}" for k, v in counts.items())

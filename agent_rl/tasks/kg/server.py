@@ -21,8 +21,9 @@ from agent_rl.config.load import ConfigError
 from agent_rl.config.schema import TrainConfig
 from agent_rl.config.tool_yaml import tool_entries, tool_names
 from agent_rl.tasks.kg.rows import KG_TOOL
+from tools.kg_query import ENV_URL
 
-KG_ENV = "AGENT_RL_KG_SERVER_URL"
+KG_ENV = ENV_URL      # what kg_query reads (Task.env: the workers get it)
 
 
 def server_answers(url: str, timeout: float = 1.0) -> bool:
