@@ -15,9 +15,15 @@ LAYERS = [
     ["agent_rl.orchestration", "agent_rl.bench"],
     ["agent_rl.cli"],
 ]
-# Known exception: the start-up file check of `compose(check_paths=True)` reuses the orchestration's data / tool /
-# model / reward checks.
-KNOWN = {("agent_rl.config.load", "agent_rl.orchestration.prepare")}
+# Known exceptions: the start-up file check of `compose(check_paths=True)` reuses the orchestration's data / tool /
+# model / reward checks. Two lower layers read the task registry's declarations (it imports no task to answer)
+# when asked, in every process, through one module each: the config schema has the keys the tasks add to its
+# sections (`Task.config`: a script that only composes a config knows `tools.kg_store` as the trainer does), and
+# the metrics' PNG panels and console groups are the tasks' too (`Task.panels`: `python -m agent_rl.metrics.plot`
+# draws what the trainer's Tracker draws).
+KNOWN = {("agent_rl.config.load", "agent_rl.orchestration.prepare"),
+         ("agent_rl.config.load", "agent_rl.tasks.registry"),
+         ("agent_rl.metrics.tasks", "agent_rl.tasks.registry")}
 
 
 def _place(module: str):

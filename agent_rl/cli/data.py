@@ -60,6 +60,11 @@ def _hist(d) -> str:
     return " ".join(f"{k}:{v}" for k, v in d.items())
 
 
+def _histograms(h) -> str:
+    """A split's histograms as its task's generator reports them: `hops 1:12 2:9 | cvt 3 | same-name 1`."""
+    return " | ".join(f"{k.replace('_', '-')} {_hist(v) if isinstance(v, dict) else v}" for k, v in h.items())
+
+
 def run(args) -> int:
     if args.data_cmd == "export-ntriples":
         from agent_rl.tasks.kg.ntriples import export_ntriples
@@ -79,13 +84,10 @@ def run(args) -> int:
             s = generate_dataset(args.kind, args.out, seed=args.seed,
                                  sizes={"train": args.train, "val": args.val, "test": args.test}, hops=args.hops)
             for split, path in s["files"].items():
-                h = s["histograms"][split]
-                extra = (f"hops {_hist(h['hops'])} | answers {_hist(h['answers'])} | cvt {h['cvt']} | same-name {h['same_name']}"
-                         if args.kind == "kg" else f"steps {_hist(h['steps'])}")
-                print(f"wrote {path}: {s['rows'][split]} rows | {extra}")
-            if "kg_store" in s:
-                t = s["triples"]
-                print(f"wrote {s['kg_store']}: {t['samples']} subgraphs, triples min {t['min']} mean {t['mean']} max {t['max']}")
+                extra = _histograms(s["histograms"][split])
+                print(f"wrote {path}: {s['rows'][split]} rows" + (f" | {extra}" if extra else ""))
+            for line in s.get("notes", ()):     # what the task adds (kg: its KG store)
+                print(line)
         elif args.data_cmd in ("kg-demos", "arith-demos"):
             if args.data_cmd == "kg-demos":
                 from agent_rl.tasks.kg.demos import write_kg_demos
@@ -105,10 +107,8 @@ def run(args) -> int:
                 print(f"agent-rl data convert: {' '.join(str(e).split())}", file=sys.stderr)
                 return 2
             print(f"wrote {s['file']}: {s['rows']} rows")
-            if "kg_store" in s:
-                print(f"wrote {s['kg_store']}: {s['store_samples']} subgraphs in store | hops {_hist(s['hops'])} | "
-                      f"answers {_hist(s['answers'])} | skipped (no answer) {s['skipped_no_answer']} | "
-                      f"skipped (no topic entity) {s['skipped_no_topic']} | empty graphs {s['empty_graph']}")
+            for line in s.get("notes", ()):     # what the task adds (webqsp / cwq: the KG store)
+                print(line)
     except (ValueError, FileNotFoundError) as e:    # bad input: one line, exit 2 like every command's config errors
         print(f"agent-rl data: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

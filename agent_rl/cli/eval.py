@@ -23,8 +23,6 @@ import time
 
 HELP = "Evaluate a model on a parquet with its tools: greedy or pass@k, per data source and hop"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TASK_TOOLS = {"kg": "configs/tool_config/kg_query_tool_config.yaml", "arith": "configs/tool_config/arith_tool_config.yaml"}
-ABILITY_TASK = {"kgqa": "kg", "math": "arith"}
 
 
 def add_arguments(parser):
@@ -76,8 +74,12 @@ def _model_folder(path: str) -> str:
 
 
 def _data_task(files):
-    """kg | arith when every row's `ability` is of that task, else None (mixed, unknown or unreadable)."""
+    """The task every row's `ability` belongs to (`Task.abilities`, agent_rl/tasks/registry.py: the first task
+    listing it), when that task has a default tool YAML (`Task.tool_config`); else None (mixed, unknown or
+    unreadable)."""
     import pyarrow.parquet as pq
+
+    from agent_rl.tasks.registry import task_of_ability
 
     tasks = set()
     for f in files:
@@ -85,8 +87,9 @@ def _data_task(files):
             abilities = pq.read_table(f, columns=["ability"]).column("ability").to_pylist()
         except Exception:
             return None
-        tasks.update(ABILITY_TASK.get(a) for a in abilities)
-    return tasks.pop() if len(tasks) == 1 and None not in tasks else None
+        tasks.update(task_of_ability(a) for a in abilities)
+    task = tasks.pop() if len(tasks) == 1 and None not in tasks else None
+    return task if task is not None and task.tool_config else None
 
 
 def _checkout_path(rel: str) -> str:
@@ -103,17 +106,27 @@ def _pick_tools(cfg, args, overrides, log) -> None:
     if not args.tools and not _overridden(overrides, "tools.config_path") and existing:
         task, current = _data_task(existing), cfg.tools.config_path
         other = tools_task(current)      # None: a user's own tools (kept), or a YAML not found from here (replaced)
-        if task and task != other and (other is not None or (current and not os.path.isfile(current))):
-            cfg.tools.config_path = _checkout_path(TASK_TOOLS[task])
-            log(f"tools: {cfg.tools.config_path} (the data are {task} rows; --tools YAML to choose)")
+        if task and task.name != other and (other is not None or (current and not os.path.isfile(current))):
+            cfg.tools.config_path = _checkout_path(task.tool_config)
+            log(f"tools: {cfg.tools.config_path} (the data are {task.name} rows; --tools YAML to choose)")
     if args.kg_store:
         cfg.tools.kg_store = args.kg_store
-    elif not _overridden(overrides, "tools.kg_store") and existing:
-        from tools.kg_store import DEFAULT_FILENAME
+    elif existing:
+        _files_next_to_data(cfg, overrides, os.path.dirname(existing[0]))
 
-        nearby = os.path.join(os.path.dirname(existing[0]), DEFAULT_FILENAME)
-        if os.path.isfile(nearby) and tools_task(cfg.tools.config_path) == "kg":
-            cfg.tools.kg_store = nearby
+
+def _files_next_to_data(cfg, overrides, folder: str) -> None:
+    """The files of the tools' task that lie next to the data (`Task.data_files`: the KG store, `tools.kg_store`),
+    for the config keys the overrides do not set."""
+    from agent_rl.orchestration.prepare import tools_task
+    from agent_rl.tasks.registry import TASKS, config_value
+
+    name = tools_task(cfg.tools.config_path)
+    for key, filename in TASKS[name].data_files if name else ():
+        nearby = os.path.join(folder, filename)
+        if not _overridden(overrides, key) and os.path.isfile(nearby):
+            section, _, leaf = key.rpartition(".")
+            setattr(config_value(cfg, section), leaf, nearby)
 
 
 def _clean(v):
@@ -220,9 +233,10 @@ def _load_rows(cfg):
     from agent_rl.config.load import ConfigError
     from agent_rl.data.loader import load_rows
     from agent_rl.tasks import check_row_reward
+    from agent_rl.tasks.rows import rules_for
 
     try:   # an unscorable row (unknown data_source) is an error here, before anything runs
-        return load_rows(cfg.data.val_files, skip_invalid=cfg.data.skip_invalid_rows, log=print,
+        return load_rows(cfg.data.val_files, skip_invalid=cfg.data.skip_invalid_rows, log=print, rules=rules_for,
                          check=lambda row: check_row_reward(row, cfg.reward))
     except (ValueError, OSError) as e:
         raise ConfigError(f"data: {e}") from None

@@ -58,6 +58,7 @@ async def _rollout(cfg, args, model_path, device, log) -> int:
     from agent_rl.orchestration.components import build_renderer, build_scheduler, build_tool_runtime, load_tokenizer
     from agent_rl.rollout.output import write_trajectories
     from agent_rl.tasks import check_row_reward
+    from agent_rl.tasks.rows import rules_for
 
     tokenizer = load_tokenizer(cfg, model_path)           # ConfigError naming model.path when it has none
     runtime = build_tool_runtime(cfg, tokenizer)           # ConfigError naming tools.config_path and the entry
@@ -65,7 +66,7 @@ async def _rollout(cfg, args, model_path, device, log) -> int:
     files = cfg.data.val_files if args.val else cfg.data.train_files
     try:
         rows = load_rows(files, skip_invalid=cfg.data.skip_invalid_rows, log=log,   # an unscorable row: at load
-                         check=lambda row: check_row_reward(row, cfg.reward))
+                         rules=rules_for, check=lambda row: check_row_reward(row, cfg.reward))
     except (ValueError, OSError) as e:
         from agent_rl.config.load import ConfigError
 

@@ -4,13 +4,12 @@ Errors are one line naming the key or path: `ConfigError("rollout.multi_turn.max
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 import re
 import typing
 from functools import lru_cache
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -19,6 +18,7 @@ from agent_rl.algorithms.advantage import ESTIMATORS
 from agent_rl.algorithms.aggregate import AGG_MODES
 from agent_rl.algorithms.kl import KL_KINDS
 from agent_rl.engines import KINDS as ENGINE_KINDS
+from agent_rl.config import extend
 from agent_rl.config.schema import TrainConfig
 from agent_rl.rollout.formats import get_parser
 
@@ -36,22 +36,36 @@ def default_config_dir() -> str:
     return here
 
 
-@lru_cache(maxsize=1)
+def task_sections() -> Dict[str, type]:
+    """{section: its class extended with the keys the tasks add} (`Task.config` of agent_rl/tasks/registry.py,
+    `extend.py`): the schema every compose / validate uses. Read from the task registry when called (a task a user
+    adds to it counts too): a known exception to the layers' import direction (docs/architecture.md, Layers)."""
+    from agent_rl.tasks.registry import config_additions
+
+    try:
+        return extend.section_types(TrainConfig, config_additions())
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def section_class(name: str) -> type:
+    """The class of section `name` as a composed config holds it (with the tasks' keys): `section_class("reward")()`."""
+    return task_sections().get(name) or typing.get_type_hints(TrainConfig)[name]
+
+
+def default_config() -> TrainConfig:
+    """Every key at its schema default, the tasks' keys included (what the dataclasses give, before trainer.yaml)."""
+    return extend.default_config(TrainConfig, task_sections())
+
+
 def schema_keys() -> List[str]:
     """Every dotted key of the schema, sections included (`rollout`, `rollout.multi_turn`, `rollout.n`, ...)."""
-    out: List[str] = []
+    return _schema_keys(tuple(task_sections().items()))
 
-    def walk(cls, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            key = f"{prefix}{f.name}"
-            out.append(key)
-            t = hints.get(f.name)
-            if dataclasses.is_dataclass(t):
-                walk(t, key + ".")
 
-    walk(TrainConfig, "")
-    return out
+@lru_cache(maxsize=4)
+def _schema_keys(types) -> List[str]:
+    return [key for key, _, _ in extend.walk(TrainConfig, dict(types))]
 
 
 def _did_you_mean(key: str) -> Optional[str]:
@@ -127,7 +141,7 @@ def compose(overrides: Sequence[str] = (), config_dir: Optional[str] = None, con
 
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="agent_rl_schema", node=TrainConfig)
+    ConfigStore.instance().store(name="agent_rl_schema", node=extend.schema(TrainConfig, task_sections()))
     # keys of the open mappings need no `+`: `reward.functions.my_source=pkg.mod:fn` adds or replaces an entry
     overrides = [f"++{o}" if o.startswith(OPEN_MAPPINGS) else o for o in overrides]
     config_dir = os.path.abspath(config_dir or default_config_dir())
@@ -143,7 +157,7 @@ def compose(overrides: Sequence[str] = (), config_dir: Optional[str] = None, con
 
 
 def validate(raw: dict, check_paths: bool = True) -> TrainConfig:
-    schema = OmegaConf.structured(TrainConfig)
+    schema = extend.schema(TrainConfig, task_sections())
     try:
         merged = OmegaConf.merge(schema, raw)
         OmegaConf.resolve(merged)
@@ -167,7 +181,8 @@ def _check_values(cfg: TrainConfig) -> None:
     choice("actor.kl_loss_type", cfg.actor.kl_loss_type, list(KL_KINDS))
     choice("algorithm.adv_estimator", cfg.algorithm.adv_estimator, list(ESTIMATORS))
     choice("trainer.device", cfg.trainer.device, ["auto", "cuda", "cpu"])
-    choice("reward.kg_answer_metric", cfg.reward.kg_answer_metric, ["f1", "em", "hits1"])
+    for problem in extend.choice_errors(cfg):    # fields with `choices` (F(..., choices=...)), the tasks' keys too
+        raise ConfigError(problem)
     choice("logger.wandb_mode", cfg.logger.wandb_mode, ["auto", "online", "offline", "disabled"])
     for b in cfg.logger.backends:
         choice("logger.backends", b, ["console", "jsonl", "wandb"])

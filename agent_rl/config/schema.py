@@ -4,17 +4,25 @@ Hydra composes `configs/*.yaml` with command-line overrides; `agent_rl.config.lo
 result into these dataclasses, so an unknown key, a wrong type or a missing file fails at start
 with one line naming it. Every field carries a `help` in its metadata: `docs/config.md` is
 generated from it (`python -m agent_rl.config.docs`).
+
+The framework's keys only: a task adds its own keys to a section (`tools`, `reward`, ...) from its folder, through
+`Task.config` of the task registry (`extend.py`; the extended sections are what `load.compose` returns).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 
-def F(default: Any = None, help: str = "", factory: Any = None):  # noqa: A002 - mirrors argparse
+def F(default: Any = None, help: str = "", factory: Any = None, choices: Optional[Sequence[Any]] = None):  # noqa: A002
+    """A schema field: its default (or `factory`), the `help` docs/config.md shows and, for a value that must be one of
+    a list, its `choices` (checked by `load.validate`: `key: 'x' is not one of a, b`)."""
+    metadata: Dict[str, Any] = {"help": help}
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
     if factory is not None:
-        return field(default_factory=factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -118,9 +126,6 @@ class RolloutConfig:
 @dataclass
 class ToolsConfig:
     config_path: Optional[str] = F("configs/tool_config/kg_query_tool_config.yaml", "tool YAML (verl shape); null = no tools")
-    kg_server_url: str = F("http://127.0.0.1:8001", "KG server base URL used by kg_query")
-    kg_server_autostart: bool = F(True, "start the KG server in-process when nothing answers at kg_server_url")
-    kg_store: Optional[str] = F("data/kg/kg_store.json", "KG store file the autostarted server loads")
     max_failed_calls_per_step: Optional[int] = F(None, "stop the run when more tool calls than this fail on the tool's "
                                                  "side in one step (backend down, time-outs, exceptions), before "
                                                  "the update; null = never (they stay error observations)")
@@ -273,13 +278,6 @@ class RewardConfig:
     default_reward: Optional[str] = F(None, "reward of a data_source with no reward function: a task (kg | arith | "
                                       "gsm8k) or infer (from the row's ability, else its ground truth's type); null = "
                                       "such a row is an error (docs/tools.md)")
-    kg_answer_metric: str = F("f1", "f1 | em | hits1: the answer score of KG QA")
-    kg_answer_weight: float = F(1.0, "weight of the answer score")
-    kg_format_weight: float = F(0.1, "weight of the format score: every turn well-formed and a non-empty answer (per turn: the turn well-formed)")
-    kg_validity_weight: float = F(0.1, "weight of query validity: distinct successful look-ups, up to kg_validity_cap, over the cap")
-    kg_validity_cap: int = F(2, "distinct successful look-ups that earn full validity (2 = one hop: relations, then entities)")
-    kg_retrieval_weight: float = F(0.2, "weight of retrieval: a get_entities_* look-up returned a gold answer (outcome, and on the first turn that did)")
-    arith_format_weight: float = F(0.0, "weight of the answer-format score for arithmetic / GSM8K")
     judge: JudgeConfig = F(None, "LLM-as-judge reward (`reward.functions.<source>=agent_rl.tasks.judge:judge_reward`)", factory=JudgeConfig)
     # free-form like `functions` (so `reward.objectives.NAME.weight=2` works on the command line); each entry is
     # checked against ObjectiveConfig and filled with its defaults by config.objectives.parse_objectives
@@ -335,11 +333,11 @@ class TrainConfig:
     model: ModelConfig = F(None, "policy / reference model", factory=ModelConfig)
     data: DataConfig = F(None, "parquet data", factory=DataConfig)
     rollout: RolloutConfig = F(None, "generation and multi-turn agent loop", factory=RolloutConfig)
-    tools: ToolsConfig = F(None, "tool declarations and the KG server", factory=ToolsConfig)
+    tools: ToolsConfig = F(None, "tool declarations, and the settings of the services the tasks' tools need", factory=ToolsConfig)
     actor: ActorConfig = F(None, "FSDP actor and PPO/GRPO loss", factory=ActorConfig)
     ref: RefConfig = F(None, "reference model", factory=RefConfig)
     algorithm: AlgorithmConfig = F(None, "advantage estimation and corrections", factory=AlgorithmConfig)
     sft: SFTConfig = F(None, "supervised warm-start on demonstrations before RL", factory=SFTConfig)
-    reward: RewardConfig = F(None, "reward weights", factory=RewardConfig)
+    reward: RewardConfig = F(None, "reward functions and the tasks' reward weights", factory=RewardConfig)
     trainer: TrainerConfig = F(None, "loop, checkpoints, devices", factory=TrainerConfig)
     logger: LoggerConfig = F(None, "metrics sinks", factory=LoggerConfig)

@@ -1,4 +1,4 @@
-"""What the demonstration writers (`kg_demos`, `arith_demos`) share: the message texts, the row shape, the file.
+"""What the tasks' demonstration writers (`agent_rl/tasks/<task>/demos.py`) share: the message texts, the row shape, the file.
 
 File format (TRL / verl multi-turn SFT): one row per demonstration, `messages` = the row's prompt messages
 followed by assistant / tool messages, plus `data_source` and `extra_info` (`sample_id`, `turns`).

@@ -1,7 +1,7 @@
 """Row files -> rows -> prompt batches.
 
 `load_rows(files)` reads parquet files of our row schema (mixed tasks across files are fine) and checks
-every row (`schema.row_problem`): a bad row is a one-line ValueError naming the file, the row and the
+every row (`schema.row_problem`, with the tasks' rules when given: `agent_rl.tasks.rows.rules_for`): a bad row is a one-line ValueError naming the file, the row and the
 field, or, with `skip_invalid=True`, is dropped and counted.
 `PromptLoader` yields batches epoch after epoch, reshuffled per epoch with `Random(seed + epoch)`,
 and resumes exactly from `state_dict()` (mid-epoch included); `last_indices` are the positions (in `rows`) of the
@@ -14,7 +14,7 @@ import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 from agent_rl.data.parquet_io import read_table
-from agent_rl.data.schema import REQUIRED_COLUMNS, row_problem
+from agent_rl.data.schema import REQUIRED_COLUMNS, Rules, row_problem
 
 
 def _drop_nulls(tools_kwargs: Any) -> Any:
@@ -37,12 +37,13 @@ def _stderr(line: str) -> None:
 
 
 def load_rows(files: Union[str, Sequence[str]], *, skip_invalid: bool = False,
-              check: Optional[Callable[[Dict[str, Any]], Any]] = None,
+              check: Optional[Callable[[Dict[str, Any]], Any]] = None, rules: Optional[Rules] = None,
               log: Optional[Callable[[str], None]] = None,
               stats: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     """All valid rows of `files` (parquet, our schema) as dicts, in file order.
 
-    Every row is checked with `schema.row_problem` and then `check(row)` (optional, e.g. the trainer's
+    Every row is checked with `schema.row_problem` (`rules`: data_source -> what its task requires of its rows,
+    `agent_rl.tasks.rows.rules_for`; without it, what every row needs) and then `check(row)` (optional, e.g. the trainer's
     reward-function look-up; it raises ValueError for a row it cannot serve). The first bad row raises
     `ValueError("<file> row <i>: <field>: <problem>")` (the trainer reports it as a config error, exit 2),
     unless `skip_invalid`: then bad rows are dropped, `log` (default: stderr) gets one line per file with the
@@ -66,7 +67,7 @@ def load_rows(files: Union[str, Sequence[str]], *, skip_invalid: bool = False,
             raise ValueError(f"{path}: file has no rows")
         skipped, first = 0, None
         for i, row in enumerate(table.to_pylist()):
-            problem = row_problem(row)
+            problem = row_problem(row, rules)
             if problem is None:
                 extra = row.get("extra_info")
                 if isinstance(extra, dict) and "tools_kwargs" in extra:

@@ -12,15 +12,16 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agent_rl.data.schema import validate_row
+from agent_rl.data.schema import Rules, validate_row
 
 
-def write_rows(path: str, rows: Sequence[Dict[str, Any]]) -> str:
-    """Validate and write `rows` to `path` (parquet); returns the path."""
+def write_rows(path: str, rows: Sequence[Dict[str, Any]], rules: Optional[Rules] = None) -> str:
+    """Validate (`schema.validate_row`, with the tasks' `rules` when given) and write `rows` to `path` (parquet);
+    returns the path."""
     if not rows:
         raise ValueError(f"{path}: refusing to write an empty row file")
     for i, row in enumerate(rows):
-        validate_row(row, where=f"{path} row {i}")
+        validate_row(row, where=f"{path} row {i}", rules=rules)
     table = pa.Table.from_pylist(list(rows))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp"

@@ -5,8 +5,9 @@
       actor     pg_loss -0.0123  kl_loss 4.1e-4  entropy 1.92  grad_norm 0.83
       timing    rollout_s 2.31  update_s 1.02  step_s 4.10
 
-Groups come in a fixed, familiar order (reward, val, actor, rollout, tools, kg, mismatch, perf, timing);
-unknown prefixes follow alphabetically. Long groups wrap onto continuation lines.
+Groups come in a fixed, familiar order (reward, val, actor, rollout, tools, the tasks' groups, mismatch, perf,
+timing); unknown prefixes follow alphabetically. A task's group is what its `metrics` hook writes (`<task>/...`;
+`metrics/tasks.py` reads them from the task registry). Long groups wrap onto continuation lines.
 
 Validation (`val/<data_source>/*`, and `sft/val/*` as its own `sft/val` group) prints one line per data
 source, headline first: reward, the answer metric (`f1`, else `answer`, else `correct`), answer_rate, that
@@ -22,7 +23,8 @@ import math
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping
 
-GROUP_ORDER = ["reward", "val", "actor", "critic", "rollout", "tools", "kg", "mismatch", "data", "perf", "timing"]
+GROUP_ORDER = ["reward", "val", "actor", "critic", "rollout", "tools", "mismatch", "data", "perf", "timing"]
+TASK_GROUPS_AFTER = "tools"    # the tasks' metric groups come right after this group
 ANSWER_METRICS = ("f1", "answer", "correct")   # the first a data source has is its headline answer metric
 LABEL_WIDTH = 10
 LINE_WIDTH = 110
@@ -51,6 +53,15 @@ def format_value(v: Any) -> str:
     return str(v)
 
 
+def group_order() -> List[str]:
+    """GROUP_ORDER with the tasks' metric groups after TASK_GROUPS_AFTER."""
+    from agent_rl.metrics.tasks import task_groups
+
+    i = GROUP_ORDER.index(TASK_GROUPS_AFTER) + 1
+    extra = [g for g in task_groups() if g not in GROUP_ORDER]
+    return GROUP_ORDER[:i] + extra + GROUP_ORDER[i:]
+
+
 def group_metrics(metrics: Mapping[str, Any]) -> "OrderedDict[str, List[tuple]]":
     groups: Dict[str, List[tuple]] = {}
     for key in sorted(metrics):
@@ -58,7 +69,8 @@ def group_metrics(metrics: Mapping[str, Any]) -> "OrderedDict[str, List[tuple]]"
         if not rest:
             prefix, rest = "misc", key
         groups.setdefault(prefix, []).append((rest, metrics[key]))
-    order = [g for g in GROUP_ORDER if g in groups] + sorted(g for g in groups if g not in GROUP_ORDER)
+    known = group_order()
+    order = [g for g in known if g in groups] + sorted(g for g in groups if g not in known)
     out: "OrderedDict[str, List[tuple]]" = OrderedDict()
     for g in order:
         items = groups[g]

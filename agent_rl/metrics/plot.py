@@ -1,11 +1,15 @@
 """Training-curve PNG from a metrics JSONL (matplotlib, Agg backend: no display needed).
 
 `plot_metrics(jsonl, png, keys=None)`: one panel per curve group; with `keys=None` the default panels
-(rewards incl. validation and the post-warm-start validation, validation components, validation F1 by hop
-count, validation answer rate, KL loss, policy loss, entropy, response length, tool-call rate, KG query
-success, timing) are drawn for whichever of their metrics are present. In the default panels a `*` stands
-for one part of a metric name between slashes (`val/*/f1` is not `val/kg_synth/hop1/f1`); `keys` are plain
-fnmatch globs.
+(rewards incl. validation and the post-warm-start validation, validation components, validation answer rate, KL
+loss, policy loss, entropy, response length, tool-call rate, timing, and the panels and curves the tasks add:
+`Task.panels` of the task registry, read through `metrics/tasks.py`) are drawn for whichever of their metrics are
+present. In the default panels a `*` stands for one part of a metric name between slashes (`val/*/f1` is not
+`val/<source>/hop1/f1`); `keys` are plain fnmatch globs.
+
+A task's panels come in its order: one whose title is a default panel's adds its patterns to that panel, each
+right after the pattern listed before it (the first at the front); a new one goes right after the panel listed
+before it (the first at the end).
 
 Short runs read well too: every panel spans the steps drawn in any panel (a lone validation point at step 2 sits
 on the 1..2 axis of the other panels, not on an axis of 1.9..2.1), series of few points get markers and, with 3 points or fewer,
@@ -20,26 +24,56 @@ import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from agent_rl.metrics.jsonl import read_jsonl
+from agent_rl.metrics.tasks import Panel, task_panels
 
 # (panel title, metric patterns). Patterns are fnmatch globs over metric names.
 DEFAULT_PANELS: List[Tuple[str, List[str]]] = [
     ("reward", ["reward/mean", "val/*/reward", "sft/val/*/reward"]),
-    ("validation", ["val/*/f1", "val/*/format", "val/*/validity", "val/*/retrieval", "val/*/tool_call_rate",
-                    "val/*/kg_query_success_rate"]),
-    ("validation F1 by hop", ["val/*/hop*/f1"]),
+    ("validation", ["val/*/format", "val/*/tool_call_rate"]),
     ("validation answer rate", ["val/*/answer_rate"]),
     ("KL loss", ["actor/kl_loss"]),
     ("policy loss", ["actor/pg_loss"]),
     ("entropy", ["actor/entropy"]),
     ("response length (tokens)", ["rollout/response_len_mean", "rollout/sampled_len_mean"]),
     ("tool calls", ["rollout/tool_calls_mean", "rollout/tool_call_rate"]),
-    ("KG query success rate", ["kg/query_success_rate"]),
     ("timing (s)", ["timing/step_s", "timing/rollout_s", "timing/update_s", "timing/old_logprob_s", "timing/ref_s", "timing/sync_s"]),
 ]
 
 
 # panels of rewards and rates: the y axis starts at 0 (a reward going 0.05 -> 0.18 is not drawn as a climb from the floor)
-FROM_ZERO = {"reward", "validation", "validation F1 by hop", "validation answer rate", "tool calls", "KG query success rate"}
+FROM_ZERO = {"reward", "validation", "validation answer rate", "tool calls"}
+
+
+def _insert_after(items: list, prev, item, key=lambda x: x) -> None:
+    """Insert `item` right after the entry whose key is `prev` (at the front when `prev` is None)."""
+    i = next(i for i, x in enumerate(items) if key(x) == prev) + 1 if prev is not None else 0
+    items.insert(i, item)
+
+
+def default_panels(extra: Sequence[Sequence[Panel]] = None) -> Tuple[List[Tuple[str, List[str]]], set]:
+    """(DEFAULT_PANELS with the tasks' panels merged in, the titles whose y axis starts at 0); `extra` defaults to
+    the tasks' (`Task.panels`)."""
+    panels = [(t, list(ps)) for t, ps in DEFAULT_PANELS]
+    from_zero = set(FROM_ZERO)
+    for group in task_panels() if extra is None else extra:
+        prev_title = None
+        for title, patterns, zero in group:
+            panel = next((p for t, p in panels if t == title), None)
+            if panel is None:
+                panel = []
+                if prev_title is None:
+                    panels.append((title, panel))
+                else:
+                    _insert_after(panels, prev_title, (title, panel), key=lambda x: x[0])
+            prev = None
+            for p in patterns:
+                if p not in panel:
+                    _insert_after(panel, prev, p)
+                prev = p
+            if zero:
+                from_zero.add(title)
+            prev_title = title
+    return panels, from_zero
 
 
 def _series(records: Sequence[dict], key: str) -> Tuple[List[int], List[float]]:
@@ -69,7 +103,7 @@ def _panels(records: Sequence[dict], keys: Optional[Sequence[str]]) -> List[Tupl
     if keys:
         return [(k, [m for m in names if fnmatch.fnmatch(m, k)]) for k in keys]
     out = []
-    for title, patterns in DEFAULT_PANELS:
+    for title, patterns in default_panels()[0]:
         found: List[str] = []
         for p in patterns:
             found += [m for m in names if _match_parts(m, p) and m not in found]
@@ -109,6 +143,7 @@ def plot_metrics(jsonl: str, png: str, keys: Optional[Sequence[str]] = None, tit
     from matplotlib.ticker import MaxNLocator
 
     records = read_jsonl(jsonl)
+    from_zero = default_panels()[1]
     panels = [(t, [m for m in ms if _series(records, m)[0]]) for t, ms in _panels(records, keys)]
     panels = [(t, ms) for t, ms in panels if ms]
     if not panels:
@@ -133,7 +168,7 @@ def plot_metrics(jsonl: str, png: str, keys: Optional[Sequence[str]] = None, tit
         flat = _flat_y_limits(values)
         if flat:
             ax.set_ylim(*flat)
-        elif not keys and ptitle in FROM_ZERO and values and min(values) >= 0:
+        elif not keys and ptitle in from_zero and values and min(values) >= 0:
             ax.set_ylim(bottom=0)
         ax.set_xlim(*xlim)
         ax.set_title(ptitle, fontsize=10)

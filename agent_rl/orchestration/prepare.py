@@ -8,7 +8,8 @@
   into that task's DEFAULT folder `data/<kind>/` (relative to the working directory: what the config defaults and the
   example scripts use), and the tools of `tools.config_path` are of the same task (no KG data for the calculator).
   Any other missing file is a one-line ConfigError naming the key, the file and the command that makes it, raised
-  before anything is written. The KG store is generated with the data only when it lies in `data/kg/` too.
+  before anything is written. The task's other files a config key names (`Task.data_files`: the KG store,
+  `tools.kg_store`) are generated with the data only when they lie in that default folder too.
 - `check_tools(cfg)`: the tool YAML parses, validates and every class_name imports (no tool is built).
 - `prepare_demos(cfg)`: with `sft.steps > 0` and `data.generate_if_missing: kg | arith`, a missing `sft.files` entry
   is written from the folder it names: KG (its train.parquet + kg_store.json; `agent-rl data kg-demos`) or
@@ -28,8 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from agent_rl.config.load import ConfigError
 from agent_rl.config.schema import TrainConfig
 from agent_rl.config.tool_yaml import tool_names
-from agent_rl.tasks.registry import GENERATABLE, TASKS, hook, task_of_tools
-from agent_rl.tasks.kg.server import KG_ENV
+from agent_rl.tasks.registry import GENERATABLE, TASKS, config_value, hook, task_of_tools
 
 
 def resolve_device(cfg: TrainConfig) -> str:
@@ -138,7 +138,7 @@ def tools_task(config_path: Optional[str]) -> Optional[str]:
 def _missing_message(key: str, path: str, kind: Optional[str], task: Optional[str]) -> str:
     folder = os.path.dirname(path) or "."
     folder_kind = default_kind_of(path)
-    make = folder_kind or task or kind or "kg"
+    make = folder_kind or task or kind or DATA_KINDS[0]
     if os.path.basename(path) in GENERATED_FILES[make]:
         how = f"make it with `agent-rl data generate {make} --out {folder}`"
     else:
@@ -153,7 +153,8 @@ def _missing_message(key: str, path: str, kind: Optional[str], task: Optional[st
 
 
 def check_data(cfg: TrainConfig, keys: Sequence[str] = DATA_KEYS) -> Optional[str]:
-    """Check the files of `data.<key>` (and the KG store) without writing anything. Returns the folder to generate
+    """Check the files of `data.<key>` (and the task's other files the config names, `Task.data_files`: the KG
+    store) without writing anything. Returns the folder to generate
     (`data/<kind>`) when generation will make every missing file, else None; a missing file it may not make is a
     ConfigError naming the key, the file and the command that makes it."""
     kind = cfg.data.generate_if_missing
@@ -165,10 +166,10 @@ def check_data(cfg: TrainConfig, keys: Sequence[str] = DATA_KEYS) -> Optional[st
     for key, f in missing:
         if not kind or default_kind_of(f) != kind:
             raise ConfigError(_missing_message(key, f, kind, task))
-    store = cfg.tools.kg_store
-    store_too = (kind == "kg" and task == "kg" and store and not os.path.exists(store) and default_kind_of(store) == "kg"
-                 and all(default_kind_of(f) == "kg" for _, f in files))
-    if not missing and not store_too:
+    others = [config_value(cfg, key) for key, _ in TASKS[kind].data_files] if kind else []
+    others_too = (task == kind and any(p and not os.path.exists(p) and default_kind_of(p) == kind for p in others)
+                  and all(default_kind_of(f) == kind for _, f in files))
+    if not missing and not others_too:
         return None
     if task and task != kind:
         names = ", ".join(tool_names(cfg.tools.config_path))
@@ -299,8 +300,8 @@ def start_services(cfg: TrainConfig, log: Callable[[str], None] = print) -> List
 
 
 def worker_env() -> Dict[str, str]:
-    """Environment the workers need from the driver."""
-    keep = [KG_ENV, "AGENT_RL_CACHE", "WANDB_MODE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM"]
+    """Environment the workers need from the driver (and what the tasks' services set: `Task.env`)."""
+    keep = [e for t in TASKS.values() for e in t.env] + ["AGENT_RL_CACHE", "WANDB_MODE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM"]
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env

@@ -53,13 +53,14 @@ class TrainData:
         cannot be used."""
         from agent_rl.data.loader import PromptLoader, load_rows
         from agent_rl.tasks import check_row_reward
+        from agent_rl.tasks.rows import rules_for
 
         rows: Dict[str, list] = {}
         for key in ("train_files", "val_files"):
             files = getattr(cfg.data, key)
             try:
                 rows[key] = load_rows(files, skip_invalid=cfg.data.skip_invalid_rows, log=echo,  # unscorable rows too
-                                      check=lambda row: check_row_reward(row, cfg.reward)) if files else []
+                                      rules=rules_for, check=lambda row: check_row_reward(row, cfg.reward)) if files else []
             except (ValueError, OSError) as e:
                 raise ConfigError(f"data.{key}: {e}") from None
         train_rows, val_rows = rows["train_files"], rows["val_files"]

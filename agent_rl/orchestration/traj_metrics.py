@@ -22,12 +22,12 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 from agent_rl.data.hints import is_hinted
 from agent_rl.rollout.metrics import is_trajectory_metric, mean, reward_metrics, tool_calls, trajectory_metrics
 from agent_rl.rollout.trajectory import Trajectory
-from agent_rl.tasks.registry import metric_hooks
+from agent_rl.tasks.registry import TASKS, metric_hooks
 
 __all__ = ["hint_metrics", "hop_key", "hop_metrics", "merge_worker_metrics", "reward_metrics", "task_metrics",
            "rollout_metrics", "tool_success_metrics", "validation_metrics"]
 
-ANSWERED = "answered"   # reward component: 1 when the reward found a final answer to score (kg.py, arith.py)
+ANSWERED = "answered"   # reward component: 1 when the reward found a final answer to score (every task's reward)
 
 
 def task_metrics(trajs: Sequence[Trajectory], kind: str = "metrics", prefix: str = "") -> Dict[str, float]:
@@ -124,8 +124,8 @@ def hop_metrics(trajs: Sequence[Trajectory], prefix: str) -> Dict[str, float]:
 
 
 def validation_metrics(trajs: Iterable[Trajectory]) -> Dict[str, float]:
-    """val/<data_source>/reward, its components, answer rate, tool-call rate, KG success, success by tool,
-    per-hop metrics, sample count."""
+    """val/<data_source>/reward, its components, answer rate, tool-call rate, the tasks' `val_metrics` (KG query
+    success), success by tool, per-hop metrics, sample count."""
     by_source: Dict[str, List[Trajectory]] = defaultdict(list)
     for t in trajs:
         by_source[str((t.row or {}).get("data_source", "unknown"))].append(t)
@@ -137,8 +137,8 @@ def validation_metrics(trajs: Iterable[Trajectory]) -> Dict[str, float]:
         out[f"{p}/tool_call_rate"] = ro["rollout/tool_call_rate"]
         out[f"{p}/num_turns"] = ro["rollout/turns_mean"]
         out[f"{p}/response_length"] = ro["rollout/response_len_mean"]
-        if "kg/query_success_rate" in ro:
-            out[f"{p}/kg_query_success_rate"] = ro["kg/query_success_rate"]
+        for task in TASKS.values():           # the tasks' step metrics that validation reports too (Task.val_metrics)
+            out.update({f"{p}/{name}": ro[step] for step, name in task.val_metrics if step in ro})
         out.update(tool_success_metrics(ts, p))
         out.update(hop_metrics(ts, p))
         out[f"{p}/num_samples"] = float(len(ts))

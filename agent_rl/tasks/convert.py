@@ -13,7 +13,7 @@ from typing import Any, Dict, Sequence, Union
 from agent_rl.tasks.gsm8k.convert import convert_gsm8k
 from agent_rl.tasks.kg.convert_rog import DATASETS, convert_rog
 from tools.kg_store import DEFAULT_FILENAME as KG_STORE_NAME, read_kg_store, save_kg_store
-from agent_rl.data.parquet_io import write_rows
+from agent_rl.tasks.rows import write_rows
 
 KINDS = ("gsm8k",) + DATASETS
 
@@ -36,10 +36,19 @@ def convert_dataset(kind: str, inputs: Union[str, Sequence[str]], out_dir: str, 
                 raise ValueError(f"{store} holds dataset {dataset!r}, not {kind!r}: use another --out folder")
         samples.update(graphs)
         save_kg_store(store, samples, dataset=kind)
-        summary.update(kg_store=store, store_samples=len(samples), **counts,
-                       hops=dict(sorted(Counter(r["extra_info"]["hops"] for r in rows).items())),
-                       answers=dict(sorted(Counter(min(len(r["reward_model"]["ground_truth"]), 10)
-                                                   for r in rows).items())))
+        hops = dict(sorted(Counter(r["extra_info"]["hops"] for r in rows).items()))
+        answers = dict(sorted(Counter(min(len(r["reward_model"]["ground_truth"]), 10) for r in rows).items()))
+        summary.update(kg_store=store, store_samples=len(samples), **counts, hops=hops, answers=answers)
+        summary["notes"] = [f"wrote {store}: {len(samples)} subgraphs in store | hops {hist_text(hops)} | answers "
+                            f"{hist_text(answers)} | skipped (no answer) {counts['skipped_no_answer']} | skipped (no topic "
+                            f"entity) {counts['skipped_no_topic']} | empty graphs {counts['empty_graph']}"]
+    notes = summary.pop("notes", [])
     summary["file"] = write_rows(os.path.join(out_dir, f"{split}.parquet"), rows)
     summary["rows"] = len(rows)
+    summary["notes"] = notes      # what `agent-rl data convert` prints after the row count
     return summary
+
+
+def hist_text(counts: Dict[Any, Any]) -> str:
+    """{1: 3, 2: 1} -> `1:3 2:1`."""
+    return " ".join(f"{k}:{v}" for k, v in counts.items())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional
 
-from agent_rl.data.parquet_io import write_rows
+from agent_rl.tasks.rows import write_rows
 
 SPLITS = ("train", "val", "test")
 DEFAULT_SIZES = {"train": 2000, "val": 200, "test": 200}
@@ -17,7 +17,8 @@ DEFAULT_SIZES = {"train": 2000, "val": 200, "test": 200}
 
 def generate_dataset(kind: str, out_dir: str, seed: int = 1, sizes: Optional[Dict[str, int]] = None,
                      hops: Optional[str] = None) -> Dict[str, Any]:
-    """Generate and write; returns a summary {files: {split: path}, rows: {split: n}, histograms, + the task's}."""
+    """Generate and write; returns a summary {files: {split: path}, rows: {split: n}, histograms: {split: {name:
+    count or {value: count}}}, + what the task's `finish` adds (`notes`: lines `agent-rl data generate` prints)}."""
     from agent_rl.tasks.registry import GENERATABLE, TASKS, hook
 
     if kind not in GENERATABLE:

@@ -9,13 +9,31 @@ A task is a folder of `agent_rl/tasks/` (`kg`, `arith`, `gsm8k`) described by a 
                       `.finish(out_dir) -> dict` (extra files, e.g. the KG store); `agent-rl data generate NAME`
     demos             (cfg, folder, out) -> (what, command, write): the warm-start demonstrations of a folder
     services          (cfg, log) -> handle with `.stop(timeout)` or None: what a run starts for the task's tools
-                      (the KG server), when its tool YAML declares one of the task's `tools`
+                      (the KG server), when its tool YAML declares one of the task's `tools`; `env` names the
+                      environment variables it sets that the Ray workers need (the server's URL)
     hints             () -> {level: text}: the `[Hint]:` texts of `data.prompt_augmentation.guideline_level`
                       (agent_rl/data/hints.py); `hint_anchor` is the question marker of the task's prompts, before
                       whose last occurrence in the last user message the hint goes
-    metrics           (trajs) -> {name: value}: added to every step's metrics (the KG task: kg/query_success_rate);
-                      {} when the trajectories give it nothing to report
+    metrics           (trajs) -> {name: value}: added to every step's metrics, named `<task name>/...` (the KG task:
+                      kg/query_success_rate; the console prints the group after `tools`); {} when the trajectories
+                      give it nothing to report
     group_metrics     (trajs) -> {name: value} for a group of validation rows (per hop count: hop<k>/kg_queries)
+                      (`val_metrics` declares which step metrics validation also reports, per data source)
+    rows              (row) -> "field: problem" or None: what the task requires of the rows of its data_sources
+                      beyond the row schema (ability, ground-truth type), checked when rows are written and loaded
+                      (agent_rl/tasks/rows.py)
+
+and declarations:
+
+    data_files        ((config key, file name), ...): a file of the task's data folder that a config key names (the KG
+                      store, `tools.kg_store`): generated with the data when missing from the default folder
+                      (data.generate_if_missing), found next to the data by `agent-rl eval`
+    panels            ((title, (metric globs, ...), y axis from 0), ...): what the task adds to the training-curve PNG
+                      (agent_rl/metrics/plot.py): a default panel's title adds the globs to it, each right after the
+                      glob listed before it; a new title is a panel right after the one listed before it
+    config            ((section, "module:Dataclass"), ...): the config keys the task adds to a section of the
+                      schema, under their own names (the KG task: tools.kg_server_url, reward.kg_answer_metric, ...;
+                      agent_rl/config/extend.py); `config_additions()` is what `config.load` reads
 
 A user's own reward needs no edit here: `reward.functions: {DATA_SOURCE: "package.module:function"}` (or
 `path/to/file.py:function`) in the config; every process (Ray workers too) loads it from the config string.
@@ -45,6 +63,12 @@ class Task:
     hint_anchor: Optional[str] = None         # the hint goes right before this text (e.g. `Question:`), else first
     metrics: Optional[str] = None             # (trajs) -> {name: value} added to every step's and validation's metrics
     group_metrics: Optional[str] = None       # (trajs) -> {name: value} per group of rows (validation, per hop count)
+    rows: Optional[str] = None                # (row) -> problem or None: the task's own row rules
+    val_metrics: Tuple[Tuple[str, str], ...] = ()   # (step metric of `metrics`, its name under val/<source>/)
+    env: Tuple[str, ...] = ()                 # environment variables its services set that the workers need
+    data_files: Tuple[Tuple[str, str], ...] = ()    # (config key, file name): files of its data folder the config names
+    panels: Tuple[Tuple[str, Tuple[str, ...], bool], ...] = ()   # (title, metric globs, y from 0): training-curve PNG
+    config: Tuple[Tuple[str, str], ...] = ()  # (section, "module:Dataclass"): the config keys the task adds
 
 
 TASKS: Dict[str, Task] = {
@@ -56,7 +80,15 @@ TASKS: Dict[str, Task] = {
         generated_files=("train.parquet", "val.parquet", "test.parquet", "kg_store.json"),
         demos="agent_rl.tasks.kg.demos:demo_plan", services="agent_rl.tasks.kg.server:start_services",
         hints="agent_rl.tasks.kg.hints:hint_texts", hint_anchor="Question:",
-        metrics="agent_rl.tasks.kg.metrics:step_metrics", group_metrics="agent_rl.tasks.kg.metrics:group_metrics"),
+        metrics="agent_rl.tasks.kg.metrics:step_metrics", group_metrics="agent_rl.tasks.kg.metrics:group_metrics",
+        val_metrics=(("kg/query_success_rate", "kg_query_success_rate"),), rows="agent_rl.tasks.kg.rows:row_problem",
+        env=("AGENT_RL_KG_SERVER_URL",), data_files=(("tools.kg_store", "kg_store.json"),),
+        panels=(("validation", ("val/*/f1", "val/*/format", "val/*/validity", "val/*/retrieval", "val/*/tool_call_rate",
+                                "val/*/kg_query_success_rate"), True),
+                ("validation F1 by hop", ("val/*/hop*/f1",), True),
+                ("tool calls", (), True),
+                ("KG query success rate", ("kg/query_success_rate",), True)),
+        config=(("tools", "agent_rl.tasks.kg.config:KGToolsConfig"), ("reward", "agent_rl.tasks.kg.config:KGRewardConfig"))),
     "arith": Task(
         name="arith", data_sources=("arith_synth",), reward="agent_rl.tasks.arith.reward:arith_reward",
         abilities=("math",), ground_truth=(str, int, float), tools=("calculator", "calc_gsm8k_reward"),
@@ -64,11 +96,13 @@ TASKS: Dict[str, Task] = {
         generate="agent_rl.tasks.arith.generate:ArithGenerator",
         generated_files=("train.parquet", "val.parquet", "test.parquet"),
         demos="agent_rl.tasks.arith.demos:demo_plan", hints="agent_rl.tasks.arith.hints:hint_texts",
-        hint_anchor="Problem:"),
+        hint_anchor="Problem:", rows="agent_rl.tasks.arith.rows:row_problem",
+        config=(("reward", "agent_rl.tasks.arith.config:ArithRewardConfig"),)),
     "gsm8k": Task(
         name="gsm8k", data_sources=("gsm8k",), reward="agent_rl.tasks.arith.reward:arith_reward",
         tools=("calc_gsm8k_reward",), tool_config="configs/tool_config/gsm8k_tool_config.yaml",
-        hints="agent_rl.tasks.arith.hints:hint_texts", hint_anchor="Problem:"),
+        hints="agent_rl.tasks.arith.hints:hint_texts", hint_anchor="Problem:",
+        rows="agent_rl.tasks.arith.rows:row_problem", config=(("reward", "agent_rl.tasks.arith.config:ArithRewardConfig"),)),
 }
 
 GENERATABLE = tuple(n for n, t in TASKS.items() if t.generate)     # data.generate_if_missing / `data generate`
@@ -82,6 +116,11 @@ def get_task(name: str) -> Task:
 
 def task_of_source(data_source: Any) -> Optional[Task]:
     return next((t for t in TASKS.values() if data_source in t.data_sources), None)
+
+
+def task_of_ability(ability: Any) -> Optional[Task]:
+    """The first task (registry order) whose `abilities` hold `ability`."""
+    return next((t for t in TASKS.values() if ability in t.abilities), None)
 
 
 def task_of_tools(names) -> Optional[Task]:
@@ -116,6 +155,25 @@ def load_callable(spec: str, where: str = "", base_dir: Optional[str] = None) ->
         raise ValueError(f"{where}: {e}" if where else str(e)) from None
     _CACHE[key] = obj
     return obj
+
+
+def config_value(cfg: Any, key: str) -> Any:
+    """The value of a dotted config key (`tools.kg_store`) of a config object, None when it has none."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part, None)
+    return cfg
+
+
+def config_additions() -> List[Tuple[str, type]]:
+    """(section, dataclass) of every task's config keys (`Task.config`), in TASKS order; a dataclass two tasks share
+    (arith and gsm8k) once. ValueError (one line) when one does not load."""
+    out: List[Tuple[str, type]] = []
+    for t in TASKS.values():
+        for section, spec in t.config:
+            cls = load_callable(spec, f"task {t.name} config")
+            if (section, cls) not in out:
+                out.append((section, cls))
+    return out
 
 
 def metric_hooks(name: str) -> List[Callable]:

@@ -21,7 +21,7 @@ import inspect
 from typing import Awaitable, Callable, Dict, Optional, Tuple, Union
 
 from agent_rl.rollout.trajectory import Trajectory
-from agent_rl.tasks.registry import TASKS, hook, load_callable, task_of_source
+from agent_rl.tasks.registry import TASKS, hook, load_callable, task_of_ability, task_of_source
 
 RewardFn = Callable[[Trajectory, object], Union[Tuple[float, Dict[str, float]], Awaitable[Tuple[float, Dict[str, float]]]]]
 
@@ -51,9 +51,9 @@ def configured_rewards(functions) -> Dict[str, RewardFn]:
 def _infer(row: dict) -> Optional[RewardFn]:
     ability = row.get("ability")
     gt = (row.get("reward_model") or {}).get("ground_truth")
-    for t in TASKS.values():
-        if ability in t.abilities:
-            return hook(t, "reward")
+    task = task_of_ability(ability)
+    if task is not None:
+        return hook(task, "reward")
     if isinstance(gt, bool):
         return None
     for t in TASKS.values():

@@ -4,7 +4,8 @@ import pytest
 
 from agent_rl.cli.main import main
 from agent_rl.data.loader import load_rows
-from agent_rl.data.prompts import KG_INSTRUCTIONS, MATH_INSTRUCTIONS, kg_prompt, math_prompt
+from agent_rl.tasks.arith.rows import MATH_INSTRUCTIONS, math_prompt
+from agent_rl.tasks.kg.rows import KG_INSTRUCTIONS, kg_prompt
 
 
 def test_generate_cli(tmp_path, capsys):

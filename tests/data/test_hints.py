@@ -9,7 +9,8 @@ import yaml
 from agent_rl.config.load import ConfigError, compose
 from agent_rl.data.hints import (FLAG, PREFIX, PromptHints, hint_prob, insert_hint, is_hinted, row_draw)
 from agent_rl.data.loader import PromptLoader
-from agent_rl.data.prompts import kg_prompt, math_prompt
+from agent_rl.tasks.arith.rows import math_prompt
+from agent_rl.tasks.kg.rows import kg_prompt
 from agent_rl.orchestration.traj_metrics import hint_metrics
 from agent_rl.rollout.trajectory import Trajectory
 from agent_rl.tasks.registry import TASKS, task_hints

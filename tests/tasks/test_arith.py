@@ -6,7 +6,7 @@ import pytest
 
 from agent_rl.tasks.generate import generate_dataset
 from agent_rl.data.loader import load_rows
-from agent_rl.data.schema import validate_row
+from agent_rl.tasks.rows import validate_row
 
 SIZES = {"train": 300, "val": 40, "test": 40}
 OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}

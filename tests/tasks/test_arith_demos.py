@@ -15,8 +15,8 @@ from agent_rl.config.load import ConfigError, compose
 from agent_rl.tasks.arith.demos import build_arith_demos, write_arith_demos
 from agent_rl.tasks.generate import generate_dataset
 from agent_rl.data.loader import load_rows
-from agent_rl.data.prompts import math_prompt
-from agent_rl.data.schema import make_row, math_tools_kwargs
+from agent_rl.tasks.arith.rows import ABILITY, math_prompt, math_tools_kwargs
+from agent_rl.tasks.rows import make_row
 from agent_rl.orchestration import prepare
 from agent_rl.orchestration.warm_start import load_demo_chats
 from agent_rl.rewards.text import final_answer, numbers_match, parse_number
@@ -32,7 +32,7 @@ ARITH_YAML = str(ROOT / "configs" / "tool_config" / "arith_tool_config.yaml")
 
 def _row(expression, answer, i=0):
     gt = str(answer)
-    return make_row(prompt=math_prompt(f"Problem {i}?"), data_source="arith_synth", ground_truth=gt, split="train",
+    return make_row(prompt=math_prompt(f"Problem {i}?"), data_source="arith_synth", ability=ABILITY, ground_truth=gt, split="train",
                     index=i, sample_id=f"arith_synth-train-{i:06d}", tools_kwargs=math_tools_kwargs(gt),
                     question=f"Problem {i}?", answer=answer, steps=2, expression=expression, theme="shop")
 

@@ -8,7 +8,7 @@ from agent_rl.tasks.convert import convert_dataset
 from agent_rl.tasks.gsm8k.convert import final_number
 from tools.kg_store import read_kg_store
 from agent_rl.data.loader import load_rows
-from agent_rl.data.schema import validate_row
+from agent_rl.tasks.rows import validate_row
 
 GSM = [
     {"question": "Tom has 3 apples and buys 4 more. How many?", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"},

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from agent_rl.data.loader import load_rows
-from agent_rl.data.schema import validate_row
+from agent_rl.tasks.rows import validate_row
 from agent_rl.tasks.convert import convert_dataset
 from agent_rl.tasks.kg.convert_rog import rog_rows
 from tools.kg_index import KGIndex

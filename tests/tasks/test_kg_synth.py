@@ -9,7 +9,7 @@ from agent_rl.tasks.kg.schema import RELATIONS
 from tools.kg_store import load_kg_store, read_kg_store
 from agent_rl.tasks.kg.synth import parse_hops
 from agent_rl.data.loader import load_rows
-from agent_rl.data.schema import validate_row
+from agent_rl.tasks.rows import validate_row
 
 SIZES = {"train": 150, "val": 30, "test": 30}
 

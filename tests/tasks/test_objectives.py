@@ -5,13 +5,13 @@ import textwrap
 
 import pytest
 
-from agent_rl.config.load import ConfigError, compose
-from agent_rl.config.schema import RewardConfig
+from agent_rl.config.load import ConfigError, compose, section_class
 from agent_rl.rollout.group_filter import GroupFilter
 from agent_rl.rollout.trajectory import Trajectory, TurnRecord
 from agent_rl.tasks import UnknownDataSourceError, check_row_reward, compute_reward, compute_reward_async
 from agent_rl.tasks.objectives import ObjectiveError, check_objectives
 
+RewardConfig = section_class("reward")   # with the tasks' keys (reward.kg_*)
 BASE = RewardConfig(kg_answer_weight=1.0, kg_format_weight=0.1, kg_validity_weight=0.1, kg_retrieval_weight=0.2)
 
 REWARDS = '''

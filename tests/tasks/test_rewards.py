@@ -3,12 +3,14 @@ import math
 
 import pytest
 
-from agent_rl.config.schema import RewardConfig
+from agent_rl.config.load import section_class
 from agent_rl.rewards.text import normalize_answer
 from agent_rl.tasks import compute_reward, register_reward, reward_fn_for
 from agent_rl.tasks.kg.reward import answer_scores
 from agent_rl.rollout.trajectory import Trajectory, TurnRecord
 from agent_rl.tool_runtime.record import ToolCallRecord
+
+RewardConfig = section_class("reward")   # with the tasks' keys (reward.kg_*, reward.arith_format_weight)
 
 KQ = '<tool_call>\n{"name": "kg_query", "arguments": {"action": "get_relations_out", "entity": "Paris"}}\n</tool_call>'
 CFG = RewardConfig(kg_answer_weight=1.0, kg_format_weight=0.1, kg_validity_weight=0.1, kg_retrieval_weight=0.2,

@@ -18,8 +18,7 @@ import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from agent_rl.data.demos import DEMOS_FILENAME, answer_text, demo_rows, tool_call_text, tool_message, write_demos
-
-CALCULATOR = "calculator"
+from agent_rl.tasks.arith.rows import CALCULATOR_TOOL as CALCULATOR
 DEFAULT_TOOL_CONFIG = "configs/tool_config/arith_tool_config.yaml"
 
 
@@ -83,8 +82,9 @@ def write_arith_demos(data_dir: str, out: Optional[str] = None, split: str = "tr
     """Demonstrations of `<data_dir>/<split>.parquet` -> `out` (default `<data_dir>/sft.parquet`).
     Returns {file, demos, rows, skipped}."""
     from agent_rl.data.loader import load_rows
+    from agent_rl.tasks.rows import rules_for
 
-    rows = load_rows(os.path.join(data_dir, f"{split}.parquet"))
+    rows = load_rows(os.path.join(data_dir, f"{split}.parquet"), rules=rules_for)
     demos, skipped = build_arith_demos(rows, tool_config)
     if not demos:
         raise ValueError(f"{data_dir}: no {split} row has a demonstration ({skipped})")

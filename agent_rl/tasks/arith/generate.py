@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from collections import Counter
 from typing import Any, Dict, List, Optional, Tuple
 
-from agent_rl.data.prompts import math_prompt
-from agent_rl.data.schema import make_row, math_tools_kwargs
+from agent_rl.tasks.arith.rows import ABILITY, math_prompt, math_tools_kwargs
+from agent_rl.tasks.rows import make_row
 
 DATA_SOURCE = "arith_synth"
 
@@ -158,8 +158,8 @@ def generate_split(seed: int, split: str, n: int, seen: set, steps_mix: Tuple[in
         idx = len(rows)
         sid = f"{DATA_SOURCE}-{split}-{idx:06d}"
         gt = str(prob["answer"])
-        rows.append(make_row(prompt=math_prompt(prob["question"]), data_source=DATA_SOURCE, ground_truth=gt, split=split,
-                             index=idx, sample_id=sid, tools_kwargs=math_tools_kwargs(gt), **prob))
+        rows.append(make_row(prompt=math_prompt(prob["question"]), data_source=DATA_SOURCE, ability=ABILITY, ground_truth=gt,
+                             split=split, index=idx, sample_id=sid, tools_kwargs=math_tools_kwargs(gt), **prob))
     return rows
 
 

@@ -20,8 +20,8 @@ from typing import Dict, Tuple
 from agent_rl.rewards.text import final_answer, final_hash_answer, numbers_match, parse_number
 from agent_rl.rewards.turns import assistant_texts, turn_format_scores
 from agent_rl.rollout.trajectory import Trajectory
-
-GSM8K_TOOL = "calc_gsm8k_reward"
+from agent_rl.tasks.arith.config import format_weight
+from agent_rl.tasks.arith.rows import MATH_REWARD_TOOL as GSM8K_TOOL
 
 
 def arith_reward(traj: Trajectory, cfg) -> Tuple[float, Dict[str, float]]:
@@ -33,7 +33,7 @@ def arith_reward(traj: Trajectory, cfg) -> Tuple[float, Dict[str, float]]:
     pred = parse_number(answer)
     correct = 1.0 if numbers_match(pred, truth) else 0.0
     fmt = 1.0 if answer is not None and pred is not None else 0.0
-    w = float(getattr(cfg, "arith_format_weight", 0.0))
+    w = format_weight(cfg)
     comps: Dict[str, float] = {"correct": correct, "format": fmt, "answered": fmt}
     submissions = [c for t in traj.turns for c in t.tool_calls if c.name == GSM8K_TOOL]
     if submissions:

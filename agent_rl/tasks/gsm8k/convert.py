@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agent_rl.data.parquet_io import read_inputs
-from agent_rl.data.prompts import math_prompt
-from agent_rl.data.schema import make_row, math_tools_kwargs
+from agent_rl.tasks.arith.rows import ABILITY, math_prompt, math_tools_kwargs
+from agent_rl.tasks.rows import make_row
 
 DATA_SOURCE = "gsm8k"
 REQUIRED = ("question", "answer")
@@ -83,7 +83,7 @@ def convert_gsm8k(paths: Union[str, Sequence[str]], split: str) -> List[Dict[str
         gt = final_number(answer, where)
         idx = len(rows)
         sid = f"{DATA_SOURCE}-{split}-{idx:06d}"
-        rows.append(make_row(prompt=math_prompt(question), data_source=DATA_SOURCE, ground_truth=gt, split=split,
-                             index=idx, sample_id=sid, tools_kwargs=math_tools_kwargs(gt), question=question,
+        rows.append(make_row(prompt=math_prompt(question), data_source=DATA_SOURCE, ability=ABILITY, ground_truth=gt,
+                             split=split, index=idx, sample_id=sid, tools_kwargs=math_tools_kwargs(gt), question=question,
                              answer=gt, solution=answer))
     return rows

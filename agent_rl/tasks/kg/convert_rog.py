@@ -27,8 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agent_rl.data.parquet_io import iter_inputs
-from agent_rl.data.prompts import kg_prompt
-from agent_rl.data.schema import answer_strings, kg_tools_kwargs, make_row
+from agent_rl.data.schema import answer_strings
+from agent_rl.tasks.kg.rows import ABILITY, kg_prompt, kg_tools_kwargs
+from agent_rl.tasks.rows import make_row
 
 REQUIRED = ("id", "question", "answer", "q_entity", "a_entity", "graph")
 DATASETS = ("webqsp", "cwq")
@@ -215,7 +216,7 @@ def rog_rows(records: Iterable[Tuple[str, int, Dict[str, Any]]], dataset: str, s
         graphs[sid] = triples
         if question and question[-1] not in "?.!":
             question += "?"
-        rows.append(make_row(prompt=kg_prompt(question, topics), data_source=dataset, ground_truth=gold, split=split,
+        rows.append(make_row(prompt=kg_prompt(question, topics), data_source=dataset, ability=ABILITY, ground_truth=gold, split=split,
                              index=len(rows), sample_id=sid, tools_kwargs=kg_tools_kwargs(sid, dataset),
                              question=question, topic_entities=topics,
                              hops=shortest_hops(triples, topics, a_entity or gold), answer_entities=a_entity,

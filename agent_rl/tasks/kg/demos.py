@@ -21,9 +21,9 @@ import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from agent_rl.data.demos import DEMOS_FILENAME, answer_text, demo_rows, tool_call_text, tool_message, write_demos
+from agent_rl.tasks.kg.rows import KG_TOOL
 from agent_rl.tasks.kg.traverse import parse_step
 
-KG_TOOL = "kg_query"
 DEFAULT_MAX_TURNS = 7
 
 
@@ -88,11 +88,12 @@ def write_kg_demos(data_dir: str, out: Optional[str] = None, max_turns: int = DE
     (default `<data_dir>/sft.parquet`). Returns {file, demos, rows, skipped}."""
     from tools.kg_store import DEFAULT_FILENAME
     from agent_rl.data.loader import load_rows
+    from agent_rl.tasks.rows import rules_for
     from tools.kg_index import KGIndex
 
     if max_turns < 3:
         raise ValueError(f"max_turns={max_turns}: a demonstration needs at least 3 turns (relations, entities, answer)")
-    rows = load_rows(os.path.join(data_dir, f"{split}.parquet"))
+    rows = load_rows(os.path.join(data_dir, f"{split}.parquet"), rules=rules_for)
     index = KGIndex.from_path(os.path.join(data_dir, DEFAULT_FILENAME))
     demos, skipped = build_kg_demos(rows, index, max_turns)
     if not demos:

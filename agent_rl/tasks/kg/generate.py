@@ -29,5 +29,6 @@ class KGGenerator:
         store = os.path.join(out_dir, KG_STORE_NAME)
         save_kg_store(store, self.graphs, dataset=synth.DATA_SOURCE)
         sizes = list(map(len, self.graphs.values()))
-        return {"kg_store": store, "triples": {"samples": len(sizes), "min": min(sizes), "max": max(sizes),
-                                               "mean": round(sum(sizes) / len(sizes), 1)}}
+        t = {"samples": len(sizes), "min": min(sizes), "max": max(sizes), "mean": round(sum(sizes) / len(sizes), 1)}
+        return {"kg_store": store, "triples": t,
+                "notes": [f"wrote {store}: {t['samples']} subgraphs, triples min {t['min']} mean {t['mean']} max {t['max']}"]}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Dict, Sequence
 
 from agent_rl.rollout.metrics import mean, tool_calls
-from agent_rl.tasks.kg.reward import KG_TOOL
+from agent_rl.tasks.kg.rows import KG_TOOL
 
 
 def step_metrics(trajs: Sequence) -> Dict[str, float]:

@@ -30,9 +30,9 @@ from typing import Dict, List, Sequence, Set, Tuple
 from agent_rl.rewards.text import final_answer, normalize_answer, split_answers
 from agent_rl.rewards.turns import assistant_texts, turn_format_scores
 from agent_rl.rollout.trajectory import Trajectory
+from agent_rl.tasks.kg.config import reward_settings
+from agent_rl.tasks.kg.rows import KG_TOOL
 from agent_rl.tool_runtime.record import ToolCallRecord
-
-KG_TOOL = "kg_query"
 
 
 def answer_scores(predictions: Sequence[str], gold: Sequence[str]) -> Dict[str, float]:
@@ -83,7 +83,8 @@ def kg_reward(traj: Trajectory, cfg) -> Tuple[float, Dict[str, float]]:
     scores = answer_scores(preds, gold)
     golds = set(gold_names(gold))
     fmt_turns = turn_format_scores(traj)
-    cap = max(1, int(cfg.kg_validity_cap))
+    s = reward_settings(cfg)
+    cap = max(1, int(s.kg_validity_cap))
     lookups: Set[str] = set()
     validity_turns, retrieval_turns = [], []
     for t in traj.turns:
@@ -94,9 +95,9 @@ def kg_reward(traj: Trajectory, cfg) -> Tuple[float, Dict[str, float]]:
         retrieval_turns.append(1.0 if first_hit else 0.0)
     validity, retrieval = min(len(lookups), cap) / cap, sum(retrieval_turns)
     fmt = 1.0 if preds and all(fmt_turns) else 0.0
-    answer = scores[getattr(cfg, "kg_answer_metric", "f1")]
-    wa, wf = float(cfg.kg_answer_weight), float(cfg.kg_format_weight)
-    wv, wr = float(cfg.kg_validity_weight), float(cfg.kg_retrieval_weight)
+    answer = scores[s.kg_answer_metric]
+    wa, wf = float(s.kg_answer_weight), float(s.kg_format_weight)
+    wv, wr = float(s.kg_validity_weight), float(s.kg_retrieval_weight)
     traj.turn_rewards = [wf * f + wv * v + wr * r for f, v, r in zip(fmt_turns, validity_turns, retrieval_turns)]
     queries = [c for t in traj.turns for c in t.tool_calls if c.name == KG_TOOL]
     answered = any(ch.isalnum() for p in preds for ch in p)

@@ -20,8 +20,10 @@ from typing import Any, Callable, Optional
 from agent_rl.config.load import ConfigError
 from agent_rl.config.schema import TrainConfig
 from agent_rl.config.tool_yaml import tool_entries, tool_names
+from agent_rl.tasks.kg.rows import KG_TOOL
+from tools.kg_query import ENV_URL
 
-KG_ENV = "AGENT_RL_KG_SERVER_URL"
+KG_ENV = ENV_URL      # what kg_query reads (Task.env: the workers get it)
 
 
 def server_answers(url: str, timeout: float = 1.0) -> bool:
@@ -54,7 +56,7 @@ def _kg_tool_config(config_path: Optional[str]) -> dict:
     for t in tool_entries(config_path):
         fn = t.get("tool_schema") if isinstance(t.get("tool_schema"), dict) else {}
         fn = fn.get("function") if isinstance(fn.get("function"), dict) else {}
-        if fn.get("name") == "kg_query":
+        if fn.get("name") == KG_TOOL:
             return t.get("config") if isinstance(t.get("config"), dict) else {}
     return {}
 
@@ -68,7 +70,7 @@ def start_services(cfg: TrainConfig, log: Callable[[str], None] = print) -> Opti
     """Start the KG server when needed. Returns the server handle (call `.stop()`) or None. kg_query on a SPARQL
     endpoint (`backend: sparql`) needs the subgraph server only as its `fallback_url`: none is started without one,
     and with one, that URL is the server's (as a pinned `server_url` is)."""
-    if "kg_query" not in tool_names(cfg.tools.config_path):
+    if KG_TOOL not in tool_names(cfg.tools.config_path):
         return None
     conf = _kg_tool_config(cfg.tools.config_path)
     if conf.get("backend") == "sparql":

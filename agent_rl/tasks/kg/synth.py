@@ -24,8 +24,8 @@ from agent_rl.tasks.kg.names import NameBook
 from agent_rl.tasks.kg.schema import (CVT_LINKS, CVT_TYPES, DEFAULT_IN_MAX, IN_MAX, RELATIONS, VALUE_TYPES, Pattern,
                                      patterns_by_hops, step_types)
 from agent_rl.tasks.kg.traverse import answer_query, parse_step
-from agent_rl.data.prompts import kg_prompt
-from agent_rl.data.schema import kg_tools_kwargs, make_row
+from agent_rl.tasks.kg.rows import ABILITY, kg_prompt, kg_tools_kwargs
+from agent_rl.tasks.rows import make_row
 
 DATA_SOURCE = "kg_synth"
 MIN_TRIPLES, MAX_TRIPLES = 20, 200
@@ -332,6 +332,6 @@ def generate_split(seed: int, split: str, n: int, hop_mix: Dict[int, float], see
         graphs[sid] = s.pop("triples")
         gold = s.pop("answers")
         rows.append(make_row(prompt=kg_prompt(s["question"], s["topic_entities"]), data_source=DATA_SOURCE,
-                             ground_truth=gold, split=split, index=idx, sample_id=sid,
+                             ability=ABILITY, ground_truth=gold, split=split, index=idx, sample_id=sid,
                              tools_kwargs=kg_tools_kwargs(sid, DATA_SOURCE), num_triples=len(graphs[sid]), **s))
     return rows, graphs
