@@ -110,7 +110,7 @@ class RolloutConfig:
                                               "capacity); null = start every group at once")
     partial_rollout: bool = F(False, "carry-over: unfinished trajectories resume in the next step instead of being dropped")
     gpu_memory_utilization: float = F(0.4, "sglang mem_fraction_static")
-    free_cache_engine: bool = F(True, "release engine memory while the actor trains (hybrid engine)")
+    free_cache_engine: bool = F(True, "release the engine's KV cache and weights while the actor trains (hybrid engine)")
     weight_sync_bucket_mb: int = F(512, "size bound of one update_weights_from_tensor call")
     server_url: Optional[str] = F(None, "base URL of an external SGLang server (engine=http)")
     hf_max_batch_size: int = F(64, "hf engine: most sequences decoded together")
