@@ -1,50 +1,15 @@
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run(model_path, out_dir, world):
-    worker = os.path.join(os.path.dirname(__file__), "dist_worker.py")
-    base = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
-                OMP_NUM_THREADS="1")
-    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
-        base.pop(k, None)
-    procs = []
-    port = str(_free_port())
-    for rank in range(world):
-        env = dict(base)
-        if world > 1:
-            env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                       MASTER_PORT=port)
-        procs.append(subprocess.Popen([sys.executable, worker, model_path, out_dir], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outs = []
-    for p in procs:
-        try:
-            out, _ = p.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        outs.append(out)
-        assert p.returncode == 0, out[-4000:]
-    return outs
+from ranks import run_ranks
 
 
 @pytest.mark.slow
 def test_two_gloo_ranks_fsdp2_match_single_process(tiny_model_path, tmp_path):
-    _run(tiny_model_path, str(tmp_path / "ws2"), 2)
-    _run(tiny_model_path, str(tmp_path / "ws1"), 1)
+    run_ranks("dist_worker.py", [tiny_model_path, str(tmp_path / "ws2")], 2)
+    run_ranks("dist_worker.py", [tiny_model_path, str(tmp_path / "ws1")], 1)
     r0 = torch.load(tmp_path / "ws2" / "result_ws2_rank0.pt", weights_only=False)
     r1 = torch.load(tmp_path / "ws2" / "result_ws2_rank1.pt", weights_only=False)
     single = torch.load(tmp_path / "ws1" / "result_ws1_rank0.pt", weights_only=False)

@@ -3,8 +3,6 @@
 to, over the whole update (several mini-batches, 2 epochs): sum of numerators / sum of denominators over all ranks,
 not a mean of per-rank values."""
 import os
-import socket
-import subprocess
 import sys
 
 import pytest
@@ -14,34 +12,7 @@ from agent_rl.algorithms.kl import k3
 
 sys.path.insert(0, os.path.dirname(__file__))
 from kl_objectives_dist_worker import MODES, NAMES  # noqa: E402
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run_two_ranks(model_path, out_dir):
-    worker = os.path.join(os.path.dirname(__file__), "kl_objectives_dist_worker.py")
-    base = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
-                OMP_NUM_THREADS="1")
-    port = str(_free_port())
-    procs = []
-    for rank in range(2):
-        env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=port)
-        procs.append(subprocess.Popen([sys.executable, worker, model_path, out_dir], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    for p in procs:
-        try:
-            out, _ = p.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        assert p.returncode == 0, out[-4000:]
-    return [torch.load(os.path.join(out_dir, f"kl_rank{r}.pt"), weights_only=False) for r in range(2)]
+from ranks import run_ranks  # noqa: E402
 
 
 def _by_hand(shards, k, mode):
@@ -63,7 +34,8 @@ def _by_hand(shards, k, mode):
 
 @pytest.mark.slow
 def test_objective_kl_is_aggregated_over_the_union_of_the_ranks_shards(tiny_model_path, tmp_path):
-    r0, r1 = _run_two_ranks(tiny_model_path, str(tmp_path))
+    run_ranks("kl_objectives_dist_worker.py", [tiny_model_path, str(tmp_path)], 2)
+    r0, r1 = [torch.load(os.path.join(str(tmp_path), f"kl_rank{r}.pt"), weights_only=False) for r in range(2)]
     assert r0["loss_mask"].sum() != r1["loss_mask"].sum()          # the shards differ in token counts ...
     assert not torch.equal(r0["applies"], r1["applies"][:3])       # ... and in memberships
     for mode in MODES:

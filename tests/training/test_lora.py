@@ -4,9 +4,6 @@ ranks matches one process."""
 import asyncio
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -19,6 +16,7 @@ from agent_rl.training.ref import AdapterOffReference, ReferenceModel
 from agent_rl.training.weight_sync import sync_weights
 
 from conftest import make_batch, make_cfgs
+from ranks import run_ranks
 
 pytest.importorskip("peft")
 
@@ -247,40 +245,10 @@ def test_config_errors_name_the_key(tiny_model_path, tmp_path, monkeypatch):
     assert compose(common).actor.lora.target_modules == "all-linear"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run_ranks(model_path, out_dir, world):
-    worker = os.path.join(os.path.dirname(__file__), "lora_dist_worker.py")
-    base = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
-                OMP_NUM_THREADS="1")
-    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
-        base.pop(k, None)
-    port, procs = str(_free_port()), []
-    for rank in range(world):
-        env = dict(base)
-        if world > 1:
-            env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                       MASTER_PORT=port)
-        procs.append(subprocess.Popen([sys.executable, worker, model_path, out_dir], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    for p in procs:
-        try:
-            out, _ = p.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        assert p.returncode == 0, out[-4000:]
-
-
 @pytest.mark.slow
 def test_fsdp2_two_gloo_ranks_match_one_process(tiny_model_path, tmp_path):
-    _run_ranks(tiny_model_path, str(tmp_path / "ws2"), 2)
-    _run_ranks(tiny_model_path, str(tmp_path / "ws1"), 1)
+    run_ranks("lora_dist_worker.py", [tiny_model_path, str(tmp_path / "ws2")], 2)
+    run_ranks("lora_dist_worker.py", [tiny_model_path, str(tmp_path / "ws1")], 1)
     r0, r1, one = (torch.load(tmp_path / d / f"result_rank{r}.pt", weights_only=False)
                    for d, r in (("ws2", 0), ("ws2", 1), ("ws1", 0)))
     assert r0["fsdp"] and not one["fsdp"]
