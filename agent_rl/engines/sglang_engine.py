@@ -166,6 +166,21 @@ class SGLangEngine(Engine):
         self.abort_retries = 600
         self._closed = False
 
+    @classmethod
+    def wrap(cls, engine: Any, eos_token_ids: Iterable[int] = (), priority_scheduling: bool = False,
+             tp_size: int = 1) -> "SGLangEngine":
+        """This wrapper around an object with sglang.Engine's interface (`async_generate`, `tokenizer_manager`), started
+        elsewhere or standing in for one (tests, the CPU cost harness `bench/loop_cpu.py`)."""
+        self = cls.__new__(cls)
+        self._engine, self.tp_size = engine, int(tp_size)
+        self.eos_token_ids = [int(t) for t in eos_token_ids]
+        self.priority_scheduling = bool(priority_scheduling)
+        self._own_children = set()
+        self._rids = {}
+        self.abort_retry_s, self.abort_retries = 0.1, 600
+        self._closed = False
+        return self
+
     def scheduling_info(self) -> Dict[str, Any]:
         """What bounds a decode batch: the largest CUDA-graph batch and the running-request cap (None = sglang's
         own, from the KV pool), as sglang resolved them at start."""
