@@ -78,7 +78,8 @@ class LoopControl:
 
 
 def _decode(renderer, ids: List[int]) -> str:
-    return renderer.tokenizer.decode(ids, skip_special_tokens=False)
+    decode = getattr(renderer, "decode", None)
+    return decode(ids) if decode is not None else renderer.tokenizer.decode(ids, skip_special_tokens=False)
 
 
 def _strip_stop(ids: List[int], stop_ids: List[int]) -> List[int]:

@@ -90,6 +90,7 @@ class ChatRenderer:
             self.end_of_turn_ids = [eos]
         self._obs_before: Optional[tuple] = None
         self._obs_templates = ObservationTemplates(self._render_observation)
+        self._fast_decode = self._backend_decodes_alike()
 
     # ---------------------------------------------------------------- basics
     def encode(self, text: str) -> List[int]:
@@ -97,6 +98,30 @@ class ChatRenderer:
         if backend is not None:                                         # __call__ runs, without its per-call overhead
             return backend.encode(text, add_special_tokens=False).ids
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of sampled ids, special tokens kept: what `tokenizer.decode(ids, skip_special_tokens=False)` returns,
+        by the fast tokenizer's Rust object where that is the same (`_backend_decodes_alike`)."""
+        if self._fast_decode:
+            return self.tokenizer.backend_tokenizer.decode(ids, skip_special_tokens=False)
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def _backend_decodes_alike(self) -> bool:
+        """Whether `tokenizer.decode` of a list of ints is just its backend's decode: a fast tokenizer whose class keeps
+        transformers' own `decode` / `_decode` and that cleans up no spaces, checked on a probe text too."""
+        tok = self.tokenizer
+        backend = getattr(tok, "backend_tokenizer", None)
+        if backend is None or getattr(tok, "clean_up_tokenization_spaces", False):
+            return False
+        for name in ("decode", "_decode"):
+            owner = next((c for c in type(tok).__mro__ if name in vars(c)), None)
+            if owner is None or not owner.__module__.startswith("transformers.tokenization_utils"):
+                return False
+        try:
+            probe = self.encode(" Probe: text, 42 spaces  and\nlines ✓") + list(self.end_of_turn_ids) + list(self.stop_token_ids)
+            return backend.decode(probe, skip_special_tokens=False) == tok.decode(probe, skip_special_tokens=False)
+        except Exception:
+            return False
 
     def render(self, messages: Sequence[Dict[str, Any]], add_generation_prompt: bool) -> str:
         return self.tokenizer.apply_chat_template(list(messages), tools=self.tools, chat_template=self.template,

@@ -167,3 +167,25 @@ def test_fast_observation_turns_off_on_a_mismatch(tokenizer):
     assert r.observation_text(rare) == r._render_observation(rare)   # differs from substitution: detected, rendered
     assert r.observation_text(msgs) == r._render_observation(msgs)
     assert r._obs_templates.fast_calls == 1 and r._obs_templates.rendered_calls == 2
+
+
+def test_decode_is_the_tokenizers_decode(tokenizer):
+    """The agent loop decodes every turn with `ChatRenderer.decode` (the Rust backend where that is the same);
+    special tokens are kept, as `tokenizer.decode(ids, skip_special_tokens=False)` keeps them."""
+    import random
+
+    r = ChatRenderer(tokenizer)
+    assert r._fast_decode
+    rng = random.Random(0)
+    ids = r.encode("plain text, ünïcödé ✓ 数字  two spaces\n\nnew lines <tool_call>{\"a\": 1}</tool_call>")
+    for seq in [ids, ids + r.end_of_turn_ids, [], r.stop_token_ids] + \
+            [[rng.randrange(len(tokenizer)) for _ in range(rng.randrange(1, 64))] for _ in range(200)]:
+        assert r.decode(seq) == tokenizer.decode(seq, skip_special_tokens=False)
+
+
+def test_decode_falls_back_when_the_tokenizer_cleans_up_spaces(tokenizer):
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    tok.clean_up_tokenization_spaces = True
+    assert not ChatRenderer(tok)._fast_decode
