@@ -37,6 +37,7 @@ import dataclasses
 import logging
 import os
 import uuid
+from operator import itemgetter
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 import torch
@@ -117,8 +118,12 @@ def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fiel
 def parse_generate_output(out: Dict[str, Any], prompt_tokens: int) -> GenerateOutput:
     """sglang's generate result (in-process dict or HTTP JSON) -> GenerateOutput."""
     meta = out.get("meta_info", {}) or {}
-    ids = [int(t) for t in out.get("output_ids", []) or []]
-    lps = [float(t[0]) if t[0] is not None else 0.0 for t in meta.get("output_token_logprobs", []) or []]
+    ids = list(map(int, out.get("output_ids") or []))
+    entries = meta.get("output_token_logprobs") or []
+    try:
+        lps = list(map(float, map(itemgetter(0), entries)))
+    except TypeError:   # a None log-prob: 0.0
+        lps = [float(t[0]) if t[0] is not None else 0.0 for t in entries]
     fr = meta.get("finish_reason")
     kind = fr.get("type") if isinstance(fr, dict) else (fr or "abort")
     if kind not in ("stop", "length", "abort"):
@@ -217,7 +222,7 @@ class SGLangEngine(Engine):
         self._rids[request_id] = (rid, done)
         try:
             extra = {"priority": int(sampling.priority)} if self.priority_scheduling and sampling.priority is not None else {}
-            out = await self._engine.async_generate(input_ids=[int(t) for t in input_ids],
+            out = await self._engine.async_generate(input_ids=list(map(int, input_ids)),
                                                     sampling_params=sampling_params_dict(sampling, self.eos_token_ids),
                                                     return_logprob=True, rid=rid, **extra)
         except Exception as e:
