@@ -222,7 +222,10 @@ class SGLangEngine(Engine):
         self._rids[request_id] = (rid, done)
         try:
             extra = {"priority": int(sampling.priority)} if self.priority_scheduling and sampling.priority is not None else {}
-            out = await self._engine.async_generate(input_ids=list(map(int, input_ids)),
+            # a copy of plain ints (what the agent loop passes: checking is cheaper than converting), else converted
+            ids = list(input_ids) if type(input_ids) is list and not set(map(type, input_ids)) - {int} \
+                else list(map(int, input_ids))
+            out = await self._engine.async_generate(input_ids=ids,
                                                     sampling_params=sampling_params_dict(sampling, self.eos_token_ids),
                                                     return_logprob=True, rid=rid, **extra)
         except Exception as e:
