@@ -205,6 +205,9 @@ def add_arguments(p) -> None:
     p.add_argument("--gc", default="on", choices=["on", "off", "freeze"],
                    help="Python's garbage collector during the run: on (as is), off, or freeze (gc.freeze() once everything "
                         "is built, so collections skip the objects that exist then)")
+    p.add_argument("--heap-objects", type=int, default=0,
+                   help="long-lived objects allocated first, standing in for a bigger process (an in-process sglang, "
+                        "the actor): what a full garbage collection has to walk")
     p.add_argument("--json", default=None, metavar="PATH", help="write the figures as JSON")
 
 
@@ -223,6 +226,7 @@ def run(args) -> int:
     modes = parse_modes(args.modes, args.over_sample)
     bench, fake = build(args.tokenizer, args.prompts, args.n, args.turns, args.tokens_per_turn, args.observation_words,
                         args.real_parse, instrument=not args.no_instrument)
+    ballast = [[i] for i in range(args.heap_objects)]   # noqa: F841 - lists: tracked by the collector, kept to the end
     profiler = cProfile.Profile() if args.profile else None
     if args.gc == "off":
         gc.disable()
@@ -239,7 +243,7 @@ def run(args) -> int:
         gc.unfreeze()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print(f"loop CPU, instant engine: {args.prompts} x {args.n}, {args.turns} turns x {args.tokens_per_turn} tokens, "
-          f"real parse {args.real_parse}, gc {args.gc}, {args.steps} steps after {args.warmup} warm-up, load {load}")
+          f"real parse {args.real_parse}, gc {args.gc}, heap +{args.heap_objects} objects, {args.steps} steps after {args.warmup} warm-up, load {load}")
     print(f"{'mode':<28} {'turns/step':>10} {'CPU ms/turn':>12} {'(min)':>6} {'CPU s/step':>11} {'wall s/step':>12}  "
           "per step ms/turn")
     for r in results:
