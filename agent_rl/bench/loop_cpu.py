@@ -11,11 +11,12 @@ the GPU benchmark figures include), asyncio itself. sglang's own tokenizer manag
     python -m agent_rl.bench.loop_cpu --prompts 128 --n 8 --profile /tmp/loop.prof
     agent-rl bench loop-cpu --prompts 64 --n 4 --modes async,turn-batched --steps 5
 
-Reports, per mode, the thread CPU ms per turn (one turn = one generate request) and per step (median over
-the measured steps, after `--warmup` unmeasured ones; the minimum too: on a shared VM noise only adds). `--real-parse`: the canned text ends in a Hermes
-`<tool_call>` and the project's parser reads it (the benchmark's hooks otherwise decide the calls), so tool-call
-parsing and argument validation are in the figure too. `--profile PATH`: cProfile of the measured steps
-(pstats file; the top functions are printed).
+Reports, per mode, the thread CPU ms per turn (one turn = one generate request) and per step (median over the
+measured steps, after `--warmup` unmeasured ones; the minimum too: on a shared VM noise only adds). `--real-parse`:
+the canned text ends in a Hermes `<tool_call>` and the project's parser reads it (the benchmark's hooks otherwise
+decide the calls), so tool-call parsing is in the figure too. `--gc on|off|freeze` and `--heap-objects N` isolate the
+garbage collector's share. `--profile PATH`: cProfile of the measured steps (pstats file; the top functions are
+printed). Results and the changes they led to: docs/benchmarks.md, "CPU cost of the rollout loop (instant engine)".
 """
 from __future__ import annotations
 

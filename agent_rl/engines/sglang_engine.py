@@ -174,8 +174,8 @@ class SGLangEngine(Engine):
     @classmethod
     def wrap(cls, engine: Any, eos_token_ids: Iterable[int] = (), priority_scheduling: bool = False,
              tp_size: int = 1) -> "SGLangEngine":
-        """This wrapper around an object with sglang.Engine's interface (`async_generate`, `tokenizer_manager`), started
-        elsewhere or standing in for one (tests, the CPU cost harness `bench/loop_cpu.py`)."""
+        """The wrapper around `engine`, an object with sglang.Engine's interface (`async_generate`, `tokenizer_manager`)
+        started elsewhere or standing in for one (tests, the CPU cost harness `bench/loop_cpu.py`)."""
         self = cls.__new__(cls)
         self._engine, self.tp_size = engine, int(tp_size)
         self.eos_token_ids = [int(t) for t in eos_token_ids]
