@@ -52,8 +52,10 @@ class BenchTool(BaseTool):
 
     @classmethod
     def for_workload(cls, workload: Workload, observation_words: int = 8) -> "BenchTool":
-        return cls({"workload": workload.to_json(), "observation_words": observation_words,
+        tool = cls({"workload": workload.to_json(), "observation_words": observation_words,
                     "max_concurrency": None, "timeout_s": 24 * 3600.0}, TOOL_SCHEMA)
+        tool.workload = workload   # the same object as the benchmark's hooks: each plan is drawn once
+        return tool
 
     def outcome(self, group: int, sample: int, call: int) -> Tuple[float, bool]:
         plan = self.workload.plan(group, sample)

@@ -18,6 +18,7 @@ from agent_rl.bench.bench_tool import TOOL_NAME
 from agent_rl.bench.results import StepStat, TrajStat
 from agent_rl.bench.workload import TrajectoryPlan
 from agent_rl.engines.base import Engine, SamplingParams
+from agent_rl.rollout.frozen_heap import frozen_heap
 
 
 @dataclass
@@ -35,7 +36,13 @@ class _State:
 async def turn_batched_step(engine: Engine, renderer, runtime, plans: List[TrajectoryPlan], prompt_ids: Dict[int, List[int]],
                             temperature: float, t0: float, step: int, progress=None,
                             request_prefix: str = "tb") -> StepStat:
-    """One rollout step over `plans` (prompt ids per group); times are seconds from `t0`."""
+    """One rollout step over `plans` (prompt ids per group); times are seconds from `t0`. The garbage collector treats
+    it as the scheduler treats a step (`rollout/frozen_heap.py`)."""
+    with frozen_heap():
+        return await _step(engine, renderer, runtime, plans, prompt_ids, temperature, t0, step, progress, request_prefix)
+
+
+async def _step(engine, renderer, runtime, plans, prompt_ids, temperature, t0, step, progress, request_prefix) -> StepStat:
     start = time.perf_counter() - t0
     states = [_State(p, list(prompt_ids[p.group]), start) for p in plans]
     async with contextlib.AsyncExitStack() as stack:

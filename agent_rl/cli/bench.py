@@ -105,6 +105,14 @@ def add_arguments(parser) -> None:
                                    "`agent-rl bench suite ... > bench.log 2>&1`): per mode, prefill passes, radix-cache "
                                    "hit rate, decode batch size and CUDA-graph share.")
     g.add_argument("log", help="log file holding sglang's scheduler lines and the bench's mode marks")
+    c = sub.add_parser("loop-cpu", help="CPU our rollout loop spends per turn, with an engine and tools that cost nothing",
+                       formatter_class=DefaultsHelpFormatter,
+                       description="The sglang wrapper around a stand-in engine that answers at once with canned ids and "
+                                   "log-probs, the bench tool at latency 0: thread CPU ms per turn and per step, per mode "
+                                   "(agent_rl/bench/loop_cpu.py; docs/benchmarks.md, CPU cost of the rollout loop).")
+    from agent_rl.bench.loop_cpu import add_arguments as loop_cpu_arguments
+
+    loop_cpu_arguments(c)
     a = sub.add_parser("actor", help="one training step's time and peak memory, full fine-tuning vs LoRA",
                        formatter_class=DefaultsHelpFormatter,
                        description="Build the actor and its reference as a training worker does, then time --steps "
@@ -286,6 +294,10 @@ def run(args) -> int:
         from agent_rl.bench.sglang_log import main
 
         return main(args.log)
+    if args.bench_cmd == "loop-cpu":
+        from agent_rl.bench.loop_cpu import run as loop_cpu
+
+        return loop_cpu(args)
     if args.bench_cmd == "actor":
         return _actor(args)
     try:

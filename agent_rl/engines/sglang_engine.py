@@ -41,6 +41,7 @@ import dataclasses
 import logging
 import os
 import uuid
+from operator import itemgetter
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 import torch
@@ -144,8 +145,12 @@ def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fiel
 def parse_generate_output(out: Dict[str, Any], prompt_tokens: int) -> GenerateOutput:
     """sglang's generate result (in-process dict or HTTP JSON) -> GenerateOutput."""
     meta = out.get("meta_info", {}) or {}
-    ids = [int(t) for t in out.get("output_ids", []) or []]
-    lps = [float(t[0]) if t[0] is not None else 0.0 for t in meta.get("output_token_logprobs", []) or []]
+    ids = list(map(int, out.get("output_ids") or []))
+    entries = meta.get("output_token_logprobs") or []
+    try:
+        lps = list(map(float, map(itemgetter(0), entries)))
+    except TypeError:   # a None log-prob: 0.0
+        lps = [float(t[0]) if t[0] is not None else 0.0 for t in entries]
     fr = meta.get("finish_reason")
     kind = fr.get("type") if isinstance(fr, dict) else (fr or "abort")
     if kind not in ("stop", "length", "abort"):
@@ -194,6 +199,21 @@ class SGLangEngine(Engine):
         self.abort_retries = 600
         self._closed = False
 
+    @classmethod
+    def wrap(cls, engine: Any, eos_token_ids: Iterable[int] = (), priority_scheduling: bool = False,
+             tp_size: int = 1) -> "SGLangEngine":
+        """The wrapper around `engine`, an object with sglang.Engine's interface (`async_generate`, `tokenizer_manager`)
+        started elsewhere or standing in for one (tests, the CPU cost harness `bench/loop_cpu.py`)."""
+        self = cls.__new__(cls)
+        self._engine, self.tp_size = engine, int(tp_size)
+        self.eos_token_ids = [int(t) for t in eos_token_ids]
+        self.priority_scheduling = bool(priority_scheduling)
+        self._own_children = set()
+        self._rids = {}
+        self.abort_retry_s, self.abort_retries = 0.1, 600
+        self._closed = False
+        return self
+
     def scheduling_info(self) -> Dict[str, Any]:
         """What bounds a decode batch: the largest CUDA-graph batch and the running-request cap (None = sglang's
         own, from the KV pool), as sglang resolved them at start."""
@@ -230,7 +250,10 @@ class SGLangEngine(Engine):
         self._rids[request_id] = (rid, done)
         try:
             extra = {"priority": int(sampling.priority)} if self.priority_scheduling and sampling.priority is not None else {}
-            out = await self._engine.async_generate(input_ids=[int(t) for t in input_ids],
+            # a copy of plain ints (what the agent loop passes: checking is cheaper than converting), else converted
+            ids = list(input_ids) if type(input_ids) is list and not set(map(type, input_ids)) - {int} \
+                else list(map(int, input_ids))
+            out = await self._engine.async_generate(input_ids=ids,
                                                     sampling_params=sampling_params_dict(sampling, self.eos_token_ids),
                                                     return_logprob=True, rid=rid, **extra)
         except Exception as e:

@@ -78,7 +78,8 @@ class LoopControl:
 
 
 def _decode(renderer, ids: List[int]) -> str:
-    return renderer.tokenizer.decode(ids, skip_special_tokens=False)
+    decode = getattr(renderer, "decode", None)
+    return decode(ids) if decode is not None else renderer.tokenizer.decode(ids, skip_special_tokens=False)
 
 
 def _strip_stop(ids: List[int], stop_ids: List[int]) -> List[int]:
@@ -255,10 +256,10 @@ async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, 
                 rid = f"{request_id}-t{turn_index}" + (f"-r{done_in_turn}" if partial is not None else "")
                 ctl.request_id, ctl.phase = rid, "generate"
                 t0 = time.perf_counter()
-                out = await engine.generate(list(traj.prompt_ids) + list(traj.response_ids), sp, rid)
+                out = await engine.generate([*traj.prompt_ids, *traj.response_ids], sp, rid)
                 latency = time.perf_counter() - t0
                 ctl.request_id, ctl.phase = None, "idle"
-                ids, lps = list(out.output_ids), [float(x) for x in out.logprobs]
+                ids, lps = list(out.output_ids), list(map(float, out.logprobs))
                 if len(lps) != len(ids):
                     raise RuntimeError(f"engine returned {len(ids)} ids but {len(lps)} log-probs for {rid}")
                 if partial is None:

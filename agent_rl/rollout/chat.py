@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from agent_rl.engines.base import model_eos_token_ids
 from agent_rl.model.prepare import chat_template as project_chat_template
 from agent_rl.rollout.obs_template import ObservationTemplates
+from agent_rl.rollout.split_encode import SplitEncoder
 
 _SENTINEL_TOOL = "agent_rl_sentinel_tool_7f3a"
 _SENTINEL_TEXT = "agent_rl_sentinel_text_7f3a"
@@ -90,6 +91,8 @@ class ChatRenderer:
             self.end_of_turn_ids = [eos]
         self._obs_before: Optional[tuple] = None
         self._obs_templates = ObservationTemplates(self._render_observation)
+        self._fast_decode = self._backend_decodes_alike()
+        self._pieces = SplitEncoder(tokenizer)
 
     # ---------------------------------------------------------------- basics
     def encode(self, text: str) -> List[int]:
@@ -97,6 +100,35 @@ class ChatRenderer:
         if backend is not None:                                         # __call__ runs, without its per-call overhead
             return backend.encode(text, add_special_tokens=False).ids
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _encode_pieces(self, text: str, cache: bool) -> List[int]:
+        """`encode(text)`, the texts between added tokens encoded one by one, recurring ones remembered when `cache`
+        (`split_encode.py`; the same ids, checked)."""
+        return self._pieces.encode(text, cache=cache) if self._pieces.enabled else self.encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of sampled ids, special tokens kept: what `tokenizer.decode(ids, skip_special_tokens=False)` returns,
+        by the fast tokenizer's Rust object where that is the same (`_backend_decodes_alike`)."""
+        if self._fast_decode:
+            return self.tokenizer.backend_tokenizer.decode(ids, skip_special_tokens=False)
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def _backend_decodes_alike(self) -> bool:
+        """Whether `tokenizer.decode` of a list of ints is just its backend's decode: a fast tokenizer whose class keeps
+        transformers' own `decode` / `_decode` and that cleans up no spaces, checked on a probe text too."""
+        tok = self.tokenizer
+        backend = getattr(tok, "backend_tokenizer", None)
+        if backend is None or getattr(tok, "clean_up_tokenization_spaces", False):
+            return False
+        for name in ("decode", "_decode"):
+            owner = next((c for c in type(tok).__mro__ if name in vars(c)), None)
+            if owner is None or not owner.__module__.startswith("transformers.tokenization_utils"):
+                return False
+        try:
+            probe = self.encode(" Probe: text, 42 spaces  and\nlines ✓") + list(self.end_of_turn_ids) + list(self.stop_token_ids)
+            return backend.decode(probe, skip_special_tokens=False) == tok.decode(probe, skip_special_tokens=False)
+        except Exception:
+            return False
 
     def render(self, messages: Sequence[Dict[str, Any]], add_generation_prompt: bool) -> str:
         return self.tokenizer.apply_chat_template(list(messages), tools=self.tools, chat_template=self.template,
@@ -124,7 +156,7 @@ class ChatRenderer:
     # ---------------------------------------------------------------- API
     def prompt_ids(self, messages: Sequence[Dict[str, Any]]) -> List[int]:
         """Ids of the conversation so far plus the assistant header (system prompt added when configured and absent)."""
-        return self.encode(self.render(self.with_system(messages), add_generation_prompt=True))
+        return self._encode_pieces(self.render(self.with_system(messages), add_generation_prompt=True), cache=True)
 
     def observation_text(self, tool_messages: Sequence[Dict[str, Any]]) -> str:
         """Text after the assistant's end-of-turn token up to and including the next assistant header."""
@@ -160,7 +192,7 @@ class ChatRenderer:
     def observation_ids(self, tool_messages: Sequence[Dict[str, Any]], assistant_ended: bool = True) -> List[int]:
         """Ids of the tool turn(s) + next assistant header. `assistant_ended=False` (the turn stopped on length)
         prepends the end-of-turn ids so the turn is closed as the template would close it."""
-        ids = self.encode(self.observation_text(tool_messages))
+        ids = self._encode_pieces(self.observation_text(tool_messages), cache=False)
         return ids if assistant_ended else list(self.end_of_turn_ids) + ids
 
     def full_ids(self, messages: Sequence[Dict[str, Any]]) -> List[int]:
@@ -172,7 +204,7 @@ class ChatRenderer:
             text = text[: self._cut_after_last_end_of_turn(text)]
         else:
             text = self.render(msgs, add_generation_prompt=True)
-        return self.encode(text)
+        return self._encode_pieces(text, cache=False)
 
     def drift(self, messages: Sequence[Dict[str, Any]], ids: Sequence[int]) -> int:
         """Tokens where `ids` (prompt + response, built incrementally) differ from a full re-render of `messages`:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from agent_rl.rollout.agent_loop import LoopControl, LoopHooks, run_trajectory
+from agent_rl.rollout.frozen_heap import frozen_heap
 from agent_rl.rollout.group_filter import GroupFilter
 from agent_rl.rollout.load_gate import LoadGate
 from agent_rl.rollout.metrics import reward_metrics, trajectory_metrics
@@ -266,6 +267,11 @@ class RolloutScheduler:
 
     async def _run(self, groups: List[_Group], keep: int, sampling, carry: bool, version: int, step: int,
                    desc: str = "rollout", group_filter: Optional[GroupFilter] = None) -> RolloutResult:
+        with frozen_heap():   # full collections during the step walk only the step's own objects (frozen_heap.py)
+            return await self._run_step(groups, keep, sampling, carry, version, step, desc, group_filter)
+
+    async def _run_step(self, groups: List[_Group], keep: int, sampling, carry: bool, version: int, step: int,
+                        desc: str, group_filter: Optional[GroupFilter]) -> RolloutResult:
         from tqdm.auto import tqdm
 
         t0 = time.perf_counter()

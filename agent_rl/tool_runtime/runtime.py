@@ -26,6 +26,7 @@ import logging
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from agent_rl.tool_runtime import errors as E
+from agent_rl.tool_runtime.arguments import ArgumentValidator
 from agent_rl.tool_runtime.limits import LoopSemaphore, RateLimiter, shared_rate_limiter, shared_semaphore
 from agent_rl.tool_runtime.loader import load_tool_specs_and_tools, schema_validator
 from agent_rl.tool_runtime.metrics import ToolMetrics
@@ -64,7 +65,7 @@ class ToolRuntime:
                 raise ValueError(f"duplicate tool name {name!r}")
             schema = tool.tool_schema
             self._tools[name] = tool
-            self._validators[name] = schema_validator(schema["function"].get("parameters") or {"type": "object"})
+            self._validators[name] = ArgumentValidator(schema_validator(schema["function"].get("parameters") or {"type": "object"}))
             opts = (options or {}).get(name) or options_from_config(getattr(tool, "config", {}) or {}, f"tool {name}", default_options)
             self._options[name] = opts
             self._sems[name] = [LoopSemaphore(opts.max_concurrency)]

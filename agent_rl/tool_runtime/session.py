@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 from agent_rl.tool_runtime import errors as E
 from agent_rl.tool_runtime import record as R
 from agent_rl.tool_runtime.arguments import ArgumentError, parse_arguments, validate_arguments
-from agent_rl.tool_runtime.base import ToolResponse, TransientToolError
+from agent_rl.tool_runtime.base import BaseTool, ToolResponse, TransientToolError
 from agent_rl.tool_runtime.record import ToolCallRecord
 from agent_rl.tool_runtime.truncate import truncate_text
 from agent_rl.tool_runtime.bounded import (KWARG_KEYS, Slots, ToolTimeout, error_detail, response_text,
@@ -90,6 +90,8 @@ class ToolSession:
             rt.metrics.record_error(name, E.CREATE_ERROR)
             return
         tool, opts = rt._tools[name], rt._options[name]
+        if _inherited(tool, "create"):           # BaseTool's no-op: nothing to run, bound or time
+            return
         kwargs = self._kwargs[name]["create_kwargs"]
         try:
             await run_bounded(lambda: tool.create(self.instance_ids[name], **kwargs), opts.create_timeout,
@@ -122,7 +124,7 @@ class ToolSession:
             except Exception:   # ToolTimeout or the tool's exception
                 rt.metrics.record_error(name, E.RELEASE_FAILED)
 
-        names = list(self._attempted)
+        names = [n for n in self._attempted if not _inherited(rt._tools[n], "release")]   # BaseTool's is a no-op
         if not names:
             return
         task = asyncio.ensure_future(one(names[0]) if len(names) == 1 else asyncio.gather(*(one(n) for n in names), return_exceptions=True))
@@ -311,5 +313,13 @@ class ToolSession:
             return float(value)
 
         names = rt.names
+        if all(_inherited(rt._tools[n], "calc_reward") for n in names):   # BaseTool's: 0.0, nothing to run
+            return {n: 0.0 for n in names}
         values = await asyncio.gather(*(one(n) for n in names))
         return dict(zip(names, values))
+
+
+def _inherited(tool, method: str) -> bool:
+    """Whether `tool` keeps BaseTool's own lifecycle `method` (create / release: nothing; calc_reward: 0.0)."""
+    bound = getattr(tool, method, None)   # looked up on the instance: a method set on the object itself counts
+    return getattr(bound, "__func__", None) is getattr(BaseTool, method)

@@ -58,3 +58,17 @@ def test_tool_wait_floor_bounds_async_speedup():
     f = tool_wait_floor([plan([3.0, 1.0]), plan([1.0, 3.0]), plan([2.0])])
     assert f == {"turn_batched_s": 6.0, "async_s": 4.0, "async_speedup_bound": 1.5}
     assert tool_wait_floor([plan([]), plan([])])["async_speedup_bound"] is None   # no tool calls: no bound
+
+
+def test_remembered_and_constant_plans_are_the_drawn_ones():
+    from agent_rl.bench.workload import Dist, Workload
+
+    for w in (Workload(tool_latency=Dist.parse("lognormal:mean=0.5,sigma=1"), tool_failure_rate=0.3),
+              Workload(turns=Dist.parse("4"), tokens_per_turn=Dist.parse("128"), tool_latency=Dist.parse("0")),
+              Workload(turns=Dist.parse("fixed:2,max=5"), tokens_per_turn=Dist.parse("fixed:40,min=50"),
+                       tool_latency=Dist.parse("lognormal:mean=0,sigma=1"), tool_failure_rate=1.0),
+              Workload(turns=Dist.parse("3"), tokens_per_turn=Dist.parse("uniform:lo=1,hi=9"))):
+        for g in range(5):
+            for s in range(3):
+                assert w.plan(g, s) == w._draw(g, s) and w.plan(g, s) is w.plan(g, s)
+    assert Workload()._constant() and not Workload(tool_failure_rate=0.5)._constant()

@@ -193,6 +193,10 @@ def test_parse_generate_output_shapes():
     out = parse_generate_output({"output_ids": [7], "meta_info": {"finish_reason": {"type": "stop", "matched": 7},
                                                                   "output_token_logprobs": [(math.log(0.5), 7, "a")]}}, 1)
     assert out.finish_reason == "stop" and out.logprobs == [pytest.approx(math.log(0.5))]
+    out = parse_generate_output({"output_ids": [3, "4", 5], "meta_info": {   # a None log-prob reads as 0.0
+        "finish_reason": {"type": "length"}, "output_token_logprobs": [(-1, 3, None), (None, 4, None), ("-0.25", 5, None)]}}, 2)
+    assert out.output_ids == [3, 4, 5] and out.logprobs == [-1.0, 0.0, -0.25]
+    assert all(type(x) is float for x in out.logprobs) and all(type(x) is int for x in out.output_ids)
 
 
 @pytest.fixture

@@ -164,3 +164,24 @@ def test_sglang_engine_start_leaves_our_logging_alone(caplog):
     with caplog.at_level(logging.WARNING):
         logging.getLogger("agent_rl.tasks.judge").warning("LLM judge failed")
     assert "LLM judge failed" in caplog.text
+
+
+async def test_input_ids_reach_sglang_as_a_list_of_plain_ints():
+    import numpy as np
+
+    from agent_rl.bench.loop_cpu import InstantSGLang
+
+    seen = []
+
+    class Recording(InstantSGLang):
+        async def async_generate(self, input_ids, sampling_params, return_logprob=False, rid=None, **extra):
+            seen.append(input_ids)
+            return await super().async_generate(input_ids, sampling_params, return_logprob, rid, **extra)
+
+    eng = SGLangEngine.wrap(Recording([9]))
+    plain = [1, 2, 3]
+    for given in (plain, (1, 2, 3), [np.int64(1), 2, 3], np.array([1, 2, 3]), [True, 2, 3]):
+        out = await eng.generate(given, SamplingParams(max_new_tokens=1), "r")
+        assert out.prompt_tokens == 3
+    assert all(s == [1, 2, 3] and type(s) is list and all(type(t) is int for t in s) for s in seen)
+    assert seen[0] is not plain

@@ -167,3 +167,71 @@ def test_fast_observation_turns_off_on_a_mismatch(tokenizer):
     assert r.observation_text(rare) == r._render_observation(rare)   # differs from substitution: detected, rendered
     assert r.observation_text(msgs) == r._render_observation(msgs)
     assert r._obs_templates.fast_calls == 1 and r._obs_templates.rendered_calls == 2
+
+
+def test_decode_is_the_tokenizers_decode(tokenizer):
+    """The agent loop decodes every turn with `ChatRenderer.decode` (the Rust backend where that is the same);
+    special tokens are kept, as `tokenizer.decode(ids, skip_special_tokens=False)` keeps them."""
+    import random
+
+    r = ChatRenderer(tokenizer)
+    assert r._fast_decode
+    rng = random.Random(0)
+    ids = r.encode("plain text, ünïcödé ✓ 数字  two spaces\n\nnew lines <tool_call>{\"a\": 1}</tool_call>")
+    for seq in [ids, ids + r.end_of_turn_ids, [], r.stop_token_ids] + \
+            [[rng.randrange(len(tokenizer)) for _ in range(rng.randrange(1, 64))] for _ in range(200)]:
+        assert r.decode(seq) == tokenizer.decode(seq, skip_special_tokens=False)
+
+
+def test_decode_falls_back_when_the_tokenizer_cleans_up_spaces(tokenizer):
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    tok.clean_up_tokenization_spaces = True
+    assert not ChatRenderer(tok)._fast_decode
+
+
+def test_prompt_and_full_ids_encoded_piecewise_are_the_whole_encodings(tokenizer):
+    """`prompt_ids` / `full_ids` encode the texts between added tokens one by one (the system prompt with its tool
+    list from a cache): the ids are exactly those of encoding the rendered text whole."""
+    r = ChatRenderer(tokenizer, [{"type": "function", "function": {"name": "calculator", "description": "Evaluate.",
+                                  "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}}}])
+    assert r._pieces.enabled
+    questions = ["What is 17 * 23?", "  leading spaces\n\nand blank lines  ", "ünïcödé ✓ 数字 <tool_call>x</tool_call>",
+                 "", "<|im_end|> inside", "tab\tend\\n"]
+    for q in questions * 2:   # the second round reads the pieces from the cache
+        msgs = [{"role": "user", "content": q}]
+        assert r.prompt_ids(msgs) == r.encode(r.render(r.with_system(msgs), add_generation_prompt=True))
+        conv = msgs + [{"role": "assistant", "content": "<tool_call>\n{\"name\": \"calculator\"}\n</tool_call>"},
+                       {"role": "tool", "name": "calculator", "content": " 391 "}]
+        assert r.full_ids(conv) == r.encode(r.render(r.with_system(conv), add_generation_prompt=True))
+        tool_msgs = [{"role": "tool", "name": "calculator", "content": q}]
+        assert r.observation_ids(tool_msgs) == r.encode(r.observation_text(tool_msgs))
+    assert r._pieces.enabled and r._pieces.split_calls > r._pieces.verify_calls
+
+
+def test_piecewise_encoding_turns_itself_off_on_a_difference(tokenizer):
+    from agent_rl.rollout.split_encode import SplitEncoder
+
+    enc = SplitEncoder(tokenizer)
+    assert enc.enabled
+    text = "<|im_start|>user\nhello<|im_end|>\n"
+    enc._cache["user\nhello"] = [1, 2, 3]          # a wrong piece: the check against the whole encoding catches it
+    assert enc.encode(text) == enc.whole(text) and not enc.enabled
+    assert enc.encode(text) == enc.whole(text)
+
+
+def test_piecewise_encoding_needs_plain_added_tokens(tokenizer):
+    """An added token that eats its neighbours' whitespace makes the pieces depend on each other: no split."""
+    import copy
+
+    from tokenizers import AddedToken
+
+    from agent_rl.rollout.split_encode import SplitEncoder
+
+    tok = copy.deepcopy(tokenizer)
+    tok.add_tokens([AddedToken("<strip_me>", lstrip=True, rstrip=True)])
+    enc = SplitEncoder(tok)
+    assert not enc.enabled
+    text = "a  <strip_me>  b<|im_end|>"
+    assert enc.encode(text) == tok.backend_tokenizer.encode(text, add_special_tokens=False).ids

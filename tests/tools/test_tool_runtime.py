@@ -701,3 +701,48 @@ async def test_every_call_has_exactly_one_counted_outcome(monkeypatch):
     assert cancelled == 4 and snap["tools/mix/calls"] + snap["tools/mix/errors/cancelled"] == len(tasks)
     assert snap["tools/mix/errors/exception"] == 3 and snap["tools/mix/errors/timeout"] == 2
     assert snap["tools/mix/errors/bad_response"] == 1 and snap["tools/mix/calls"] == 8
+
+
+async def test_inherited_lifecycle_hooks_run_nothing(monkeypatch):
+    """A tool that keeps BaseTool's create / release / calc_reward gets the same outcome without the bounded task
+    (no run_bounded call); one that overrides any of them, on its class or its object, is run as before."""
+    import agent_rl.tool_runtime.session as session_mod
+    from agent_rl.tool_runtime.base import BaseTool, ToolResponse
+
+    bounded = []
+    real = session_mod.run_bounded
+
+    async def counting(make_coro, timeout, on_abandon=None):
+        bounded.append(make_coro)
+        return await real(make_coro, timeout, on_abandon=on_abandon)
+
+    monkeypatch.setattr(session_mod, "run_bounded", counting)
+
+    class Plain(BaseTool):
+        async def execute(self, instance_id, arguments, **kw):
+            return ToolResponse(text="ok"), 0.5, {}
+
+    schema = {"type": "function", "function": {"name": "plain", "description": "d",
+                                               "parameters": {"type": "object", "properties": {}}}}
+    rt = ToolRuntime([Plain({}, schema)])
+    async with rt.session("t1", {}) as s:
+        rec = await s.call("plain", {})
+        assert await s.calc_rewards() == {"plain": 0.0}
+    assert rec.status == "ok" and rec.observation == "ok" and rec.step_reward == 0.5
+    assert len(bounded) == 1          # the execute only
+
+    events = []
+    tool = Plain({}, schema)
+
+    async def create(instance_id, **kw):
+        events.append("create")
+
+    async def release(instance_id, **kw):
+        events.append("release")
+
+    tool.create, tool.release = create, release
+    rt = ToolRuntime([tool])
+    bounded.clear()
+    async with rt.session("t2", {}) as s:
+        assert await s.calc_rewards() == {"plain": 0.0}
+    assert events == ["create", "release"] and len(bounded) == 2

@@ -1,0 +1,71 @@
+"""frozen_heap: the objects from before a rollout step are frozen during it and given back after, the collector's
+thresholds restored; it stays out of the way of a disabled collector and of someone else's freeze."""
+import asyncio
+import gc
+
+from agent_rl.rollout.frozen_heap import YOUNG_THRESHOLD, frozen_heap
+
+
+def test_freezes_during_and_restores_after():
+    before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        frozen = gc.get_freeze_count()
+        assert frozen > 0 and gc.get_threshold()[0] == max(before[0], YOUNG_THRESHOLD)
+        with frozen_heap():      # nested: one freeze
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+
+
+def test_restores_on_error_and_after_concurrent_steps():
+    before = gc.get_threshold()
+    try:
+        with frozen_heap():
+            raise KeyError("x")
+    except KeyError:
+        pass
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+
+    async def step(delay):
+        with frozen_heap():
+            await asyncio.sleep(delay)
+            return gc.get_freeze_count()
+
+    async def both():
+        return await asyncio.gather(step(0.01), step(0.02))
+
+    assert all(n > 0 for n in asyncio.run(both()))
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+
+
+def test_leaves_a_disabled_collector_and_other_freezes_alone():
+    gc.disable()
+    try:
+        with frozen_heap():
+            assert gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
+    gc.freeze()
+    try:
+        n = gc.get_freeze_count()
+        with frozen_heap():
+            assert gc.get_freeze_count() == n
+        assert gc.get_freeze_count() == n   # not unfrozen by us
+    finally:
+        gc.unfreeze()
+
+
+def test_cycles_made_during_a_step_are_collected_after():
+    import weakref
+
+    class Node:
+        pass
+
+    with frozen_heap():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        ref = weakref.ref(a)
+        del a, b
+    gc.collect()
+    assert ref() is None
