@@ -21,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from agent_rl.metrics.jsonl import read_jsonl
 from agent_rl.metrics.tasks import Panel, task_panels

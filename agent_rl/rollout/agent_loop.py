@@ -43,7 +43,7 @@ import asyncio
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, List, Optional
 
 from agent_rl.engines.base import SamplingParams
 from agent_rl.rollout.formats import get_parser
