@@ -9,7 +9,7 @@ HELP = "Serve a KG store over HTTP for the kg_query tool"
 
 
 def add_arguments(parser):
-    from agent_rl.cli.bench import DefaultsHelpFormatter
+    from agent_rl.cli.bench_args import DefaultsHelpFormatter
 
     parser.formatter_class = DefaultsHelpFormatter   # every option shows its default
     parser.add_argument("--store", required=True, help="KG store JSON (agent-rl data generate kg, or a RoG converter)")

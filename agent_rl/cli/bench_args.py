@@ -1,0 +1,206 @@
+"""`agent-rl bench`'s options (every subcommand's arguments, the effective command line) and the parsers of their
+values; `cli/bench.py` runs them."""
+from __future__ import annotations
+
+import argparse
+import shlex
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, `(default: X)`, unless the help already says it (or there is
+    none: a required option, a flag, `None`, an empty list)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or "default" in text.lower() or action.required or not action.option_strings
+                or default is None or default is False or default is argparse.SUPPRESS or default == []):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _common(p) -> None:
+    p.add_argument("--engine", default="hf", choices=["hf", "sglang", "http", "sim", "auto"],
+                   help="generation backend (default: %(default)s; http = an SGLang server at --server-url; sim = a "
+                        "simulated continuous-batching engine whose decode step costs --sim-cost, for scheduling work "
+                        "on a CPU)")
+    p.add_argument("--sim-cost", default="1.3,11.8", metavar="FIXED_MS,PER_ROW_US",
+                   help="--engine sim: decode step cost (default: %(default)s, SmolLM2-135M on an H200, "
+                        "docs/benchmarks.md)")
+    p.add_argument("--server-url", default=None, help="--engine http: base URL of the SGLang server")
+    p.add_argument("--model", default="embedded",
+                   help="HF model folder, `embedded` (SmolLM2-135M-Instruct), or `random:SHAPE`: a random-init model of "
+                        "a named shape (qwen2.5-0.5b | qwen2.5-1.5b | qwen2.5-3b | qwen2.5-7b), built once into the cache")
+    p.add_argument("--device", default=None, help="hf engine device (default: cuda when available, else cpu)")
+    p.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 / float32 (default: the engine's)")
+    p.add_argument("--out", required=True, help="output folder (JSON, summary.md, plots)")
+    p.add_argument("--seed", type=int, default=0, help="workload / prompt seed")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--max-model-len", type=int, default=4096, help="engine context length")
+    p.add_argument("--hf-max-batch-size", type=int, default=64, help="hf engine: most rows decoded together")
+    p.add_argument("--mem-fraction", type=float, default=0.4, help="sglang mem_fraction_static")
+    p.add_argument("--engine-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra sglang.Engine kwarg (repeatable; values parsed as JSON when they parse); "
+                        "defaults: attention_backend=triton sampling_backend=pytorch grammar_backend=none")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
+    p.add_argument("--prompts", type=int, default=prompts, help="prompt groups per step (the batch size B)")
+    p.add_argument("--n", type=int, default=n, help="samples per prompt (GRPO group size)")
+    p.add_argument("--turns", default=turns, help="assistant turns per trajectory (distribution; a tool call after each but the last)")
+    p.add_argument("--tokens-per-turn", default=tokens, help="new tokens per assistant turn (distribution, needs max= when unbounded)")
+    p.add_argument("--over-sample-max-load", default="none",
+                   help="rollout.over_sample_max_load: extras start while fewer than this fraction of the kept groups' "
+                        "trajectories are still running (`none`: all at once)")
+    p.add_argument("--over-sample", default="0.25,0.5", help="over-sampling rates of the oversample mode (carryover uses the first)")
+    p.add_argument("--steps", type=int, default=2, help="rollout steps per mode (carry-over needs >= 2 to show)")
+    p.add_argument("--observation-words", type=int, default=8, help="words in each tool observation")
+
+
+def add_arguments(parser) -> None:
+    parser.formatter_class = DefaultsHelpFormatter
+    sub = parser.add_subparsers(dest="bench_cmd", metavar="BENCH", required=True)
+    e = sub.add_parser("engine", help="raw generation throughput (all requests at once, ignore_eos)",
+                       formatter_class=DefaultsHelpFormatter,
+                       description="Submit --prompts requests of --prompt-len random token ids at once, each sampling "
+                                   "exactly --new-tokens tokens (ignore_eos). Reports tokens/s, requests/s, wall time.")
+    _common(e)
+    e.add_argument("--prompts", type=int, default=64, help="requests")
+    e.add_argument("--prompt-len", type=int, default=128, help="prompt tokens per request")
+    e.add_argument("--new-tokens", type=int, default=128, help="new tokens per request")
+    r = sub.add_parser("rollout", help="multi-turn tool rollouts: turn-batched vs async vs over-sampling vs carry-over",
+                       formatter_class=DefaultsHelpFormatter,
+                       description="Run the raw-engine ceiling, then each mode on the same seeded workload. "
+                                   "Distributions: N | fixed:N | uniform:lo=A,hi=B | lognormal:mean=M,sigma=S | "
+                                   "pareto:alpha=A,scale=S, each with optional min=,max= clips.")
+    _common(r)
+    _workload_args(r)
+    r.add_argument("--tool-latency", default="0", help="seconds per tool call (distribution), e.g. lognormal:mean=0.5,sigma=1")
+    r.add_argument("--tool-failure-rate", type=float, default=0.0, help="fraction of tool calls that fail (error observation)")
+    r.add_argument("--modes", default="all", help="comma list of turn-batched, async, oversample, carryover (or all)")
+    r.add_argument("--no-ceiling", action="store_true", help="skip the raw engine run")
+    s = sub.add_parser("suite", help="the targets of docs/benchmarks.md: raw engine + 3 rollout scenarios, one engine start",
+                       formatter_class=DefaultsHelpFormatter,
+                       description="Raw engine run, then scenarios instant-tools (turn-batched, async), tool-latency "
+                                   "(turn-batched, async) and heavy-tail (async, over-sampling, carry-over); one folder "
+                                   "per scenario under --out and a summary.md with the target checks.")
+    _common(s)
+    _workload_args(s)
+    s.add_argument("--tool-latency", default="lognormal:mean=0.5,sigma=1,max=10", help="tool latency of the tool-latency scenario")
+    s.add_argument("--heavy-tail-tokens", default="pareto:alpha=1.2,scale=8,max=128",
+                   help="tokens per turn of the heavy-tail scenario (instant tools)")
+    s.add_argument("--heavy-tail-prompts", type=int, default=None, help="prompt groups of the heavy-tail scenario (default --prompts)")
+    s.add_argument("--ceiling-prompts", default="64",
+                   help="raw engine runs: requests in flight, comma list (e.g. 256,1024: the largest must not be slower)")
+    g = sub.add_parser("sglang-log", help="per benchmark mode: sglang's prefill passes, cache hits, decode batch sizes",
+                       formatter_class=DefaultsHelpFormatter,
+                       description="Summarise an sglang log written during `agent-rl bench` (both in one file, e.g. "
+                                   "`agent-rl bench suite ... > bench.log 2>&1`): per mode, prefill passes, radix-cache "
+                                   "hit rate, decode batch size and CUDA-graph share.")
+    g.add_argument("log", help="log file holding sglang's scheduler lines and the bench's mode marks")
+    c = sub.add_parser("loop-cpu", help="CPU our rollout loop spends per turn, with an engine and tools that cost nothing",
+                       formatter_class=DefaultsHelpFormatter,
+                       description="The sglang wrapper around a stand-in engine that answers at once with canned ids and "
+                                   "log-probs, the bench tool at latency 0: thread CPU ms per turn and per step, per mode "
+                                   "(agent_rl/bench/loop_cpu.py; docs/benchmarks.md, CPU cost of the rollout loop).")
+    from agent_rl.bench.loop_cpu import add_arguments as loop_cpu_arguments
+
+    loop_cpu_arguments(c)
+    a = sub.add_parser("actor", help="one training step's time and peak memory, full fine-tuning vs LoRA",
+                       formatter_class=DefaultsHelpFormatter,
+                       description="Build the actor and its reference as a training worker does, then time --steps "
+                                   "steps (old log-probs, reference log-probs, update) on one synthetic batch, once "
+                                   "with full fine-tuning and once with a LoRA adapter (the reference is then the "
+                                   "adapter-off model). Reports the median per phase and peak accelerator memory.")
+    a.add_argument("--model", default="embedded", help="HF model folder, `embedded`, or `random:SHAPE` (see bench engine)")
+    a.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
+    a.add_argument("--out", required=True, help="output folder (actor.json, summary.md)")
+    a.add_argument("--seed", type=int, default=0, help="batch seed")
+    a.add_argument("--batch", type=int, default=32, help="sequences per step")
+    a.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence")
+    a.add_argument("--prompt-len", type=int, default=256, help="leading tokens outside the loss")
+    a.add_argument("--steps", type=int, default=4, help="timed steps per variant (the first is not counted when > 1)")
+    a.add_argument("--lora-rank", type=int, default=8, help="rank of the LoRA variant (actor.lora.rank)")
+    a.add_argument("--lora-alpha", type=float, default=16.0, help="actor.lora.alpha of the LoRA variant")
+    a.add_argument("--no-full", action="store_true", help="run the LoRA variant only")
+    a.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="training config override for every variant (repeatable), e.g. actor.ppo_mini_batch_size=8")
+    s.add_argument("--ceiling-prompt-len", type=int, default=128, help="raw engine run: prompt tokens")
+    s.add_argument("--ceiling-new-tokens", type=int, default=64, help="raw engine run: new tokens")
+
+
+def command_line(args) -> str:
+    """The effective command: every option spelled out, so it reproduces the run exactly."""
+    skip = {"command", "bench_cmd", "_module", "_extra", "_accepts_extra"}
+    parts = ["agent-rl", "bench", args.bench_cmd]
+    for key, value in sorted(vars(args).items()):
+        if key in skip or key.startswith("_"):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            if value:
+                parts.append(flag)
+        elif isinstance(value, list):
+            for v in value:
+                parts += [flag, str(v)]
+        elif value is not None:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def _engine_kwargs(pairs):
+    import json
+
+    from agent_rl.config.schema import RolloutConfig
+
+    kwargs = dict(RolloutConfig().engine_kwargs)
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise ValueError(f"--engine-kwarg {pair!r}: expected KEY=VALUE")
+        try:
+            kwargs[key] = json.loads(value)
+        except ValueError:
+            kwargs[key] = value
+    return kwargs
+
+
+def _max_load(text):
+    if text is None or str(text).lower() in ("none", "null", ""):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--over-sample-max-load {text!r}: expected a number or none") from None
+    if value <= 0:
+        raise ValueError(f"--over-sample-max-load {text!r}: must be > 0 (none = no gate)")
+    return value
+
+
+def _sim_cost(text: str):
+    try:
+        fixed_ms, per_row_us = (float(x) for x in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"--sim-cost {text!r}: expected FIXED_MS,PER_ROW_US, e.g. 1.3,11.8") from None
+    if fixed_ms < 0 or per_row_us < 0:
+        raise ValueError(f"--sim-cost {text!r}: costs must be >= 0")
+    return fixed_ms, per_row_us
+
+
+def _ceiling_sizes(text: str) -> list:
+    try:
+        sizes = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--ceiling-prompts {text!r}: expected a comma list of integers") from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--ceiling-prompts {text!r}: expected request counts >= 1")
+    return sizes
+
+
+def _dtype(name):
+    if not name:
+        return None
+    import torch
+
+    return getattr(torch, name)
