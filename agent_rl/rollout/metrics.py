@@ -9,12 +9,14 @@ reward_metrics      <prefix>/mean, /std, /min, /max and <prefix>/<component> (me
 trajectory_metrics  rollout/num_trajectories, prompt / response / sampled lengths, turns_mean,
                     tool_calls_mean, tool_call_rate, tool_error_rate, tool_calls/<tool>/<status> counts,
                     stop_reason/<reason> fractions, groups_without_signal, drift_mean, drift_nonzero_frac
+step_metrics        the scheduler's step: groups launched / kept / resumed, trajectories aborted / carried, seconds,
+                    generated tokens, plus the two above over the kept trajectories and the tools' counters
 """
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 from agent_rl.rollout.trajectory import Trajectory
 from agent_rl.tool_runtime.record import OK, ToolCallRecord
@@ -98,3 +100,32 @@ def trajectory_metrics(trajs: Sequence[Trajectory]) -> Dict[str, float]:
         out["rollout/drift_mean"] = mean(drift)
         out["rollout/drift_nonzero_frac"] = mean([1.0 if d else 0.0 for d in drift])
     return out
+
+
+def step_metrics(groups: Sequence[Any], kept: Sequence[Any], trajs: Sequence[Trajectory], carried: Sequence[Any],
+                 aborted_ids: Any, gen_before: Dict[int, int], seconds: float, cut_s: float,
+                 tool_runtime: Any = None) -> Dict[str, float]:
+    """One scheduler step's metrics: `groups` launched (each with `.trajs`, `.resumed`), `kept` / `carried` of them,
+    `trajs` the kept trajectories, `gen_before` each trajectory's generated tokens before the step (carried ones)."""
+    all_trajs = [t for g in groups for t in g.trajs]
+    generated = sum(t.num_generated - gen_before.get(id(t), 0) for t in all_trajs)
+    m: Dict[str, float] = {
+        "rollout/launched_groups": float(len(groups)),
+        "rollout/kept_groups": float(len(kept)),
+        "rollout/resumed_groups": float(sum(1 for g in groups if g.resumed)),
+        "rollout/aborted_trajectories": float(len(aborted_ids)),
+        "rollout/carried_trajectories": float(sum(1 for g in carried for t in g.trajs if t.status == "carried")),
+        "rollout/seconds": seconds,
+        "rollout/abort_seconds": cut_s,
+        "rollout/gen_tokens": float(generated),
+        "rollout/gen_tokens_per_s": generated / seconds if seconds > 0 else 0.0,
+    }
+    if trajs:
+        m.update(trajectory_metrics(trajs))
+        rewards = reward_metrics(trajs, prefix="rollout/reward")
+        m["rollout/reward_mean"] = rewards.pop("rollout/reward/mean")
+        m.update(rewards)
+    if tool_runtime is not None and hasattr(tool_runtime, "metrics"):
+        m.update({k: float(v) for k, v in tool_runtime.metrics.snapshot(reset=True).items()
+                  if isinstance(v, (int, float))})
+    return m

@@ -39,7 +39,7 @@ from agent_rl.rollout.agent_loop import LoopControl, LoopHooks, run_trajectory
 from agent_rl.rollout.frozen_heap import frozen_heap
 from agent_rl.rollout.group_filter import GroupFilter
 from agent_rl.rollout.load_gate import LoadGate
-from agent_rl.rollout.metrics import reward_metrics, trajectory_metrics
+from agent_rl.rollout.metrics import step_metrics
 from agent_rl.rollout.trajectory import Trajectory
 from agent_rl.tool_runtime.record import LOOP_STATUSES
 
@@ -344,8 +344,8 @@ class RolloutScheduler:
         self._carried = carried if carry else []
         await self._release_parked(dropped)
         trajs = [t for g in kept for t in g.trajs]
-        metrics = self._metrics(groups, kept, trajs, carried, aborted_ids, gen_before, seconds,
-                                time.perf_counter() - cut_started, carry)
+        metrics = step_metrics(groups, kept, trajs, carried, aborted_ids, gen_before, seconds,
+                               time.perf_counter() - cut_started, self.tool_runtime)
         if gate is not None:
             metrics["rollout/extra_trajectories_started"] = float(gate.admitted)
         if group_filter is not None:
@@ -384,27 +384,3 @@ class RolloutScheduler:
         for task in pending:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()
-
-    def _metrics(self, groups, kept, trajs, carried, aborted_ids, gen_before, seconds, cut_s, carry) -> Dict[str, float]:
-        all_trajs = [t for g in groups for t in g.trajs]
-        generated = sum(t.num_generated - gen_before.get(id(t), 0) for t in all_trajs)
-        m: Dict[str, float] = {
-            "rollout/launched_groups": float(len(groups)),
-            "rollout/kept_groups": float(len(kept)),
-            "rollout/resumed_groups": float(sum(1 for g in groups if g.resumed)),
-            "rollout/aborted_trajectories": float(len(aborted_ids)),
-            "rollout/carried_trajectories": float(sum(1 for g in carried for t in g.trajs if t.status == "carried")),
-            "rollout/seconds": seconds,
-            "rollout/abort_seconds": cut_s,
-            "rollout/gen_tokens": float(generated),
-            "rollout/gen_tokens_per_s": generated / seconds if seconds > 0 else 0.0,
-        }
-        if trajs:
-            m.update(trajectory_metrics(trajs))
-            rewards = reward_metrics(trajs, prefix="rollout/reward")
-            m["rollout/reward_mean"] = rewards.pop("rollout/reward/mean")
-            m.update(rewards)
-        if self.tool_runtime is not None and hasattr(self.tool_runtime, "metrics"):
-            m.update({k: float(v) for k, v in self.tool_runtime.metrics.snapshot(reset=True).items()
-                      if isinstance(v, (int, float))})
-        return m
