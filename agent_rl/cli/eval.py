@@ -119,14 +119,13 @@ def _files_next_to_data(cfg, overrides, folder: str) -> None:
     """The files of the tools' task that lie next to the data (`Task.data_files`: the KG store, `tools.kg_store`),
     for the config keys the overrides do not set."""
     from agent_rl.orchestration.prepare import tools_task
-    from agent_rl.tasks.registry import TASKS, config_value
+    from agent_rl.tasks.registry import TASKS, set_config_value
 
     name = tools_task(cfg.tools.config_path)
     for key, filename in TASKS[name].data_files if name else ():
         nearby = os.path.join(folder, filename)
         if not _overridden(overrides, key) and os.path.isfile(nearby):
-            section, _, leaf = key.rpartition(".")
-            setattr(config_value(cfg, section), leaf, nearby)
+            set_config_value(cfg, key, nearby)
 
 
 def _clean(v):

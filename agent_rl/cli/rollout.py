@@ -106,18 +106,15 @@ CPU_SIZES = (("data.train_batch_size", 2), ("rollout.n", 2), ("rollout.multi_tur
 def cpu_sized(cfg, overrides, args) -> str:
     """Set the CPU sizes of `CPU_SIZES` the user did not set (override keys, `--prompts`); the line saying so."""
     from agent_rl.config.load import override_keys
+    from agent_rl.tasks.registry import config_value, set_config_value
 
     given = override_keys(overrides)
     changed = []
     for key, value in CPU_SIZES:
         if key in given or (key == "data.train_batch_size" and args.prompts):
             continue
-        section, _, leaf = key.rpartition(".")
-        obj = cfg
-        for part in section.split("."):
-            obj = getattr(obj, part)
-        if getattr(obj, leaf) > value:
-            setattr(obj, leaf, value)
+        if config_value(cfg, key) > value:
+            set_config_value(cfg, key, value)
             changed.append(f"{key}={value}")
     if not changed:
         return ""

@@ -187,17 +187,12 @@ class SGLangEngine(Engine):
         from sglang.srt.server_args import ServerArgs
 
         kwargs.update(scheduling_kwargs(max_concurrency, engine_kwargs or {}, {f.name for f in dataclasses.fields(ServerArgs)}))
-        self.priority_scheduling = bool(kwargs.get("enable_priority_scheduling"))
         before = self._child_pids()
-        self.eos_token_ids = model_eos_token_ids(model_path)
         with _keep_root_logging():
-            self._engine = sglang.Engine(**kwargs)
+            engine = sglang.Engine(**kwargs)
+        self._attach(engine, model_eos_token_ids(model_path), bool(kwargs.get("enable_priority_scheduling")),
+                     int(getattr(getattr(engine, "server_args", None), "tp_size", 1) or 1))
         self._own_children = self._child_pids() - before
-        self.tp_size = int(getattr(getattr(self._engine, "server_args", None), "tp_size", 1) or 1)
-        self._rids: Dict[str, Tuple[str, asyncio.Event]] = {}   # our request id -> (sglang rid, done)
-        self.abort_retry_s = 0.1
-        self.abort_retries = 600
-        self._closed = False
 
     @classmethod
     def wrap(cls, engine: Any, eos_token_ids: Iterable[int] = (), priority_scheduling: bool = False,
@@ -205,14 +200,19 @@ class SGLangEngine(Engine):
         """The wrapper around `engine`, an object with sglang.Engine's interface (`async_generate`, `tokenizer_manager`)
         started elsewhere or standing in for one (tests, the CPU cost harness `bench/loop_cpu.py`)."""
         self = cls.__new__(cls)
+        self._attach(engine, eos_token_ids, priority_scheduling, tp_size)
+        return self
+
+    def _attach(self, engine: Any, eos_token_ids: Iterable[int], priority_scheduling: bool, tp_size: int) -> None:
+        """The wrapper's state around a started `engine` (`__init__` and `wrap`)."""
         self._engine, self.tp_size = engine, int(tp_size)
         self.eos_token_ids = [int(t) for t in eos_token_ids]
         self.priority_scheduling = bool(priority_scheduling)
-        self._own_children = set()
-        self._rids = {}
-        self.abort_retry_s, self.abort_retries = 0.1, 600
+        self._own_children: Set[int] = set()   # the processes sglang started (shutdown kills only these)
+        self._rids: Dict[str, Tuple[str, asyncio.Event]] = {}   # our request id -> (sglang rid, done)
+        self.abort_retry_s = 0.1
+        self.abort_retries = 600
         self._closed = False
-        return self
 
     def scheduling_info(self) -> Dict[str, Any]:
         """What bounds a decode batch: the largest CUDA-graph batch and the running-request cap (None = sglang's

@@ -48,7 +48,7 @@ from agent_rl.orchestration.sharding import shard_batch, split_evenly
 from agent_rl.orchestration.stop import StopSignals, TrainError, TrainInterrupted
 from agent_rl.orchestration.teardown import close_run
 from agent_rl.orchestration.traj_metrics import hint_metrics, reward_metrics, rollout_metrics, validation_metrics
-from agent_rl.tasks.registry import TASKS, config_value
+from agent_rl.tasks.registry import TASKS, config_value, set_config_value
 
 
 def _abs(path: Optional[str]) -> Optional[str]:
@@ -86,10 +86,8 @@ class Trainer:
         cfg.data.val_files = [_abs(f) for f in cfg.data.val_files]
         cfg.tools.config_path = _abs(cfg.tools.config_path)
         for key in {key for task in TASKS.values() for key, _ in task.data_files}:   # the tasks' files the config names
-            section, _, name = key.rpartition(".")
-            owner = config_value(cfg, section)
-            if owner is not None and isinstance(getattr(owner, name, None), str):
-                setattr(owner, name, _abs(getattr(owner, name)))
+            if isinstance(config_value(cfg, key), str):
+                set_config_value(cfg, key, _abs(config_value(cfg, key)))
         cfg.model.tokenizer_path = _abs(cfg.model.tokenizer_path)
         cfg.trainer.output_dir = _abs(cfg.trainer.output_dir)
         cfg.rollout.trajectory_dir = _abs(cfg.rollout.trajectory_dir) or os.path.join(cfg.trainer.output_dir, "rollouts")

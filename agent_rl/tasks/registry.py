@@ -164,6 +164,12 @@ def config_value(cfg: Any, key: str) -> Any:
     return cfg
 
 
+def set_config_value(cfg: Any, key: str, value: Any) -> None:
+    """Set a dotted config key (`tools.kg_store`) of a config object."""
+    section, _, leaf = key.rpartition(".")
+    setattr(config_value(cfg, section) if section else cfg, leaf, value)
+
+
 def config_additions() -> List[Tuple[str, type]]:
     """(section, dataclass) of every task's config keys (`Task.config`), in TASKS order; a dataclass two tasks share
     (arith and gsm8k) once. ValueError (one line) when one does not load."""

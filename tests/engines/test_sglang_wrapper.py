@@ -44,10 +44,8 @@ class FakeEngine:
 
 
 def _engine():
-    eng = SGLangEngine.__new__(SGLangEngine)
-    eng._engine, eng._rids, eng._closed, eng.tp_size = FakeEngine(), {}, False, 1
+    eng = SGLangEngine.wrap(FakeEngine())
     eng.abort_retry_s, eng.abort_retries = 0.02, 200
-    eng.priority_scheduling = False
     return eng
 
 
