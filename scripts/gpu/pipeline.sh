@@ -51,12 +51,17 @@ suite() {  # suite NAME MODEL PROMPTS N [old]: one `bench suite` run into $R/spe
 }
 
 speed() {  # issue 14: both models x both batch shapes on the new code, then the old code on one of them
-  local big=$AGENT_RL_CACHE/models/random-qwen2.5-1.5b
-  suite smol-64x4 "$MODEL" 64 4
-  suite q15-128x8 random:qwen2.5-1.5b 128 8
-  suite q15-64x4 "$big" 64 4
-  suite smol-128x8 "$MODEL" 128 8
-  [ -d .gpu_old ] && suite old-q15-64x4 "$big" 64 4 old
+  # SPEED_SUITES picks and orders them: [old-]{smol,q15}-PxN (old- = the tree in .gpu_old)
+  local s old shape pn model
+  for s in ${SPEED_SUITES:-smol-64x4 q15-128x8 q15-64x4 smol-128x8 old-q15-64x4}; do
+    old=""; shape=$s; [ "${s#old-}" != "$s" ] && old=old shape=${s#old-}
+    [ -n "$old" ] && ! [ -d .gpu_old ] && { stage "no .gpu_old for $s"; continue; }
+    pn=${shape#*-}
+    case "$shape" in q15-*) model=random:qwen2.5-1.5b ;; *) model=$MODEL ;; esac
+    # the old tree reads the random model from the folder the new one built
+    [ -n "$old" ] && [ "$model" = random:qwen2.5-1.5b ] && model=$AGENT_RL_CACHE/models/random-qwen2.5-1.5b
+    suite "$s" "$model" "${pn%x*}" "${pn#*x}" $old
+  done
 }
 
 variants() {  # issue 14: one engine setting against another, a whole suite each, one after the other
