@@ -5,6 +5,8 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from agent_rl.bench.stack_sampler import owners_line
+
 
 def comparisons(modes: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Derived numbers the targets are stated in (docs/benchmarks.md)."""
@@ -72,6 +74,14 @@ def summary_markdown(result: Dict[str, Any]) -> str:
             for name, cut in comp.get("step_time_cut_vs_async", {}).items():
                 lines.append(f"- {name}: step time {100 * cut:+.0f}% cut vs async" if cut >= 0 else
                              f"- {name}: step time {100 * -cut:.0f}% longer than async")
+        sampled = [m for m in modes if m.get("loop_stacks")]
+        if sampled:
+            lines += ["", "## The event-loop thread's time (stack samples every "
+                      f"{1000 * sampled[0]['loop_stacks']['interval_s']:.0f} ms)", ""]
+            for m in sampled:
+                st = m["loop_stacks"]
+                top = ", ".join(f"`{k}` {100 * v:.1f}%" for k, v in st["functions"][:5])
+                lines.append(f"- {m['mode']}: {owners_line(st)} ({st['samples']} samples); most seen: {top}")
         lines += ["", "Plots: `throughput.png`, `completion_cdf.png`, `engine_busy.png`."]
     return "\n".join(lines) + "\n"
 

@@ -15,6 +15,7 @@ from agent_rl.bench.hooks import bench_row
 from agent_rl.bench.instrument import InstrumentedEngine
 from agent_rl.bench.modes import ModeSpec
 from agent_rl.bench.results import StepStat, summarize_mode
+from agent_rl.bench.stack_sampler import StackSampler
 from agent_rl.bench.turn_batched import turn_batched_step
 from agent_rl.bench.workload import Workload, tool_wait_floor
 from agent_rl.rollout.chat import ChatRenderer
@@ -36,6 +37,7 @@ class RolloutBenchSettings:
     max_tool_response_tokens: int = 256
     ceiling: bool = True
     progress: bool = True
+    sample_stacks: bool = False    # the event-loop thread's stack sampled during each mode (bench/stack_sampler.py)
 
 
 class RolloutBench:
@@ -104,6 +106,7 @@ class RolloutBench:
         t0 = trace.t0
         cpu0 = time.thread_time()
         steps: List[StepStat] = []
+        sampler = StackSampler().start() if self.s.sample_stacks else None
         mark(f"mode {spec.name} start")
         try:
             if spec.kind == "turn-batched":
@@ -116,6 +119,7 @@ class RolloutBench:
             else:
                 steps = await run_async_steps(self, spec, rt, t0, bar)
         finally:
+            stacks = sampler.stop() if sampler is not None else None
             bar.close()
             self.engine.close_trace()
             await rt.close()
@@ -125,6 +129,8 @@ class RolloutBench:
         out["loop_cpu_s"] = cpu   # CPU of the thread running the event loop (with in-process sglang: its tokenizer manager too)
         out["loop_cpu_frac"] = cpu / out["wall_s"] if out.get("wall_s") else None
         out["tool_metrics"] = rt.metrics.snapshot()
+        if stacks is not None:
+            out["loop_stacks"] = stacks
         return out
 
     async def run(self, modes: List[ModeSpec]) -> Dict[str, Any]:

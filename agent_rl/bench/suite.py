@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 
 from agent_rl.bench.modes import ModeSpec, parse_modes
 from agent_rl.bench.report import comparisons
+from agent_rl.bench.stack_sampler import owners_line
 from agent_rl.bench.workload import Dist, Workload
 
 TARGET_CEILING_RATIO = 0.90
@@ -140,15 +141,18 @@ def suite_markdown(suite: Dict[str, Any]) -> str:
                      f"(prompt {c['prompt_tokens_mean']:.0f}): **{c['tokens_per_s']:.0f} tokens/s**, "
                      f"{c['requests_per_s']:.1f} requests/s, {c['wall_s']:.2f} s")
     rows = []
+    stacks = any(m.get("loop_stacks") for sc in (suite.get("scenario_modes") or {}).values() for m in sc)
     for name, sc in (suite.get("scenario_modes") or {}).items():
         for m in sc:
             ratio = f"{100 * m['ratio_to_ceiling']:.0f}%" if m.get("ratio_to_ceiling") is not None else "–"
             rows.append(f"| {name} | {m['mode']} | {m['step_wall_s_mean']:.2f} | {ratio} | "
                         f"{m.get('inflight_mean', 0):.0f} / {m.get('inflight_peak', 0)} | "
-                        f"{100 * (m.get('loop_cpu_frac') or 0):.0f}% | {100 * m['engine_idle_frac']:.0f}% |")
+                        f"{100 * (m.get('loop_cpu_frac') or 0):.0f}% | {100 * m['engine_idle_frac']:.0f}% |"
+                        + (f" {owners_line(m.get('loop_stacks'))} |" if stacks else ""))
     if rows:
         lines += ["", "| scenario | mode | step s | gen tok/s vs raw (same requests) | requests in flight mean / peak | "
-                      "event-loop CPU | engine idle |", "|---|---|---|---|---|---|---|"] + rows
+                      "event-loop CPU | engine idle |" + (" event-loop thread's time (stack samples) |" if stacks else ""),
+                  "|---|---|---|---|---|---|---|" + ("---|" if stacks else "")] + rows
     lines += ["", "| scenario | target | measured | met | detail |", "|---|---|---|---|---|"]
     for t in suite["targets"]:
         v = t["value"]

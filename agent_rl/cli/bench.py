@@ -214,7 +214,8 @@ def _bench(engine, tok, args, rollout_cfg, workload, ceiling: bool):
     from agent_rl.bench.rollout_bench import RolloutBench, RolloutBenchSettings
 
     settings = RolloutBenchSettings(workload=workload, steps=args.steps, temperature=args.temperature,
-                                    observation_words=args.observation_words, ceiling=ceiling, progress=not args.no_progress)
+                                    observation_words=args.observation_words, ceiling=ceiling, progress=not args.no_progress,
+                                    sample_stacks=args.sample_stacks)
     bench = RolloutBench(engine, tok, settings, rollout_cfg)
     bench.check_context()
     return bench
@@ -260,7 +261,7 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
         suite["targets"] += target_checks(sc, result)
         suite["scenario_modes"][sc.name] = [{k: m.get(k) for k in ("mode", "step_wall_s_mean", "ratio_to_ceiling",
                                                                     "inflight_mean", "inflight_peak", "loop_cpu_frac",
-                                                                    "engine_idle_frac", "latency_p50_s")}
+                                                                    "engine_idle_frac", "latency_p50_s", "loop_stacks")}
                                             for m in result["modes"]]
     if hasattr(os, "getloadavg"):
         suite["environment"]["load_avg_1m_at_end"] = os.getloadavg()[0]

@@ -37,7 +37,7 @@ suite() {  # suite NAME MODEL PROMPTS N [old]: one `bench suite` run into $R/spe
   local name=$1 model=$2 p=$3 n=$4 py=$PWD
   # old: the tree before the speed work, run from its own folder (python -m puts the cwd first on sys.path)
   [ "${5:-}" = old ] && py=$PWD/.gpu_old
-  local ceil="256,1024" extra="--engine-kwarg log_level=info"; [ "${5:-}" = old ] && ceil=256 && extra=""
+  local ceil="256,1024" extra="--engine-kwarg log_level=info --sample-stacks"; [ "${5:-}" = old ] && ceil=256 && extra=""
   mkdir -p "$R/speed"
   (cd "$py" && PYTHONPATH=$py:/tmp/site timeout -s KILL ${SUITE_TIMEOUT:-480} python3 -m agent_rl.cli.main bench suite --engine sglang \
     --model "$model" --out "$R/speed/$name" --prompts "$p" --n "$n" --turns 3 --tokens-per-turn 128 \

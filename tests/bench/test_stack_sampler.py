@@ -1,0 +1,97 @@
+"""The event-loop thread's stack samples: who owns each sample, and the bench's `--sample-stacks` output."""
+import json
+import selectors
+import threading
+import textwrap
+
+from agent_rl.bench.stack_sampler import StackSampler, owners_line
+from agent_rl.cli.main import main as cli_main
+
+
+def _sample_thread(target, samples=40):
+    """Run `target(stop)` in a thread and sample that thread `samples` times by hand."""
+    stop, ready = threading.Event(), threading.Event()
+
+    def run():
+        ready.set()
+        target(stop)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    ready.wait()
+    s = StackSampler(thread_id=t.ident)
+    try:
+        while s.samples < samples:
+            s.sample_once()
+            stop.wait(0.001)
+    finally:
+        stop.set()
+        t.join()
+    return s.summary()
+
+
+def _busy_in_this_file(stop):
+    x = 0
+    while not stop.is_set():
+        x += sum(range(200))
+
+
+def _waiting_in_a_selector(stop):
+    sel = selectors.DefaultSelector()
+    while not stop.is_set():
+        sel.select(timeout=0.01)
+
+
+def _stdlib_only(stop):
+    text = "word " * 400
+    while not stop.is_set():
+        textwrap.wrap(text, 30)
+
+
+def test_busy_code_is_owned_by_its_package_and_function():
+    s = _sample_thread(_busy_in_this_file)
+    label, share = s["functions"][0]
+    # the path is taken from the longest sys.path entry holding the file (pytest may put tests/bench itself there)
+    assert label.endswith("test_stack_sampler.py:_busy_in_this_file") and share > 0.8, s
+    top = label.rsplit(":", 1)[0].split("/", 1)[0]
+    assert s["owners"][top[:-3] if top.endswith(".py") else top] > 0.8
+
+
+def test_waiting_in_the_selector_is_idle():
+    s = _sample_thread(_waiting_in_a_selector)
+    assert s["owners"].get("idle", 0) > 0.8, s
+
+
+def test_standard_library_only_stacks_are_stdlib():
+    # textwrap is called straight from threading.run: no frame outside the standard library but this file's
+    # `run` at the bottom, which is the innermost non-library frame
+    s = _sample_thread(_stdlib_only)
+    assert s["functions"][0][0].endswith("test_stack_sampler.py:_stdlib_only") and "stdlib" not in s["owners"], s
+    bare = StackSampler()
+    frame = type("F", (), {})()
+    frame.f_code = textwrap.wrap.__code__
+    frame.f_back = None
+    assert bare._owner(frame) == ("stdlib", "stdlib/textwrap.py:wrap")
+
+
+def test_owners_line_and_empty_summary():
+    assert owners_line(None) == "–" and owners_line(StackSampler().summary()) == "–"
+    s = StackSampler()
+    s.samples, s.owners["idle"], s.owners["agent_rl"] = 4, 3, 1
+    assert owners_line(s.summary()) == "idle 75%, agent_rl 25%"
+
+
+def test_bench_rollout_sample_stacks(tmp_path, tiny_model_path):
+    args = ["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path,
+            "--prompts", "4", "--n", "2", "--turns", "2", "--tokens-per-turn", "8", "--modes", "async",
+            "--steps", "1", "--no-ceiling", "--no-progress"]
+    assert cli_main(args + ["--out", str(tmp_path / "a"), "--sample-stacks"]) == 0
+    (m,) = json.load(open(tmp_path / "a" / "rollout_bench.json"))["modes"]
+    st = m["loop_stacks"]
+    assert st["samples"] > 0 and abs(sum(st["owners"].values()) - 1) < 1e-9
+    assert st["owners"].get("idle", 0) > 0      # the simulated engine sleeps: the loop waits in its selector
+    assert all(label.rsplit(":", 1)[0].split("/", 1)[0].removesuffix(".py") in st["owners"] for label, _ in st["functions"])
+    assert "The event-loop thread's time" in open(tmp_path / "a" / "summary.md").read()
+    assert cli_main(args + ["--out", str(tmp_path / "b")]) == 0
+    (m,) = json.load(open(tmp_path / "b" / "rollout_bench.json"))["modes"]
+    assert "loop_stacks" not in m
