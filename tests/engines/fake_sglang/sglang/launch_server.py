@@ -1,6 +1,7 @@
 """run_server(server_args): records its kwargs, process and a child (standing in for sglang's scheduler), then,
 by $FAKE_SGLANG_MODE: `serve` (default) answers /health (503 twice first, as sglang while it warms up),
-/server_info, /generate, /abort_request and the weight / memory endpoints; `die` raises at start; `hang` never listens."""
+/server_info, /generate, /abort_request, the weight / memory endpoints and /fake/state (its health-check count and
+the /generate bodies it got); `die` raises at start; `hang` never listens."""
 import dataclasses
 import json
 import os
