@@ -35,7 +35,8 @@ def _build_engine(args, rollout_cfg, model_path):
         return SimEngine(fixed_ms / 1e3, per_row_us / 1e6)
     from agent_rl.engines import build_engine
 
-    return build_engine(rollout_cfg, model_path, device=args.device, seed=args.seed, dtype=_dtype(args.dtype))
+    return build_engine(rollout_cfg, model_path, device=args.device, seed=args.seed, dtype=_dtype(args.dtype),
+                        log_dir=args.out)
 
 
 def _concurrency(args, plan) -> int:
@@ -116,9 +117,17 @@ def run(args) -> int:
     header = {"kind": args.bench_cmd, "command": command_line(args), "argv": list(sys.argv),
               "engine": args.engine if args.engine == "sim" else resolve_engine_kind(args.engine), "model": model_path, "environment": environment(args.device),
               "max_concurrency": rollout_cfg.max_concurrent_trajectories}
+    from agent_rl.engines.sglang_server import SGLangServerError
+
     loop = asyncio.new_event_loop()  # one loop for every engine call (SGLang binds to its first loop)
     asyncio.set_event_loop(loop)
-    engine = _build_engine(args, rollout_cfg, model_path)
+    try:
+        engine = _build_engine(args, rollout_cfg, model_path)
+    except SGLangServerError as e:   # the server died or never answered: its log's tail says why
+        print(f"agent-rl bench: {e}", file=sys.stderr)
+        loop.close()
+        asyncio.set_event_loop(None)
+        return 1
     if hasattr(engine, "scheduling_info"):
         header["engine_scheduling"] = engine.scheduling_info()
     try:

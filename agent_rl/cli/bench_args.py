@@ -20,10 +20,11 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
 
 def _common(p) -> None:
-    p.add_argument("--engine", default="hf", choices=["hf", "sglang", "http", "sim", "auto"],
-                   help="generation backend (default: %(default)s; http = an SGLang server at --server-url; sim = a "
-                        "simulated continuous-batching engine whose decode step costs --sim-cost, for scheduling work "
-                        "on a CPU)")
+    p.add_argument("--engine", default="hf", choices=["hf", "sglang", "sglang-server", "http", "sim", "auto"],
+                   help="generation backend (default: %(default)s; sglang-server = sglang's HTTP server in its own "
+                        "process, started with the sglang engine's settings, its log in --out; http = an SGLang server "
+                        "at --server-url; sim = a simulated continuous-batching engine whose decode step costs "
+                        "--sim-cost, for scheduling work on a CPU)")
     p.add_argument("--sim-cost", default="1.3,11.8", metavar="FIXED_MS,PER_ROW_US",
                    help="--engine sim: decode step cost (default: %(default)s, SmolLM2-135M on an H200, "
                         "docs/benchmarks.md)")
@@ -40,7 +41,7 @@ def _common(p) -> None:
     p.add_argument("--hf-max-batch-size", type=int, default=64, help="hf engine: most rows decoded together")
     p.add_argument("--mem-fraction", type=float, default=0.4, help="sglang mem_fraction_static")
     p.add_argument("--engine-kwarg", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra sglang.Engine kwarg (repeatable; values parsed as JSON when they parse); "
+                   help="extra sglang.Engine / server kwarg (repeatable; values parsed as JSON when they parse); "
                         "defaults: attention_backend=triton sampling_backend=pytorch grammar_backend=none")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -202,14 +202,14 @@ def run(args) -> int:
             engine_kind = resolve_engine_kind(cfg.rollout.engine)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        if engine_kind == "sglang":
+        if engine_kind in ("sglang", "sglang-server"):
             import importlib.util
 
             import torch
 
             if not torch.cuda.is_available() or importlib.util.find_spec("sglang") is None:
-                raise ConfigError(f"engine sglang (--engine / rollout.engine={cfg.rollout.engine}) needs a CUDA device and the "
-                                  "sglang package: --engine hf runs here")
+                raise ConfigError(f"engine {engine_kind} (--engine / rollout.engine={cfg.rollout.engine}) needs a CUDA device "
+                                  "and the sglang package: --engine hf runs here")
         device = resolve_device(cfg)
         model_path = prepare_model(cfg)
         prepare_data(cfg, keys=("val_files",))

@@ -41,7 +41,7 @@ VERL_KEYS: List[Tuple[str, str, str]] = [
     ("(TRL / peft) LoraConfig.lora_dropout", "actor.lora.dropout", "verl has no such key"),
     ("(TRL) save_pretrained of a merged model (merge_and_unload)", "actor.lora.save_merged",
      "checkpoints hold the adapter (peft layout, `adapter/`) and, by default, the merged model in `hf/`; the engine always gets merged weights"),
-    ("actor_rollout_ref.rollout.name", "rollout.engine", "sglang | hf | http | auto"),
+    ("actor_rollout_ref.rollout.name", "rollout.engine", "sglang | sglang-server | hf | http | auto"),
     ("actor_rollout_ref.rollout.n", "rollout.n", "GRPO group size"),
     ("actor_rollout_ref.rollout.temperature / top_p / top_k", "rollout.sampling.temperature / top_p / top_k", ""),
     ("actor_rollout_ref.rollout.val_kwargs.temperature / top_p / top_k", "rollout.val_sampling.temperature / top_p / top_k", "validation is greedy by default"),

@@ -97,7 +97,9 @@ class MultiTurnConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: str = F("auto", "auto | sglang | hf | http (auto: sglang when CUDA and sglang are present, else hf)")
+    engine: str = F("auto", "auto | sglang | sglang-server | hf | http (auto: sglang when CUDA and sglang are present, "
+                    "else hf; sglang-server: sglang's HTTP server in a process of its own with the sglang engine's "
+                    "settings, weights synced through disk as with http)")
     n: int = F(4, "samples per prompt (GRPO group size)")
     sampling: SamplingConfig = F(None, "training-time sampling", factory=SamplingConfig)
     val_sampling: SamplingConfig = F(None, "validation sampling (temperature 0 = greedy)", factory=lambda: SamplingConfig(temperature=0.0))
@@ -114,7 +116,7 @@ class RolloutConfig:
     weight_sync_bucket_mb: int = F(512, "size bound of one update_weights_from_tensor call")
     server_url: Optional[str] = F(None, "base URL of an external SGLang server (engine=http)")
     hf_max_batch_size: int = F(64, "hf engine: most sequences decoded together")
-    engine_kwargs: Dict[str, Any] = F(None, "passed through to sglang.Engine (attention_backend, cuda graph, ...)", factory=lambda: {
+    engine_kwargs: Dict[str, Any] = F(None, "passed through to sglang.Engine / the sglang-server's ServerArgs (attention_backend, cuda graph, ...)", factory=lambda: {
         "attention_backend": "triton", "sampling_backend": "pytorch", "grammar_backend": "none",
     })
     progress_bar: bool = F(True, "show a progress bar while rolling out")

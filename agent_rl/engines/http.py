@@ -4,7 +4,9 @@ Endpoints (sglang 0.5.x `entrypoints/http_server.py`):
 
 * `POST /generate` `{input_ids, sampling_params, return_logprob: true, rid}` -> `{output_ids,
   meta_info: {finish_reason: {type, ...}, output_token_logprobs: [[logprob, id, text], ...]}}`
-* `POST /abort_request` `{rid}` (the server matches rids by prefix: we send fixed-length uuids)
+* `POST /abort_request` `{rid}` (the server matches rids by prefix: we send fixed-length uuids). An abort that lands
+  before the request reached the scheduler makes `/generate` answer HTTP 400 "Request ... was aborted": that
+  request returns an empty aborted output, as in the in-process engine.
 * `POST /update_weights_from_disk` `{model_path, load_format?}` -> `{success, message, num_paused_requests}`
   (HTTP 400 when `success` is false; the server keeps its previous weights then). The server waits for
   running requests, loads the safetensors of `model_path` from ITS filesystem and flushes its prefix cache
@@ -55,23 +57,35 @@ def _error_text(text: str) -> str:
 
 class HTTPEngine(Engine):
     name = "http"
+    server_per_rank = False   # every training rank talks to the same server (weight_sync.sync_weights_from_disk)
 
     def __init__(self, base_url: str, timeout_s: float = 3600.0, api_key: Optional[str] = None,
-                 abort_retry_s: float = 0.2, abort_retries: int = 50):
+                 abort_retry_s: float = 0.2, abort_retries: int = 50, eos_token_ids: Iterable[int] = (),
+                 send_priority: bool = True):
+        """`eos_token_ids`: stop tokens of every request (as the sglang engine's: a server started with
+        `skip_tokenizer_init` knows no tokenizer eos); `send_priority`: pass `SamplingParams.priority` on (a server
+        without priority scheduling may refuse it)."""
         self.base_url = base_url.rstrip("/")
+        self.eos_token_ids = [int(t) for t in eos_token_ids]
+        self.send_priority = bool(send_priority)
         self.timeout_s = timeout_s
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.abort_retry_s = abort_retry_s
         self.abort_retries = abort_retries
         self._session = None
         self._inflight: Dict[str, Tuple[str, asyncio.Event]] = {}   # request id -> (rid, done)
+        self._aborted: set = set()   # request ids in flight that abort() was called for
 
     async def _http(self):
         import aiohttp
 
         if self._session is None or self._session.closed:
+            # no connection cap: aiohttp's default (100) would hold every request beyond 100 in the client; idle
+            # connections are dropped before sglang's uvicorn drops them (SGLANG_TIMEOUT_KEEP_ALIVE, 5 s), so a
+            # request is never sent on a connection the server is closing
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0)
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                                                  headers=self.headers)
+                                                  headers=self.headers, connector=connector)
         return self._session
 
     async def _post(self, path: str, payload: Optional[Dict[str, Any]] = None) -> Any:
@@ -95,14 +109,22 @@ class HTTPEngine(Engine):
         done = asyncio.Event()
         self._inflight[request_id] = (rid, done)
         try:
-            body = {"input_ids": [int(t) for t in input_ids], "sampling_params": sampling_params_dict(sampling),
+            body = {"input_ids": [int(t) for t in input_ids],
+                    "sampling_params": sampling_params_dict(sampling, self.eos_token_ids),
                     "return_logprob": True, "rid": rid, "stream": False}
-            if sampling.priority is not None:  # honoured by a server started with --enable-priority-scheduling
+            if sampling.priority is not None and self.send_priority:  # honoured with --enable-priority-scheduling
                 body["priority"] = int(sampling.priority)
             out = await self._post("/generate", body)
+        except HTTPEngineError:
+            # an abort that lands before the request reached the scheduler: sglang answers HTTP 400 "Request ... was
+            # aborted" (its RequestAbortedError), where the in-process engine raises: an aborted, empty output
+            if request_id in self._aborted:
+                return GenerateOutput([], [], "abort", prompt_tokens=len(input_ids))
+            raise
         finally:
             done.set()
             self._inflight.pop(request_id, None)
+            self._aborted.discard(request_id)
         if not isinstance(out, dict):
             raise HTTPEngineError(f"/generate returned {type(out).__name__}, expected a JSON object")
         return parse_generate_output(out, len(input_ids))
@@ -112,6 +134,7 @@ class HTTPEngine(Engine):
         if entry is None:
             return
         rid, done = entry
+        self._aborted.add(request_id)
         # The server ignores an abort for a rid it has not registered yet: repeat until the request ends.
         for _ in range(self.abort_retries):
             await self._post("/abort_request", {"rid": rid})

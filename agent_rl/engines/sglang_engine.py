@@ -142,6 +142,52 @@ def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fiel
     return out
 
 
+def server_args_kwargs(model_path: str, mem_fraction_static: float = 0.4, context_length: Optional[int] = None,
+                       seed: Optional[int] = None, dtype: Any = None, enable_memory_saver: bool = True,
+                       engine_kwargs: Optional[Dict[str, Any]] = None, max_concurrency: Optional[int] = None
+                       ) -> Dict[str, Any]:
+    """The kwargs of sglang's `ServerArgs` our engine starts with: `sglang.Engine(**kwargs)` in this process
+    (`SGLangEngine`), `ServerArgs(**kwargs)` in a server process of its own (`engines/sglang_server.py`, which adds
+    only the server's own keys). Token ids in and out (`skip_tokenizer_init`), the memory saver (release/resume), and
+    `scheduling_kwargs` over the user's `engine_kwargs` (for the installed sglang's ServerArgs fields). Refuses
+    SGLANG_RETURN_ORIGINAL_LOGPROB (a server process inherits it too)."""
+    if os.environ.get("SGLANG_RETURN_ORIGINAL_LOGPROB", "").lower() in ("1", "true", "yes"):
+        raise RuntimeError("SGLANG_RETURN_ORIGINAL_LOGPROB is set: sglang would return temperature-1 log-probs, "
+                           "not log_softmax(logits / T) of the sampling policy; unset it")
+    try:
+        from sglang.srt.server_args import ServerArgs
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError("rollout.engine=sglang / sglang-server needs the `sglang` package (GPU hosts; see "
+                          "/work/shared/gpu)") from e
+    kwargs: Dict[str, Any] = dict(model_path=model_path, skip_tokenizer_init=True,
+                                  mem_fraction_static=mem_fraction_static,
+                                  enable_memory_saver=enable_memory_saver)
+    if context_length:
+        kwargs["context_length"] = int(context_length)
+    if seed is not None:
+        kwargs["random_seed"] = int(seed)
+    if dtype is not None:
+        kwargs["dtype"] = str(dtype).replace("torch.", "")
+    kwargs.update(scheduling_kwargs(max_concurrency, engine_kwargs or {}, {f.name for f in dataclasses.fields(ServerArgs)}))
+    return kwargs
+
+
+def scheduling_info(server_args: Any, priority_scheduling: bool) -> Dict[str, Any]:
+    """What bounds a decode batch: the largest CUDA-graph batch and the running-request cap (None = sglang's own,
+    from the KV pool), as sglang resolved them at start. `server_args`: sglang's ServerArgs, or the same as a dict
+    (a server's `/server_info`)."""
+    def get(obj, name):
+        return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+    graphs = get(get(get(server_args, "cuda_graph_config") or {}, "decode") or {}, "max_bs")
+    for name in ("cuda_graph_max_bs_decode", "cuda_graph_max_bs"):   # unresolved args (kwargs), older sglang
+        graphs = get(server_args, name) if graphs is None else graphs
+    return {"cuda_graph_max_bs": graphs, "cuda_graph_disabled": bool(get(server_args, "disable_cuda_graph")),
+            "max_running_requests": get(server_args, "max_running_requests"),
+            "priority_scheduling": bool(priority_scheduling),
+            "prefill_delayer": bool(get(server_args, "enable_prefill_delayer"))}
+
+
 def parse_generate_output(out: Dict[str, Any], prompt_tokens: int) -> GenerateOutput:
     """sglang's generate result (in-process dict or HTTP JSON) -> GenerateOutput."""
     meta = out.get("meta_info", {}) or {}
@@ -168,25 +214,10 @@ class SGLangEngine(Engine):
     def __init__(self, model_path: str, mem_fraction_static: float = 0.4, context_length: Optional[int] = None,
                  seed: Optional[int] = None, dtype: Any = None, enable_memory_saver: bool = True,
                  engine_kwargs: Optional[Dict[str, Any]] = None, max_concurrency: Optional[int] = None):
-        if os.environ.get("SGLANG_RETURN_ORIGINAL_LOGPROB", "").lower() in ("1", "true", "yes"):
-            raise RuntimeError("SGLANG_RETURN_ORIGINAL_LOGPROB is set: sglang would return temperature-1 log-probs, "
-                               "not log_softmax(logits / T) of the sampling policy; unset it")
-        try:
-            import sglang
-        except ImportError as e:  # pragma: no cover - depends on the install
-            raise ImportError("rollout.engine=sglang needs the `sglang` package (GPU hosts; see /work/shared/gpu)") from e
-        kwargs: Dict[str, Any] = dict(model_path=model_path, skip_tokenizer_init=True,
-                                      mem_fraction_static=mem_fraction_static,
-                                      enable_memory_saver=enable_memory_saver)
-        if context_length:
-            kwargs["context_length"] = int(context_length)
-        if seed is not None:
-            kwargs["random_seed"] = int(seed)
-        if dtype is not None:
-            kwargs["dtype"] = str(dtype).replace("torch.", "")
-        from sglang.srt.server_args import ServerArgs
+        kwargs = server_args_kwargs(model_path, mem_fraction_static, context_length, seed, dtype, enable_memory_saver,
+                                    engine_kwargs, max_concurrency)
+        import sglang
 
-        kwargs.update(scheduling_kwargs(max_concurrency, engine_kwargs or {}, {f.name for f in dataclasses.fields(ServerArgs)}))
         before = self._child_pids()
         with _keep_root_logging():
             engine = sglang.Engine(**kwargs)
@@ -215,16 +246,8 @@ class SGLangEngine(Engine):
         self._closed = False
 
     def scheduling_info(self) -> Dict[str, Any]:
-        """What bounds a decode batch: the largest CUDA-graph batch and the running-request cap (None = sglang's
-        own, from the KV pool), as sglang resolved them at start."""
-        sa = getattr(self._engine, "server_args", None)
-        graphs = getattr(getattr(getattr(sa, "cuda_graph_config", None), "decode", None), "max_bs", None)
-        if graphs is None:
-            graphs = getattr(sa, "cuda_graph_max_bs", None)
-        return {"cuda_graph_max_bs": graphs, "cuda_graph_disabled": bool(getattr(sa, "disable_cuda_graph", False)),
-                "max_running_requests": getattr(sa, "max_running_requests", None),
-                "priority_scheduling": self.priority_scheduling,
-                "prefill_delayer": bool(getattr(sa, "enable_prefill_delayer", False))}
+        """`scheduling_info` of the started engine's ServerArgs."""
+        return scheduling_info(getattr(self._engine, "server_args", None), self.priority_scheduling)
 
     @property
     def tokenizer_manager(self):

@@ -76,9 +76,10 @@ class TrainWorker:
         self.loop = asyncio.new_event_loop()
         self.tool_runtime = build_tool_runtime(cfg, self.tokenizer)
         self.renderer = build_renderer(cfg, self.tokenizer, self.tool_runtime)
-        self.engine = build_engine(cfg.rollout, cfg.model.path, device=str(device), seed=cfg.trainer.seed * 1000 + self.rank)
+        self.engine = build_engine(cfg.rollout, cfg.model.path, device=str(device), seed=cfg.trainer.seed * 1000 + self.rank,
+                                   log_dir=os.path.join(cfg.trainer.output_dir, "sglang_server"))
         self.scheduler = build_scheduler(cfg, self.engine, self.renderer, self.tool_runtime, rank=self.rank)
-        if isinstance(self.engine, HTTPEngine):  # an external server may still hold another run's weights
+        if isinstance(self.engine, HTTPEngine):  # an external server may still hold another run's weights (http)
             self.sync_weights()
         return {"rank": self.rank, "engine": getattr(self.engine, "name", type(self.engine).__name__),
                 "device": str(device), "setup_s": time.perf_counter() - t0}
@@ -143,8 +144,8 @@ class TrainWorker:
 
     def sync_weights(self, version: Optional[int] = None) -> Dict[str, float]:
         """Actor weights into this rank's engine (every rank gathers: FSDP full_tensor is a collective); an external
-        SGLang server (`http` engine) loads them from `<trainer.output_dir>/weight_sync`, an HF folder on a filesystem
-        it must see. `version`: the policy version the engine samples from now on (the number of updates applied)."""
+        SGLang server (`http`, `sglang-server` engines) loads them from `<trainer.output_dir>/weight_sync`, an HF folder
+        on a filesystem it must see. `version`: the policy version the engine samples from now on (the number of updates applied)."""
         from agent_rl.engines.http import HTTPEngine
         from agent_rl.training.weight_sync import sync_weights, sync_weights_from_disk
 

@@ -5,7 +5,8 @@ the same parameters in the same order, and only ranks that own an engine push th
 Tied embeddings: `lm_head.weight` is sent only when the model does not tie it to the input embedding.
 A LoRA actor sends merged weights (base + scaling * B @ A) under the base model's names, never adapter tensors.
 
-An engine that cannot take tensors (`http`: an external SGLang server) loads the weights from disk instead:
+An engine that cannot take tensors (`http`: an external SGLang server, `sglang-server`: one we started) loads the
+weights from disk instead:
 `sync_weights_from_disk` writes an HF folder that the server reads through `update_weights_from_disk`.
 """
 from __future__ import annotations
@@ -87,11 +88,12 @@ async def sync_weights(actor, engine, bucket_mb: float = 512, dtype: Optional[to
 async def sync_weights_from_disk(actor, engine, path: str, tokenizer=None, dtype: Optional[torch.dtype] = None) -> dict:
     """The actor's weights into an engine that loads them itself (`engine.update_weights_from_disk`): every rank
     gathers (a collective); rank 0 replaces the HF folder at `path` (`hf_folder.save_hf_model`) and asks its engine
-    to load it, and the ranks wait until it has. All ranks share that engine's server, which must see `path`, and
-    the server flushes its prefix cache itself. Returns {"weight_sync/bytes"} (bytes written, rank 0)."""
+    to load it, and the ranks wait until it has. All ranks share that engine's server (`http`), or each rank has a
+    server of its own (`engine.server_per_rank`: `sglang-server`) and every rank's loads it. The servers must see
+    `path` and flush their prefix caches themselves. Returns {"weight_sync/bytes"} (bytes written, rank 0)."""
     path = os.path.abspath(path)  # the server resolves a relative path against its own working directory
-    n_bytes = save_hf_model(_module(actor), tokenizer, path, dtype)  # collective
-    if D.get_rank() == 0:
+    n_bytes = save_hf_model(_module(actor), tokenizer, path, dtype)  # collective; the folder is complete after it
+    if D.get_rank() == 0 or getattr(engine, "server_per_rank", False):
         await engine.update_weights_from_disk(path)
     D.barrier()
     return {"weight_sync/bytes": float(n_bytes)}

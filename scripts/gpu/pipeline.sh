@@ -34,19 +34,25 @@ weight_sync() {
 }
 
 suite() {  # suite NAME MODEL PROMPTS N [old]: one `bench suite` run into $R/speed/NAME (log beside it)
-  local name=$1 model=$2 p=$3 n=$4 py=$PWD
+  # SUITE_ENGINE: the bench's --engine (default sglang; sglang-server logs sglang's lines to $R/speed/NAME/sglang-server-*.log)
+  local name=$1 model=$2 p=$3 n=$4 py=$PWD engine=${SUITE_ENGINE:-sglang} log
   # old: the tree before the speed work, run from its own folder (python -m puts the cwd first on sys.path)
   [ "${5:-}" = old ] && py=$PWD/.gpu_old
   local ceil="256,1024" extra="--engine-kwarg log_level=info --sample-stacks"; [ "${5:-}" = old ] && ceil=256 && extra=""
   mkdir -p "$R/speed"
-  (cd "$py" && PYTHONPATH=$py:/tmp/site timeout -s KILL ${SUITE_TIMEOUT:-480} python3 -m agent_rl.cli.main bench suite --engine sglang \
+  (cd "$py" && PYTHONPATH=$py:/tmp/site timeout -s KILL ${SUITE_TIMEOUT:-480} python3 -m agent_rl.cli.main bench suite --engine "$engine" \
     --model "$model" --out "$R/speed/$name" --prompts "$p" --n "$n" --turns 3 --tokens-per-turn 128 \
     --tool-latency lognormal:mean=0.5,sigma=1,max=10 \
     --heavy-tail-tokens pareto:alpha=1.2,scale=32,max=512 --heavy-tail-prompts "$p" \
     --over-sample 0.5 --steps 2 --ceiling-prompts $ceil --ceiling-prompt-len 128 --ceiling-new-tokens 256 \
     --mem-fraction 0.6 --no-progress $extra ${BENCH_ARGS:-} > "$R/speed/$name.log" 2>&1)
   stage "suite $name rc=$?"
-  [ "${5:-}" = old ] || python3 -m agent_rl.cli.main bench sglang-log "$R/speed/$name.log" > "$R/speed/$name.sglang.md" 2>&1
+  log=$R/speed/$name.log
+  if [ "$engine" = sglang-server ]; then  # the bench's mode marks and the server's lines, merged by time stamp
+    log=$R/speed/$name.merged.log
+    LC_ALL=C sort -s -k1,2 "$R/speed/$name.log" "$R/speed/$name"/sglang-server-*.log > "$log" 2>/dev/null
+  fi
+  [ "${5:-}" = old ] || python3 -m agent_rl.cli.main bench sglang-log "$log" > "$R/speed/$name.sglang.md" 2>&1
   tar czf "$R/speed.tgz" -C "$R" speed 2>/dev/null
 }
 
@@ -69,20 +75,24 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # SETTING base (the defaults; since 2026-12-02 they include the delayer), delay (sglang's prefill delayer: prefills wait up to 10 decode passes until the
   # queue holds a quarter of the running batch, so the turns that end one by one are prefilled together) or mixed
   # (prefill tokens ride in the decode batch), noprefillgraph (sglang 0.5.17 captures prefill CUDA graphs for ~95 s at
-  # every start: what does skipping them cost?) or nooverlap (overlap scheduling off: the arith crash suspect).
-  local v shape set model pn p n extra
+  # every start: what does skipping them cost?) or nooverlap (overlap scheduling off: the arith crash suspect), or
+  # server (issue 14: the defaults, with sglang in a server process of its own, `--engine sglang-server`, so our loop
+  # and tools no longer share a thread with its tokenizer manager; compare with base).
+  local v shape set model pn p n extra engine
   for v in ${VARIANTS:-q15-64x4:delay q15-64x4:base q15-128x8:delay q15-128x8:base}; do
     shape=${v%%:*}; set=${v#*:}; pn=${shape#*-}; p=${pn%x*}; n=${pn#*x}
     case "$shape" in q15-*) model=random:qwen2.5-1.5b ;; *) model=$MODEL ;; esac
+    engine=sglang
     case "$set" in
       base) extra="" ;;
+      server) extra=""; engine=sglang-server ;;
       delay) extra="--engine-kwarg enable_prefill_delayer=true --engine-kwarg prefill_delayer_queue_min_ratio=0.25 --engine-kwarg prefill_delayer_max_delay_passes=10" ;;
       mixed) extra="--engine-kwarg enable_mixed_chunk=true" ;;
       noprefillgraph) extra="--engine-kwarg disable_prefill_cuda_graph=true" ;;   # no 95 s prefill-graph capture at start
       nooverlap) extra="--engine-kwarg disable_overlap_schedule=true" ;;
       *) stage "unknown setting $set"; continue ;;
     esac
-    BENCH_ARGS="$extra ${BENCH_ARGS:-}" SUITE_TIMEOUT=${SUITE_TIMEOUT:-560} suite "$shape-$set" "$model" "$p" "$n"
+    SUITE_ENGINE=$engine BENCH_ARGS="$extra ${BENCH_ARGS:-}" SUITE_TIMEOUT=${SUITE_TIMEOUT:-560} suite "$shape-$set" "$model" "$p" "$n"
   done
 }
 

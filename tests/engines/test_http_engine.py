@@ -252,3 +252,78 @@ def test_train_worker_syncs_http_engine_through_disk(threaded_server, tiny_model
         assert sorted(os.listdir(os.path.join(str(tmp_path), "out"))) == ["weight_sync"]
     finally:
         worker.shutdown()
+
+
+async def _serve(app):
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+
+async def test_more_than_a_hundred_requests_reach_the_server_at_once():
+    """aiohttp's default connector holds all but 100 requests in the client: the rollout's 256-1024 would queue there."""
+    n, state, all_in = 150, {"now": 0, "max": 0}, asyncio.Event()
+
+    async def generate(request):
+        body = await request.json()
+        state["now"] += 1
+        state["max"] = max(state["max"], state["now"])
+        if state["now"] == n:
+            all_in.set()
+        try:
+            await asyncio.wait_for(all_in.wait(), 5)
+        except asyncio.TimeoutError:
+            pass
+        state["now"] -= 1
+        return web.json_response({"output_ids": [1], "meta_info": {"finish_reason": {"type": "length"},
+                                                                   "output_token_logprobs": [[-1.0, 1, None]]}})
+
+    app = web.Application()
+    app.router.add_post("/generate", generate)
+    runner, url = await _serve(app)
+    eng = HTTPEngine(url)
+    try:
+        outs = await asyncio.gather(*[eng.generate([1], SamplingParams(max_new_tokens=1), f"r{i}") for i in range(n)])
+        assert state["max"] == n and all(o.finish_reason == "length" for o in outs)
+    finally:
+        await eng.shutdown()
+        await runner.cleanup()
+
+
+async def test_abort_before_the_scheduler_is_an_aborted_output_and_options_reach_the_body():
+    """sglang answers HTTP 400 "Request ... was aborted" when the abort lands before the request reached its
+    scheduler (RequestAbortedError); the in-process engine returns an aborted output then, and so does this one."""
+    seen, aborted = [], asyncio.Event()
+
+    async def generate(request):
+        body = await request.json()
+        seen.append(body)
+        if body["sampling_params"]["max_new_tokens"] > 1:
+            await asyncio.wait_for(aborted.wait(), 5)
+            return web.json_response({"error": {"message": f"Request {body['rid']} was aborted"}}, status=400)
+        return web.json_response({"error": {"message": "bad input"}}, status=400)
+
+    async def abort_request(request):
+        aborted.set()
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/generate", generate)
+    app.router.add_post("/abort_request", abort_request)
+    runner, url = await _serve(app)
+    eng = HTTPEngine(url, eos_token_ids=[2, 7], send_priority=False)
+    try:
+        task = asyncio.ensure_future(eng.generate([1, 2], SamplingParams(max_new_tokens=5, priority=3), "a"))
+        while not seen:
+            await asyncio.sleep(0.01)
+        await eng.abort("a")
+        out = await asyncio.wait_for(task, 5)
+        assert (out.finish_reason, out.output_ids, out.prompt_tokens) == ("abort", [], 2)
+        assert seen[0]["sampling_params"]["stop_token_ids"] == [2, 7] and "priority" not in seen[0]
+        with pytest.raises(HTTPEngineError, match="bad input"):   # an error without an abort stays an error
+            await eng.generate([1], SamplingParams(max_new_tokens=1), "b")
+    finally:
+        await eng.shutdown()
+        await runner.cleanup()
