@@ -7,9 +7,9 @@ per-thread cache that is never evicted (`MHAGraphCache` in aten/src/ATen/native/
 is SDPA's first choice on sm90 / sm100 (H100, H200, B200) once the runtime cuDNN is newer than 9.15.0
 (`check_prefer_cudnn_attention` in aten/src/ATen/native/transformers/cuda/sdp_utils.cpp), which the cuDNN of the
 torch 2.11 CUDA 13 wheels is. Our padded micro-batches are (rows, longest row) shaped, so almost every micro-batch of a
-step is a shape never seen before: on an H200 the trainer worker's host RSS grew ~0.3 GB a step on the KG task,
-linearly for 100 steps (23.6 GB at step 100), while the arithmetic task, whose rows all have about the same length,
-stopped growing once its few shapes had been seen (docs/training.md, "Host memory"). The `hf` engine's decode steps
+step is a shape never seen before: on an H200 the trainer worker's host RSS grew 0.3 GB a step on the KG task for
+25 steps and was still growing at step 100 (23.6 GB), while the arithmetic task, whose rows all have about the same
+length, stopped growing after about 40 steps (docs/training.md, "Host memory"). The `hf` engine's decode steps
 (one more key position each step) would add a graph per step.
 
 `avoid_cudnn_attention()` switches that backend off for the process (SDPA's backend switches are process-wide);
