@@ -42,6 +42,7 @@ import torch
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
 from agent_rl.engines.hf_batch import KVBatch, sample
+from agent_rl.model.attention import avoid_cudnn_attention
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class HFEngine(Engine):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        avoid_cudnn_attention()   # a decode step is a new attention shape: no per-shape cuDNN graphs (model/attention.py)
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         if model is None:

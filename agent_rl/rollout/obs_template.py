@@ -7,6 +7,9 @@ whitespace, newlines, quotes, braces, markup, an empty string) and keeps being c
 real render for the first `verify_calls` real calls of that shape. Any mismatch turns the fast path
 off for that shape for good; every call then renders. Shape = the tool names and the message keys,
 with string contents only; anything else always renders.
+
+Tool names come from the model's text (an unknown tool, a malformed call), so the shapes of a run are not a fixed
+set: at most `max_shapes` are remembered, and a shape seen after that always renders.
 """
 from __future__ import annotations
 
@@ -21,9 +24,10 @@ _MARK = "\u2063agent_rl_obs_slot_{}\u2063"
 
 
 class ObservationTemplates:
-    def __init__(self, render: Callable[[List[Dict[str, Any]]], str], verify_calls: int = 8):
+    def __init__(self, render: Callable[[List[Dict[str, Any]]], str], verify_calls: int = 8, max_shapes: int = 256):
         self._render = render
         self.verify_calls = verify_calls
+        self.max_shapes = max_shapes
         self._shapes: Dict[Tuple, Optional[List[str]]] = {}   # shape -> literal segments between contents (None = off)
         self._checked: Dict[Tuple, int] = {}
         self.fast_calls = 0
@@ -64,7 +68,7 @@ class ObservationTemplates:
     def text(self, msgs: Sequence[Dict[str, Any]]) -> Optional[str]:
         """The delta text by substitution, or None when the caller must render."""
         shape = self._shape(msgs)
-        if shape is None:
+        if shape is None or (shape not in self._shapes and len(self._shapes) >= self.max_shapes):
             self.rendered_calls += 1
             return None
         if shape not in self._shapes:

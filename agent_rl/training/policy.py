@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from agent_rl.algorithms.entropy import logprobs_and_entropy
+from agent_rl.model.attention import avoid_cudnn_attention
 from agent_rl.training import dist as D
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class PolicyModel:
                  trainable: bool = True, logits_chunk: int = 1024, lora=None):
         self.device = device or D.default_device()
         self.compute_dtype = resolve_compute_dtype(dtype, self.device, mixed_precision)
+        avoid_cudnn_attention()   # its per-shape graph cache grew the worker's RSS every step (model/attention.py)
         self.fsdp = D.is_dist()
         model = load_hf_model(path, self.device, trust_remote_code)
         self.config = model.config

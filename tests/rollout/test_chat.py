@@ -169,6 +169,22 @@ def test_fast_observation_turns_off_on_a_mismatch(tokenizer):
     assert r._obs_templates.fast_calls == 1 and r._obs_templates.rendered_calls == 2
 
 
+def test_observation_shapes_are_bounded(tokenizer):
+    """Tool names come from the model's text (unknown tools), so a run meets ever new message shapes: the remembered
+    shapes stop at `max_shapes` (each costs a few renders and stays for the run); later shapes render, exactly."""
+    r = ChatRenderer(tokenizer, TOOLS)
+    st = r._obs_templates
+    default, st.max_shapes = getattr(st, "max_shapes", None), 4
+    for i in range(40):
+        msgs = [{"role": "tool", "name": f"invented_tool_{i}", "content": f"out {i}"}]
+        assert r.observation_text(msgs) == r._render_observation([dict(m) for m in msgs])
+    assert len(st._shapes) == 4 and len(st._checked) == 4 and st.rendered_calls == 36
+    fast = st.fast_calls
+    assert r.observation_text([{"role": "tool", "name": "invented_tool_0", "content": "again"}]).count("again") == 1
+    assert st.fast_calls == fast + 1            # a remembered shape keeps its fast path
+    assert default == 256
+
+
 def test_decode_is_the_tokenizers_decode(tokenizer):
     """The agent loop decodes every turn with `ChatRenderer.decode` (the Rust backend where that is the same);
     special tokens are kept, as `tokenizer.decode(ids, skip_special_tokens=False)` keeps them."""
