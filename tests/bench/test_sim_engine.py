@@ -1,6 +1,5 @@
 import asyncio
 
-import pytest
 
 from agent_rl.bench.sim_engine import SimEngine
 from agent_rl.cli.main import main as cli_main

@@ -1,7 +1,6 @@
 """The `sglang-server` engine against a fake sglang (tests/engines/fake_sglang, copied to a tmp dir and put on the path
 of this process and of the server process): the server gets the in-process engine's ServerArgs kwargs, start
 failures are one clear line with the log's tail, and no process of the server outlives its stop."""
-import asyncio
 import json
 import os
 import shutil

@@ -1,7 +1,6 @@
 """`agent-rl train` killed with SIGKILL in the middle of a step resumes from the latest complete
 checkpoint and redraws exactly the rows of the interrupted step (one process, no Ray: fast)."""
 import json
-import os
 import signal
 import subprocess
 import sys

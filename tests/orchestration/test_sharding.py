@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from agent_rl.orchestration.sharding import shard_batch, split_evenly

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
 from agent_rl.tool_runtime.record import ToolCallRecord

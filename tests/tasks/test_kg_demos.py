@@ -1,7 +1,6 @@
 """Gold KG demonstrations: every call is a valid kg_query call, every observation is the KG index's own
 answer, a get_entities_* look-up returns a gold answer (what the KG reward's retrieval pays for), the chain
 ends at the gold answers, and the turn limit is kept."""
-import json
 import subprocess
 import sys
 
