@@ -3,7 +3,7 @@ with SDPA's cuDNN backend as the trainer sets it (off: agent_rl/model/attention.
 
     python3 scripts/gpu/sdpa_rss_probe.py --all $OUT/sdpa        # every mode, each in its own process (~5 min)
 
-Needs only torch and transformers (the host's own). A SmolLM2-135M-shaped random model (bf16 autocast, sdpa, padded
+Needs torch and transformers (on the GPU host: after the bundle install, PYTHONPATH=$PWD:/tmp/site). A SmolLM2-135M-shaped random model (bf16 autocast, sdpa, padded
 micro-batches: the GPU host has no flash_attn), 128 rows per step: old log-probs (budget 8192), reference log-probs
 (16384), one update pass (8192, forward + backward). Modes LENGTHS:CUDNN, LENGTHS = kg (rows ~600-1700 tokens), arith
 (~550) or fixed (1600), CUDNN = default (as the trainer leaves it) or on. Prints the SDPA backend chosen for the first
