@@ -97,6 +97,8 @@ def add_arguments(parser) -> None:
     s.add_argument("--heavy-tail-prompts", type=int, default=None, help="prompt groups of the heavy-tail scenario (default --prompts)")
     s.add_argument("--ceiling-prompts", default="64",
                    help="raw engine runs: requests in flight, comma list (e.g. 256,1024: the largest must not be slower)")
+    s.add_argument("--ceiling-prompt-len", type=int, default=128, help="raw engine run: prompt tokens")
+    s.add_argument("--ceiling-new-tokens", type=int, default=64, help="raw engine run: new tokens")
     g = sub.add_parser("sglang-log", help="per benchmark mode: sglang's prefill passes, cache hits, decode batch sizes",
                        formatter_class=DefaultsHelpFormatter,
                        description="Summarise an sglang log written during `agent-rl bench` (both in one file, e.g. "
@@ -130,8 +132,6 @@ def add_arguments(parser) -> None:
     a.add_argument("--no-full", action="store_true", help="run the LoRA variant only")
     a.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="training config override for every variant (repeatable), e.g. actor.ppo_mini_batch_size=8")
-    s.add_argument("--ceiling-prompt-len", type=int, default=128, help="raw engine run: prompt tokens")
-    s.add_argument("--ceiling-new-tokens", type=int, default=64, help="raw engine run: new tokens")
 
 
 def command_line(args) -> str:
