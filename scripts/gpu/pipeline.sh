@@ -7,6 +7,7 @@
 # lora = issue 18's LoRA weight-sync check and `bench actor` (full vs LoRA step time and memory);
 # judge = issue 18's LLM judge: `agent-rl serve` (sglang) judging a KG rollout step.
 # variants = suites of one shape under different engine settings (VARIANTS, issue 14);
+# sdpa = scripts/gpu/sdpa_rss_probe.py (host RSS per step, cuDNN attention off vs on) into sdpa.log and sdpa/;
 # speed = the rollout-speed suites (issue 14: two models x two batch shapes, plus the pre-change tree in .gpu_old).
 # Env: STAGES, N_GPUS, TRAIN_STEPS (100), TRAIN_TIMEOUT (1500 s), SFT_STEPS (supervised warm-start steps before RL,
 # 200; 0 = off), BENCH_ARGS (extra `bench suite` flags);
@@ -94,6 +95,11 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
     esac
     SUITE_ENGINE=$engine BENCH_ARGS="$extra ${BENCH_ARGS:-}" SUITE_TIMEOUT=${SUITE_TIMEOUT:-560} suite "$shape-$set" "$model" "$p" "$n"
   done
+}
+
+sdpa() {  # host RSS and step time of the actor's passes, SDPA's cuDNN backend off (the trainer's) vs on
+  timeout -s KILL 420 python3 scripts/gpu/sdpa_rss_probe.py --all "$R/sdpa" > "$R/sdpa.log" 2>&1
+  stage "sdpa probe rc=$?"
 }
 
 bench() {
@@ -211,6 +217,6 @@ judge() {  # issue 18: the LLM judge against `agent-rl serve` on sglang: one KG 
 }
 
 for s in ${STAGES:-weight_sync bench train}; do
-  case "$s" in weight_sync|bench|train|speed|learn|variants|lora) "$s" "$@" ;; judge) judge ;; *) stage "unknown stage $s" ;; esac
+  case "$s" in weight_sync|bench|train|speed|learn|variants|lora|sdpa) "$s" "$@" ;; judge) judge ;; *) stage "unknown stage $s" ;; esac
 done
 stage done
