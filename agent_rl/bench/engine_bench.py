@@ -31,9 +31,12 @@ async def bench_engine(engine: Engine, prompts: List[List[int]], max_new_tokens:
     lengths = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     if len(lengths) != len(prompts):
         raise ValueError("one max_new_tokens per prompt")
-    if warmup and prompts:  # first-call costs (graph capture, allocator) stay out of the measurement
-        await engine.generate(prompts[0], SamplingParams(max_new_tokens=4, temperature=temperature, ignore_eos=True),
-                              f"{request_prefix}-warmup")
+    if warmup and prompts:
+        # first-call costs (kernel compilation for this batch shape, allocator growth, lazy set-up of a wide submission)
+        # stay out of the measurement: one pass of the same shape, 2 new tokens each, the prompts reversed so that
+        # the measured run gets no prefix-cache hit from it
+        wp = SamplingParams(max_new_tokens=2, temperature=temperature, ignore_eos=True)
+        await asyncio.gather(*(engine.generate(p[::-1], wp, f"{request_prefix}-warmup-{i}") for i, p in enumerate(prompts)))
 
     async def one(i: int):
         sp = SamplingParams(max_new_tokens=lengths[i], temperature=temperature, ignore_eos=ignore_eos)

@@ -5,6 +5,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from agent_rl.bench.rounds import ceiling_rounds, step_range
 from agent_rl.bench.stack_sampler import owners_line
 
 
@@ -46,6 +47,8 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                   "| requests | prompt tokens (mean) | new tokens | wall s | tokens/s | requests/s |", "|---|---|---|---|---|---|",
                   f"| {ceil['requests']} | {ceil['prompt_tokens_mean']:.0f} | {ceil['max_new_tokens_mean']:.0f} | "
                   f"{ceil['wall_s']:.2f} | {ceil['tokens_per_s']:.1f} | {ceil['requests_per_s']:.2f} |"]
+        if ceiling_rounds(ceil):
+            lines.append(f"- {ceiling_rounds(ceil)[2:]}")
     floor = result.get("tool_wait_floor")
     if floor and floor.get("async_s"):
         lines.append(f"- tool waiting no scheduler hides (generation free): turn-batched {floor['turn_batched_s']:.2f} s, "
@@ -61,11 +64,14 @@ def summary_markdown(result: Dict[str, Any]) -> str:
             b = m["bias"]
             ratio = f"{100 * m['ratio_to_ceiling']:.0f}%" if m.get("ratio_to_ceiling") is not None else "–"
             lines.append(
-                f"| {m['mode']} | {m['wall_s']:.2f} | {_fmt(m['step_wall_s_mean'])} | {m['trajectories_per_s']:.2f} | "
+                f"| {m['mode']} | {m['wall_s']:.2f} | {_fmt(m['step_wall_s_mean'])}{step_range(m)} | {m['trajectories_per_s']:.2f} | "
                 f"{m['gen_tokens_per_s']:.1f} | {ratio} | {_fmt(m['latency_p50_s'])} / {_fmt(m['latency_p90_s'])} / "
                 f"{_fmt(m['latency_p99_s'])} | {m['engine_idle_s']:.2f} ({100 * m['engine_idle_frac']:.0f}%) | "
                 f"{m['aborted']} | {m['carried']} | {_fmt(b['mean_planned_tokens_kept'], '.1f')} / "
                 f"{_fmt(b['mean_planned_tokens_all'], '.1f')} |")
+        if any(step_range(m) for m in modes):
+            lines.append(f"\n- {len(modes[0]['rounds'])} rounds (`--rounds`): step s is the mean over every round's steps, "
+                         "(lo-hi) the lowest and highest round's mean; vs ceiling and latency: the median round")
         comp = result.get("comparisons", {})
         if comp:
             lines += [""]
@@ -81,7 +87,9 @@ def summary_markdown(result: Dict[str, Any]) -> str:
             for m in sampled:
                 st = m["loop_stacks"]
                 top = ", ".join(f"`{k}` {100 * v:.1f}%" for k, v in st["functions"][:5])
-                lines.append(f"- {m['mode']}: {owners_line(st)} ({st['samples']} samples); most seen: {top}")
+                cpu = owners_line(st, key="owners_cpu")
+                lines.append(f"- {m['mode']}: wall {owners_line(st)}" + (f"; CPU {cpu}" if cpu != "–" else "")
+                             + f" ({st['samples']} samples); most seen: {top}")
         lines += ["", "Plots: `throughput.png`, `completion_cdf.png`, `engine_busy.png`."]
     return "\n".join(lines) + "\n"
 

@@ -15,6 +15,7 @@ from agent_rl.bench.hooks import bench_row
 from agent_rl.bench.instrument import InstrumentedEngine
 from agent_rl.bench.modes import ModeSpec
 from agent_rl.bench.results import StepStat, summarize_mode
+from agent_rl.bench.rounds import HEAVY_KEYS, merge_ceilings, merge_modes, round_order
 from agent_rl.bench.stack_sampler import StackSampler
 from agent_rl.bench.turn_batched import turn_batched_step
 from agent_rl.bench.workload import Workload, tool_wait_floor
@@ -38,6 +39,7 @@ class RolloutBenchSettings:
     ceiling: bool = True
     progress: bool = True
     sample_stacks: bool = False    # the event-loop thread's stack sampled during each mode (bench/stack_sampler.py)
+    rounds: int = 1                # ceiling + every mode, repeated in alternating order (bench/rounds.py)
 
 
 class RolloutBench:
@@ -134,18 +136,28 @@ class RolloutBench:
         return out
 
     async def run(self, modes: List[ModeSpec]) -> Dict[str, Any]:
-        ceiling = await self.ceiling() if self.s.ceiling else None
-        tps = ceiling["tokens_per_s"] if ceiling else None
-        results = []
-        for spec in modes:
-            t = time.perf_counter()
-            results.append(await self.run_mode(spec, tps))
-            if self.s.progress:
-                m = results[-1]
-                print(f"{spec.name}: {time.perf_counter() - t:.1f}s, {m['gen_tokens_per_s']:.1f} tok/s, "
-                      f"step {m['step_wall_s_mean']:.2f}s", flush=True)
+        ceilings, per_round = [], []
+        for r in range(max(1, self.s.rounds)):
+            ceiling = await self.ceiling() if self.s.ceiling else None
+            ceilings.append(ceiling)
+            tps = ceiling["tokens_per_s"] if ceiling else None  # each round's modes against that round's raw engine
+            results = []
+            for spec in round_order(modes, r):
+                t = time.perf_counter()
+                results.append(await self.run_mode(spec, tps))
+                if self.s.progress:
+                    m = results[-1]
+                    print(f"{spec.name}{f' (round {r + 1})' if self.s.rounds > 1 else ''}: {time.perf_counter() - t:.1f}s, "
+                          f"{m['gen_tokens_per_s']:.1f} tok/s, step {m['step_wall_s_mean']:.2f}s", flush=True)
+            per_round.append(results)
+        results = merge_modes(per_round)
+        ceiling = merge_ceilings(ceilings)
         floors = [tool_wait_floor(self.plans(range(k * self.workload.num_prompts, (k + 1) * self.workload.num_prompts)))
                   for k in range(self.s.steps)]
         floor = {k: (sum(f[k] for f in floors) / len(floors) if all(f[k] is not None for f in floors) else None)
                  for k in floors[0]} if floors else None
-        return {"ceiling": ceiling, "modes": results, "tool_wait_floor": floor}
+        out = {"ceiling": ceiling, "modes": results, "tool_wait_floor": floor}
+        if len(per_round) > 1:
+            out["round_results"] = [{"ceiling": c, "modes": [{k: v for k, v in m.items() if k not in HEAVY_KEYS} for m in ms]}
+                                    for c, ms in zip(ceilings, per_round)]
+        return out

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 
 from agent_rl.bench.modes import ModeSpec, parse_modes
 from agent_rl.bench.report import comparisons
+from agent_rl.bench.rounds import ceiling_rounds, step_range
 from agent_rl.bench.stack_sampler import owners_line
 from agent_rl.bench.workload import Dist, Workload
 
@@ -100,6 +101,26 @@ def target_checks(scenario: Scenario, result: Dict[str, Any]) -> List[Dict[str, 
                    f"{best}: p50 {p50 if p50 is None else round(p50, 2)} s vs async {base_p50 if base_p50 is None else round(base_p50, 2)} s")]
 
 
+def shown(value: Optional[float], threshold: float) -> str:
+    """A target's value as the tables print it: a ratio (x) where the threshold is >= 1, else a percentage."""
+    if value is None:
+        return "–"
+    return f"{value:.2f}x" if threshold >= 1 else f"{100 * value:.0f}%"
+
+
+def scenario_targets(scenario: Scenario, result: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """`target_checks` on the merged result; with rounds (`--rounds`), each round's own value beside it (the ratios
+    of one round are paired: its modes ran minutes apart, the rounds further apart)."""
+    checks = target_checks(scenario, result)
+    rounds = result.get("round_results") or []
+    if len(rounds) > 1:
+        per = [target_checks(scenario, dict(result, modes=r["modes"])) for r in rounds]
+        for i, c in enumerate(checks):
+            c["rounds"] = [p[i]["value"] for p in per]
+            c["detail"] += "; rounds: " + ", ".join(shown(v, c["threshold"]) for v in c["rounds"])
+    return checks
+
+
 def ceiling_check(ceilings: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     """The raw engine at its largest concurrency is at least as fast as at its smallest."""
     if len(ceilings) < 2:
@@ -139,25 +160,23 @@ def suite_markdown(suite: Dict[str, Any]) -> str:
     for c in suite.get("ceilings") or ([suite["ceiling"]] if suite.get("ceiling") else []):
         lines.append(f"- raw engine: {c['requests']} requests x {c['max_new_tokens_mean']:.0f} new tokens "
                      f"(prompt {c['prompt_tokens_mean']:.0f}): **{c['tokens_per_s']:.0f} tokens/s**, "
-                     f"{c['requests_per_s']:.1f} requests/s, {c['wall_s']:.2f} s")
+                     f"{c['requests_per_s']:.1f} requests/s, {c['wall_s']:.2f} s" + ceiling_rounds(c))
     rows = []
     stacks = any(m.get("loop_stacks") for sc in (suite.get("scenario_modes") or {}).values() for m in sc)
     for name, sc in (suite.get("scenario_modes") or {}).items():
         for m in sc:
             ratio = f"{100 * m['ratio_to_ceiling']:.0f}%" if m.get("ratio_to_ceiling") is not None else "–"
-            rows.append(f"| {name} | {m['mode']} | {m['step_wall_s_mean']:.2f} | {ratio} | "
+            rows.append(f"| {name} | {m['mode']} | {m['step_wall_s_mean']:.2f}{step_range(m)} | {ratio} | "
                         f"{m.get('inflight_mean', 0):.0f} / {m.get('inflight_peak', 0)} | "
                         f"{100 * (m.get('loop_cpu_frac') or 0):.0f}% | {100 * m['engine_idle_frac']:.0f}% |"
-                        + (f" {owners_line(m.get('loop_stacks'))} |" if stacks else ""))
+                        + (f" {owners_line(m.get('loop_stacks'), key='owners_cpu')} |" if stacks else ""))
     if rows:
         lines += ["", "| scenario | mode | step s | gen tok/s vs raw (same requests) | requests in flight mean / peak | "
-                      "event-loop CPU | engine idle |" + (" event-loop thread's time (stack samples) |" if stacks else ""),
+                      "event-loop CPU | engine idle |" + (" event-loop thread's CPU by owner (stack samples) |" if stacks else ""),
                   "|---|---|---|---|---|---|---|" + ("---|" if stacks else "")] + rows
     lines += ["", "| scenario | target | measured | met | detail |", "|---|---|---|---|---|"]
     for t in suite["targets"]:
-        v = t["value"]
-        shown = "–" if v is None else (f"{v:.2f}x" if t["threshold"] >= 1 else f"{100 * v:.0f}%")
         name = t["scenario"] if t["scenario"] not in suite.get("scenarios", {}) else f"[{t['scenario']}]({t['scenario']}/summary.md)"
-        lines.append(f"| {name} | {t['target']} | {shown} | "
+        lines.append(f"| {name} | {t['target']} | {shown(t['value'], t['threshold'])} | "
                      f"{'yes' if t['met'] else 'no'} | {t['detail']} |")
     return "\n".join(lines) + "\n"

@@ -75,6 +75,8 @@ def _plan(args):
         return None
     if args.steps < 1:
         raise ValueError("--steps must be >= 1")
+    if getattr(args, "rounds", 1) < 1:
+        raise ValueError("--rounds must be >= 1")
     if args.bench_cmd == "rollout":
         workload = Workload(num_prompts=args.prompts, n=args.n, turns=Dist.parse(args.turns),
                             tokens_per_turn=Dist.parse(args.tokens_per_turn), tool_latency=Dist.parse(args.tool_latency),
@@ -224,7 +226,7 @@ def _bench(engine, tok, args, rollout_cfg, workload, ceiling: bool):
 
     settings = RolloutBenchSettings(workload=workload, steps=args.steps, temperature=args.temperature,
                                     observation_words=args.observation_words, ceiling=ceiling, progress=not args.no_progress,
-                                    sample_stacks=args.sample_stacks)
+                                    sample_stacks=args.sample_stacks, rounds=args.rounds)
     bench = RolloutBench(engine, tok, settings, rollout_cfg)
     bench.check_context()
     return bench
@@ -248,13 +250,18 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
     from transformers import AutoTokenizer
 
     from agent_rl.bench.instrument import InstrumentedEngine
-    from agent_rl.bench.suite import ceiling_check, suite_markdown, target_checks
+    from agent_rl.bench.rounds import merge_ceilings, round_order
+    from agent_rl.bench.suite import ceiling_check, scenario_targets, suite_markdown
 
     tok = AutoTokenizer.from_pretrained(model_path)
     wrapped = InstrumentedEngine(engine)
     benches = [_bench(wrapped, tok, args, rollout_cfg, sc.workload, True) for sc in scenarios]  # all checked first
-    ceilings = [await _raw_engine(engine, tok, num, args.ceiling_prompt_len, args.ceiling_new_tokens, args)
-                for num in _ceiling_sizes(args.ceiling_prompts)]
+    sizes = _ceiling_sizes(args.ceiling_prompts)
+    runs: dict = {num: [] for num in sizes}
+    for r in range(args.rounds):
+        for num in round_order(sizes, r):
+            runs[num].append(await _raw_engine(engine, tok, num, args.ceiling_prompt_len, args.ceiling_new_tokens, args))
+    ceilings = [merge_ceilings(runs[num]) for num in sizes]
     suite = dict(header, ceiling=ceilings[0], ceilings=ceilings, scenarios={}, scenario_modes={}, targets=[])
     check = ceiling_check(ceilings)
     if check:
@@ -267,10 +274,11 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
                       workload=sc.workload.to_json(), steps=args.steps)
         paths += list(_finish(result, os.path.join(args.out, sc.name), "rollout_bench").values())
         suite["scenarios"][sc.name] = os.path.join(sc.name, "rollout_bench.json")
-        suite["targets"] += target_checks(sc, result)
+        suite["targets"] += scenario_targets(sc, result)
         suite["scenario_modes"][sc.name] = [{k: m.get(k) for k in ("mode", "step_wall_s_mean", "ratio_to_ceiling",
                                                                     "inflight_mean", "inflight_peak", "loop_cpu_frac",
-                                                                    "engine_idle_frac", "latency_p50_s", "loop_stacks")}
+                                                                    "engine_idle_frac", "latency_p50_s", "loop_stacks",
+                                                                    "step_wall_s_range", "rounds")}
                                             for m in result["modes"]]
     if hasattr(os, "getloadavg"):
         suite["environment"]["load_avg_1m_at_end"] = os.getloadavg()[0]

@@ -57,6 +57,9 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
     p.add_argument("--over-sample", default="0.25,0.5", help="over-sampling rates of the oversample mode (carryover uses the first)")
     p.add_argument("--steps", type=int, default=2, help="rollout steps per mode (carry-over needs >= 2 to show)")
     p.add_argument("--observation-words", type=int, default=8, help="words in each tool observation")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repeat the raw engine run and every mode this many times, alternating the mode order; headline "
+                        "numbers over all rounds, each round's beside them (the GPU host drifts 10-30%% between runs)")
     p.add_argument("--sample-stacks", action="store_true",
                    help="sample the event-loop thread's stack every 2 ms in each mode: its time split into idle, our code, "
                         "sglang, asyncio, ... (JSON `loop_stacks`, a column of summary.md)")

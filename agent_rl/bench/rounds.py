@@ -1,0 +1,87 @@
+"""Repeated rounds of one benchmark (`bench rollout|suite --rounds R`).
+
+On the GPU host the raw engine moved by 10-30% between runs minutes apart (docs/benchmarks.md), so one pass of each
+mode cannot tell a 10% change from noise. A round is the raw-engine ceiling followed by every mode; rounds alternate
+the mode order (forward, reversed, ...) so that a slow drift of the machine lands on every mode alike. The merged
+result keeps round 0's traces (plots, CDFs) and replaces the headline numbers with figures over all rounds.
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Any, Dict, List, Optional, Sequence, TypeVar
+
+T = TypeVar("T")
+
+# per-mode numbers that become the mean over rounds (ratios and rates: each round's own value, then the mean)
+_MEAN_KEYS = ("gen_tokens_per_s", "kept_tokens_per_s", "trajectories_per_s", "inflight_mean", "loop_cpu_frac")
+# counts and seconds: summed over rounds
+_SUM_KEYS = ("wall_s", "engine_busy_s", "engine_idle_s", "gen_tokens", "kept_tokens", "trajectories_kept", "launched",
+             "aborted", "carried", "loop_cpu_s")
+# per-trajectory latency percentiles: the median of the rounds' own percentiles
+_MEDIAN_KEYS = ("latency_p50_s", "latency_p90_s", "latency_p99_s", "ratio_to_ceiling")
+# what each round keeps in `rounds` (the spread a reader needs to judge a difference)
+ROUND_KEYS = ("step_wall_s_mean", "ratio_to_ceiling", "gen_tokens_per_s", "latency_p50_s")
+# traces that the merged result keeps from round 0 only (the JSON's `round_results` leaves them out)
+HEAVY_KEYS = ("completion_s", "busy_intervals", "step_bounds", "step_metrics", "loop_stacks")
+
+
+def round_order(items: Sequence[T], r: int) -> List[T]:
+    """Round r's order: as given on even rounds, reversed on odd ones."""
+    return list(items) if r % 2 == 0 else list(reversed(items))
+
+
+def _values(rows: List[Dict[str, Any]], key: str) -> List[float]:
+    return [row[key] for row in rows if row.get(key) is not None]
+
+
+def merge_ceilings(ceilings: List[Optional[Dict[str, Any]]]) -> Optional[Dict[str, Any]]:
+    """The round with the median raw-engine throughput, with every round's tokens/s beside it."""
+    got = [c for c in ceilings if c]
+    if not got:
+        return None
+    if len(got) == 1:
+        return got[0]
+    ranked = sorted(got, key=lambda c: c["tokens_per_s"])
+    out = dict(ranked[(len(ranked) - 1) // 2])
+    out["tokens_per_s_rounds"] = [c["tokens_per_s"] for c in got]
+    return out
+
+
+def merge_modes(rounds: List[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    """`rounds[r]` = round r's mode results (any order); the merged list follows round 0's order."""
+    if len(rounds) == 1:
+        return rounds[0]
+    merged = []
+    for first in rounds[0]:
+        same = [next(m for m in rnd if m["mode"] == first["mode"]) for rnd in rounds]
+        out = dict(first)
+        out["step_wall_s"] = [s for m in same for s in m["step_wall_s"]]
+        out["step_wall_s_mean"] = statistics.fmean(out["step_wall_s"]) if out["step_wall_s"] else None
+        for k in _MEAN_KEYS:
+            v = _values(same, k)
+            out[k] = statistics.fmean(v) if v else None
+        for k in _MEDIAN_KEYS:
+            v = _values(same, k)
+            out[k] = statistics.median(v) if v else None
+        means = _values(same, "step_wall_s_mean")
+        out["step_wall_s_range"] = [min(means), max(means)] if means else None
+        for k in _SUM_KEYS:
+            v = _values(same, k)
+            out[k] = sum(v) if v else first.get(k)
+        out["engine_idle_frac"] = out["engine_idle_s"] / out["wall_s"] if out.get("wall_s") and "engine_idle_s" in out else None
+        out["inflight_peak"] = max(m.get("inflight_peak") or 0 for m in same)
+        out["rounds"] = [{k: m.get(k) for k in ROUND_KEYS} for m in same]
+        merged.append(out)
+    return merged
+
+
+def step_range(mode: Dict[str, Any]) -> str:
+    """' (lo-hi)' after a step time when rounds were run, else ''."""
+    r = mode.get("step_wall_s_range")
+    return f" ({r[0]:.2f}-{r[1]:.2f})" if r and len(mode.get("rounds") or ()) > 1 else ""
+
+
+def ceiling_rounds(ceiling: Dict[str, Any]) -> str:
+    """'; rounds: a, b, c tokens/s' after a raw-engine line when rounds were run (the median round is shown), else ''."""
+    r = ceiling.get("tokens_per_s_rounds")
+    return "; rounds: " + ", ".join(f"{v:.0f}" for v in r) + " tokens/s (the median shown)" if r and len(r) > 1 else ""

@@ -1,0 +1,120 @@
+"""`bench rollout|suite --rounds`: repeated rounds, alternating mode order, merged headline numbers, and the raw
+engine's warm-up at the measured batch shape."""
+import json
+
+from agent_rl.bench.engine_bench import bench_engine
+from agent_rl.bench.rounds import ceiling_rounds, merge_ceilings, merge_modes, round_order, step_range
+from agent_rl.bench.suite import scenario_targets, scenarios
+from agent_rl.cli.main import main as cli_main
+from agent_rl.engines.base import GenerateOutput
+
+
+def _m(name, steps, ratio, p50, idle, wall):
+    return {"mode": name, "step_wall_s": steps, "step_wall_s_mean": sum(steps) / len(steps), "ratio_to_ceiling": ratio,
+            "latency_p50_s": p50, "latency_p90_s": p50, "latency_p99_s": p50, "gen_tokens_per_s": 100.0 * ratio,
+            "kept_tokens_per_s": 1.0, "trajectories_per_s": 1.0, "inflight_mean": 10.0, "loop_cpu_frac": 0.2,
+            "engine_idle_s": idle, "engine_busy_s": wall - idle, "wall_s": wall, "gen_tokens": 10, "kept_tokens": 10,
+            "trajectories_kept": 4, "launched": 4, "aborted": 0, "carried": 0, "loop_cpu_s": 0.1, "inflight_peak": 8,
+            "completion_s": [1.0, 2.0]}
+
+
+def test_round_order_alternates():
+    assert round_order(["a", "b", "c"], 0) == ["a", "b", "c"]
+    assert round_order(["a", "b", "c"], 1) == ["c", "b", "a"]
+    assert round_order(["a", "b", "c"], 2) == ["a", "b", "c"]
+
+
+def test_merge_modes_over_rounds():
+    r0 = [_m("turn-batched", [2.0, 2.0], 0.5, 1.0, 0.0, 4.0), _m("async", [1.0, 1.2], 0.9, 0.5, 1.0, 2.2)]
+    r1 = [_m("async", [1.4, 1.4], 0.7, 0.7, 0.0, 2.8), _m("turn-batched", [3.0, 3.0], 0.4, 2.0, 2.0, 6.0)]  # reversed
+    r2 = [_m("turn-batched", [2.5, 2.5], 0.45, 3.0, 0.0, 5.0), _m("async", [1.1, 1.1], 0.8, 0.6, 0.0, 2.2)]
+    assert merge_modes([r0]) is r0                                     # one round: untouched
+    tb, asy = merge_modes([r0, r1, r2])
+    assert (tb["mode"], asy["mode"]) == ("turn-batched", "async")       # round 0's order
+    assert tb["step_wall_s"] == [2.0, 2.0, 3.0, 3.0, 2.5, 2.5] and abs(tb["step_wall_s_mean"] - 2.5) < 1e-9
+    assert tb["step_wall_s_range"] == [2.0, 3.0] and step_range(tb) == " (2.00-3.00)"
+    assert tb["ratio_to_ceiling"] == 0.45 and tb["latency_p50_s"] == 2.0     # medians of the rounds
+    assert abs(asy["gen_tokens_per_s"] - 80.0) < 1e-9                       # mean of 90, 70, 80
+    assert tb["wall_s"] == 15.0 and tb["engine_idle_s"] == 2.0 and abs(tb["engine_idle_frac"] - 2 / 15) < 1e-9
+    assert [r["step_wall_s_mean"] for r in asy["rounds"]] == [1.1, 1.4, 1.1]
+    assert asy["completion_s"] == [1.0, 2.0]                               # traces: round 0's
+    assert step_range(r0[0]) == ""
+
+
+def test_merge_ceilings_takes_the_median_round():
+    cs = [{"requests": 8, "tokens_per_s": v} for v in (300.0, 100.0, 200.0)]
+    m = merge_ceilings(cs)
+    assert m["tokens_per_s"] == 200.0 and m["tokens_per_s_rounds"] == [300.0, 100.0, 200.0]
+    assert "300, 100, 200 tokens/s" in ceiling_rounds(m)
+    assert merge_ceilings([cs[0]]) is cs[0] and ceiling_rounds(cs[0]) == "" and merge_ceilings([None]) is None
+
+
+def test_scenario_targets_show_each_round():
+    sc = scenarios(8, 4, "3", "16", "0.5", "pareto:alpha=1.2,scale=4,max=64", 8, "0.25,0.5", 0)[0]
+    rounds = [{"modes": [_m("turn-batched", [2.0], 0.5, 1.0, 0, 2), _m("async", [1.0], 0.93, 1.0, 0, 1)]},
+              {"modes": [_m("async", [1.6], 0.6, 1.0, 0, 1), _m("turn-batched", [1.6], 0.5, 1.0, 0, 2)]}]
+    merged = {"modes": merge_modes([r["modes"] for r in rounds]), "round_results": rounds}
+    ceil, tb = scenario_targets(sc, merged)
+    assert ceil["rounds"] == [0.93, 0.6] and ceil["detail"].endswith("rounds: 93%, 60%")
+    assert tb["rounds"] == [2.0, 1.0] and tb["detail"].endswith("rounds: 2.00x, 1.00x")
+    assert abs(tb["value"] - 1.8 / 1.3) < 1e-9                               # merged: mean steps 1.8 vs 1.3
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    async def generate(self, ids, sp, rid):
+        self.calls.append((list(ids), sp.max_new_tokens, rid))
+        return GenerateOutput([5] * sp.max_new_tokens, [-1.0] * sp.max_new_tokens, "length")
+
+
+async def test_raw_engine_warms_up_at_the_measured_shape():
+    eng = _Recorder()
+    prompts = [[1, 2, 3], [4, 5, 6, 7]]
+    res = await bench_engine(eng, prompts, 9)
+    warm, measured = eng.calls[:2], eng.calls[2:]
+    # one warm-up request per measured one, same lengths, reversed ids (no prefix-cache hit), 2 new tokens
+    assert [c[0] for c in warm] == [[3, 2, 1], [7, 6, 5, 4]] and {c[1] for c in warm} == {2}
+    assert [c[0] for c in measured] == prompts and {c[1] for c in measured} == {9}
+    assert res["output_tokens"] == 18 and res["requests"] == 2
+    await bench_engine(eng, prompts, 9, warmup=False)
+    assert len(eng.calls) == 6
+
+
+def test_bench_rollout_rounds_on_the_sim_engine(tmp_path, tiny_model_path, capsys):
+    out = tmp_path / "b"
+    assert cli_main(["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path,
+                     "--out", str(out), "--prompts", "4", "--n", "2", "--turns", "2", "--tokens-per-turn", "4",
+                     "--modes", "turn-batched,async", "--steps", "1", "--rounds", "3", "--no-progress"]) == 0
+    res = json.load(open(out / "rollout_bench.json"))
+    assert len(res["round_results"]) == 3 and len(res["ceiling"]["tokens_per_s_rounds"]) == 3
+    assert [m["mode"] for m in res["round_results"][1]["modes"]] == ["async", "turn-batched"]   # reversed
+    for m in res["modes"]:
+        assert len(m["rounds"]) == 3 and len(m["step_wall_s"]) == 3 and m["trajectories_kept"] == 3 * 8
+        assert "completion_s" not in res["round_results"][0]["modes"][0]
+    summary = (out / "summary.md").read_text()
+    assert "3 rounds (`--rounds`)" in summary and "rounds:" in summary
+    assert cli_main(["bench", "rollout", "--engine", "sim", "--rounds", "0", "--model", tiny_model_path,
+                     "--out", str(out)]) == 2
+    assert "--rounds must be >= 1" in capsys.readouterr().err
+
+
+def test_bench_suite_end_to_end_with_rounds_on_the_sim_engine(tmp_path, tiny_model_path):
+    out = tmp_path / "s"
+    assert cli_main(["bench", "suite", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path,
+                     "--out", str(out), "--prompts", "4", "--n", "2", "--turns", "2", "--tokens-per-turn", "4",
+                     "--tool-latency", "0.01", "--heavy-tail-tokens", "pareto:alpha=1.2,scale=2,max=8",
+                     "--over-sample", "0.5", "--steps", "2", "--rounds", "2", "--ceiling-prompts", "4,8",
+                     "--ceiling-prompt-len", "8", "--ceiling-new-tokens", "4", "--no-progress"]) == 0
+    suite = json.load(open(out / "suite.json"))
+    assert [c["requests"] for c in suite["ceilings"]] == [4, 8]
+    assert all(len(c["tokens_per_s_rounds"]) == 2 for c in suite["ceilings"])
+    assert set(suite["scenarios"]) == {"instant-tools", "tool-latency", "heavy-tail"}
+    checks = [t for t in suite["targets"] if t["scenario"] != "raw engine"]
+    assert len(checks) == 6 and all(len(t["rounds"]) == 2 and "; rounds: " in t["detail"] for t in checks)
+    assert all(len(m["rounds"]) == 2 for sc in suite["scenario_modes"].values() for m in sc)
+    md = (out / "summary.md").read_text()
+    assert "(the median shown)" in md and "| instant-tools | async |" in md
+    for sc in suite["scenarios"].values():
+        assert len(json.load(open(out / sc))["round_results"]) == 2
