@@ -90,6 +90,24 @@ def apply_fsdp2(model: torch.nn.Module, compute_dtype: torch.dtype, device: torc
     return model
 
 
+def causal_positions(attention_mask: torch.Tensor, position_ids: torch.Tensor) -> Optional[torch.Tensor]:
+    """Position ids 0..W-1 on every row when each row is its real tokens, numbered 0, 1, ..., then padding (as
+    rollout/batch.pad_sequences builds them); None otherwise.
+
+    Such a batch needs no attention mask: under causal attention a real token only sees earlier columns, all real, so
+    its logits are those of the masked call; the padding's own outputs are never read. Without a mask SDPA runs its
+    causal kernels (flash / memory-efficient) instead of materialising a [rows, 1, W, W] mask, which on the GPU can
+    drop it to the math kernel. The positions continue over the padding so that transformers does not read the
+    reset to 0 as a second packed sequence and build a block mask after all."""
+    W = attention_mask.shape[1]
+    full = torch.arange(W, device=position_ids.device).expand_as(position_ids)
+    am = attention_mask.bool()
+    prefix = bool((am[:, 1:] <= am[:, :-1]).all()) if W > 1 else True
+    if prefix and bool(((position_ids == full) | ~am).all()):
+        return full
+    return None
+
+
 def _valid_cols(attention_mask: torch.Tensor) -> List[torch.Tensor]:
     return [torch.nonzero(attention_mask[b], as_tuple=False).squeeze(-1) for b in range(attention_mask.shape[0])]
 
@@ -201,7 +219,9 @@ class PolicyModel:
             pos = position_ids[:, :width].to(dev) if position_ids is not None else (am.long().cumsum(-1) - 1).clamp(min=0)
             k = keep[:, :width]
             rows, tcols = torch.nonzero(k, as_tuple=True)
-            logits_all = self._logits(ids, pos, am, None)
+            causal = causal_positions(am, pos)
+            # right-padded rows numbered 0, 1, ...: plain causal attention, no mask (see causal_positions)
+            logits_all = self._logits(ids, causal, None, None) if causal is not None else self._logits(ids, pos, am, None)
             logits = logits_all[rows.to(dev), tcols.to(dev) - 1]
             labels = ids[rows.to(dev), tcols.to(dev)]
             if rows.numel() == 0:

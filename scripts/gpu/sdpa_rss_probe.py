@@ -5,8 +5,9 @@ with SDPA's cuDNN backend as the trainer sets it (off: agent_rl/model/attention.
 
 Needs torch and transformers (on the GPU host: after the bundle install, PYTHONPATH=$PWD:/tmp/site). A SmolLM2-135M-shaped random model (bf16 autocast, sdpa, padded
 micro-batches: the GPU host has no flash_attn), 128 rows per step: old log-probs (budget 8192), reference log-probs
-(16384), one update pass (8192, forward + backward). Modes LENGTHS:CUDNN, LENGTHS = kg (rows ~600-1700 tokens), arith
-(~550) or fixed (1600), CUDNN = default (as the trainer leaves it) or on. Prints the SDPA backend chosen for the first
+(16384), one update pass (8192, forward + backward). Modes LENGTHS:CUDNN[:masked], LENGTHS = kg (rows ~600-1700
+tokens), arith (~550) or fixed (1600), CUDNN = default (as the trainer leaves it) or on, masked = padded rows with an
+attention mask (before policy.causal_positions; now right-padded rows run causal attention without one). Prints the SDPA backend chosen for the first
 attention call, then RSS per step and the distinct attention shapes seen so far.
 """
 from __future__ import annotations
@@ -65,7 +66,11 @@ def run(args):
         shapes.add((tuple(q.shape), None if attn_mask is None else tuple(attn_mask.shape), torch.is_grad_enabled()))
         if not seen_choice:
             try:
-                c = torch._fused_sdp_choice(q, k, v, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
+                qq, kk, vv = q, k, v
+                if q.is_cuda and torch.is_autocast_enabled("cuda"):   # the call itself runs on autocast's dtype
+                    dt = torch.get_autocast_dtype("cuda")
+                    qq, kk, vv = q.to(dt), k.to(dt), v.to(dt)
+                c = torch._fused_sdp_choice(qq, kk, vv, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
                 seen_choice["backend"] = str(torch.nn.attention.SDPBackend(c))
             except Exception as e:  # noqa: BLE001
                 seen_choice["backend"] = f"? {type(e).__name__}: {e}"
@@ -77,11 +82,14 @@ def run(args):
                     enable_gqa=enable_gqa, **kw)
 
     F.scaled_dot_product_attention = sdpa
+    if args.masked:   # the trainer before right-padded rows ran causal without a mask (policy.causal_positions)
+        import agent_rl.training.policy as P
+        P.causal_positions = lambda am, pos: None
     dev = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     policy = PolicyModel(args.model, dtype="bfloat16", mixed_precision=True, device=dev, remove_padding=True, trainable=True)
     if args.cudnn == "on":
         torch.backends.cuda.enable_cudnn_sdp(True)
-    print(f"packing={policy.packing} cudnn={torch.backends.cudnn.version()} cudnn_sdp={torch.backends.cuda.cudnn_sdp_enabled()} "
+    print(f"masked={args.masked} packing={policy.packing} cudnn={torch.backends.cudnn.version()} cudnn_sdp={torch.backends.cuda.cudnn_sdp_enabled()} "
           f"torch={torch.__version__}", flush=True)
     rng = random.Random(args.seed)
     opt = torch.optim.SGD(policy.model.parameters(), lr=0.0)
@@ -124,23 +132,24 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rows", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--modes", default="kg:on,kg:default,arith:on,fixed:on")
+    ap.add_argument("--masked", action="store_true", help="padded rows with an attention mask (the trainer before 2026-12-02e)")
+    ap.add_argument("--modes", default="kg:on:masked,kg:default:masked,kg:default,arith:default")
     args = ap.parse_args()
     if args.all:
         make_model(args.model)
         os.makedirs(args.all, exist_ok=True)
         for spec in args.modes.split(","):
-            lengths, cudnn = spec.split(":")
+            lengths, cudnn, *rest = spec.split(":")
             tag = spec.replace(":", "-")
             cmd = [sys.executable, __file__, "--model", args.model, "--lengths", lengths, "--cudnn", cudnn,
-                   "--steps", str(args.steps), "--rows", str(args.rows)]
+                   "--steps", str(args.steps), "--rows", str(args.rows)] + (["--masked"] if "masked" in rest else [])
             print(f"=== {spec}", flush=True)
             t0 = time.perf_counter()
             with open(os.path.join(args.all, f"{tag}.log"), "w") as f:
                 p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                 f.write(p.stdout)
             lines = p.stdout.strip().splitlines()
-            keep = [l for l in lines if l.startswith(("sdpa:", "packing", "start", "{"))]
+            keep = [l for l in lines if l.startswith(("sdpa:", "masked=", "start", "{"))]
             print("\n".join(keep[:4] + keep[-3:] if len(keep) > 8 else keep), flush=True)
             if p.returncode:
                 print("\n".join(lines[-15:]))
