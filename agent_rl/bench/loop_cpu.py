@@ -25,7 +25,7 @@ import asyncio
 import json
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 # agent_rl's modules (numpy, torch, transformers) are imported where they are used: `agent-rl bench` builds this
 # parser for every bench command.
@@ -53,6 +53,7 @@ class InstantSGLang:
         self.tokenizer_manager = _TokenizerManager()
         self.requests = 0
         self._canned: Dict[int, tuple] = {}
+        self.events: Optional[List[tuple]] = None   # a list: ("submit" | "answer", rid) in the order they happen
 
     def _output(self, n: int) -> tuple:
         if n not in self._canned:
@@ -63,7 +64,11 @@ class InstantSGLang:
         return self._canned[n]
 
     async def async_generate(self, input_ids, sampling_params, return_logprob=False, rid=None, **extra):
+        if self.events is not None:
+            self.events.append(("submit", rid))
         await asyncio.sleep(0)   # sglang answers on a later iteration of the loop
+        if self.events is not None:
+            self.events.append(("answer", rid))
         self.requests += 1
         n = int(sampling_params["max_new_tokens"])
         ids, lps = self._output(n)

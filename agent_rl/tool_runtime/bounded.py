@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from typing import Any, Iterable, List, Optional
 
 
@@ -60,13 +61,38 @@ def _abandon(task: "asyncio.Future", on_abandon=None) -> None:
         on_abandon(task)
 
 
+# Python 3.12's eager tasks run a task's first step at once, inside the new task (so `asyncio.current_task()`, which
+# `asyncio.timeout` and aiohttp's timers cancel, is the tool's own task); earlier versions start it on the loop's
+# next iteration.
+EAGER_TASKS = sys.version_info >= (3, 12)
+
+
+def _start(loop, coro) -> "asyncio.Task":
+    if EAGER_TASKS:
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+    return loop.create_task(coro)
+
+
 async def run_bounded(make_coro, timeout: Optional[float], on_abandon=None):
     """Await `make_coro()` in its own task, at most `timeout` seconds. On timeout the task is
     cancelled and given CANCEL_GRACE_S to stop; a task that ignores cancellation is abandoned (handed
     to `on_abandon(task)`), so this never hangs. Raises ToolTimeout, the coroutine's exception (a
     BaseException other than KeyboardInterrupt / CancelledError as ToolBaseException), or
-    CancelledError when the caller is cancelled (the inner task is cancelled too)."""
-    task = asyncio.ensure_future(_contained(make_coro))
+    CancelledError when the caller is cancelled (the inner task is cancelled too).
+
+    On Python >= 3.12 the task starts eagerly: a call that finishes without waiting (an instant tool, a cache hit)
+    is done when created and returns with no trip through the event loop, so a trajectory goes on to its next turn
+    before the loop turns to the others (after a batch of turns that end together, the engine gets the next turns one
+    by one instead of all at the end; docs/benchmarks.md). The time limit counts that first step."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task = _start(loop, _contained(make_coro))
+    if task.done():
+        if task.cancelled():
+            raise RuntimeError("the tool's task was cancelled")
+        return task.result()
+    if timeout is not None:
+        timeout = max(0.0, timeout - (loop.time() - started))
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except asyncio.CancelledError:

@@ -1,6 +1,9 @@
 """The CPU cost harness (`agent-rl bench loop-cpu`): the instant stand-in for sglang.Engine behind the real sglang
 wrapper, and a tiny run of every mode it measures."""
 import asyncio
+import sys
+
+import pytest
 
 from agent_rl.bench import loop_cpu
 from agent_rl.engines.base import SamplingParams
@@ -31,3 +34,53 @@ def test_harness_runs_every_mode(tokenizer_path, capsys):
         out = capsys.readouterr().out
         for mode in ("turn-batched", "async", "async+carryover 0.5"):
             assert any(line.startswith(mode + " ") and " 12 " in line for line in out.splitlines()), out
+
+
+def _eager_if_instant(loop, coro):
+    """Python 3.12's eager task start, for tool calls that finish in their first step (the bench tool at latency 0):
+    a future that is already done. On 3.12 the test also runs with the real one."""
+    fut = loop.create_future()
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        fut.set_result(stop.value)
+        return fut
+    coro.close()
+    raise AssertionError("an instant tool call waited")
+
+
+@pytest.mark.parametrize("start", ["fake", "real"])
+def test_turns_that_end_together_go_back_to_the_engine_one_by_one(tokenizer_path, start, monkeypatch):
+    """Instant engine, instant tools: every turn of a step ends in the same loop iteration. With eager tool tasks
+    (tool_runtime/bounded.py) each trajectory sends its next turn before the loop wakes the next one: with sglang in
+    other processes the engine starts on the first next turns while our thread works through the rest, instead of
+    getting them all at the end."""
+    from agent_rl.bench.modes import parse_modes
+    from agent_rl.tool_runtime import bounded
+
+    if start == "fake":
+        monkeypatch.setattr(bounded, "_start", _eager_if_instant)
+    elif sys.version_info < (3, 12):
+        pytest.skip("eager tasks need Python 3.12")
+    bench, fake = loop_cpu.build(tokenizer_path, prompts=4, n=2, turns=3, tokens=16, observation_words=4,
+                                 real_parse=False)
+    fake.events = []
+    spec = parse_modes("async")[0]
+    asyncio.run(loop_cpu.measure(bench, fake, spec, steps=1, warmup=0, real_parse=False))
+    kinds = [kind for kind, _ in fake.events]
+    assert kinds[:8] == ["submit"] * 8                      # the step's 8 first turns
+    # then answer, submit, answer, submit, ...: each wake-up goes straight on to its next turn (a tool call's task
+    # that starts on the loop's next iteration gives 8 answers, then 8 submits)
+    assert kinds[8:16] == ["answer", "submit"] * 4, kinds
+
+
+def test_without_eager_tool_tasks_the_next_turns_wait_for_the_whole_batch(tokenizer_path, monkeypatch):
+    from agent_rl.bench.modes import parse_modes
+    from agent_rl.tool_runtime import bounded
+
+    monkeypatch.setattr(bounded, "_start", lambda loop, coro: loop.create_task(coro))   # Python 3.11's behaviour
+    bench, fake = loop_cpu.build(tokenizer_path, prompts=4, n=2, turns=3, tokens=16, observation_words=4,
+                                 real_parse=False)
+    fake.events = []
+    asyncio.run(loop_cpu.measure(bench, fake, parse_modes("async")[0], steps=1, warmup=0, real_parse=False))
+    assert [kind for kind, _ in fake.events][8:16] == ["answer"] * 8
