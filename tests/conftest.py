@@ -86,3 +86,38 @@ def served_tiny_model(tiny_model_path, tmp_path_factory):
                 proc.wait()
     # a clean stop on SIGTERM (tests/cli/test_serve.py checks SIGINT with a request in flight)
     assert proc.returncode == 0 and "stopped after" in log.read_text(), log.read_text()[-2000:]
+
+
+def _eager_if_instant(loop, coro):
+    """Python 3.12's eager task start (tool_runtime/bounded._start) for coroutines that finish in their first step:
+    a future that is already done, holding what the task would hold."""
+    import asyncio
+
+    fut = loop.create_future()
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        fut.set_result(stop.value)
+        return fut
+    except asyncio.CancelledError:
+        fut.cancel()
+        return fut
+    except BaseException as e:     # noqa: BLE001 - handed over as the task would hold it
+        fut.set_exception(e)
+        return fut
+    coro.close()
+    raise AssertionError("this stand-in only starts coroutines that never wait")
+
+
+@pytest.fixture(params=["stand-in", "python"])
+def eager_tool_tasks(request, monkeypatch):
+    """Tool calls' tasks start eagerly: on Python 3.11 (CI) through `_eager_if_instant`, and with Python's own eager
+    tasks where it has them (3.12+; skipped before)."""
+    import sys
+
+    from agent_rl.tool_runtime import bounded
+
+    if request.param == "stand-in":
+        monkeypatch.setattr(bounded, "_start", _eager_if_instant)
+    elif sys.version_info < (3, 12):
+        pytest.skip("eager tasks need Python 3.12")

@@ -1,9 +1,6 @@
 """The CPU cost harness (`agent-rl bench loop-cpu`): the instant stand-in for sglang.Engine behind the real sglang
 wrapper, and a tiny run of every mode it measures."""
 import asyncio
-import sys
-
-import pytest
 
 from agent_rl.bench import loop_cpu
 from agent_rl.engines.base import SamplingParams
@@ -36,32 +33,13 @@ def test_harness_runs_every_mode(tokenizer_path, capsys):
             assert any(line.startswith(mode + " ") and " 12 " in line for line in out.splitlines()), out
 
 
-def _eager_if_instant(loop, coro):
-    """Python 3.12's eager task start, for tool calls that finish in their first step (the bench tool at latency 0):
-    a future that is already done. On 3.12 the test also runs with the real one."""
-    fut = loop.create_future()
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        fut.set_result(stop.value)
-        return fut
-    coro.close()
-    raise AssertionError("an instant tool call waited")
-
-
-@pytest.mark.parametrize("start", ["fake", "real"])
-def test_turns_that_end_together_go_back_to_the_engine_one_by_one(tokenizer_path, start, monkeypatch):
+def test_turns_that_end_together_go_back_to_the_engine_one_by_one(tokenizer_path, eager_tool_tasks):
     """Instant engine, instant tools: every turn of a step ends in the same loop iteration. With eager tool tasks
     (tool_runtime/bounded.py) each trajectory sends its next turn before the loop wakes the next one: with sglang in
     other processes the engine starts on the first next turns while our thread works through the rest, instead of
     getting them all at the end."""
     from agent_rl.bench.modes import parse_modes
-    from agent_rl.tool_runtime import bounded
 
-    if start == "fake":
-        monkeypatch.setattr(bounded, "_start", _eager_if_instant)
-    elif sys.version_info < (3, 12):
-        pytest.skip("eager tasks need Python 3.12")
     bench, fake = loop_cpu.build(tokenizer_path, prompts=4, n=2, turns=3, tokens=16, observation_words=4,
                                  real_parse=False)
     fake.events = []

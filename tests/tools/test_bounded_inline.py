@@ -1,46 +1,16 @@
 """run_bounded starts a tool call's task eagerly where Python has eager tasks (3.12+, tool_runtime/bounded.py): a call
 that finishes without waiting takes no trip through the event loop; one that waits keeps the time limit,
-cancellation and containment it always had. On 3.11 (CI) `fake_eager` stands in for 3.12's eager start of a
-coroutine that finishes in its first step; the tests marked `eager312` use the real one."""
+cancellation and containment it always had (the `eager_tool_tasks` fixture: tests/conftest.py)."""
 import asyncio
-import sys
 import time
 
 import pytest
 
-from agent_rl.tool_runtime import bounded
 from agent_rl.tool_runtime.bounded import ToolBaseException, ToolTimeout, run_bounded
 from agent_rl.tool_runtime.runtime import ToolRuntime
 from tool_fakes import ScriptedTool
 
 pytestmark = pytest.mark.timeout(30)
-eager312 = pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks need Python 3.12")
-
-
-def fake_eager(loop, coro):
-    """3.12's eager start for a coroutine that finishes in its first step: a future that is already done."""
-    fut = loop.create_future()
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        fut.set_result(stop.value)
-        return fut
-    except asyncio.CancelledError:
-        fut.cancel()
-        return fut
-    except BaseException as e:     # noqa: BLE001 - handed over as the task would hold it
-        fut.set_exception(e)
-        return fut
-    coro.close()
-    raise AssertionError("this stand-in only starts coroutines that never wait")
-
-
-@pytest.fixture(params=["fake", "real"])
-def eager(request, monkeypatch):
-    if request.param == "fake":
-        monkeypatch.setattr(bounded, "_start", fake_eager)
-    elif sys.version_info < (3, 12):
-        pytest.skip("eager tasks need Python 3.12")
 
 
 def _loop_turned():
@@ -50,7 +20,7 @@ def _loop_turned():
     return flag
 
 
-async def test_a_call_that_does_not_wait_returns_without_a_loop_iteration(eager):
+async def test_a_call_that_does_not_wait_returns_without_a_loop_iteration(eager_tool_tasks):
     async def instant():
         return 42
 
@@ -59,7 +29,7 @@ async def test_a_call_that_does_not_wait_returns_without_a_loop_iteration(eager)
     assert not flag["turned"]
 
 
-async def test_an_instant_tool_call_goes_on_without_a_loop_iteration(eager):
+async def test_an_instant_tool_call_goes_on_without_a_loop_iteration(eager_tool_tasks):
     rt = ToolRuntime([ScriptedTool("echo")])
     async with rt.session("t0", {}) as s:
         flag = _loop_turned()
@@ -68,7 +38,7 @@ async def test_an_instant_tool_call_goes_on_without_a_loop_iteration(eager):
         assert not flag["turned"]
 
 
-async def test_first_step_failures_are_contained_as_from_a_task(eager):
+async def test_first_step_failures_are_contained_as_from_a_task(eager_tool_tasks):
     async def exits():
         raise SystemExit(3)
 
