@@ -39,14 +39,15 @@ suite() {  # suite NAME MODEL PROMPTS N [old]: one `bench suite` run into $R/spe
   local name=$1 model=$2 p=$3 n=$4 py=$PWD engine=${SUITE_ENGINE:-sglang} log
   # old: the tree before the speed work, run from its own folder (python -m puts the cwd first on sys.path)
   [ "${5:-}" = old ] && py=$PWD/.gpu_old
-  local ceil="256,1024" extra="--engine-kwarg log_level=info --sample-stacks"; [ "${5:-}" = old ] && ceil=256 && extra=""
+  # the old tree gets neither the newer flags nor BENCH_ARGS (it may not know them, e.g. --rounds)
+  local ceil="256,1024" extra="--engine-kwarg log_level=info --sample-stacks ${BENCH_ARGS:-}"; [ "${5:-}" = old ] && ceil=256 && extra=""
   mkdir -p "$R/speed"
   (cd "$py" && PYTHONPATH=$py:/tmp/site timeout -s KILL ${SUITE_TIMEOUT:-480} python3 -m agent_rl.cli.main bench suite --engine "$engine" \
     --model "$model" --out "$R/speed/$name" --prompts "$p" --n "$n" --turns 3 --tokens-per-turn 128 \
     --tool-latency lognormal:mean=0.5,sigma=1,max=10 \
     --heavy-tail-tokens pareto:alpha=1.2,scale=32,max=512 --heavy-tail-prompts "$p" \
     --over-sample 0.5 --steps 2 --ceiling-prompts $ceil --ceiling-prompt-len 128 --ceiling-new-tokens 256 \
-    --mem-fraction 0.6 --no-progress $extra ${BENCH_ARGS:-} > "$R/speed/$name.log" 2>&1)
+    --mem-fraction 0.6 --no-progress $extra > "$R/speed/$name.log" 2>&1)
   stage "suite $name rc=$?"
   log=$R/speed/$name.log
   if [ "$engine" = sglang-server ]; then  # the bench's mode marks and the server's lines, merged by time stamp
