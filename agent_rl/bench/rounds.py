@@ -35,14 +35,15 @@ def _values(rows: List[Dict[str, Any]], key: str) -> List[float]:
 
 
 def merge_ceilings(ceilings: List[Optional[Dict[str, Any]]]) -> Optional[Dict[str, Any]]:
-    """The round with the median raw-engine throughput, with every round's tokens/s beside it."""
+    """The round with the median raw-engine throughput (of an even count the faster middle one: a ratio to it is
+    never flattered), with every round's tokens/s beside it."""
     got = [c for c in ceilings if c]
     if not got:
         return None
     if len(got) == 1:
         return got[0]
     ranked = sorted(got, key=lambda c: c["tokens_per_s"])
-    out = dict(ranked[(len(ranked) - 1) // 2])
+    out = dict(ranked[len(ranked) // 2])
     out["tokens_per_s_rounds"] = [c["tokens_per_s"] for c in got]
     return out
 
