@@ -47,8 +47,9 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                   "| requests | prompt tokens (mean) | new tokens | wall s | tokens/s | requests/s |", "|---|---|---|---|---|---|",
                   f"| {ceil['requests']} | {ceil['prompt_tokens_mean']:.0f} | {ceil['max_new_tokens_mean']:.0f} | "
                   f"{ceil['wall_s']:.2f} | {ceil['tokens_per_s']:.1f} | {ceil['requests_per_s']:.2f} |"]
-        if ceiling_rounds(ceil):
-            lines.append(f"- {ceiling_rounds(ceil)[2:]}")
+        rounds = ceiling_rounds(ceil)
+        if rounds:
+            lines.append(f"- {rounds}")
     floor = result.get("tool_wait_floor")
     if floor and floor.get("async_s"):
         lines.append(f"- tool waiting no scheduler hides (generation free): turn-batched {floor['turn_batched_s']:.2f} s, "

@@ -83,6 +83,6 @@ def step_range(mode: Dict[str, Any]) -> str:
 
 
 def ceiling_rounds(ceiling: Dict[str, Any]) -> str:
-    """'; rounds: a, b, c tokens/s' after a raw-engine line when rounds were run (the median round is shown), else ''."""
+    """'rounds: a, b, c tokens/s (the median shown)' for a raw-engine run repeated in rounds, else ''."""
     r = ceiling.get("tokens_per_s_rounds")
-    return "; rounds: " + ", ".join(f"{v:.0f}" for v in r) + " tokens/s (the median shown)" if r and len(r) > 1 else ""
+    return "rounds: " + ", ".join(f"{v:.0f}" for v in r) + " tokens/s (the median shown)" if r and len(r) > 1 else ""

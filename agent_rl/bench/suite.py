@@ -160,7 +160,8 @@ def suite_markdown(suite: Dict[str, Any]) -> str:
     for c in suite.get("ceilings") or ([suite["ceiling"]] if suite.get("ceiling") else []):
         lines.append(f"- raw engine: {c['requests']} requests x {c['max_new_tokens_mean']:.0f} new tokens "
                      f"(prompt {c['prompt_tokens_mean']:.0f}): **{c['tokens_per_s']:.0f} tokens/s**, "
-                     f"{c['requests_per_s']:.1f} requests/s, {c['wall_s']:.2f} s" + ceiling_rounds(c))
+                     f"{c['requests_per_s']:.1f} requests/s, {c['wall_s']:.2f} s"
+                     + (f"; {ceiling_rounds(c)}" if ceiling_rounds(c) else ""))
     rows = []
     stacks = any(m.get("loop_stacks") for sc in (suite.get("scenario_modes") or {}).values() for m in sc)
     for name, sc in (suite.get("scenario_modes") or {}).items():

@@ -87,42 +87,42 @@ async def run_bounded(make_coro, timeout: Optional[float], on_abandon=None):
     loop = asyncio.get_running_loop()
     started = loop.time()
     task = _start(loop, _contained(make_coro))
-    if task.done():
-        if task.cancelled():
-            raise RuntimeError("the tool's task was cancelled")
-        return task.result()
-    if timeout is not None:
-        timeout = max(0.0, timeout - (loop.time() - started))
+    if not task.done():
+        await _wait_within(task, None if timeout is None else max(0.0, timeout - (loop.time() - started)), on_abandon)
+    if task.cancelled():
+        # The tool cancelled itself (nobody cancelled us): an ordinary failure.
+        raise RuntimeError("the tool's task was cancelled")
+    return task.result()
+
+
+async def _wait_within(task: "asyncio.Task", timeout: Optional[float], on_abandon) -> None:
+    """Wait for `task` at most `timeout` seconds; on timeout or the caller's cancellation, cancel it and give it
+    CANCEL_GRACE_S (then raise ToolTimeout / CancelledError)."""
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except asyncio.CancelledError:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
-        if not task.done():
-            _abandon(task, on_abandon)
-        else:
-            _retrieve(task)
+        _settle(task, on_abandon)
         raise
     if not done:
         task.cancel()
         try:
             await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
         except asyncio.CancelledError:
-            if not task.done():
-                _abandon(task, on_abandon)
-            else:
-                _retrieve(task)
+            _settle(task, on_abandon)
             raise
-        if not task.done():
-            _abandon(task, on_abandon)
-        else:
-            _retrieve(task)
+        _settle(task, on_abandon)
         raise ToolTimeout()
-    if task.cancelled():
-        # The tool cancelled itself (nobody cancelled us): an ordinary failure.
-        raise RuntimeError("the tool's task was cancelled")
-    return task.result()
+
+
+def _settle(task: "asyncio.Future", on_abandon) -> None:
+    """After a cancelled wait: abandon the task if it still runs, else mark its outcome retrieved."""
+    if not task.done():
+        _abandon(task, on_abandon)
+    else:
+        _retrieve(task)
 
 
 class Slots:

@@ -99,13 +99,10 @@ def causal_positions(attention_mask: torch.Tensor, position_ids: torch.Tensor) -
     causal kernels (flash / memory-efficient) instead of materialising a [rows, 1, W, W] mask, which on the GPU can
     drop it to the math kernel. The positions continue over the padding so that transformers does not read the
     reset to 0 as a second packed sequence and build a block mask after all."""
-    W = attention_mask.shape[1]
-    full = torch.arange(W, device=position_ids.device).expand_as(position_ids)
+    full = torch.arange(attention_mask.shape[1], device=position_ids.device).expand_as(position_ids)
     am = attention_mask.bool()
-    prefix = bool((am[:, 1:] <= am[:, :-1]).all()) if W > 1 else True
-    if prefix and bool(((position_ids == full) | ~am).all()):
-        return full
-    return None
+    ok = (am[:, 1:] <= am[:, :-1]).all() & ((position_ids == full) | ~am).all()   # one device sync, not two
+    return full if bool(ok) else None
 
 
 def _valid_cols(attention_mask: torch.Tensor) -> List[torch.Tensor]:
