@@ -2,7 +2,7 @@
 (per-turn `max_new_tokens` with `ignore_eos`) and whether the turn calls the bench tool.
 
 Both hooks get the trajectory, so a carried trajectory resumed while its tools were pending is parsed
-again with the same plan.
+again with the same plan, and one cut inside a turn generates only the rest of that turn's planned length.
 """
 from __future__ import annotations
 
@@ -47,6 +47,9 @@ class WorkloadHooks:
         group, sample = traj_key(traj)
         plan = self.plan(group, sample)
         n = plan.gen_tokens[turn] if turn < plan.turns else 1
+        last = traj.turns[-1] if traj.turns else None
+        if last is not None and last.index == turn and last.finish_reason == "abort":
+            n = max(1, n - len(last.output_ids))  # a carried partial turn ends at its planned length, as a model would
         # no stop ids: with ignore_eos every turn samples exactly its planned length
         return SamplingParams(max_new_tokens=n, temperature=self.temperature, stop_token_ids=[], ignore_eos=True)
 

@@ -80,9 +80,12 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # every start: what does skipping them cost?) or nooverlap (overlap scheduling off: the arith crash suspect), or
   # server (issue 14: the defaults, with sglang in a server process of its own, `--engine sglang-server`, so our loop
   # and tools no longer share a thread with its tokenizer manager; compare with base).
-  local v shape set model pn p n extra engine
+  # An optional third field gives that suite its own rounds / steps: q15-64x4:base:r2s3 = --rounds 2 --steps 3.
+  local v shape set model pn p n extra engine more
   for v in ${VARIANTS:-q15-64x4:delay q15-64x4:base q15-128x8:delay q15-128x8:base}; do
-    shape=${v%%:*}; set=${v#*:}; pn=${shape#*-}; p=${pn%x*}; n=${pn#*x}
+    shape=${v%%:*}; set=${v#*:}; more=""
+    case "$set" in *:*) more=${set#*:}; set=${set%%:*} ;; esac
+    pn=${shape#*-}; p=${pn%x*}; n=${pn#*x}
     case "$shape" in q15-*) model=random:qwen2.5-1.5b ;; *) model=$MODEL ;; esac
     engine=sglang
     case "$set" in
@@ -94,7 +97,9 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
       nooverlap) extra="--engine-kwarg disable_overlap_schedule=true" ;;
       *) stage "unknown setting $set"; continue ;;
     esac
-    SUITE_ENGINE=$engine BENCH_ARGS="$extra ${BENCH_ARGS:-}" SUITE_TIMEOUT=${SUITE_TIMEOUT:-560} suite "$shape-$set" "$model" "$p" "$n"
+    [[ $more =~ r([0-9]+) ]] && extra="$extra --rounds ${BASH_REMATCH[1]}"
+    [[ $more =~ s([0-9]+) ]] && extra="$extra --steps ${BASH_REMATCH[1]}"
+    SUITE_ENGINE=$engine BENCH_ARGS="$extra ${BENCH_ARGS:-}" SUITE_TIMEOUT=${SUITE_TIMEOUT:-560} suite "$shape-$set${more:+-$more}" "$model" "$p" "$n"
   done
 }
 

@@ -37,6 +37,8 @@ async def test_all_modes_same_workload_heavy_tail(tokenizer, step_engine, tmp_pa
     assert over["bias"]["mean_planned_tokens_kept"] < over["bias"]["mean_planned_tokens_all"]
     assert over["step_wall_s_mean"] < by["async"]["step_wall_s_mean"]
     assert carry["carried"] > 0 and carry["step_metrics"][1]["rollout/resumed_groups"] > 0
+    for m in res["modes"]:  # kept trajectories generate their planned lengths, carried ones cut inside a turn too
+        assert m["bias"]["mean_gen_tokens_kept"] == m["bias"]["mean_planned_tokens_kept"], m["mode"]
     assert res["ceiling"]["tokens_per_s"] > 0 and by["async"]["ratio_to_ceiling"] > 0
     for m in res["modes"]:
         assert 0 <= m["engine_idle_s"] <= m["wall_s"]
