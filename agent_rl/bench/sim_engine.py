@@ -1,9 +1,14 @@
 """A simulated continuous-batching engine for scheduling work on a CPU: one decode step advances every running
-request by one token and costs `fixed_s + per_row_s * rows` (prefill is free). Requests beyond `max_running`
-wait in a queue served by priority (lower first), then arrival: sglang's behaviour with priority scheduling.
+request by one token and costs `fixed_s + per_row_s * rows`. A step that admits new requests first runs one
+prefill pass for all of them, costing `prefill_s` (0 = prefill is free); with `delay_passes` > 0 a prefill waits, at
+most that many decode steps, until the queue holds `queue_min_ratio` of the running rows (sglang's prefill
+delayer, on by default in our engine). Requests beyond `max_running` wait in a queue served by priority (lower
+first), then arrival: sglang's behaviour with priority scheduling.
 
 Calibration (docs/benchmarks.md): SmolLM2-135M on an H200 with sglang 0.5.17 decodes 256 rows in ~4.3 ms and
 1024 rows in ~13.4 ms per step, i.e. fixed 1.3 ms + 11.8 us per row. `agent-rl bench ... --engine sim` uses it.
+The prefill pass of a multi-turn step (a few to ~100 next turns with long cached prefixes) measured 50-150 ms on
+the H200 with the random-init Qwen2.5-1.5B shape (2026-12-02, docs/benchmarks.md): `--sim-cost 2.2,10,80`.
 """
 from __future__ import annotations
 
@@ -29,8 +34,10 @@ class SimEngine(Engine):
     name = "sim"
 
     def __init__(self, fixed_s: float = 0.0013, per_row_s: float = 11.8e-6, max_running: Optional[int] = None,
-                 token: int = 42):
-        self.fixed_s, self.per_row_s = fixed_s, per_row_s
+                 token: int = 42, prefill_s: float = 0.0, delay_passes: int = 0, queue_min_ratio: float = 0.25):
+        self.fixed_s, self.per_row_s, self.prefill_s = fixed_s, per_row_s, prefill_s
+        self.delay_passes, self.queue_min_ratio = int(delay_passes), float(queue_min_ratio)
+        self._delayed = 0
         self.max_running = max_running
         self.token = token
         self._running: Dict[str, _Req] = {}
@@ -39,6 +46,7 @@ class SimEngine(Engine):
         self._loop_task: Optional[asyncio.Task] = None
         self.steps = 0
         self.rows_sum = 0
+        self.prefills = 0
 
     async def generate(self, input_ids, sampling: SamplingParams, request_id: str) -> GenerateOutput:
         req = _Req(prio=sampling.priority if sampling.priority is not None else 0, seq=next(self._seq),
@@ -52,18 +60,28 @@ class SimEngine(Engine):
         n = len(req.out)
         return GenerateOutput(list(req.out), [-1.0] * n, "abort" if req.aborted else "length", len(input_ids))
 
-    def _admit(self) -> None:
+    def _admit(self) -> int:
+        """Move queued requests into free rows (priority, then arrival); returns how many."""
         room = (self.max_running or len(self._queue) + len(self._running)) - len(self._running)
         if room <= 0 or not self._queue:
-            return
-        for rid in sorted(self._queue, key=lambda r: (self._queue[r].prio, self._queue[r].seq))[:room]:
+            return 0
+        if self._running and self._delayed < self.delay_passes \
+                and len(self._queue) < self.queue_min_ratio * len(self._running):
+            self._delayed += 1
+            return 0
+        self._delayed = 0
+        admitted = sorted(self._queue, key=lambda r: (self._queue[r].prio, self._queue[r].seq))[:room]
+        for rid in admitted:
             self._running[rid] = self._queue.pop(rid)
+        return len(admitted)
 
     async def _run(self) -> None:
         while self._queue or self._running:
-            self._admit()
+            admitted = self._admit() > 0
+            self.prefills += admitted
+            prefill = self.prefill_s if admitted else 0.0
             rows = len(self._running)
-            await asyncio.sleep(self.fixed_s + self.per_row_s * rows)
+            await asyncio.sleep(prefill + self.fixed_s + self.per_row_s * rows)
             self.steps += 1
             self.rows_sum += rows
             for rid in list(self._running):

@@ -31,8 +31,16 @@ def _build_engine(args, rollout_cfg, model_path):
     if args.engine == "sim":
         from agent_rl.bench.sim_engine import SimEngine
 
-        fixed_ms, per_row_us = _sim_cost(args.sim_cost)
-        return SimEngine(fixed_ms / 1e3, per_row_us / 1e6)
+        from agent_rl.engines.sglang_engine import PREFILL_DELAYER
+
+        fixed_ms, per_row_us, prefill_ms = _sim_cost(args.sim_cost)
+        # sglang's prefill delayer as our sglang engine sets it, unless the engine kwargs say otherwise
+        delayer = {**PREFILL_DELAYER, **rollout_cfg.engine_kwargs}
+        on = bool(delayer.get("enable_prefill_delayer"))
+        return SimEngine(fixed_ms / 1e3, per_row_us / 1e6, max_running=args.sim_max_running,
+                         prefill_s=prefill_ms / 1e3,
+                         delay_passes=int(delayer["prefill_delayer_max_delay_passes"]) if on else 0,
+                         queue_min_ratio=float(delayer["prefill_delayer_queue_min_ratio"]))
     from agent_rl.engines import build_engine
 
     return build_engine(rollout_cfg, model_path, device=args.device, seed=args.seed, dtype=_dtype(args.dtype),
@@ -110,6 +118,8 @@ def run(args) -> int:
         plan = _plan(args)
         if args.engine == "sim":
             _sim_cost(args.sim_cost)
+            if args.sim_max_running is not None and args.sim_max_running < 1:
+                raise ValueError(f"--sim-max-running {args.sim_max_running}: needs at least 1 row")
         rollout_cfg = _rollout_config(args, _concurrency(args, plan))
         model_path = _model_path(args.model)
     except ValueError as e:

@@ -25,9 +25,13 @@ def _common(p) -> None:
                         "process, started with the sglang engine's settings, its log in --out; http = an SGLang server "
                         "at --server-url; sim = a simulated continuous-batching engine whose decode step costs "
                         "--sim-cost, for scheduling work on a CPU)")
-    p.add_argument("--sim-cost", default="1.3,11.8", metavar="FIXED_MS,PER_ROW_US",
-                   help="--engine sim: decode step cost (default: %(default)s, SmolLM2-135M on an H200, "
-                        "docs/benchmarks.md)")
+    p.add_argument("--sim-cost", default="1.3,11.8", metavar="FIXED_MS,PER_ROW_US[,PREFILL_MS]",
+                   help="--engine sim: decode step cost, and the cost of one prefill pass for the requests a step "
+                        "admits (default: %(default)s = free prefill, SmolLM2-135M on an H200; the 1.4B shape's "
+                        "multi-turn steps: 2.2,10,80; docs/benchmarks.md)")
+    p.add_argument("--sim-max-running", type=int, default=None, metavar="ROWS",
+                   help="--engine sim: most rows decoded together, the rest queue by priority (sglang's "
+                        "max_running_requests; default: no cap)")
     p.add_argument("--server-url", default=None, help="--engine http: base URL of the SGLang server")
     p.add_argument("--model", default="embedded",
                    help="HF model folder, `embedded` (SmolLM2-135M-Instruct), or `random:SHAPE`: a random-init model of "
@@ -186,13 +190,16 @@ def _max_load(text):
 
 
 def _sim_cost(text: str):
+    """(fixed ms, per-row us, prefill-pass ms) of `--sim-cost`; the prefill cost defaults to 0."""
     try:
-        fixed_ms, per_row_us = (float(x) for x in str(text).split(","))
+        parts = [float(x) for x in str(text).split(",")]
+        if len(parts) not in (2, 3):
+            raise ValueError
     except ValueError:
-        raise ValueError(f"--sim-cost {text!r}: expected FIXED_MS,PER_ROW_US, e.g. 1.3,11.8") from None
-    if fixed_ms < 0 or per_row_us < 0:
+        raise ValueError(f"--sim-cost {text!r}: expected FIXED_MS,PER_ROW_US[,PREFILL_MS], e.g. 1.3,11.8") from None
+    if min(parts) < 0:
         raise ValueError(f"--sim-cost {text!r}: costs must be >= 0")
-    return fixed_ms, per_row_us
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else 0.0
 
 
 def _ceiling_sizes(text: str) -> list:

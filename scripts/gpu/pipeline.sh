@@ -79,7 +79,8 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # (prefill tokens ride in the decode batch), noprefillgraph (sglang 0.5.17 captures prefill CUDA graphs for ~95 s at
   # every start: what does skipping them cost?) or nooverlap (overlap scheduling off: the arith crash suspect), or
   # server (issue 14: the defaults, with sglang in a server process of its own, `--engine sglang-server`, so our loop
-  # and tools no longer share a thread with its tokenizer manager; compare with base).
+  # and tools no longer share a thread with its tokenizer manager; compare with base), or delayN (the default
+  # delayer waiting up to N decode passes instead of 10: fewer prefill passes, 2026-12-02 sixth session).
   # An optional third field gives that suite its own rounds / steps: q15-64x4:base:r2s3 = --rounds 2 --steps 3.
   local v shape set model pn p n extra engine more
   for v in ${VARIANTS:-q15-64x4:delay q15-64x4:base q15-128x8:delay q15-128x8:base}; do
@@ -92,6 +93,7 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
       base) extra="" ;;
       server) extra=""; engine=sglang-server ;;
       delay) extra="--engine-kwarg enable_prefill_delayer=true --engine-kwarg prefill_delayer_queue_min_ratio=0.25 --engine-kwarg prefill_delayer_max_delay_passes=10" ;;
+      delay[0-9]*) extra="--engine-kwarg prefill_delayer_max_delay_passes=${set#delay}" ;;   # the default delayer, N passes
       mixed) extra="--engine-kwarg enable_mixed_chunk=true" ;;
       noprefillgraph) extra="--engine-kwarg disable_prefill_cuda_graph=true" ;;   # no 95 s prefill-graph capture at start
       nooverlap) extra="--engine-kwarg disable_overlap_schedule=true" ;;

@@ -21,6 +21,28 @@ async def test_step_cost_grows_with_the_batch_and_the_queue_is_served_by_priorit
     assert eng.steps == 6 and eng.rows_sum == 12                    # two rows per step, never more
 
 
+async def test_a_step_that_admits_requests_runs_one_prefill_pass_for_all_of_them():
+    eng = SimEngine(fixed_s=0.0, per_row_s=0.0, prefill_s=0.01)
+    outs = await asyncio.gather(*(eng.generate([1], SamplingParams(max_new_tokens=3), f"r{i}") for i in range(4)))
+    assert all(len(o.output_ids) == 3 for o in outs)
+    assert eng.prefills == 1 and eng.steps == 3          # four arrivals together: one pass
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await eng.generate([1], SamplingParams(max_new_tokens=2), "late")
+    assert eng.prefills == 2 and loop.time() - t0 >= 0.01  # a later arrival pays a pass of its own
+
+
+async def test_the_prefill_delayer_holds_a_lone_arrival_for_at_most_its_passes():
+    eng = SimEngine(fixed_s=0.001, per_row_s=0.0, prefill_s=0.0, delay_passes=3, queue_min_ratio=0.5)
+    first = [asyncio.ensure_future(eng.generate([1], SamplingParams(max_new_tokens=20), f"r{i}")) for i in range(4)]
+    await asyncio.sleep(0.005)
+    steps_before = eng.steps
+    late = await eng.generate([1], SamplingParams(max_new_tokens=1), "late")  # 1 queued < 0.5 x 4 running
+    assert len(late.output_ids) == 1 and eng.prefills == 2
+    assert eng.steps - steps_before >= 4                  # waited 3 decode passes, then its own step
+    await asyncio.gather(*first)
+
+
 async def test_abort_running_and_queued():
     eng = SimEngine(fixed_s=0.001, per_row_s=0.0, max_running=1)
     t1 = asyncio.ensure_future(eng.generate([1], SamplingParams(max_new_tokens=10 ** 6), "r"))
@@ -39,8 +61,12 @@ def test_bench_rollout_on_the_sim_engine(tmp_path, tiny_model_path, capsys):
                      "--modes", "async,oversample", "--over-sample", "0.5", "--over-sample-max-load", "0.5",
                      "--steps", "1", "--no-progress"]) == 0
     assert "async+oversample 0.5" in (out / "summary.md").read_text()
-    assert cli_main(["bench", "rollout", "--engine", "sim", "--sim-cost", "x", "--model", tiny_model_path,
-                     "--out", str(out)]) == 2
+    assert cli_main(["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1,0.5", "--sim-max-running", "4",
+                     "--model", tiny_model_path, "--out", str(out), "--prompts", "4", "--n", "2", "--turns", "2",
+                     "--tokens-per-turn", "4", "--modes", "async", "--steps", "1", "--no-progress"]) == 0
+    for bad in (["--sim-cost", "x"], ["--sim-cost", "1,2,3,4"], ["--sim-cost", "1,2,-3"], ["--sim-max-running", "0"]):
+        assert cli_main(["bench", "rollout", "--engine", "sim", *bad, "--model", tiny_model_path,
+                         "--out", str(out)]) == 2, bad
     assert cli_main(["bench", "rollout", "--engine", "sim", "--over-sample-max-load", "0", "--model", tiny_model_path,
                      "--out", str(out)]) == 2
     err = capsys.readouterr().err
