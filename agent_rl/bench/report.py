@@ -91,6 +91,12 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                 cpu = owners_line(st, key="owners_cpu")
                 lines.append(f"- {m['mode']}: wall {owners_line(st)}" + (f"; CPU {cpu}" if cpu != "–" else "")
                              + f" ({st['samples']} samples); most seen: {top}")
+        profiled = [m for m in modes if m.get("engine_profile")]
+        if profiled:
+            from agent_rl.bench.engine_profile import profile_markdown
+
+            lines += ["", "## Engine profile (sglang's torch profiler in its scheduler, first round)", ""]
+            lines += [profile_markdown(m["mode"], m["engine_profile"]) for m in profiled]
         lines += ["", "Plots: `throughput.png`, `completion_cdf.png`, `engine_busy.png`."]
     return "\n".join(lines) + "\n"
 

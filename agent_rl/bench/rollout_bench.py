@@ -2,6 +2,7 @@
 one after the other on the same engine (wrapped to record busy time) and event loop."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 import uuid
@@ -11,6 +12,7 @@ from typing import Any, Dict, List, Optional
 from agent_rl.bench.async_modes import run_async_steps
 from agent_rl.bench.bench_tool import TOOL_NAME, TOOL_SCHEMA, BenchTool
 from agent_rl.bench.engine_bench import bench_engine, engine_sizes_for
+from agent_rl.bench.engine_profile import mode_keyword, profiled
 from agent_rl.bench.hooks import bench_row
 from agent_rl.bench.instrument import InstrumentedEngine
 from agent_rl.bench.modes import ModeSpec
@@ -40,6 +42,9 @@ class RolloutBenchSettings:
     progress: bool = True
     sample_stacks: bool = False    # the event-loop thread's stack sampled during each mode (bench/stack_sampler.py)
     rounds: int = 1                # ceiling + every mode, repeated in alternating order (bench/rounds.py)
+    engine_profile: tuple = ()     # mode words whose first round runs under the engine's profiler (bench/engine_profile.py)
+    engine_profile_passes: int = 300
+    profile_dir: str = "engine-profile"
 
 
 class RolloutBench:
@@ -100,7 +105,17 @@ class RolloutBench:
         return res
 
     # ------------------------------------------------------------ modes
-    async def run_mode(self, spec: ModeSpec, ceiling_tps: Optional[float]) -> Dict[str, Any]:
+    async def run_mode(self, spec: ModeSpec, ceiling_tps: Optional[float], profile: bool = False) -> Dict[str, Any]:
+        """One mode's steps; with `profile`, under the engine's profiler (JSON `engine_profile`)."""
+        if not profile:
+            return await self._run_mode(spec, ceiling_tps)
+        folder = os.path.join(self.s.profile_dir, spec.name.replace(" ", "_"))
+        out, prof = await profiled(self.engine.inner, folder, self.s.engine_profile_passes,
+                                   lambda: self._run_mode(spec, ceiling_tps))
+        out["engine_profile"] = prof
+        return out
+
+    async def _run_mode(self, spec: ModeSpec, ceiling_tps: Optional[float]) -> Dict[str, Any]:
         w = self.workload
         rt = self.runtime()
         bar = self._bar(spec.name, w.num_prompts * w.n * self.s.steps)
@@ -144,7 +159,7 @@ class RolloutBench:
             results = []
             for spec in round_order(modes, r):
                 t = time.perf_counter()
-                results.append(await self.run_mode(spec, tps))
+                results.append(await self.run_mode(spec, tps, profile=r == 0 and mode_keyword(spec) in self.s.engine_profile))
                 if self.s.progress:
                     m = results[-1]
                     print(f"{spec.name}{f' (round {r + 1})' if self.s.rounds > 1 else ''}: {time.perf_counter() - t:.1f}s, "

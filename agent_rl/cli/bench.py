@@ -85,6 +85,13 @@ def _plan(args):
         raise ValueError("--steps must be >= 1")
     if getattr(args, "rounds", 1) < 1:
         raise ValueError("--rounds must be >= 1")
+    from agent_rl.bench.engine_profile import check_modes
+
+    args.engine_profile = check_modes(args.engine_profile)
+    if args.engine_profile and args.engine not in ("sglang", "sglang-server", "http"):
+        raise ValueError(f"--engine-profile needs an sglang engine (sglang, sglang-server, http), not {args.engine}")
+    if args.engine_profile_passes < 1:
+        raise ValueError("--engine-profile-passes must be >= 1")
     if args.bench_cmd == "rollout":
         workload = Workload(num_prompts=args.prompts, n=args.n, turns=Dist.parse(args.turns),
                             tokens_per_turn=Dist.parse(args.tokens_per_turn), tool_latency=Dist.parse(args.tool_latency),
@@ -231,12 +238,14 @@ async def _engine_bench(engine, args, model_path, header):
     return paths["summary"], list(paths.values())
 
 
-def _bench(engine, tok, args, rollout_cfg, workload, ceiling: bool):
+def _bench(engine, tok, args, rollout_cfg, workload, ceiling: bool, out: str):
     from agent_rl.bench.rollout_bench import RolloutBench, RolloutBenchSettings
 
     settings = RolloutBenchSettings(workload=workload, steps=args.steps, temperature=args.temperature,
                                     observation_words=args.observation_words, ceiling=ceiling, progress=not args.no_progress,
-                                    sample_stacks=args.sample_stacks, rounds=args.rounds)
+                                    sample_stacks=args.sample_stacks, rounds=args.rounds,
+                                    engine_profile=args.engine_profile, engine_profile_passes=args.engine_profile_passes,
+                                    profile_dir=os.path.abspath(os.path.join(out, "engine-profile")))
     bench = RolloutBench(engine, tok, settings, rollout_cfg)
     bench.check_context()
     return bench
@@ -248,7 +257,7 @@ async def _rollout_bench(engine, args, model_path, rollout_cfg, header, workload
     from agent_rl.bench.instrument import InstrumentedEngine
 
     tok = AutoTokenizer.from_pretrained(model_path)
-    bench = _bench(InstrumentedEngine(engine), tok, args, rollout_cfg, workload, not args.no_ceiling)
+    bench = _bench(InstrumentedEngine(engine), tok, args, rollout_cfg, workload, not args.no_ceiling, args.out)
     result = dict(header, **await bench.run(modes), workload=workload.to_json(), steps=args.steps)
     paths = _finish(result, args.out, "rollout_bench")
     return paths["summary"], list(paths.values())
@@ -265,7 +274,8 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
 
     tok = AutoTokenizer.from_pretrained(model_path)
     wrapped = InstrumentedEngine(engine)
-    benches = [_bench(wrapped, tok, args, rollout_cfg, sc.workload, True) for sc in scenarios]  # all checked first
+    benches = [_bench(wrapped, tok, args, rollout_cfg, sc.workload, True, os.path.join(args.out, sc.name))
+               for sc in scenarios]  # all checked first
     sizes = _ceiling_sizes(args.ceiling_prompts)
     runs: dict = {num: [] for num in sizes}
     for r in range(args.rounds):

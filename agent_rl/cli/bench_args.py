@@ -64,6 +64,13 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
     p.add_argument("--rounds", type=int, default=1,
                    help="repeat the raw engine run and every mode this many times, alternating the mode order; headline "
                         "numbers over all rounds, each round's beside them (the GPU host drifts 10-30%% between runs)")
+    p.add_argument("--engine-profile", default="", metavar="MODES",
+                   help="comma list of modes (turn-batched, async, oversample, carryover) whose first round runs under "
+                        "sglang's torch profiler for --engine-profile-passes forward passes: Chrome traces in "
+                        "OUT[/SCENARIO]/engine-profile/, GPU busy share, idle gaps and top kernels in the summary "
+                        "(engines sglang, sglang-server, http)")
+    p.add_argument("--engine-profile-passes", type=int, default=300, metavar="N",
+                   help="forward passes (prefill or decode) each profile traces (default: %(default)s)")
     p.add_argument("--sample-stacks", action="store_true",
                    help="sample the event-loop thread's stack every 2 ms in each mode: its time split into idle, our code, "
                         "sglang, asyncio, ... (JSON `loop_stacks`, a column of summary.md)")

@@ -106,3 +106,11 @@ class Engine(abc.ABC):
 
     async def shutdown(self) -> None:
         """Stop the engine and its processes."""
+
+    async def start_profile(self, output_dir: str, passes: int) -> None:
+        """Trace the engine's next `passes` forward passes into `output_dir` (Chrome trace; `bench --engine-profile`)."""
+        raise NotImplementedError(f"the {self.name} engine has no profiler (sglang, sglang-server and http do)")
+
+    async def stop_profile(self) -> None:
+        """End a profile started by `start_profile` (an error when it already ended after its passes)."""
+        raise NotImplementedError(f"the {self.name} engine has no profiler")

@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
-from agent_rl.engines.sglang_engine import MEMORY_TAGS, parse_generate_output, sampling_params_dict
+from agent_rl.engines.sglang_engine import MEMORY_TAGS, parse_generate_output, profile_request, sampling_params_dict
 
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,15 @@ class HTTPEngine(Engine):
                 return
             except asyncio.TimeoutError:
                 continue
+
+    # ------------------------------------------------------------------ profile
+    async def start_profile(self, output_dir: str, passes: int) -> None:
+        """sglang's torch profiler in the server's scheduler (`/start_profile`): CPU and GPU activity of the next
+        `passes` forward passes, a Chrome trace in `output_dir` on the server's filesystem."""
+        await self._post("/start_profile", profile_request(output_dir, passes))
+
+    async def stop_profile(self) -> None:
+        await self._post("/stop_profile")
 
     # ------------------------------------------------------------------ weights and memory
     async def update_weights(self, named_tensors: Iterable[Tuple[str, torch.Tensor]]) -> None:

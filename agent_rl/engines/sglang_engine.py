@@ -207,6 +207,20 @@ def parse_generate_output(out: Dict[str, Any], prompt_tokens: int) -> GenerateOu
     return GenerateOutput(ids, lps, kind, prompt_tokens=int(meta.get("prompt_tokens", prompt_tokens)))
 
 
+def profile_request(output_dir: str, passes: int) -> Dict[str, Any]:
+    """The fields of sglang's ProfileReq for `start_profile` (both engines): CPU + GPU, no stacks or shapes (the
+    trace of a few hundred passes stays tens of MB)."""
+    return {"output_dir": str(output_dir), "num_steps": int(passes), "activities": ["CPU", "GPU"],
+            "with_stack": False, "record_shapes": False, "profile_prefix": "agent-rl"}
+
+
+def _profile_req(**fields):
+    """sglang's ProfileReq (an import of sglang's internals, kept in one place)."""
+    from sglang.srt.managers.io_struct import ProfileReq
+
+    return ProfileReq(**fields)
+
+
 class SGLangEngine(Engine):
     name = "sglang"
     eos_token_ids: List[int] = []   # the model's terminators (`model_eos_token_ids`), stop tokens of every request
@@ -288,6 +302,15 @@ class SGLangEngine(Engine):
             done.set()
             self._rids.pop(request_id, None)
         return parse_generate_output(out, len(input_ids))
+
+    # ------------------------------------------------------------------ profile
+    async def start_profile(self, output_dir: str, passes: int) -> None:
+        """sglang's torch profiler in the scheduler process (`TokenizerManager.start_profile`; `Engine.start_profile`
+        runs its own event loop): the next `passes` forward passes, a Chrome trace in `output_dir`."""
+        await self.tokenizer_manager.start_profile(_profile_req(**profile_request(output_dir, passes)))
+
+    async def stop_profile(self) -> None:
+        await self.tokenizer_manager.stop_profile()
 
     async def abort(self, request_id: str) -> None:
         entry = self._rids.get(request_id)

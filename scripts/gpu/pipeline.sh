@@ -55,7 +55,7 @@ suite() {  # suite NAME MODEL PROMPTS N [old]: one `bench suite` run into $R/spe
     LC_ALL=C sort -s -k1,2 "$R/speed/$name.log" "$R/speed/$name"/sglang-server-*.log > "$log" 2>/dev/null
   fi
   [ "${5:-}" = old ] || python3 -m agent_rl.cli.main bench sglang-log "$log" > "$R/speed/$name.sglang.md" 2>&1
-  tar czf "$R/speed.tgz" -C "$R" speed 2>/dev/null
+  tar czf "$R/speed.tgz" -C "$R" --exclude="*.trace.json*" speed 2>/dev/null   # traces stay on the host (tens of MB)
 }
 
 speed() {  # issue 14: both models x both batch shapes on the new code, then the old code on one of them

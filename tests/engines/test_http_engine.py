@@ -87,6 +87,8 @@ def _app(fake):
     app.router.add_post("/flush_cache", fake.simple("flush_cache"))
     app.router.add_post("/release_memory_occupation", fake.simple("release"))
     app.router.add_post("/resume_memory_occupation", fake.simple("resume"))
+    app.router.add_post("/start_profile", fake.simple("start_profile"))
+    app.router.add_post("/stop_profile", fake.simple("stop_profile"))
     return app
 
 
@@ -173,6 +175,11 @@ async def test_weights_memory_and_errors(server):
     assert [c[0] for c in fake.calls[-3:]] == ["flush_cache", "release", "resume"]
     # KV cache and weights only: no tags would also release the CUDA graphs' memory (docs/results.md section 7)
     assert [json.loads(c[1]) for c in fake.calls[-2:]] == [{"tags": ["kv_cache", "weights"]}] * 2
+    await eng.start_profile("/tmp/prof", 50)   # sglang's ProfileReq fields, as /start_profile reads them
+    await eng.stop_profile()
+    assert fake.calls[-2][0] == "start_profile" and fake.calls[-1][0] == "stop_profile"
+    assert json.loads(fake.calls[-2][1]) == {"output_dir": "/tmp/prof", "num_steps": 50, "activities": ["CPU", "GPU"],
+                                             "with_stack": False, "record_shapes": False, "profile_prefix": "agent-rl"}
     fake.fail_generate = True
     with pytest.raises(HTTPEngineError, match="HTTP 400"):
         await eng.generate([1], SamplingParams(max_new_tokens=1), "bad")

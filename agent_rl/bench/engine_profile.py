@@ -1,0 +1,166 @@
+"""The engine's own profile of one benchmark mode (`--engine-profile`): sglang's torch profiler runs in its scheduler
+process for a number of forward passes and writes a Chrome trace; this module waits for that trace and reads
+where the scheduler's time went: GPU kernels busy vs idle, the idle gaps between them (CPU-side scheduling work),
+and the kernels and CPU ops that took the most time.
+"""
+from __future__ import annotations
+
+import asyncio
+import glob
+import gzip
+import json
+import os
+import time
+from collections import defaultdict
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+GAP_MS = 1.0          # GPU idle gaps longer than this are counted (CPU-side work the GPU waits for)
+TOP = 8
+
+
+def _events(path: str) -> List[Dict[str, Any]]:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
+        data = json.load(f)
+    events = data.get("traceEvents", []) if isinstance(data, dict) else data
+    return [e for e in events if isinstance(e, dict) and e.get("ph") == "X" and "ts" in e]
+
+
+def _union(intervals: Iterable[Tuple[float, float]]) -> List[Tuple[float, float]]:
+    merged: List[Tuple[float, float]] = []
+    for a, b in sorted(intervals):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def _top(events: List[Dict[str, Any]], n: int = TOP) -> List[Dict[str, Any]]:
+    total: Dict[str, float] = defaultdict(float)
+    count: Dict[str, int] = defaultdict(int)
+    for e in events:
+        name = str(e.get("name", "?"))[:100]
+        total[name] += float(e.get("dur", 0.0))
+        count[name] += 1
+    best = sorted(total, key=total.get, reverse=True)[:n]
+    return [{"name": k, "total_ms": total[k] / 1e3, "count": count[k]} for k in best]
+
+
+def summarize_trace(path: str) -> Dict[str, Any]:
+    """GPU busy share of the traced window, GPU idle gaps, top kernels and CPU ops of one Chrome trace."""
+    events = _events(path)
+    if not events:
+        raise ValueError(f"{path}: no complete events in the trace")
+    start = min(float(e["ts"]) for e in events)
+    end = max(float(e["ts"]) + float(e.get("dur", 0.0)) for e in events)
+    gpu = [e for e in events if e.get("cat") in GPU_CATS]
+    busy = _union((float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0))) for e in gpu)
+    gaps = [b[0] - a[1] for a, b in zip(busy, busy[1:])]
+    long_gaps = [g for g in gaps if g > GAP_MS * 1e3]
+    window = end - start
+    busy_us = sum(b - a for a, b in busy)
+    gpu_window = (busy[-1][1] - busy[0][0]) if busy else 0.0
+    return {
+        "trace": os.path.basename(path),
+        "window_s": window / 1e6,
+        "gpu_window_s": gpu_window / 1e6,          # first kernel start to last kernel end
+        "gpu_busy_s": busy_us / 1e6,
+        "gpu_busy_frac": busy_us / gpu_window if gpu_window > 0 else None,
+        "gpu_kernels": sum(1 for e in gpu if e.get("cat") == "kernel"),
+        "gpu_idle_gaps": {"over_ms": GAP_MS, "count": len(long_gaps), "total_s": sum(long_gaps) / 1e6,
+                          "max_ms": max(long_gaps) / 1e3 if long_gaps else 0.0},
+        "top_kernels": _top([e for e in gpu if e.get("cat") == "kernel"]),
+        "top_cpu_ops": _top([e for e in events if e.get("cat") in ("cpu_op", "user_annotation")]),
+    }
+
+
+async def wait_for_traces(folder: str, before: Iterable[str], timeout_s: float = 120.0,
+                          poll_s: float = 1.0) -> List[str]:
+    """Trace files (`*.trace.json*`) that appeared in `folder` since `before`, once their sizes stop changing
+    (sglang writes the trace before it answers stop_profile; a trace the profiler wrote on its own, after its
+    passes, may still be in writing)."""
+    before = set(before)
+    deadline = time.monotonic() + timeout_s
+    sizes: Dict[str, int] = {}
+    while True:
+        new = sorted(p for p in existing_traces(folder) if p not in before)
+        now = {p: os.path.getsize(p) for p in new if os.path.exists(p)}
+        if (new and now == sizes and all(v > 0 for v in now.values())) or time.monotonic() > deadline:
+            return new
+        sizes = now
+        await asyncio.sleep(poll_s)
+
+
+def existing_traces(folder: str) -> List[str]:
+    return glob.glob(os.path.join(folder, "**", "*.trace.json*"), recursive=True)
+
+
+def profile_markdown(mode: str, prof: Dict[str, Any]) -> str:
+    """One line (and its top kernels) per trace of a mode, for its summary."""
+    lines = []
+    for t in prof.get("traces", []):
+        frac = t.get("gpu_busy_frac")
+        gaps = t["gpu_idle_gaps"]
+        lines.append(f"- {mode}: {prof.get('passes')} forward passes traced over {t['gpu_window_s']:.2f} s, GPU busy "
+                     f"{'-' if frac is None else f'{100 * frac:.0f}%'}; {gaps['count']} GPU idle gaps > "
+                     f"{gaps['over_ms']:g} ms ({gaps['total_s']:.2f} s, longest {gaps['max_ms']:.1f} ms); trace "
+                     f"`{t['trace']}`")
+        kern = ", ".join(f"{k['name'][:48]} {k['total_ms']:.0f} ms" for k in t["top_kernels"][:4])
+        if kern:
+            lines.append(f"  - top kernels: {kern}")
+    if prof.get("error"):
+        lines.append(f"- {mode}: engine profile incomplete: {prof['error']}")
+    return "\n".join(lines)
+
+
+def mode_keyword(spec) -> str:
+    """The `--modes` word of a mode (turn-batched | async | oversample | carryover)."""
+    if spec.kind == "turn-batched":
+        return "turn-batched"
+    if spec.partial_rollout:
+        return "carryover"
+    return "oversample" if spec.over_sample_rate > 0 else "async"
+
+
+async def profiled(engine, folder: str, passes: int, run):
+    """Run `await run()` with the engine's profiler on for (at most) `passes` forward passes; returns (run's result,
+    the profile: {"passes", "dir", "traces": [summaries]} or {"error": ...})."""
+    os.makedirs(folder, exist_ok=True)
+    before = existing_traces(folder)
+    prof: Dict[str, Any] = {"passes": int(passes), "dir": folder}
+    try:
+        await engine.start_profile(folder, int(passes))
+    except Exception as e:   # the benchmark itself goes on: the profile is extra
+        prof["error"] = f"start_profile failed: {e}"
+        return await run(), prof
+    try:
+        result = await run()
+    finally:
+        try:
+            await engine.stop_profile()
+        except Exception as e:
+            prof["stop_error"] = str(e)
+    paths = await wait_for_traces(folder, before)
+    traces, errors = [], []
+    for p in paths:
+        try:
+            traces.append(summarize_trace(p))
+        except (OSError, ValueError) as e:
+            errors.append(f"{os.path.basename(p)}: {e}")
+    prof["traces"] = traces
+    if errors or not paths:
+        prof["error"] = "; ".join(errors) or f"no trace appeared in {folder}"
+    return result, prof
+
+
+def check_modes(words: Optional[str]) -> Tuple[str, ...]:
+    """The `--engine-profile` list, checked against the mode words."""
+    from agent_rl.bench.modes import MODE_NAMES
+
+    out = tuple(w.strip() for w in str(words or "").split(",") if w.strip())
+    bad = [w for w in out if w not in MODE_NAMES]
+    if bad:
+        raise ValueError(f"--engine-profile {bad[0]!r}: choose from {', '.join(MODE_NAMES)}")
+    return out

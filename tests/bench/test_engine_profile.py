@@ -1,0 +1,128 @@
+"""`--engine-profile`: the engine's profiler around a mode's first round, and the trace summary."""
+import gzip
+import json
+import os
+
+import pytest
+
+from agent_rl.bench import engine_profile as ep
+from agent_rl.bench.instrument import InstrumentedEngine
+from agent_rl.bench.modes import parse_modes
+from agent_rl.bench.report import summary_markdown
+from agent_rl.bench.sim_engine import SimEngine
+from agent_rl.bench.rollout_bench import RolloutBench, RolloutBenchSettings
+from agent_rl.bench.workload import Dist, Workload
+from agent_rl.cli.main import main as cli_main
+from agent_rl.config.schema import RolloutConfig
+from agent_rl.engines import sglang_engine
+from agent_rl.engines.sglang_engine import SGLangEngine
+
+
+
+def _trace(path, gz=True):
+    ev = [  # microseconds; two overlapping kernels, a 10 ms idle gap, a third kernel, a memcpy, CPU ops
+        {"ph": "X", "cat": "kernel", "name": "attn", "ts": 0, "dur": 10_000},
+        {"ph": "X", "cat": "kernel", "name": "gemm", "ts": 5_000, "dur": 15_000},
+        {"ph": "X", "cat": "kernel", "name": "attn", "ts": 30_000, "dur": 10_000},
+        {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy HtoD", "ts": 40_000, "dur": 500},
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 1_000, "dur": 2_000},
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 41_000, "dur": 9_000},
+        {"ph": "i", "cat": "marker", "name": "ignored", "ts": 99_000},
+    ]
+    opener = gzip.open if gz else open
+    with opener(path, "wt") as f:
+        json.dump({"traceEvents": ev}, f)
+    return path
+
+
+def test_summary_of_a_trace(tmp_path):
+    t = ep.summarize_trace(_trace(str(tmp_path / "x.trace.json.gz")))
+    assert t["window_s"] == pytest.approx(0.050) and t["gpu_window_s"] == pytest.approx(0.0405)
+    assert t["gpu_busy_s"] == pytest.approx(0.0305)      # 0-20 ms (union), 30-40.5 ms
+    assert t["gpu_busy_frac"] == pytest.approx(0.0305 / 0.0405)
+    assert t["gpu_idle_gaps"] == {"over_ms": 1.0, "count": 1, "total_s": pytest.approx(0.010), "max_ms": pytest.approx(10.0)}
+    assert [k["name"] for k in t["top_kernels"]] == ["attn", "gemm"] and t["top_kernels"][0]["count"] == 2
+    assert t["top_cpu_ops"] == [{"name": "aten::mm", "total_ms": pytest.approx(11.0), "count": 2}]
+    assert ep.summarize_trace(_trace(str(tmp_path / "y.trace.json"), gz=False))["gpu_kernels"] == 3
+    (tmp_path / "empty.trace.json").write_text('{"traceEvents": []}')
+    with pytest.raises(ValueError, match="no complete events"):
+        ep.summarize_trace(str(tmp_path / "empty.trace.json"))
+
+
+class ProfilingEngine(SimEngine):
+    """sglang's behaviour: the trace is written into output_dir when the profile stops."""
+
+    def __init__(self):
+        super().__init__(fixed_s=0.001, per_row_s=0.0)
+        self.calls = []
+
+    async def start_profile(self, output_dir, passes):
+        self.calls.append(("start", passes))
+        self.dir = output_dir
+
+    async def stop_profile(self):
+        self.calls.append(("stop",))
+        _trace(os.path.join(self.dir, f"agent-rl-{len(self.calls)}-TP-0.trace.json.gz"))
+
+
+async def test_the_named_mode_runs_under_the_profiler_in_its_first_round_only(tokenizer, tmp_path):
+    w = Workload(num_prompts=2, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("3"),
+                 tool_latency=Dist.parse("0"), seed=0)
+    eng = ProfilingEngine()
+    s = RolloutBenchSettings(workload=w, steps=1, progress=False, rounds=2, ceiling=False, engine_profile=("async",),
+                             engine_profile_passes=40, profile_dir=str(tmp_path / "engine-profile"))
+    res = await RolloutBench(InstrumentedEngine(eng), tokenizer, s, RolloutConfig(engine="hf")).run(
+        parse_modes("turn-batched,async"))
+    assert eng.calls == [("start", 40), ("stop",)]                    # one mode, round 1 only
+    tb, asy = res["modes"]
+    assert "engine_profile" not in tb
+    prof = asy["engine_profile"]
+    assert prof["passes"] == 40 and "error" not in prof and prof["dir"].endswith("engine-profile/async")
+    assert prof["traces"][0]["gpu_busy_frac"] == pytest.approx(0.0305 / 0.0405)
+    md = summary_markdown({"kind": "rollout", "command": "t", "engine": "step", "model": "m", "workload": w.to_json(),
+                           "environment": {"device": "cpu", "python": "3", "torch": "x", "transformers": "y", "sglang": None}, **res})
+    assert "## Engine profile" in md and "- async: 40 forward passes traced" in md and "GPU busy 75%" in md
+
+
+async def test_a_profiler_that_fails_to_start_leaves_the_benchmark_running(tmp_path):
+    class NoProfiler(SimEngine):
+        async def start_profile(self, output_dir, passes):
+            raise RuntimeError("Profiling is already in progress")
+
+    async def run():
+        return {"ok": True}
+
+    out, prof = await ep.profiled(NoProfiler(), str(tmp_path), 10, run)
+    assert out == {"ok": True} and prof["error"].startswith("start_profile failed: Profiling is already")
+    assert "engine profile incomplete" in ep.profile_markdown("async", prof)
+
+
+async def test_in_process_sglang_profile_goes_through_the_tokenizer_manager(monkeypatch):
+    calls = []
+
+    class TM:
+        async def start_profile(self, req):
+            calls.append(("start", req))
+
+        async def stop_profile(self):
+            calls.append(("stop",))
+
+    class Eng:
+        tokenizer_manager = TM()
+
+    monkeypatch.setattr(sglang_engine, "_profile_req", lambda **f: f)   # sglang's ProfileReq takes these fields
+    eng = SGLangEngine.wrap(Eng())
+    await eng.start_profile("/tmp/p", 25)
+    await eng.stop_profile()
+    assert calls == [("start", {"output_dir": "/tmp/p", "num_steps": 25, "activities": ["CPU", "GPU"],
+                                "with_stack": False, "record_shapes": False, "profile_prefix": "agent-rl"}), ("stop",)]
+
+
+def test_cli_refuses_a_profile_it_cannot_take(tmp_path, tiny_model_path, capsys):
+    base = ["bench", "rollout", "--model", tiny_model_path, "--out", str(tmp_path)]
+    assert cli_main(base + ["--engine", "sim", "--engine-profile", "async"]) == 2
+    assert cli_main(base + ["--engine", "sglang", "--engine-profile", "asink"]) == 2
+    assert cli_main(base + ["--engine", "sglang", "--engine-profile", "async", "--engine-profile-passes", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--engine-profile needs an sglang engine" in err and "--engine-profile 'asink'" in err
+    assert "--engine-profile-passes must be >= 1" in err
