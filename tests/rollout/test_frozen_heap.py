@@ -49,9 +49,11 @@ def test_leaves_a_disabled_collector_and_other_freezes_alone():
     gc.freeze()
     try:
         n = gc.get_freeze_count()
+        # frozen objects freed meanwhile (by refcount, e.g. in another thread) lower the count a little; an unfreeze
+        # would make it 0 (seen in a full-suite run: 642382 of 642384)
         with frozen_heap():
-            assert gc.get_freeze_count() == n
-        assert gc.get_freeze_count() == n   # not unfrozen by us
+            assert gc.get_freeze_count() > n // 2
+        assert gc.get_freeze_count() > n // 2   # not unfrozen by us
     finally:
         gc.unfreeze()
 
