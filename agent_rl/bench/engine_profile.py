@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections import defaultdict
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 GAP_MS = 1.0          # GPU idle gaps longer than this are counted (CPU-side work the GPU waits for)
@@ -115,15 +115,6 @@ def profile_markdown(mode: str, prof: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def mode_keyword(spec) -> str:
-    """The `--modes` word of a mode (turn-batched | async | oversample | carryover)."""
-    if spec.kind == "turn-batched":
-        return "turn-batched"
-    if spec.partial_rollout:
-        return "carryover"
-    return "oversample" if spec.over_sample_rate > 0 else "async"
-
-
 async def profiled(engine, folder: str, passes: int, run):
     """Run `await run()` with the engine's profiler on for (at most) `passes` forward passes; returns (run's result,
     the profile: {"passes", "dir", "traces": [summaries]} or {"error": ...})."""
@@ -153,14 +144,3 @@ async def profiled(engine, folder: str, passes: int, run):
     if errors or not paths:
         prof["error"] = "; ".join(errors) or f"no trace appeared in {folder}"
     return result, prof
-
-
-def check_modes(words: Optional[str]) -> Tuple[str, ...]:
-    """The `--engine-profile` list, checked against the mode words."""
-    from agent_rl.bench.modes import MODE_NAMES
-
-    out = tuple(w.strip() for w in str(words or "").split(",") if w.strip())
-    bad = [w for w in out if w not in MODE_NAMES]
-    if bad:
-        raise ValueError(f"--engine-profile {bad[0]!r}: choose from {', '.join(MODE_NAMES)}")
-    return out

@@ -19,6 +19,15 @@ class ModeSpec:
         """Trajectories a step launches (and so requests in flight at most): ceil(B (1 + rate)) groups of n."""
         return math.ceil(prompts * (1 + self.over_sample_rate) - 1e-9) * n
 
+    @property
+    def word(self) -> str:
+        """The `--modes` word this mode comes from (turn-batched | async | oversample | carryover)."""
+        if self.kind == "turn-batched":
+            return "turn-batched"
+        if self.partial_rollout:
+            return "carryover"
+        return "oversample" if self.over_sample_rate > 0 else "async"
+
     def settings(self):
         return {"kind": self.kind, "over_sample_rate": self.over_sample_rate, "partial_rollout": self.partial_rollout}
 
@@ -26,7 +35,7 @@ class ModeSpec:
 def parse_modes(modes: str = "all", over_sample: str = "0.25,0.5") -> List[ModeSpec]:
     """`modes`: comma list of turn-batched, async, oversample, carryover (or `all`); `over_sample`: the rates
     run by `oversample`, comma-separated."""
-    names = [m.strip() for m in modes.split(",") if m.strip()]
+    names = _words(modes)
     if names == ["all"]:
         names = list(MODE_NAMES)
     bad = [m for m in names if m not in MODE_NAMES]
@@ -55,4 +64,17 @@ def parse_modes(modes: str = "all", over_sample: str = "0.25,0.5") -> List[ModeS
             if not rates:
                 raise ValueError("mode carryover needs an --over-sample rate (groups are cut, then resumed)")
             out.append(ModeSpec(f"async+carryover {rates[0]:g}", "async", over_sample_rate=rates[0], partial_rollout=True))
+    return out
+
+
+def _words(text) -> List[str]:
+    return [w.strip() for w in str(text or "").split(",") if w.strip()]
+
+
+def profile_modes(words) -> tuple:
+    """The `--engine-profile` list of mode words, checked against MODE_NAMES."""
+    out = tuple(_words(words))
+    bad = [w for w in out if w not in MODE_NAMES]
+    if bad:
+        raise ValueError(f"--engine-profile {bad[0]!r}: choose from {', '.join(MODE_NAMES)}")
     return out

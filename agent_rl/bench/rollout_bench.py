@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 from agent_rl.bench.async_modes import run_async_steps
 from agent_rl.bench.bench_tool import TOOL_NAME, TOOL_SCHEMA, BenchTool
 from agent_rl.bench.engine_bench import bench_engine, engine_sizes_for
-from agent_rl.bench.engine_profile import mode_keyword, profiled
+from agent_rl.bench.engine_profile import profiled
 from agent_rl.bench.hooks import bench_row
 from agent_rl.bench.instrument import InstrumentedEngine
 from agent_rl.bench.modes import ModeSpec
@@ -159,7 +159,7 @@ class RolloutBench:
             results = []
             for spec in round_order(modes, r):
                 t = time.perf_counter()
-                results.append(await self.run_mode(spec, tps, profile=r == 0 and mode_keyword(spec) in self.s.engine_profile))
+                results.append(await self.run_mode(spec, tps, profile=r == 0 and spec.word in self.s.engine_profile))
                 if self.s.progress:
                     m = results[-1]
                     print(f"{spec.name}{f' (round {r + 1})' if self.s.rounds > 1 else ''}: {time.perf_counter() - t:.1f}s, "

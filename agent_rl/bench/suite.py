@@ -158,10 +158,11 @@ def suite_markdown(suite: Dict[str, Any]) -> str:
              f"- engine: {suite['engine']}, model: {suite['model']}",
              engine_bounds_line(suite.get("engine_scheduling"), suite.get("max_concurrency", 0)), ""]
     for c in suite.get("ceilings") or ([suite["ceiling"]] if suite.get("ceiling") else []):
+        rounds = ceiling_rounds(c)
         lines.append(f"- raw engine: {c['requests']} requests x {c['max_new_tokens_mean']:.0f} new tokens "
                      f"(prompt {c['prompt_tokens_mean']:.0f}): **{c['tokens_per_s']:.0f} tokens/s**, "
                      f"{c['requests_per_s']:.1f} requests/s, {c['wall_s']:.2f} s"
-                     + (f"; {ceiling_rounds(c)}" if ceiling_rounds(c) else ""))
+                     + (f"; {rounds}" if rounds else ""))
     rows = []
     stacks = any(m.get("loop_stacks") for sc in (suite.get("scenario_modes") or {}).values() for m in sc)
     for name, sc in (suite.get("scenario_modes") or {}).items():

@@ -30,7 +30,6 @@ def _rollout_config(args, concurrency: int):
 def _build_engine(args, rollout_cfg, model_path):
     if args.engine == "sim":
         from agent_rl.bench.sim_engine import SimEngine
-
         from agent_rl.engines.sglang_engine import PREFILL_DELAYER
 
         fixed_ms, per_row_us, prefill_ms = _sim_cost(args.sim_cost)
@@ -76,7 +75,7 @@ def _model_path(spec: str) -> str:
 
 def _plan(args):
     """Check the arguments before any model is loaded: (workload, modes) | scenarios | None."""
-    from agent_rl.bench.modes import parse_modes
+    from agent_rl.bench.modes import parse_modes, profile_modes
     from agent_rl.bench.workload import Dist, Workload
 
     if args.bench_cmd == "engine":
@@ -85,9 +84,7 @@ def _plan(args):
         raise ValueError("--steps must be >= 1")
     if getattr(args, "rounds", 1) < 1:
         raise ValueError("--rounds must be >= 1")
-    from agent_rl.bench.engine_profile import check_modes
-
-    args.engine_profile = check_modes(args.engine_profile)
+    args.engine_profile = profile_modes(args.engine_profile)
     if args.engine_profile and args.engine not in ("sglang", "sglang-server", "http"):
         raise ValueError(f"--engine-profile needs an sglang engine (sglang, sglang-server, http), not {args.engine}")
     if args.engine_profile_passes < 1:
