@@ -6,10 +6,13 @@ and the kernels and CPU ops that took the most time.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import glob
 import gzip
 import json
 import os
+import re
+import statistics
 import time
 from collections import defaultdict
 from typing import Any, Dict, Iterable, List, Tuple
@@ -48,6 +51,83 @@ def _top(events: List[Dict[str, Any]], n: int = TOP) -> List[Dict[str, Any]]:
     return [{"name": k, "total_ms": total[k] / 1e3, "count": count[k]} for k in best]
 
 
+_STEP = re.compile(r"step\[(\w+)(?: bs=(\d+))?(?: toks=(\d+))?\]")
+
+
+def _step_spans(events: List[Dict[str, Any]]) -> List[Tuple[float, float, str, int, int]]:
+    """sglang's span of each forward pass (`step[EXTEND bs=B toks=T]`, `step[DECODE bs=B]`, a record_function in
+    ModelRunner.forward): (start us, end us, mode, batch size, new tokens), in time order."""
+    out = []
+    for e in events:
+        m = _STEP.fullmatch(str(e.get("name", "")))
+        if m and e.get("cat") in ("user_annotation", "cpu_op", "python_function"):
+            ts = float(e["ts"])
+            bs = int(m.group(2) or 0)
+            out.append((ts, ts + float(e.get("dur", 0.0)), m.group(1), bs, int(m.group(3) or bs)))
+    return sorted(out)
+
+
+def _gpu_ms_per_step(events: List[Dict[str, Any]], spans: List[Tuple[float, float, str, int, int]]) -> List[float]:
+    """GPU kernel time each forward pass launched: a kernel belongs to the pass whose span holds the CPU launch
+    (cuda runtime / driver call) with the kernel's correlation id."""
+    starts = [s[0] for s in spans]
+    launch_step: Dict[Any, int] = {}
+    for e in events:
+        corr = (e.get("args") or {}).get("correlation")
+        if corr is None or e.get("cat") not in ("cuda_runtime", "cuda_driver"):
+            continue
+        ts = float(e["ts"])
+        i = bisect.bisect_right(starts, ts) - 1
+        if i >= 0 and ts <= spans[i][1]:
+            launch_step[corr] = i
+    gpu = [0.0] * len(spans)
+    for e in events:
+        if e.get("cat") in GPU_CATS:
+            i = launch_step.get((e.get("args") or {}).get("correlation"))
+            if i is not None:
+                gpu[i] += float(e.get("dur", 0.0)) / 1e3
+    return gpu
+
+
+def step_summary(events: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Per forward mode (EXTEND = prefill, DECODE, ...): passes, mean batch size and new tokens, the CPU span of a
+    pass (launching it), the GPU kernel time it launched, and the time from its start to the next pass's start
+    (what a pass of that kind costs the step, scheduling included)."""
+    spans = _step_spans(events)
+    if not spans:
+        return {}
+    gpu = _gpu_ms_per_step(events, spans)
+    by_mode: Dict[str, Dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for i, (a, b, mode, bs, toks) in enumerate(spans):
+        d = by_mode[mode]
+        d["bs"].append(bs)
+        d["toks"].append(toks)
+        d["cpu"].append((b - a) / 1e3)
+        d["gpu"].append(gpu[i])
+        if i + 1 < len(spans):
+            d["period"].append((spans[i + 1][0] - a) / 1e3)
+    out = {}
+    for mode, d in by_mode.items():
+        out[mode] = {"passes": len(d["bs"]), "bs_mean": statistics.fmean(d["bs"]),
+                     "tokens_mean": statistics.fmean(d["toks"]), "cpu_ms_mean": statistics.fmean(d["cpu"]),
+                     "gpu_ms_mean": statistics.fmean(d["gpu"]),
+                     "period_ms_mean": statistics.fmean(d["period"]) if d["period"] else None,
+                     "period_ms_median": statistics.median(d["period"]) if d["period"] else None,
+                     "period_s_total": sum(d["period"]) / 1e3}
+    return out
+
+
+def scheduler_spans(events: List[Dict[str, Any]]) -> Dict[str, float]:
+    """Total milliseconds of sglang's scheduler stages (`scheduler.get_next_batch_to_run`, `.run_batch`,
+    `.process_batch_result`, `.process_input_requests`: its record_function spans)."""
+    total: Dict[str, float] = defaultdict(float)
+    for e in events:
+        name = str(e.get("name", ""))
+        if name.startswith("scheduler."):
+            total[name] += float(e.get("dur", 0.0)) / 1e3
+    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
+
+
 def summarize_trace(path: str) -> Dict[str, Any]:
     """GPU busy share of the traced window, GPU idle gaps, top kernels and CPU ops of one Chrome trace."""
     events = _events(path)
@@ -73,6 +153,8 @@ def summarize_trace(path: str) -> Dict[str, Any]:
                           "max_ms": max(long_gaps) / 1e3 if long_gaps else 0.0},
         "top_kernels": _top([e for e in gpu if e.get("cat") == "kernel"]),
         "top_cpu_ops": _top([e for e in events if e.get("cat") in ("cpu_op", "user_annotation")]),
+        "steps": step_summary(events),
+        "scheduler_ms": scheduler_spans(events),
     }
 
 
@@ -107,6 +189,14 @@ def profile_markdown(mode: str, prof: Dict[str, Any]) -> str:
                      f"{'-' if frac is None else f'{100 * frac:.0f}%'}; {gaps['count']} GPU idle gaps > "
                      f"{gaps['over_ms']:g} ms ({gaps['total_s']:.2f} s, longest {gaps['max_ms']:.1f} ms); trace "
                      f"`{t['trace']}`")
+        for mode, st in t.get("steps", {}).items():
+            per = st["period_ms_median"]
+            lines.append(f"  - {mode}: {st['passes']} passes, batch {st['bs_mean']:.0f}, {st['tokens_mean']:.0f} new tokens; "
+                         f"GPU {st['gpu_ms_mean']:.1f} ms, CPU launch {st['cpu_ms_mean']:.1f} ms, next pass after "
+                         f"{'-' if per is None else f'{per:.1f}'} ms (median; {st['period_s_total']:.2f} s in all)")
+        sched = t.get("scheduler_ms") or {}
+        if sched:
+            lines.append("  - scheduler: " + ", ".join(f"{k.split('.', 1)[1]} {v:.0f} ms" for k, v in sched.items()))
         kern = ", ".join(f"{k['name'][:48]} {k['total_ms']:.0f} ms" for k in t["top_kernels"][:4])
         if kern:
             lines.append(f"  - top kernels: {kern}")

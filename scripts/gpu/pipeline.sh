@@ -81,7 +81,8 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # server (issue 14: the defaults, with sglang in a server process of its own, `--engine sglang-server`, so our loop
   # and tools no longer share a thread with its tokenizer manager; compare with base), or delayN (the default
   # delayer waiting up to N decode passes instead of 10: fewer prefill passes, 2026-12-02 sixth session).
-  # An optional third field gives that suite its own rounds / steps: q15-64x4:base:r2s3 = --rounds 2 --steps 3.
+  # An optional third field gives that suite its own rounds / steps: q15-64x4:base:r2s3 = --rounds 2 --steps 3; a p in
+  # it profiles the modes of PROFILE_MODES (default async,turn-batched) in round 1 (`--engine-profile`).
   local v shape set model pn p n extra engine more
   for v in ${VARIANTS:-q15-64x4:delay q15-64x4:base q15-128x8:delay q15-128x8:base}; do
     shape=${v%%:*}; set=${v#*:}; more=""
@@ -101,6 +102,7 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
     esac
     [[ $more =~ r([0-9]+) ]] && extra="$extra --rounds ${BASH_REMATCH[1]}"
     [[ $more =~ s([0-9]+) ]] && extra="$extra --steps ${BASH_REMATCH[1]}"
+    [[ $more =~ p ]] && extra="$extra --engine-profile ${PROFILE_MODES:-async,turn-batched}"   # p: sglang's profiler
     SUITE_ENGINE=$engine BENCH_ARGS="$extra ${BENCH_ARGS:-}" SUITE_TIMEOUT=${SUITE_TIMEOUT:-560} suite "$shape-$set${more:+-$more}" "$model" "$p" "$n"
   done
 }

@@ -37,7 +37,7 @@ PY
 fi
 done
 for f in train.log train_kg.log train_arith.log train_arithkeep.log train_nows.log train_nowshint.log; do [ -f "$R/$f" ] && { echo "== $f"; tail -c 600 "$R/$f"; }; done
-tar czf "$OUT/res.tgz" -C "$R" --exclude='run*/checkpoints' --exclude='run*/sft' --exclude='run*/rollouts' --exclude='run*/val_rollouts' . 2>/dev/null
+tar czf "$OUT/res.tgz" -C "$R" --exclude='*.trace.json*' --exclude='run*/checkpoints' --exclude='run*/sft' --exclude='run*/rollouts' --exclude='run*/val_rollouts' . 2>/dev/null
 # the trajectories of the first and the newest training step of each run, in one tarball (a poll brings back at most
 # 8 files: res.tgz, rollouts.tgz, speed.tgz, stages.txt, train logs)
 mkdir -p /tmp/poll_rollouts; rm -f /tmp/poll_rollouts/*
@@ -50,5 +50,8 @@ for RUN in run run_arith run_arithkeep run_nows run_nowshint; do
   fi
 done
 ls /tmp/poll_rollouts | grep -q . && tar czf "$OUT/rollouts.tgz" -C /tmp/poll_rollouts .
+# engine-profile traces (bench --engine-profile): the async ones first, at most 3, each under 15 MB, named by their path
+find "$R/speed" -name '*.trace.json.gz' -size -15M 2>/dev/null | awk '{print (index($0, "/async/") ? 0 : 1) "\t" $0}' | sort | cut -f2 | head -3 |
+  while read -r t; do n=${t#"$R"/speed/}; n=$(printf %s "${n%%/agent-rl*}" | tr -c 'A-Za-z0-9._-' '_'); cp "$t" "$OUT/trace_$n.json.gz"; done
 for f in stages.txt train.log train_kg.log; do [ -f "$R/$f" ] && cp "$R/$f" "$OUT/"; done
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader

@@ -49,6 +49,43 @@ def test_summary_of_a_trace(tmp_path):
         ep.summarize_trace(str(tmp_path / "empty.trace.json"))
 
 
+def test_forward_passes_by_mode_with_the_gpu_time_they_launched(tmp_path):
+    def launch(ts, corr):
+        return {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": ts, "dur": 5, "args": {"correlation": corr}}
+
+    def kernel(ts, dur, corr):
+        return {"ph": "X", "cat": "kernel", "name": "k", "ts": ts, "dur": dur, "args": {"correlation": corr}}
+
+    ev = [  # a prefill pass (two kernels), two decode passes (one kernel each, one a graph launch), scheduler spans
+        {"ph": "X", "cat": "user_annotation", "name": "step[EXTEND bs=40 toks=1200]", "ts": 0, "dur": 20_000},
+        launch(1_000, 1), launch(2_000, 2), kernel(3_000, 4_000, 1), kernel(7_000, 2_000, 2),
+        {"ph": "X", "cat": "user_annotation", "name": "step[DECODE bs=64]", "ts": 60_000, "dur": 1_000},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaGraphLaunch", "ts": 60_500, "dur": 10, "args": {"correlation": 3}},
+        kernel(61_000, 3_000, 3),
+        {"ph": "X", "cat": "gpu_user_annotation", "name": "step[DECODE bs=64]", "ts": 61_000, "dur": 3_000},
+        {"ph": "X", "cat": "user_annotation", "name": "step[DECODE bs=32]", "ts": 65_000, "dur": 1_000},
+        launch(65_100, 4), kernel(65_200, 1_000, 4),
+        launch(90_000, 5), kernel(90_100, 500, 5),        # launched outside every pass: no pass's GPU time
+        {"ph": "X", "cat": "user_annotation", "name": "scheduler.run_batch", "ts": 0, "dur": 21_000},
+        {"ph": "X", "cat": "user_annotation", "name": "scheduler.run_batch", "ts": 59_000, "dur": 3_000},
+        {"ph": "X", "cat": "user_annotation", "name": "scheduler.process_input_requests", "ts": 40_000, "dur": 15_000},
+    ]
+    path = tmp_path / "p.trace.json"
+    path.write_text(json.dumps({"traceEvents": ev}))
+    t = ep.summarize_trace(str(path))
+    ext, dec = t["steps"]["EXTEND"], t["steps"]["DECODE"]
+    assert ext["passes"] == 1 and ext["bs_mean"] == 40 and ext["tokens_mean"] == 1200
+    assert ext["gpu_ms_mean"] == pytest.approx(6.0) and ext["cpu_ms_mean"] == pytest.approx(20.0)
+    assert ext["period_ms_mean"] == pytest.approx(60.0)                 # start to the next pass's start
+    assert dec["passes"] == 2 and dec["bs_mean"] == 48 and dec["gpu_ms_mean"] == pytest.approx(2.0)
+    assert dec["period_ms_median"] == pytest.approx(5.0) and dec["period_s_total"] == pytest.approx(0.005)
+    assert t["scheduler_ms"] == {"scheduler.run_batch": pytest.approx(24.0),
+                                 "scheduler.process_input_requests": pytest.approx(15.0)}
+    md = ep.profile_markdown("async", {"passes": 3, "traces": [t]})
+    assert "EXTEND: 1 passes, batch 40, 1200 new tokens; GPU 6.0 ms, CPU launch 20.0 ms, next pass after 60.0 ms" in md
+    assert "scheduler: run_batch 24 ms, process_input_requests 15 ms" in md
+
+
 class ProfilingEngine(SimEngine):
     """sglang's behaviour: the trace is written into output_dir when the profile stops."""
 
