@@ -119,11 +119,12 @@ def step_summary(events: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
 
 def scheduler_spans(events: List[Dict[str, Any]]) -> Dict[str, float]:
     """Total milliseconds of sglang's scheduler stages (`scheduler.get_next_batch_to_run`, `.run_batch`,
-    `.process_batch_result`, `.process_input_requests`: its record_function spans)."""
+    `.process_batch_result`, `.process_input_requests`: its record_function spans). The trace repeats each span on
+    the GPU's timeline (`gpu_user_annotation`); only the CPU's count."""
     total: Dict[str, float] = defaultdict(float)
     for e in events:
         name = str(e.get("name", ""))
-        if name.startswith("scheduler."):
+        if name.startswith("scheduler.") and e.get("cat") in ("user_annotation", "cpu_op", "python_function"):
             total[name] += float(e.get("dur", 0.0)) / 1e3
     return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 
@@ -200,6 +201,9 @@ def profile_markdown(mode: str, prof: Dict[str, Any]) -> str:
         kern = ", ".join(f"{k['name'][:48]} {k['total_ms']:.0f} ms" for k in t["top_kernels"][:4])
         if kern:
             lines.append(f"  - top kernels: {kern}")
+    if prof.get("profiled_step_wall_s_mean") is not None:
+        lines.append(f"  - the profiled run's step: {prof['profiled_step_wall_s_mean']:.2f} s (the profiler's own cost "
+                     "included; not a measurement)")
     if prof.get("error"):
         lines.append(f"- {mode}: engine profile incomplete: {prof['error']}")
     return "\n".join(lines)

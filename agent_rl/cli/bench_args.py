@@ -65,7 +65,8 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
                    help="repeat the raw engine run and every mode this many times, alternating the mode order; headline "
                         "numbers over all rounds, each round's beside them (the GPU host drifts 10-30%% between runs)")
     p.add_argument("--engine-profile", default="", metavar="MODES",
-                   help="comma list of modes (turn-batched, async, oversample, carryover) whose first round runs under "
+                   help="comma list of modes (turn-batched, async, oversample, carryover) run once more, before the measured "
+                        "rounds and outside their figures (the profiler slows a step 2-4x), under "
                         "sglang's torch profiler for --engine-profile-passes forward passes: Chrome traces in "
                         "OUT[/SCENARIO]/engine-profile/, GPU busy share, idle gaps and top kernels in the summary "
                         "(engines sglang, sglang-server, http)")

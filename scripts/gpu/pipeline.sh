@@ -82,7 +82,7 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # and tools no longer share a thread with its tokenizer manager; compare with base), or delayN (the default
   # delayer waiting up to N decode passes instead of 10: fewer prefill passes, 2026-12-02 sixth session).
   # An optional third field gives that suite its own rounds / steps: q15-64x4:base:r2s3 = --rounds 2 --steps 3; a p in
-  # it profiles the modes of PROFILE_MODES (default async,turn-batched) in round 1 (`--engine-profile`).
+  # it profiles the modes of PROFILE_MODES (default async,turn-batched) in an extra unmeasured run (`--engine-profile`).
   local v shape set model pn p n extra engine more
   for v in ${VARIANTS:-q15-64x4:delay q15-64x4:base q15-128x8:delay q15-128x8:base}; do
     shape=${v%%:*}; set=${v#*:}; more=""
