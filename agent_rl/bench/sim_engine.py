@@ -1,6 +1,6 @@
 """A simulated continuous-batching engine for scheduling work on a CPU: one decode step advances every running
 request by one token and costs `fixed_s + per_row_s * rows`. A step that admits new requests first runs one
-prefill pass for all of them, costing `prefill_s` (0 = prefill is free); with `delay_passes` > 0 a prefill waits, at
+prefill pass for all of them, costing `prefill_s + prefill_row_s * admitted` (0 = prefill is free); with `delay_passes` > 0 a prefill waits, at
 most that many decode steps, until the queue holds `queue_min_ratio` of the running rows (sglang's prefill
 delayer, on by default in our engine). Requests beyond `max_running` wait in a queue served by priority (lower
 first), then arrival: sglang's behaviour with priority scheduling.
@@ -9,6 +9,8 @@ Calibration (docs/benchmarks.md): SmolLM2-135M on an H200 with sglang 0.5.17 dec
 1024 rows in ~13.4 ms per step, i.e. fixed 1.3 ms + 11.8 us per row. `agent-rl bench ... --engine sim` uses it.
 The prefill pass of a multi-turn step (a few to ~100 next turns with long cached prefixes) measured 50-150 ms on
 the H200 with the random-init Qwen2.5-1.5B shape (2026-12-02, docs/benchmarks.md): `--sim-cost 2.2,10,80`.
+sglang's own profile (2026-12-03) splits it: ~10 ms a pass plus ~0.6 ms an admitted row (the scheduler's batch
+selection and result filing; the kernels are 4.5-15 ms of it): `--sim-cost 2.2,10,10,0.6`.
 """
 from __future__ import annotations
 
@@ -34,8 +36,9 @@ class SimEngine(Engine):
     name = "sim"
 
     def __init__(self, fixed_s: float = 0.0013, per_row_s: float = 11.8e-6, max_running: Optional[int] = None,
-                 token: int = 42, prefill_s: float = 0.0, delay_passes: int = 0, queue_min_ratio: float = 0.25):
-        self.fixed_s, self.per_row_s, self.prefill_s = fixed_s, per_row_s, prefill_s
+                 token: int = 42, prefill_s: float = 0.0, delay_passes: int = 0, queue_min_ratio: float = 0.25,
+                 prefill_row_s: float = 0.0):
+        self.fixed_s, self.per_row_s, self.prefill_s, self.prefill_row_s = fixed_s, per_row_s, prefill_s, prefill_row_s
         self.delay_passes, self.queue_min_ratio = int(delay_passes), float(queue_min_ratio)
         self._delayed = 0
         self.max_running = max_running
@@ -77,9 +80,9 @@ class SimEngine(Engine):
 
     async def _run(self) -> None:
         while self._queue or self._running:
-            admitted = self._admit() > 0
-            self.prefills += admitted
-            prefill = self.prefill_s if admitted else 0.0
+            admitted = self._admit()
+            self.prefills += admitted > 0
+            prefill = self.prefill_s + self.prefill_row_s * admitted if admitted else 0.0
             rows = len(self._running)
             await asyncio.sleep(prefill + self.fixed_s + self.per_row_s * rows)
             self.steps += 1

@@ -32,12 +32,12 @@ def _build_engine(args, rollout_cfg, model_path):
         from agent_rl.bench.sim_engine import SimEngine
         from agent_rl.engines.sglang_engine import PREFILL_DELAYER
 
-        fixed_ms, per_row_us, prefill_ms = _sim_cost(args.sim_cost)
+        fixed_ms, per_row_us, prefill_ms, prefill_row_ms = _sim_cost(args.sim_cost)
         # sglang's prefill delayer as our sglang engine sets it, unless the engine kwargs say otherwise
         delayer = {**PREFILL_DELAYER, **rollout_cfg.engine_kwargs}
         on = bool(delayer.get("enable_prefill_delayer"))
         return SimEngine(fixed_ms / 1e3, per_row_us / 1e6, max_running=args.sim_max_running,
-                         prefill_s=prefill_ms / 1e3,
+                         prefill_s=prefill_ms / 1e3, prefill_row_s=prefill_row_ms / 1e3,
                          delay_passes=int(delayer["prefill_delayer_max_delay_passes"]) if on else 0,
                          queue_min_ratio=float(delayer["prefill_delayer_queue_min_ratio"]))
     from agent_rl.engines import build_engine

@@ -25,10 +25,10 @@ def _common(p) -> None:
                         "process, started with the sglang engine's settings, its log in --out; http = an SGLang server "
                         "at --server-url; sim = a simulated continuous-batching engine whose decode step costs "
                         "--sim-cost, for scheduling work on a CPU)")
-    p.add_argument("--sim-cost", default="1.3,11.8", metavar="FIXED_MS,PER_ROW_US[,PREFILL_MS]",
+    p.add_argument("--sim-cost", default="1.3,11.8", metavar="FIXED_MS,PER_ROW_US[,PREFILL_MS[,PREFILL_ROW_MS]]",
                    help="--engine sim: decode step cost, and the cost of one prefill pass for the requests a step "
-                        "admits (default: %(default)s = free prefill, SmolLM2-135M on an H200; the 1.4B shape's "
-                        "multi-turn steps: 2.2,10,80; docs/benchmarks.md)")
+                        "admits, per pass and per admitted row (default: %(default)s = free prefill, SmolLM2-135M on "
+                        "an H200; the 1.4B shape's multi-turn steps, sglang's profile: 2.2,10,10,0.6; docs/benchmarks.md)")
     p.add_argument("--sim-max-running", type=int, default=None, metavar="ROWS",
                    help="--engine sim: most rows decoded together, the rest queue by priority (sglang's "
                         "max_running_requests; default: no cap)")
@@ -198,16 +198,18 @@ def _max_load(text):
 
 
 def _sim_cost(text: str):
-    """(fixed ms, per-row us, prefill-pass ms) of `--sim-cost`; the prefill cost defaults to 0."""
+    """(fixed ms, per-row us, prefill-pass ms, prefill ms per admitted row) of `--sim-cost`; prefill costs default
+    to 0."""
     try:
         parts = [float(x) for x in str(text).split(",")]
-        if len(parts) not in (2, 3):
+        if len(parts) not in (2, 3, 4):
             raise ValueError
     except ValueError:
-        raise ValueError(f"--sim-cost {text!r}: expected FIXED_MS,PER_ROW_US[,PREFILL_MS], e.g. 1.3,11.8") from None
+        raise ValueError(f"--sim-cost {text!r}: expected FIXED_MS,PER_ROW_US[,PREFILL_MS[,PREFILL_ROW_MS]], "
+                         "e.g. 1.3,11.8") from None
     if min(parts) < 0:
         raise ValueError(f"--sim-cost {text!r}: costs must be >= 0")
-    return parts[0], parts[1], parts[2] if len(parts) == 3 else 0.0
+    return tuple(parts + [0.0] * (4 - len(parts)))
 
 
 def _ceiling_sizes(text: str) -> list:

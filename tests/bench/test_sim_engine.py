@@ -32,6 +32,19 @@ async def test_a_step_that_admits_requests_runs_one_prefill_pass_for_all_of_them
     assert eng.prefills == 2 and loop.time() - t0 >= 0.01  # a later arrival pays a pass of its own
 
 
+async def test_a_prefill_pass_costs_more_for_each_row_it_admits():
+    async def pass_time(rows):
+        eng = SimEngine(fixed_s=0.0, per_row_s=0.0, prefill_s=0.0, prefill_row_s=0.01)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.gather(*(eng.generate([1], SamplingParams(max_new_tokens=1), f"r{i}") for i in range(rows)))
+        assert eng.prefills == 1
+        return loop.time() - t0
+
+    one, eight = await pass_time(1), await pass_time(8)
+    assert 0.01 <= one < 0.05 and eight >= 0.08                   # one pass each, priced by its rows
+
+
 async def test_the_prefill_delayer_holds_a_lone_arrival_for_at_most_its_passes():
     eng = SimEngine(fixed_s=0.001, per_row_s=0.0, prefill_s=0.0, delay_passes=3, queue_min_ratio=0.5)
     first = [asyncio.ensure_future(eng.generate([1], SamplingParams(max_new_tokens=20), f"r{i}")) for i in range(4)]
@@ -61,10 +74,10 @@ def test_bench_rollout_on_the_sim_engine(tmp_path, tiny_model_path, capsys):
                      "--modes", "async,oversample", "--over-sample", "0.5", "--over-sample-max-load", "0.5",
                      "--steps", "1", "--no-progress"]) == 0
     assert "async+oversample 0.5" in (out / "summary.md").read_text()
-    assert cli_main(["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1,0.5", "--sim-max-running", "4",
+    assert cli_main(["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1,0.5,0.1", "--sim-max-running", "4",
                      "--model", tiny_model_path, "--out", str(out), "--prompts", "4", "--n", "2", "--turns", "2",
                      "--tokens-per-turn", "4", "--modes", "async", "--steps", "1", "--no-progress"]) == 0
-    for bad in (["--sim-cost", "x"], ["--sim-cost", "1,2,3,4"], ["--sim-cost", "1,2,-3"], ["--sim-max-running", "0"]):
+    for bad in (["--sim-cost", "x"], ["--sim-cost", "1,2,3,4,5"], ["--sim-cost", "1,2,-3"], ["--sim-max-running", "0"]):
         assert cli_main(["bench", "rollout", "--engine", "sim", *bad, "--model", tiny_model_path,
                          "--out", str(out)]) == 2, bad
     assert cli_main(["bench", "rollout", "--engine", "sim", "--over-sample-max-load", "0", "--model", tiny_model_path,
