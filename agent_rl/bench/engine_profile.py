@@ -18,6 +18,8 @@ from collections import defaultdict
 from typing import Any, Dict, Iterable, List, Tuple
 
 GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+# the CPU side of a record_function span (the trace repeats each on the GPU timeline as `gpu_user_annotation`)
+CPU_SPAN_CATS = ("user_annotation", "cpu_op", "python_function")
 GAP_MS = 1.0          # GPU idle gaps longer than this are counted (CPU-side work the GPU waits for)
 TOP = 8
 
@@ -60,7 +62,7 @@ def _step_spans(events: List[Dict[str, Any]]) -> List[Tuple[float, float, str, i
     out = []
     for e in events:
         m = _STEP.fullmatch(str(e.get("name", "")))
-        if m and e.get("cat") in ("user_annotation", "cpu_op", "python_function"):
+        if m and e.get("cat") in CPU_SPAN_CATS:
             ts = float(e["ts"])
             bs = int(m.group(2) or 0)
             out.append((ts, ts + float(e.get("dur", 0.0)), m.group(1), bs, int(m.group(3) or bs)))
@@ -124,7 +126,7 @@ def scheduler_spans(events: List[Dict[str, Any]]) -> Dict[str, float]:
     total: Dict[str, float] = defaultdict(float)
     for e in events:
         name = str(e.get("name", ""))
-        if name.startswith("scheduler.") and e.get("cat") in ("user_annotation", "cpu_op", "python_function"):
+        if name.startswith("scheduler.") and e.get("cat") in CPU_SPAN_CATS:
             total[name] += float(e.get("dur", 0.0)) / 1e3
     return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 

@@ -95,7 +95,8 @@ def summary_markdown(result: Dict[str, Any]) -> str:
         if profiled:
             from agent_rl.bench.engine_profile import profile_markdown
 
-            lines += ["", "## Engine profile (sglang's torch profiler in its scheduler; an extra run, not in the figures above)", ""]
+            lines += ["", "## Engine profile (sglang's torch profiler in its scheduler; an extra run, not in the "
+                      "figures above)", ""]
             lines += [profile_markdown(m["mode"], m["engine_profile"]) for m in profiled]
         lines += ["", "Plots: `throughput.png`, `completion_cdf.png`, `engine_busy.png`."]
     return "\n".join(lines) + "\n"

@@ -42,7 +42,8 @@ class RolloutBenchSettings:
     progress: bool = True
     sample_stacks: bool = False    # the event-loop thread's stack sampled during each mode (bench/stack_sampler.py)
     rounds: int = 1                # ceiling + every mode, repeated in alternating order (bench/rounds.py)
-    engine_profile: tuple = ()     # mode words run once more, unmeasured, under the engine's profiler (bench/engine_profile.py)
+    engine_profile: tuple = ()     # mode words run once more, unmeasured, under the engine's profiler
+    #                                (bench/engine_profile.py)
     engine_profile_passes: int = 300
     profile_dir: str = "engine-profile"
 

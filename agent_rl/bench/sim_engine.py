@@ -1,9 +1,9 @@
 """A simulated continuous-batching engine for scheduling work on a CPU: one decode step advances every running
 request by one token and costs `fixed_s + per_row_s * rows`. A step that admits new requests first runs one
-prefill pass for all of them, costing `prefill_s + prefill_row_s * admitted` (0 = prefill is free); with `delay_passes` > 0 a prefill waits, at
-most that many decode steps, until the queue holds `queue_min_ratio` of the running rows (sglang's prefill
-delayer, on by default in our engine). Requests beyond `max_running` wait in a queue served by priority (lower
-first), then arrival: sglang's behaviour with priority scheduling.
+prefill pass for all of them, costing `prefill_s + prefill_row_s * admitted` (0 = prefill is free); with
+`delay_passes` > 0 a prefill waits, at most that many decode steps, until the queue holds `queue_min_ratio` of the
+running rows (sglang's prefill delayer, on by default in our engine). Requests beyond `max_running` wait in a
+queue served by priority (lower first), then arrival: sglang's behaviour with priority scheduling.
 
 Calibration (docs/benchmarks.md): SmolLM2-135M on an H200 with sglang 0.5.17 decodes 256 rows in ~4.3 ms and
 1024 rows in ~13.4 ms per step, i.e. fixed 1.3 ms + 11.8 us per row. `agent-rl bench ... --engine sim` uses it.

@@ -28,7 +28,8 @@ def _common(p) -> None:
     p.add_argument("--sim-cost", default="1.3,11.8", metavar="FIXED_MS,PER_ROW_US[,PREFILL_MS[,PREFILL_ROW_MS]]",
                    help="--engine sim: decode step cost, and the cost of one prefill pass for the requests a step "
                         "admits, per pass and per admitted row (default: %(default)s = free prefill, SmolLM2-135M on "
-                        "an H200; the 1.4B shape's multi-turn steps, sglang's profile: 2.2,10,10,0.6; docs/benchmarks.md)")
+                        "an H200; the 1.4B shape's multi-turn steps, sglang's profile: 2.2,10,10,0.6; "
+                        "docs/benchmarks.md)")
     p.add_argument("--sim-max-running", type=int, default=None, metavar="ROWS",
                    help="--engine sim: most rows decoded together, the rest queue by priority (sglang's "
                         "max_running_requests; default: no cap)")
@@ -65,8 +66,8 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
                    help="repeat the raw engine run and every mode this many times, alternating the mode order; headline "
                         "numbers over all rounds, each round's beside them (the GPU host drifts 10-30%% between runs)")
     p.add_argument("--engine-profile", default="", metavar="MODES",
-                   help="comma list of modes (turn-batched, async, oversample, carryover) run once more, before the measured "
-                        "rounds and outside their figures (the profiler slows a step 2-4x), under "
+                   help="comma list of modes (turn-batched, async, oversample, carryover) run once more, before "
+                        "the measured rounds and outside their figures (the profiler slows a step 2-4x), under "
                         "sglang's torch profiler for --engine-profile-passes forward passes: Chrome traces in "
                         "OUT[/SCENARIO]/engine-profile/, GPU busy share, idle gaps and top kernels in the summary "
                         "(engines sglang, sglang-server, http)")

@@ -69,7 +69,8 @@ def test_forward_passes_by_mode_with_the_gpu_time_they_launched(tmp_path):
         launch(90_000, 5), kernel(90_100, 500, 5),        # launched outside every pass: no pass's GPU time
         {"ph": "X", "cat": "user_annotation", "name": "scheduler.run_batch", "ts": 0, "dur": 21_000},
         {"ph": "X", "cat": "user_annotation", "name": "scheduler.run_batch", "ts": 59_000, "dur": 3_000},
-        {"ph": "X", "cat": "gpu_user_annotation", "name": "scheduler.run_batch", "ts": 61_000, "dur": 3_000},  # GPU copy
+        # the same span again on the GPU timeline: not counted
+        {"ph": "X", "cat": "gpu_user_annotation", "name": "scheduler.run_batch", "ts": 61_000, "dur": 3_000},
         {"ph": "X", "cat": "user_annotation", "name": "scheduler.process_input_requests", "ts": 40_000, "dur": 15_000},
     ]
     path = tmp_path / "p.trace.json"
@@ -94,7 +95,6 @@ class ProfilingEngine(SimEngine):
     def __init__(self):
         super().__init__(fixed_s=0.001, per_row_s=0.0)
         self.calls = []
-
         self.profiling = False
 
     async def generate(self, input_ids, sampling, request_id):
