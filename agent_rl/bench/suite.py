@@ -145,7 +145,8 @@ def engine_bounds_line(info: Optional[Dict[str, Any]], concurrency: int) -> str:
         verdict = f"**NOT covered**: graphs only up to {graphs}, batches above run eagerly (slow)"
     return (f"- decode batch: up to {concurrency} requests in flight, running cap {cap or 'sglang default'} -> at most {rows} "
             f"rows per decode step; {verdict}; priority scheduling {'on' if info.get('priority_scheduling') else 'off'}"
-            + ("" if "prefill_delayer" not in info else f"; prefill delayer {'on' if info['prefill_delayer'] else 'off'}"))
+            + ("" if "prefill_delayer" not in info else f"; prefill delayer {'on' if info['prefill_delayer'] else 'off'}")
+            + ("" if info.get("prefill_cuda_graph") is None else f"; prefill CUDA graphs {info['prefill_cuda_graph']}"))
 
 
 def suite_markdown(suite: Dict[str, Any]) -> str:

@@ -85,6 +85,12 @@ def sampling_params_dict(sp: SamplingParams, eos_token_ids: Iterable[int] = ()) 
 PREFILL_DELAYER = {"enable_prefill_delayer": True, "prefill_delayer_queue_min_ratio": 0.25,
                    "prefill_delayer_max_delay_passes": 10}
 
+# sglang (>= 0.5.17) captures "breakable" prefill CUDA graphs by default: a prefill pass then replays 29 graph pieces
+# around 28 eagerly launched attention layers, 10-17 ms of scheduler CPU a pass (torch profile, H200), and a multi-turn
+# step runs ~100 such passes. Eager prefill passes made carry-over steps 18-21% faster and cut no mode's speed
+# beyond noise (side by side on one H200, 2026-12-03, docs/benchmarks.md); the capture at each start goes too.
+PREFILL_GRAPH_OFF = {"disable_prefill_cuda_graph": True}
+
 GRAPH_BS_LIMIT = 1024   # most decode rows we ask sglang to capture CUDA graphs for (capture time and memory grow with it)
 
 
@@ -119,7 +125,8 @@ def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fiel
     requests in flight (one per running trajectory), graphs are captured up to min(concurrency, GRAPH_BS_LIMIT),
     `max_running_requests` is capped there (the rest wait in sglang's queue), priority scheduling serves the
     queue by our hint (lower first: earlier launched groups, so over-sampled extras only use spare rows), and the
-    prefill delayer (`PREFILL_DELAYER`) batches the prefills of turns that start one by one.
+    prefill delayer (`PREFILL_DELAYER`) batches the prefills of turns that start one by one, and prefill passes run
+    without CUDA graphs (`PREFILL_GRAPH_OFF`).
     The user's `rollout.engine_kwargs` win; the deprecated `cuda_graph_max_bs` maps to whichever name `fields`
     (sglang's ServerArgs) has."""
     out = dict(user)
@@ -139,6 +146,8 @@ def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fiel
     if PREFILL_DELAYER.keys() <= fields and "enable_prefill_delayer" not in out \
             and not out.get("disable_overlap_schedule") and (out.get("dp_size") or 1) == 1:
         out.update(PREFILL_DELAYER)
+    if PREFILL_GRAPH_OFF.keys() <= fields and not PREFILL_GRAPH_OFF.keys() & out.keys():
+        out.update(PREFILL_GRAPH_OFF)
     return out
 
 
@@ -172,20 +181,29 @@ def server_args_kwargs(model_path: str, mem_fraction_static: float = 0.4, contex
     return kwargs
 
 
+def _arg(obj: Any, name: str) -> Any:
+    """A field of sglang's ServerArgs (or of its dict form, a server's `/server_info`); None when absent."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
 def scheduling_info(server_args: Any, priority_scheduling: bool) -> Dict[str, Any]:
     """What bounds a decode batch: the largest CUDA-graph batch and the running-request cap (None = sglang's own,
-    from the KV pool), as sglang resolved them at start. `server_args`: sglang's ServerArgs, or the same as a dict
-    (a server's `/server_info`)."""
-    def get(obj, name):
-        return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-
-    graphs = get(get(get(server_args, "cuda_graph_config") or {}, "decode") or {}, "max_bs")
+    from the KV pool), as sglang resolved them at start; and how prefill passes run: `prefill_cuda_graph` is sglang's
+    prefill-graph backend ("breakable", ...), "disabled", or None for an sglang without prefill graphs.
+    `server_args`: sglang's ServerArgs, or the same as a dict (a server's `/server_info`)."""
+    config = _arg(server_args, "cuda_graph_config") or {}
+    graphs = _arg(_arg(config, "decode") or {}, "max_bs")
     for name in ("cuda_graph_max_bs_decode", "cuda_graph_max_bs"):   # unresolved args (kwargs), older sglang
-        graphs = get(server_args, name) if graphs is None else graphs
-    return {"cuda_graph_max_bs": graphs, "cuda_graph_disabled": bool(get(server_args, "disable_cuda_graph")),
-            "max_running_requests": get(server_args, "max_running_requests"),
+        graphs = _arg(server_args, name) if graphs is None else graphs
+    graphs_off = bool(_arg(server_args, "disable_cuda_graph"))
+    prefill_backend, prefill_off = _arg(_arg(config, "prefill") or {}, "backend"), _arg(server_args, "disable_prefill_cuda_graph")
+    prefill = None if prefill_backend is None and prefill_off is None else \
+        "disabled" if prefill_off or graphs_off else str(prefill_backend or "on")
+    return {"cuda_graph_max_bs": graphs, "cuda_graph_disabled": graphs_off,
+            "max_running_requests": _arg(server_args, "max_running_requests"),
             "priority_scheduling": bool(priority_scheduling),
-            "prefill_delayer": bool(get(server_args, "enable_prefill_delayer"))}
+            "prefill_delayer": bool(_arg(server_args, "enable_prefill_delayer")),
+            "prefill_cuda_graph": prefill}
 
 
 def parse_generate_output(out: Dict[str, Any], prompt_tokens: int) -> GenerateOutput:

@@ -37,7 +37,7 @@ from agent_rl.engines.base import model_eos_token_ids
 from agent_rl.engines.http import HTTPEngine
 from agent_rl.engines.sglang_engine import scheduling_info, server_args_kwargs
 
-START_TIMEOUT_S = 900.0   # model load + CUDA-graph capture (sglang 0.5.17 spends ~95 s on prefill graphs alone)
+START_TIMEOUT_S = 900.0   # model load + CUDA-graph capture (sglang 0.5.17: 1-2 min on a fresh machine)
 
 # keys of the server's ServerArgs beyond the in-process engine's: where it listens, and two defaults. sglang.Engine
 # sets log_level "error" when none is given (0.5.17 `entrypoints/engine.py`; ServerArgs' own default is "info"), so

@@ -76,8 +76,9 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # VARIANTS: SHAPE:SETTING ... with SHAPE q15-PxN (random-init Qwen2.5-1.5B shape) or smol-PxN (SmolLM2-135M),
   # SETTING base (the defaults; since 2026-12-02 they include the delayer), delay (sglang's prefill delayer: prefills wait up to 10 decode passes until the
   # queue holds a quarter of the running batch, so the turns that end one by one are prefilled together) or mixed
-  # (prefill tokens ride in the decode batch), noprefillgraph (sglang 0.5.17 captures prefill CUDA graphs for ~95 s at
-  # every start: what does skipping them cost?) or nooverlap (overlap scheduling off: the arith crash suspect), or
+  # (prefill tokens ride in the decode batch), prefillgraph (sglang's own breakable prefill CUDA graphs back on: the
+  # defaults run prefill passes eagerly since 2026-12-03; noprefillgraph was that setting before) or nooverlap
+  # (overlap scheduling off: the arith crash suspect), or
   # server (issue 14: the defaults, with sglang in a server process of its own, `--engine sglang-server`, so our loop
   # and tools no longer share a thread with its tokenizer manager; compare with base), or delayN (the default
   # delayer waiting up to N decode passes instead of 10: fewer prefill passes, 2026-12-02 sixth session).
@@ -96,7 +97,7 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
       delay) extra="--engine-kwarg enable_prefill_delayer=true --engine-kwarg prefill_delayer_queue_min_ratio=0.25 --engine-kwarg prefill_delayer_max_delay_passes=10" ;;
       delay[0-9]*) extra="--engine-kwarg prefill_delayer_max_delay_passes=${set#delay}" ;;   # the default delayer, N passes
       mixed) extra="--engine-kwarg enable_mixed_chunk=true" ;;
-      noprefillgraph) extra="--engine-kwarg disable_prefill_cuda_graph=true" ;;   # no 95 s prefill-graph capture at start
+      prefillgraph) extra="--engine-kwarg disable_prefill_cuda_graph=false" ;;   # sglang's breakable prefill graphs
       nooverlap) extra="--engine-kwarg disable_overlap_schedule=true" ;;
       *) stage "unknown setting $set"; continue ;;
     esac
@@ -157,9 +158,7 @@ learn() {
   # 6): ARITH_ARGS adds overrides to it (e.g. ++rollout.engine_kwargs.disable_overlap_schedule=true).
   # Each engine's KV pool is capped (max_total_tokens) so that three fit.
   # SIZE=gpu (examples/common.sh) holds the documented settings; only run-specific knobs are overrides here
-  # disable_prefill_cuda_graph: each sglang start skips its 95 s prefill-graph capture (speed only, not learning)
-  local common=(trainer.save_freq=-1 ++rollout.engine_kwargs.max_total_tokens=500000 rollout.progress_bar=false
-    ++rollout.engine_kwargs.disable_prefill_cuda_graph=true)
+  local common=(trainer.save_freq=-1 ++rollout.engine_kwargs.max_total_tokens=500000 rollout.progress_bar=false)
   local hint=(data.prompt_augmentation.enable=true data.prompt_augmentation.guideline_level=detailed
     data.prompt_augmentation.hint_steps=${HINT_STEPS:-60})
   local t=${TRAIN_TIMEOUT:-1260} steps=${TRAIN_STEPS:-100} pids=()
@@ -220,7 +219,7 @@ judge() {  # issue 18: the LLM judge against `agent-rl serve` on sglang: one KG 
     rollout.n=4 rollout.sampling.temperature=0.7 rollout.progress_bar=false \
     reward.functions.kg_synth=agent_rl.tasks.judge:judge_reward reward.judge.base_url=http://127.0.0.1:8300/v1 \
     reward.judge.model=judge reward.judge.max_concurrency=64 tools.kg_server_url=http://127.0.0.1:8013 \
-    ++rollout.engine_kwargs.disable_prefill_cuda_graph=true reward.judge.parser=agent_rl.tasks.judge:yes_no \
+    reward.judge.parser=agent_rl.tasks.judge:yes_no \
     "reward.judge.prompt_template='$JUDGE_YES_NO'" > "$R/judge/rollout.log" 2>&1
   stage "judge rollout rc=$?"
   kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null

@@ -50,4 +50,6 @@ def test_engine_bounds_line_flags_uncovered_decode_batches():
     assert "at most 1024 rows" in capped and "covered" in capped and "NOT" not in capped
     assert "no CUDA-graph bounds" in engine_bounds_line(None, 64)
     assert engine_bounds_line({"cuda_graph_max_bs": 64, "prefill_delayer": True}, 64).endswith("prefill delayer on")
+    line = engine_bounds_line({"cuda_graph_max_bs": 64, "prefill_delayer": True, "prefill_cuda_graph": "disabled"}, 64)
+    assert line.endswith("prefill delayer on; prefill CUDA graphs disabled")
     assert "prefill delayer" not in capped                  # an engine that does not say

@@ -64,6 +64,7 @@ async def test_server_starts_with_the_in_process_engines_kwargs(fake_sglang, tmp
     engine_kwargs = _read(fake_sglang / "engine_kwargs.json")["kwargs"]
     # the scheduling defaults reached both (fields read from the installed sglang's ServerArgs: the fake here)
     assert engine_kwargs["enable_priority_scheduling"] is True and engine_kwargs["enable_prefill_delayer"] is True
+    assert engine_kwargs["disable_prefill_cuda_graph"] is True
     assert engine_kwargs["cuda_graph_max_bs_decode"] == 64 and engine_kwargs["max_running_requests"] == 1024
     assert engine_kwargs["skip_tokenizer_init"] is True and engine_kwargs["dtype"] == "bfloat16"
 
@@ -81,7 +82,7 @@ async def test_server_starts_with_the_in_process_engines_kwargs(fake_sglang, tmp
         assert _read(eng.server.spec_path)["kwargs"] == got
         assert eng.scheduling_info() == inproc.scheduling_info() == {
             "cuda_graph_max_bs": 64, "cuda_graph_disabled": False, "max_running_requests": 1024,
-            "priority_scheduling": True, "prefill_delayer": True}
+            "priority_scheduling": True, "prefill_delayer": True, "prefill_cuda_graph": "disabled"}
 
         out = await eng.generate([5, 6], SamplingParams(max_new_tokens=3, stop_token_ids=[999], priority=4), "r1")
         assert out.finish_reason == "length" and len(out.output_ids) == 3 and out.logprobs == [-0.5] * 3

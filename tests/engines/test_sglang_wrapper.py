@@ -83,7 +83,7 @@ def test_sampling_params_dict_greedy_and_defaults():
 FIELDS_0517 = {"cuda_graph_max_bs_decode", "max_running_requests", "enable_priority_scheduling", "schedule_policy",
                "schedule_low_priority_values_first", "disable_priority_preemption", "default_priority_value",
                "disable_cuda_graph", "attention_backend", "enable_prefill_delayer", "prefill_delayer_queue_min_ratio",
-               "prefill_delayer_max_delay_passes"}
+               "prefill_delayer_max_delay_passes", "disable_prefill_cuda_graph"}
 
 
 def test_scheduling_kwargs_cover_the_concurrency_with_cuda_graphs():
@@ -93,6 +93,7 @@ def test_scheduling_kwargs_cover_the_concurrency_with_cuda_graphs():
     assert k["attention_backend"] == "triton"
     assert k["enable_prefill_delayer"] is True and k["prefill_delayer_max_delay_passes"] == 10
     assert k["prefill_delayer_queue_min_ratio"] == 0.25
+    assert k["disable_prefill_cuda_graph"] is True        # eager prefill passes (docs/benchmarks.md, 2026-12-03)
     assert scheduling_kwargs(100, {}, FIELDS_0517)["cuda_graph_max_bs_decode"] == 128      # rounded up to 32
     big = scheduling_kwargs(1536, {}, FIELDS_0517)      # more than we capture: cap the running batch there
     assert big["cuda_graph_max_bs_decode"] == GRAPH_BS_LIMIT and big["max_running_requests"] == GRAPH_BS_LIMIT
@@ -109,6 +110,25 @@ def test_scheduling_kwargs_user_settings_win():
     assert "enable_prefill_delayer" not in scheduling_kwargs(64, {"disable_overlap_schedule": True}, FIELDS_0517)
     assert "enable_prefill_delayer" not in scheduling_kwargs(64, {"dp_size": 2}, FIELDS_0517)
     assert scheduling_kwargs(None, {"x": 1}, FIELDS_0517)["x"] == 1
+    assert scheduling_kwargs(64, {"disable_prefill_cuda_graph": False}, FIELDS_0517)["disable_prefill_cuda_graph"] is False
+
+
+def test_scheduling_info_reports_how_prefill_passes_run():
+    from types import SimpleNamespace as NS
+
+    from agent_rl.engines.sglang_engine import scheduling_info
+
+    def resolved(backend, off):   # sglang 0.5.17's resolved ServerArgs: a CudaGraphConfig per phase
+        return NS(cuda_graph_config=NS(decode=NS(max_bs=256), prefill=NS(backend=backend)), disable_cuda_graph=False,
+                  disable_prefill_cuda_graph=off, max_running_requests=None, enable_prefill_delayer=True)
+
+    assert scheduling_info(resolved("breakable", False), True)["prefill_cuda_graph"] == "breakable"
+    assert scheduling_info(resolved("disabled", True), True)["prefill_cuda_graph"] == "disabled"
+    as_dict = {"cuda_graph_config": {"decode": {"max_bs": 256}, "prefill": {"backend": "breakable"}},
+               "disable_prefill_cuda_graph": False}                       # a server's /server_info
+    info = scheduling_info(as_dict, False)
+    assert info["prefill_cuda_graph"] == "breakable" and info["cuda_graph_max_bs"] == 256
+    assert scheduling_info({"cuda_graph_max_bs": 64}, False)["prefill_cuda_graph"] is None   # an sglang without them
 
 
 async def test_priority_is_passed_only_with_priority_scheduling():

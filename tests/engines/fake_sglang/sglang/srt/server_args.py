@@ -31,6 +31,7 @@ class ServerArgs:
     prefill_delayer_queue_min_ratio: Optional[float] = None
     prefill_delayer_max_delay_passes: Optional[int] = None
     disable_overlap_schedule: bool = False
+    disable_prefill_cuda_graph: bool = False
     dp_size: int = 1
 
 
