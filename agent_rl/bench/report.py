@@ -91,6 +91,15 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                 cpu = owners_line(st, key="owners_cpu")
                 lines.append(f"- {m['mode']}: wall {owners_line(st)}" + (f"; CPU {cpu}" if cpu != "–" else "")
                              + f" ({st['samples']} samples); most seen: {top}")
+        cpu = [m for m in modes if m.get("process_cpu")]
+        if cpu:
+            from agent_rl.bench.proc_sampler import processes_line
+
+            lines += ["", "## CPU cores by process (this process = `bench`, sglang's children by their titles; host)", ""]
+            for m in cpu:
+                busiest = "; ".join(f"{p['name']}: " + ", ".join(f"{t['name']} {t['cpu_cores_mean']:.2f}" for t in p["threads"])
+                                    for p in m["process_cpu"]["processes"][:2] if p["threads"])
+                lines.append(f"- {m['mode']}: {processes_line(m['process_cpu'])}" + (f" (busiest threads: {busiest})" if busiest else ""))
         profiled = [m for m in modes if m.get("engine_profile")]
         if profiled:
             from agent_rl.bench.engine_profile import profile_markdown

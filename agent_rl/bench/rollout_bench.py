@@ -18,6 +18,7 @@ from agent_rl.bench.instrument import InstrumentedEngine
 from agent_rl.bench.modes import ModeSpec
 from agent_rl.bench.results import StepStat, summarize_mode
 from agent_rl.bench.rounds import HEAVY_KEYS, merge_ceilings, merge_modes, round_order
+from agent_rl.bench.proc_sampler import ProcSampler
 from agent_rl.bench.stack_sampler import StackSampler
 from agent_rl.bench.turn_batched import turn_batched_step
 from agent_rl.bench.workload import Workload, tool_wait_floor
@@ -41,6 +42,7 @@ class RolloutBenchSettings:
     ceiling: bool = True
     progress: bool = True
     sample_stacks: bool = False    # the event-loop thread's stack sampled during each mode (bench/stack_sampler.py)
+    sample_cpu: bool = False       # CPU of our process, sglang's processes and the host in each mode (bench/proc_sampler.py)
     rounds: int = 1                # ceiling + every mode, repeated in alternating order (bench/rounds.py)
     engine_profile: tuple = ()     # mode words run once more, unmeasured, under the engine's profiler
     #                                (bench/engine_profile.py)
@@ -125,6 +127,7 @@ class RolloutBench:
         cpu0 = time.thread_time()
         steps: List[StepStat] = []
         sampler = StackSampler().start() if self.s.sample_stacks else None
+        procs = ProcSampler().start() if self.s.sample_cpu else None
         mark(f"mode {spec.name} start")
         try:
             if spec.kind == "turn-batched":
@@ -138,6 +141,7 @@ class RolloutBench:
                 steps = await run_async_steps(self, spec, rt, t0, bar)
         finally:
             stacks = sampler.stop() if sampler is not None else None
+            process_cpu = procs.stop() if procs is not None else None
             bar.close()
             self.engine.close_trace()
             await rt.close()
@@ -149,6 +153,8 @@ class RolloutBench:
         out["tool_metrics"] = rt.metrics.snapshot()
         if stacks is not None:
             out["loop_stacks"] = stacks
+        if process_cpu is not None:
+            out["process_cpu"] = process_cpu   # of round 0 only, where rounds are merged
         return out
 
     async def run(self, modes: List[ModeSpec]) -> Dict[str, Any]:

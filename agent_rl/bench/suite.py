@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from agent_rl.bench.modes import ModeSpec, parse_modes
+from agent_rl.bench.proc_sampler import processes_line
 from agent_rl.bench.report import comparisons
 from agent_rl.bench.rounds import ceiling_rounds, step_range
 from agent_rl.bench.stack_sampler import owners_line
@@ -166,17 +167,20 @@ def suite_markdown(suite: Dict[str, Any]) -> str:
                      + (f"; {rounds}" if rounds else ""))
     rows = []
     stacks = any(m.get("loop_stacks") for sc in (suite.get("scenario_modes") or {}).values() for m in sc)
+    cpu = any(m.get("process_cpu") for sc in (suite.get("scenario_modes") or {}).values() for m in sc)
     for name, sc in (suite.get("scenario_modes") or {}).items():
         for m in sc:
             ratio = f"{100 * m['ratio_to_ceiling']:.0f}%" if m.get("ratio_to_ceiling") is not None else "–"
             rows.append(f"| {name} | {m['mode']} | {m['step_wall_s_mean']:.2f}{step_range(m)} | {ratio} | "
                         f"{m.get('inflight_mean', 0):.0f} / {m.get('inflight_peak', 0)} | "
                         f"{100 * (m.get('loop_cpu_frac') or 0):.0f}% | {100 * m['engine_idle_frac']:.0f}% |"
-                        + (f" {owners_line(m.get('loop_stacks'), key='owners_cpu')} |" if stacks else ""))
+                        + (f" {owners_line(m.get('loop_stacks'), key='owners_cpu')} |" if stacks else "")
+                        + (f" {processes_line(m.get('process_cpu'))} |" if cpu else ""))
     if rows:
         lines += ["", "| scenario | mode | step s | gen tok/s vs raw (same requests) | requests in flight mean / peak | "
-                      "event-loop CPU | engine idle |" + (" event-loop thread's CPU by owner (stack samples) |" if stacks else ""),
-                  "|---|---|---|---|---|---|---|" + ("---|" if stacks else "")] + rows
+                      "event-loop CPU | engine idle |" + (" event-loop thread's CPU by owner (stack samples) |" if stacks else "")
+                      + (" CPU cores by process; host |" if cpu else ""),
+                  "|---|---|---|---|---|---|---|" + ("---|" if stacks else "") + ("---|" if cpu else "")] + rows
     lines += ["", "| scenario | target | measured | met | detail |", "|---|---|---|---|---|"]
     for t in suite["targets"]:
         name = t["scenario"] if t["scenario"] not in suite.get("scenarios", {}) else f"[{t['scenario']}]({t['scenario']}/summary.md)"

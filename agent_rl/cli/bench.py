@@ -240,7 +240,7 @@ def _bench(engine, tok, args, rollout_cfg, workload, ceiling: bool, out: str):
 
     settings = RolloutBenchSettings(workload=workload, steps=args.steps, temperature=args.temperature,
                                     observation_words=args.observation_words, ceiling=ceiling, progress=not args.no_progress,
-                                    sample_stacks=args.sample_stacks, rounds=args.rounds,
+                                    sample_stacks=args.sample_stacks, sample_cpu=args.sample_cpu, rounds=args.rounds,
                                     engine_profile=args.engine_profile, engine_profile_passes=args.engine_profile_passes,
                                     profile_dir=os.path.abspath(os.path.join(out, "engine-profile")))
     bench = RolloutBench(engine, tok, settings, rollout_cfg)

@@ -76,6 +76,10 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
     p.add_argument("--sample-stacks", action="store_true",
                    help="sample the event-loop thread's stack every 2 ms in each mode: its time split into idle, our code, "
                         "sglang, asyncio, ... (JSON `loop_stacks`, a column of summary.md)")
+    p.add_argument("--sample-cpu", action="store_true",
+                   help="sample the CPU of this process, its children (sglang's scheduler, detokenizer) and the host "
+                        "every 0.5 s in each mode: cores each process holds, its busiest threads, host busy share and "
+                        "clock (JSON `process_cpu`, a column of summary.md; needs psutil)")
 
 
 def add_arguments(parser) -> None:

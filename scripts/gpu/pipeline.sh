@@ -40,7 +40,7 @@ suite() {  # suite NAME MODEL PROMPTS N [old]: one `bench suite` run into $R/spe
   # old: the tree before the speed work, run from its own folder (python -m puts the cwd first on sys.path)
   [ "${5:-}" = old ] && py=$PWD/.gpu_old
   # the old tree gets neither the newer flags nor BENCH_ARGS (it may not know them, e.g. --rounds)
-  local ceil="256,1024" extra="--engine-kwarg log_level=info --sample-stacks ${BENCH_ARGS:-}"; [ "${5:-}" = old ] && ceil=256 && extra=""
+  local ceil="256,1024" extra="--engine-kwarg log_level=info --sample-stacks --sample-cpu ${BENCH_ARGS:-}"; [ "${5:-}" = old ] && ceil=256 && extra=""
   mkdir -p "$R/speed"
   (cd "$py" && PYTHONPATH=$py:/tmp/site timeout -s KILL ${SUITE_TIMEOUT:-480} python3 -m agent_rl.cli.main bench suite --engine "$engine" \
     --model "$model" --out "$R/speed/$name" --prompts "$p" --n "$n" --turns 3 --tokens-per-turn 128 \

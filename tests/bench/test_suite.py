@@ -53,3 +53,19 @@ def test_engine_bounds_line_flags_uncovered_decode_batches():
     line = engine_bounds_line({"cuda_graph_max_bs": 64, "prefill_delayer": True, "prefill_cuda_graph": "disabled"}, 64)
     assert line.endswith("prefill delayer on; prefill CUDA graphs disabled")
     assert "prefill delayer" not in capped                  # an engine that does not say
+
+
+def test_suite_markdown_shows_the_cpu_by_process_column_when_sampled():
+    env = {"device": "cpu", "python": "3", "torch": "t", "transformers": "tf", "sglang": None}
+    mode = {"mode": "async", "step_wall_s_mean": 1.0, "ratio_to_ceiling": 0.5, "inflight_mean": 3, "inflight_peak": 4,
+            "loop_cpu_frac": 0.2, "engine_idle_frac": 0.0}
+    cpu = {"processes": [{"name": "sglang::scheduler", "cpu_cores_mean": 1.0, "threads": []}],
+           "host_busy_frac": 0.5, "host_cpus": 2, "host_mhz_mean": None}
+    suite = {"command": "x", "engine": "hf", "model": "m", "ceiling": None, "targets": [], "environment": env}
+    plain = suite_markdown(dict(suite, scenario_modes={"instant-tools": [mode]}))
+    assert "CPU cores by process" not in plain
+    md = suite_markdown(dict(suite, scenario_modes={"instant-tools": [dict(mode, process_cpu=cpu)]}))
+    assert "| CPU cores by process; host |" in md and "| sglang::scheduler 1.00; host 50% of 2 |" in md
+    header = next(line for line in md.splitlines() if line.startswith("| scenario | mode |"))
+    sep = md.splitlines()[md.splitlines().index(header) + 1]
+    assert header.count("|") == sep.count("|")               # one separator cell per column

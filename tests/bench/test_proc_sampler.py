@@ -1,0 +1,56 @@
+import json
+import subprocess
+import sys
+import time
+
+from agent_rl.bench.proc_sampler import ProcSampler, processes_line
+from agent_rl.cli.main import main as cli_main
+
+BURN = "import time\nt = time.time()\nwhile time.time() - t < 30: pass\n"
+
+
+def test_a_busy_child_is_seen_by_its_title_with_its_threads():
+    # argv[0] set as sglang's retitled processes show it (`sglang::scheduler`)
+    child = subprocess.Popen(["sglang::burner", "-c", BURN], executable=sys.executable)
+    try:
+        s = ProcSampler(interval_s=0.1).start()
+        time.sleep(1.5)
+        out = s.stop()
+    finally:
+        child.kill()
+        child.wait()
+    procs = {p["name"]: p for p in out["processes"]}
+    assert set(procs) >= {"bench", "sglang::burner"}
+    burner = procs["sglang::burner"]
+    assert burner["pid"] == child.pid and burner["cpu_cores_mean"] > 0.3     # a busy loop holds about one core
+    assert burner["cpu_cores_peak"] >= burner["cpu_cores_mean"] * 0.9
+    assert burner["threads"] and burner["threads"][0]["cpu_cores_mean"] > 0.3
+    assert procs["bench"]["cpu_cores_mean"] < burner["cpu_cores_mean"]       # this process mostly sleeps
+    assert out["processes"][0]["name"] == "sglang::burner"                     # busiest first
+    assert 0 < out["host_busy_frac"] <= 1 and out["host_cpus"] >= 1 and out["samples"] >= 5
+
+
+def test_without_psutil_it_reports_nothing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psutil", None)
+    assert ProcSampler().start().stop() is None
+
+
+def test_processes_line():
+    assert processes_line(None) == "-"
+    summary = {"processes": [{"name": "sglang::scheduler", "cpu_cores_mean": 0.984, "threads": []},
+                             {"name": "bench", "cpu_cores_mean": 0.41, "threads": []},
+                             {"name": "sglang::detokenizer", "cpu_cores_mean": 0.05, "threads": []},
+                             {"name": "other", "cpu_cores_mean": 0.01, "threads": []}],
+               "host_busy_frac": 0.094, "host_cpus": 16, "host_mhz_mean": 2900.4}
+    assert processes_line(summary) == ("sglang::scheduler 0.98, bench 0.41, sglang::detokenizer 0.05; "
+                                       "host 9% of 16, 2900 MHz")
+
+
+def test_bench_rollout_sample_cpu(tmp_path, tiny_model_path):
+    args = ["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path,
+            "--prompts", "4", "--n", "2", "--turns", "2", "--tokens-per-turn", "8", "--modes", "async",
+            "--steps", "1", "--no-ceiling", "--no-progress", "--out", str(tmp_path)]
+    assert cli_main(args + ["--sample-cpu"]) == 0
+    (m,) = json.load(open(tmp_path / "rollout_bench.json"))["modes"]
+    assert "bench" in [p["name"] for p in m["process_cpu"]["processes"]]   # the simulated engine runs in it
+    assert "CPU cores by process" in open(tmp_path / "summary.md").read()
