@@ -65,9 +65,8 @@ class ProcSampler:
             return self
         self._psutil = psutil
         self._me = psutil.Process()
-        psutil.cpu_percent(None)
-        self._t0 = time.perf_counter()
-        self._sample()
+        psutil.cpu_percent(None)   # the host's busy share is measured from here
+        self._sample(host=False)
         self._thread = threading.Thread(target=self._run, name="proc-sampler", daemon=True)
         self._thread.start()
         return self
@@ -76,7 +75,7 @@ class ProcSampler:
         while not self._stop.wait(self.interval_s):
             self._sample()
 
-    def _sample(self) -> None:
+    def _sample(self, host: bool = True) -> None:
         psutil = self._psutil
         now = time.perf_counter()
         try:
@@ -102,7 +101,7 @@ class ProcSampler:
                 key = (p.pid, th.id)
                 self._threads0.setdefault(key, th.user_time + th.system_time)
                 self._threads1[key] = th.user_time + th.system_time
-        if now > self._t0:   # the first call after start() measures since start()
+        if host:
             freq = psutil.cpu_freq()
             self._host.append((psutil.cpu_percent(None) / 100.0, freq.current if freq else None))
 
