@@ -3,30 +3,46 @@
 sglang runs its scheduler in a child process; its per-pass work (batch selection, result filing, kernel launches)
 is what bounds a multi-turn rollout on the GPU (docs/benchmarks.md). A torch profile of that process found the same
 torch ops 1.4-1.9x slower in the heavy-tail and tool-latency modes than with instant tools, at equal decode batch
-sizes: the process ran slower per op, which points at the host (cores taken by other threads, clock), not at more
-work. `ProcSampler` reads, every `interval_s`, the CPU times of this process and its descendants (each thread too)
-and of the whole host, and reports per process the mean and peak share of one core, its busiest threads, and the
-host's busy share and clock over the mode.
+sizes: the process ran slower per op, which points at the host (a hyper-thread sibling or the core itself taken by
+another busy thread, the clock), not at more work. `ProcSampler` reads, every `interval_s`, the CPU time and the
+current CPU of every thread of this process and its descendants (`/proc/PID/task/TID/stat`) and the host's busy
+share and clock, and reports per process:
+
+* `cpu_cores_mean` / `cpu_cores_peak`: the cores it holds, on average over the mode and in its busiest interval;
+* `threads`: its busiest threads (name, cores);
+* `main_thread_cpus`: on how many CPUs its busiest thread of each interval was seen (migrations), and
+  `main_thread_shared_frac`: the share of the intervals in which that thread was busy (>= 1/4 core) and another
+  busy thread of ours sat on the same physical core (itself or a hyper-thread sibling, from
+  `/sys/devices/system/cpu/cpuN/topology/thread_siblings_list`). Threads of other programs are not seen: the host's
+  busy share says how much of the machine they take.
 
 Process names come from the command line (`sglang::scheduler`: sglang retitles its processes), else `comm`; this
-process is `bench`. Needs `psutil` (sglang's dependency); without it the sampler reports nothing.
+process is `bench`. Needs `psutil` (sglang's dependency; without it the sampler reports nothing) and Linux's /proc
+for the per-thread CPUs (elsewhere `main_thread_*` stay empty).
 """
 from __future__ import annotations
 
+import glob
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from collections import Counter
+from typing import Any, Dict, List, Optional, Tuple
+
+from agent_rl.engines.cpu_pinning import core_of_cpu, process_title
+
+BUSY = 0.25   # a thread using at least a quarter of a core in an interval is busy in it
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _name(proc) -> str:
     if proc.pid == os.getpid():
         return "bench"
+    first = process_title(proc)
+    if first and " " not in first and "/" not in first:   # a retitled process (setproctitle)
+        return first
     try:
-        cmd = proc.cmdline()
-        first = cmd[0].strip() if cmd else ""
-        if first and " " not in first and "/" not in first:   # a retitled process (setproctitle)
-            return first
         return proc.name()
     except Exception:
         return "?"
@@ -40,6 +56,20 @@ def _thread_name(pid: int, tid: int) -> str:
         return str(tid)
 
 
+def thread_stats(pid: int) -> Dict[int, Tuple[float, Optional[int]]]:
+    """tid -> (CPU seconds, CPU it last ran on) of every thread of `pid`, from /proc ({} where there is none)."""
+    out = {}
+    for path in glob.glob(f"/proc/{pid}/task/*/stat"):
+        try:
+            with open(path) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            # after "(comm)": state is field 3; utime 14, stime 15, processor 39 (proc(5))
+            out[int(path.split("/")[4])] = ((int(fields[11]) + int(fields[12])) / _TICK, int(fields[36]))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
 class ProcSampler:
     """`start()`, run the mode, `stop()` -> summary dict (None where psutil is missing)."""
 
@@ -48,14 +78,17 @@ class ProcSampler:
         self.top_threads = int(top_threads)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self._procs: Dict[int, Any] = {}
         self._names: Dict[int, str] = {}
-        self._first: Dict[int, tuple] = {}        # pid -> (t, cpu_s) at first sight
-        self._last: Dict[int, tuple] = {}         # pid -> (t, cpu_s) at the last sample
-        self._peak: Dict[int, float] = {}         # pid -> highest share of one core between two samples
-        self._threads0: Dict[tuple, float] = {}   # (pid, tid) -> cpu_s at first sight
-        self._threads1: Dict[tuple, float] = {}
-        self._host: List[tuple] = []              # (busy share, MHz)
+        self._first: Dict[int, Tuple[float, float]] = {}   # pid -> (t, cpu_s) at first sight
+        self._last: Dict[int, Tuple[float, float]] = {}    # pid -> (t, cpu_s) at the last sample
+        self._peak: Dict[int, float] = {}                  # pid -> most cores held between two samples
+        self._threads0: Dict[Tuple[int, int], float] = {}  # (pid, tid) -> cpu_s at first sight
+        self._threads1: Dict[Tuple[int, int], Tuple[float, Optional[int]]] = {}   # at the last sample
+        self._main_cpus: Dict[int, Counter] = {}          # pid -> CPUs its busiest thread was seen on
+        self._main_busy: Counter = Counter()               # pid -> intervals its busiest thread was busy
+        self._main_shared: Counter = Counter()             # ... and shared its physical core with a busy thread
+        self._host: List[Tuple[float, Optional[float]]] = []   # (busy share, MHz) per interval
+        self._cores = core_of_cpu()
         self._psutil = None
 
     def start(self) -> "ProcSampler":
@@ -66,6 +99,7 @@ class ProcSampler:
         self._psutil = psutil
         self._me = psutil.Process()
         psutil.cpu_percent(None)   # the host's busy share is measured from here
+        self._t = time.perf_counter()
         self._sample(host=False)
         self._thread = threading.Thread(target=self._run, name="proc-sampler", daemon=True)
         self._thread.start()
@@ -78,32 +112,51 @@ class ProcSampler:
     def _sample(self, host: bool = True) -> None:
         psutil = self._psutil
         now = time.perf_counter()
+        dt, self._t = now - self._t, now
         try:
             procs = [self._me] + self._me.children(recursive=True)
         except psutil.Error:
             procs = [self._me]
+        busy: List[Tuple[int, int, float, Optional[int]]] = []   # (pid, tid, cores, cpu) this interval
         for p in procs:
             try:
-                with p.oneshot():
-                    cpu = sum(p.cpu_times()[:2])
-                    threads = p.threads()
+                cpu = sum(p.cpu_times()[:2])
+                threads = thread_stats(p.pid) or {t.id: (t.user_time + t.system_time, None) for t in p.threads()}
             except psutil.Error:
                 continue
             if p.pid not in self._first:
                 self._first[p.pid] = (now, cpu)
                 self._names[p.pid] = _name(p)
-            elif p.pid in self._last:
+            else:
                 t, c = self._last[p.pid]
                 if now > t:
                     self._peak[p.pid] = max(self._peak.get(p.pid, 0.0), (cpu - c) / (now - t))
             self._last[p.pid] = (now, cpu)
-            for th in threads:
-                key = (p.pid, th.id)
-                self._threads0.setdefault(key, th.user_time + th.system_time)
-                self._threads1[key] = th.user_time + th.system_time
+            for tid, (secs, where) in threads.items():
+                key = (p.pid, tid)
+                prev = self._threads1.get(key)
+                self._threads0.setdefault(key, secs)
+                self._threads1[key] = (secs, where)
+                if prev is not None and dt > 0:
+                    busy.append((p.pid, tid, (secs - prev[0]) / dt, where))
+        self._file_main_threads(busy)
         if host:
             freq = psutil.cpu_freq()
             self._host.append((psutil.cpu_percent(None) / 100.0, freq.current if freq else None))
+
+    def _file_main_threads(self, busy: List[Tuple[int, int, float, Optional[int]]]) -> None:
+        """Per process, its busiest thread of the interval: where it ran, and whether a busy thread shared its core."""
+        hot = [b for b in busy if b[2] >= BUSY and b[3] is not None]
+        main: Dict[int, Tuple[int, int, float, Optional[int]]] = {}
+        for b in hot:
+            if b[0] not in main or b[2] > main[b[0]][2]:
+                main[b[0]] = b
+        for pid, (_, tid, _, where) in main.items():
+            self._main_cpus.setdefault(pid, Counter())[where] += 1
+            self._main_busy[pid] += 1
+            core = self._cores.get(where, frozenset((where,)))
+            if any(o[3] in core and (o[0], o[1]) != (pid, tid) for o in hot):
+                self._main_shared[pid] += 1
 
     def stop(self) -> Optional[Dict[str, Any]]:
         if self._psutil is None:
@@ -119,27 +172,38 @@ class ProcSampler:
         for pid, (t0, c0) in self._first.items():
             t1, c1 = self._last[pid]
             span = t1 - t0
-            threads = sorted(((self._threads1[k] - self._threads0[k], k[1]) for k in self._threads1 if k[0] == pid),
+            threads = sorted(((self._threads1[k][0] - self._threads0[k], k[1]) for k in self._threads1 if k[0] == pid),
                              reverse=True)[:self.top_threads]
+            n = self._main_busy.get(pid, 0)
             procs.append({"name": self._names[pid], "pid": pid,
                           "cpu_cores_mean": (c1 - c0) / span if span > 0 else None,
                           "cpu_cores_peak": self._peak.get(pid),
                           "threads": [{"name": _thread_name(pid, tid), "cpu_cores_mean": cs / span if span > 0 else None}
-                                      for cs, tid in threads]})
+                                      for cs, tid in threads],
+                          "main_thread_busy_intervals": n,
+                          "main_thread_cpus": len(self._main_cpus.get(pid, ())),
+                          "main_thread_shared_frac": self._main_shared[pid] / n if n else None})
         procs.sort(key=lambda p: -(p["cpu_cores_mean"] or 0.0))
         busy = [b for b, _ in self._host]
         mhz = [m for _, m in self._host if m]
         return {"interval_s": self.interval_s, "samples": len(self._host), "processes": procs,
                 "host_busy_frac": sum(busy) / len(busy) if busy else None,
-                "host_cpus": self._psutil.cpu_count(), "host_mhz_mean": sum(mhz) / len(mhz) if mhz else None}
+                "host_cpus": self._psutil.cpu_count(), "host_cores": self._psutil.cpu_count(logical=False),
+                "host_mhz_mean": sum(mhz) / len(mhz) if mhz else None}
 
 
 def processes_line(summary: Optional[Dict[str, Any]], top: int = 3) -> str:
-    """`sglang::scheduler 0.98, bench 0.41, sglang::detokenizer 0.05; host 9% of 16, 2900 MHz` (cores in use on
-    average over the mode)."""
+    """`sglang::scheduler 0.98 (core shared 40%), bench 0.41, sglang::detokenizer 0.05; host 9% of 16, 2900 MHz`
+    (cores in use on average over the mode; the share of busy intervals in which a process's main thread shared its
+    physical core with another busy thread, where it did)."""
     if not summary or not summary.get("processes"):
         return "-"
-    parts = [f"{p['name']} {p['cpu_cores_mean']:.2f}" for p in summary["processes"][:top] if p["cpu_cores_mean"] is not None]
+    parts = []
+    for p in summary["processes"][:top]:
+        if p["cpu_cores_mean"] is None:
+            continue
+        shared = p.get("main_thread_shared_frac")
+        parts.append(f"{p['name']} {p['cpu_cores_mean']:.2f}" + (f" (core shared {100 * shared:.0f}%)" if shared else ""))
     host = summary.get("host_busy_frac")
     tail = f"; host {100 * host:.0f}% of {summary.get('host_cpus')}" if host is not None else ""
     if summary.get("host_mhz_mean"):

@@ -158,7 +158,12 @@ def suite_markdown(suite: Dict[str, Any]) -> str:
              f"sglang {env['sglang'] or 'not installed'}",
              f"- git commit: {env.get('commit') or 'unknown'}{' (dirty tree)' if env.get('dirty') else ''}",
              f"- engine: {suite['engine']}, model: {suite['model']}",
-             engine_bounds_line(suite.get("engine_scheduling"), suite.get("max_concurrency", 0)), ""]
+             engine_bounds_line(suite.get("engine_scheduling"), suite.get("max_concurrency", 0))]
+    pin = suite.get("cpu_pinning")
+    if pin is not None:
+        lines.append("- CPU pinning: " + (f"sglang's scheduler on CPUs {list(pin['scheduler_cpus'].values())}, the rest on "
+                                          f"{len(pin['other_cpus'])} CPUs" if pin.get("pinned") else f"not pinned ({pin.get('reason')})"))
+    lines.append("")
     for c in suite.get("ceilings") or ([suite["ceiling"]] if suite.get("ceiling") else []):
         rounds = ceiling_rounds(c)
         lines.append(f"- raw engine: {c['requests']} requests x {c['max_new_tokens_mean']:.0f} new tokens "

@@ -24,7 +24,8 @@ def _rollout_config(args, concurrency: int):
                                hf_max_batch_size=args.hf_max_batch_size, gpu_memory_utilization=args.mem_fraction,
                                engine_kwargs=_engine_kwargs(args.engine_kwarg), progress_bar=not args.no_progress,
                                max_concurrent_trajectories=concurrency, server_url=args.server_url,
-                               over_sample_max_load=_max_load(getattr(args, "over_sample_max_load", None)))
+                               over_sample_max_load=_max_load(getattr(args, "over_sample_max_load", None)),
+                               pin_scheduler_core=args.pin_scheduler_core)
 
 
 def _build_engine(args, rollout_cfg, model_path):
@@ -146,6 +147,8 @@ def run(args) -> int:
         return 1
     if hasattr(engine, "scheduling_info"):
         header["engine_scheduling"] = engine.scheduling_info()
+    if getattr(engine, "cpu_pinning", None) is not None:
+        header["cpu_pinning"] = engine.cpu_pinning
     try:
         if args.bench_cmd == "engine":
             job = _engine_bench(engine, args, model_path, header)

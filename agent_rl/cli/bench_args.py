@@ -30,6 +30,9 @@ def _common(p) -> None:
                         "admits, per pass and per admitted row (default: %(default)s = free prefill, SmolLM2-135M on "
                         "an H200; the 1.4B shape's multi-turn steps, sglang's profile: 2.2,10,10,0.6; "
                         "docs/benchmarks.md)")
+    p.add_argument("--pin-scheduler-core", action="store_true",
+                   help="sglang engines: a physical CPU core of its own for sglang's scheduler process, the rest on "
+                        "the other CPUs (rollout.pin_scheduler_core; what was pinned: JSON `cpu_pinning`)")
     p.add_argument("--sim-max-running", type=int, default=None, metavar="ROWS",
                    help="--engine sim: most rows decoded together, the rest queue by priority (sglang's "
                         "max_running_requests; default: no cap)")

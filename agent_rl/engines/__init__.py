@@ -63,10 +63,16 @@ def build_engine(rollout_cfg: Any, model_path: str, device: Optional[str] = None
         if kind == "sglang":
             from agent_rl.engines.sglang_engine import SGLangEngine
 
-            return SGLangEngine(model_path, **settings)
-        from agent_rl.engines.sglang_server import SGLangServerEngine
+            engine = SGLangEngine(model_path, **settings)
+        else:
+            from agent_rl.engines.sglang_server import SGLangServerEngine
 
-        return SGLangServerEngine(model_path, log_dir=log_dir, **settings)
+            engine = SGLangServerEngine(model_path, log_dir=log_dir, **settings)
+        if getattr(rollout_cfg, "pin_scheduler_core", False):
+            from agent_rl.engines.cpu_pinning import pin_scheduler_core
+
+            engine.cpu_pinning = pin_scheduler_core()
+        return engine
     from agent_rl.engines.http import HTTPEngine
 
     url = getattr(rollout_cfg, "server_url", None)

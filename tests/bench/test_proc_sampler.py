@@ -3,7 +3,11 @@ import subprocess
 import sys
 import time
 
-from agent_rl.bench.proc_sampler import ProcSampler, processes_line
+import os
+import threading
+
+from agent_rl.bench.proc_sampler import ProcSampler, processes_line, thread_stats
+from agent_rl.engines.cpu_pinning import parse_cpu_list
 from agent_rl.cli.main import main as cli_main
 
 BURN = "import time\nt = time.time()\nwhile time.time() - t < 30: pass\n"
@@ -28,6 +32,50 @@ def test_a_busy_child_is_seen_by_its_title_with_its_threads():
     assert procs["bench"]["cpu_cores_mean"] < burner["cpu_cores_mean"]       # this process mostly sleeps
     assert out["processes"][0]["name"] == "sglang::burner"                     # busiest first
     assert 0 < out["host_busy_frac"] <= 1 and out["host_cpus"] >= 1 and out["samples"] >= 5
+
+
+def _burner(title, cpu):
+    child = subprocess.Popen([title, "-c", BURN], executable=sys.executable)
+    os.sched_setaffinity(child.pid, {cpu})
+    return child
+
+
+def test_two_busy_processes_on_one_cpu_are_seen_sharing_it():
+    a, b = _burner("sglang::a", 0), _burner("sglang::b", 0)
+    try:
+        s = ProcSampler(interval_s=0.1).start()
+        time.sleep(1.2)
+        out = s.stop()
+    finally:
+        for c in (a, b):
+            c.kill()
+            c.wait()
+    procs = {p["name"]: p for p in out["processes"]}
+    for name in ("sglang::a", "sglang::b"):
+        p = procs[name]
+        assert p["main_thread_busy_intervals"] >= 3 and p["main_thread_cpus"] == 1
+        assert p["main_thread_shared_frac"] > 0.5          # the other one sat on the same CPU
+    assert "(core shared" in processes_line(out)
+
+
+def test_busy_threads_on_sibling_hyperthreads_share_a_core():
+    s = ProcSampler()
+    s._cores = {0: frozenset({0, 8}), 8: frozenset({0, 8}), 1: frozenset({1, 9}), 9: frozenset({1, 9})}
+    s._file_main_threads([(10, 11, 1.0, 0), (20, 21, 0.9, 8), (30, 31, 1.0, 1), (30, 32, 0.1, 9)])
+    assert s._main_shared == {10: 1, 20: 1}             # 0 and 8 are one core; 9's thread is not busy
+    assert s._main_busy == {10: 1, 20: 1, 30: 1}
+    s._file_main_threads([(10, 11, 0.1, 0), (20, 21, 0.9, 8)])   # 10 idle this interval: 20 alone on its core
+    assert s._main_shared == {10: 1, 20: 1} and s._main_busy[20] == 2
+    s._file_main_threads([(40, 41, 1.0, 5), (40, 42, 1.0, 5)])   # two busy threads of one process on one CPU
+    assert s._main_shared[40] == 1                      # an unknown topology: a CPU is its own core
+
+
+def test_thread_stats_and_cpu_lists():
+    assert parse_cpu_list("0-2,8\n") == [0, 1, 2, 8] and parse_cpu_list("3") == [3]
+    stats = thread_stats(os.getpid())
+    secs, cpu = stats[threading.get_native_id()]
+    assert secs >= 0 and cpu in os.sched_getaffinity(0)
+    assert thread_stats(-1) == {}
 
 
 def test_without_psutil_it_reports_nothing(monkeypatch):
