@@ -149,6 +149,8 @@ def run(args) -> int:
         header["engine_scheduling"] = engine.scheduling_info()
     if getattr(engine, "cpu_pinning", None) is not None:
         header["cpu_pinning"] = engine.cpu_pinning
+    elif args.pin_scheduler_core:
+        header["cpu_pinning"] = {"pinned": False, "reason": f"--engine {args.engine} starts no sglang scheduler"}
     try:
         if args.bench_cmd == "engine":
             job = _engine_bench(engine, args, model_path, header)
@@ -298,7 +300,7 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
         suite["scenario_modes"][sc.name] = [{k: m.get(k) for k in ("mode", "step_wall_s_mean", "ratio_to_ceiling",
                                                                     "inflight_mean", "inflight_peak", "loop_cpu_frac",
                                                                     "engine_idle_frac", "latency_p50_s", "loop_stacks",
-                                                                    "step_wall_s_range", "rounds")}
+                                                                    "step_wall_s_range", "rounds", "process_cpu")}
                                             for m in result["modes"]]
     if hasattr(os, "getloadavg"):
         suite["environment"]["load_avg_1m_at_end"] = os.getloadavg()[0]

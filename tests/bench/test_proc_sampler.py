@@ -102,3 +102,16 @@ def test_bench_rollout_sample_cpu(tmp_path, tiny_model_path):
     (m,) = json.load(open(tmp_path / "rollout_bench.json"))["modes"]
     assert "bench" in [p["name"] for p in m["process_cpu"]["processes"]]   # the simulated engine runs in it
     assert "CPU cores by process" in open(tmp_path / "summary.md").read()
+
+
+def test_bench_suite_sample_cpu_and_pinning_reach_its_summary(tmp_path, tiny_model_path):
+    args = ["bench", "suite", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path, "--prompts", "2",
+            "--n", "2", "--turns", "2", "--tokens-per-turn", "8", "--heavy-tail-prompts", "2", "--steps", "1",
+            "--ceiling-prompts", "4,8", "--ceiling-new-tokens", "8", "--no-progress", "--out", str(tmp_path),
+            "--sample-cpu", "--pin-scheduler-core"]
+    assert cli_main(args) == 0
+    suite = json.load(open(tmp_path / "suite.json"))
+    assert all(m["process_cpu"]["processes"] for sc in suite["scenario_modes"].values() for m in sc)
+    assert suite["cpu_pinning"] == {"pinned": False, "reason": "--engine sim starts no sglang scheduler"}
+    md = open(tmp_path / "summary.md").read()
+    assert "CPU cores by process; host |" in md and "- CPU pinning: not pinned (--engine sim" in md
