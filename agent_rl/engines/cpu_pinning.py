@@ -81,11 +81,32 @@ def _claim(core: FrozenSet[int], lock_dir: str) -> Optional[int]:
 def _set_threads(pid: int, cpus: Set[int]) -> None:
     """Every thread of `pid` onto `cpus` (the affinity syscall takes one thread; new threads inherit their
     creator's)."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:        # a process that ended meanwhile
+        return
+    for tid in tids:
         try:
             os.sched_setaffinity(int(tid), cpus)
         except ProcessLookupError:   # a thread that ended meanwhile
             pass
+
+
+def unpin_scheduler_core(pinned: Dict[str, object], root_pid: Optional[int] = None) -> None:
+    """Undo `pin_scheduler_core` (its result): every thread of this process and its children back on the CPUs it
+    had, the core claims released. Never raises."""
+    while _held:
+        os.close(_held.pop())
+    if not pinned.get("pinned"):
+        return
+    try:
+        import psutil
+
+        root = psutil.Process(root_pid or os.getpid())
+        for proc in [root] + root.children(recursive=True):
+            _set_threads(proc.pid, set(pinned["allowed_cpus"]))
+    except Exception as e:
+        log.warning("could not unpin (%s: %s)", type(e).__name__, e)
 
 
 def pin_scheduler_core(root_pid: Optional[int] = None, lock_dir: str = LOCK_DIR) -> Dict[str, object]:
@@ -134,7 +155,7 @@ def pin_scheduler_core(root_pid: Optional[int] = None, lock_dir: str = LOCK_DIR)
         for proc in [root] + [p for p in children if p not in schedulers]:
             _set_threads(proc.pid, rest)
         log.info("pinned sglang's scheduler(s) to CPUs %s; this process and its other children to %s", out, sorted(rest))
-        return {"pinned": True, "scheduler_cpus": out, "other_cpus": sorted(rest)}
+        return {"pinned": True, "scheduler_cpus": out, "other_cpus": sorted(rest), "allowed_cpus": sorted(allowed)}
     except Exception as e:   # psutil missing, EPERM/EINVAL from a container: run unpinned
         log.warning("rollout.pin_scheduler_core: not pinned (%s: %s)", type(e).__name__, e)
         return {"pinned": False, "reason": f"{type(e).__name__}: {e}"}
