@@ -49,6 +49,7 @@ async def run_async_steps(bench, spec: ModeSpec, runtime, t0: float, bar=None) -
         need = sched.rows_needed(w.num_prompts)
         rows = [bench_row(g) for g in range(next_group, next_group + need)]
         next_group += need
+        bench.flush_failures += not await bench.fresh_cache()
         start = time.perf_counter() - t0
         result = await sched.run_step(rows, step=k, batch_size=w.num_prompts)
         end = time.perf_counter() - t0

@@ -99,8 +99,8 @@ class InstrumentedEngine(Engine):
     async def update_weights(self, named_tensors) -> None:
         await self.inner.update_weights(named_tensors)
 
-    async def flush_cache(self) -> None:
-        await self.inner.flush_cache()
+    async def flush_cache(self):
+        return await self.inner.flush_cache()
 
     async def release_memory(self) -> None:
         await self.inner.release_memory()

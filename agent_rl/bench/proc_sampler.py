@@ -16,6 +16,12 @@ share and clock, and reports per process:
   `/sys/devices/system/cpu/cpuN/topology/thread_siblings_list`). Threads of other programs are not seen: the host's
   busy share says how much of the machine they take.
 
+What the guest cannot use of its CPUs: the host's `steal` share (a virtual machine's CPUs run by the hypervisor
+for someone else; the GPU hosts are Firecracker VMs), the cgroup's CPU-quota throttling (`cpu.stat`), the CPU
+pressure stall share (`/proc/pressure/cpu`: some runnable task waited for a CPU) and, per process, how often its
+busiest thread was preempted (`nonvoluntary_ctxt_switches` per second). These say whether a slow scheduler pass
+was the machine's, not the workload's.
+
 Process names come from the command line (`sglang::scheduler`: sglang retitles its processes), else `comm`; this
 process is `bench`. Needs `psutil` (sglang's dependency; without it the sampler reports nothing) and Linux's /proc
 for the per-thread CPUs (elsewhere `main_thread_*` stay empty).
@@ -56,6 +62,41 @@ def _thread_name(pid: int, tid: int) -> str:
         return str(tid)
 
 
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def preemptions(pid: int, tid: int) -> Optional[int]:
+    """Times the thread was switched out while it could run (`nonvoluntary_ctxt_switches`), None where unknown."""
+    for line in _read(f"/proc/{pid}/task/{tid}/status").splitlines():
+        if line.startswith("nonvoluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return None
+
+
+def machine_counters() -> Dict[str, float]:
+    """Cumulative seconds the cgroup was throttled (v2 `throttled_usec`, v1 `throttled_time`) and some task stalled
+    for a CPU (PSI `some total`); the keys that this machine does not expose are absent."""
+    out: Dict[str, float] = {}
+    for path, key, scale in (("/sys/fs/cgroup/cpu.stat", "throttled_usec", 1e-6),
+                             ("/sys/fs/cgroup/cpu/cpu.stat", "throttled_time", 1e-9),
+                             ("/sys/fs/cgroup/cpu,cpuacct/cpu.stat", "throttled_time", 1e-9)):
+        for line in _read(path).splitlines():
+            name, _, value = line.partition(" ")
+            if name == key and "throttled_s" not in out:
+                out["throttled_s"] = int(value) * scale
+    for line in _read("/proc/pressure/cpu").splitlines():
+        if line.startswith("some "):
+            total = dict(kv.split("=", 1) for kv in line.split()[1:]).get("total")
+            if total is not None:
+                out["cpu_pressure_s"] = int(total) * 1e-6
+    return out
+
+
 def thread_stats(pid: int) -> Dict[int, Tuple[float, Optional[int]]]:
     """tid -> (CPU seconds, CPU it last ran on) of every thread of `pid`, from /proc ({} where there is none)."""
     out = {}
@@ -87,7 +128,9 @@ class ProcSampler:
         self._main_cpus: Dict[int, Counter] = {}          # pid -> CPUs its busiest thread was seen on
         self._main_busy: Counter = Counter()               # pid -> intervals its busiest thread was busy
         self._main_shared: Counter = Counter()             # ... and shared its physical core with a busy thread
-        self._host: List[Tuple[float, Optional[float]]] = []   # (busy share, MHz) per interval
+        self._host: List[Tuple[float, Optional[float], Optional[float]]] = []   # (busy share, MHz, steal share)
+        self._preempt0: Dict[Tuple[int, int], int] = {}   # (pid, tid) -> nonvoluntary switches at first sight
+        self._machine0: Dict[str, float] = {}
         self._cores = core_of_cpu()
         self._psutil = None
 
@@ -99,7 +142,10 @@ class ProcSampler:
         self._psutil = psutil
         self._me = psutil.Process()
         psutil.cpu_percent(None)   # the host's busy share is measured from here
+        psutil.cpu_times_percent(None)   # ... and its steal share
+        self._machine0 = machine_counters()
         self._t = time.perf_counter()
+        self._t0 = self._t
         self._sample(host=False)
         self._thread = threading.Thread(target=self._run, name="proc-sampler", daemon=True)
         self._thread.start()
@@ -134,6 +180,10 @@ class ProcSampler:
             self._last[p.pid] = (now, cpu)
             for tid, (secs, where) in threads.items():
                 key = (p.pid, tid)
+                if key not in self._threads0:
+                    n = preemptions(p.pid, tid)
+                    if n is not None:
+                        self._preempt0[key] = n
                 prev = self._threads1.get(key)
                 self._threads0.setdefault(key, secs)
                 self._threads1[key] = (secs, where)
@@ -142,7 +192,9 @@ class ProcSampler:
         self._file_main_threads(busy)
         if host:
             freq = psutil.cpu_freq()
-            self._host.append((psutil.cpu_percent(None) / 100.0, freq.current if freq else None))
+            steal = getattr(psutil.cpu_times_percent(None), "steal", None)
+            self._host.append((psutil.cpu_percent(None) / 100.0, freq.current if freq else None,
+                               steal / 100.0 if steal is not None else None))
 
     def _file_main_threads(self, busy: List[Tuple[int, int, float, Optional[int]]]) -> None:
         """Per process, its busiest thread of the interval: where it ran, and whether a busy thread shared its core."""
@@ -175,6 +227,8 @@ class ProcSampler:
             threads = sorted(((self._threads1[k][0] - self._threads0[k], k[1]) for k in self._threads1 if k[0] == pid),
                              reverse=True)[:self.top_threads]
             n = self._main_busy.get(pid, 0)
+            top = threads[0][1] if threads else None
+            p0, p1 = self._preempt0.get((pid, top)), preemptions(pid, top) if top is not None else None
             procs.append({"name": self._names[pid], "pid": pid,
                           "cpu_cores_mean": (c1 - c0) / span if span > 0 else None,
                           "cpu_cores_peak": self._peak.get(pid),
@@ -182,30 +236,49 @@ class ProcSampler:
                                       for cs, tid in threads],
                           "main_thread_busy_intervals": n,
                           "main_thread_cpus": len(self._main_cpus.get(pid, ())),
-                          "main_thread_shared_frac": self._main_shared[pid] / n if n else None})
+                          "main_thread_shared_frac": self._main_shared[pid] / n if n else None,
+                          # how often its busiest thread was switched out while runnable, per second
+                          "main_thread_preempted_per_s": (p1 - p0) / span if p0 is not None and p1 is not None
+                          and span > 0 else None})
         procs.sort(key=lambda p: -(p["cpu_cores_mean"] or 0.0))
-        busy = [b for b, _ in self._host]
-        mhz = [m for _, m in self._host if m]
+        busy = [b for b, _, _ in self._host]
+        mhz = [m for _, m, _ in self._host if m]
+        steal = [st for _, _, st in self._host if st is not None]
+        wall = self._t - self._t0
+        machine = {k: (v - self._machine0[k]) / wall for k, v in machine_counters().items()
+                   if k in self._machine0 and wall > 0}
         return {"interval_s": self.interval_s, "samples": len(self._host), "processes": procs,
                 "host_busy_frac": sum(busy) / len(busy) if busy else None,
                 "host_cpus": self._psutil.cpu_count(), "host_cores": self._psutil.cpu_count(logical=False),
-                "host_mhz_mean": sum(mhz) / len(mhz) if mhz else None}
+                "host_mhz_mean": sum(mhz) / len(mhz) if mhz else None,
+                # the share of the host's CPU time its hypervisor gave to others: mean and worst interval
+                "host_steal_frac": sum(steal) / len(steal) if steal else None,
+                "host_steal_frac_peak": max(steal) if steal else None,
+                # seconds per second of the mode: the cgroup throttled by its CPU quota, some task waiting for a CPU
+                "cgroup_throttled_frac": machine.get("throttled_s"),
+                "cpu_pressure_frac": machine.get("cpu_pressure_s")}
 
 
 def processes_line(summary: Optional[Dict[str, Any]], top: int = 3) -> str:
-    """`sglang::scheduler 0.98 (core shared 40%), bench 0.41, sglang::detokenizer 0.05; host 9% of 16, 2900 MHz`
+    """`sglang::scheduler 0.98 (core shared 40%, preempted 12.5/s), bench 0.41; host 9% of 16, 2900 MHz, steal 3.1%`
     (cores in use on average over the mode; the share of busy intervals in which a process's main thread shared its
-    physical core with another busy thread, where it did)."""
+    physical core with another busy thread, and how often it was preempted, where it was; the host's steal share,
+    quota throttling and CPU pressure where not zero)."""
     if not summary or not summary.get("processes"):
         return "-"
     parts = []
     for p in summary["processes"][:top]:
         if p["cpu_cores_mean"] is None:
             continue
-        shared = p.get("main_thread_shared_frac")
-        parts.append(f"{p['name']} {p['cpu_cores_mean']:.2f}" + (f" (core shared {100 * shared:.0f}%)" if shared else ""))
+        shared, pre = p.get("main_thread_shared_frac"), p.get("main_thread_preempted_per_s")
+        notes = ([f"core shared {100 * shared:.0f}%"] if shared else []) + ([f"preempted {pre:.1f}/s"] if pre else [])
+        parts.append(f"{p['name']} {p['cpu_cores_mean']:.2f}" + (f" ({', '.join(notes)})" if notes else ""))
     host = summary.get("host_busy_frac")
     tail = f"; host {100 * host:.0f}% of {summary.get('host_cpus')}" if host is not None else ""
     if summary.get("host_mhz_mean"):
         tail += f", {summary['host_mhz_mean']:.0f} MHz"
+    for key, word in (("host_steal_frac", "steal"), ("cgroup_throttled_frac", "throttled"),
+                      ("cpu_pressure_frac", "CPU pressure")):
+        if summary.get(key):
+            tail += f", {word} {100 * summary[key]:.1f}%"
     return ", ".join(parts) + tail

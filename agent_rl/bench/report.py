@@ -108,6 +108,11 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                 busiest = "; ".join(f"{p['name']}: " + ", ".join(f"{t['name']} {t['cpu_cores_mean']:.2f}" for t in p["threads"])
                                     for p in m["process_cpu"]["processes"][:2] if p["threads"])
                 lines.append(f"- {m['mode']}: {processes_line(m['process_cpu'])}" + (f" (busiest threads: {busiest})" if busiest else ""))
+            for r, rnd in enumerate(result.get("round_results") or []):
+                if r == 0:
+                    continue   # round 0 is the lines above
+                lines += [f"- round {r + 1}, {m['mode']}: {processes_line(m.get('process_cpu'))}"
+                          for m in rnd["modes"] if m.get("process_cpu")]
         profiled = [m for m in modes if m.get("engine_profile")]
         if profiled:
             from agent_rl.bench.engine_profile import profile_markdown

@@ -44,6 +44,8 @@ class RolloutBenchSettings:
     sample_stacks: bool = False    # the event-loop thread's stack sampled during each mode (bench/stack_sampler.py)
     sample_cpu: bool = False       # CPU of our process, sglang's processes and the host in each mode (bench/proc_sampler.py)
     pin_alternate: bool = False    # sglang's scheduler pinned to a core of its own in every other round (bench/rounds.py)
+    flush_cache: bool = True       # every step and raw-engine run starts on an empty prefix cache, as a training step
+    #                                does after its weight sync (`--no-flush-cache` keeps the cache)
     rounds: int = 1                # ceiling + every mode, repeated in alternating order (bench/rounds.py)
     engine_profile: tuple = ()     # mode words run once more, unmeasured, under the engine's profiler
     #                                (bench/engine_profile.py)
@@ -88,6 +90,17 @@ class RolloutBench:
     def plans(self, groups) -> list:
         return [self.workload.plan(g, s) for g in groups for s in range(self.workload.n)]
 
+    async def fresh_cache(self) -> bool:
+        """Empty the engine's prefix cache before a step (`flush_cache`; outside every timing): in training the
+        weight sync before each step flushes it, so a step never finds the previous step's (or mode's) prefixes, and
+        a carried trajectory prefills its history again. False when the engine refused (counted per mode)."""
+        if not self.s.flush_cache:
+            return True
+        t = time.perf_counter()
+        ok = (await self.engine.flush_cache()) is not False
+        self.flush_s = getattr(self, "flush_s", 0.0) + time.perf_counter() - t
+        return ok
+
     def _bar(self, desc: str, total: int):
         from tqdm.auto import tqdm
 
@@ -100,6 +113,7 @@ class RolloutBench:
         w = self.workload
         plans = self.plans(range(w.num_prompts))
         prompts = [self.prompt_ids(p.group) for p in plans]
+        await self.fresh_cache()
         bar = self._bar("raw engine", len(prompts))
         try:
             res = await bench_engine(self.engine.inner, prompts, engine_sizes_for(plans), temperature=self.s.temperature,
@@ -127,6 +141,7 @@ class RolloutBench:
         t0 = trace.t0
         cpu0 = time.thread_time()
         steps: List[StepStat] = []
+        self.flush_failures, self.flush_s = 0, 0.0
         sampler = StackSampler().start() if self.s.sample_stacks else None
         procs = ProcSampler().start() if self.s.sample_cpu else None
         mark(f"mode {spec.name} start")
@@ -135,6 +150,7 @@ class RolloutBench:
                 prefix = f"tb-{uuid.uuid4().hex[:8]}"  # request ids unique across modes and scenarios
                 for k in range(self.s.steps):
                     groups = range(k * w.num_prompts, (k + 1) * w.num_prompts)
+                    self.flush_failures += not await self.fresh_cache()
                     steps.append(await turn_batched_step(self.engine, self.renderer, rt, self.plans(groups),
                                                          {g: self.prompt_ids(g) for g in groups}, self.s.temperature,
                                                          t0, k, progress=bar, request_prefix=prefix))
@@ -152,6 +168,10 @@ class RolloutBench:
         out["loop_cpu_s"] = cpu   # CPU of the thread running the event loop (with in-process sglang: its tokenizer manager too)
         out["loop_cpu_frac"] = cpu / out["wall_s"] if out.get("wall_s") else None
         out["tool_metrics"] = rt.metrics.snapshot()
+        out["cache_flushed"] = self.s.flush_cache
+        out["cache_flush_s"] = self.flush_s   # between steps: inside wall_s, outside every step time
+        if self.flush_failures:
+            out["cache_flush_failures"] = self.flush_failures   # steps that began on the previous step's cache
         if stacks is not None:
             out["loop_stacks"] = stacks
         if process_cpu is not None:

@@ -252,6 +252,7 @@ def _bench(engine, tok, args, rollout_cfg, workload, ceiling: bool, out: str):
                                     observation_words=args.observation_words, ceiling=ceiling, progress=not args.no_progress,
                                     sample_stacks=args.sample_stacks, sample_cpu=args.sample_cpu, rounds=args.rounds,
                                     pin_alternate=getattr(args, "pin_scheduler_core", None) == "alternate",
+                                    flush_cache=not args.no_flush_cache,
                                     engine_profile=args.engine_profile, engine_profile_passes=args.engine_profile_passes,
                                     profile_dir=os.path.abspath(os.path.join(out, "engine-profile")))
     bench = RolloutBench(engine, tok, settings, rollout_cfg)

@@ -81,6 +81,10 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
     p.add_argument("--sample-stacks", action="store_true",
                    help="sample the event-loop thread's stack every 2 ms in each mode: its time split into idle, our code, "
                         "sglang, asyncio, ... (JSON `loop_stacks`, a column of summary.md)")
+    p.add_argument("--no-flush-cache", action="store_true",
+                   help="keep the engine's prefix cache across steps, modes and rounds; by default every step and raw "
+                        "engine run starts on an empty cache, as a training step does after its weight sync (a carried "
+                        "trajectory then prefills its history again)")
     p.add_argument("--sample-cpu", action="store_true",
                    help="sample the CPU of this process, its children (sglang's scheduler, detokenizer) and the host "
                         "every 0.5 s in each mode: cores each process holds, its busiest threads, host busy share and "

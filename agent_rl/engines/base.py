@@ -95,8 +95,8 @@ class Engine(abc.ABC):
     async def update_weights(self, named_tensors: Iterable[Tuple[str, torch.Tensor]]) -> None:
         """Load new weights (HF parameter names). Callers send size-bounded buckets; call repeatedly."""
 
-    async def flush_cache(self) -> None:
-        """Drop the prefix cache (after a weight update)."""
+    async def flush_cache(self) -> Optional[bool]:
+        """Drop the prefix cache (after a weight update). False where the engine did not (requests still running)."""
 
     async def release_memory(self) -> None:
         """Free accelerator memory (KV cache, weights) while the actor trains."""

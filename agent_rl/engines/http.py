@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
-from agent_rl.engines.sglang_engine import MEMORY_TAGS, parse_generate_output, profile_request, sampling_params_dict
+from agent_rl.engines.sglang_engine import FLUSH_WAIT_S, MEMORY_TAGS, parse_generate_output, profile_request, sampling_params_dict
 
 
 log = logging.getLogger(__name__)
@@ -172,14 +172,17 @@ class HTTPEngine(Engine):
             raise HTTPEngineError(f"update_weights_from_disk({model_path}) failed: "
                                   f"{_error_text(str(out.get('message')))}")
 
-    async def flush_cache(self) -> None:
-        """The server refuses (HTTP 400) while requests are running; that is logged, not raised."""
+    async def flush_cache(self) -> bool:
+        """The server waits up to `FLUSH_WAIT_S` for running requests to end (sglang 0.5.17's `timeout`; older
+        servers ignore it) and refuses (HTTP 400) while requests still run: that is logged and returned as False."""
         try:
-            await self._post("/flush_cache")
+            await self._post(f"/flush_cache?timeout={FLUSH_WAIT_S:g}")
         except HTTPEngineError as e:
             if "HTTP 400" not in str(e):
                 raise
             log.warning("flush_cache not performed: %s", e)
+            return False
+        return True
 
     async def release_memory(self) -> None:
         await self._post("/release_memory_occupation", {"tags": list(MEMORY_TAGS)})

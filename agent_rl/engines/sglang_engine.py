@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import logging
 import os
 import uuid
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 # what release_memory frees while the actor trains (and resume_memory takes back): the KV cache and the weights,
 # not the CUDA graphs' memory pool
 MEMORY_TAGS = ["kv_cache", "weights"]
+FLUSH_WAIT_S = 10.0   # how long a cache flush waits for the scheduler to go idle (aborted requests leaving)
 
 
 def sampling_params_dict(sp: SamplingParams, eos_token_ids: Iterable[int] = ()) -> Dict[str, Any]:
@@ -364,10 +366,19 @@ class SGLangEngine(Engine):
         if not success:
             raise RuntimeError(f"sglang update_weights_from_tensor failed: {message}")
 
-    async def flush_cache(self) -> None:
-        ret = await self.tokenizer_manager.flush_cache()
-        if not getattr(ret, "success", True):
+    async def flush_cache(self) -> bool:
+        """Empty the radix cache; sglang flushes only when no request runs, so it is asked to wait up to
+        `FLUSH_WAIT_S` for requests still leaving the scheduler (just aborted ones) where it can (0.5.17's
+        `timeout_s`). False (logged) when it did not flush."""
+        tm = self.tokenizer_manager
+        if "timeout_s" in inspect.signature(tm.flush_cache).parameters:
+            ret = await tm.flush_cache(timeout_s=FLUSH_WAIT_S)
+        else:
+            ret = await tm.flush_cache()
+        ok = bool(getattr(ret, "success", True))
+        if not ok:
             log.warning("sglang flush_cache did not run (requests in flight?): %s", getattr(ret, "message", ""))
+        return ok
 
     async def release_memory(self) -> None:
         from sglang.srt.managers.io_struct import ReleaseMemoryOccupationReqInput

@@ -55,7 +55,28 @@ def test_two_busy_processes_on_one_cpu_are_seen_sharing_it():
         p = procs[name]
         assert p["main_thread_busy_intervals"] >= 3 and p["main_thread_cpus"] == 1
         assert p["main_thread_shared_frac"] > 0.5          # the other one sat on the same CPU
-    assert "(core shared" in processes_line(out)
+        assert p["main_thread_preempted_per_s"] > 1        # ... and took it away while this one could run
+    assert "(core shared" in processes_line(out) and "preempted" in processes_line(out)
+    if os.path.exists("/proc/pressure/cpu"):
+        assert out["cpu_pressure_frac"] > 0.1              # one of the two always waited for the CPU
+        assert "CPU pressure" in processes_line(out)
+    assert out["host_steal_frac"] is None or 0 <= out["host_steal_frac"] <= out["host_steal_frac_peak"] <= 1
+
+
+def test_machine_counters_read_cgroup_throttling_and_cpu_pressure(monkeypatch):
+    import agent_rl.bench.proc_sampler as ps
+
+    files = {"/sys/fs/cgroup/cpu.stat": "usage_usec 90\nnr_throttled 3\nthrottled_usec 2500000\n",
+             "/proc/pressure/cpu": "some avg10=1.00 avg60=0.50 avg300=0.10 total=1500000\nfull avg10=0 total=0\n"}
+    monkeypatch.setattr(ps, "_read", lambda path: files.get(path, ""))
+    assert ps.machine_counters() == {"throttled_s": 2.5, "cpu_pressure_s": 1.5}
+    files = {"/sys/fs/cgroup/cpu/cpu.stat": "nr_periods 10\nthrottled_time 4000000000\n"}   # cgroup v1, in ns
+    assert ps.machine_counters() == {"throttled_s": 4.0}
+    files = {}
+    assert ps.machine_counters() == {}
+    summary = {"processes": [{"name": "sglang::scheduler", "cpu_cores_mean": 1.0, "main_thread_preempted_per_s": 12.5}],
+               "host_busy_frac": 0.1, "host_cpus": 16, "host_steal_frac": 0.031, "cgroup_throttled_frac": 0.0}
+    assert processes_line(summary) == "sglang::scheduler 1.00 (preempted 12.5/s); host 10% of 16, steal 3.1%"
 
 
 def test_busy_threads_on_sibling_hyperthreads_share_a_core():
@@ -98,10 +119,13 @@ def test_bench_rollout_sample_cpu(tmp_path, tiny_model_path):
     args = ["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path,
             "--prompts", "4", "--n", "2", "--turns", "2", "--tokens-per-turn", "8", "--modes", "async",
             "--steps", "1", "--no-ceiling", "--no-progress", "--out", str(tmp_path)]
-    assert cli_main(args + ["--sample-cpu"]) == 0
-    (m,) = json.load(open(tmp_path / "rollout_bench.json"))["modes"]
+    assert cli_main(args + ["--sample-cpu", "--rounds", "2"]) == 0
+    out = json.load(open(tmp_path / "rollout_bench.json"))
+    (m,) = out["modes"]
     assert "bench" in [p["name"] for p in m["process_cpu"]["processes"]]   # the simulated engine runs in it
-    assert "CPU cores by process" in open(tmp_path / "summary.md").read()
+    assert out["round_results"][1]["modes"][0]["process_cpu"]["processes"]   # every round keeps its own
+    md = open(tmp_path / "summary.md").read()
+    assert "CPU cores by process" in md and "- round 2, async: bench " in md
 
 
 def test_bench_suite_sample_cpu_and_pinning_reach_its_summary(tmp_path, tiny_model_path):

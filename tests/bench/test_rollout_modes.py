@@ -63,3 +63,51 @@ async def test_async_overlaps_tool_latency(tokenizer, step_engine):
     assert asy["wall_s"] < tb["wall_s"] and asy["engine_idle_s"] < tb["engine_idle_s"]
     fails = sum(f for p in plans for f in p.tool_fails)
     assert asy["step_metrics"][0].get("rollout/tool_calls/bench_wait/exception", 0) == fails
+
+
+class _FlushRecorder:
+    """Wraps the step engine: counts requests in flight and records, at each flush, how many there were."""
+
+    def __init__(self, inner, refuse=False):
+        self.inner, self.refuse = inner, refuse
+        self.inflight, self.flushes = 0, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def generate(self, input_ids, sampling, request_id):
+        self.inflight += 1
+        try:
+            return await self.inner.generate(input_ids, sampling, request_id)
+        finally:
+            self.inflight -= 1
+
+    async def flush_cache(self):
+        self.flushes.append(self.inflight)
+        return not self.refuse
+
+
+async def test_every_step_starts_on_an_empty_prefix_cache_as_after_a_weight_sync(tokenizer, step_engine):
+    """In training the weight sync before a step flushes sglang's prefix cache; the bench does the same before every
+    step of every mode (carried trajectories included) and before each raw-engine run, never while a request runs."""
+    w = Workload(num_prompts=3, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("uniform:lo=1,hi=12"),
+                 tool_latency=Dist.parse("0"), seed=3)
+    rec = _FlushRecorder(step_engine)
+    bench = _bench(tokenizer, rec, w, steps=3)
+    res = await bench.run(parse_modes("turn-batched,async,carryover", "0.5"))
+    assert rec.flushes == [0] * (1 + 3 * 3)   # the raw engine + 3 steps of each of the 3 modes, all when idle
+    assert all(m["cache_flushed"] and "cache_flush_failures" not in m for m in res["modes"])
+    assert next(m for m in res["modes"] if m["mode"].startswith("async+carryover"))["carried"] > 0
+
+    from tests.bench.conftest import StepEngine
+
+    refused = _FlushRecorder(StepEngine(), refuse=True)
+    bench = _bench(tokenizer, refused, w, steps=2)
+    res = await bench.run(parse_modes("async"))
+    assert res["modes"][0]["cache_flush_failures"] == 2   # each step that began on the previous step's cache
+
+    kept = _FlushRecorder(step_engine)
+    bench = _bench(tokenizer, kept, w, steps=2)
+    bench.s.flush_cache = False
+    res = await bench.run(parse_modes("async"))
+    assert kept.flushes == [] and res["modes"][0]["cache_flushed"] is False

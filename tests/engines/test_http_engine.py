@@ -27,6 +27,7 @@ class FakeSGLang:
         self.aborted = set()
         self.abort_calls = 0
         self.calls = []
+        self.queries = []
         self.fail_generate = False
 
     async def generate(self, request):
@@ -75,6 +76,7 @@ class FakeSGLang:
     def simple(self, name, status=200):
         async def handler(request):
             self.calls.append((name, await request.read()))
+            self.queries.append((name, dict(request.query)))
             return web.Response(status=status, text="Cache flushed.\n" if status == 200 else "flush failed")
         return handler
 
@@ -169,7 +171,8 @@ async def test_weights_memory_and_errors(server):
     with pytest.raises(HTTPEngineError, match="no such path") as e:
         await eng.update_weights_from_disk("/missing")
     assert "\n" not in str(e.value) and '"success"' not in str(e.value)  # one line: the server's message, not its JSON
-    await eng.flush_cache()
+    assert await eng.flush_cache() is True
+    assert fake.queries[-1] == ("flush_cache", {"timeout": "10"})   # the server waits for aborted requests to leave
     await eng.release_memory()
     await eng.resume_memory()
     assert [c[0] for c in fake.calls[-3:]] == ["flush_cache", "release", "resume"]
@@ -184,6 +187,23 @@ async def test_weights_memory_and_errors(server):
     with pytest.raises(HTTPEngineError, match="HTTP 400"):
         await eng.generate([1], SamplingParams(max_new_tokens=1), "bad")
     await eng.shutdown()
+
+
+async def test_flush_refused_while_requests_run_is_false_not_an_error():
+    """sglang answers HTTP 400 when requests still run after the flush's wait: logged, returned as False."""
+    fake = FakeSGLang()
+    app = web.Application()
+    app.router.add_post("/flush_cache", fake.simple("flush_cache", status=400))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        eng = HTTPEngine(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")
+        assert await eng.flush_cache() is False
+        await eng.shutdown()
+    finally:
+        await runner.cleanup()
 
 
 async def test_http_needs_url():

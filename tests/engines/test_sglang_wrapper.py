@@ -203,3 +203,29 @@ async def test_input_ids_reach_sglang_as_a_list_of_plain_ints():
         assert out.prompt_tokens == 3
     assert all(s == [1, 2, 3] and type(s) is list and all(type(t) is int for t in s) for s in seen)
     assert seen[0] is not plain
+
+
+async def test_flush_waits_for_the_scheduler_to_go_idle_and_says_whether_it_flushed():
+    """sglang 0.5.17 flushes only an idle scheduler; asked with `timeout_s` it waits for aborted requests to leave.
+    An older tokenizer manager without the argument is called without it. A refusal is False, not an error."""
+    from types import SimpleNamespace
+
+    from agent_rl.engines.sglang_engine import FLUSH_WAIT_S
+
+    eng = _engine()
+    seen = []
+
+    async def flush_new(timeout_s=None):
+        seen.append(timeout_s)
+        return SimpleNamespace(success=len(seen) == 1, message="Timed out waiting for idle state.")
+
+    eng._engine.tokenizer_manager.flush_cache = flush_new
+    assert await eng.flush_cache() is True and seen == [FLUSH_WAIT_S]
+    assert await eng.flush_cache() is False
+
+    async def flush_old():
+        seen.append("old")
+        return SimpleNamespace(success=True)
+
+    eng._engine.tokenizer_manager.flush_cache = flush_old
+    assert await eng.flush_cache() is True and seen[-1] == "old"
