@@ -35,11 +35,41 @@ import time
 from collections import Counter
 from typing import Any, Dict, List, Optional, Tuple
 
-from agent_rl.engines.cpu_pinning import core_of_cpu, process_title
-
 BUSY = 0.25   # a thread using at least a quarter of a core in an interval is busy in it
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def core_of_cpu() -> Dict[int, frozenset]:
+    """CPU -> the CPUs of its physical core (its hyper-thread siblings and itself), from sysfs ({} where unknown)."""
+    out = {}
+    for path in glob.glob("/sys/devices/system/cpu/cpu[0-9]*/topology/thread_siblings_list"):
+        try:
+            cpu = int(path.split("/")[5][3:])
+            with open(path) as f:
+                out[cpu] = frozenset(parse_cpu_list(f.read()))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def parse_cpu_list(text: str) -> List[int]:
+    """'0-2,8' -> [0, 1, 2, 8] (the kernel's CPU list format)."""
+    cpus = []
+    for part in text.strip().split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            cpus += range(int(lo), int(hi or lo) + 1)
+    return cpus
+
+
+def process_title(proc) -> str:
+    """argv[0] of a process (sglang retitles its processes: `sglang::scheduler`); '' when unreadable."""
+    try:
+        cmd = proc.cmdline()
+        return cmd[0].strip() if cmd else ""
+    except Exception:
+        return ""
 
 
 def _name(proc) -> str:

@@ -91,14 +91,6 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                 cpu = owners_line(st, key="owners_cpu")
                 lines.append(f"- {m['mode']}: wall {owners_line(st)}" + (f"; CPU {cpu}" if cpu != "–" else "")
                              + f" ({st['samples']} samples); most seen: {top}")
-        pin = result.get("pin_comparison")
-        if pin:
-            from agent_rl.bench.rounds import pin_markdown
-
-            lines += ["", "## Pinned vs unpinned rounds (`--pin-scheduler-core alternate`)", "",
-                      "| mode | unpinned step s | pinned step s | change |", "|---|---|---|---|"] + pin_markdown(pin)
-            if pin.get("failed"):
-                lines.append(f"- not pinned: {pin['failed']}")
         cpu = [m for m in modes if m.get("process_cpu")]
         if cpu:
             from agent_rl.bench.proc_sampler import processes_line

@@ -17,7 +17,7 @@ from agent_rl.bench.hooks import bench_row
 from agent_rl.bench.instrument import InstrumentedEngine
 from agent_rl.bench.modes import ModeSpec
 from agent_rl.bench.results import StepStat, summarize_mode
-from agent_rl.bench.rounds import HEAVY_KEYS, merge_ceilings, merge_modes, pin_comparison, pinned_round, round_order
+from agent_rl.bench.rounds import HEAVY_KEYS, merge_ceilings, merge_modes, round_order
 from agent_rl.bench.proc_sampler import ProcSampler
 from agent_rl.bench.stack_sampler import StackSampler
 from agent_rl.bench.turn_batched import turn_batched_step
@@ -43,7 +43,6 @@ class RolloutBenchSettings:
     progress: bool = True
     sample_stacks: bool = False    # the event-loop thread's stack sampled during each mode (bench/stack_sampler.py)
     sample_cpu: bool = False       # CPU of our process, sglang's processes and the host in each mode (bench/proc_sampler.py)
-    pin_alternate: bool = False    # sglang's scheduler pinned to a core of its own in every other round (bench/rounds.py)
     flush_cache: bool = True       # every step and raw-engine run starts on an empty prefix cache, as a training step
     #                                does after its weight sync (`--no-flush-cache` keeps the cache)
     rounds: int = 1                # ceiling + every mode, repeated in alternating order (bench/rounds.py)
@@ -186,10 +185,8 @@ class RolloutBench:
             if spec.word in self.s.engine_profile:
                 prof = await self.run_mode(spec, None, profile=True)
                 profiles[spec.name] = dict(prof["engine_profile"], profiled_step_wall_s_mean=prof["step_wall_s_mean"])
-        ceilings, per_round, pins = [], [], []
+        ceilings, per_round = [], []
         for r in range(max(1, self.s.rounds)):
-            if self.s.pin_alternate:
-                pins.append(self._pin_for_round(r, pins[-1] if pins else None))
             ceiling = await self.ceiling() if self.s.ceiling else None
             ceilings.append(ceiling)
             tps = ceiling["tokens_per_s"] if ceiling else None  # each round's modes against that round's raw engine
@@ -202,8 +199,6 @@ class RolloutBench:
                     print(f"{spec.name}{f' (round {r + 1})' if self.s.rounds > 1 else ''}: {time.perf_counter() - t:.1f}s, "
                           f"{m['gen_tokens_per_s']:.1f} tok/s, step {m['step_wall_s_mean']:.2f}s", flush=True)
             per_round.append(results)
-        if pins:
-            self._pin_for_round(0, pins[-1])   # the engine is left as it was found: unpinned
         results = merge_modes(per_round)
         for m in results:
             if m["mode"] in profiles:
@@ -217,23 +212,4 @@ class RolloutBench:
         if len(per_round) > 1:
             out["round_results"] = [{"ceiling": c, "modes": [{k: v for k, v in m.items() if k not in HEAVY_KEYS} for m in ms]}
                                     for c, ms in zip(ceilings, per_round)]
-        if pins:
-            for rr, pin in zip(out.get("round_results", []), pins):
-                rr["cpu_pinned"] = bool(pin.get("pinned"))
-            out["pin_rounds"] = pins
-            out["pin_comparison"] = pin_comparison(per_round, ceilings, [bool(p.get("pinned")) for p in pins])
-            failed = [p.get("reason") for r, p in enumerate(pins) if pinned_round(r) and not p.get("pinned")]
-            if failed:
-                out["pin_comparison"]["failed"] = failed[0]   # why a round meant to be pinned was not
         return out
-
-    @staticmethod
-    def _pin_for_round(r: int, previous: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-        """Round r's pinning (`pinned_round`): sglang's scheduler on a core of its own, or the previous pin undone."""
-        from agent_rl.engines.cpu_pinning import pin_scheduler_core, unpin_scheduler_core
-
-        if previous is not None and previous.get("pinned") and not pinned_round(r):
-            unpin_scheduler_core(previous)
-        if pinned_round(r):
-            return previous if previous is not None and previous.get("pinned") else pin_scheduler_core()
-        return {"pinned": False, "reason": "unpinned round"}

@@ -25,52 +25,6 @@ ROUND_KEYS = ("step_wall_s_mean", "ratio_to_ceiling", "gen_tokens_per_s", "laten
 HEAVY_KEYS = ("completion_s", "busy_intervals", "step_bounds", "step_metrics", "loop_stacks")
 
 
-def pinned_round(r: int) -> bool:
-    """Whether round r runs with sglang's scheduler pinned (`--pin-scheduler-core alternate`): rounds 1, 2, 5, 6, ...
-    so that pinned and unpinned rounds each run the modes forward and reversed (`round_order`) alike."""
-    return r % 4 in (1, 2)
-
-
-def pin_comparison(rounds: List[List[Dict[str, Any]]], ceilings: List[Optional[Dict[str, Any]]],
-                   pinned: List[bool]) -> Dict[str, Any]:
-    """Per mode the mean step time over the unpinned and over the pinned rounds (each a mean of that round's step
-    means), and the raw engine's tokens/s likewise. Empty groups give None."""
-    def mean(values):
-        values = [v for v in values if v is not None]
-        return statistics.fmean(values) if values else None
-
-    modes = {}
-    for first in rounds[0] if rounds else []:
-        name = first["mode"]
-        by = {flag: [next(m for m in rnd if m["mode"] == name)["step_wall_s_mean"] for rnd, p in zip(rounds, pinned) if p == flag]
-              for flag in (False, True)}
-        modes[name] = {"unpinned_step_s": mean(by[False]), "pinned_step_s": mean(by[True]),
-                       "rounds": [len(by[False]), len(by[True])]}
-    raw = {flag: mean([c["tokens_per_s"] for c, p in zip(ceilings, pinned) if c and p == flag]) for flag in (False, True)}
-    return {"modes": modes, "ceiling_unpinned_tokens_per_s": raw[False], "ceiling_pinned_tokens_per_s": raw[True]}
-
-
-def pin_markdown(comparison: Optional[Dict[str, Any]], scenario: str = "") -> List[str]:
-    """Table rows `| [scenario |] mode | unpinned step s | pinned step s | change |` and the raw engine's row."""
-    if not comparison:
-        return []
-    pre = f"| {scenario} " if scenario else ""
-    rows = []
-    for name, m in comparison["modes"].items():
-        u, p = m["unpinned_step_s"], m["pinned_step_s"]
-        change = f"{100 * (p / u - 1):+.0f}%" if u and p else "–"
-        rows.append(f"{pre}| {name} | {_f(u)} | {_f(p)} | {change} |")
-    u, p = comparison["ceiling_unpinned_tokens_per_s"], comparison["ceiling_pinned_tokens_per_s"]
-    if u or p:
-        change = f"{100 * (p / u - 1):+.0f}%" if u and p else "–"
-        rows.append(f"{pre}| raw engine, tokens/s | {_f(u, '.0f')} | {_f(p, '.0f')} | {change} |")
-    return rows
-
-
-def _f(v: Optional[float], fmt: str = ".2f") -> str:
-    return "–" if v is None else format(v, fmt)
-
-
 def round_order(items: Sequence[T], r: int) -> List[T]:
     """Round r's order: as given on even rounds, reversed on odd ones."""
     return list(items) if r % 2 == 0 else list(reversed(items))

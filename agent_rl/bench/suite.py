@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 from agent_rl.bench.modes import ModeSpec, parse_modes
 from agent_rl.bench.proc_sampler import processes_line
 from agent_rl.bench.report import comparisons
-from agent_rl.bench.rounds import ceiling_rounds, pin_markdown, step_range
+from agent_rl.bench.rounds import ceiling_rounds, step_range
 from agent_rl.bench.stack_sampler import owners_line
 from agent_rl.bench.workload import Dist, Workload
 
@@ -159,13 +159,6 @@ def suite_markdown(suite: Dict[str, Any]) -> str:
              f"- git commit: {env.get('commit') or 'unknown'}{' (dirty tree)' if env.get('dirty') else ''}",
              f"- engine: {suite['engine']}, model: {suite['model']}",
              engine_bounds_line(suite.get("engine_scheduling"), suite.get("max_concurrency", 0))]
-    pin = suite.get("cpu_pinning")
-    if pin is not None and pin.get("alternate"):
-        lines.append("- CPU pinning: sglang's scheduler on a core of its own in rounds 2, 3, 6, 7, ... (pinned vs "
-                     "unpinned rounds: the table below)")
-    elif pin is not None:
-        lines.append("- CPU pinning: " + (f"sglang's scheduler on CPUs {list(pin['scheduler_cpus'].values())}, the rest on "
-                                          f"{len(pin['other_cpus'])} CPUs" if pin.get("pinned") else f"not pinned ({pin.get('reason')})"))
     lines.append("")
     for c in suite.get("ceilings") or ([suite["ceiling"]] if suite.get("ceiling") else []):
         rounds = ceiling_rounds(c)
@@ -189,12 +182,6 @@ def suite_markdown(suite: Dict[str, Any]) -> str:
                       "event-loop CPU | engine idle |" + (" event-loop thread's CPU by owner (stack samples) |" if stacks else "")
                       + (" CPU cores by process; host |" if cpu else ""),
                   "|---|---|---|---|---|---|---|" + ("---|" if stacks else "") + ("---|" if cpu else "")] + rows
-    pins = suite.get("pin_comparisons") or {}
-    if pins:
-        lines += ["", "Pinned vs unpinned rounds (`--pin-scheduler-core alternate`; mean of the rounds' mean step s):", "",
-                  "| scenario | mode | unpinned | pinned | change |", "|---|---|---|---|---|"]
-        lines += [row for name, comp in pins.items() for row in pin_markdown(comp, name)]
-        lines += [f"- {name}: not pinned ({comp['failed']})" for name, comp in pins.items() if comp.get("failed")]
     lines += ["", "| scenario | target | measured | met | detail |", "|---|---|---|---|---|"]
     for t in suite["targets"]:
         name = t["scenario"] if t["scenario"] not in suite.get("scenarios", {}) else f"[{t['scenario']}]({t['scenario']}/summary.md)"

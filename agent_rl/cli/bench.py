@@ -24,8 +24,7 @@ def _rollout_config(args, concurrency: int):
                                hf_max_batch_size=args.hf_max_batch_size, gpu_memory_utilization=args.mem_fraction,
                                engine_kwargs=_engine_kwargs(args.engine_kwarg), progress_bar=not args.no_progress,
                                max_concurrent_trajectories=concurrency, server_url=args.server_url,
-                               over_sample_max_load=_max_load(getattr(args, "over_sample_max_load", None)),
-                               pin_scheduler_core=args.pin_scheduler_core == "on")
+                               over_sample_max_load=_max_load(getattr(args, "over_sample_max_load", None)))
 
 
 def _build_engine(args, rollout_cfg, model_path):
@@ -121,9 +120,6 @@ def run(args) -> int:
         return _actor(args)
     try:
         plan = _plan(args)
-        if args.pin_scheduler_core == "alternate" and getattr(args, "rounds", 1) < 2:
-            raise ValueError("--pin-scheduler-core alternate: needs `bench rollout` or `bench suite` with --rounds 2 "
-                             "or more (pinned and unpinned rounds)")
         if args.engine == "sim":
             _sim_cost(args.sim_cost)
             if args.sim_max_running is not None and args.sim_max_running < 1:
@@ -150,12 +146,6 @@ def run(args) -> int:
         return 1
     if hasattr(engine, "scheduling_info"):
         header["engine_scheduling"] = engine.scheduling_info()
-    if getattr(engine, "cpu_pinning", None) is not None:
-        header["cpu_pinning"] = engine.cpu_pinning
-    elif args.pin_scheduler_core == "alternate":
-        header["cpu_pinning"] = {"pinned": False, "alternate": True}
-    elif args.pin_scheduler_core:
-        header["cpu_pinning"] = {"pinned": False, "reason": f"--engine {args.engine} starts no sglang scheduler"}
     try:
         if args.bench_cmd == "engine":
             job = _engine_bench(engine, args, model_path, header)
@@ -251,7 +241,6 @@ def _bench(engine, tok, args, rollout_cfg, workload, ceiling: bool, out: str):
     settings = RolloutBenchSettings(workload=workload, steps=args.steps, temperature=args.temperature,
                                     observation_words=args.observation_words, ceiling=ceiling, progress=not args.no_progress,
                                     sample_stacks=args.sample_stacks, sample_cpu=args.sample_cpu, rounds=args.rounds,
-                                    pin_alternate=getattr(args, "pin_scheduler_core", None) == "alternate",
                                     flush_cache=not args.no_flush_cache,
                                     engine_profile=args.engine_profile, engine_profile_passes=args.engine_profile_passes,
                                     profile_dir=os.path.abspath(os.path.join(out, "engine-profile")))
@@ -309,8 +298,6 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
                                                                     "engine_idle_frac", "latency_p50_s", "loop_stacks",
                                                                     "step_wall_s_range", "rounds", "process_cpu")}
                                             for m in result["modes"]]
-        if result.get("pin_comparison"):
-            suite.setdefault("pin_comparisons", {})[sc.name] = result["pin_comparison"]
     if hasattr(os, "getloadavg"):
         suite["environment"]["load_avg_1m_at_end"] = os.getloadavg()[0]
     os.makedirs(args.out, exist_ok=True)

@@ -30,11 +30,6 @@ def _common(p) -> None:
                         "admits, per pass and per admitted row (default: %(default)s = free prefill, SmolLM2-135M on "
                         "an H200; the 1.4B shape's multi-turn steps, sglang's profile: 2.2,10,10,0.6; "
                         "docs/benchmarks.md)")
-    p.add_argument("--pin-scheduler-core", nargs="?", const="on", choices=("on", "alternate"), default=None,
-                   help="sglang engines: a physical CPU core of its own for sglang's scheduler process, the rest on "
-                        "the other CPUs (rollout.pin_scheduler_core; what was pinned: JSON `cpu_pinning`); "
-                        "`alternate` (rollout and suite, --rounds >= 2): pinned in rounds 2, 3, 6, 7, ... only, each "
-                        "mode's pinned and unpinned rounds side by side (JSON `pin_comparison`, a summary table)")
     p.add_argument("--sim-max-running", type=int, default=None, metavar="ROWS",
                    help="--engine sim: most rows decoded together, the rest queue by priority (sglang's "
                         "max_running_requests; default: no cap)")

@@ -116,9 +116,6 @@ class RolloutConfig:
     weight_sync_bucket_mb: int = F(512, "size bound of one update_weights_from_tensor call")
     server_url: Optional[str] = F(None, "base URL of an external SGLang server (engine=http)")
     hf_max_batch_size: int = F(64, "hf engine: most sequences decoded together")
-    pin_scheduler_core: bool = F(False, "sglang engines: a physical CPU core of its own for sglang's scheduler process, "
-                                 "this process and the engine's other processes on the remaining CPUs "
-                                 "(engines/cpu_pinning.py)")
     engine_kwargs: Dict[str, Any] = F(None, "passed through to sglang.Engine / the sglang-server's ServerArgs (attention_backend, cuda graph, ...)", factory=lambda: {
         "attention_backend": "triton", "sampling_backend": "pytorch", "grammar_backend": "none",
     })

@@ -68,10 +68,6 @@ def build_engine(rollout_cfg: Any, model_path: str, device: Optional[str] = None
             from agent_rl.engines.sglang_server import SGLangServerEngine
 
             engine = SGLangServerEngine(model_path, log_dir=log_dir, **settings)
-        if getattr(rollout_cfg, "pin_scheduler_core", False):
-            from agent_rl.engines.cpu_pinning import pin_scheduler_core
-
-            engine.cpu_pinning = pin_scheduler_core()
         return engine
     from agent_rl.engines.http import HTTPEngine
 

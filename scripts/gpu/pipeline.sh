@@ -81,9 +81,7 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # (overlap scheduling off: the arith crash suspect), or
   # server (issue 14: the defaults, with sglang in a server process of its own, `--engine sglang-server`, so our loop
   # and tools no longer share a thread with its tokenizer manager; compare with base), or delayN (the default
-  # delayer waiting up to N decode passes instead of 10: fewer prefill passes, 2026-12-02 sixth session), or pin
-  # (sglang's scheduler on a physical core of its own, `--pin-scheduler-core`), or pinab (pinned in every other pair of
-  # rounds of one suite, the rounds side by side in its summary: one engine start, no machine-to-machine noise).
+  # delayer waiting up to N decode passes instead of 10: fewer prefill passes, 2026-12-02 sixth session).
   # An optional third field gives that suite its own rounds / steps: q15-64x4:base:r2s3 = --rounds 2 --steps 3; a p in
   # it profiles the modes of PROFILE_MODES (default async,turn-batched) in an extra unmeasured run (`--engine-profile`).
   local v shape set model pn p n extra engine more
@@ -100,8 +98,6 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
       delay[0-9]*) extra="--engine-kwarg prefill_delayer_max_delay_passes=${set#delay}" ;;   # the default delayer, N passes
       mixed) extra="--engine-kwarg enable_mixed_chunk=true" ;;
       prefillgraph) extra="--engine-kwarg disable_prefill_cuda_graph=false" ;;   # sglang's breakable prefill graphs
-      pin) extra="--pin-scheduler-core" ;;   # a physical core of its own for sglang's scheduler (engines/cpu_pinning.py)
-      pinab) extra="--pin-scheduler-core alternate" ;;   # pinned in rounds 2, 3, 6, 7, ...: give it r2 or r4
       nooverlap) extra="--engine-kwarg disable_overlap_schedule=true" ;;
       *) stage "unknown setting $set"; continue ;;
     esac

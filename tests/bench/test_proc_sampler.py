@@ -6,8 +6,7 @@ import time
 import os
 import threading
 
-from agent_rl.bench.proc_sampler import ProcSampler, processes_line, thread_stats
-from agent_rl.engines.cpu_pinning import parse_cpu_list
+from agent_rl.bench.proc_sampler import ProcSampler, parse_cpu_list, processes_line, thread_stats
 from agent_rl.cli.main import main as cli_main
 
 BURN = "import time\nt = time.time()\nwhile time.time() - t < 30: pass\n"
@@ -128,14 +127,13 @@ def test_bench_rollout_sample_cpu(tmp_path, tiny_model_path):
     assert "CPU cores by process" in md and "- round 2, async: bench " in md
 
 
-def test_bench_suite_sample_cpu_and_pinning_reach_its_summary(tmp_path, tiny_model_path):
+def test_bench_suite_sample_cpu_reaches_its_summary(tmp_path, tiny_model_path):
     args = ["bench", "suite", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path, "--prompts", "2",
             "--n", "2", "--turns", "2", "--tokens-per-turn", "8", "--heavy-tail-prompts", "2", "--steps", "1",
             "--ceiling-prompts", "4,8", "--ceiling-new-tokens", "8", "--no-progress", "--out", str(tmp_path),
-            "--sample-cpu", "--pin-scheduler-core"]
+            "--sample-cpu"]
     assert cli_main(args) == 0
     suite = json.load(open(tmp_path / "suite.json"))
     assert all(m["process_cpu"]["processes"] for sc in suite["scenario_modes"].values() for m in sc)
-    assert suite["cpu_pinning"] == {"pinned": False, "reason": "--engine sim starts no sglang scheduler"}
     md = open(tmp_path / "summary.md").read()
-    assert "CPU cores by process; host |" in md and "- CPU pinning: not pinned (--engine sim" in md
+    assert "CPU cores by process; host |" in md

@@ -69,14 +69,3 @@ def test_suite_markdown_shows_the_cpu_by_process_column_when_sampled():
     header = next(line for line in md.splitlines() if line.startswith("| scenario | mode |"))
     sep = md.splitlines()[md.splitlines().index(header) + 1]
     assert header.count("|") == sep.count("|")               # one separator cell per column
-
-
-def test_suite_markdown_says_how_the_scheduler_was_pinned():
-    env = {"device": "cpu", "python": "3", "torch": "t", "transformers": "tf", "sglang": None}
-    suite = {"command": "x", "engine": "sglang", "model": "m", "ceiling": None, "targets": [], "environment": env}
-    assert "CPU pinning" not in suite_markdown(suite)
-    pinned = suite_markdown(dict(suite, cpu_pinning={"pinned": True, "scheduler_cpus": {"7": [7, 15]},
-                                                     "other_cpus": list(range(7)) + list(range(8, 15))}))
-    assert "- CPU pinning: sglang's scheduler on CPUs [[7, 15]], the rest on 14 CPUs" in pinned
-    refused = suite_markdown(dict(suite, cpu_pinning={"pinned": False, "reason": "PermissionError: no"}))
-    assert "- CPU pinning: not pinned (PermissionError: no)" in refused

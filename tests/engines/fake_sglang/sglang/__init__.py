@@ -1,11 +1,8 @@
 """A stand-in for sglang in CPU tests (tests/engines/test_sglang_server.py; the tests copy this folder to a tmp dir
 and put it on the path). It records how it was started under $FAKE_SGLANG_DIR: `Engine` (in process) writes
-engine_kwargs.json, `launch_server.run_server` (a server process) writes server.json. With $FAKE_SGLANG_SCHEDULER
-set, `Engine` starts a child titled `sglang::scheduler` as sglang does (idle; ended by `shutdown`)."""
+engine_kwargs.json, `launch_server.run_server` (a server process) writes server.json."""
 import json
 import os
-import subprocess
-import sys
 
 __version__ = "0.0.0+fake"
 
@@ -27,12 +24,6 @@ class Engine:
         kwargs.setdefault("log_level", "error")
         self.server_args = ServerArgs(**kwargs)
         self.tokenizer_manager = None
-        self.scheduler = None
-        if os.environ.get("FAKE_SGLANG_SCHEDULER"):
-            self.scheduler = subprocess.Popen(["sglang::scheduler_TP0", "-c", "import time; time.sleep(120)"],
-                                              executable=sys.executable)
 
     def shutdown(self):
-        if self.scheduler is not None:
-            self.scheduler.kill()
-            self.scheduler.wait()
+        pass
