@@ -34,32 +34,54 @@ def _stat(traj, step: int, kept: bool, epoch0: float, plan_tokens: int, now_s: f
     return TrajStat(group, sample, step, traj.status, kept, traj.num_generated, plan_tokens, start, end)
 
 
-async def run_async_steps(bench, spec: ModeSpec, runtime, t0: float, bar=None) -> List[StepStat]:
-    """Run `bench.s.steps` scheduler steps of `spec`; times are seconds from `t0` (perf_counter)."""
-    w = bench.workload
-    epoch0 = time.time() - (time.perf_counter() - t0)
-    hooks = WorkloadHooks(w, bench.s.temperature)
-    cfg = bench_rollout_config(bench.rollout_cfg, spec, w, bench.s.temperature, bench.s.max_tool_response_tokens,
-                               bench.s.progress)
-    sched = RolloutScheduler(bench.engine, bench.renderer, runtime, cfg, reward_fn=None, hooks=hooks.loop_hooks(),
-                             id_prefix=f"{uuid.uuid4().hex[:8]}-")   # request ids unique across modes and scenarios
-    next_group = 0
-    steps: List[StepStat] = []
-    for k in range(bench.s.steps):
-        need = sched.rows_needed(w.num_prompts)
-        rows = [bench_row(g) for g in range(next_group, next_group + need)]
-        next_group += need
-        bench.flush_failures += not await bench.fresh_cache()
-        start = time.perf_counter() - t0
-        result = await sched.run_step(rows, step=k, batch_size=w.num_prompts)
-        end = time.perf_counter() - t0
-        stats = []
-        for trajs, kept in ((result.trajectories, True), (result.dropped, False), (result.carried, False)):
-            for t in trajs:
-                plan = hooks.plan(*traj_key(t))
-                stats.append(_stat(t, k, kept, epoch0, plan.total_gen_tokens, end))
-        steps.append(StepStat(k, start, end, stats, dict(result.metrics)))
-        if bar is not None:
-            bar.update(len(result.trajectories))
-    await sched.close()
-    return steps
+class AsyncSteps:
+    """One async mode's `RolloutScheduler` across its steps (carry-over keeps the cut groups in it between steps).
+
+    `warm_up()` runs a step outside every figure: a carry-over mode's first step has nothing carried and launches
+    1 + rate times the groups from scratch, which a training run pays once, not every step; the measured steps then
+    start with the groups a previous step carried, as every later training step does."""
+
+    def __init__(self, bench, spec: ModeSpec, runtime):
+        self.bench, self.w = bench, bench.workload
+        self.hooks = WorkloadHooks(self.w, bench.s.temperature)
+        cfg = bench_rollout_config(bench.rollout_cfg, spec, self.w, bench.s.temperature,
+                                   bench.s.max_tool_response_tokens, bench.s.progress)
+        self.sched = RolloutScheduler(bench.engine, bench.renderer, runtime, cfg, reward_fn=None,
+                                      hooks=self.hooks.loop_hooks(),
+                                      id_prefix=f"{uuid.uuid4().hex[:8]}-")   # request ids unique across modes
+        self.next_group = 0
+        self.steps_run = 0   # the scheduler's step number (policy version): warm-up steps count
+
+    async def _step(self):
+        need = self.sched.rows_needed(self.w.num_prompts)
+        rows = [bench_row(g) for g in range(self.next_group, self.next_group + need)]
+        self.next_group += need
+        self.bench.flush_failures += not await self.bench.fresh_cache()
+        self.steps_run += 1
+        return await self.sched.run_step(rows, step=self.steps_run - 1, batch_size=self.w.num_prompts)
+
+    async def warm_up(self) -> float:
+        """One unmeasured step; its wall seconds."""
+        t = time.perf_counter()
+        await self._step()
+        return time.perf_counter() - t
+
+    async def run(self, t0: float, bar=None) -> List[StepStat]:
+        """`bench.s.steps` measured steps; times are seconds from `t0` (perf_counter)."""
+        epoch0 = time.time() - (time.perf_counter() - t0)
+        steps: List[StepStat] = []
+        for k in range(self.bench.s.steps):
+            start = time.perf_counter() - t0
+            result = await self._step()
+            end = time.perf_counter() - t0
+            stats = []
+            for trajs, kept in ((result.trajectories, True), (result.dropped, False), (result.carried, False)):
+                for t in trajs:
+                    stats.append(_stat(t, k, kept, epoch0, self.hooks.plan(*traj_key(t)).total_gen_tokens, end))
+            steps.append(StepStat(k, start, end, stats, dict(result.metrics)))
+            if bar is not None:
+                bar.update(len(result.trajectories))
+        return steps
+
+    async def close(self) -> None:
+        await self.sched.close()

@@ -55,7 +55,7 @@ class InstrumentedEngine(Engine):
 
     def reset(self) -> EngineTrace:
         self.trace = EngineTrace()
-        self._busy_since = self.trace.t0 if self._inflight else None
+        self._busy_since = 0.0 if self._inflight else None   # seconds from the new trace's t0
         return self.trace
 
     def _now(self) -> float:

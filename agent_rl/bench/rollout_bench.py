@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from agent_rl.bench.async_modes import run_async_steps
+from agent_rl.bench.async_modes import AsyncSteps
 from agent_rl.bench.bench_tool import TOOL_NAME, TOOL_SCHEMA, BenchTool
 from agent_rl.bench.engine_bench import bench_engine, engine_sizes_for
 from agent_rl.bench.engine_profile import profiled
@@ -43,6 +43,7 @@ class RolloutBenchSettings:
     progress: bool = True
     sample_stacks: bool = False    # the event-loop thread's stack sampled during each mode (bench/stack_sampler.py)
     sample_cpu: bool = False       # CPU of our process, sglang's processes and the host in each mode (bench/proc_sampler.py)
+    carry_warmup_steps: int = 1    # unmeasured steps a carry-over mode runs first (bench/async_modes.AsyncSteps)
     flush_cache: bool = True       # every step and raw-engine run starts on an empty prefix cache, as a training step
     #                                does after its weight sync (`--no-flush-cache` keeps the cache)
     rounds: int = 1                # ceiling + every mode, repeated in alternating order (bench/rounds.py)
@@ -135,12 +136,21 @@ class RolloutBench:
     async def _run_mode(self, spec: ModeSpec, ceiling_tps: Optional[float]) -> Dict[str, Any]:
         w = self.workload
         rt = self.runtime()
+        self.flush_failures, self.flush_s = 0, 0.0
+        runner = AsyncSteps(self, spec, rt) if spec.kind != "turn-batched" else None
+        try:
+            warmup = [await runner.warm_up() for _ in range(self.s.carry_warmup_steps if spec.partial_rollout else 0)]
+        except BaseException:
+            await runner.close()
+            await rt.close()
+            raise
+        rt.metrics.snapshot(reset=True)            # the figures below are the measured steps' alone
+        self.flush_failures, self.flush_s = 0, 0.0
         bar = self._bar(spec.name, w.num_prompts * w.n * self.s.steps)
         trace = self.engine.reset()
         t0 = trace.t0
         cpu0 = time.thread_time()
         steps: List[StepStat] = []
-        self.flush_failures, self.flush_s = 0, 0.0
         sampler = StackSampler().start() if self.s.sample_stacks else None
         procs = ProcSampler().start() if self.s.sample_cpu else None
         mark(f"mode {spec.name} start")
@@ -154,12 +164,14 @@ class RolloutBench:
                                                          {g: self.prompt_ids(g) for g in groups}, self.s.temperature,
                                                          t0, k, progress=bar, request_prefix=prefix))
             else:
-                steps = await run_async_steps(self, spec, rt, t0, bar)
+                steps = await runner.run(t0, bar)
         finally:
             stacks = sampler.stop() if sampler is not None else None
             process_cpu = procs.stop() if procs is not None else None
             bar.close()
             self.engine.close_trace()
+            if runner is not None:
+                await runner.close()
             await rt.close()
             mark(f"mode {spec.name} end")
         cpu = time.thread_time() - cpu0
@@ -169,6 +181,8 @@ class RolloutBench:
         out["tool_metrics"] = rt.metrics.snapshot()
         out["cache_flushed"] = self.s.flush_cache
         out["cache_flush_s"] = self.flush_s   # between steps: inside wall_s, outside every step time
+        if warmup:
+            out["warmup_step_wall_s"] = warmup   # carry-over's first steps, outside every figure
         if self.flush_failures:
             out["cache_flush_failures"] = self.flush_failures   # steps that began on the previous step's cache
         if stacks is not None:

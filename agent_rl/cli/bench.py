@@ -120,6 +120,8 @@ def run(args) -> int:
         return _actor(args)
     try:
         plan = _plan(args)
+        if getattr(args, "carry_warmup_steps", 0) < 0:
+            raise ValueError(f"--carry-warmup-steps {args.carry_warmup_steps}: must be >= 0")
         if args.engine == "sim":
             _sim_cost(args.sim_cost)
             if args.sim_max_running is not None and args.sim_max_running < 1:
@@ -241,7 +243,7 @@ def _bench(engine, tok, args, rollout_cfg, workload, ceiling: bool, out: str):
     settings = RolloutBenchSettings(workload=workload, steps=args.steps, temperature=args.temperature,
                                     observation_words=args.observation_words, ceiling=ceiling, progress=not args.no_progress,
                                     sample_stacks=args.sample_stacks, sample_cpu=args.sample_cpu, rounds=args.rounds,
-                                    flush_cache=not args.no_flush_cache,
+                                    flush_cache=not args.no_flush_cache, carry_warmup_steps=args.carry_warmup_steps,
                                     engine_profile=args.engine_profile, engine_profile_passes=args.engine_profile_passes,
                                     profile_dir=os.path.abspath(os.path.join(out, "engine-profile")))
     bench = RolloutBench(engine, tok, settings, rollout_cfg)

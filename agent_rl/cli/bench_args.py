@@ -60,7 +60,11 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
                    help="rollout.over_sample_max_load: extras start while fewer than this fraction of the kept groups' "
                         "trajectories are still running (`none`: all at once)")
     p.add_argument("--over-sample", default="0.25,0.5", help="over-sampling rates of the oversample mode (carryover uses the first)")
-    p.add_argument("--steps", type=int, default=2, help="rollout steps per mode (carry-over needs >= 2 to show)")
+    p.add_argument("--steps", type=int, default=2, help="measured rollout steps per mode")
+    p.add_argument("--carry-warmup-steps", type=int, default=1, metavar="K",
+                   help="unmeasured steps a carry-over mode runs before its --steps (default: %(default)s): its first "
+                        "step has nothing carried and launches every group from scratch, which a training run pays "
+                        "once; 0 measures that cold step too (JSON `warmup_step_wall_s`)")
     p.add_argument("--observation-words", type=int, default=8, help="words in each tool observation")
     p.add_argument("--rounds", type=int, default=1,
                    help="repeat the raw engine run and every mode this many times, alternating the mode order; headline "

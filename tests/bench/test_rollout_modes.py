@@ -52,6 +52,24 @@ async def test_all_modes_same_workload_heavy_tail(tokenizer, step_engine, tmp_pa
     assert "async+carryover 0.5" in open(paths["summary"]).read()
 
 
+async def test_carry_over_is_measured_warm_after_an_unmeasured_first_step(tokenizer, step_engine):
+    """A training run pays carry-over's cold first step (nothing carried, every group launched from scratch) once;
+    the bench runs it outside the figures, so the first measured step already resumes carried groups."""
+    w = Workload(num_prompts=4, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("pareto:alpha=1.1,scale=4,max=150"),
+                 tool_latency=Dist.parse("0"), seed=1)
+    warm = await _bench(tokenizer, step_engine, w, steps=2).run(parse_modes("carryover", "0.5"))
+    m = warm["modes"][0]
+    assert len(m["warmup_step_wall_s"]) == 1 and m["warmup_step_wall_s"][0] > 0
+    assert len(m["step_wall_s"]) == 2 and m["trajectories_kept"] == 16
+    assert m["step_metrics"][0]["rollout/resumed_groups"] > 0       # the warm-up's cut groups, carried on
+    assert m["engine_busy_s"] <= m["wall_s"]                         # the trace starts after the warm-up
+
+    s = RolloutBenchSettings(workload=w, steps=2, progress=False, carry_warmup_steps=0)
+    b = RolloutBench(InstrumentedEngine(step_engine), tokenizer, s, RolloutConfig(engine="hf"))
+    cold = (await b.run(parse_modes("carryover", "0.5")))["modes"][0]
+    assert "warmup_step_wall_s" not in cold and cold["step_metrics"][0].get("rollout/resumed_groups", 0) == 0
+
+
 async def test_async_overlaps_tool_latency(tokenizer, step_engine):
     w = Workload(num_prompts=4, n=2, turns=Dist.parse("3"), tokens_per_turn=Dist.parse("2"),
                  tool_latency=Dist.parse("lognormal:mean=0.3,sigma=1,max=2"), tool_failure_rate=0.25, seed=17)
@@ -95,7 +113,8 @@ async def test_every_step_starts_on_an_empty_prefix_cache_as_after_a_weight_sync
     rec = _FlushRecorder(step_engine)
     bench = _bench(tokenizer, rec, w, steps=3)
     res = await bench.run(parse_modes("turn-batched,async,carryover", "0.5"))
-    assert rec.flushes == [0] * (1 + 3 * 3)   # the raw engine + 3 steps of each of the 3 modes, all when idle
+    # the raw engine + 3 steps of each of the 3 modes + carry-over's warm-up step, all when idle
+    assert rec.flushes == [0] * (1 + 3 * 3 + 1)
     assert all(m["cache_flushed"] and "cache_flush_failures" not in m for m in res["modes"])
     assert next(m for m in res["modes"] if m["mode"].startswith("async+carryover"))["carried"] > 0
 
