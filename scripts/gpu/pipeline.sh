@@ -84,7 +84,7 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # delayer waiting up to N decode passes instead of 10: fewer prefill passes, 2026-12-02 sixth session).
   # An optional third field gives that suite its own rounds / steps: q15-64x4:base:r2s3 = --rounds 2 --steps 3; a p in
   # it profiles the modes of PROFILE_MODES (default async,turn-batched) in an extra unmeasured run (`--engine-profile`).
-  local v shape set model pn p n extra engine more
+  local v shape set model pn p n extra engine more steps rounds
   for v in ${VARIANTS:-q15-64x4:delay q15-64x4:base q15-128x8:delay q15-128x8:base}; do
     shape=${v%%:*}; set=${v#*:}; more=""
     case "$set" in *:*) more=${set#*:}; set=${set%%:*} ;; esac
@@ -101,10 +101,10 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
       nooverlap) extra="--engine-kwarg disable_overlap_schedule=true" ;;
       *) stage "unknown setting $set"; continue ;;
     esac
-    [[ $more =~ r([0-9]+) ]] && extra="$extra --rounds ${BASH_REMATCH[1]}"
-    [[ $more =~ s([0-9]+) ]] && extra="$extra --steps ${BASH_REMATCH[1]}"
+    rounds=1; [[ $more =~ r([0-9]+) ]] && rounds=${BASH_REMATCH[1]} && extra="$extra --rounds $rounds"
+    steps=2; [[ $more =~ s([0-9]+) ]] && steps=${BASH_REMATCH[1]} && extra="$extra --steps $steps"
     [[ $more =~ p ]] && extra="$extra --engine-profile ${PROFILE_MODES:-async,turn-batched}"   # p: sglang's profiler
-    SUITE_ENGINE=$engine BENCH_ARGS="$extra ${BENCH_ARGS:-}" SUITE_TIMEOUT=${SUITE_TIMEOUT:-560} suite "$shape-$set${more:+-$more}" "$model" "$p" "$n"
+    SUITE_ENGINE=$engine BENCH_ARGS="$extra ${BENCH_ARGS:-}" SUITE_TIMEOUT=${SUITE_TIMEOUT:-$((270 * steps * rounds + 120))} suite "$shape-$set${more:+-$more}" "$model" "$p" "$n"
   done
 }
 
