@@ -70,6 +70,11 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                 f"{_fmt(m['latency_p99_s'])} | {m['engine_idle_s']:.2f} ({100 * m['engine_idle_frac']:.0f}%) | "
                 f"{m['aborted']} | {m['carried']} | {_fmt(b['mean_planned_tokens_kept'], '.1f')} / "
                 f"{_fmt(b['mean_planned_tokens_all'], '.1f')} |")
+        if any(len(m.get("step_wall_s") or []) > 1 or m.get("warmup_step_wall_s") for m in modes):
+            lines.append("\n- each step's seconds (a mean of few steps hides a slow one): " + "; ".join(
+                f"{m['mode']} " + ", ".join(f"{x:.2f}" for x in m.get("step_wall_s") or [])
+                + (f" (after an unmeasured warm-up step of {', '.join(f'{x:.2f}' for x in m['warmup_step_wall_s'])})"
+                   if m.get("warmup_step_wall_s") else "") for m in modes))
         if any(step_range(m) for m in modes):
             lines.append(f"\n- {len(modes[0]['rounds'])} rounds (`--rounds`): step s is the mean over every round's steps, "
                          "(lo-hi) the lowest and highest round's mean; vs ceiling and latency: the median round")

@@ -4,7 +4,7 @@ import os
 
 from agent_rl.bench.instrument import InstrumentedEngine
 from agent_rl.bench.modes import parse_modes
-from agent_rl.bench.report import write_outputs
+from agent_rl.bench.report import summary_markdown, write_outputs
 from agent_rl.bench.rollout_bench import RolloutBench, RolloutBenchSettings
 from agent_rl.bench.workload import Dist, Workload
 from agent_rl.config.schema import RolloutConfig
@@ -63,6 +63,11 @@ async def test_carry_over_is_measured_warm_after_an_unmeasured_first_step(tokeni
     assert len(m["step_wall_s"]) == 2 and m["trajectories_kept"] == 16
     assert m["step_metrics"][0]["rollout/resumed_groups"] > 0       # the warm-up's cut groups, carried on
     assert m["engine_busy_s"] <= m["wall_s"]                         # the trace starts after the warm-up
+    md = summary_markdown({"kind": "rollout", "command": "t", "engine": "step", "model": "none", "workload": w.to_json(),
+                           "environment": {"device": "cpu", "python": "3", "torch": "x", "transformers": "y",
+                                           "sglang": None}, **warm})
+    steps = ", ".join(f"{x:.2f}" for x in m["step_wall_s"])
+    assert f"async+carryover 0.5 {steps} (after an unmeasured warm-up step of {m['warmup_step_wall_s'][0]:.2f})" in md
 
     s = RolloutBenchSettings(workload=w, steps=2, progress=False, carry_warmup_steps=0)
     b = RolloutBench(InstrumentedEngine(step_engine), tokenizer, s, RolloutConfig(engine="hf"))
