@@ -212,23 +212,36 @@ def profile_markdown(mode: str, prof: Dict[str, Any]) -> str:
 
 
 async def profiled(engine, folder: str, passes: int, run):
-    """Run `await run()` with the engine's profiler on for (at most) `passes` forward passes; returns (run's result,
-    the profile: {"passes", "dir", "traces": [summaries]} or {"error": ...})."""
+    """Run `await run(start)` with the engine's profiler on for (at most) `passes` forward passes from the moment
+    `run` awaits `start()` (a carry-over mode starts it after its warm-up step); returns (run's result, the profile:
+    {"passes", "dir", "traces": [summaries]} or {"error": ...})."""
     os.makedirs(folder, exist_ok=True)
     before = existing_traces(folder)
     prof: Dict[str, Any] = {"passes": int(passes), "dir": folder}
-    try:
-        await engine.start_profile(folder, int(passes))
-    except Exception as e:   # the benchmark itself goes on: the profile is extra
-        prof["error"] = f"start_profile failed: {e}"
-        return await run(), prof
-    try:
-        result = await run()
-    finally:
+    started = []
+
+    async def start() -> None:
+        if started:
+            return
+        started.append(True)
         try:
-            await engine.stop_profile()
-        except Exception as e:
-            prof["stop_error"] = str(e)
+            await engine.start_profile(folder, int(passes))
+        except Exception as e:   # the benchmark itself goes on: the profile is extra
+            prof["error"] = f"start_profile failed: {e}"
+
+    try:
+        result = await run(start)
+    finally:
+        if started and "error" not in prof:
+            try:
+                await engine.stop_profile()
+            except Exception as e:
+                prof["stop_error"] = str(e)
+    if "error" in prof:
+        return result, prof
+    if not started:
+        prof["error"] = "the run never started the profiler"
+        return result, prof
     paths = await wait_for_traces(folder, before)
     traces, errors = [], []
     for p in paths:

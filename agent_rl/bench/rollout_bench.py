@@ -129,11 +129,13 @@ class RolloutBench:
             return await self._run_mode(spec, ceiling_tps)
         folder = os.path.join(self.s.profile_dir, spec.name.replace(" ", "_"))
         out, prof = await profiled(self.engine.inner, folder, self.s.engine_profile_passes,
-                                   lambda: self._run_mode(spec, ceiling_tps))
+                                   lambda start: self._run_mode(spec, ceiling_tps, start_profile=start))
         out["engine_profile"] = prof
         return out
 
-    async def _run_mode(self, spec: ModeSpec, ceiling_tps: Optional[float]) -> Dict[str, Any]:
+    async def _run_mode(self, spec: ModeSpec, ceiling_tps: Optional[float], start_profile=None) -> Dict[str, Any]:
+        """One mode's measured steps (after carry-over's warm-up steps; `start_profile`, when given, is awaited
+        between the two, so a profile covers measured-like steps only)."""
         w = self.workload
         rt = self.runtime()
         self.flush_failures, self.flush_s = 0, 0.0
@@ -141,9 +143,12 @@ class RolloutBench:
         try:
             warmup = [await runner.warm_up() for _ in range(self.s.carry_warmup_steps if spec.partial_rollout else 0)]
         except BaseException:
-            await runner.close()
+            if runner is not None:
+                await runner.close()
             await rt.close()
             raise
+        if start_profile is not None:
+            await start_profile()
         rt.metrics.snapshot(reset=True)            # the figures below are the measured steps' alone
         self.flush_failures, self.flush_s = 0, 0.0
         bar = self._bar(spec.name, w.num_prompts * w.n * self.s.steps)

@@ -96,14 +96,16 @@ class ProfilingEngine(SimEngine):
         super().__init__(fixed_s=0.001, per_row_s=0.0)
         self.calls = []
         self.profiling = False
+        self.requests = 0
 
     async def generate(self, input_ids, sampling, request_id):
+        self.requests += 1
         if self.profiling:               # like sglang's torch profiler: every pass much slower while it records
             await asyncio.sleep(0.2)
         return await super().generate(input_ids, sampling, request_id)
 
     async def start_profile(self, output_dir, passes):
-        self.calls.append(("start", passes))
+        self.calls.append(("start", passes, self.requests))
         self.dir = output_dir
         self.profiling = True
 
@@ -121,7 +123,7 @@ async def test_the_named_mode_runs_once_more_under_the_profiler_outside_the_figu
                              engine_profile_passes=40, profile_dir=str(tmp_path / "engine-profile"))
     res = await RolloutBench(InstrumentedEngine(eng), tokenizer, s, RolloutConfig(engine="hf")).run(
         parse_modes("turn-batched,async"))
-    assert eng.calls == [("start", 40), ("stop",)]                    # one mode, one extra run
+    assert eng.calls == [("start", 40, 0), ("stop",)]                 # one mode, one extra run
     tb, asy = res["modes"]
     assert "engine_profile" not in tb
     prof = asy["engine_profile"]
@@ -135,12 +137,26 @@ async def test_the_named_mode_runs_once_more_under_the_profiler_outside_the_figu
     assert "## Engine profile" in md and "- async: 40 forward passes traced" in md and "GPU busy 75%" in md
 
 
+async def test_a_profiled_carry_over_mode_starts_the_profiler_after_its_warm_up_step(tokenizer, tmp_path):
+    w = Workload(num_prompts=2, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("uniform:lo=1,hi=40"),
+                 tool_latency=Dist.parse("0"), seed=0)
+    eng = ProfilingEngine()
+    s = RolloutBenchSettings(workload=w, steps=1, progress=False, ceiling=False, engine_profile=("carryover",),
+                             engine_profile_passes=40, profile_dir=str(tmp_path / "engine-profile"))
+    res = await RolloutBench(InstrumentedEngine(eng), tokenizer, s, RolloutConfig(engine="hf")).run(
+        parse_modes("carryover", "0.5"))
+    (start, _passes, before), stop = eng.calls
+    assert start == "start" and stop == ("stop",) and before >= 6   # the warm-up step's 3 groups x 2 samples ran first
+    assert "error" not in res["modes"][0]["engine_profile"]
+
+
 async def test_a_profiler_that_fails_to_start_leaves_the_benchmark_running(tmp_path):
     class NoProfiler(SimEngine):
         async def start_profile(self, output_dir, passes):
             raise RuntimeError("Profiling is already in progress")
 
-    async def run():
+    async def run(start):
+        await start()
         return {"ok": True}
 
     out, prof = await ep.profiled(NoProfiler(), str(tmp_path), 10, run)
