@@ -57,6 +57,8 @@ def merge_modes(rounds: List[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
         same = [next(m for m in rnd if m["mode"] == first["mode"]) for rnd in rounds]
         out = dict(first)
         out["step_wall_s"] = [s for m in same for s in m["step_wall_s"]]
+        if any(m.get("warmup_step_wall_s") for m in same):   # carry-over: each round's own warm-up steps
+            out["warmup_step_wall_s"] = [s for m in same for s in m.get("warmup_step_wall_s") or []]
         out["step_wall_s_mean"] = statistics.fmean(out["step_wall_s"]) if out["step_wall_s"] else None
         for k in _MEAN_KEYS:
             v = _values(same, k)

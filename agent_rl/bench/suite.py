@@ -86,7 +86,7 @@ def target_checks(scenario: Scenario, result: Dict[str, Any]) -> List[Dict[str, 
             cv = tb / carry["step_wall_s_mean"] if carry["step_wall_s_mean"] else None
             checks.append(_check(scenario.name, f"async+carry-over step >= {TARGET_CARRY_SPEEDUP:g}x faster than turn-batched",
                                  cv, TARGET_CARRY_SPEEDUP, cv is not None and cv >= TARGET_CARRY_SPEEDUP,
-                                 f"turn-batched mean step time / {carry['mode']} mean step time"))
+                                 f"turn-batched mean step time / {carry['mode']} mean step time" + _warm(carry)))
         return checks
     cuts = comp.get("step_time_cut_vs_async", {})
     best = max(cuts, key=cuts.get) if cuts else None
@@ -96,10 +96,20 @@ def target_checks(scenario: Scenario, result: Dict[str, Any]) -> List[Dict[str, 
     slower = (p50 / base_p50 - 1.0) if p50 is not None and base_p50 else None
     return [_check(scenario.name, f"over-sampling / carry-over cut step time >= {TARGET_STEP_CUT:.0%}", value, TARGET_STEP_CUT,
                    value is not None and value >= TARGET_STEP_CUT,
-                   f"best: {best}; all: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in cuts.items())),
+                   f"best: {best}; all: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in cuts.items())
+                   + (_warm(by[best]) if best else "")),
             _check(scenario.name, f"kept trajectories' latency p50 within {TARGET_LATENCY_SLACK:.0%} of async", slower,
                    TARGET_LATENCY_SLACK, slower is not None and slower <= TARGET_LATENCY_SLACK,
                    f"{best}: p50 {p50 if p50 is None else round(p50, 2)} s vs async {base_p50 if base_p50 is None else round(base_p50, 2)} s")]
+
+
+def _warm(mode: Dict[str, Any]) -> str:
+    """How a carry-over mode was measured: after its unmeasured warm-up steps (`--carry-warmup-steps`), or cold."""
+    if not mode.get("partial_rollout"):
+        return ""
+    if mode.get("warmup_step_wall_s"):
+        return f" ({mode['mode']} measured after its unmeasured warm-up step)"
+    return f" ({mode['mode']} measured from its cold first step)"
 
 
 def shown(value: Optional[float], threshold: float) -> str:

@@ -39,6 +39,9 @@ def test_merge_modes_over_rounds():
     assert [r["step_wall_s_mean"] for r in asy["rounds"]] == [1.1, 1.4, 1.1]
     assert asy["completion_s"] == [1.0, 2.0]                               # traces: round 0's
     assert step_range(r0[0]) == ""
+    assert "warmup_step_wall_s" not in tb
+    carry = [[dict(_m("async+carryover 0.5", [1.0, 1.0], 0.9, 0.5, 0.0, 2.0), warmup_step_wall_s=[w])] for w in (3.0, 2.5)]
+    assert merge_modes(carry)[0]["warmup_step_wall_s"] == [3.0, 2.5]       # every round's own warm-up step
 
 
 def test_merge_ceilings_takes_the_median_round():

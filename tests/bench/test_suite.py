@@ -28,6 +28,11 @@ def test_target_checks():
     assert [r["met"] for r in slow] == [True, False]
     r1 = target_checks(sc[1], {"modes": [_mode("turn-batched", 5.0), _mode("async", 2.0), _mode("async+carryover 0.25", 1.6)]})
     assert [r["met"] for r in r1] == [True, True] and r1[0]["value"] == 2.5 and r1[1]["value"] == 5.0 / 1.6
+    warm = dict(_mode("async+carryover 0.25", 1.6), partial_rollout=True, warmup_step_wall_s=[2.4])
+    cold = dict(_mode("async+carryover 0.25", 1.6), partial_rollout=True)
+    for carry, says in ((warm, "measured after its unmeasured warm-up step"), (cold, "measured from its cold first step")):
+        checks = target_checks(sc[1], {"modes": [_mode("turn-batched", 5.0), _mode("async", 2.0), carry]})
+        assert checks[1]["detail"].endswith(f"(async+carryover 0.25 {says})")
     bounded = target_checks(sc[1], {"modes": [_mode("turn-batched", 5.0), _mode("async", 4.0)],
                                     "tool_wait_floor": {"turn_batched_s": 3.0, "async_s": 2.0, "async_speedup_bound": 1.5}})
     assert not bounded[0]["met"] and "bound it at 1.50x" in bounded[0]["detail"]
