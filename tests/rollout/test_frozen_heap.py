@@ -12,9 +12,12 @@ def test_freezes_during_and_restores_after():
     with frozen_heap():
         frozen = gc.get_freeze_count()
         assert frozen > 0 and gc.get_threshold()[0] == max(before[0], YOUNG_THRESHOLD)
-        with frozen_heap():      # nested: one freeze
-            assert gc.get_freeze_count() == frozen
-        assert gc.get_freeze_count() == frozen
+        fresh = [[] for _ in range(1000)]   # tracked objects a second freeze would add
+        # nested: one freeze (the count may only fall, as frozen objects another thread held are freed)
+        with frozen_heap():
+            assert gc.get_freeze_count() <= frozen
+        assert gc.get_freeze_count() <= frozen
+        del fresh
     assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
 
 
