@@ -84,6 +84,8 @@ def _plan(args):
         raise ValueError("--steps must be >= 1")
     if getattr(args, "rounds", 1) < 1:
         raise ValueError("--rounds must be >= 1")
+    if args.carry_warmup_steps < 0:
+        raise ValueError(f"--carry-warmup-steps {args.carry_warmup_steps}: must be >= 0")
     args.engine_profile = profile_modes(args.engine_profile)
     if args.engine_profile and args.engine not in ("sglang", "sglang-server", "http"):
         raise ValueError(f"--engine-profile needs an sglang engine (sglang, sglang-server, http), not {args.engine}")
@@ -120,8 +122,6 @@ def run(args) -> int:
         return _actor(args)
     try:
         plan = _plan(args)
-        if getattr(args, "carry_warmup_steps", 0) < 0:
-            raise ValueError(f"--carry-warmup-steps {args.carry_warmup_steps}: must be >= 0")
         if args.engine == "sim":
             _sim_cost(args.sim_cost)
             if args.sim_max_running is not None and args.sim_max_running < 1:
