@@ -56,7 +56,7 @@ class AsyncSteps:
         need = self.sched.rows_needed(self.w.num_prompts)
         rows = [bench_row(g) for g in range(self.next_group, self.next_group + need)]
         self.next_group += need
-        self.bench.flush_failures += not await self.bench.fresh_cache()
+        await self.bench.fresh_cache()
         self.steps_run += 1
         return await self.sched.run_step(rows, step=self.steps_run - 1, batch_size=self.w.num_prompts)
 

@@ -62,6 +62,7 @@ class RolloutBench:
         self.workload = settings.workload
         self.renderer = ChatRenderer(tokenizer, [TOOL_SCHEMA])
         self._prompt_ids: Dict[int, List[int]] = {}
+        self.flush_failures, self.flush_s = 0, 0.0   # of the current mode's steps (`fresh_cache`)
 
     # ------------------------------------------------------------ shared pieces
     def runtime(self) -> ToolRuntime:
@@ -90,16 +91,16 @@ class RolloutBench:
     def plans(self, groups) -> list:
         return [self.workload.plan(g, s) for g in groups for s in range(self.workload.n)]
 
-    async def fresh_cache(self) -> bool:
+    async def fresh_cache(self) -> None:
         """Empty the engine's prefix cache before a step (`flush_cache`; outside every timing): in training the
         weight sync before each step flushes it, so a step never finds the previous step's (or mode's) prefixes, and
-        a carried trajectory prefills its history again. False when the engine refused (counted per mode)."""
+        a carried trajectory prefills its history again. Adds its time to `flush_s` and a refusal to
+        `flush_failures` (each mode reports its own)."""
         if not self.s.flush_cache:
-            return True
+            return
         t = time.perf_counter()
-        ok = (await self.engine.flush_cache()) is not False
-        self.flush_s = getattr(self, "flush_s", 0.0) + time.perf_counter() - t
-        return ok
+        self.flush_failures += (await self.engine.flush_cache()) is False
+        self.flush_s += time.perf_counter() - t
 
     def _bar(self, desc: str, total: int):
         from tqdm.auto import tqdm
@@ -138,7 +139,6 @@ class RolloutBench:
         between the two, so a profile covers measured-like steps only)."""
         w = self.workload
         rt = self.runtime()
-        self.flush_failures, self.flush_s = 0, 0.0
         runner = AsyncSteps(self, spec, rt) if spec.kind != "turn-batched" else None
         try:
             warmup = [await runner.warm_up() for _ in range(self.s.carry_warmup_steps if spec.partial_rollout else 0)]
@@ -164,7 +164,7 @@ class RolloutBench:
                 prefix = f"tb-{uuid.uuid4().hex[:8]}"  # request ids unique across modes and scenarios
                 for k in range(self.s.steps):
                     groups = range(k * w.num_prompts, (k + 1) * w.num_prompts)
-                    self.flush_failures += not await self.fresh_cache()
+                    await self.fresh_cache()
                     steps.append(await turn_batched_step(self.engine, self.renderer, rt, self.plans(groups),
                                                          {g: self.prompt_ids(g) for g in groups}, self.s.temperature,
                                                          t0, k, progress=bar, request_prefix=prefix))
