@@ -218,12 +218,13 @@ async def profiled(engine, folder: str, passes: int, run):
     os.makedirs(folder, exist_ok=True)
     before = existing_traces(folder)
     prof: Dict[str, Any] = {"passes": int(passes), "dir": folder}
-    started = []
+    started = False
 
     async def start() -> None:
+        nonlocal started
         if started:
             return
-        started.append(True)
+        started = True
         try:
             await engine.start_profile(folder, int(passes))
         except Exception as e:   # the benchmark itself goes on: the profile is extra
