@@ -11,6 +11,7 @@ from agent_rl.bench.hooks import WorkloadHooks, bench_row, traj_key
 from agent_rl.bench.modes import ModeSpec
 from agent_rl.bench.results import StepStat, TrajStat
 from agent_rl.config.schema import MultiTurnConfig, SamplingConfig
+from agent_rl.rollout.agent_loop import LoopHooks
 from agent_rl.rollout.scheduler import RolloutScheduler
 
 
@@ -39,20 +40,26 @@ class AsyncSteps:
 
     `warm_up()` runs a step outside every figure: a carry-over mode's first step has nothing carried and launches
     1 + rate times the groups from scratch, which a training run pays once, not every step; the measured steps then
-    start with the groups a previous step carried, as every later training step does."""
+    start with the groups a previous step carried, as every later training step does.
 
-    def __init__(self, bench, spec: ModeSpec, runtime):
+    `real_parse`: the project's tool-call parser reads the model's text (the workload still fixes every turn's
+    length); by default the workload's hooks decide each turn's calls."""
+
+    def __init__(self, bench, spec: ModeSpec, runtime, real_parse: bool = False):
         self.bench, self.w = bench, bench.workload
         self.hooks = WorkloadHooks(self.w, bench.s.temperature)
+        hooks = self.hooks.loop_hooks()
+        if real_parse:
+            hooks = LoopHooks(parse=None, sampling=hooks.sampling)
         cfg = bench_rollout_config(bench.rollout_cfg, spec, self.w, bench.s.temperature,
                                    bench.s.max_tool_response_tokens, bench.s.progress)
-        self.sched = RolloutScheduler(bench.engine, bench.renderer, runtime, cfg, reward_fn=None,
-                                      hooks=self.hooks.loop_hooks(),
+        self.sched = RolloutScheduler(bench.engine, bench.renderer, runtime, cfg, reward_fn=None, hooks=hooks,
                                       id_prefix=f"{uuid.uuid4().hex[:8]}-")   # request ids unique across modes
         self.next_group = 0
         self.steps_run = 0   # the scheduler's step number (policy version): warm-up steps count
 
-    async def _step(self):
+    async def step(self):
+        """One step on the next groups (a carry-over scheduler first resumes what it carried); its `StepResult`."""
         need = self.sched.rows_needed(self.w.num_prompts)
         rows = [bench_row(g) for g in range(self.next_group, self.next_group + need)]
         self.next_group += need
@@ -63,7 +70,7 @@ class AsyncSteps:
     async def warm_up(self) -> float:
         """One unmeasured step; its wall seconds."""
         t = time.perf_counter()
-        await self._step()
+        await self.step()
         return time.perf_counter() - t
 
     async def run(self, t0: float, bar=None) -> List[StepStat]:
@@ -72,7 +79,7 @@ class AsyncSteps:
         steps: List[StepStat] = []
         for k in range(self.bench.s.steps):
             start = time.perf_counter() - t0
-            result = await self._step()
+            result = await self.step()
             end = time.perf_counter() - t0
             stats = []
             for trajs, kept in ((result.trajectories, True), (result.dropped, False), (result.carried, False)):

@@ -91,53 +91,34 @@ def canned_ids(tokenizer, tool_call: bool, length: int = 512) -> List[int]:
 
 
 class _Run:
-    """One mode: its step function and what it needs across steps."""
+    """One mode: its step function and what it needs across steps (async modes: `bench.async_modes.AsyncSteps`)."""
 
     def __init__(self, bench, spec, real_parse: bool):
-        import uuid
+        from agent_rl.bench.async_modes import AsyncSteps
 
-        from agent_rl.bench.async_modes import bench_rollout_config
-        from agent_rl.bench.hooks import WorkloadHooks
-        from agent_rl.rollout.agent_loop import LoopHooks
-        from agent_rl.rollout.scheduler import RolloutScheduler
-
-        self.bench, self.spec, self.real_parse = bench, spec, real_parse
+        self.bench = bench
         self.runtime = bench.runtime()
         self.next_group = 0
-        self.sched = None
-        if spec.kind != "turn-batched":
-            w = bench.workload
-            hooks = WorkloadHooks(w, bench.s.temperature)
-            loop_hooks = hooks.loop_hooks()
-            if real_parse:
-                loop_hooks = LoopHooks(parse=None, sampling=loop_hooks.sampling)
-            cfg = bench_rollout_config(bench.rollout_cfg, spec, w, bench.s.temperature, bench.s.max_tool_response_tokens,
-                                       False)
-            self.sched = RolloutScheduler(bench.engine, bench.renderer, self.runtime, cfg, reward_fn=None,
-                                          hooks=loop_hooks, id_prefix=f"{uuid.uuid4().hex[:8]}-")
+        self.steps = AsyncSteps(bench, spec, self.runtime, real_parse) if spec.kind != "turn-batched" else None
 
     async def step(self, k: int) -> None:
         import uuid
 
-        from agent_rl.bench.hooks import bench_row
         from agent_rl.bench.turn_batched import turn_batched_step
 
-        w = self.bench.workload
-        if self.sched is None:
-            groups = range(self.next_group, self.next_group + w.num_prompts)
-            self.next_group += w.num_prompts
-            await turn_batched_step(self.bench.engine, self.bench.renderer, self.runtime, self.bench.plans(groups),
-                                    {g: self.bench.prompt_ids(g) for g in groups}, self.bench.s.temperature,
-                                    time.perf_counter(), k, request_prefix=f"tb-{uuid.uuid4().hex[:8]}")
+        if self.steps is not None:
+            await self.steps.step()
             return
-        need = self.sched.rows_needed(w.num_prompts)
-        rows = [bench_row(g) for g in range(self.next_group, self.next_group + need)]
-        self.next_group += need
-        await self.sched.run_step(rows, step=k, batch_size=w.num_prompts)
+        w = self.bench.workload
+        groups = range(self.next_group, self.next_group + w.num_prompts)
+        self.next_group += w.num_prompts
+        await turn_batched_step(self.bench.engine, self.bench.renderer, self.runtime, self.bench.plans(groups),
+                                {g: self.bench.prompt_ids(g) for g in groups}, self.bench.s.temperature,
+                                time.perf_counter(), k, request_prefix=f"tb-{uuid.uuid4().hex[:8]}")
 
     async def close(self) -> None:
-        if self.sched is not None:
-            await self.sched.close()
+        if self.steps is not None:
+            await self.steps.close()
         await self.runtime.close()
 
 
@@ -185,7 +166,9 @@ def build(tokenizer_path: str, prompts: int, n: int, turns: int, tokens: int, ob
     workload = Workload(num_prompts=prompts, n=n, turns=Dist.parse(str(turns)), tokens_per_turn=Dist.parse(str(tokens)),
                         tool_latency=Dist.parse("0"), tool_failure_rate=0.0, seed=seed)
     cfg = RolloutConfig(max_model_len=8192, max_concurrent_trajectories=prompts * n, progress_bar=False)
-    settings = RolloutBenchSettings(workload=workload, observation_words=observation_words, ceiling=False, progress=False)
+    # no cache to flush: the instant engine keeps none, and the step's CPU is our loop's alone
+    settings = RolloutBenchSettings(workload=workload, observation_words=observation_words, ceiling=False, progress=False,
+                                    flush_cache=False)
     bench = RolloutBench(InstrumentedEngine(engine) if instrument else engine, tok, settings, cfg)
     bench.check_context()
     return bench, fake

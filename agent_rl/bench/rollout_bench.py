@@ -137,18 +137,22 @@ class RolloutBench:
     async def _run_mode(self, spec: ModeSpec, ceiling_tps: Optional[float], start_profile=None) -> Dict[str, Any]:
         """One mode's measured steps (after carry-over's warm-up steps; `start_profile`, when given, is awaited
         between the two, so a profile covers measured-like steps only)."""
-        w = self.workload
         rt = self.runtime()
         runner = AsyncSteps(self, spec, rt) if spec.kind != "turn-batched" else None
         try:
             warmup = [await runner.warm_up() for _ in range(self.s.carry_warmup_steps if spec.partial_rollout else 0)]
-        except BaseException:
+            if start_profile is not None:
+                await start_profile()
+            return await self._measure(spec, ceiling_tps, rt, runner, warmup)
+        finally:
             if runner is not None:
                 await runner.close()
             await rt.close()
-            raise
-        if start_profile is not None:
-            await start_profile()
+
+    async def _measure(self, spec: ModeSpec, ceiling_tps: Optional[float], rt, runner: Optional[AsyncSteps],
+                       warmup: List[float]) -> Dict[str, Any]:
+        """The measured steps of one mode on its runtime (and async runner), and their summary."""
+        w = self.workload
         rt.metrics.snapshot(reset=True)            # the figures below are the measured steps' alone
         self.flush_failures, self.flush_s = 0, 0.0
         bar = self._bar(spec.name, w.num_prompts * w.n * self.s.steps)
@@ -175,9 +179,6 @@ class RolloutBench:
             process_cpu = procs.stop() if procs is not None else None
             bar.close()
             self.engine.close_trace()
-            if runner is not None:
-                await runner.close()
-            await rt.close()
             mark(f"mode {spec.name} end")
         cpu = time.thread_time() - cpu0
         out = summarize_mode(spec.name, steps, trace, ceiling_tps, spec.settings())

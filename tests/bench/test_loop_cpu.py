@@ -62,3 +62,26 @@ def test_without_eager_tool_tasks_the_next_turns_wait_for_the_whole_batch(tokeni
     fake.events = []
     asyncio.run(loop_cpu.measure(bench, fake, parse_modes("async")[0], steps=1, warmup=0, real_parse=False))
     assert [kind for kind, _ in fake.events][8:16] == ["answer"] * 8
+
+
+def test_real_parse_reads_the_text_with_the_projects_parser(tokenizer_path, monkeypatch):
+    """`--real-parse`: the async modes' calls come from the Hermes parser reading the canned text (the workload's
+    hooks otherwise decide them), so parsing is in the measured CPU."""
+    from agent_rl.bench.modes import parse_modes
+    from agent_rl.rollout import agent_loop
+
+    calls = []
+    real = agent_loop.get_parser
+
+    def counting(fmt):
+        parse = real(fmt)
+        return lambda text: calls.append(text) or parse(text)
+
+    monkeypatch.setattr(agent_loop, "get_parser", counting)
+    for real_parse in (False, True):
+        calls.clear()
+        bench, fake = loop_cpu.build(tokenizer_path, prompts=2, n=2, turns=3, tokens=48, observation_words=4,
+                                     real_parse=real_parse)
+        asyncio.run(loop_cpu.measure(bench, fake, parse_modes("async")[0], steps=1, warmup=0, real_parse=real_parse))
+        assert len(calls) == (12 if real_parse else 0)
+        assert not real_parse or all(text.endswith("</tool_call>") for text in calls)
