@@ -55,6 +55,11 @@ def summary_markdown(result: Dict[str, Any]) -> str:
         lines.append(f"- tool waiting no scheduler hides (generation free): turn-batched {floor['turn_batched_s']:.2f} s, "
                      f"async {floor['async_s']:.2f} s a step: async can be at most "
                      f"{floor['async_speedup_bound']:.2f}x faster without over-sampling or carry-over")
+    tail = result.get("tail_cut_bound")
+    if tail:
+        lines.append("- step-time cut vs async this workload's draws allow if decoding did not slow with the batch "
+                     "(every trajectory one token per unit of time, tools and prefill free): "
+                     + ", ".join(f"{k} {100 * v:.0f}%" for k, v in tail.items()))
     modes = result.get("modes", [])
     if modes:
         lines += ["", "## Rollout modes (same workload)", "",

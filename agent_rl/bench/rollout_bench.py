@@ -21,7 +21,7 @@ from agent_rl.bench.rounds import HEAVY_KEYS, merge_ceilings, merge_modes, round
 from agent_rl.bench.proc_sampler import ProcSampler
 from agent_rl.bench.stack_sampler import StackSampler
 from agent_rl.bench.turn_batched import turn_batched_step
-from agent_rl.bench.workload import Workload, tool_wait_floor
+from agent_rl.bench.workload import Workload, tail_cut_bound, tool_wait_floor
 from agent_rl.rollout.chat import ChatRenderer
 from agent_rl.tool_runtime.runtime import ToolRuntime
 
@@ -197,6 +197,22 @@ class RolloutBench:
             out["process_cpu"] = process_cpu   # of round 0 only, where rounds are merged
         return out
 
+    def tail_bounds(self, modes: List[ModeSpec]) -> Dict[str, float]:
+        """Per over-sampling / carry-over mode, the step-time cut this workload's draws allow with generation that does
+        not slow with the batch (`workload.tail_cut_bound`); only without tool waits, where tokens are all a step's
+        time."""
+        tl = self.workload.tool_latency
+        if not (tl.kind == "fixed" and tl.params.get("value", 0.0) == 0.0):
+            return {}
+        out = {}
+        for spec in modes:
+            if spec.kind != "turn-batched" and spec.over_sample_rate > 0:
+                bound = tail_cut_bound(self.workload, spec.over_sample_rate, spec.partial_rollout, self.s.steps,
+                                       self.s.carry_warmup_steps if spec.partial_rollout else 0)
+                if bound is not None:
+                    out[spec.name] = bound
+        return out
+
     async def run(self, modes: List[ModeSpec]) -> Dict[str, Any]:
         # the profiled modes first run once more, under the profiler and outside the figures: sglang's torch profiler
         # slowed a profiled step 2-4x on the GPU (2026-12-03), which no ratio may count
@@ -229,6 +245,9 @@ class RolloutBench:
         floor = {k: (sum(f[k] for f in floors) / len(floors) if all(f[k] is not None for f in floors) else None)
                  for k in floors[0]} if floors else None
         out = {"ceiling": ceiling, "modes": results, "tool_wait_floor": floor}
+        tail = self.tail_bounds(modes)
+        if tail:
+            out["tail_cut_bound"] = tail
         if len(per_round) > 1:
             out["round_results"] = [{"ceiling": c, "modes": [{k: v for k, v in m.items() if k not in HEAVY_KEYS} for m in ms]}
                                     for c, ms in zip(ceilings, per_round)]

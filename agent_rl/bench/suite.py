@@ -97,10 +97,20 @@ def target_checks(scenario: Scenario, result: Dict[str, Any]) -> List[Dict[str, 
     return [_check(scenario.name, f"over-sampling / carry-over cut step time >= {TARGET_STEP_CUT:.0%}", value, TARGET_STEP_CUT,
                    value is not None and value >= TARGET_STEP_CUT,
                    f"best: {best}; all: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in cuts.items())
-                   + (_warm(by[best]) if best else "")),
+                   + (_warm(by[best]) if best else "") + _tail_bound(result)),
             _check(scenario.name, f"kept trajectories' latency p50 within {TARGET_LATENCY_SLACK:.0%} of async", slower,
                    TARGET_LATENCY_SLACK, slower is not None and slower <= TARGET_LATENCY_SLACK,
                    f"{best}: p50 {p50 if p50 is None else round(p50, 2)} s vs async {base_p50 if base_p50 is None else round(base_p50, 2)} s")]
+
+
+def _tail_bound(result: Dict[str, Any]) -> str:
+    """What the workload's draws allow each mode with generation that does not slow with the batch
+    (`workload.tail_cut_bound`)."""
+    bound = result.get("tail_cut_bound") or {}
+    if not bound:
+        return ""
+    return ("; if decoding did not slow with the batch this workload's draws would allow "
+            + ", ".join(f"{k} {100 * v:.0f}%" for k, v in bound.items()))
 
 
 def _warm(mode: Dict[str, Any]) -> str:

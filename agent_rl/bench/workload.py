@@ -196,3 +196,34 @@ def tool_wait_floor(plans: Sequence[TrajectoryPlan]) -> Dict[str, Optional[float
     tb = sum(max(p.tool_latency_s[k] for p in plans if k < len(p.tool_latency_s)) for k in range(phases))
     asy = max((sum(p.tool_latency_s) for p in plans), default=0.0)
     return {"turn_batched_s": tb, "async_s": asy, "async_speedup_bound": tb / asy if asy > 0 else None}
+
+
+def tail_cut_bound(workload: Workload, rate: float, carry: bool, steps: int, warmup: int = 0) -> Optional[float]:
+    """The step-time cut against plain async that over-sampling (`carry` False) or carry-over (True) at `rate` could
+    reach on this workload's draws if generation did not slow down with the batch: every trajectory decodes one
+    token per unit of time at once, tools and prefill are free. Plain async's step then lasts as long as its longest
+    trajectory; an over-sampled step launches ceil(B (1 + rate)) groups and ends when B of them are complete; carry-over
+    also resumes the cut groups with what they generated (after `warmup` unmeasured steps, as the bench runs it).
+    The steps draw the groups the bench's modes draw (`bench/async_modes.AsyncSteps`). What the measured cut falls
+    short of this is the engine's: 1 + rate times the requests share its decode passes. None without over-sampling."""
+    b, n = workload.num_prompts, workload.n
+    launched = math.ceil(b * (1 + rate) - 1e-9)
+    if launched <= b or steps < 1:
+        return None
+
+    def left(g: int) -> List[float]:
+        return [float(workload.plan(g, k).total_gen_tokens) for k in range(n)]
+
+    plain = [max(max(left(g)) for g in range(s * b, (s + 1) * b)) for s in range(steps)]
+    carried: List[List[float]] = []
+    nxt, cut_steps = 0, []
+    for s in range(warmup + steps):
+        groups = carried + [left(g) for g in range(nxt, nxt + launched - len(carried))]
+        nxt += launched - len(carried)
+        done = sorted(range(len(groups)), key=lambda i: max(groups[i]))
+        end = max(groups[done[b - 1]])
+        kept = set(done[:b])
+        carried = [[max(0.0, x - end) for x in groups[i]] for i in range(len(groups)) if i not in kept] if carry else []
+        if s >= warmup:
+            cut_steps.append(end)
+    return 1.0 - (sum(cut_steps) / steps) / (sum(plain) / steps)

@@ -40,6 +40,10 @@ def test_target_checks():
                                          _mode("async+oversample 0.5", 5.5, p50=3.6), _mode("async+carryover 0.25", 8.0, p50=2.0)]})
     assert r2[0]["met"] and abs(r2[0]["value"] - 0.45) < 1e-9 and "async+oversample 0.5" in r2[0]["detail"]
     assert not r2[1]["met"] and abs(r2[1]["value"] - 0.2) < 1e-9   # the best mode's p50 is 20% above async's
+    assert "draws would allow" not in r2[0]["detail"]
+    bounded = target_checks(sc[2], {"modes": [_mode("async", 10.0), _mode("async+carryover 0.5", 9.0)],
+                                    "tail_cut_bound": {"async+carryover 0.5": 0.49}})
+    assert not bounded[0]["met"] and bounded[0]["detail"].endswith("draws would allow async+carryover 0.5 49%")
     raw = ceiling_check([{"requests": 256, "tokens_per_s": 50e3}, {"requests": 1024, "tokens_per_s": 35e3}])
     assert not raw["met"] and abs(raw["value"] - 0.7) < 1e-9
     md = suite_markdown({"command": "x", "engine": "hf", "model": "m", "ceiling": None, "targets": r0 + r1 + r2 + [raw],

@@ -60,6 +60,29 @@ def test_tool_wait_floor_bounds_async_speedup():
     assert tool_wait_floor([plan([]), plan([])])["async_speedup_bound"] is None   # no tool calls: no bound
 
 
+def test_tail_cut_bound_replays_the_modes_steps_with_free_decoding():
+    from types import SimpleNamespace
+
+    from agent_rl.bench.workload import tail_cut_bound
+
+    tokens = [10, 2, 4, 6, 1, 8, 3, 5, 7]   # group g's single sample generates tokens[g]
+
+    class W:
+        num_prompts, n = 2, 1
+
+        def plan(self, group, sample):
+            return SimpleNamespace(total_gen_tokens=tokens[group])
+
+    # async: groups 0-1 then 2-3 -> steps of 10 and 6 (mean 8)
+    # over-sampling 0.5, 3 groups a step: {10, 2, 4} ends at the 2nd fastest, 4; {6, 1, 8} at 6 -> 1 - 5/8
+    assert abs(tail_cut_bound(W(), 0.5, carry=False, steps=2) - (1 - 5 / 8)) < 1e-9
+    # carry-over: {10, 2, 4} ends at 4 and carries group 0 with 6 left; {6 left, 6, 1} ends at 6 -> 1 - 5/8;
+    # after one warm-up step the measured steps are {6 left, 6, 1} -> 6 and {0 left, 8, 3} -> 3 against async 8 -> 1 - 4.5 / 8
+    assert abs(tail_cut_bound(W(), 0.5, carry=True, steps=2) - (1 - 5 / 8)) < 1e-9
+    assert abs(tail_cut_bound(W(), 0.5, carry=True, steps=2, warmup=1) - (1 - 4.5 / 8)) < 1e-9
+    assert tail_cut_bound(W(), 0.0, carry=True, steps=2) is None   # nothing launched past B: nothing to cut
+
+
 def test_remembered_and_constant_plans_are_the_drawn_ones():
     from agent_rl.bench.workload import Dist, Workload
 
