@@ -53,8 +53,9 @@ def summary_markdown(result: Dict[str, Any]) -> str:
     floor = result.get("tool_wait_floor")
     if floor and floor.get("async_s"):
         lines.append(f"- tool waiting no scheduler hides (generation free): turn-batched {floor['turn_batched_s']:.2f} s, "
-                     f"async {floor['async_s']:.2f} s a step: async can be at most "
-                     f"{floor['async_speedup_bound']:.2f}x faster without over-sampling or carry-over")
+                     f"async {floor['async_s']:.2f} s a step: with free generation async would be "
+                     f"{floor['async_speedup_bound']:.2f}x faster without over-sampling or carry-over (generation moves "
+                     "it either way: turn-batched generates every turn at the full batch)")
     tail = result.get("tail_cut_bound")
     if tail:
         lines.append("- step-time cut vs async this workload's draws allow if decoding did not slow with the batch "

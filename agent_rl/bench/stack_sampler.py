@@ -9,7 +9,10 @@ look costs the sampled thread one GIL hand-over) and files every sample under on
 * the innermost frame that is not the standard library decides otherwise, by its top-level package
   (`agent_rl`, `sglang`, `zmq`, `tools`, `transformers`, `tokenizers`, `torch`, `aiohttp`, ...), so a `json.dumps`
   called by our code counts as ours and pyzmq's receive inside sglang's loop counts as `zmq`;
-* `stdlib`: only standard-library frames (on the event-loop thread: asyncio's own scheduling, task steps, callbacks).
+* `stdlib`: only standard-library frames up to the event loop's `_run_once` (asyncio's own scheduling, its
+  callbacks, timers and task wake-ups), whatever frame called `run_until_complete` below it (in the bench, its own
+  driver, which would otherwise own every such sample: `agent_rl/cli/bench.py:run`, 9% of the loop's samples on the
+  H200 on 2026-12-04).
 
 Each sample stands for the time since the previous one. The sampler needs the GIL to look: while the thread waits in
 its selector (GIL released) a look comes every `interval_s`, while it runs Python only at the interpreter's next
@@ -34,6 +37,12 @@ from typing import Any, Dict, Optional
 
 _STDLIB = tuple({os.path.realpath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib")})
 _SELECTOR_FILE = os.sep + "selectors.py"
+_LOOP_FILE = os.sep + os.path.join("asyncio", "base_events.py")
+# Audit hooks libraries install (`sys.addaudithook`) run inside the C call that raised the event (pickle.loads,
+# open, ...), and their Python entry is where a thread holding the GIL in that call first lets a look in, so they
+# collect the whole call's time: such samples go to the frame below. filelock's fork-safety hook took up to 14% of
+# the event-loop thread's CPU that way on the H200 (2026-12-04).
+_AUDIT_HOOKS = frozenset({"_audit_fork_safety"})
 
 
 def _module(filename: str) -> Optional[str]:
@@ -83,9 +92,11 @@ class StackSampler:
             mod = self._modules.get(name, False)
             if mod is False:
                 mod = self._modules[name] = _module(name)
-            if mod is not None:
+            if mod is not None and f.f_code.co_name not in _AUDIT_HOOKS:
                 top = mod.split("/", 1)[0]
                 return (top[:-3] if top.endswith(".py") else top), f"{mod}:{f.f_code.co_name}"
+            if f.f_code.co_name == "_run_once" and name.endswith(_LOOP_FILE):
+                break   # the event loop's own work: not the frame that called run_until_complete
             f = f.f_back
         return "stdlib", f"stdlib/{os.path.basename(code.co_filename)}:{code.co_name}"
 

@@ -190,8 +190,10 @@ class Workload:
 def tool_wait_floor(plans: Sequence[TrajectoryPlan]) -> Dict[str, Optional[float]]:
     """The tool waiting no scheduler can hide, for one step's trajectories, as if generation cost nothing:
     turn-batched waits for the slowest call of each tool phase, async (every trajectory kept, no carry-over) for
-    the trajectory whose calls add up to the most. Their ratio bounds async's speed-up over turn-batched on this
-    workload: only over-sampling or carry-over, which stop waiting for the slowest trajectory, can go past it."""
+    the trajectory whose calls add up to the most. Their ratio is async's speed-up over turn-batched with free
+    generation. It is not an upper bound once generation costs time: turn-batched generates each turn of every
+    trajectory at the full batch, async's slowest trajectory mostly at smaller ones, so measured ratios pass it (1.81x
+    against 1.59x at 135M 128x8 on the H200, 2026-12-04)."""
     phases = max((len(p.tool_latency_s) for p in plans), default=0)
     tb = sum(max(p.tool_latency_s[k] for p in plans if k < len(p.tool_latency_s)) for k in range(phases))
     asy = max((sum(p.tool_latency_s) for p in plans), default=0.0)

@@ -1,8 +1,11 @@
 """The event-loop thread's stack samples: who owns each sample, and the bench's `--sample-stacks` output."""
 import json
+import os
 import selectors
+import sysconfig
 import threading
 import textwrap
+from types import SimpleNamespace
 
 from agent_rl.bench.stack_sampler import StackSampler, owners_line
 from agent_rl.cli.main import main as cli_main
@@ -46,6 +49,39 @@ def _stdlib_only(stop):
     text = "word " * 400
     while not stop.is_set():
         textwrap.wrap(text, 30)
+
+
+def _stack(*where):
+    """A fake stack, leaf first: (file, function) pairs; `_owner` reads f_code.co_filename / co_name and f_back."""
+    frame = None
+    for filename, name in reversed(where):
+        frame = SimpleNamespace(f_code=SimpleNamespace(co_filename=filename, co_name=name), f_back=frame)
+    return frame
+
+
+def test_the_event_loops_own_work_is_stdlib_not_the_caller_of_run_until_complete():
+    import agent_rl.cli.bench as driver
+    import agent_rl.rollout.agent_loop as ours
+
+    lib = sysconfig.get_paths()["stdlib"]
+    loop = [(os.path.join(lib, "asyncio", "base_events.py"), "_run_once"),
+            (os.path.join(lib, "asyncio", "base_events.py"), "run_forever"),
+            (os.path.join(lib, "asyncio", "base_events.py"), "run_until_complete"), (driver.__file__, "run")]
+    handle = (os.path.join(lib, "asyncio", "events.py"), "_run")
+    s = StackSampler()
+    # asyncio's scheduling (a stdlib callback run by the loop, the loop's own bookkeeping): not the driver's
+    assert s._owner(_stack((os.path.join(lib, "heapq.py"), "heappop"), *loop))[0] == "stdlib"
+    assert s._owner(_stack((os.path.join(lib, "asyncio", "futures.py"), "_set_result"), handle, *loop))[0] == "stdlib"
+    # a coroutine of ours stepped by the loop, and the standard library called by our code: ours
+    assert s._owner(_stack((ours.__file__, "run_trajectory"), handle, *loop)) == ("agent_rl", "agent_rl/rollout/agent_loop.py:run_trajectory")
+    assert s._owner(_stack((os.path.join(lib, "json", "encoder.py"), "encode"), (ours.__file__, "run_trajectory"), handle,
+                           *loop))[0] == "agent_rl"
+    # an audit hook a library installed runs inside the C call that raised the event: the sample is its caller's
+    hook = (os.path.join(os.path.dirname(os.path.dirname(json.__file__)), "site-packages", "filelock", "_api.py"),
+            "_audit_fork_safety")
+    assert s._owner(_stack(hook, (ours.__file__, "run_trajectory"), handle, *loop))[0] == "agent_rl"
+    # outside any event loop the innermost non-library frame still owns the sample
+    assert s._owner(_stack((os.path.join(lib, "heapq.py"), "heappop"), (driver.__file__, "run")))[0] == "agent_rl"
 
 
 def test_busy_code_is_owned_by_its_package_and_function():
