@@ -103,6 +103,13 @@ def target_checks(scenario: Scenario, result: Dict[str, Any]) -> List[Dict[str, 
                    f"{best}: p50 {p50 if p50 is None else round(p50, 2)} s vs async {base_p50 if base_p50 is None else round(base_p50, 2)} s")]
 
 
+def _per_request(mode: Dict[str, Any]) -> str:
+    """'; 0.76 ms': the event-loop thread's CPU per engine request (with in-process sglang its tokenizer manager's
+    share too), or '' where the mode does not say."""
+    cpu, requests = mode.get("loop_cpu_s"), mode.get("engine_requests")
+    return f"; {1e3 * cpu / requests:.2f} ms" if cpu is not None and requests else ""
+
+
 def _tail_bound(result: Dict[str, Any]) -> str:
     """What the workload's draws allow each mode with generation that does not slow with the batch
     (`workload.tail_cut_bound`)."""
@@ -194,12 +201,12 @@ def suite_markdown(suite: Dict[str, Any]) -> str:
             ratio = f"{100 * m['ratio_to_ceiling']:.0f}%" if m.get("ratio_to_ceiling") is not None else "–"
             rows.append(f"| {name} | {m['mode']} | {m['step_wall_s_mean']:.2f}{step_range(m)} | {ratio} | "
                         f"{m.get('inflight_mean', 0):.0f} / {m.get('inflight_peak', 0)} | "
-                        f"{100 * (m.get('loop_cpu_frac') or 0):.0f}% | {100 * m['engine_idle_frac']:.0f}% |"
+                        f"{100 * (m.get('loop_cpu_frac') or 0):.0f}%{_per_request(m)} | {100 * m['engine_idle_frac']:.0f}% |"
                         + (f" {owners_line(m.get('loop_stacks'), key='owners_cpu')} |" if stacks else "")
                         + (f" {processes_line(m.get('process_cpu'))} |" if cpu else ""))
     if rows:
         lines += ["", "| scenario | mode | step s | gen tok/s vs raw (same requests) | requests in flight mean / peak | "
-                      "event-loop CPU | engine idle |" + (" event-loop thread's CPU by owner (stack samples) |" if stacks else "")
+                      "event-loop CPU (of wall; a request) | engine idle |" + (" event-loop thread's CPU by owner (stack samples) |" if stacks else "")
                       + (" CPU cores by process; host |" if cpu else ""),
                   "|---|---|---|---|---|---|---|" + ("---|" if stacks else "") + ("---|" if cpu else "")] + rows
     lines += ["", "| scenario | target | measured | met | detail |", "|---|---|---|---|---|"]
