@@ -59,7 +59,7 @@ class AsyncSteps:
         self.steps_run = 0   # the scheduler's step number (policy version): warm-up steps count
 
     async def step(self):
-        """One step on the next groups (a carry-over scheduler first resumes what it carried); its `StepResult`."""
+        """One step on the next groups (a carry-over scheduler first resumes what it carried); its `RolloutResult`."""
         need = self.sched.rows_needed(self.w.num_prompts)
         rows = [bench_row(g) for g in range(self.next_group, self.next_group + need)]
         self.next_group += need
