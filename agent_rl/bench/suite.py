@@ -110,6 +110,13 @@ def _per_request(mode: Dict[str, Any]) -> str:
     return f"; {1e3 * cpu / requests:.2f} ms" if cpu is not None and requests else ""
 
 
+def _gc_share(mode: Dict[str, Any]) -> str:
+    """'; GC 1.2%': the share of the mode's wall time this process spent in Python's garbage collections (they stop
+    the event loop too), or '' where the mode does not say."""
+    gc_s, wall = mode.get("gc_s"), mode.get("wall_s")
+    return f"; GC {100 * gc_s / wall:.1f}%" if gc_s is not None and wall else ""
+
+
 def _tail_bound(result: Dict[str, Any]) -> str:
     """What the workload's draws allow each mode with generation that does not slow with the batch
     (`workload.tail_cut_bound`)."""
@@ -174,7 +181,9 @@ def engine_bounds_line(info: Optional[Dict[str, Any]], concurrency: int) -> str:
     return (f"- decode batch: up to {concurrency} requests in flight, running cap {cap or 'sglang default'} -> at most {rows} "
             f"rows per decode step; {verdict}; priority scheduling {'on' if info.get('priority_scheduling') else 'off'}"
             + ("" if "prefill_delayer" not in info else f"; prefill delayer {'on' if info['prefill_delayer'] else 'off'}")
-            + ("" if info.get("prefill_cuda_graph") is None else f"; prefill CUDA graphs {info['prefill_cuda_graph']}"))
+            + ("" if info.get("prefill_cuda_graph") is None else f"; prefill CUDA graphs {info['prefill_cuda_graph']}")
+            + ("" if "partial_output_every" not in info else "; partial outputs of unfinished requests "
+               + (f"every {info['partial_output_every']} tokens" if info["partial_output_every"] else "off")))
 
 
 def suite_markdown(suite: Dict[str, Any]) -> str:
@@ -201,12 +210,12 @@ def suite_markdown(suite: Dict[str, Any]) -> str:
             ratio = f"{100 * m['ratio_to_ceiling']:.0f}%" if m.get("ratio_to_ceiling") is not None else "–"
             rows.append(f"| {name} | {m['mode']} | {m['step_wall_s_mean']:.2f}{step_range(m)} | {ratio} | "
                         f"{m.get('inflight_mean', 0):.0f} / {m.get('inflight_peak', 0)} | "
-                        f"{100 * (m.get('loop_cpu_frac') or 0):.0f}%{_per_request(m)} | {100 * m['engine_idle_frac']:.0f}% |"
+                        f"{100 * (m.get('loop_cpu_frac') or 0):.0f}%{_per_request(m)}{_gc_share(m)} | {100 * m['engine_idle_frac']:.0f}% |"
                         + (f" {owners_line(m.get('loop_stacks'), key='owners_cpu')} |" if stacks else "")
                         + (f" {processes_line(m.get('process_cpu'))} |" if cpu else ""))
     if rows:
         lines += ["", "| scenario | mode | step s | gen tok/s vs raw (same requests) | requests in flight mean / peak | "
-                      "event-loop CPU (of wall; a request) | engine idle |" + (" event-loop thread's CPU by owner (stack samples) |" if stacks else "")
+                      "event-loop CPU (of wall; a request; garbage collection of wall) | engine idle |" + (" event-loop thread's CPU by owner (stack samples) |" if stacks else "")
                       + (" CPU cores by process; host |" if cpu else ""),
                   "|---|---|---|---|---|---|---|" + ("---|" if stacks else "") + ("---|" if cpu else "")] + rows
     lines += ["", "| scenario | target | measured | met | detail |", "|---|---|---|---|---|"]

@@ -93,7 +93,24 @@ PREFILL_DELAYER = {"enable_prefill_delayer": True, "prefill_delayer_queue_min_ra
 # beyond noise (side by side on one H200, 2026-12-03, docs/benchmarks.md); the capture at each start goes too.
 PREFILL_GRAPH_OFF = {"disable_prefill_cuda_graph": True}
 
+# sglang (0.5.17) sends each non-streaming request's output so far every 50 generated tokens
+# (SGLANG_FORCE_STREAM_INTERVAL, kept for its time-to-first-token metric): the scheduler packs those partial outputs
+# between decode passes and the tokenizer manager, on our event loop's thread, unpickles them and extends each request's
+# log-probs although nothing reads them before the request ends. Our requests never stream; their one output comes
+# at the end. Set in the environment of the processes sglang starts (a variable the user set wins).
+ENGINE_ENV = {"SGLANG_FORCE_STREAM_INTERVAL": "1000000000"}
+PARTIAL_OUTPUTS_OFF = 1_000_000   # a forced-output interval at least this large never fires on a real request
+
 GRAPH_BS_LIMIT = 1024   # most decode rows we ask sglang to capture CUDA graphs for (capture time and memory grow with it)
+
+
+def apply_engine_env(environ: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Set each `ENGINE_ENV` variable that is not set yet in `environ` (default: this process's environment, which
+    sglang's scheduler processes and a server process inherit; they read it at start). Returns the values in effect."""
+    env = os.environ if environ is None else environ
+    for key, value in ENGINE_ENV.items():
+        env.setdefault(key, value)
+    return {key: env[key] for key in ENGINE_ENV}
 
 
 def _round_up(n: int, k: int) -> int:
@@ -188,11 +205,13 @@ def _arg(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
-def scheduling_info(server_args: Any, priority_scheduling: bool) -> Dict[str, Any]:
+def scheduling_info(server_args: Any, priority_scheduling: bool, env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """What bounds a decode batch: the largest CUDA-graph batch and the running-request cap (None = sglang's own,
     from the KV pool), as sglang resolved them at start; and how prefill passes run: `prefill_cuda_graph` is sglang's
     prefill-graph backend ("breakable", ...), "disabled", or None for an sglang without prefill graphs.
-    `server_args`: sglang's ServerArgs, or the same as a dict (a server's `/server_info`)."""
+    `server_args`: sglang's ServerArgs, or the same as a dict (a server's `/server_info`). With `env` (the engine's
+    `apply_engine_env` at start), `partial_output_every`: the tokens between a request's forced partial outputs
+    (None: off)."""
     config = _arg(server_args, "cuda_graph_config") or {}
     graphs = _arg(_arg(config, "decode") or {}, "max_bs")
     for name in ("cuda_graph_max_bs_decode", "cuda_graph_max_bs"):   # unresolved args (kwargs), older sglang
@@ -201,11 +220,15 @@ def scheduling_info(server_args: Any, priority_scheduling: bool) -> Dict[str, An
     prefill_backend, prefill_off = _arg(_arg(config, "prefill") or {}, "backend"), _arg(server_args, "disable_prefill_cuda_graph")
     prefill = None if prefill_backend is None and prefill_off is None else \
         "disabled" if prefill_off or graphs_off else str(prefill_backend or "on")
-    return {"cuda_graph_max_bs": graphs, "cuda_graph_disabled": graphs_off,
-            "max_running_requests": _arg(server_args, "max_running_requests"),
-            "priority_scheduling": bool(priority_scheduling),
-            "prefill_delayer": bool(_arg(server_args, "enable_prefill_delayer")),
-            "prefill_cuda_graph": prefill}
+    out = {"cuda_graph_max_bs": graphs, "cuda_graph_disabled": graphs_off,
+           "max_running_requests": _arg(server_args, "max_running_requests"),
+           "priority_scheduling": bool(priority_scheduling),
+           "prefill_delayer": bool(_arg(server_args, "enable_prefill_delayer")),
+           "prefill_cuda_graph": prefill}
+    if env is not None:
+        every = int(env.get("SGLANG_FORCE_STREAM_INTERVAL") or 50)   # sglang's default
+        out["partial_output_every"] = every if 0 < every < PARTIAL_OUTPUTS_OFF else None
+    return out
 
 
 def parse_generate_output(out: Dict[str, Any], prompt_tokens: int) -> GenerateOutput:
@@ -252,12 +275,14 @@ class SGLangEngine(Engine):
                                     engine_kwargs, max_concurrency)
         import sglang
 
+        env = apply_engine_env()
         before = self._child_pids()
         with _keep_root_logging():
             engine = sglang.Engine(**kwargs)
         self._attach(engine, model_eos_token_ids(model_path), bool(kwargs.get("enable_priority_scheduling")),
                      int(getattr(getattr(engine, "server_args", None), "tp_size", 1) or 1))
         self._own_children = self._child_pids() - before
+        self.engine_env = env
 
     @classmethod
     def wrap(cls, engine: Any, eos_token_ids: Iterable[int] = (), priority_scheduling: bool = False,
@@ -278,10 +303,11 @@ class SGLangEngine(Engine):
         self.abort_retry_s = 0.1
         self.abort_retries = 600
         self._closed = False
+        self.engine_env: Optional[Dict[str, str]] = None   # `apply_engine_env` at start (None: started elsewhere)
 
     def scheduling_info(self) -> Dict[str, Any]:
         """`scheduling_info` of the started engine's ServerArgs."""
-        return scheduling_info(getattr(self._engine, "server_args", None), self.priority_scheduling)
+        return scheduling_info(getattr(self._engine, "server_args", None), self.priority_scheduling, self.engine_env)
 
     @property
     def tokenizer_manager(self):

@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional
 
 from agent_rl.engines.base import model_eos_token_ids
 from agent_rl.engines.http import HTTPEngine
-from agent_rl.engines.sglang_engine import scheduling_info, server_args_kwargs
+from agent_rl.engines.sglang_engine import apply_engine_env, scheduling_info, server_args_kwargs
 
 START_TIMEOUT_S = 900.0   # model load + CUDA-graph capture (sglang 0.5.17: 1-2 min on a fresh machine)
 
@@ -129,10 +129,13 @@ def _group_alive(pgid: int) -> bool:
 
 
 class SGLangServer:
-    """sglang's HTTP server in its own process group, started with ServerArgs(**launch_kwargs(kwargs, host, port))."""
+    """sglang's HTTP server in its own process group, started with ServerArgs(**launch_kwargs(kwargs, host, port)) in
+    the environment `env` (default: ours)."""
 
     def __init__(self, kwargs: Dict[str, Any], log_dir: Optional[str] = None, host: str = "127.0.0.1",
-                 port: Optional[int] = None, start_timeout_s: float = START_TIMEOUT_S):
+                 port: Optional[int] = None, start_timeout_s: float = START_TIMEOUT_S,
+                 env: Optional[Dict[str, str]] = None):
+        self.env = env
         self.host, self.port = host, int(port or free_port(host))
         self.kwargs = launch_kwargs(kwargs, host, self.port)
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="agent-rl-sglang-server-")
@@ -155,7 +158,7 @@ class SGLangServer:
             f.write(spec)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, self.spec_path], stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
         atexit.register(self.stop)
         deadline, pid = time.monotonic() + self.start_timeout_s, self.proc.pid
         while True:
@@ -217,7 +220,9 @@ class SGLangServerEngine(HTTPEngine):
                  log_dir: Optional[str] = None, start_timeout_s: float = START_TIMEOUT_S):
         kwargs = server_args_kwargs(model_path, mem_fraction_static, context_length, seed, dtype, enable_memory_saver,
                                     engine_kwargs, max_concurrency)
-        self.server = SGLangServer(kwargs, log_dir=log_dir, start_timeout_s=start_timeout_s).start()
+        env = dict(os.environ)
+        self.engine_env = apply_engine_env(env)   # the server's processes get the in-process engine's variables
+        self.server = SGLangServer(kwargs, log_dir=log_dir, start_timeout_s=start_timeout_s, env=env).start()
         self.priority_scheduling = bool(kwargs.get("enable_priority_scheduling"))
         super().__init__(self.server.url, eos_token_ids=model_eos_token_ids(model_path),
                          send_priority=self.priority_scheduling)
@@ -231,7 +236,8 @@ class SGLangServerEngine(HTTPEngine):
                 info = json.loads(resp.read())
         except (urllib.error.URLError, OSError, ValueError):
             info = None
-        return scheduling_info(info if isinstance(info, dict) else self.server.kwargs, self.priority_scheduling)
+        return scheduling_info(info if isinstance(info, dict) else self.server.kwargs, self.priority_scheduling,
+                               self.engine_env)
 
     async def shutdown(self) -> None:
         await super().shutdown()

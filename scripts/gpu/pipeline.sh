@@ -81,18 +81,20 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # (overlap scheduling off: the arith crash suspect), or
   # server (issue 14: the defaults, with sglang in a server process of its own, `--engine sglang-server`, so our loop
   # and tools no longer share a thread with its tokenizer manager; compare with base), or delayN (the default
-  # delayer waiting up to N decode passes instead of 10: fewer prefill passes, 2026-12-02 sixth session).
+  # delayer waiting up to N decode passes instead of 10: fewer prefill passes, 2026-12-02 sixth session), or partial50
+  # (sglang's forced partial outputs every 50 tokens back on: the defaults turn them off since 2026-12-04).
   # An optional third field gives that suite its own rounds / steps: q15-64x4:base:r2s3 = --rounds 2 --steps 3; a p in
   # it profiles the modes of PROFILE_MODES (default async,turn-batched) in an extra unmeasured run (`--engine-profile`).
-  local v shape set model pn p n extra engine more steps rounds
+  local v shape set model pn p n extra engine more steps rounds envset
   for v in ${VARIANTS:-q15-64x4:delay q15-64x4:base q15-128x8:delay q15-128x8:base}; do
     shape=${v%%:*}; set=${v#*:}; more=""
     case "$set" in *:*) more=${set#*:}; set=${set%%:*} ;; esac
     pn=${shape#*-}; p=${pn%x*}; n=${pn#*x}
     case "$shape" in q15-*) model=random:qwen2.5-1.5b ;; *) model=$MODEL ;; esac
-    engine=sglang
+    engine=sglang; envset=""
     case "$set" in
       base) extra="" ;;
+      partial50) extra=""; envset="SGLANG_FORCE_STREAM_INTERVAL=50" ;;   # sglang's partial outputs every 50 tokens (its default; ours before 2026-12-04)
       server) extra=""; engine=sglang-server ;;
       delay) extra="--engine-kwarg enable_prefill_delayer=true --engine-kwarg prefill_delayer_queue_min_ratio=0.25 --engine-kwarg prefill_delayer_max_delay_passes=10" ;;
       delay[0-9]*) extra="--engine-kwarg prefill_delayer_max_delay_passes=${set#delay}" ;;   # the default delayer, N passes
@@ -104,7 +106,8 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
     rounds=1; [[ $more =~ r([0-9]+) ]] && rounds=${BASH_REMATCH[1]} && extra="$extra --rounds $rounds"
     steps=2; [[ $more =~ s([0-9]+) ]] && steps=${BASH_REMATCH[1]} && extra="$extra --steps $steps"
     [[ $more =~ p ]] && extra="$extra --engine-profile ${PROFILE_MODES:-async,turn-batched}"   # p: sglang's profiler
-    SUITE_ENGINE=$engine BENCH_ARGS="$extra ${BENCH_ARGS:-}" SUITE_TIMEOUT=${SUITE_TIMEOUT:-$((270 * steps * rounds + 120))} suite "$shape-$set${more:+-$more}" "$model" "$p" "$n"
+    ( [ -n "$envset" ] && export "$envset"
+      SUITE_ENGINE=$engine BENCH_ARGS="$extra ${BENCH_ARGS:-}" SUITE_TIMEOUT=${SUITE_TIMEOUT:-$((270 * steps * rounds + 120))} suite "$shape-$set${more:+-$more}" "$model" "$p" "$n" )
   done
 }
 

@@ -61,6 +61,10 @@ def test_engine_bounds_line_flags_uncovered_decode_batches():
     assert engine_bounds_line({"cuda_graph_max_bs": 64, "prefill_delayer": True}, 64).endswith("prefill delayer on")
     line = engine_bounds_line({"cuda_graph_max_bs": 64, "prefill_delayer": True, "prefill_cuda_graph": "disabled"}, 64)
     assert line.endswith("prefill delayer on; prefill CUDA graphs disabled")
+    assert engine_bounds_line({"cuda_graph_max_bs": 64, "partial_output_every": None}, 64).endswith(
+        "partial outputs of unfinished requests off")
+    assert engine_bounds_line({"cuda_graph_max_bs": 64, "partial_output_every": 50}, 64).endswith(
+        "partial outputs of unfinished requests every 50 tokens")
     assert "prefill delayer" not in capped                  # an engine that does not say
 
 
@@ -77,7 +81,9 @@ def test_suite_markdown_shows_the_cpu_by_process_column_when_sampled():
     assert "| CPU cores by process; host |" in md and "| sglang::scheduler 1.00; host 50% of 2 |" in md
     assert "| 20% |" in md                                 # no request count: the share alone
     per = suite_markdown(dict(suite, scenario_modes={"instant-tools": [dict(mode, loop_cpu_s=0.3, engine_requests=400)]}))
-    assert "| 20%; 0.75 ms |" in per and "event-loop CPU (of wall; a request)" in per
+    assert "| 20%; 0.75 ms |" in per and "event-loop CPU (of wall; a request; garbage collection of wall)" in per
+    collected = suite_markdown(dict(suite, scenario_modes={"instant-tools": [dict(mode, gc_s=0.03, wall_s=2.0)]}))
+    assert "| 20%; GC 1.5% |" in collected
     header = next(line for line in md.splitlines() if line.startswith("| scenario | mode |"))
     sep = md.splitlines()[md.splitlines().index(header) + 1]
     assert header.count("|") == sep.count("|")               # one separator cell per column

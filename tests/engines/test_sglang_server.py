@@ -28,6 +28,8 @@ def fake_sglang(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_SGLANG_DIR", str(rec))
     monkeypatch.setenv("PYTHONPATH", str(pkg))
     monkeypatch.syspath_prepend(str(pkg))
+    monkeypatch.setenv("SGLANG_FORCE_STREAM_INTERVAL", "")   # then unset: the engine's setting is undone after the test
+    monkeypatch.delenv("SGLANG_FORCE_STREAM_INTERVAL")
     yield rec
     for name in [m for m in sys.modules if m == "sglang" or m.startswith("sglang.")]:
         del sys.modules[name]
@@ -67,6 +69,8 @@ async def test_server_starts_with_the_in_process_engines_kwargs(fake_sglang, tmp
     assert engine_kwargs["disable_prefill_cuda_graph"] is True
     assert engine_kwargs["cuda_graph_max_bs_decode"] == 64 and engine_kwargs["max_running_requests"] == 1024
     assert engine_kwargs["skip_tokenizer_init"] is True and engine_kwargs["dtype"] == "bfloat16"
+    # sglang's forced partial outputs are off in the environment its processes start with
+    assert _read(fake_sglang / "engine_kwargs.json")["force_stream_interval"] == "1000000000"
 
     eng = SGLangServerEngine("/models/m", log_dir=str(tmp_path / "logs"), **SETTINGS)
     try:
@@ -78,11 +82,13 @@ async def test_server_starts_with_the_in_process_engines_kwargs(fake_sglang, tmp
         assert got["host"] == "127.0.0.1" and got["port"] == eng.server.port and eng.base_url == eng.server.url
         assert got["log_level"] == "error" and got["log_level_http"] == "warning"   # sglang.Engine's default level
         assert server["pgid"] == server["pid"] != os.getpgid(0)                       # a process group of its own
+        assert server["force_stream_interval"] == "1000000000"
         assert os.path.isfile(eng.server.log_path) and os.path.dirname(eng.server.log_path) == str(tmp_path / "logs")
         assert _read(eng.server.spec_path)["kwargs"] == got
         assert eng.scheduling_info() == inproc.scheduling_info() == {
             "cuda_graph_max_bs": 64, "cuda_graph_disabled": False, "max_running_requests": 1024,
-            "priority_scheduling": True, "prefill_delayer": True, "prefill_cuda_graph": "disabled"}
+            "priority_scheduling": True, "prefill_delayer": True, "prefill_cuda_graph": "disabled",
+            "partial_output_every": None}
 
         out = await eng.generate([5, 6], SamplingParams(max_new_tokens=3, stop_token_ids=[999], priority=4), "r1")
         assert out.finish_reason == "length" and len(out.output_ids) == 3 and out.logprobs == [-0.5] * 3

@@ -113,6 +113,21 @@ def test_scheduling_kwargs_user_settings_win():
     assert scheduling_kwargs(64, {"disable_prefill_cuda_graph": False}, FIELDS_0517)["disable_prefill_cuda_graph"] is False
 
 
+def test_engine_env_turns_partial_outputs_off_unless_the_user_set_them():
+    from agent_rl.engines.sglang_engine import apply_engine_env, scheduling_info
+
+    env = {"PATH": "/bin"}
+    assert apply_engine_env(env) == {"SGLANG_FORCE_STREAM_INTERVAL": "1000000000"}
+    assert env["PATH"] == "/bin" and env["SGLANG_FORCE_STREAM_INTERVAL"] == "1000000000"
+    mine = {"SGLANG_FORCE_STREAM_INTERVAL": "50"}
+    assert apply_engine_env(mine) == mine == {"SGLANG_FORCE_STREAM_INTERVAL": "50"}   # the user's value wins
+    args = {"cuda_graph_max_bs": 64}
+    assert scheduling_info(args, False, env)["partial_output_every"] is None
+    assert scheduling_info(args, False, mine)["partial_output_every"] == 50
+    assert scheduling_info(args, False, {"SGLANG_FORCE_STREAM_INTERVAL": ""})["partial_output_every"] == 50   # sglang's default
+    assert "partial_output_every" not in scheduling_info(args, False)   # an engine started elsewhere: unknown
+
+
 def test_scheduling_info_reports_how_prefill_passes_run():
     from types import SimpleNamespace as NS
 

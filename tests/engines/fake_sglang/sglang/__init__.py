@@ -20,7 +20,8 @@ class Engine:
     def __init__(self, **kwargs):
         from sglang.srt.server_args import ServerArgs
 
-        record("engine_kwargs.json", {"kwargs": kwargs})
+        # the environment sglang's spawned scheduler processes would inherit
+        record("engine_kwargs.json", {"kwargs": kwargs, "force_stream_interval": os.environ.get("SGLANG_FORCE_STREAM_INTERVAL")})
         kwargs.setdefault("log_level", "error")
         self.server_args = ServerArgs(**kwargs)
         self.tokenizer_manager = None

@@ -15,7 +15,8 @@ from sglang import record
 
 def run_server(server_args):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-    record("server.json", {"kwargs": server_args.given, "pid": os.getpid(), "pgid": os.getpgid(0), "child": child.pid})
+    record("server.json", {"kwargs": server_args.given, "pid": os.getpid(), "pgid": os.getpgid(0), "child": child.pid,
+                           "force_stream_interval": os.environ.get("SGLANG_FORCE_STREAM_INTERVAL")})
     mode = os.environ.get("FAKE_SGLANG_MODE", "serve")
     print("fake sglang: loading the model", flush=True)
     if mode == "die":
