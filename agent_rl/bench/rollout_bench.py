@@ -13,6 +13,7 @@ from agent_rl.bench.async_modes import AsyncSteps
 from agent_rl.bench.bench_tool import TOOL_NAME, TOOL_SCHEMA, BenchTool
 from agent_rl.bench.engine_bench import bench_engine, engine_sizes_for
 from agent_rl.bench.engine_profile import profiled
+from agent_rl.bench.gc_watch import GcWatch
 from agent_rl.bench.hooks import bench_row
 from agent_rl.bench.instrument import InstrumentedEngine
 from agent_rl.bench.modes import ModeSpec
@@ -155,6 +156,7 @@ class RolloutBench:
         w = self.workload
         rt.metrics.snapshot(reset=True)            # the figures below are the measured steps' alone
         self.flush_failures, self.flush_s = 0, 0.0
+        collections = GcWatch().start()   # before the clocks: it counts the tracked objects once
         bar = self._bar(spec.name, w.num_prompts * w.n * self.s.steps)
         trace = self.engine.reset()
         t0 = trace.t0
@@ -177,6 +179,7 @@ class RolloutBench:
         finally:
             stacks = sampler.stop() if sampler is not None else None
             process_cpu = procs.stop() if procs is not None else None
+            gc_stats = collections.stop()
             bar.close()
             self.engine.close_trace()
             mark(f"mode {spec.name} end")
@@ -184,6 +187,8 @@ class RolloutBench:
         out = summarize_mode(spec.name, steps, trace, ceiling_tps, spec.settings())
         out["loop_cpu_s"] = cpu   # CPU of the thread running the event loop (with in-process sglang: its tokenizer manager too)
         out["loop_cpu_frac"] = cpu / out["wall_s"] if out.get("wall_s") else None
+        out["gc"] = gc_stats              # Python's collections in this process (they stop the event loop too)
+        out["gc_s"] = gc_stats["total_s"]
         out["tool_metrics"] = rt.metrics.snapshot()
         out["cache_flushed"] = self.s.flush_cache
         out["cache_flush_s"] = self.flush_s   # between steps: inside wall_s, outside every step time

@@ -140,3 +140,28 @@ async def test_every_step_starts_on_an_empty_prefix_cache_as_after_a_weight_sync
     bench.s.flush_cache = False
     res = await bench.run(parse_modes("async"))
     assert kept.flushes == [] and res["modes"][0]["cache_flushed"] is False
+
+
+class _Collecting(_FlushRecorder):
+    """Runs one full garbage collection inside the first request of the first mode (not the raw-engine run before
+    it), as an allocation burst would."""
+
+    collected = False
+
+    async def generate(self, input_ids, sampling, request_id):
+        if not self.collected and not request_id.startswith("ceiling"):
+            import gc
+
+            self.collected = True
+            gc.collect()
+        return await super().generate(input_ids, sampling, request_id)
+
+
+async def test_each_mode_reports_the_garbage_collections_that_ran_during_its_steps(tokenizer, step_engine):
+    w = Workload(num_prompts=2, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("4"),
+                 tool_latency=Dist.parse("0"), seed=1)
+    engine = _Collecting(step_engine)
+    res = await _bench(tokenizer, engine, w, steps=1).run(parse_modes("async"))
+    mode = res["modes"][0]
+    assert engine.collected and mode["gc"]["collections"][2] >= 1 and mode["gc_s"] == mode["gc"]["total_s"] > 0
+    assert mode["gc"]["tracked_objects"] > 0

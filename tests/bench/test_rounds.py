@@ -14,7 +14,7 @@ def _m(name, steps, ratio, p50, idle, wall):
             "latency_p50_s": p50, "latency_p90_s": p50, "latency_p99_s": p50, "gen_tokens_per_s": 100.0 * ratio,
             "kept_tokens_per_s": 1.0, "trajectories_per_s": 1.0, "inflight_mean": 10.0, "loop_cpu_frac": 0.2,
             "engine_idle_s": idle, "engine_busy_s": wall - idle, "wall_s": wall, "gen_tokens": 10, "kept_tokens": 10,
-            "trajectories_kept": 4, "launched": 4, "aborted": 0, "carried": 0, "loop_cpu_s": 0.1, "engine_requests": 8, "inflight_peak": 8,
+            "trajectories_kept": 4, "launched": 4, "aborted": 0, "carried": 0, "loop_cpu_s": 0.1, "gc_s": 0.05, "engine_requests": 8, "inflight_peak": 8,
             "completion_s": [1.0, 2.0]}
 
 
@@ -37,6 +37,7 @@ def test_merge_modes_over_rounds():
     assert abs(asy["gen_tokens_per_s"] - 80.0) < 1e-9                       # mean of 90, 70, 80
     assert tb["wall_s"] == 15.0 and tb["engine_idle_s"] == 2.0 and abs(tb["engine_idle_frac"] - 2 / 15) < 1e-9
     assert tb["engine_requests"] == 24 and abs(tb["loop_cpu_s"] - 0.3) < 1e-9   # summed alike: CPU per request holds
+    assert abs(tb["gc_s"] - 0.15) < 1e-9                                   # collections' seconds: summed like wall_s
     assert [r["step_wall_s_mean"] for r in asy["rounds"]] == [1.1, 1.4, 1.1]
     assert asy["completion_s"] == [1.0, 2.0]                               # traces: round 0's
     assert step_range(r0[0]) == ""
