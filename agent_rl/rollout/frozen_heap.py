@@ -12,6 +12,11 @@ CPython's 700: the trajectories in flight hold long token lists that every young
 default a 64 x 4 instant-tools step ran ~50 young collections of ~5 ms each (measured by `agent-rl bench loop-cpu`).
 
 It does nothing when the collector is disabled or something else has frozen objects (it would unfreeze those too).
+CPython 3.12 starts with a few hundred objects of its own in the permanent generation (375 on 3.12.1 and on the GPU
+host's 3.12.3; none on 3.11 and 3.13): those are not someone else's freeze. Until 2026-12-04 they were taken for one,
+so on the GPU host no step ever ran frozen: full collections of ~760k objects stopped the event loop for 0.45-0.97 s,
+one every 2-3 steps, and young collections ran every 700 allocations (docs/benchmarks.md, twelfth session). The
+first step's unfreeze gives the interpreter's objects to the collector like everything else (a documented, safe call).
 Nested or concurrent steps on one event loop share one freeze: the first in freezes, the last out unfreezes.
 """
 from __future__ import annotations
@@ -26,6 +31,7 @@ _lock = threading.Lock()
 _depth = 0
 _ours = False
 _threshold = None
+_STARTUP_FROZEN = gc.get_freeze_count()   # the interpreter's own (3.12), at import: more than this is someone's freeze
 
 
 @contextlib.contextmanager
@@ -33,7 +39,7 @@ def frozen_heap():
     global _depth, _ours, _threshold
     with _lock:
         if _depth == 0:
-            _ours = gc.isenabled() and gc.get_freeze_count() == 0
+            _ours = gc.isenabled() and gc.get_freeze_count() <= _STARTUP_FROZEN
             if _ours:
                 gc.freeze()
                 _threshold = gc.get_threshold()

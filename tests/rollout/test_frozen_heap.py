@@ -81,3 +81,27 @@ def test_cycles_made_during_a_step_are_collected_after():
         del a, b
     gc.collect()
     assert ref() is None
+
+
+def test_the_interpreters_own_frozen_objects_are_no_one_elses_freeze(monkeypatch):
+    """CPython 3.12 starts with objects of its own in the permanent generation (375 on 3.12.1): frozen_heap must still
+    freeze the step (it did not, so no GPU step ran frozen), and its unfreeze gives those to the collector too."""
+    import agent_rl.rollout.frozen_heap as fh
+
+    keep = [[i] for i in range(300)]   # standing in for the interpreter's startup objects
+    gc.freeze()
+    try:
+        startup = gc.get_freeze_count()
+        monkeypatch.setattr(fh, "_STARTUP_FROZEN", startup)   # as imported on 3.12
+        with fh.frozen_heap():
+            assert gc.get_freeze_count() > startup and gc.get_threshold()[0] >= YOUNG_THRESHOLD
+        assert gc.get_freeze_count() == 0
+        gc.freeze()                                           # someone else's freeze beyond the startup objects
+        monkeypatch.setattr(fh, "_STARTUP_FROZEN", 10)
+        n, before = gc.get_freeze_count(), gc.get_threshold()
+        with fh.frozen_heap():
+            assert gc.get_threshold() == before               # not ours: thresholds untouched
+        assert gc.get_freeze_count() > n // 2                 # and not unfrozen
+    finally:
+        gc.unfreeze()
+    del keep
