@@ -17,6 +17,7 @@ from agent_rl.bench.gc_watch import GcWatch
 from agent_rl.bench.hooks import bench_row
 from agent_rl.bench.instrument import InstrumentedEngine
 from agent_rl.bench.modes import ModeSpec
+from agent_rl.bench.output_tap import OutputTap
 from agent_rl.bench.results import StepStat, summarize_mode
 from agent_rl.bench.rounds import HEAVY_KEYS, merge_ceilings, merge_modes, round_order
 from agent_rl.bench.proc_sampler import ProcSampler
@@ -157,6 +158,8 @@ class RolloutBench:
         rt.metrics.snapshot(reset=True)            # the figures below are the measured steps' alone
         self.flush_failures, self.flush_s = 0, 0.0
         collections = GcWatch().start()   # before the clocks: it counts the tracked objects once
+        tap = OutputTap.install(self.engine.inner)
+        outputs0 = tap.counts() if tap is not None else None
         bar = self._bar(spec.name, w.num_prompts * w.n * self.s.steps)
         trace = self.engine.reset()
         t0 = trace.t0
@@ -189,6 +192,8 @@ class RolloutBench:
         out["loop_cpu_frac"] = cpu / out["wall_s"] if out.get("wall_s") else None
         out["gc"] = gc_stats              # Python's collections in this process (they stop the event loop too)
         out["gc_s"] = gc_stats["total_s"]
+        if tap is not None:   # in-process sglang: the scheduler's output messages its tokenizer manager handled
+            out.update(OutputTap.figures(outputs0, tap.counts()))
         out["tool_metrics"] = rt.metrics.snapshot()
         out["cache_flushed"] = self.s.flush_cache
         out["cache_flush_s"] = self.flush_s   # between steps: inside wall_s, outside every step time

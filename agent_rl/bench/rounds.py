@@ -16,7 +16,8 @@ T = TypeVar("T")
 _MEAN_KEYS = ("gen_tokens_per_s", "kept_tokens_per_s", "trajectories_per_s", "inflight_mean", "loop_cpu_frac")
 # counts and seconds: summed over rounds
 _SUM_KEYS = ("wall_s", "engine_busy_s", "engine_idle_s", "gen_tokens", "kept_tokens", "trajectories_kept", "launched",
-             "aborted", "carried", "loop_cpu_s", "gc_s", "engine_requests", "engine_output_tokens", "engine_aborted_requests")
+             "aborted", "carried", "loop_cpu_s", "gc_s", "engine_requests", "engine_output_tokens", "engine_aborted_requests",
+             "engine_output_messages", "engine_outputs")
 # per-trajectory latency percentiles: the median of the rounds' own percentiles
 _MEDIAN_KEYS = ("latency_p50_s", "latency_p90_s", "latency_p99_s", "ratio_to_ceiling")
 # what each round keeps in `rounds` (the spread a reader needs to judge a difference)

@@ -117,6 +117,13 @@ def _gc_share(mode: Dict[str, Any]) -> str:
     return f"; GC {100 * gc_s / wall:.1f}%" if gc_s is not None and wall else ""
 
 
+def _per_message(mode: Dict[str, Any]) -> str:
+    """'; 12.0 outputs a message': request outputs per output message of in-process sglang's scheduler
+    (`bench/output_tap.py`), or '' where the mode does not say."""
+    messages, outputs = mode.get("engine_output_messages"), mode.get("engine_outputs")
+    return f"; {outputs / messages:.1f} outputs a message" if messages else ""
+
+
 def _tail_bound(result: Dict[str, Any]) -> str:
     """What the workload's draws allow each mode with generation that does not slow with the batch
     (`workload.tail_cut_bound`)."""
@@ -210,12 +217,12 @@ def suite_markdown(suite: Dict[str, Any]) -> str:
             ratio = f"{100 * m['ratio_to_ceiling']:.0f}%" if m.get("ratio_to_ceiling") is not None else "–"
             rows.append(f"| {name} | {m['mode']} | {m['step_wall_s_mean']:.2f}{step_range(m)} | {ratio} | "
                         f"{m.get('inflight_mean', 0):.0f} / {m.get('inflight_peak', 0)} | "
-                        f"{100 * (m.get('loop_cpu_frac') or 0):.0f}%{_per_request(m)}{_gc_share(m)} | {100 * m['engine_idle_frac']:.0f}% |"
+                        f"{100 * (m.get('loop_cpu_frac') or 0):.0f}%{_per_request(m)}{_gc_share(m)}{_per_message(m)} | {100 * m['engine_idle_frac']:.0f}% |"
                         + (f" {owners_line(m.get('loop_stacks'), key='owners_cpu')} |" if stacks else "")
                         + (f" {processes_line(m.get('process_cpu'))} |" if cpu else ""))
     if rows:
         lines += ["", "| scenario | mode | step s | gen tok/s vs raw (same requests) | requests in flight mean / peak | "
-                      "event-loop CPU (of wall; a request; garbage collection of wall) | engine idle |" + (" event-loop thread's CPU by owner (stack samples) |" if stacks else "")
+                      "event-loop CPU (of wall; a request; garbage collection of wall; sglang outputs a message) | engine idle |" + (" event-loop thread's CPU by owner (stack samples) |" if stacks else "")
                       + (" CPU cores by process; host |" if cpu else ""),
                   "|---|---|---|---|---|---|---|" + ("---|" if stacks else "") + ("---|" if cpu else "")] + rows
     lines += ["", "| scenario | target | measured | met | detail |", "|---|---|---|---|---|"]

@@ -81,9 +81,11 @@ def test_suite_markdown_shows_the_cpu_by_process_column_when_sampled():
     assert "| CPU cores by process; host |" in md and "| sglang::scheduler 1.00; host 50% of 2 |" in md
     assert "| 20% |" in md                                 # no request count: the share alone
     per = suite_markdown(dict(suite, scenario_modes={"instant-tools": [dict(mode, loop_cpu_s=0.3, engine_requests=400)]}))
-    assert "| 20%; 0.75 ms |" in per and "event-loop CPU (of wall; a request; garbage collection of wall)" in per
+    assert "| 20%; 0.75 ms |" in per and "event-loop CPU (of wall; a request; garbage collection of wall; sglang outputs a message)" in per
     collected = suite_markdown(dict(suite, scenario_modes={"instant-tools": [dict(mode, gc_s=0.03, wall_s=2.0)]}))
     assert "| 20%; GC 1.5% |" in collected
+    tapped = suite_markdown(dict(suite, scenario_modes={"instant-tools": [dict(mode, engine_output_messages=40, engine_outputs=300)]}))
+    assert "| 20%; 7.5 outputs a message |" in tapped
     header = next(line for line in md.splitlines() if line.startswith("| scenario | mode |"))
     sep = md.splitlines()[md.splitlines().index(header) + 1]
     assert header.count("|") == sep.count("|")               # one separator cell per column
