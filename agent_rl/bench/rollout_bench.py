@@ -13,7 +13,6 @@ from agent_rl.bench.async_modes import AsyncSteps
 from agent_rl.bench.bench_tool import TOOL_NAME, TOOL_SCHEMA, BenchTool
 from agent_rl.bench.engine_bench import bench_engine, engine_sizes_for
 from agent_rl.bench.engine_profile import profiled
-from agent_rl.bench.gc_watch import GcWatch
 from agent_rl.bench.hooks import bench_row
 from agent_rl.bench.instrument import InstrumentedEngine
 from agent_rl.bench.modes import ModeSpec
@@ -24,6 +23,7 @@ from agent_rl.bench.proc_sampler import ProcSampler
 from agent_rl.bench.stack_sampler import StackSampler
 from agent_rl.bench.turn_batched import turn_batched_step
 from agent_rl.bench.workload import Workload, tail_cut_bound, tool_wait_floor
+from agent_rl.metrics.gc_watch import GcWatch
 from agent_rl.rollout.chat import ChatRenderer
 from agent_rl.tool_runtime.runtime import ToolRuntime
 

@@ -43,6 +43,7 @@ class TrainWorker:
         self.engine_released = False
         self.policy_version = 0
         self._sft = None  # (optimizer, scheduler) during the supervised warm-start
+        self._gc = None   # Python's collections in this process since the last step's report (perf/gc_*)
 
     # ------------------------------------------------------------------ setup
     def endpoint(self) -> Tuple[str, int]:
@@ -81,6 +82,9 @@ class TrainWorker:
         self.scheduler = build_scheduler(cfg, self.engine, self.renderer, self.tool_runtime, rank=self.rank)
         if isinstance(self.engine, HTTPEngine):  # an external server may still hold another run's weights (http)
             self.sync_weights()
+        from agent_rl.metrics.gc_watch import GcWatch
+
+        self._gc = GcWatch().start(count_objects=False)
         return {"rank": self.rank, "engine": getattr(self.engine, "name", type(self.engine).__name__),
                 "device": str(device), "setup_s": time.perf_counter() - t0}
 
@@ -229,7 +233,13 @@ class TrainWorker:
 
     # ------------------------------------------------------------------ introspection
     def memory_metrics(self) -> Dict[str, float]:
+        """Peak host and GPU memory; and the seconds this process spent in Python's garbage collections since the last
+        report (one a training step: rollout, update and weight sync), and how many of them were full ones."""
         out = {"perf/cpu_max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+        if self._gc is not None:
+            collected = self._gc.take()
+            out["perf/gc_s"] = collected["total_s"]
+            out["perf/gc_full_collections"] = float(collected["collections"][2])
         if self.device_kind == "cuda" and torch.cuda.is_available():
             out["perf/max_memory_gb"] = torch.cuda.max_memory_allocated() / 2 ** 30
             out["perf/max_memory_reserved_gb"] = torch.cuda.max_memory_reserved() / 2 ** 30
@@ -246,6 +256,9 @@ class TrainWorker:
         return out
 
     def shutdown(self) -> None:
+        if self._gc is not None:
+            self._gc.stop()
+            self._gc = None
         try:
             if self.loop is not None and getattr(self, "scheduler", None) is not None:
                 self._run(self.scheduler.close())  # tool instances of trajectories still carried over

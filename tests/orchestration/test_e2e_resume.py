@@ -73,7 +73,9 @@ def test_ray_two_ranks_checkpoint_and_resume(tiny_model_path, tmp_path, ray_loca
     assert len((out / "sft_metrics.jsonl").read_text().splitlines()) == 2
     assert (out / "sft" / "global_step_2" / "hf" / "model.safetensors").exists()
     for key in ("actor/pg_loss", "actor/kl_loss", "actor/entropy", "actor/grad_norm", "reward/mean",
-                "timing/rollout_s", "timing/update_s", "timing/sync_s", "perf/tokens_per_s", "mismatch/kl_k3"):
+                "timing/rollout_s", "timing/update_s", "timing/sync_s", "perf/tokens_per_s", "mismatch/kl_k3",
+                "perf/gc_s", "perf/gc_full_collections"):
         assert key in recs[3], key
+    assert recs[3]["perf/gc_s"] >= 0 and recs[3]["perf/gc_full_collections"] >= 0
     assert recs[1]["rollout/num_trajectories"] == 4
     assert sorted(os.listdir(out / "checkpoints"))[:2] == ["global_step_2", "global_step_3"]

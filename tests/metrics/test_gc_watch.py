@@ -1,7 +1,7 @@
 """GcWatch counts and times Python's collections between start and stop, and leaves gc.callbacks as it found them."""
 import gc
 
-from agent_rl.bench.gc_watch import GcWatch
+from agent_rl.metrics.gc_watch import GcWatch
 
 
 def test_counts_the_collections_of_each_generation_while_it_watches():
