@@ -3,12 +3,13 @@ thresholds restored; it stays out of the way of a disabled collector and of some
 import asyncio
 import gc
 
+import agent_rl.rollout.frozen_heap as fh
 from agent_rl.rollout.frozen_heap import YOUNG_THRESHOLD, frozen_heap
 
 
 def test_freezes_during_and_restores_after():
     before = gc.get_threshold()
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() <= fh._STARTUP_FROZEN   # none, or (3.12) the interpreter's own
     with frozen_heap():
         frozen = gc.get_freeze_count()
         assert frozen > 0 and gc.get_threshold()[0] == max(before[0], YOUNG_THRESHOLD)
@@ -86,8 +87,6 @@ def test_cycles_made_during_a_step_are_collected_after():
 def test_the_interpreters_own_frozen_objects_are_no_one_elses_freeze(monkeypatch):
     """CPython 3.12 starts with objects of its own in the permanent generation (375 on 3.12.1): frozen_heap must still
     freeze the step (it did not, so no GPU step ran frozen), and its unfreeze gives those to the collector too."""
-    import agent_rl.rollout.frozen_heap as fh
-
     keep = [[i] for i in range(300)]   # standing in for the interpreter's startup objects
     gc.freeze()
     try:
