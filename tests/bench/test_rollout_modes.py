@@ -165,3 +165,15 @@ async def test_each_mode_reports_the_garbage_collections_that_ran_during_its_ste
     mode = res["modes"][0]
     assert engine.collected and mode["gc"]["collections"][2] >= 1 and mode["gc_s"] == mode["gc"]["total_s"] > 0
     assert mode["gc"]["tracked_objects"] > 0
+
+
+async def test_the_tail_bound_follows_the_drawn_waits_not_the_distributions_name(tokenizer, step_engine):
+    """A tool latency that draws only zeros (`lognormal:mean=0`) is a workload without tool waits: it gets the
+    token-only tail bound like `0` does; one wait in any replayed trajectory removes it."""
+    w = Workload(num_prompts=2, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("pareto:alpha=1.2,scale=2,max=20"),
+                 tool_latency=Dist.parse("lognormal:mean=0,sigma=1"), seed=2)
+    bench = _bench(tokenizer, step_engine, w, steps=2)
+    assert set(bench.tail_bounds(parse_modes("async,carryover", "0.5"))) == {"async+carryover 0.5"}
+    waits = Workload(num_prompts=2, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("4"),
+                     tool_latency=Dist.parse("uniform:lo=0,hi=0.001"), seed=2)
+    assert _bench(tokenizer, step_engine, waits, steps=2).tail_bounds(parse_modes("carryover", "0.5")) == {}
