@@ -9,6 +9,9 @@ look costs the sampled thread one GIL hand-over) and files every sample under on
 * the innermost frame that is not the standard library decides otherwise, by its top-level package
   (`agent_rl`, `sglang`, `zmq`, `tools`, `transformers`, `tokenizers`, `torch`, `aiohttp`, ...), so a `json.dumps`
   called by our code counts as ours and pyzmq's receive inside sglang's loop counts as `zmq`;
+* `gc`: the thread runs a `gc.callbacks` function (the benchmark's own `GcWatch` or a library's): such a callback runs
+  at the end of a garbage collection, which holds the GIL throughout, so the look that lands there stands for the
+  collection;
 * `stdlib`: only standard-library frames up to the event loop's `_run_once` (asyncio's own scheduling, its
   callbacks, timers and task wake-ups), whatever frame called `run_until_complete` below it (in the bench, its own
   driver, which would otherwise own every such sample: `agent_rl/cli/bench.py:run`, 9% of the loop's samples on the
@@ -27,6 +30,7 @@ read another thread's CPU clock) and the functions seen most (innermost non-libr
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import sysconfig
@@ -43,6 +47,12 @@ _LOOP_FILE = os.sep + os.path.join("asyncio", "base_events.py")
 # collect the whole call's time: such samples go to the frame below. filelock's fork-safety hook took up to 14% of
 # the event-loop thread's CPU that way on the H200 (2026-12-04).
 _AUDIT_HOOKS = frozenset({"_audit_fork_safety"})
+
+
+def _callback_codes() -> list:
+    """The code objects of the functions in `gc.callbacks` now (bound methods: their function's)."""
+    codes = (getattr(getattr(cb, "__func__", cb), "__code__", None) for cb in list(gc.callbacks))
+    return [c for c in codes if c is not None]
 
 
 def _module(filename: str) -> Optional[str]:
@@ -86,6 +96,8 @@ class StackSampler:
         code = frame.f_code
         if code.co_filename.endswith(_SELECTOR_FILE) and code.co_name == "select":
             return "idle", None
+        if any(code is c for c in _callback_codes()):
+            return "gc", "gc: garbage collection"
         f = frame
         while f is not None:
             name = f.f_code.co_filename

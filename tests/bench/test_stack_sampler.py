@@ -84,6 +84,24 @@ def test_the_event_loops_own_work_is_stdlib_not_the_caller_of_run_until_complete
     assert s._owner(_stack((os.path.join(lib, "heapq.py"), "heappop"), (driver.__file__, "run")))[0] == "agent_rl"
 
 
+def test_a_look_inside_a_gc_callback_is_the_collection():
+    """A gc.callbacks function runs at the end of a collection that held the GIL: the sample is the collector's."""
+    import gc
+
+    import agent_rl.rollout.agent_loop as ours
+    from agent_rl.metrics.gc_watch import GcWatch
+
+    watch = GcWatch().start(count_objects=False)
+    try:
+        leaf = _stack((ours.__file__, "run_trajectory"))
+        leaf.f_code = GcWatch._callback.__code__   # the callback's real code, called from our frame
+        assert StackSampler()._owner(leaf) == ("gc", "gc: garbage collection")
+    finally:
+        watch.stop()
+    assert StackSampler()._owner(leaf)[0] == "agent_rl"   # no longer a collector callback: the file's owner
+    assert watch._callback not in gc.callbacks
+
+
 def test_busy_code_is_owned_by_its_package_and_function():
     s = _sample_thread(_busy_in_this_file)
     label, share = s["functions"][0]
