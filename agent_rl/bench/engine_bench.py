@@ -10,6 +10,8 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from agent_rl.engines.base import Engine, SamplingParams
+from agent_rl.metrics.gc_watch import GcWatch
+from agent_rl.rollout.frozen_heap import frozen_heap
 
 
 def synthetic_prompts(num: int, length: int, vocab_size: int, seed: int = 0, avoid: Sequence[int] = ()) -> List[List[int]]:
@@ -46,9 +48,12 @@ async def bench_engine(engine: Engine, prompts: List[List[int]], max_new_tokens:
             progress.update(1)
         return len(out.output_ids), time.perf_counter() - t
 
+    collections = GcWatch().start(count_objects=False)
     t0 = time.perf_counter()
-    results = await asyncio.gather(*(one(i) for i in range(len(prompts))))
+    with frozen_heap():   # as a rollout step runs (rollout/frozen_heap.py): raw run and rollout modes compare alike
+        results = await asyncio.gather(*(one(i) for i in range(len(prompts))))
     wall = time.perf_counter() - t0
+    collected = collections.stop()
     tokens = sum(n for n, _ in results)
     lat = np.array([s for _, s in results]) if results else np.zeros(1)
     return {
@@ -61,6 +66,7 @@ async def bench_engine(engine: Engine, prompts: List[List[int]], max_new_tokens:
         "requests_per_s": len(prompts) / wall if wall > 0 else 0.0,
         "request_latency_p50_s": float(np.percentile(lat, 50)),
         "request_latency_p99_s": float(np.percentile(lat, 99)),
+        "gc_s": collected["total_s"], "gc_full_collections": collected["collections"][2],
     }
 
 

@@ -208,6 +208,7 @@ def suite_markdown(suite: Dict[str, Any]) -> str:
         lines.append(f"- raw engine: {c['requests']} requests x {c['max_new_tokens_mean']:.0f} new tokens "
                      f"(prompt {c['prompt_tokens_mean']:.0f}): **{c['tokens_per_s']:.0f} tokens/s**, "
                      f"{c['requests_per_s']:.1f} requests/s, {c['wall_s']:.2f} s"
+                     + (f", garbage collection {c['gc_s']:.2f} s" if c.get("gc_s") is not None else "")
                      + (f"; {rounds}" if rounds else ""))
     rows = []
     stacks = any(m.get("loop_stacks") for sc in (suite.get("scenario_modes") or {}).values() for m in sc)

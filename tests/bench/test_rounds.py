@@ -88,6 +88,25 @@ async def test_raw_engine_warms_up_at_the_measured_shape():
     assert len(eng.calls) == 6
 
 
+async def test_the_raw_run_is_measured_with_the_heap_frozen_like_a_rollout_step():
+    import gc
+
+    from agent_rl.rollout.frozen_heap import _STARTUP_FROZEN
+
+    class _Frozen(_Recorder):
+        async def generate(self, ids, sp, rid):
+            self.calls.append(gc.get_freeze_count())
+            if not rid.endswith("-warmup-0") and len(self.calls) == 3:
+                gc.collect()   # one full collection inside the measured run
+            return GenerateOutput([5] * sp.max_new_tokens, [-1.0] * sp.max_new_tokens, "length")
+
+    eng = _Frozen()
+    res = await bench_engine(eng, [[1, 2, 3], [4, 5, 6, 7]], 4)
+    assert all(n > _STARTUP_FROZEN for n in eng.calls[2:])         # the measured requests ran frozen
+    assert res["gc_full_collections"] == 1 and res["gc_s"] > 0
+    assert gc.get_freeze_count() <= _STARTUP_FROZEN                 # and given back after
+
+
 def test_bench_rollout_rounds_on_the_sim_engine(tmp_path, tiny_model_path, capsys):
     out = tmp_path / "b"
     assert cli_main(["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path,

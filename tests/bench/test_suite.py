@@ -84,6 +84,10 @@ def test_suite_markdown_shows_the_cpu_by_process_column_when_sampled():
     assert "| 20%; 0.75 ms |" in per and "event-loop CPU (of wall; a request; garbage collection of wall; sglang outputs a message)" in per
     collected = suite_markdown(dict(suite, scenario_modes={"instant-tools": [dict(mode, gc_s=0.03, wall_s=2.0)]}))
     assert "| 20%; GC 1.5% |" in collected
+    ceil = {"requests": 256, "max_new_tokens_mean": 256, "prompt_tokens_mean": 128, "tokens_per_s": 1000.0,
+            "requests_per_s": 4.0, "wall_s": 64.0}
+    assert "64.00 s\n" in suite_markdown(dict(suite, ceiling=ceil))                # an older JSON: no GC figure
+    assert "64.00 s, garbage collection 0.71 s" in suite_markdown(dict(suite, ceiling=dict(ceil, gc_s=0.71)))
     tapped = suite_markdown(dict(suite, scenario_modes={"instant-tools": [dict(mode, engine_output_messages=40, engine_outputs=300)]}))
     assert "| 20%; 7.5 outputs a message |" in tapped
     header = next(line for line in md.splitlines() if line.startswith("| scenario | mode |"))
