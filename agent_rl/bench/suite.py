@@ -190,7 +190,9 @@ def engine_bounds_line(info: Optional[Dict[str, Any]], concurrency: int) -> str:
             + ("" if "prefill_delayer" not in info else f"; prefill delayer {'on' if info['prefill_delayer'] else 'off'}")
             + ("" if info.get("prefill_cuda_graph") is None else f"; prefill CUDA graphs {info['prefill_cuda_graph']}")
             + ("" if "partial_output_every" not in info else "; partial outputs of unfinished requests "
-               + (f"every {info['partial_output_every']} tokens" if info["partial_output_every"] else "off")))
+               + (f"every {info['partial_output_every']} tokens" if info["partial_output_every"] else "off"))
+            + ("" if "coalesce_submits" not in info else "; a loop pass's requests sent "
+               + ("together" if info["coalesce_submits"] else "one by one")))
 
 
 def suite_markdown(suite: Dict[str, Any]) -> str:

@@ -42,8 +42,11 @@ def _build_engine(args, rollout_cfg, model_path):
                          queue_min_ratio=float(delayer["prefill_delayer_queue_min_ratio"]))
     from agent_rl.engines import build_engine
 
-    return build_engine(rollout_cfg, model_path, device=args.device, seed=args.seed, dtype=_dtype(args.dtype),
-                        log_dir=args.out)
+    engine = build_engine(rollout_cfg, model_path, device=args.device, seed=args.seed, dtype=_dtype(args.dtype),
+                          log_dir=args.out)
+    if getattr(args, "no_coalesce_submits", False) and hasattr(engine, "coalesce_submits"):
+        engine.coalesce_submits = False
+    return engine
 
 
 def _concurrency(args, plan) -> int:

@@ -84,6 +84,9 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
                    help="keep the engine's prefix cache across steps, modes and rounds; by default every step and raw "
                         "engine run starts on an empty cache, as a training step does after its weight sync (a carried "
                         "trajectory then prefills its history again)")
+    p.add_argument("--no-coalesce-submits", action="store_true",
+                   help="in-process sglang engine: send each request as its trajectory asks, not the requests of one "
+                        "event-loop pass back to back at its end (the default; engines/sglang_engine._Coalescer)")
     p.add_argument("--sample-cpu", action="store_true",
                    help="sample the CPU of this process, its children (sglang's scheduler, detokenizer) and the host "
                         "every 0.5 s in each mode: cores each process holds, its busiest threads, host busy share and "

@@ -264,6 +264,61 @@ def _profile_req(**fields):
     return ProfileReq(**fields)
 
 
+class _Coalescer:
+    """Starts the calls queued during one pass of the event loop back to back, at its end.
+
+    When sglang's answer to a decode pass wakes many trajectories, each runs its whole turn (parse, tool, render)
+    and then calls `generate`; without this their requests went out one by one, interleaved with that work. Queued
+    here, they are submitted one after the other once the woken trajectories have run: sglang's tokenizer manager
+    then does its per-request work in a tight loop (on a 2-core CPU with sglang 0.5.17's real tokenizer manager and a
+    stand-in scheduler, 0.40 -> 0.34 ms of event-loop CPU per async turn, turn-batched unchanged; docs/benchmarks.md,
+    twelfth session) and the scheduler receives them together, for larger prefill passes. A request waits at most one
+    pass of the loop longer, and at most `max_batch` requests wait: the one that fills the batch hands it to the loop
+    at once (sglang's tokenizer manager wakes its requests 16 at a time, so with it a pass rarely queues more)."""
+
+    def __init__(self, max_batch: int = 16) -> None:
+        self.max_batch = int(max_batch)
+        self._queue: List[Tuple[Any, asyncio.Future]] = []
+        self._handle: Optional[asyncio.Handle] = None
+
+    def submit(self, start) -> "asyncio.Future":
+        """`start()` -> an awaitable, called at the end of this loop pass; the returned future gets its result."""
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._queue.append((start, waiter))
+        if len(self._queue) >= self.max_batch:
+            self._flush()
+        elif self._handle is None:
+            self._handle = loop.call_soon(self._flush)
+        return waiter
+
+    def _flush(self) -> None:
+        if self._handle is not None:   # a batch filled before the end of the pass: the scheduled flush has nothing left
+            self._handle.cancel()
+            self._handle = None
+        queue, self._queue = self._queue, []
+        for start, waiter in queue:
+            if waiter.done():   # its caller was cancelled before the batch started: nothing to send
+                continue
+            task = asyncio.ensure_future(start())
+            task.add_done_callback(lambda t, w=waiter: _settle(w, t))
+            waiter.add_done_callback(lambda w, t=task: t.cancel() if w.cancelled() else None)
+
+
+def _settle(waiter: "asyncio.Future", task: "asyncio.Future") -> None:
+    """`task`'s outcome into `waiter` (the exception is always read, so none goes unreported as never retrieved)."""
+    if task.cancelled():
+        waiter.cancel()
+        return
+    error = task.exception()
+    if waiter.done():
+        return
+    if error is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(task.result())
+
+
 class SGLangEngine(Engine):
     name = "sglang"
     eos_token_ids: List[int] = []   # the model's terminators (`model_eos_token_ids`), stop tokens of every request
@@ -302,12 +357,16 @@ class SGLangEngine(Engine):
         self._rids: Dict[str, Tuple[str, asyncio.Event]] = {}   # our request id -> (sglang rid, done)
         self.abort_retry_s = 0.1
         self.abort_retries = 600
+        self.coalesce_submits = True   # a loop pass's requests go out back to back (`_Coalescer`)
+        self._coalescer = _Coalescer()
         self._closed = False
         self.engine_env: Optional[Dict[str, str]] = None   # `apply_engine_env` at start (None: started elsewhere)
 
     def scheduling_info(self) -> Dict[str, Any]:
-        """`scheduling_info` of the started engine's ServerArgs."""
-        return scheduling_info(getattr(self._engine, "server_args", None), self.priority_scheduling, self.engine_env)
+        """`scheduling_info` of the started engine's ServerArgs, and whether a loop pass's requests go out together."""
+        info = scheduling_info(getattr(self._engine, "server_args", None), self.priority_scheduling, self.engine_env)
+        info["coalesce_submits"] = bool(self.coalesce_submits)
+        return info
 
     @property
     def tokenizer_manager(self):
@@ -336,9 +395,13 @@ class SGLangEngine(Engine):
             # a copy of plain ints (what the agent loop passes: checking is cheaper than converting), else converted
             ids = list(input_ids) if type(input_ids) is list and not set(map(type, input_ids)) - {int} \
                 else list(map(int, input_ids))
-            out = await self._engine.async_generate(input_ids=ids,
-                                                    sampling_params=sampling_params_dict(sampling, self.eos_token_ids),
-                                                    return_logprob=True, rid=rid, **extra)
+            params = sampling_params_dict(sampling, self.eos_token_ids)
+
+            def call():
+                return self._engine.async_generate(input_ids=ids, sampling_params=params, return_logprob=True, rid=rid,
+                                                   **extra)
+
+            out = await (self._coalescer.submit(call) if self.coalesce_submits else call())
         except Exception as e:
             # sglang raises RequestAbortedError when the abort lands before the request reached the scheduler
             if type(e).__name__ == "RequestAbortedError":

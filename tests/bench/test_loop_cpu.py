@@ -42,6 +42,7 @@ def test_turns_that_end_together_go_back_to_the_engine_one_by_one(tokenizer_path
 
     bench, fake = loop_cpu.build(tokenizer_path, prompts=4, n=2, turns=3, tokens=16, observation_words=4,
                                  real_parse=False)
+    bench.engine.inner.coalesce_submits = False   # each request on its own (the wrapper's batching: the next test)
     fake.events = []
     spec = parse_modes("async")[0]
     asyncio.run(loop_cpu.measure(bench, fake, spec, steps=1, warmup=0, real_parse=False))
@@ -52,6 +53,21 @@ def test_turns_that_end_together_go_back_to_the_engine_one_by_one(tokenizer_path
     assert kinds[8:16] == ["answer", "submit"] * 4, kinds
 
 
+def test_the_wrapper_sends_the_next_turns_of_one_loop_pass_together(tokenizer_path, eager_tool_tasks):
+    """With the sglang wrapper's batching (the default, engines/sglang_engine._Coalescer) the turns woken in one
+    loop pass all run, then their requests go out back to back (at most 16 wait; sglang's own tokenizer manager
+    wakes 16 at a time)."""
+    from agent_rl.bench.modes import parse_modes
+
+    bench, fake = loop_cpu.build(tokenizer_path, prompts=4, n=2, turns=3, tokens=16, observation_words=4,
+                                 real_parse=False)
+    assert bench.engine.inner.coalesce_submits
+    fake.events = []
+    asyncio.run(loop_cpu.measure(bench, fake, parse_modes("async")[0], steps=1, warmup=0, real_parse=False))
+    kinds = [kind for kind, _ in fake.events]
+    assert kinds[:24] == ["submit"] * 8 + ["answer"] * 8 + ["submit"] * 8, kinds
+
+
 def test_without_eager_tool_tasks_the_next_turns_wait_for_the_whole_batch(tokenizer_path, monkeypatch):
     from agent_rl.bench.modes import parse_modes
     from agent_rl.tool_runtime import bounded
@@ -59,6 +75,7 @@ def test_without_eager_tool_tasks_the_next_turns_wait_for_the_whole_batch(tokeni
     monkeypatch.setattr(bounded, "_start", lambda loop, coro: loop.create_task(coro))   # Python 3.11's behaviour
     bench, fake = loop_cpu.build(tokenizer_path, prompts=4, n=2, turns=3, tokens=16, observation_words=4,
                                  real_parse=False)
+    bench.engine.inner.coalesce_submits = False
     fake.events = []
     asyncio.run(loop_cpu.measure(bench, fake, parse_modes("async")[0], steps=1, warmup=0, real_parse=False))
     assert [kind for kind, _ in fake.events][8:16] == ["answer"] * 8

@@ -65,6 +65,8 @@ def test_engine_bounds_line_flags_uncovered_decode_batches():
         "partial outputs of unfinished requests off")
     assert engine_bounds_line({"cuda_graph_max_bs": 64, "partial_output_every": 50}, 64).endswith(
         "partial outputs of unfinished requests every 50 tokens")
+    assert engine_bounds_line({"cuda_graph_max_bs": 64, "coalesce_submits": True}, 64).endswith(
+        "a loop pass's requests sent together")
     assert "prefill delayer" not in capped                  # an engine that does not say
 
 

@@ -85,7 +85,8 @@ async def test_server_starts_with_the_in_process_engines_kwargs(fake_sglang, tmp
         assert server["force_stream_interval"] == "1000000000"
         assert os.path.isfile(eng.server.log_path) and os.path.dirname(eng.server.log_path) == str(tmp_path / "logs")
         assert _read(eng.server.spec_path)["kwargs"] == got
-        assert eng.scheduling_info() == inproc.scheduling_info() == {
+        assert inproc.scheduling_info().pop("coalesce_submits") is True   # the in-process wrapper's own batching
+        assert eng.scheduling_info() == {k: v for k, v in inproc.scheduling_info().items() if k != "coalesce_submits"} == {
             "cuda_graph_max_bs": 64, "cuda_graph_disabled": False, "max_running_requests": 1024,
             "priority_scheduling": True, "prefill_delayer": True, "prefill_cuda_graph": "disabled",
             "partial_output_every": None}
@@ -208,3 +209,17 @@ async def test_disk_sync_on_a_later_rank_loads_only_a_server_of_its_own(monkeypa
     eng = Eng()
     await weight_sync.sync_weights_from_disk(torch.nn.Linear(1, 1), eng, "/tmp/ws")
     assert eng.loaded == (["/tmp/ws"] if loads else [])
+
+
+def test_bench_no_coalesce_submits_reaches_the_in_process_engine(fake_sglang, tiny_model_path, tmp_path):
+    import argparse
+
+    from agent_rl.cli.bench import _build_engine
+    from agent_rl.config.schema import RolloutConfig
+
+    cfg = RolloutConfig(engine="sglang")
+    args = argparse.Namespace(engine="sglang", device=None, seed=0, dtype=None, out=str(tmp_path), no_coalesce_submits=False)
+    assert _build_engine(args, cfg, tiny_model_path).coalesce_submits is True
+    args.no_coalesce_submits = True
+    eng = _build_engine(args, cfg, tiny_model_path)
+    assert eng.coalesce_submits is False and eng.scheduling_info()["coalesce_submits"] is False

@@ -133,9 +133,7 @@ async def test_sglang_wrapper_sends_the_models_terminators(monkeypatch):
                                                           "prompt_tokens": 1,
                                                           "output_token_logprobs": [(-0.1, 128009, None)]}}
 
-    eng = SGLangEngine.__new__(SGLangEngine)
-    eng._engine, eng._rids, eng._closed, eng.priority_scheduling = Fake(), {}, False, False
-    eng.eos_token_ids = [128001, 128009]
+    eng = SGLangEngine.wrap(Fake(), eos_token_ids=[128001, 128009])
     out = await eng.generate([1], SamplingParams(max_new_tokens=4, stop_token_ids=[7]), "a")
     assert isinstance(out, GenerateOutput) and out.finish_reason == "stop" and out.output_ids == [128009]
     assert seen[0]["stop_token_ids"] == [7, 128001, 128009]
