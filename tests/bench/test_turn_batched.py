@@ -30,3 +30,18 @@ async def test_turn_batched_waits_for_slowest_tool_each_turn(tokenizer, step_eng
     assert step.wall_s - sum(e - s for s, e in trace.busy) >= slowest * 0.9
     m = rt.metrics.snapshot()
     assert any(k.endswith("calls") for k in m)
+
+
+async def test_each_turn_is_decoded_like_the_agent_loop_does(tokenizer, step_engine):
+    """The baseline does the per-turn work a real turn-batched rollout does: the output decoded to text."""
+    w = Workload(num_prompts=2, n=1, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("3"),
+                 tool_latency=Dist.parse("0"), seed=1)
+    rt = ToolRuntime([BenchTool.for_workload(w)], tokenizer=tokenizer)
+    renderer = ChatRenderer(tokenizer, rt.schemas)
+    decoded = []
+    decode = renderer.decode
+    renderer.decode = lambda ids: decoded.append(list(ids)) or decode(ids)
+    prompts = {g: renderer.prompt_ids([{"role": "user", "content": f"q{g}"}]) for g in range(2)}
+    await turn_batched_step(InstrumentedEngine(step_engine), renderer, rt, [w.plan(g, 0) for g in range(2)], prompts,
+                            1.0, time.perf_counter(), 0)
+    assert decoded == [[step_engine.token] * 3] * 4     # 2 trajectories x 2 turns, each turn's own output
