@@ -213,16 +213,16 @@ class RolloutBench:
         not slow with the batch (`workload.tail_cut_bound`); only without tool waits, where tokens are all a step's
         time: no trajectory the bound replays draws a wait (whatever distribution gives those zeros)."""
         w, out = self.workload, {}
-        rates = [spec.over_sample_rate for spec in modes if spec.kind != "turn-batched" and spec.over_sample_rate > 0]
-        groups = (self.s.steps + self.s.carry_warmup_steps) * math.ceil(w.num_prompts * (1 + max(rates, default=0.0)))
+        extra = [spec for spec in modes if spec.kind != "turn-batched" and spec.over_sample_rate > 0]
+        rate = max((spec.over_sample_rate for spec in extra), default=0.0)
+        groups = (self.s.steps + self.s.carry_warmup_steps) * math.ceil(w.num_prompts * (1 + rate))
         if any(t > 0 for g in range(groups) for k in range(w.n) for t in w.plan(g, k).tool_latency_s):
             return {}
-        for spec in modes:
-            if spec.kind != "turn-batched" and spec.over_sample_rate > 0:
-                bound = tail_cut_bound(self.workload, spec.over_sample_rate, spec.partial_rollout, self.s.steps,
-                                       self.s.carry_warmup_steps if spec.partial_rollout else 0)
-                if bound is not None:
-                    out[spec.name] = bound
+        for spec in extra:
+            bound = tail_cut_bound(w, spec.over_sample_rate, spec.partial_rollout, self.s.steps,
+                                   self.s.carry_warmup_steps if spec.partial_rollout else 0)
+            if bound is not None:
+                out[spec.name] = bound
         return out
 
     async def run(self, modes: List[ModeSpec]) -> Dict[str, Any]:
