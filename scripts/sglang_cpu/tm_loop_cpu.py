@@ -1,7 +1,8 @@
 """Event-loop CPU per turn of the rollout loop with sglang 0.5.17's real TokenizerManager on the thread, on a CPU:
 a stand-in scheduler process (fake_scheduler.py) answers every request after its tokens' worth of decode steps.
 Setup and usage: README.md in this folder. `COALESCE=1` keeps the wrapper's request batching on (the default of
-agent-rl); unset, each request goes out on its own. `PROF=1` prints a cProfile of each mode."""
+agent-rl); unset, each request goes out on its own. `PROF=1` prints a cProfile of each mode. The loop is asyncio's
+own, as in `agent-rl bench` and training; `LOOP=uvloop` runs it on uvloop."""
 import asyncio, multiprocessing as mp, os, sys, time, statistics
 
 
@@ -22,12 +23,12 @@ def main():
     from sglang.srt.entrypoints.engine import Engine as _E; eng = _E.__new__(_E)
     eng.tokenizer_manager, eng.server_args = tm, sa
     count = {"n": 0}
-    orig = eng.async_generate
+    orig = tm.generate_request
 
-    async def counted(*a, **k):
+    def counted(*a, **k):   # every request's generator, whichever way the wrapper starts it
         count["n"] += 1
-        return await orig(*a, **k)
-    eng.async_generate = counted
+        return orig(*a, **k)
+    tm.generate_request = counted
 
     from transformers import AutoTokenizer
     from agent_rl.bench.instrument import InstrumentedEngine
@@ -48,7 +49,9 @@ def main():
     bench.check_context()
     tap = OutputTap.install(engine)
     engine.coalesce_submits = bool(os.environ.get("COALESCE"))
-    loop = asyncio.new_event_loop()
+    # the loop `agent-rl bench` and the training worker run on: asyncio's own (made before sglang's import sets
+    # uvloop's policy); LOOP=uvloop for sglang's
+    loop = asyncio.new_event_loop() if os.environ.get("LOOP") == "uvloop" else asyncio.SelectorEventLoop()
     asyncio.set_event_loop(loop)
 
     async def one(spec):
