@@ -2,7 +2,8 @@
 a stand-in scheduler process (fake_scheduler.py) answers every request after its tokens' worth of decode steps.
 Setup and usage: README.md in this folder. `COALESCE=1` keeps the wrapper's request batching on (the default of
 agent-rl); unset, each request goes out on its own. `PROF=1` prints a cProfile of each mode. The loop is asyncio's
-own, as in `agent-rl bench` and training; `LOOP=uvloop` runs it on uvloop."""
+own, as in `agent-rl bench` and training; `LOOP=uvloop` runs it on uvloop. `NOTIFY=N` sets sglang's
+`batch_notify_size` (finished requests its tokenizer manager wakes per loop pass, default 16)."""
 import asyncio, multiprocessing as mp, os, sys, time, statistics
 
 
@@ -13,7 +14,8 @@ def main():
     path = tiny_model_dir(os.path.join(cache_dir(), "test-models", "tiny-llama-h64-l2"))
     from sglang.srt.server_args import ServerArgs, PortArgs
     sa = ServerArgs(model_path=path, skip_tokenizer_init=True, device="cpu", log_level="error",
-                    enable_priority_scheduling=True, schedule_low_priority_values_first=True)
+                    enable_priority_scheduling=True, schedule_low_priority_values_first=True,
+                    batch_notify_size=int(os.environ.get("NOTIFY", "16")))
     pa = PortArgs.init_new(sa)
     import fake_scheduler
     proc = mp.get_context("spawn").Process(target=fake_scheduler.run, args=(pa, step_s), daemon=True)
