@@ -27,6 +27,10 @@ TARGET_ASYNC_SPEEDUP = 1.8
 TARGET_CARRY_SPEEDUP = 2.5
 TARGET_STEP_CUT = 0.30
 TARGET_LATENCY_SLACK = 0.10
+# what the suite keeps of each scenario's modes (JSON `scenario_modes`) for its summary's table
+MODE_KEYS = ("mode", "step_wall_s_mean", "ratio_to_ceiling", "inflight_mean", "inflight_peak", "loop_cpu_frac",
+             "loop_cpu_s", "engine_requests", "gc_s", "wall_s", "engine_output_messages", "engine_outputs",
+             "engine_idle_frac", "latency_p50_s", "loop_stacks", "step_wall_s_range", "rounds", "process_cpu")
 
 
 @dataclass

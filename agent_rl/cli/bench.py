@@ -273,7 +273,7 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
 
     from agent_rl.bench.instrument import InstrumentedEngine
     from agent_rl.bench.rounds import merge_ceilings, round_order
-    from agent_rl.bench.suite import ceiling_check, scenario_targets, suite_markdown
+    from agent_rl.bench.suite import MODE_KEYS, ceiling_check, scenario_targets, suite_markdown
 
     tok = AutoTokenizer.from_pretrained(model_path)
     wrapped = InstrumentedEngine(engine)
@@ -298,11 +298,7 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
         paths += list(_finish(result, os.path.join(args.out, sc.name), "rollout_bench").values())
         suite["scenarios"][sc.name] = os.path.join(sc.name, "rollout_bench.json")
         suite["targets"] += scenario_targets(sc, result)
-        suite["scenario_modes"][sc.name] = [{k: m.get(k) for k in ("mode", "step_wall_s_mean", "ratio_to_ceiling",
-                                                                    "inflight_mean", "inflight_peak", "loop_cpu_frac",
-                                                                    "engine_idle_frac", "latency_p50_s", "loop_stacks",
-                                                                    "step_wall_s_range", "rounds", "process_cpu")}
-                                            for m in result["modes"]]
+        suite["scenario_modes"][sc.name] = [{k: m.get(k) for k in MODE_KEYS} for m in result["modes"]]
     if hasattr(os, "getloadavg"):
         suite["environment"]["load_avg_1m_at_end"] = os.getloadavg()[0]
     os.makedirs(args.out, exist_ok=True)

@@ -1,6 +1,7 @@
 """`bench rollout|suite --rounds`: repeated rounds, alternating mode order, merged headline numbers, and the raw
 engine's warm-up at the measured batch shape."""
 import json
+import re
 
 from agent_rl.bench.engine_bench import bench_engine
 from agent_rl.bench.rounds import ceiling_rounds, merge_ceilings, merge_modes, round_order, step_range
@@ -141,5 +142,8 @@ def test_bench_suite_end_to_end_with_rounds_on_the_sim_engine(tmp_path, tiny_mod
     assert all(len(m["rounds"]) == 2 for sc in suite["scenario_modes"].values() for m in sc)
     md = (out / "summary.md").read_text()
     assert "(the median shown)" in md and "| instant-tools | async |" in md
+    # the event-loop column: share of wall; CPU a request; garbage collection (the suite keeps what it needs)
+    row = next(line for line in md.splitlines() if line.startswith("| instant-tools | async |"))
+    assert re.search(r"\| \d+%; \d+\.\d+ ms; GC \d+\.\d+% \|", row), row
     for sc in suite["scenarios"].values():
         assert len(json.load(open(out / sc))["round_results"]) == 2
