@@ -37,7 +37,8 @@ def summary_markdown(result: Dict[str, Any]) -> str:
              f"- machine load (1-min average) at start / end: {_fmt(env.get('load_avg_1m_at_start'))} / "
              f"{_fmt(env.get('load_avg_1m_at_end'))} on {env.get('cpu_count', '?')} CPUs",
              f"- git commit: {env.get('commit') or 'unknown'}{' (dirty tree)' if env.get('dirty') else ''}",
-             f"- engine: {result['engine']}, model: {result['model']}"]
+             f"- engine: {result['engine']}, model: {result['model']}"
+             + (f", event loop {result['event_loop']}" if result.get("event_loop") else "")]
     if w:
         lines.append(f"- workload: {w['num_prompts']} prompts x n={w['n']}, turns {w['turns']}, tokens/turn {w['tokens_per_turn']}, "
                      f"tool latency {w['tool_latency']} s, tool failure rate {w['tool_failure_rate']:g}, seed {w['seed']}, "

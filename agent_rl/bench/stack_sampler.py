@@ -15,7 +15,11 @@ look costs the sampled thread one GIL hand-over) and files every sample under on
 * `stdlib`: only standard-library frames up to the event loop's `_run_once` (asyncio's own scheduling, its
   callbacks, timers and task wake-ups), whatever frame called `run_until_complete` below it (in the bench, its own
   driver, which would otherwise own every such sample: `agent_rl/cli/bench.py:run`, 9% of the loop's samples on the
-  H200 on 2026-12-04).
+  H200 on 2026-12-04);
+* `uvloop`: on uvloop (`--event-loop uvloop`) the loop waits and schedules in C, with no Python frame of its own:
+  the look finds the frame that called `run_until_complete` on top, and files it here (waiting or uvloop's own work;
+  the thread's CPU clock tells them apart in `owners_cpu`). `start()` from a coroutine on the sampled thread finds
+  that frame.
 
 Each sample stands for the time since the previous one. The sampler needs the GIL to look: while the thread waits in
 its selector (GIL released) a look comes every `interval_s`, while it runs Python only at the interpreter's next
@@ -31,6 +35,7 @@ read another thread's CPU clock) and the functions seen most (innermost non-libr
 from __future__ import annotations
 
 import gc
+import inspect
 import os
 import sys
 import sysconfig
@@ -76,6 +81,19 @@ def _module(filename: str) -> Optional[str]:
     return path[len(best):].replace(os.sep, "/") if best else "other/" + os.path.basename(path)
 
 
+def _loop_driver(frame) -> Any:
+    """The frame an event loop implemented in C (uvloop) runs the coroutines of `frame`'s stack from: the caller of
+    the outermost coroutine frame, when that caller is not asyncio's own Python loop. None otherwise."""
+    below = None
+    while frame is not None:
+        if frame.f_code.co_flags & (inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR):
+            below = frame.f_back
+        frame = frame.f_back
+    if below is None or _module(below.f_code.co_filename) is None:   # asyncio's loop (stdlib) calls it: not C
+        return None
+    return below
+
+
 class StackSampler:
     def __init__(self, thread_id: Optional[int] = None, interval_s: float = 0.002, top: int = 15):
         self.thread_id = threading.get_ident() if thread_id is None else thread_id
@@ -90,6 +108,7 @@ class StackSampler:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._modules: Dict[str, Optional[str]] = {}
+        self._driver = None   # uvloop: the frame below the loop's C code (`start`)
 
     def _owner(self, frame) -> tuple:
         """(owner, function label) of one stack, leaf first."""
@@ -98,8 +117,10 @@ class StackSampler:
             return "idle", None
         if any(code is c for c in _callback_codes()):
             return "gc", "gc: garbage collection"
+        if frame is self._driver:
+            return "uvloop", None
         f = frame
-        while f is not None:
+        while f is not None and f is not self._driver:
             name = f.f_code.co_filename
             mod = self._modules.get(name, False)
             if mod is False:
@@ -143,6 +164,8 @@ class StackSampler:
             self.sample_once()
 
     def start(self) -> "StackSampler":
+        if self.thread_id == threading.get_ident():
+            self._driver = _loop_driver(sys._getframe(1))
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name="stack-sampler", daemon=True)

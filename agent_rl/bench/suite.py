@@ -206,7 +206,8 @@ def suite_markdown(suite: Dict[str, Any]) -> str:
              f"- device: {env['device']}; python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
              f"sglang {env['sglang'] or 'not installed'}",
              f"- git commit: {env.get('commit') or 'unknown'}{' (dirty tree)' if env.get('dirty') else ''}",
-             f"- engine: {suite['engine']}, model: {suite['model']}",
+             f"- engine: {suite['engine']}, model: {suite['model']}"
+             + (f", event loop {suite['event_loop']}" if suite.get("event_loop") else ""),
              engine_bounds_line(suite.get("engine_scheduling"), suite.get("max_concurrency", 0))]
     lines.append("")
     for c in suite.get("ceilings") or ([suite["ceiling"]] if suite.get("ceiling") else []):

@@ -24,7 +24,8 @@ def _rollout_config(args, concurrency: int):
                                hf_max_batch_size=args.hf_max_batch_size, gpu_memory_utilization=args.mem_fraction,
                                engine_kwargs=_engine_kwargs(args.engine_kwarg), progress_bar=not args.no_progress,
                                max_concurrent_trajectories=concurrency, server_url=args.server_url,
-                               over_sample_max_load=_max_load(getattr(args, "over_sample_max_load", None)))
+                               over_sample_max_load=_max_load(getattr(args, "over_sample_max_load", None)),
+                               event_loop=args.event_loop)
 
 
 def _build_engine(args, rollout_cfg, model_path):
@@ -137,10 +138,12 @@ def run(args) -> int:
 
     header = {"kind": args.bench_cmd, "command": command_line(args), "argv": list(sys.argv),
               "engine": args.engine if args.engine == "sim" else resolve_engine_kind(args.engine), "model": model_path, "environment": environment(args.device),
-              "max_concurrency": rollout_cfg.max_concurrent_trajectories}
+              "max_concurrency": rollout_cfg.max_concurrent_trajectories, "event_loop": rollout_cfg.event_loop}
     from agent_rl.engines.sglang_server import SGLangServerError
 
-    loop = asyncio.new_event_loop()  # one loop for every engine call (SGLang binds to its first loop)
+    from agent_rl.rollout.event_loop import new_event_loop
+
+    loop = new_event_loop(rollout_cfg.event_loop)  # one loop for every engine call (SGLang binds to its first loop)
     asyncio.set_event_loop(loop)
     try:
         engine = _build_engine(args, rollout_cfg, model_path)

@@ -74,7 +74,9 @@ class TrainWorker:
         self.tokenizer = load_tokenizer(cfg, cfg.model.path)
         self.actor = Actor.from_config(cfg, device=device)
         self.ref = ReferenceModel.from_config(cfg, device=device, actor=self.actor) if cfg.actor.use_kl_loss else None
-        self.loop = asyncio.new_event_loop()
+        from agent_rl.rollout.event_loop import new_event_loop
+
+        self.loop = new_event_loop(cfg.rollout.event_loop)
         self.tool_runtime = build_tool_runtime(cfg, self.tokenizer)
         self.renderer = build_renderer(cfg, self.tokenizer, self.tool_runtime)
         self.engine = build_engine(cfg.rollout, cfg.model.path, device=str(device), seed=cfg.trainer.seed * 1000 + self.rank,

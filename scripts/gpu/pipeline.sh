@@ -86,7 +86,8 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # nocoalesce (each request sent as its trajectory asks, not a loop pass's requests together: the default since then),
   # or notify256 (sglang's tokenizer manager wakes up to 256 finished requests per loop pass instead of 16), or load25
   # (`--over-sample-max-load 0.25`: over-sampled extras start only while fewer than a quarter of the kept groups'
-  # trajectories still run; never measured on a GPU).
+  # trajectories still run; never measured on a GPU), or uvloop (`--event-loop uvloop`: our loop and sglang's
+  # tokenizer manager on uvloop instead of asyncio's own loop).
   # An optional third field gives that suite its own rounds / steps: q15-64x4:base:r2s3 = --rounds 2 --steps 3; a p in
   # it profiles the modes of PROFILE_MODES (default async,turn-batched) in an extra unmeasured run (`--engine-profile`).
   local v shape set model pn p n extra engine more steps rounds envset
@@ -101,6 +102,7 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
       partial50) extra=""; envset="SGLANG_FORCE_STREAM_INTERVAL=50" ;;
       nocoalesce) extra="--no-coalesce-submits" ;;   # each request sent on its own (before 2026-12-04, twelfth session)
       notify256) extra="--engine-kwarg batch_notify_size=256" ;;   # sglang's tokenizer manager wakes 256 outputs a pass, not 16
+      uvloop) extra="--event-loop uvloop" ;;   # the rollout's event loop on uvloop (rollout.event_loop; asyncio's by default)
       load25) extra="--over-sample-max-load 0.25" ;;   # over-sampled extras start only while < 25% of the kept groups' trajectories run
       server) extra=""; engine=sglang-server ;;
       delay) extra="--engine-kwarg enable_prefill_delayer=true --engine-kwarg prefill_delayer_queue_min_ratio=0.25 --engine-kwarg prefill_delayer_max_delay_passes=10" ;;

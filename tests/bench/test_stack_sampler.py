@@ -1,4 +1,5 @@
 """The event-loop thread's stack samples: who owns each sample, and the bench's `--sample-stacks` output."""
+import asyncio
 import json
 import os
 import selectors
@@ -6,6 +7,8 @@ import sysconfig
 import threading
 import textwrap
 from types import SimpleNamespace
+
+import pytest
 
 from agent_rl.bench.stack_sampler import StackSampler, owners_line
 from agent_rl.cli.main import main as cli_main
@@ -168,3 +171,40 @@ def test_bench_rollout_sample_stacks(tmp_path, tiny_model_path):
     assert cli_main(args + ["--out", str(tmp_path / "b")]) == 0
     (m,) = json.load(open(tmp_path / "b" / "rollout_bench.json"))["modes"]
     assert "loop_stacks" not in m
+
+
+def _loop_owners(loop):
+    """The owners of a sampled wait on `loop` (a sleep in a coroutine), sampled from a helper thread."""
+    async def wait():
+        s = StackSampler(interval_s=0.002).start()   # from a coroutine on the sampled thread, as the bench does
+        await asyncio.sleep(0.3)
+        return s.stop()
+
+    try:
+        return loop.run_until_complete(wait())["owners"]
+    finally:
+        loop.close()
+
+
+def test_a_wait_on_uvloop_is_the_loops_not_the_caller_of_run_until_complete():
+    pytest.importorskip("uvloop")
+    from agent_rl.rollout.event_loop import new_event_loop
+
+    owners = _loop_owners(new_event_loop("uvloop"))   # the caller (this test) is on top of the stack: not its owner
+    assert owners.get("uvloop", 0) > 0.9, owners
+    owners = _loop_owners(new_event_loop("asyncio"))  # asyncio's loop waits in its selector: idle, as before
+    assert owners.get("idle", 0) > 0.9 and "uvloop" not in owners, owners
+
+
+def test_bench_rollout_on_uvloop(tmp_path, tiny_model_path):
+    pytest.importorskip("uvloop")
+    assert cli_main(["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path,
+                     "--prompts", "4", "--n", "2", "--turns", "2", "--tokens-per-turn", "8", "--modes", "async",
+                     "--steps", "1", "--no-ceiling", "--no-progress", "--event-loop", "uvloop", "--sample-stacks",
+                     "--out", str(tmp_path)]) == 0
+    res = json.load(open(tmp_path / "rollout_bench.json"))
+    assert res["event_loop"] == "uvloop"
+    owners = res["modes"][0]["loop_stacks"]["owners"]
+    assert owners.get("uvloop", 0) > 0 and "idle" not in owners, owners   # the simulated engine's waits are uvloop's
+    assert "agent_rl/cli/bench.py" not in str(res["modes"][0]["loop_stacks"]["functions"])   # not the driver's
+    assert "- engine: sim, model: " in (md := open(tmp_path / "summary.md").read()) and ", event loop uvloop" in md

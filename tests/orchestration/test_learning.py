@@ -84,6 +84,12 @@ def test_grpo_raises_reward_on_toy_task(tmp_path, tokenizer):
     assert len(os.listdir(out / "rollouts")) == 10
 
 
+def _has_uvloop() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("uvloop") is not None
+
+
 def test_dynamic_sampling_through_the_trainer(tmp_path, tokenizer):
     """`algorithm.filter_groups.enable=true` end to end (workers, real hf engine, real scheduler): groups of even rows
     always score 0 and never reach a training batch; the steps train on odd rows' groups only."""
@@ -107,7 +113,9 @@ def test_dynamic_sampling_through_the_trainer(tmp_path, tokenizer):
                                            "algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=hit",
                                            "algorithm.filter_groups.max_num_gen_batches=5",
                                            "rollout.multi_turn.max_new_tokens_per_turn=2",
-                                           "rollout.multi_turn.max_assistant_turns=1", "trainer.total_training_steps=2"])
+                                           "rollout.multi_turn.max_assistant_turns=1", "trainer.total_training_steps=2",
+                                           # the workers' rollouts on uvloop where it is installed (the dev extras)
+                                           f"rollout.event_loop={'uvloop' if _has_uvloop() else 'asyncio'}"])
     assert len(recs) == 2
     for step, r in enumerate(recs, start=1):
         trajs = read_trajectories(step_path(str(out / "rollouts"), step))
