@@ -47,6 +47,7 @@ from typing import Any, Dict, Optional
 _STDLIB = tuple({os.path.realpath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib")})
 _SELECTOR_FILE = os.sep + "selectors.py"
 _LOOP_FILE = os.sep + os.path.join("asyncio", "base_events.py")
+_HANDLE_FILE = os.sep + os.path.join("asyncio", "events.py")
 # Audit hooks libraries install (`sys.addaudithook`) run inside the C call that raised the event (pickle.loads,
 # open, ...), and their Python entry is where a thread holding the GIL in that call first lets a look in, so they
 # collect the whole call's time: such samples go to the frame below. filelock's fork-safety hook took up to 14% of
@@ -83,13 +84,14 @@ def _module(filename: str) -> Optional[str]:
 
 def _loop_driver(frame) -> Any:
     """The frame an event loop implemented in C (uvloop) runs the coroutines of `frame`'s stack from: the caller of
-    the outermost coroutine frame, when that caller is not asyncio's own Python loop. None otherwise."""
+    the outermost coroutine frame, unless that caller is asyncio's own loop (its `Handle._run` steps the tasks) or
+    there is none."""
     below = None
     while frame is not None:
         if frame.f_code.co_flags & (inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR):
             below = frame.f_back
         frame = frame.f_back
-    if below is None or _module(below.f_code.co_filename) is None:   # asyncio's loop (stdlib) calls it: not C
+    if below is None or below.f_code.co_filename.endswith(_HANDLE_FILE):
         return None
     return below
 

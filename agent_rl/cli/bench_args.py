@@ -25,7 +25,9 @@ def _common(p) -> None:
                         "process, started with the sglang engine's settings, its log in --out; http = an SGLang server "
                         "at --server-url; sim = a simulated continuous-batching engine whose decode step costs "
                         "--sim-cost, for scheduling work on a CPU)")
-    p.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio",
+    from agent_rl.rollout.event_loop import LOOPS
+
+    p.add_argument("--event-loop", choices=LOOPS, default="asyncio",
                    help="the event loop the benchmark (rollout, tools, in-process sglang's tokenizer manager) runs on "
                         "(rollout.event_loop)")
     p.add_argument("--sim-cost", default="1.3,11.8", metavar="FIXED_MS,PER_ROW_US[,PREFILL_MS[,PREFILL_ROW_MS]]",

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
+from agent_rl.rollout.event_loop import LOOPS
+
 
 def F(default: Any = None, help: str = "", factory: Any = None, choices: Optional[Sequence[Any]] = None):  # noqa: A002
     """A schema field: its default (or `factory`), the `help` docs/config.md shows and, for a value that must be one of
@@ -121,7 +123,7 @@ class RolloutConfig:
     })
     progress_bar: bool = F(True, "show a progress bar while rolling out")
     event_loop: str = F("asyncio", "the event loop the rollout runs on: asyncio | uvloop (its scheduling in C; with "
-                        "the in-process sglang engine it runs sglang's tokenizer manager too)", choices=("asyncio", "uvloop"))
+                        "the in-process sglang engine it runs sglang's tokenizer manager too)", choices=LOOPS)
     drift_checks_per_step: int = F(16, "trajectories per step whose token stream is compared with a full re-render "
                                    "(rollout/drift_*; costs a full chat-template render + tokenization each; -1 = all)")
     trajectory_dir: Optional[str] = F(None, "where each step's trajectories are written as JSONL (default: <trainer.output_dir>/rollouts)")
