@@ -3,7 +3,8 @@ a stand-in scheduler process (fake_scheduler.py) answers every request after its
 Setup and usage: README.md in this folder. `COALESCE=1` keeps the wrapper's request batching on (the default of
 agent-rl); unset, each request goes out on its own. `PROF=1` prints a cProfile of each mode. The loop is asyncio's
 own, as in `agent-rl bench` and training; `LOOP=uvloop` runs it on uvloop. `NOTIFY=N` sets sglang's
-`batch_notify_size` (finished requests its tokenizer manager wakes per loop pass, default 16)."""
+`batch_notify_size` (finished requests its tokenizer manager wakes per loop pass, default 16). `TOKENS=DIST` sets
+the tokens per turn (default 128; e.g. the suite's heavy tail `pareto:alpha=1.2,scale=32,max=512`)."""
 import asyncio, multiprocessing as mp, os, sys, time, statistics
 
 
@@ -43,7 +44,7 @@ def main():
     from agent_rl.engines.sglang_engine import SGLangEngine
     tok = AutoTokenizer.from_pretrained(tokenizer_dir())
     engine = SGLangEngine.wrap(eng, priority_scheduling=True)
-    w = Workload(num_prompts=64, n=4, turns=Dist.parse("3"), tokens_per_turn=Dist.parse("128"),
+    w = Workload(num_prompts=64, n=4, turns=Dist.parse("3"), tokens_per_turn=Dist.parse(os.environ.get("TOKENS", "128")),
                  tool_latency=Dist.parse("0"), tool_failure_rate=0.0, seed=0)
     cfg = RolloutConfig(max_model_len=8192, max_concurrent_trajectories=256, progress_bar=False)
     settings = RolloutBenchSettings(workload=w, ceiling=False, progress=False, flush_cache=False)
