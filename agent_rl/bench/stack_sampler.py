@@ -79,7 +79,22 @@ def _module(filename: str) -> Optional[str]:
         root = os.path.realpath(entry or ".") + os.sep
         if path.startswith(root) and len(root) > len(best):
             best = root
-    return path[len(best):].replace(os.sep, "/") if best else "other/" + os.path.basename(path)
+    if best:
+        return path[len(best):].replace(os.sep, "/")
+    return _package_path(path) or "other/" + os.path.basename(path)
+
+
+def _package_path(path: str) -> Optional[str]:
+    """`top/rel.py` for a file of an imported top-level package that no sys.path entry holds (an editable install
+    reached through an import finder: `pip install -e .` puts no source folder on sys.path), else None."""
+    for name, mod in list(sys.modules.items()):
+        if "." in name:
+            continue
+        for folder in list(getattr(mod, "__path__", None) or ()):
+            root = os.path.realpath(folder) + os.sep
+            if path.startswith(root):
+                return f"{name}/" + path[len(root):].replace(os.sep, "/")
+    return None
 
 
 def _loop_driver(frame) -> Any:

@@ -208,3 +208,24 @@ def test_bench_rollout_on_uvloop(tmp_path, tiny_model_path):
     assert owners.get("uvloop", 0) > 0 and "idle" not in owners, owners   # the simulated engine's waits are uvloop's
     assert "agent_rl/cli/bench.py" not in str(res["modes"][0]["loop_stacks"]["functions"])   # not the driver's
     assert "- engine: sim, model: " in (md := open(tmp_path / "summary.md").read()) and ", event loop uvloop" in md
+
+
+def test_a_package_outside_sys_path_is_named_by_its_package(tmp_path, monkeypatch):
+    """An editable install reaches its source through an import finder, not a sys.path entry: its files are still
+    its package's (`agent_rl/...`), not `other/...`."""
+    import importlib.util
+    import sys
+
+    from agent_rl.bench.stack_sampler import _module
+
+    pkg = tmp_path / "src" / "editpkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "work.py").write_text("def f():\n    return 1\n")
+    spec = importlib.util.spec_from_file_location("editpkg", pkg / "__init__.py",
+                                                  submodule_search_locations=[str(pkg)])
+    mod = importlib.util.module_from_spec(spec)
+    assert _module(str(pkg / "sub" / "work.py")) == "other/work.py"   # not imported: nothing names it
+    monkeypatch.setitem(sys.modules, "editpkg", mod)
+    assert str(tmp_path) not in " ".join(sys.path)
+    assert _module(str(pkg / "sub" / "work.py")) == "editpkg/sub/work.py"
