@@ -10,6 +10,7 @@ from typing import List
 from agent_rl.bench.hooks import WorkloadHooks, bench_row, traj_key
 from agent_rl.bench.modes import ModeSpec
 from agent_rl.bench.results import StepStat, TrajStat
+from agent_rl.bench.variants import rollout_overrides
 from agent_rl.config.schema import MultiTurnConfig, SamplingConfig
 from agent_rl.rollout.agent_loop import LoopHooks
 from agent_rl.rollout.scheduler import RolloutScheduler
@@ -17,7 +18,8 @@ from agent_rl.rollout.scheduler import RolloutScheduler
 
 def bench_rollout_config(base, spec: ModeSpec, workload, temperature: float, max_tool_response_tokens: int,
                          progress: bool):
-    """The rollout config of one async mode: the workload's budgets, the mode's over-sampling / carry-over."""
+    """The rollout config of one async mode: the workload's budgets, the mode's over-sampling / carry-over (and what
+    its variant sets, `async+oversample 0.5@load0.25`)."""
     launched = spec.launched_trajectories(workload.num_prompts, workload.n)
     mt = MultiTurnConfig(enable=True, max_assistant_turns=workload.max_turns(), max_tool_calls=workload.max_turns(),
                          max_parallel_tool_calls=1, max_new_tokens_per_turn=workload.max_tokens_per_turn(),
@@ -25,7 +27,7 @@ def bench_rollout_config(base, spec: ModeSpec, workload, temperature: float, max
     return dataclasses.replace(base, n=workload.n, sampling=SamplingConfig(temperature=temperature), multi_turn=mt,
                                over_sample_rate=spec.over_sample_rate, partial_rollout=spec.partial_rollout,
                                max_concurrent_trajectories=max(base.max_concurrent_trajectories, launched),
-                               progress_bar=progress)
+                               progress_bar=progress, **rollout_overrides(spec.variant))
 
 
 def _stat(traj, step: int, kept: bool, epoch0: float, plan_tokens: int, now_s: float) -> TrajStat:

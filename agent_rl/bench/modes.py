@@ -1,9 +1,12 @@
 """The rollout modes the benchmark compares, and how they are named on the command line."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import List
+
+from agent_rl.bench.variants import check_name
 
 MODE_NAMES = ("turn-batched", "async", "oversample", "carryover")
 
@@ -14,6 +17,7 @@ class ModeSpec:
     kind: str                       # turn-batched | async
     over_sample_rate: float = 0.0
     partial_rollout: bool = False
+    variant: str = ""               # an engine setting the mode runs under (bench/variants.py); "" = as started
 
     def launched_trajectories(self, prompts: int, n: int) -> int:
         """Trajectories a step launches (and so requests in flight at most): ceil(B (1 + rate)) groups of n."""
@@ -29,18 +33,30 @@ class ModeSpec:
         return "oversample" if self.over_sample_rate > 0 else "async"
 
     def settings(self):
-        return {"kind": self.kind, "over_sample_rate": self.over_sample_rate, "partial_rollout": self.partial_rollout}
+        out = {"kind": self.kind, "over_sample_rate": self.over_sample_rate, "partial_rollout": self.partial_rollout}
+        return dict(out, variant=self.variant) if self.variant else out
 
 
 def parse_modes(modes: str = "all", over_sample: str = "0.25,0.5") -> List[ModeSpec]:
-    """`modes`: comma list of turn-batched, async, oversample, carryover (or `all`); `over_sample`: the rates
-    run by `oversample`, comma-separated."""
-    names = _words(modes)
-    if names == ["all"]:
-        names = list(MODE_NAMES)
-    bad = [m for m in names if m not in MODE_NAMES]
+    """`modes`: comma list of turn-batched, async, oversample, carryover (or `all`), each optionally `@VARIANT` (an
+    engine setting it runs under, bench/variants.py: `async,async@notify256`); `over_sample`: the rates run by
+    `oversample`, comma-separated."""
+    words = _words(modes)
+    if words == ["all"]:
+        words = list(MODE_NAMES)
+    pairs = [tuple(w.split("@", 1)) if "@" in w else (w, "") for w in words]
+    bad = [w for w, _ in pairs if w not in MODE_NAMES]
     if bad:
         raise ValueError(f"unknown mode {bad[0]!r} (choose from {', '.join(MODE_NAMES)} or all)")
+    for _, variant in pairs:
+        check_name(variant)
+    out = [dataclasses.replace(spec, name=f"{spec.name}@{variant}" if variant else spec.name, variant=variant)
+           for variant in dict.fromkeys(v for _, v in pairs)
+           for spec in _base_modes([w for w, v in pairs if v == variant], over_sample)]
+    return sorted(out, key=lambda s: (MODE_NAMES.index(s.word), s.variant != ""))   # baseline first, then its variants
+
+
+def _base_modes(names: List[str], over_sample: str) -> List[ModeSpec]:
     rates: List[float] = []
     for r in (x.strip() for x in str(over_sample).split(",")):
         if r:

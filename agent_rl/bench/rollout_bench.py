@@ -23,6 +23,7 @@ from agent_rl.bench.rounds import HEAVY_KEYS, merge_ceilings, merge_modes, round
 from agent_rl.bench.proc_sampler import ProcSampler
 from agent_rl.bench.stack_sampler import StackSampler
 from agent_rl.bench.turn_batched import turn_batched_step
+from agent_rl.bench.variants import applied, check_engine
 from agent_rl.bench.workload import Workload, tail_cut_bound, tool_wait_floor
 from agent_rl.metrics.gc_watch import GcWatch
 from agent_rl.rollout.chat import ChatRenderer
@@ -143,10 +144,11 @@ class RolloutBench:
         rt = self.runtime()
         runner = AsyncSteps(self, spec, rt) if spec.kind != "turn-batched" else None
         try:
-            warmup = [await runner.warm_up() for _ in range(self.s.carry_warmup_steps if spec.partial_rollout else 0)]
-            if start_profile is not None:
-                await start_profile()
-            return await self._measure(spec, ceiling_tps, rt, runner, warmup)
+            with applied(self.engine.inner, spec.variant):   # `async@notify256`: the setting for this mode only
+                warmup = [await runner.warm_up() for _ in range(self.s.carry_warmup_steps if spec.partial_rollout else 0)]
+                if start_profile is not None:
+                    await start_profile()
+                return await self._measure(spec, ceiling_tps, rt, runner, warmup)
         finally:
             if runner is not None:
                 await runner.close()
@@ -226,6 +228,8 @@ class RolloutBench:
         return out
 
     async def run(self, modes: List[ModeSpec]) -> Dict[str, Any]:
+        for spec in modes:   # a variant the engine cannot run fails before anything is measured
+            check_engine(self.engine.inner, spec.variant)
         # the profiled modes first run once more, under the profiler and outside the figures: sglang's torch profiler
         # slowed a profiled step 2-4x on the GPU (2026-12-03), which no ratio may count
         profiles = {}

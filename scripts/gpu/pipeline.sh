@@ -8,7 +8,8 @@
 # judge = issue 18's LLM judge: `agent-rl serve` (sglang) judging a KG rollout step.
 # variants = suites of one shape under different engine settings (VARIANTS, issue 14);
 # sdpa = scripts/gpu/sdpa_rss_probe.py (host RSS per step, cuDNN attention off vs on) into sdpa.log and sdpa/;
-# speed = the rollout-speed suites (issue 14: two models x two batch shapes, plus the pre-change tree in .gpu_old).
+# speed = the rollout-speed suites (issue 14: two models x two batch shapes, plus the pre-change tree in .gpu_old);
+# ab = settings compared inside one `bench rollout` run (AB_RUNS, issue 14).
 # Env: STAGES, N_GPUS, TRAIN_STEPS (100), TRAIN_TIMEOUT (1500 s), SFT_STEPS (supervised warm-start steps before RL,
 # 200; 0 = off), BENCH_ARGS (extra `bench suite` flags);
 # extra arguments are Hydra overrides for the training run.
@@ -117,6 +118,33 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
     [[ $more =~ p ]] && extra="$extra --engine-profile ${PROFILE_MODES:-async,turn-batched}"   # p: sglang's profiler
     ( [ -n "$envset" ] && export "$envset"
       SUITE_ENGINE=$engine BENCH_ARGS="$extra ${BENCH_ARGS:-}" SUITE_TIMEOUT=${SUITE_TIMEOUT:-$((270 * steps * rounds + 120))} suite "$shape-$set${more:+-$more}" "$model" "$p" "$n" )
+  done
+}
+
+ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, bench/variants.py; separate suites
+  # differ by the machine's drift: sglang's own decode rate moved 1.3-1.6x between two suites on 2026-12-04).
+  # AB_RUNS: SHAPE:SCENARIO:MODES ..., SHAPE q15-PxN | smol-PxN, SCENARIO instant | heavy | tools (the suite's
+  # workloads), MODES a --modes list, e.g. "smol-64x4:instant:turn-batched,async,async@notify256,async@nocoalesce".
+  # AB_ROUNDS (2: alternating mode order), AB_STEPS (3), AB_ARGS (extra flags, e.g. --event-loop uvloop).
+  local spec shape rest scen modes pn model wl name
+  for spec in ${AB_RUNS:-smol-64x4:instant:turn-batched,async,async@notify256,async@nocoalesce}; do
+    shape=${spec%%:*}; rest=${spec#*:}; scen=${rest%%:*}; modes=${rest#*:}
+    pn=${shape#*-}
+    case "$shape" in q15-*) model=random:qwen2.5-1.5b ;; *) model=$MODEL ;; esac
+    case "$scen" in
+      instant) wl="--tokens-per-turn 128 --tool-latency 0" ;;
+      heavy) wl="--tokens-per-turn pareto:alpha=1.2,scale=32,max=512 --tool-latency 0" ;;
+      tools) wl="--tokens-per-turn 128 --tool-latency lognormal:mean=0.5,sigma=1,max=10" ;;
+      *) stage "unknown ab scenario $scen"; continue ;;
+    esac
+    name="ab-$shape-$scen"; mkdir -p "$R/speed"
+    timeout -s KILL ${AB_TIMEOUT:-540} python3 -m agent_rl.cli.main bench rollout --engine sglang --model "$model" \
+      --prompts "${pn%x*}" --n "${pn#*x}" --turns 3 $wl --modes "$modes" --over-sample 0.5 --steps "${AB_STEPS:-3}" \
+      --rounds "${AB_ROUNDS:-2}" --mem-fraction 0.6 --no-progress --sample-cpu --sample-stacks \
+      --engine-kwarg log_level=info ${AB_ARGS:-} --out "$R/speed/$name" > "$R/speed/$name.log" 2>&1
+    stage "ab $name rc=$?"
+    python3 -m agent_rl.cli.main bench sglang-log "$R/speed/$name.log" > "$R/speed/$name.sglang.md" 2>&1
+    tar czf "$R/speed.tgz" -C "$R" --exclude="*.trace.json*" speed 2>/dev/null
   done
 }
 
@@ -238,6 +266,6 @@ judge() {  # issue 18: the LLM judge against `agent-rl serve` on sglang: one KG 
 }
 
 for s in ${STAGES:-weight_sync bench train}; do
-  case "$s" in weight_sync|bench|train|speed|learn|variants|lora|sdpa) "$s" "$@" ;; judge) judge ;; *) stage "unknown stage $s" ;; esac
+  case "$s" in weight_sync|bench|train|speed|learn|variants|ab|lora|sdpa) "$s" "$@" ;; judge) judge ;; *) stage "unknown stage $s" ;; esac
 done
 stage done

@@ -1,0 +1,67 @@
+"""Settings that one benchmark run compares mode by mode (`--modes async,async@notify256`).
+
+A mode word with `@VARIANT` runs that mode under the setting and restores it afterwards, so the setting and the
+defaults are measured in one run, one after the other (with `--rounds`, in alternating order). Separate runs cannot
+decide a 10-30% effect on the GPU host: sglang's own decode rate moved 1.3-1.6x between two suites minutes apart
+(docs/benchmarks.md, thirteenth session). Only settings read at run time can be variants:
+
+* `nocoalesce`: the in-process sglang wrapper sends each request as its trajectory asks (`coalesce_submits` off);
+* `notify<N>`: sglang's tokenizer manager wakes up to N finished requests per event-loop pass (its
+  `batch_notify_size`, read at every output message; 16 by default);
+* `load<F>`: over-sampled extras start only while fewer than F of the kept groups' trajectories run
+  (`rollout.over_sample_max_load`, 0 < F <= 1; any engine).
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Any, Dict, Iterator
+
+_NOTIFY = re.compile(r"notify([1-9][0-9]*)")
+_LOAD = re.compile(r"load(0?\.[0-9]*[1-9][0-9]*|1(\.0*)?)")
+NAMES = ("nocoalesce", "notify<N>", "load<F>")
+
+
+def check_name(variant: str) -> None:
+    if variant and variant != "nocoalesce" and not _NOTIFY.fullmatch(variant) and not _LOAD.fullmatch(variant):
+        raise ValueError(f"unknown mode variant {variant!r} (choose from {', '.join(NAMES)})")
+
+
+def rollout_overrides(variant: str) -> Dict[str, Any]:
+    """The rollout-config fields a variant sets for its mode (`load<F>`), else none."""
+    m = _LOAD.fullmatch(variant or "")
+    return {"over_sample_max_load": float(m.group(1))} if m else {}
+
+
+def _server_args(engine: Any) -> Any:
+    return getattr(getattr(engine, "tokenizer_manager", None), "server_args", None)
+
+
+def check_engine(engine: Any, variant: str) -> None:
+    """A one-line error when `engine` (the benchmark's engine, unwrapped) cannot run `variant`."""
+    if not variant or rollout_overrides(variant):
+        return
+    ok = hasattr(engine, "coalesce_submits") if variant == "nocoalesce" else \
+        hasattr(_server_args(engine), "batch_notify_size")
+    if not ok:
+        raise ValueError(f"mode variant @{variant} needs the in-process sglang engine (--engine sglang), "
+                         f"not {getattr(engine, 'name', type(engine).__name__)}")
+
+
+@contextlib.contextmanager
+def applied(engine: Any, variant: str) -> Iterator[None]:
+    """`engine` under `variant` for the block; as before afterwards."""
+    if not variant or rollout_overrides(variant):   # no engine setting: the mode's rollout config carries it
+        yield
+        return
+    check_engine(engine, variant)
+    if variant == "nocoalesce":
+        owner, attr, value = engine, "coalesce_submits", False
+    else:
+        owner, attr, value = _server_args(engine), "batch_notify_size", int(_NOTIFY.fullmatch(variant).group(1))
+    old = getattr(owner, attr)
+    setattr(owner, attr, value)
+    try:
+        yield
+    finally:
+        setattr(owner, attr, old)

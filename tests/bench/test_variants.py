@@ -1,0 +1,97 @@
+"""Engine settings compared inside one benchmark run (`--modes async,async@notify256`): parsing, the engine under
+each mode's setting and back, and a clear error where the engine cannot run one."""
+import itertools
+from types import SimpleNamespace
+
+import pytest
+
+from agent_rl.bench.modes import parse_modes
+from agent_rl.bench.variants import applied, check_engine
+from agent_rl.bench.workload import Dist, Workload
+from agent_rl.cli.main import main as cli_main
+from agent_rl.engines.sglang_engine import SGLangEngine
+from tests.bench.test_output_tap import _BatchingEngine
+from tests.bench.test_rollout_modes import _bench
+
+
+def test_mode_words_with_variants():
+    specs = parse_modes("async@notify256,turn-batched,async,carryover@nocoalesce", "0.5")
+    assert [(s.name, s.word, s.variant) for s in specs] == [
+        ("turn-batched", "turn-batched", ""), ("async", "async", ""), ("async@notify256", "async", "notify256"),
+        ("async+carryover 0.5@nocoalesce", "carryover", "nocoalesce")]
+    assert specs[3].partial_rollout and specs[3].settings()["variant"] == "nocoalesce"
+    assert "variant" not in specs[1].settings()
+    assert [s.name for s in parse_modes("all", "0.5")] == ["turn-batched", "async", "async+oversample 0.5",
+                                                            "async+carryover 0.5"]
+    for bad, msg in (("async@fast", "unknown mode variant 'fast'"), ("async@notify0", "unknown mode variant"),
+                     ("sync@nocoalesce", "unknown mode 'sync'")):
+        with pytest.raises(ValueError, match=msg):
+            parse_modes(bad)
+
+
+def _engine():
+    fake = _BatchingEngine()
+    fake.tokenizer_manager.server_args = SimpleNamespace(batch_notify_size=16)
+    return SGLangEngine.wrap(fake)
+
+
+def test_applied_sets_and_restores_even_on_error():
+    engine = _engine()
+    sa = engine.tokenizer_manager.server_args
+    with applied(engine, "notify256"):
+        assert sa.batch_notify_size == 256 and engine.coalesce_submits
+    with pytest.raises(RuntimeError):
+        with applied(engine, "nocoalesce"):
+            assert engine.coalesce_submits is False
+            raise RuntimeError
+    assert sa.batch_notify_size == 16 and engine.coalesce_submits is True
+    with applied(engine, ""):
+        assert sa.batch_notify_size == 16
+
+
+def test_engines_without_the_setting_are_a_one_line_error(step_engine):
+    with pytest.raises(ValueError, match=r"^mode variant @notify64 needs the in-process sglang engine"):
+        check_engine(step_engine, "notify64")
+    check_engine(step_engine, "")
+
+
+async def test_each_mode_runs_under_its_setting(tokenizer):
+    engine = _engine()
+    seen = []
+    generate = engine._engine.async_generate
+
+    async def recording(*a, **k):
+        seen.append((engine.tokenizer_manager.server_args.batch_notify_size, engine.coalesce_submits))
+        return await generate(*a, **k)
+    engine._engine.async_generate = recording
+    w = Workload(num_prompts=2, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("3"),
+                 tool_latency=Dist.parse("0"), seed=1)
+    res = await _bench(tokenizer, engine, w, steps=1).run(parse_modes("async,async@notify256,async@nocoalesce"))
+    assert [m["mode"] for m in res["modes"]] == ["async", "async@notify256", "async@nocoalesce"]
+    # the raw-engine run and plain async as started, then each variant's requests under its setting
+    assert [k for k, _ in itertools.groupby(seen)] == [(16, True), (256, True), (16, False)]
+    assert (engine.tokenizer_manager.server_args.batch_notify_size, engine.coalesce_submits) == (16, True)
+
+
+def test_bench_refuses_a_variant_its_engine_cannot_run(tmp_path, tiny_model_path, capsys):
+    assert cli_main(["bench", "rollout", "--engine", "sim", "--model", tiny_model_path, "--modes", "async,async@notify64",
+                     "--prompts", "2", "--n", "2", "--steps", "1", "--no-ceiling", "--no-progress",
+                     "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "mode variant @notify64 needs the in-process sglang engine" in err and "Traceback" not in err
+
+
+async def test_a_load_variant_gates_that_modes_extras_only(tokenizer, step_engine):
+    from agent_rl.bench.async_modes import bench_rollout_config
+    from agent_rl.config.schema import RolloutConfig
+
+    w = Workload(num_prompts=4, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("pareto:alpha=1.2,scale=2,max=40"),
+                 tool_latency=Dist.parse("0"), seed=1)
+    plain, gated = parse_modes("oversample,oversample@load0.25", "0.5")
+    assert gated.name == "async+oversample 0.5@load0.25"
+    assert bench_rollout_config(RolloutConfig(), gated, w, 1.0, 64, False).over_sample_max_load == 0.25
+    assert bench_rollout_config(RolloutConfig(), plain, w, 1.0, 64, False).over_sample_max_load is None
+    check_engine(step_engine, "load0.25")   # any engine
+    res = await _bench(tokenizer, step_engine, w, steps=2).run([plain, gated])
+    assert [m["mode"] for m in res["modes"]] == [plain.name, gated.name]
+    assert all(m["trajectories_kept"] == 2 * 4 * 2 for m in res["modes"])
