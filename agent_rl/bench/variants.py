@@ -46,6 +46,13 @@ def check_engine(engine: Any, variant: str) -> None:
     if not ok:
         raise ValueError(f"mode variant @{variant} needs the in-process sglang engine (--engine sglang), "
                          f"not {getattr(engine, 'name', type(engine).__name__)}")
+    if variant != "nocoalesce":   # can it change at run time? (a write of the value it has; before any mode runs)
+        sa = _server_args(engine)
+        try:
+            _set(sa, "batch_notify_size", sa.batch_notify_size)
+        except (AttributeError, TypeError) as e:
+            raise ValueError(f"mode variant @{variant}: this sglang's batch_notify_size cannot change at run time "
+                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
 @contextlib.contextmanager
@@ -60,8 +67,18 @@ def applied(engine: Any, variant: str) -> Iterator[None]:
     else:
         owner, attr, value = _server_args(engine), "batch_notify_size", int(_NOTIFY.fullmatch(variant).group(1))
     old = getattr(owner, attr)
-    setattr(owner, attr, value)
+    _set(owner, attr, value)
     try:
         yield
     finally:
-        setattr(owner, attr, old)
+        _set(owner, attr, old)
+
+
+def _set(owner: Any, attr: str, value: Any) -> None:
+    """sglang 0.5.17's resolved ServerArgs refuse plain assignment ("read-only -- use ...override(source, ...)", seen on
+    the H200): its `override` is the logged way to change one at run time."""
+    override = getattr(owner, "override", None)
+    if attr == "batch_notify_size" and callable(override):
+        override("agent-rl bench mode variant", **{attr: value})
+    else:
+        setattr(owner, attr, value)

@@ -29,9 +29,24 @@ def test_mode_words_with_variants():
             parse_modes(bad)
 
 
+class _ResolvedArgs:
+    """sglang 0.5.17's resolved ServerArgs: plain assignment raises, `override(source, **fields)` is the way in."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+        self.__dict__["sources"] = []
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"server_args.{name} assigned after resolution; server_args is read-only")
+
+    def override(self, source, **fields):
+        self.__dict__["sources"].append(source)
+        self.__dict__.update(fields)
+
+
 def _engine():
     fake = _BatchingEngine()
-    fake.tokenizer_manager.server_args = SimpleNamespace(batch_notify_size=16)
+    fake.tokenizer_manager.server_args = _ResolvedArgs(batch_notify_size=16)
     return SGLangEngine.wrap(fake)
 
 
@@ -45,14 +60,31 @@ def test_applied_sets_and_restores_even_on_error():
             assert engine.coalesce_submits is False
             raise RuntimeError
     assert sa.batch_notify_size == 16 and engine.coalesce_submits is True
+    # through sglang's override: the check's write of the value it had, the setting, the restore
+    assert sa.sources == ["agent-rl bench mode variant"] * 3
+    plain = SimpleNamespace(batch_notify_size=16)   # an older sglang: plain attributes
+    engine.tokenizer_manager.server_args = plain
+    with applied(engine, "notify32"):
+        assert plain.batch_notify_size == 32
+    assert plain.batch_notify_size == 16
     with applied(engine, ""):
-        assert sa.batch_notify_size == 16
+        assert plain.batch_notify_size == 16
 
 
 def test_engines_without_the_setting_are_a_one_line_error(step_engine):
     with pytest.raises(ValueError, match=r"^mode variant @notify64 needs the in-process sglang engine"):
         check_engine(step_engine, "notify64")
     check_engine(step_engine, "")
+    engine = _engine()
+    check_engine(engine, "notify64")   # settable through override: fine, and unchanged
+    assert engine.tokenizer_manager.server_args.batch_notify_size == 16
+
+    class Frozen(_ResolvedArgs):   # read-only and no override: refused before any mode runs
+        override = None
+    engine.tokenizer_manager.server_args = Frozen(batch_notify_size=16)
+    with pytest.raises(ValueError, match=r"^mode variant @notify64: this sglang's batch_notify_size cannot change at "
+                                         r"run time \(server_args.batch_notify_size assigned after resolution"):
+        check_engine(engine, "notify64")
 
 
 async def test_each_mode_runs_under_its_setting(tokenizer):
