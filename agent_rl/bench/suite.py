@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from agent_rl.bench.modes import ModeSpec, parse_modes
+from agent_rl.bench.variants import check_name
 from agent_rl.bench.proc_sampler import processes_line
 from agent_rl.bench.report import comparisons
 from agent_rl.bench.rounds import ceiling_rounds, step_range
@@ -42,9 +43,21 @@ class Scenario:
 
 
 def scenarios(prompts: int, n: int, turns: str, tokens_per_turn: str, tool_latency: str, heavy_tail_tokens: str,
-              heavy_tail_prompts: int, over_sample: str, seed: int) -> List[Scenario]:
+              heavy_tail_prompts: int, over_sample: str, seed: int, variants: Sequence[str] = ()) -> List[Scenario]:
+    """The three scenarios; with `variants` (`--variant notify256`) each scenario's modes also run under each
+    variant in the same run (bench/variants.py), and the targets are checked for each (`variant_targets`)."""
     base = Workload(num_prompts=prompts, n=n, turns=Dist.parse(turns), tokens_per_turn=Dist.parse(tokens_per_turn),
                     tool_latency=Dist.parse("0"), seed=seed)
+    for v in variants:
+        check_name(v)
+    plain = _scenarios(base, tool_latency, heavy_tail_tokens, heavy_tail_prompts, over_sample)
+    return [dataclasses.replace(sc, modes=sc.modes + [dataclasses.replace(m, name=f"{m.name}@{v}", variant=v)
+                                                      for v in dict.fromkeys(variants) if v for m in sc.modes])
+            for sc in plain]
+
+
+def _scenarios(base: Workload, tool_latency: str, heavy_tail_tokens: str, heavy_tail_prompts: int,
+               over_sample: str) -> List[Scenario]:
     return [
         Scenario("instant-tools", base, parse_modes("turn-batched,async"), "ceiling_ratio"),
         Scenario("tool-latency", dataclasses.replace(base, tool_latency=Dist.parse(tool_latency)),
@@ -155,6 +168,32 @@ def shown(value: Optional[float], threshold: float) -> str:
 
 
 def scenario_targets(scenario: Scenario, result: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """`_targets` of the plain modes, then of each variant's modes (their rows say `(@VARIANT)`)."""
+    variants = dict.fromkeys(m.variant for m in scenario.modes if m.variant)
+    checks = _targets(scenario, _variant_view(result, ""))
+    for v in variants:
+        for c in _targets(scenario, _variant_view(result, v)):
+            checks.append(dict(c, target=f"{c['target']} (@{v})", variant=v))
+    return checks
+
+
+def _variant_view(result: Dict[str, Any], variant: str) -> Dict[str, Any]:
+    """`result` with only the modes run under `variant` ("" = the plain ones), named as the plain modes are."""
+    suffix = f"@{variant}" if variant else ""
+
+    def plain(name):   # the mode's plain name, or None when it is another variant's
+        if variant:
+            return name[:-len(suffix)] if name.endswith(suffix) else None
+        return None if "@" in name else name
+
+    def pick(modes):
+        return [dict(m, mode=plain(m["mode"])) for m in modes if (m.get("variant") or "") == variant]
+    bound = {plain(k): v for k, v in (result.get("tail_cut_bound") or {}).items() if plain(k)}
+    return dict(result, modes=pick(result["modes"]), tail_cut_bound=bound,
+                round_results=[dict(r, modes=pick(r["modes"])) for r in result.get("round_results") or []])
+
+
+def _targets(scenario: Scenario, result: Dict[str, Any]) -> List[Dict[str, Any]]:
     """`target_checks` on the merged result; with rounds (`--rounds`), each round's own value beside it (the ratios
     of one round are paired: its modes ran minutes apart, the rounds further apart)."""
     checks = target_checks(scenario, result)

@@ -104,7 +104,8 @@ def _plan(args):
     from agent_rl.bench.suite import scenarios
 
     out = scenarios(args.prompts, args.n, args.turns, args.tokens_per_turn, args.tool_latency, args.heavy_tail_tokens,
-                    args.heavy_tail_prompts or args.prompts, args.over_sample, args.seed)
+                    args.heavy_tail_prompts or args.prompts, args.over_sample, args.seed,
+                    [v.strip() for v in (args.variant or "").split(",") if v.strip()])
     for sc in out:
         sc.workload.max_turns(), sc.workload.max_tokens_per_turn()
     return out

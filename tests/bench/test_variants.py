@@ -127,3 +127,27 @@ async def test_a_load_variant_gates_that_modes_extras_only(tokenizer, step_engin
     res = await _bench(tokenizer, step_engine, w, steps=2).run([plain, gated])
     assert [m["mode"] for m in res["modes"]] == [plain.name, gated.name]
     assert all(m["trajectories_kept"] == 2 * 4 * 2 for m in res["modes"])
+
+
+def test_bench_suite_checks_the_targets_for_each_variant(tmp_path, tiny_model_path):
+    import json
+
+    out = tmp_path / "s"
+    assert cli_main(["bench", "suite", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path,
+                     "--out", str(out), "--prompts", "4", "--n", "2", "--turns", "2", "--tokens-per-turn", "4",
+                     "--tool-latency", "0.01", "--heavy-tail-tokens", "pareto:alpha=1.2,scale=2,max=8",
+                     "--over-sample", "0.5", "--steps", "1", "--ceiling-prompts", "4,8", "--ceiling-prompt-len", "8",
+                     "--ceiling-new-tokens", "4", "--no-progress", "--variant", "load0.5"]) == 0
+    suite = json.load(open(out / "suite.json"))
+    modes = {sc: [m["mode"] for m in ms] for sc, ms in suite["scenario_modes"].items()}
+    assert modes["heavy-tail"] == ["async", "async+oversample 0.5", "async+carryover 0.5", "async@load0.5",
+                                   "async+oversample 0.5@load0.5", "async+carryover 0.5@load0.5"]
+    checks = [t for t in suite["targets"] if t["scenario"] != "raw engine"]
+    plain = [t for t in checks if "variant" not in t]
+    gated = [t for t in checks if t.get("variant") == "load0.5"]
+    assert len(plain) == len(gated) == 6 and all(t["target"].endswith(" (@load0.5)") for t in gated)
+    # each variant's targets compare its own modes: the heavy tail's cut names the variant's modes by their plain names
+    cut = next(t for t in gated if t["target"].startswith("over-sampling / carry-over cut"))
+    assert "@" not in cut["detail"] and "async+" in cut["detail"]
+    md = (out / "summary.md").read_text()
+    assert "| heavy-tail | async+oversample 0.5@load0.5 |" in md and "(@load0.5) |" in md
