@@ -126,14 +126,19 @@ def test_bench_rollout_rounds_on_the_sim_engine(tmp_path, tiny_model_path, capsy
     assert "--rounds must be >= 1" in capsys.readouterr().err
 
 
-def test_bench_suite_end_to_end_with_rounds_on_the_sim_engine(tmp_path, tiny_model_path):
-    out = tmp_path / "s"
-    assert cli_main(["bench", "suite", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path,
+def sim_suite(out, model_path, *extra) -> dict:
+    """A small `bench suite` on the simulated engine into `out`; its suite.json."""
+    assert cli_main(["bench", "suite", "--engine", "sim", "--sim-cost", "0.2,1", "--model", model_path,
                      "--out", str(out), "--prompts", "4", "--n", "2", "--turns", "2", "--tokens-per-turn", "4",
                      "--tool-latency", "0.01", "--heavy-tail-tokens", "pareto:alpha=1.2,scale=2,max=8",
-                     "--over-sample", "0.5", "--steps", "2", "--rounds", "2", "--ceiling-prompts", "4,8",
-                     "--ceiling-prompt-len", "8", "--ceiling-new-tokens", "4", "--no-progress"]) == 0
-    suite = json.load(open(out / "suite.json"))
+                     "--over-sample", "0.5", "--ceiling-prompts", "4,8", "--ceiling-prompt-len", "8",
+                     "--ceiling-new-tokens", "4", "--no-progress", *extra]) == 0
+    return json.load(open(out / "suite.json"))
+
+
+def test_bench_suite_end_to_end_with_rounds_on_the_sim_engine(tmp_path, tiny_model_path):
+    out = tmp_path / "s"
+    suite = sim_suite(out, tiny_model_path, "--steps", "2", "--rounds", "2")
     assert [c["requests"] for c in suite["ceilings"]] == [4, 8]
     assert all(len(c["tokens_per_s_rounds"]) == 2 for c in suite["ceilings"])
     assert set(suite["scenarios"]) == {"instant-tools", "tool-latency", "heavy-tail"}

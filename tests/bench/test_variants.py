@@ -130,15 +130,10 @@ async def test_a_load_variant_gates_that_modes_extras_only(tokenizer, step_engin
 
 
 def test_bench_suite_checks_the_targets_for_each_variant(tmp_path, tiny_model_path):
-    import json
+    from tests.bench.test_rounds import sim_suite
 
     out = tmp_path / "s"
-    assert cli_main(["bench", "suite", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path,
-                     "--out", str(out), "--prompts", "4", "--n", "2", "--turns", "2", "--tokens-per-turn", "4",
-                     "--tool-latency", "0.01", "--heavy-tail-tokens", "pareto:alpha=1.2,scale=2,max=8",
-                     "--over-sample", "0.5", "--steps", "1", "--ceiling-prompts", "4,8", "--ceiling-prompt-len", "8",
-                     "--ceiling-new-tokens", "4", "--no-progress", "--variant", "load0.5"]) == 0
-    suite = json.load(open(out / "suite.json"))
+    suite = sim_suite(out, tiny_model_path, "--steps", "1", "--variant", "load0.5")
     modes = {sc: [m["mode"] for m in ms] for sc, ms in suite["scenario_modes"].items()}
     assert modes["heavy-tail"] == ["async", "async+oversample 0.5", "async+carryover 0.5", "async@load0.5",
                                    "async+oversample 0.5@load0.5", "async+carryover 0.5@load0.5"]
