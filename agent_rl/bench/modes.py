@@ -17,7 +17,7 @@ class ModeSpec:
     kind: str                       # turn-batched | async
     over_sample_rate: float = 0.0
     partial_rollout: bool = False
-    variant: str = ""               # an engine setting the mode runs under (bench/variants.py); "" = as started
+    variant: str = ""               # a setting the mode runs under (bench/variants.py); "" = the run's own
 
     def launched_trajectories(self, prompts: int, n: int) -> int:
         """Trajectories a step launches (and so requests in flight at most): ceil(B (1 + rate)) groups of n."""
@@ -31,6 +31,10 @@ class ModeSpec:
         if self.partial_rollout:
             return "carryover"
         return "oversample" if self.over_sample_rate > 0 else "async"
+
+    def under(self, variant: str) -> "ModeSpec":
+        """This mode under `variant` (named `MODE@VARIANT`); itself for ""."""
+        return dataclasses.replace(self, name=f"{self.name}@{variant}", variant=variant) if variant else self
 
     def settings(self):
         out = {"kind": self.kind, "over_sample_rate": self.over_sample_rate, "partial_rollout": self.partial_rollout}
@@ -50,8 +54,7 @@ def parse_modes(modes: str = "all", over_sample: str = "0.25,0.5") -> List[ModeS
         raise ValueError(f"unknown mode {bad[0]!r} (choose from {', '.join(MODE_NAMES)} or all)")
     for _, variant in pairs:
         check_name(variant)
-    out = [dataclasses.replace(spec, name=f"{spec.name}@{variant}" if variant else spec.name, variant=variant)
-           for variant in dict.fromkeys(v for _, v in pairs)
+    out = [spec.under(variant) for variant in dict.fromkeys(v for _, v in pairs)
            for spec in _base_modes([w for w, v in pairs if v == variant], over_sample)]
     return sorted(out, key=lambda s: (MODE_NAMES.index(s.word), s.variant != ""))   # baseline first, then its variants
 

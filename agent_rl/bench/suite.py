@@ -45,14 +45,13 @@ class Scenario:
 def scenarios(prompts: int, n: int, turns: str, tokens_per_turn: str, tool_latency: str, heavy_tail_tokens: str,
               heavy_tail_prompts: int, over_sample: str, seed: int, variants: Sequence[str] = ()) -> List[Scenario]:
     """The three scenarios; with `variants` (`--variant notify256`) each scenario's modes also run under each
-    variant in the same run (bench/variants.py), and the targets are checked for each (`variant_targets`)."""
+    variant in the same run (bench/variants.py), and the targets are checked for each (`scenario_targets`)."""
     base = Workload(num_prompts=prompts, n=n, turns=Dist.parse(turns), tokens_per_turn=Dist.parse(tokens_per_turn),
                     tool_latency=Dist.parse("0"), seed=seed)
     for v in variants:
         check_name(v)
     plain = _scenarios(base, tool_latency, heavy_tail_tokens, heavy_tail_prompts, over_sample)
-    return [dataclasses.replace(sc, modes=sc.modes + [dataclasses.replace(m, name=f"{m.name}@{v}", variant=v)
-                                                      for v in dict.fromkeys(variants) if v for m in sc.modes])
+    return [dataclasses.replace(sc, modes=sc.modes + [m.under(v) for v in dict.fromkeys(variants) if v for m in sc.modes])
             for sc in plain]
 
 

@@ -119,8 +119,8 @@ def add_arguments(parser) -> None:
     r.add_argument("--tool-latency", default="0", help="seconds per tool call (distribution), e.g. lognormal:mean=0.5,sigma=1")
     r.add_argument("--tool-failure-rate", type=float, default=0.0, help="fraction of tool calls that fail (error observation)")
     r.add_argument("--modes", default="all", help="comma list of turn-batched, async, oversample, carryover (or all); "
-                   "MODE@VARIANT runs a mode under an engine setting in the same run (in-process sglang: @nocoalesce, "
-                   "@notify<N>; bench/variants.py), e.g. async,async@notify256")
+                   "MODE@VARIANT runs a mode under a setting in the same run (in-process sglang: @nocoalesce, "
+                   "@notify<N>; any engine: @load<F>; bench/variants.py), e.g. async,async@notify256")
     r.add_argument("--no-ceiling", action="store_true", help="skip the raw engine run")
     s = sub.add_parser("suite", help="the targets of docs/benchmarks.md: raw engine + 3 rollout scenarios, one engine start",
                        formatter_class=DefaultsHelpFormatter,

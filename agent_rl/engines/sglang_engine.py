@@ -425,14 +425,13 @@ class SGLangEngine(Engine):
             # a copy of plain ints (what the agent loop passes: checking is cheaper than converting), else converted
             ids = list(input_ids) if type(input_ids) is list and not set(map(type, input_ids)) - {int} \
                 else list(map(int, input_ids))
-            params = sampling_params_dict(sampling, self.eos_token_ids)
+            fields = dict(input_ids=ids, sampling_params=sampling_params_dict(sampling, self.eos_token_ids),
+                          return_logprob=True, rid=rid, **extra)
 
             def call():
                 if self._request_input is not None:
-                    return _generate_to_end(self._engine.tokenizer_manager, self._request_input(
-                        input_ids=ids, sampling_params=params, return_logprob=True, rid=rid, **extra))
-                return self._engine.async_generate(input_ids=ids, sampling_params=params, return_logprob=True, rid=rid,
-                                                   **extra)
+                    return _generate_to_end(self._engine.tokenizer_manager, self._request_input(**fields))
+                return self._engine.async_generate(**fields)
 
             out = await (self._coalescer.submit(call) if self.coalesce_submits else call())
         except Exception as e:
