@@ -5,21 +5,41 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-from agent_rl.bench.rounds import ceiling_rounds, step_range
+from agent_rl.bench.rounds import ceiling_rounds, paired, step_range
 from agent_rl.bench.stack_sampler import owners_line
 
 
 def comparisons(modes: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Derived numbers the targets are stated in (docs/benchmarks.md)."""
+    """Derived numbers the targets are stated in (docs/benchmarks.md); with rounds, each round's own ratios beside them
+    (`bench/rounds.paired`), and every `MODE@VARIANT` against its plain mode (the comparison an A/B run is for)."""
     by = {m["mode"]: m for m in modes}
     out: Dict[str, Any] = {}
     base, tb = by.get("async"), by.get("turn-batched")
     if base and tb and base["step_wall_s_mean"]:
         out["async_speedup_vs_turn_batched"] = tb["step_wall_s_mean"] / base["step_wall_s_mean"]
+        rounds = paired(base, tb)
+        if rounds:
+            out["async_speedup_vs_turn_batched_rounds"] = rounds
     if base and base["step_wall_s_mean"]:
-        out["step_time_cut_vs_async"] = {m["mode"]: 1.0 - m["step_wall_s_mean"] / base["step_wall_s_mean"]
-                                         for m in modes if m["mode"] not in ("async", "turn-batched")}
+        others = [m for m in modes if m["mode"] not in ("async", "turn-batched")]
+        out["step_time_cut_vs_async"] = {m["mode"]: 1.0 - m["step_wall_s_mean"] / base["step_wall_s_mean"] for m in others}
+        rounds = {m["mode"]: [1.0 - r for r in paired(base, m) or []] for m in others}
+        if any(rounds.values()):
+            out["step_time_cut_vs_async_rounds"] = rounds
+    variants = {}
+    for m in modes:
+        plain = by.get(m["mode"].split("@", 1)[0]) if m.get("variant") else None
+        if plain and plain["step_wall_s_mean"] and m["step_wall_s_mean"] is not None:
+            variants[m["mode"]] = {"plain": plain["mode"], "step_time_change": m["step_wall_s_mean"] / plain["step_wall_s_mean"] - 1,
+                                   "rounds": [r - 1 for r in paired(plain, m) or []]}
+    if variants:
+        out["variant_vs_plain"] = variants
     return out
+
+
+def _each_round(values, fmt, what: str = "each round") -> str:
+    """' (each round: a, b, ...)' or '' without rounds."""
+    return f" ({what}: {', '.join(fmt(v) for v in values)})" if values else ""
 
 
 def _fmt(v, spec=".2f", none="–") -> str:
@@ -89,10 +109,19 @@ def summary_markdown(result: Dict[str, Any]) -> str:
         if comp:
             lines += [""]
             if "async_speedup_vs_turn_batched" in comp:
-                lines.append(f"- async step time vs turn-batched: **{comp['async_speedup_vs_turn_batched']:.2f}x** faster")
+                lines.append(f"- async step time vs turn-batched: **{comp['async_speedup_vs_turn_batched']:.2f}x** faster"
+                             + _each_round(comp.get("async_speedup_vs_turn_batched_rounds"), lambda v: f"{v:.2f}x"))
+            cut_rounds = comp.get("step_time_cut_vs_async_rounds", {})
             for name, cut in comp.get("step_time_cut_vs_async", {}).items():
-                lines.append(f"- {name}: step time {100 * cut:+.0f}% cut vs async" if cut >= 0 else
-                             f"- {name}: step time {100 * -cut:.0f}% longer than async")
+                lines.append((f"- {name}: step time {100 * cut:+.0f}% cut vs async" if cut >= 0 else
+                              f"- {name}: step time {100 * -cut:.0f}% longer than async")
+                             + _each_round(cut_rounds.get(name), lambda v: f"{100 * v:+.0f}%", "each round's cut"))
+            for name, v in comp.get("variant_vs_plain", {}).items():
+                lines.append(f"- {name} vs {v['plain']}: step time {100 * v['step_time_change']:+.0f}% (longer +, shorter -)"
+                             + _each_round(v["rounds"], lambda x: f"{100 * x:+.0f}%"))
+            if cut_rounds or comp.get("async_speedup_vs_turn_batched_rounds"):
+                lines.append("- each round: the two modes' step times within that round (minutes apart at most; the "
+                             "rounds further apart); a difference that changes sign between rounds is the machine's, not the mode's")
         sampled = [m for m in modes if m.get("loop_stacks")]
         if sampled:
             lines += ["", "## The event-loop thread's time (stack samples every "

@@ -4,6 +4,7 @@ import json
 import re
 
 from agent_rl.bench.engine_bench import bench_engine
+from agent_rl.bench.report import comparisons
 from agent_rl.bench.rounds import ceiling_rounds, merge_ceilings, merge_modes, round_order, step_range
 from agent_rl.bench.suite import scenario_targets, scenarios
 from agent_rl.cli.main import main as cli_main
@@ -112,15 +113,25 @@ def test_bench_rollout_rounds_on_the_sim_engine(tmp_path, tiny_model_path, capsy
     out = tmp_path / "b"
     assert cli_main(["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path,
                      "--out", str(out), "--prompts", "4", "--n", "2", "--turns", "2", "--tokens-per-turn", "4",
-                     "--modes", "turn-batched,async", "--steps", "1", "--rounds", "3", "--no-progress"]) == 0
+                     "--modes", "turn-batched,async,oversample,oversample@load0.5", "--over-sample", "0.5",
+                     "--steps", "1", "--rounds", "3", "--no-progress"]) == 0
     res = json.load(open(out / "rollout_bench.json"))
+    variant = "async+oversample 0.5@load0.5"
     assert len(res["round_results"]) == 3 and len(res["ceiling"]["tokens_per_s_rounds"]) == 3
-    assert [m["mode"] for m in res["round_results"][1]["modes"]] == ["async", "turn-batched"]   # reversed
+    assert [m["mode"] for m in res["round_results"][1]["modes"]] == [variant, "async+oversample 0.5", "async",
+                                                                      "turn-batched"]   # reversed
     for m in res["modes"]:
         assert len(m["rounds"]) == 3 and len(m["step_wall_s"]) == 3 and m["trajectories_kept"] == 3 * 8
         assert "completion_s" not in res["round_results"][0]["modes"][0]
     summary = (out / "summary.md").read_text()
     assert "3 rounds (`--rounds`)" in summary and "rounds:" in summary
+    comp = res["comparisons"]   # round by round (bench/rounds.paired)
+    assert len(comp["async_speedup_vs_turn_batched_rounds"]) == 3 and len(comp["step_time_cut_vs_async_rounds"][variant]) == 3
+    assert comp["variant_vs_plain"][variant]["plain"] == "async+oversample 0.5" and len(comp["variant_vs_plain"][variant]["rounds"]) == 3
+    assert re.search(r"faster \(each round: [\d.]+x, [\d.]+x, [\d.]+x\)", summary)
+    assert re.search(re.escape(f"- {variant} vs async+oversample 0.5: step time ") + r"[+-]\d+% \(longer \+, shorter -\) "
+                     r"\(each round: [+-]\d+%, [+-]\d+%, [+-]\d+%\)", summary)
+    assert re.search(r"async\+oversample 0.5: step time .* \(each round's cut: [+-]\d+%, [+-]\d+%, [+-]\d+%\)", summary)
     assert cli_main(["bench", "rollout", "--engine", "sim", "--rounds", "0", "--model", tiny_model_path,
                      "--out", str(out)]) == 2
     assert "--rounds must be >= 1" in capsys.readouterr().err
@@ -152,3 +163,22 @@ def test_bench_suite_end_to_end_with_rounds_on_the_sim_engine(tmp_path, tiny_mod
     assert re.search(r"\| \d+%; \d+\.\d+ ms; GC \d+\.\d+% \|", row), row
     for sc in suite["scenarios"].values():
         assert len(json.load(open(out / sc))["round_results"]) == 2
+
+
+def test_comparisons_pair_the_modes_round_by_round():
+    # the machine's pace moved between rounds: pooled means say async@v is 10% slower, the rounds disagree in sign
+    r0 = [_m("turn-batched", [2.0], 0.5, 1.0, 0.0, 4.0), _m("async", [1.0], 0.9, 0.5, 0.0, 2.0),
+          dict(_m("async@v", [1.5], 0.9, 0.5, 0.0, 2.0), variant="v"), _m("async+oversample 0.5", [0.8], 0.9, 0.5, 0.0, 2.0)]
+    r1 = [dict(_m("async@v", [0.8], 0.9, 0.5, 0.0, 2.0), variant="v"), _m("async", [1.2], 0.9, 0.5, 0.0, 2.0),
+          _m("turn-batched", [1.8], 0.5, 1.0, 0.0, 4.0), _m("async+oversample 0.5", [0.9], 0.9, 0.5, 0.0, 2.0)]
+    comp = comparisons(merge_modes([r0, r1]))
+    assert abs(comp["async_speedup_vs_turn_batched"] - 3.8 / 2.2) < 1e-9
+    assert [round(v, 6) for v in comp["async_speedup_vs_turn_batched_rounds"]] == [2.0, 1.5]
+    cuts = comp["step_time_cut_vs_async_rounds"]
+    assert [round(v, 6) for v in cuts["async+oversample 0.5"]] == [0.2, 0.25]
+    v = comp["variant_vs_plain"]["async@v"]
+    assert v["plain"] == "async" and abs(v["step_time_change"] - (2.3 / 2.2 - 1)) < 1e-9
+    assert [round(x, 6) for x in v["rounds"]] == [0.5, round(0.8 / 1.2 - 1, 6)]
+    assert list(comp["variant_vs_plain"]) == ["async@v"]            # a plain mode has no plain mode to compare with
+    one = comparisons(r0)                                           # one round: no per-round figures
+    assert "async_speedup_vs_turn_batched_rounds" not in one and one["variant_vs_plain"]["async@v"]["rounds"] == []
