@@ -4,12 +4,20 @@ The bench writes `agent-rl bench: mode NAME start|end` marks (time-stamped, on s
 logs to. sglang's scheduler logs a `Prefill batch` line per prefill pass and a `Decode batch` line every
 `decode_log_interval` (40) decode steps, each time-stamped to the second. Per mode this reports: prefill passes,
 new vs cached prompt tokens (radix-cache hit rate), decode batch size (running requests) over the logged steps,
-the share of logged decode steps that ran inside a CUDA graph, and the queue length.
+the share of logged decode steps that ran inside a CUDA graph, the queue length, and sglang's generation rate (mean
+and p90 of its 40-step windows: the p90 is the engine's pace between turn boundaries, which moved 1.3-1.6x on the
+H200 from one step to the next, 2026-12-04).
+
+With `--gpu-csv` (nvidia-smi's `--query-gpu=timestamp,index,memory.used,utilization.gpu,clocks.sm,clocks.mem,
+power.draw,temperature.gpu,clocks_throttle_reasons.active --format=csv,noheader` log, as scripts/gpu/pipeline.sh
+writes it) the GPU's SM clock, power, utilization and clock-event reasons are reported for each mode's time span, to
+tell a GPU that slowed from a host that did.
 """
 from __future__ import annotations
 
 import re
 import sys
+from datetime import datetime
 from typing import Any, Dict, List, Optional
 
 _TS = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
@@ -34,8 +42,9 @@ def _pct(values: List[float], q: float) -> Optional[float]:
 
 
 class _Mode:
-    def __init__(self, name: str):
+    def __init__(self, name: str, start: Optional[datetime]):
         self.name = name
+        self.start, self.end = start, None
         self.prefill, self.decode = [], []
 
     def summary(self) -> Dict[str, Any]:
@@ -58,12 +67,20 @@ class _Mode:
             "decode_batch_max": max(running) if running else None,
             "cuda_graph_frac": sum(graphs) / len(graphs) if graphs else None,
             "gen_tokens_per_s_mean": sum(gen) / len(gen) if gen else None,
+            "gen_tokens_per_s_p90": _pct(gen, 90),
             "queue_max": max([d["queue"] for d in self.decode] + [p["queue"] for p in self.prefill], default=None),
         }
 
 
-def parse(lines) -> List[Dict[str, Any]]:
-    """Per-mode summaries, in the order the modes ran."""
+def _stamp(line: str) -> Optional[datetime]:
+    m = _TS.search(line)
+    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S") if m else None
+
+
+def parse(lines, gpu: Optional[List[Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
+    """Per-mode summaries, in the order the modes ran; with `gpu` (`parse_gpu_csv`) the GPU's figures over each
+    mode's span (marks are stamped to the second: a span runs from its start mark's second to the end of its end
+    mark's)."""
     modes: List[_Mode] = []
     cur: Optional[_Mode] = None
     for raw in lines:
@@ -71,9 +88,10 @@ def parse(lines) -> List[Dict[str, Any]]:
         m = _MARK.search(line)
         if m:
             if m.group(2) == "start":
-                cur = _Mode(m.group(1))
+                cur = _Mode(m.group(1), _stamp(line))
                 modes.append(cur)
-            else:
+            elif cur is not None:
+                cur.end = _stamp(line)
                 cur = None
             continue
         if cur is None:
@@ -85,30 +103,96 @@ def parse(lines) -> List[Dict[str, Any]]:
             g = _GRAPH.search(line)
             cur.decode.append({"running": _num(_RUNNING, line) or 0, "queue": _num(_QUEUE, line) or 0,
                                "graph": None if g is None else g.group(1) == "True", "gen_tps": _num(_GEN, line)})
-    return [m.summary() for m in modes]
+    rows = [m.summary() for m in modes]
+    if gpu is not None:
+        for row, mode in zip(rows, modes):
+            row["gpu"] = gpu_span(gpu, mode.start, mode.end)
+    return rows
+
+
+# nvidia-smi's clock-event (throttle) reason bits
+_REASONS = {0x1: "idle", 0x2: "app clocks", 0x4: "sw power cap", 0x8: "hw slowdown", 0x10: "sync boost",
+            0x20: "sw thermal", 0x40: "hw thermal", 0x80: "hw power brake", 0x100: "display clocks"}
+_FIRST_NUM = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def parse_gpu_csv(lines) -> List[Dict[str, Any]]:
+    """Rows of nvidia-smi's CSV log (fields as in the module doc; `N/A` or missing trailing fields become None)."""
+    out = []
+    for raw in lines:
+        parts = [p.strip() for p in raw.split(",")]
+        try:
+            t = datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f")
+        except (ValueError, IndexError):
+            continue   # a header or a torn line
+
+        def num(i):
+            m = _FIRST_NUM.match(parts[i]) if i < len(parts) else None
+            return float(m.group(0)) if m else None
+        reasons = None
+        if len(parts) > 8 and parts[8].lower().startswith("0x"):
+            reasons = int(parts[8], 16)
+        out.append({"t": t, "util": num(3), "sm_mhz": num(4), "mem_mhz": num(5), "power_w": num(6), "temp_c": num(7),
+                    "reasons": reasons})
+    return out
+
+
+def gpu_span(samples: List[Dict[str, Any]], start: Optional[datetime], end: Optional[datetime]) -> Optional[Dict[str, Any]]:
+    """The GPU's figures over [start, end + 1 s): SM clock mean / min / max, memory clock, power, utilization, the
+    clock-event reasons seen (idle left out: a mode's gaps are its own)."""
+    if start is None or end is None:
+        return None
+    span = [s for s in samples if start <= s["t"] and (s["t"] - end).total_seconds() < 1.0]
+    if not span:
+        return None
+
+    def mean(key):
+        v = [s[key] for s in span if s[key] is not None]
+        return sum(v) / len(v) if v else None
+    sm = [s["sm_mhz"] for s in span if s["sm_mhz"] is not None]
+    seen = [s["reasons"] for s in span if s["reasons"] is not None]
+    bits = 0
+    for r in seen:
+        bits |= r
+    return {"samples": len(span), "sm_mhz_mean": mean("sm_mhz"), "sm_mhz_min": min(sm, default=None),
+            "sm_mhz_max": max(sm, default=None), "mem_mhz_mean": mean("mem_mhz"), "power_w_mean": mean("power_w"),
+            "util_mean": mean("util"), "temp_c_max": max((s["temp_c"] for s in span if s["temp_c"] is not None), default=None),
+            "reasons": [name for bit, name in _REASONS.items() if bits & bit and bit != 0x1] if seen else None}
 
 
 def markdown(rows: List[Dict[str, Any]]) -> str:
     def f(v, spec=".0f"):
         return "–" if v is None else format(v, spec)
     out = ["| mode | prefill passes | seqs / pass | cache hit | decode batch mean / p10 / p50 / max | CUDA graph | "
-           "gen tok/s (sglang) | queue max |", "|---|---|---|---|---|---|---|---|"]
+           "gen tok/s (sglang) mean / p90 | queue max |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['mode']} | {r['prefill_passes']} | {f(r['prefill_seqs_per_pass'], '.1f')} | "
                    f"{f(None if r['cache_hit_rate'] is None else 100 * r['cache_hit_rate'])}% | "
                    f"{f(r['decode_batch_mean'])} / {f(r['decode_batch_p10'])} / {f(r['decode_batch_p50'])} / "
                    f"{f(r['decode_batch_max'])} | "
                    f"{f(None if r['cuda_graph_frac'] is None else 100 * r['cuda_graph_frac'])}% | "
-                   f"{f(r['gen_tokens_per_s_mean'])} | {f(r['queue_max'])} |")
+                   f"{f(r['gen_tokens_per_s_mean'])} / {f(r.get('gen_tokens_per_s_p90'))} | {f(r['queue_max'])} |")
+    gpu = [(r["mode"], r["gpu"]) for r in rows if r.get("gpu")]
+    if gpu:
+        out += ["", "| mode | GPU samples | SM clock MHz mean (min-max) | memory clock MHz | power W | GPU util % | "
+                "temperature max C | clock-event reasons |", "|---|---|---|---|---|---|---|---|"]
+        for name, g in gpu:
+            out.append(f"| {name} | {g['samples']} | {f(g['sm_mhz_mean'])} ({f(g['sm_mhz_min'])}-{f(g['sm_mhz_max'])}) | "
+                       f"{f(g['mem_mhz_mean'])} | {f(g['power_w_mean'])} | {f(g['util_mean'])} | {f(g['temp_c_max'])} | "
+                       f"{'–' if g['reasons'] is None else ', '.join(g['reasons']) or 'none'} |")
     return "\n".join(out) + "\n"
 
 
-def main(path: str) -> int:
+def main(path: str, gpu_csv: Optional[str] = None) -> int:
     try:
+        gpu = None
+        if gpu_csv:
+            with open(gpu_csv, errors="replace") as fh:
+                gpu = parse_gpu_csv(fh)
         with open(path, errors="replace") as fh:
-            rows = parse(fh)
+            rows = parse(fh, gpu)
     except OSError as e:
-        print(f"agent-rl bench sglang-log: cannot read {path}: {e.strerror}", file=sys.stderr)
+        print(f"agent-rl bench sglang-log: cannot read {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
     if not rows:
         print(f"agent-rl bench sglang-log: {path} holds no 'agent-rl bench: mode ...' marks", file=sys.stderr)

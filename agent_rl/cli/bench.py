@@ -118,7 +118,7 @@ def run(args) -> int:
     if args.bench_cmd == "sglang-log":
         from agent_rl.bench.sglang_log import main
 
-        return main(args.log)
+        return main(args.log, args.gpu_csv)
     if args.bench_cmd == "loop-cpu":
         from agent_rl.bench.loop_cpu import run as loop_cpu
 

@@ -2,7 +2,7 @@
 # The GPU proof run, started in the background (setsid) so that it outlives one device call:
 #   prepare the embedded model, then the stages of $STAGES in order (default "weight_sync bench train"):
 #   weight_sync = weight-sync check, bench = rollout benchmark suite (SGLang), train = 100-step KG GRPO run.
-# GPU memory (nvidia-smi, whole device) is sampled every second into gpu_mem.csv.
+# GPU memory, utilization, clocks and power (nvidia-smi, whole device) are sampled every 0.5 s into gpu_mem.csv.
 # learn = issue 15's learning runs (KG with warm-start, arithmetic, KG without warm-start, with hints) side by side;
 # lora = issue 18's LoRA weight-sync check and `bench actor` (full vs LoRA step time and memory);
 # judge = issue 18's LLM judge: `agent-rl serve` (sglang) judging a KG rollout step.
@@ -28,7 +28,11 @@ stage start
 timeout -s KILL 150 python3 -m agent_rl.cli.main model prepare --no-check > "$R/prepare.log" 2>&1
 MODEL=$AGENT_RL_CACHE/models/smollm2-135m-instruct
 stage prepared
-nvidia-smi --query-gpu=timestamp,index,memory.used,utilization.gpu --format=csv,noheader -lms 1000 > "$R/gpu_mem.csv" 2>/dev/null &
+# GPU fields for `bench sglang-log --gpu-csv` (each mode's SM clock, power, clock-event reasons); the first four alone
+# where this driver's nvidia-smi refuses a field
+GPU_Q=timestamp,index,memory.used,utilization.gpu,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_throttle_reasons.active
+nvidia-smi --query-gpu=$GPU_Q --format=csv,noheader -c 1 > /dev/null 2>&1 || GPU_Q=timestamp,index,memory.used,utilization.gpu
+nvidia-smi --query-gpu=$GPU_Q --format=csv,noheader -lms 500 > "$R/gpu_mem.csv" 2>/dev/null &
 
 weight_sync() {
   timeout -s KILL 200 python3 scripts/gpu/weight_sync_check.py "$MODEL" > "$R/weight_sync.log" 2>&1
@@ -55,7 +59,7 @@ suite() {  # suite NAME MODEL PROMPTS N [old]: one `bench suite` run into $R/spe
     log=$R/speed/$name.merged.log
     LC_ALL=C sort -s -k1,2 "$R/speed/$name.log" "$R/speed/$name"/sglang-server-*.log > "$log" 2>/dev/null
   fi
-  [ "${5:-}" = old ] || python3 -m agent_rl.cli.main bench sglang-log "$log" > "$R/speed/$name.sglang.md" 2>&1
+  [ "${5:-}" = old ] || python3 -m agent_rl.cli.main bench sglang-log "$log" --gpu-csv "$R/gpu_mem.csv" > "$R/speed/$name.sglang.md" 2>&1
   tar czf "$R/speed.tgz" -C "$R" --exclude="*.trace.json*" speed 2>/dev/null   # traces stay on the host (tens of MB)
 }
 
@@ -143,7 +147,7 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
       --rounds "${AB_ROUNDS:-2}" --mem-fraction 0.6 --no-progress --sample-cpu --sample-stacks \
       --engine-kwarg log_level=info ${AB_ARGS:-} --out "$R/speed/$name" > "$R/speed/$name.log" 2>&1
     stage "ab $name rc=$?"
-    python3 -m agent_rl.cli.main bench sglang-log "$R/speed/$name.log" > "$R/speed/$name.sglang.md" 2>&1
+    python3 -m agent_rl.cli.main bench sglang-log "$R/speed/$name.log" --gpu-csv "$R/gpu_mem.csv" > "$R/speed/$name.sglang.md" 2>&1
     tar czf "$R/speed.tgz" -C "$R" --exclude="*.trace.json*" speed 2>/dev/null
   done
 }

@@ -36,3 +36,45 @@ def test_cli(tmp_path, capsys):
     (tmp_path / "plain.log").write_text("nothing here\n")
     assert cli_main(["bench", "sglang-log", str(tmp_path / "plain.log")]) == 2
     assert "no 'agent-rl bench: mode" in capsys.readouterr().err
+
+
+GPU_CSV = """\
+2026/12/01 09:59:59.500, 0, 100 MiB, 0 %, 345 MHz, 3201 MHz, 75.10 W, 30, 0x0000000000000001
+2026/12/01 10:00:00.200, 0, 90000 MiB, 40 %, 1980 MHz, 3201 MHz, 300.00 W, 40, 0x0000000000000000
+2026/12/01 10:00:01.700, 0, 90000 MiB, 60 %, 1500 MHz, 3201 MHz, 500.00 W, 44, 0x0000000000000004
+2026/12/01 10:00:03.900, 0, 90000 MiB, 50 %, 1800 MHz, 3201 MHz, 400.00 W, 41, 0x0000000000000000
+2026/12/01 10:00:04.400, 0, 90000 MiB, 10 %, [N/A], 3201 MHz, 100.00 W, 39, 0x0000000000000001
+torn line
+2026/12/01 10:00:06.000, 0, 90000 MiB, 0 %, 1980 MHz, 3201 MHz, 90.00 W, 38, 0x0000000000000000
+"""
+
+
+def test_gpu_figures_per_mode_span():
+    from agent_rl.bench.sglang_log import parse_gpu_csv
+
+    gpu = parse_gpu_csv(GPU_CSV.splitlines())
+    assert len(gpu) == 6 and gpu[4]["sm_mhz"] is None and gpu[2]["reasons"] == 4
+    tb, asy = parse(LOG.splitlines(), gpu)
+    g = tb["gpu"]   # 10:00:00 .. the end of 10:00:03 (the end mark's second): three samples
+    assert g["samples"] == 3 and g["sm_mhz_min"] == 1500 and g["sm_mhz_max"] == 1980 and g["power_w_mean"] == 400
+    assert abs(g["sm_mhz_mean"] - 1760) < 1e-9 and g["util_mean"] == 50 and g["temp_c_max"] == 44
+    assert g["reasons"] == ["sw power cap"]                        # the idle bit of another span is not counted
+    assert asy["gpu"]["samples"] == 1 and asy["gpu"]["sm_mhz_mean"] is None and asy["gpu"]["reasons"] == []
+    md = markdown([tb, asy])
+    assert "| turn-batched | 3 | 1760 (1500-1980) | 3201 | 400 | 50 | 44 | sw power cap |" in md
+    assert "| async | 1 | – (–-–) |" in md
+    old = parse_gpu_csv(["2026/12/01 10:00:01.000, 0, 9 MiB, 5 %"])   # the four-field log of older pipelines
+    assert old[0]["util"] == 5 and old[0]["sm_mhz"] is None and old[0]["reasons"] is None
+    assert parse(LOG.splitlines(), old)[0]["gpu"]["reasons"] is None     # not logged: unknown, not "none"
+    assert "GPU samples" not in markdown(parse(LOG.splitlines()))       # without --gpu-csv: no GPU table
+
+
+def test_cli_with_gpu_csv(tmp_path, capsys):
+    log, csv = tmp_path / "bench.log", tmp_path / "gpu.csv"
+    log.write_text(LOG)
+    csv.write_text(GPU_CSV)
+    assert cli_main(["bench", "sglang-log", str(log), "--gpu-csv", str(csv)]) == 0
+    assert "| turn-batched | 3 | 1760 (1500-1980)" in capsys.readouterr().out
+    assert cli_main(["bench", "sglang-log", str(log), "--gpu-csv", str(tmp_path / "none.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "none.csv" in err
