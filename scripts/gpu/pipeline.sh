@@ -129,7 +129,9 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
   # differ by the machine's drift: sglang's own decode rate moved 1.3-1.6x between two suites on 2026-12-04).
   # AB_RUNS: SHAPE:SCENARIO:MODES ..., SHAPE q15-PxN | smol-PxN, SCENARIO instant | heavy | tools (the suite's
   # workloads), MODES a --modes list, e.g. "smol-64x4:instant:turn-batched,async,async@notify256,async@nocoalesce".
-  # AB_ROUNDS (2: alternating mode order), AB_STEPS (3), AB_ARGS (extra flags, e.g. --event-loop uvloop).
+  # AB_ROUNDS (6: alternating mode order), AB_STEPS (1), AB_ARGS (extra flags, e.g. --event-loop uvloop). Many short
+  # rounds: sglang's pace flipped between ~50k and ~75k tokens/s from one step to the next inside one run (2026-12-04,
+  # fourteenth session), so two rounds of three steps could not settle a 10% question; read the per-round ratios.
   local spec shape rest scen modes pn model wl name
   for spec in ${AB_RUNS:-smol-64x4:instant:turn-batched,async,async@notify256,async@nocoalesce}; do
     shape=${spec%%:*}; rest=${spec#*:}; scen=${rest%%:*}; modes=${rest#*:}
@@ -143,8 +145,8 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
     esac
     name="ab-$shape-$scen"; mkdir -p "$R/speed"
     timeout -s KILL ${AB_TIMEOUT:-540} python3 -m agent_rl.cli.main bench rollout --engine sglang --model "$model" \
-      --prompts "${pn%x*}" --n "${pn#*x}" --turns 3 $wl --modes "$modes" --over-sample 0.5 --steps "${AB_STEPS:-3}" \
-      --rounds "${AB_ROUNDS:-2}" --mem-fraction 0.6 --no-progress --sample-cpu --sample-stacks \
+      --prompts "${pn%x*}" --n "${pn#*x}" --turns 3 $wl --modes "$modes" --over-sample 0.5 --steps "${AB_STEPS:-1}" \
+      --rounds "${AB_ROUNDS:-6}" --mem-fraction 0.6 --no-progress --sample-cpu --sample-stacks \
       --engine-kwarg log_level=info ${AB_ARGS:-} --out "$R/speed/$name" > "$R/speed/$name.log" 2>&1
     stage "ab $name rc=$?"
     python3 -m agent_rl.cli.main bench sglang-log "$R/speed/$name.log" --gpu-csv "$R/gpu_mem.csv" > "$R/speed/$name.sglang.md" 2>&1
