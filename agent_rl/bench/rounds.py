@@ -80,9 +80,9 @@ def merge_modes(rounds: List[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
 
 
 def paired(ref: Dict[str, Any], mode: Dict[str, Any]) -> Optional[List[float]]:
-    """Round by round, `mode`'s mean step time over `ref`'s (both ran in that round, next to each other in time), or
+    """Round by round, `mode`'s mean step time over `ref`'s (both ran in that round, minutes apart at most), or
     None without rounds. The machine's pace changes within one run (the H200's decode rate at 256 rows flipped between
-    ~55k and ~75k tokens/s from one step to the next, 2026-12-04): pooled means compare where each mode's steps happened
+    ~50k and ~75k tokens/s from one step to the next, 2026-12-04): pooled means compare where each mode's steps happened
     to fall, these ratios show whether a difference holds in every round."""
     a, b = ref.get("rounds") or [], mode.get("rounds") or []
     if len(a) < 2 or len(a) != len(b):
