@@ -79,6 +79,8 @@ def main():
         rows = loop.run_until_complete(one(spec))
         if prof:
             prof.disable(); st = pstats.Stats(prof); st.sort_stats("tottime"); print("==", spec.name); st.print_stats(25)
+            if os.environ.get("PROF_DIR"):   # the whole profile, for pstats comparisons between modes
+                st.dump_stats(os.path.join(os.environ["PROF_DIR"], spec.name.replace(" ", "_") + ".pstats"))
         print(f"{spec.name}: cpu ms/turn median {statistics.median(r[0] for r in rows):.3f} min {min(r[0] for r in rows):.3f}; "
               f"step s {statistics.median(r[1] for r in rows):.2f}; messages/step {statistics.median(r[2] for r in rows):.0f}; "
               f"outputs/step {statistics.median(r[3] for r in rows):.0f}", flush=True)
