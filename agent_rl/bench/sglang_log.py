@@ -129,9 +129,10 @@ def parse_gpu_csv(lines) -> List[Dict[str, Any]]:
         def num(i):
             m = _FIRST_NUM.match(parts[i]) if i < len(parts) else None
             return float(m.group(0)) if m else None
-        reasons = None
-        if len(parts) > 8 and parts[8].lower().startswith("0x"):
-            reasons = int(parts[8], 16)
+        try:
+            reasons = int(parts[8], 16) if len(parts) > 8 and parts[8].lower().startswith("0x") else None
+        except ValueError:   # a line cut inside the bitmask
+            reasons = None
         out.append({"t": t, "util": num(3), "sm_mhz": num(4), "mem_mhz": num(5), "power_w": num(6), "temp_c": num(7),
                     "reasons": reasons})
     return out

@@ -66,6 +66,7 @@ def test_gpu_figures_per_mode_span():
     old = parse_gpu_csv(["2026/12/01 10:00:01.000, 0, 9 MiB, 5 %"])   # the four-field log of older pipelines
     assert old[0]["util"] == 5 and old[0]["sm_mhz"] is None and old[0]["reasons"] is None
     assert parse(LOG.splitlines(), old)[0]["gpu"]["reasons"] is None     # not logged: unknown, not "none"
+    assert parse_gpu_csv(["2026/12/01 10:00:01.000, 0, 9 MiB, 5 %, 1 MHz, 2 MHz, 3 W, 4, 0x00z"])[0]["reasons"] is None
     assert "GPU samples" not in markdown(parse(LOG.splitlines()))       # without --gpu-csv: no GPU table
 
 
