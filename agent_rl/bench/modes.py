@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import List
+from typing import List, Tuple
 
 from agent_rl.bench.variants import check_name
 
@@ -33,12 +33,18 @@ class ModeSpec:
         return "oversample" if self.over_sample_rate > 0 else "async"
 
     def under(self, variant: str) -> "ModeSpec":
-        """This mode under `variant` (named `MODE@VARIANT`); itself for ""."""
+        """This mode under `variant` (named `MODE@VARIANT`, `split_name` reads it back); itself for ""."""
         return dataclasses.replace(self, name=f"{self.name}@{variant}", variant=variant) if variant else self
 
     def settings(self):
         out = {"kind": self.kind, "over_sample_rate": self.over_sample_rate, "partial_rollout": self.partial_rollout}
         return dict(out, variant=self.variant) if self.variant else out
+
+
+def split_name(name: str) -> Tuple[str, str]:
+    """`MODE@VARIANT` (a `--modes` word or a mode's name) -> (MODE, VARIANT); (name, "") without a variant."""
+    plain, _, variant = name.partition("@")
+    return plain, variant
 
 
 def parse_modes(modes: str = "all", over_sample: str = "0.25,0.5") -> List[ModeSpec]:
@@ -48,7 +54,7 @@ def parse_modes(modes: str = "all", over_sample: str = "0.25,0.5") -> List[ModeS
     words = _words(modes)
     if words == ["all"]:
         words = list(MODE_NAMES)
-    pairs = [tuple(w.split("@", 1)) if "@" in w else (w, "") for w in words]
+    pairs = [split_name(w) for w in words]
     bad = [w for w, _ in pairs if w not in MODE_NAMES]
     if bad:
         raise ValueError(f"unknown mode {bad[0]!r} (choose from {', '.join(MODE_NAMES)} or all)")

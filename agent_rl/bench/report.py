@@ -5,6 +5,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from agent_rl.bench.modes import split_name
 from agent_rl.bench.rounds import ceiling_rounds, paired, step_range
 from agent_rl.bench.stack_sampler import owners_line
 
@@ -28,7 +29,7 @@ def comparisons(modes: List[Dict[str, Any]]) -> Dict[str, Any]:
             out["step_time_cut_vs_async_rounds"] = rounds
     variants = {}
     for m in modes:
-        plain = by.get(m["mode"].split("@", 1)[0]) if m.get("variant") else None
+        plain = by.get(split_name(m["mode"])[0]) if m.get("variant") else None
         if plain and plain["step_wall_s_mean"] and m["step_wall_s_mean"] is not None:
             variants[m["mode"]] = {"plain": plain["mode"], "step_time_change": m["step_wall_s_mean"] / plain["step_wall_s_mean"] - 1,
                                    "rounds": [r - 1 for r in paired(plain, m) or []]}

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from agent_rl.bench.modes import ModeSpec, parse_modes
+from agent_rl.bench.modes import ModeSpec, parse_modes, split_name
 from agent_rl.bench.variants import check_name
 from agent_rl.bench.proc_sampler import processes_line
 from agent_rl.bench.report import comparisons
@@ -178,12 +178,9 @@ def scenario_targets(scenario: Scenario, result: Dict[str, Any]) -> List[Dict[st
 
 def _variant_view(result: Dict[str, Any], variant: str) -> Dict[str, Any]:
     """`result` with only the modes run under `variant` ("" = the plain ones), named as the plain modes are."""
-    suffix = f"@{variant}" if variant else ""
-
     def plain(name):   # the mode's plain name, or None when it is another variant's
-        if variant:
-            return name[:-len(suffix)] if name.endswith(suffix) else None
-        return None if "@" in name else name
+        mode, v = split_name(name)
+        return mode if v == variant else None
 
     def pick(modes):
         return [dict(m, mode=plain(m["mode"])) for m in modes if (m.get("variant") or "") == variant]

@@ -4,7 +4,8 @@ Our agent loops, tool calls and, with the in-process sglang engine, sglang's tok
 uvloop (the loop sglang's own server runs on; sglang depends on it) does the loop's scheduling, timers and I/O in C.
 "asyncio" is made explicitly, whatever event-loop policy is set: importing sglang sets uvloop's, which would otherwise
 decide silently by import order. On sglang 0.5.17's real tokenizer manager (scripts/sglang_cpu, a 2-core CPU) uvloop
-took 4-5% less of the thread's CPU per turn; not measured on a GPU yet, so asyncio stays the default."""
+took 4-5% less of the thread's CPU per turn; on an H200 two suites' ratios and loop CPU went both ways
+(docs/benchmarks.md, fourteenth session), so asyncio stays the default."""
 from __future__ import annotations
 
 import asyncio

@@ -91,7 +91,7 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # nocoalesce (each request sent as its trajectory asks, not a loop pass's requests together: the default since then),
   # or notify256 (sglang's tokenizer manager wakes up to 256 finished requests per loop pass instead of 16), or load25
   # (`--over-sample-max-load 0.25`: over-sampled extras start only while fewer than a quarter of the kept groups'
-  # trajectories still run; never measured on a GPU), or uvloop (`--event-loop uvloop`: our loop and sglang's
+  # trajectories still run; in-run on the H200, 2026-12-04: +8-14% step time over plain over-sampling), or uvloop (`--event-loop uvloop`: our loop and sglang's
   # tokenizer manager on uvloop instead of asyncio's own loop).
   # An optional third field gives that suite its own rounds / steps: q15-64x4:base:r2s3 = --rounds 2 --steps 3; a p in
   # it profiles the modes of PROFILE_MODES (default async,turn-batched) in an extra unmeasured run (`--engine-profile`).
