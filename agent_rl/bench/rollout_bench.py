@@ -23,7 +23,7 @@ from agent_rl.bench.rounds import HEAVY_KEYS, merge_ceilings, merge_modes, round
 from agent_rl.bench.proc_sampler import ProcSampler
 from agent_rl.bench.stack_sampler import StackSampler
 from agent_rl.bench.turn_batched import turn_batched_step
-from agent_rl.bench.variants import applied, check_engine
+from agent_rl.bench.variants import applied, check_engine, rollout_overrides
 from agent_rl.bench.workload import Workload, tail_cut_bound, tool_wait_floor
 from agent_rl.metrics.gc_watch import GcWatch
 from agent_rl.rollout.chat import ChatRenderer
@@ -55,6 +55,8 @@ class RolloutBenchSettings:
     #                                (bench/engine_profile.py)
     engine_profile_passes: int = 300
     profile_dir: str = "engine-profile"
+    decode_cost: Optional[tuple] = None   # (s a decode pass, s a row of a pass, where from): the heavy-tail bound at
+    #                                       this engine's cost too (the simulated engine's own; the suite's raw runs)
 
 
 class RolloutBench:
@@ -210,19 +212,22 @@ class RolloutBench:
             out["process_cpu"] = process_cpu   # of round 0 only, where rounds are merged
         return out
 
-    def tail_bounds(self, modes: List[ModeSpec]) -> Dict[str, float]:
-        """Per over-sampling / carry-over mode, the step-time cut this workload's draws allow with generation that does
-        not slow with the batch (`workload.tail_cut_bound`); only without tool waits, where tokens are all a step's
-        time: no trajectory the bound replays draws a wait (whatever distribution gives those zeros)."""
+    def tail_bounds(self, modes: List[ModeSpec], cost: Optional[tuple] = None) -> Dict[str, float]:
+        """Per over-sampling / carry-over mode without a load gate (the bound launches every group at once), the
+        step-time cut this workload's draws allow (`workload.tail_cut_bound`): with generation that does not slow with
+        the batch, or priced at `cost`; only without tool waits, where tokens are all a step's time: no trajectory the
+        bound replays draws a wait (whatever distribution gives those zeros)."""
         w, out = self.workload, {}
-        extra = [spec for spec in modes if spec.kind != "turn-batched" and spec.over_sample_rate > 0]
+        gate = getattr(self.rollout_cfg, "over_sample_max_load", None)
+        extra = [spec for spec in modes if spec.kind != "turn-batched" and spec.over_sample_rate > 0
+                 and rollout_overrides(spec.variant).get("over_sample_max_load", gate) is None]
         rate = max((spec.over_sample_rate for spec in extra), default=0.0)
         groups = (self.s.steps + self.s.carry_warmup_steps) * math.ceil(w.num_prompts * (1 + rate))
         if any(t > 0 for g in range(groups) for k in range(w.n) for t in w.plan(g, k).tool_latency_s):
             return {}
         for spec in extra:
             bound = tail_cut_bound(w, spec.over_sample_rate, spec.partial_rollout, self.s.steps,
-                                   self.s.carry_warmup_steps if spec.partial_rollout else 0)
+                                   self.s.carry_warmup_steps if spec.partial_rollout else 0, cost)
             if bound is not None:
                 out[spec.name] = bound
         return out
@@ -264,6 +269,10 @@ class RolloutBench:
         tail = self.tail_bounds(modes)
         if tail:
             out["tail_cut_bound"] = tail
+            if self.s.decode_cost:
+                fixed, row, source = self.s.decode_cost
+                out["decode_cost"] = {"pass_ms": 1e3 * fixed, "row_us": 1e6 * row, "source": source}
+                out["tail_cut_bound_engine"] = self.tail_bounds(modes, (fixed, row))
         if len(per_round) > 1:
             out["round_results"] = [{"ceiling": c, "modes": [{k: v for k, v in m.items() if k not in HEAVY_KEYS} for m in ms]}
                                     for c, ms in zip(ceilings, per_round)]

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from agent_rl.bench.modes import ModeSpec, parse_modes, split_name
 from agent_rl.bench.variants import check_name
 from agent_rl.bench.proc_sampler import processes_line
-from agent_rl.bench.report import comparisons
+from agent_rl.bench.report import comparisons, cost_words
 from agent_rl.bench.rounds import ceiling_rounds, step_range
 from agent_rl.bench.stack_sampler import owners_line
 from agent_rl.bench.workload import Dist, Workload
@@ -141,13 +141,16 @@ def _per_message(mode: Dict[str, Any]) -> str:
 
 
 def _tail_bound(result: Dict[str, Any]) -> str:
-    """What the workload's draws allow each mode with generation that does not slow with the batch
-    (`workload.tail_cut_bound`)."""
+    """What the workload's draws allow each mode with generation that does not slow with the batch, and at the
+    engine's decode cost where known (`workload.tail_cut_bound`)."""
     bound = result.get("tail_cut_bound") or {}
     if not bound:
         return ""
+    engine = result.get("tail_cut_bound_engine") or {}
     return ("; if decoding did not slow with the batch this workload's draws would allow "
-            + ", ".join(f"{k} {100 * v:.0f}%" for k, v in bound.items()))
+            + ", ".join(f"{k} {100 * v:.0f}%" for k, v in bound.items())
+            + (f"; at this engine's decode cost ({cost_words(result['decode_cost'])}) "
+               + ", ".join(f"{k} {100 * v:.0f}%" for k, v in engine.items()) if engine else ""))
 
 
 def _warm(mode: Dict[str, Any]) -> str:
@@ -184,8 +187,10 @@ def _variant_view(result: Dict[str, Any], variant: str) -> Dict[str, Any]:
 
     def pick(modes):
         return [dict(m, mode=plain(m["mode"])) for m in modes if (m.get("variant") or "") == variant]
-    bound = {plain(k): v for k, v in (result.get("tail_cut_bound") or {}).items() if plain(k)}
-    return dict(result, modes=pick(result["modes"]), tail_cut_bound=bound,
+    def bound(key):
+        return {plain(k): v for k, v in (result.get(key) or {}).items() if plain(k)}
+    return dict(result, modes=pick(result["modes"]), tail_cut_bound=bound("tail_cut_bound"),
+                tail_cut_bound_engine=bound("tail_cut_bound_engine"),
                 round_results=[dict(r, modes=pick(r["modes"])) for r in result.get("round_results") or []])
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -200,23 +200,33 @@ def tool_wait_floor(plans: Sequence[TrajectoryPlan]) -> Dict[str, Optional[float
     return {"turn_batched_s": tb, "async_s": asy, "async_speedup_bound": tb / asy if asy > 0 else None}
 
 
-def tail_cut_bound(workload: Workload, rate: float, carry: bool, steps: int, warmup: int = 0) -> Optional[float]:
+def tail_cut_bound(workload: Workload, rate: float, carry: bool, steps: int, warmup: int = 0,
+                   cost: Optional[Tuple[float, float]] = None) -> Optional[float]:
     """The step-time cut against plain async that over-sampling (`carry` False) or carry-over (True) at `rate` could
-    reach on this workload's draws if generation did not slow down with the batch: every trajectory decodes one
-    token per unit of time at once, tools and prefill are free. Plain async's step then lasts as long as its longest
-    trajectory; an over-sampled step launches ceil(B (1 + rate)) groups and ends when B of them are complete; carry-over
-    also resumes the cut groups with what they generated (after `warmup` unmeasured steps, as the bench runs it).
-    The steps draw the groups the bench's modes draw (`bench/async_modes.AsyncSteps`). What the measured cut falls
-    short of this is the engine's: 1 + rate times the requests share its decode passes. None without over-sampling."""
+    reach on this workload's draws, every trajectory decoding one token per decode pass from the step's start, tools
+    and prefill free. `cost` = (seconds a pass, seconds a row of a pass) prices each pass by the rows still running
+    (`decode_cost`); without it generation does not slow with the batch (a pass costs 1, whatever its rows). Plain
+    async's step lasts until its longest trajectory ends; an over-sampled step launches ceil(B (1 + rate)) groups,
+    all of them decoding, and ends when B of them are complete; carry-over also resumes the cut groups with what
+    they generated (after `warmup` unmeasured steps, as the bench runs it). The steps draw the groups the bench's
+    modes draw (`bench/async_modes.AsyncSteps`). None without over-sampling."""
     b, n = workload.num_prompts, workload.n
     launched = math.ceil(b * (1 + rate) - 1e-9)
     if launched <= b or steps < 1:
         return None
+    per_pass, per_row = cost if cost else (1.0, 0.0)
 
     def left(g: int) -> List[float]:
         return [float(workload.plan(g, k).total_gen_tokens) for k in range(n)]
 
-    plain = [max(max(left(g)) for g in range(s * b, (s + 1) * b)) for s in range(steps)]
+    def seconds(groups: List[List[float]], end: float) -> float:
+        """The passes until `end`: each costs per_pass, and per_row for every trajectory still decoding in it."""
+        return per_pass * end + per_row * sum(min(x, end) for g in groups for x in g)
+
+    plain = []
+    for s in range(steps):
+        groups = [left(g) for g in range(s * b, (s + 1) * b)]
+        plain.append(seconds(groups, max(max(g) for g in groups)))
     carried: List[List[float]] = []
     nxt, cut_steps = 0, []
     for s in range(warmup + steps):
@@ -227,5 +237,19 @@ def tail_cut_bound(workload: Workload, rate: float, carry: bool, steps: int, war
         kept = set(done[:b])
         carried = [[max(0.0, x - end) for x in groups[i]] for i in range(len(groups)) if i not in kept] if carry else []
         if s >= warmup:
-            cut_steps.append(end)
-    return 1.0 - (sum(cut_steps) / steps) / (sum(plain) / steps)
+            cut_steps.append(seconds(groups, end))
+    return 1.0 - sum(cut_steps) / sum(plain)
+
+
+def decode_cost(ceilings: Sequence[Optional[Dict]]) -> Optional[Tuple[float, float]]:
+    """(seconds a decode pass, seconds a row of a pass) fitted (least squares) on raw-engine runs of fixed lengths at
+    two or more concurrencies: each run's wall time over its new tokens a request is one pass at that many rows
+    (its one prefill pass counted in). None with fewer than two concurrencies or a fit that is not two costs >= 0."""
+    pts = [(float(c["requests"]), c["wall_s"] / c["max_new_tokens_mean"]) for c in ceilings
+           if c and c.get("max_new_tokens_mean") and c.get("wall_s")]
+    if len({x for x, _ in pts}) < 2:
+        return None
+    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+    per_row = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+    per_pass = my - per_row * mx
+    return (per_pass, per_row) if per_pass >= 0 and per_row >= 0 else None

@@ -252,10 +252,21 @@ def _bench(engine, tok, args, rollout_cfg, workload, ceiling: bool, out: str):
                                     sample_stacks=args.sample_stacks, sample_cpu=args.sample_cpu, rounds=args.rounds,
                                     flush_cache=not args.no_flush_cache, carry_warmup_steps=args.carry_warmup_steps,
                                     engine_profile=args.engine_profile, engine_profile_passes=args.engine_profile_passes,
-                                    profile_dir=os.path.abspath(os.path.join(out, "engine-profile")))
+                                    profile_dir=os.path.abspath(os.path.join(out, "engine-profile")),
+                                    decode_cost=_sim_decode_cost(engine))
     bench = RolloutBench(engine, tok, settings, rollout_cfg)
     bench.check_context()
     return bench
+
+
+def _sim_decode_cost(engine):
+    """The simulated engine's own decode cost (`RolloutBenchSettings.decode_cost`), None for a real engine."""
+    from agent_rl.bench.sim_engine import SimEngine
+
+    inner = getattr(engine, "inner", engine)
+    if not isinstance(inner, SimEngine):
+        return None
+    return inner.fixed_s, inner.per_row_s, "the simulated engine's (--sim-cost)"
 
 
 async def _rollout_bench(engine, args, model_path, rollout_cfg, header, workload, modes):
@@ -278,6 +289,7 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
     from agent_rl.bench.instrument import InstrumentedEngine
     from agent_rl.bench.rounds import merge_ceilings, round_order
     from agent_rl.bench.suite import MODE_KEYS, ceiling_check, scenario_targets, suite_markdown
+    from agent_rl.bench.workload import decode_cost
 
     tok = AutoTokenizer.from_pretrained(model_path)
     wrapped = InstrumentedEngine(engine)
@@ -289,6 +301,10 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
         for num in round_order(sizes, r):
             runs[num].append(await _raw_engine(engine, tok, num, args.ceiling_prompt_len, args.ceiling_new_tokens, args))
     ceilings = [merge_ceilings(runs[num]) for num in sizes]
+    fitted = decode_cost(ceilings)
+    for bench in benches:   # the heavy-tail bound at this engine's cost (a simulated engine has its own)
+        if fitted and not bench.s.decode_cost:
+            bench.s.decode_cost = fitted + (f"fitted on the raw runs at {', '.join(str(n) for n in sizes)} requests",)
     suite = dict(header, ceiling=ceilings[0], ceilings=ceilings, scenarios={}, scenario_modes={}, targets=[])
     check = ceiling_check(ceilings)
     if check:

@@ -125,6 +125,8 @@ def test_bench_rollout_rounds_on_the_sim_engine(tmp_path, tiny_model_path, capsy
         assert "completion_s" not in res["round_results"][0]["modes"][0]
     summary = (out / "summary.md").read_text()
     assert "3 rounds (`--rounds`)" in summary and "rounds:" in summary
+    # the tail bounds launch every group at once: none for the gated variant
+    assert set(res["tail_cut_bound"]) == set(res["tail_cut_bound_engine"]) == {"async+oversample 0.5"}
     comp = res["comparisons"]   # round by round (bench/rounds.paired)
     assert len(comp["async_speedup_vs_turn_batched_rounds"]) == 3 and len(comp["step_time_cut_vs_async_rounds"][variant]) == 3
     assert comp["variant_vs_plain"][variant]["plain"] == "async+oversample 0.5" and len(comp["variant_vs_plain"][variant]["rounds"]) == 3
@@ -163,6 +165,31 @@ def test_bench_suite_end_to_end_with_rounds_on_the_sim_engine(tmp_path, tiny_mod
     assert re.search(r"\| \d+%; \d+\.\d+ ms; GC \d+\.\d+% \|", row), row
     for sc in suite["scenarios"].values():
         assert len(json.load(open(out / sc))["round_results"]) == 2
+    # the heavy-tail bound also at the simulated engine's own decode cost (--sim-cost 0.2,1)
+    tail = json.load(open(out / suite["scenarios"]["heavy-tail"]))
+    assert tail["decode_cost"] == {"pass_ms": 0.2, "row_us": 1.0, "source": "the simulated engine's (--sim-cost)"}
+    assert set(tail["tail_cut_bound_engine"]) == set(tail["tail_cut_bound"]) == {"async+oversample 0.5", "async+carryover 0.5"}
+    cut = next(t for t in suite["targets"] if t["scenario"] == "heavy-tail" and "cut step time" in t["target"])
+    assert "at this engine's decode cost (0.20 ms a pass + 1.0 us a row, the simulated engine's (--sim-cost)) " \
+           "async+oversample 0.5 " in cut["detail"]
+
+
+def test_bench_suite_fits_a_real_engines_decode_cost_on_its_raw_runs(tmp_path, tiny_model_path, monkeypatch):
+    import agent_rl.cli.bench as bench_cli
+
+    monkeypatch.setattr(bench_cli, "_sim_decode_cost", lambda engine: None)   # as if its cost were unknown
+    out = tmp_path / "s"
+    assert cli_main(["bench", "suite", "--engine", "sim", "--sim-cost", "0.5,250", "--model", tiny_model_path,
+                     "--out", str(out), "--prompts", "4", "--n", "2", "--turns", "2", "--tokens-per-turn", "4",
+                     "--tool-latency", "0", "--heavy-tail-tokens", "pareto:alpha=1.2,scale=2,max=8",
+                     "--over-sample", "0.5", "--ceiling-prompts", "4,16", "--ceiling-prompt-len", "8",
+                     "--ceiling-new-tokens", "16", "--steps", "1", "--no-progress"]) == 0
+    suite = json.load(open(out / "suite.json"))
+    cost = json.load(open(out / suite["scenarios"]["heavy-tail"]))["decode_cost"]
+    assert cost["source"] == "fitted on the raw runs at 4, 16 requests"
+    # wall / new tokens at 4 and 16 rows: 0.5 ms + 250 us a row, plus the loop's own time and one prefill
+    assert 100 < cost["row_us"] < 400, cost
+    assert "fitted on the raw runs at 4, 16 requests" in (out / "summary.md").read_text()
 
 
 def test_comparisons_pair_the_modes_round_by_round():

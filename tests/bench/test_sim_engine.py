@@ -1,4 +1,5 @@
 import asyncio
+import json
 
 
 from agent_rl.bench.sim_engine import SimEngine
@@ -74,6 +75,8 @@ def test_bench_rollout_on_the_sim_engine(tmp_path, tiny_model_path, capsys):
                      "--modes", "async,oversample", "--over-sample", "0.5", "--over-sample-max-load", "0.5",
                      "--steps", "1", "--no-progress"]) == 0
     assert "async+oversample 0.5" in (out / "summary.md").read_text()
+    # every extra gated (--over-sample-max-load): the bounds, which start every group at once, do not describe it
+    assert "tail_cut_bound" not in json.load(open(out / "rollout_bench.json"))
     assert cli_main(["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1,0.5,0.1", "--sim-max-running", "4",
                      "--model", tiny_model_path, "--out", str(out), "--prompts", "4", "--n", "2", "--turns", "2",
                      "--tokens-per-turn", "4", "--modes", "async", "--steps", "1", "--no-progress"]) == 0

@@ -81,6 +81,30 @@ def test_tail_cut_bound_replays_the_modes_steps_with_free_decoding():
     assert abs(tail_cut_bound(W(), 0.5, carry=True, steps=2) - (1 - 5 / 8)) < 1e-9
     assert abs(tail_cut_bound(W(), 0.5, carry=True, steps=2, warmup=1) - (1 - 4.5 / 8)) < 1e-9
     assert tail_cut_bound(W(), 0.0, carry=True, steps=2) is None   # nothing launched past B: nothing to cut
+    # every pass priced: (1 a pass, 0 a row) is free decoding again
+    assert abs(tail_cut_bound(W(), 0.5, carry=False, steps=2, cost=(1.0, 0.0)) - (1 - 5 / 8)) < 1e-9
+    # rows alone (0, 1): a step costs the tokens decoded until it ends. async {10, 2} -> 12, {4, 6} -> 10;
+    # over-sampling {10, 2, 4} to 4 -> 4 + 2 + 4 = 10, {6, 1, 8} to 6 -> 13: 23 against 22, the extras cost more
+    assert abs(tail_cut_bound(W(), 0.5, carry=False, steps=2, cost=(0.0, 1.0)) - (1 - 23 / 22)) < 1e-9
+    # carry-over: {10, 2, 4} to 4 -> 10, then {6 left, 6, 1} to 6 -> 13
+    assert abs(tail_cut_bound(W(), 0.5, carry=True, steps=2, cost=(0.0, 1.0)) - (1 - 23 / 22)) < 1e-9
+    # both (1, 1): async 10 + 12 and 6 + 10 = 38; over-sampling 4 + 10 and 6 + 13 = 33
+    assert abs(tail_cut_bound(W(), 0.5, carry=False, steps=2, cost=(1.0, 1.0)) - (1 - 33 / 38)) < 1e-9
+
+
+def test_decode_cost_fits_a_pass_and_a_row_on_raw_runs():
+    from agent_rl.bench.workload import decode_cost
+
+    def run(requests, new_tokens, pass_s, row_s):
+        return {"requests": requests, "max_new_tokens_mean": new_tokens,
+                "wall_s": new_tokens * (pass_s + row_s * requests)}
+    fit = decode_cost([run(256, 256, 1.6e-3, 7.4e-6), None, run(1024, 256, 1.6e-3, 7.4e-6), run(512, 128, 1.6e-3, 7.4e-6)])
+    assert abs(fit[0] - 1.6e-3) < 1e-12 and abs(fit[1] - 7.4e-6) < 1e-15
+    assert decode_cost([run(256, 256, 1e-3, 1e-5)]) is None                       # one concurrency: nothing to fit
+    assert decode_cost([run(256, 256, 1e-3, 1e-5), run(256, 64, 1e-3, 1e-5)]) is None
+    # a pass slower at 256 rows than at 1024: no per-row cost >= 0 fits
+    assert decode_cost([{"requests": 256, "max_new_tokens_mean": 10, "wall_s": 1.0},
+                        {"requests": 1024, "max_new_tokens_mean": 10, "wall_s": 0.5}]) is None
 
 
 def test_remembered_and_constant_plans_are_the_drawn_ones():
