@@ -28,10 +28,14 @@ stage start
 timeout -s KILL 150 python3 -m agent_rl.cli.main model prepare --no-check > "$R/prepare.log" 2>&1
 MODEL=$AGENT_RL_CACHE/models/smollm2-135m-instruct
 stage prepared
-# GPU fields for `bench sglang-log --gpu-csv` (each mode's SM clock, power, clock-event reasons); the first four alone
-# where this driver's nvidia-smi refuses a field
-GPU_Q=timestamp,index,memory.used,utilization.gpu,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_throttle_reasons.active
-nvidia-smi --query-gpu=$GPU_Q --format=csv,noheader -c 1 > /dev/null 2>&1 || GPU_Q=timestamp,index,memory.used,utilization.gpu
+# GPU fields for `bench sglang-log --gpu-csv` (each mode's SM clock, power, clock-event reasons), in the order it reads
+# them; the reasons under their newer name where the driver knows it (580.159 refused the whole 9-field query on
+# 2026-12-04, leaving only the first four), without them where it knows neither, the first four alone as the last resort
+gpu_ok() { nvidia-smi --query-gpu="$1" --format=csv,noheader -c 1 > /dev/null 2>&1; }
+GPU_Q=timestamp,index,memory.used,utilization.gpu,clocks.sm,clocks.mem,power.draw,temperature.gpu
+for f in clocks_event_reasons.active clocks_throttle_reasons.active; do gpu_ok "$GPU_Q,$f" && GPU_Q=$GPU_Q,$f && break; done
+gpu_ok "$GPU_Q" || GPU_Q=timestamp,index,memory.used,utilization.gpu
+echo "$GPU_Q" > "$R/gpu_fields.txt"
 nvidia-smi --query-gpu=$GPU_Q --format=csv,noheader -lms 500 > "$R/gpu_mem.csv" 2>/dev/null &
 
 weight_sync() {
