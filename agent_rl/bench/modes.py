@@ -50,7 +50,7 @@ def split_name(name: str) -> Tuple[str, str]:
 def parse_modes(modes: str = "all", over_sample: str = "0.25,0.5") -> List[ModeSpec]:
     """`modes`: comma list of turn-batched, async, oversample, carryover (or `all`), each optionally `@VARIANT` (an
     engine setting it runs under, bench/variants.py: `async,async@notify256`); `over_sample`: the rates run by
-    `oversample`, comma-separated."""
+    `oversample` and `carryover` (a mode each), comma-separated."""
     words = _words(modes)
     if words == ["all"]:
         words = list(MODE_NAMES)
@@ -85,10 +85,10 @@ def _base_modes(names: List[str], over_sample: str) -> List[ModeSpec]:
             if not rates:
                 raise ValueError("mode oversample needs at least one --over-sample rate")
             out += [ModeSpec(f"async+oversample {r:g}", "async", over_sample_rate=r) for r in rates]
-        else:  # carry-over only cuts groups when more are launched than kept: it runs at the first rate
+        else:  # carry-over only cuts groups when more are launched than kept: one mode per rate, as oversample
             if not rates:
                 raise ValueError("mode carryover needs an --over-sample rate (groups are cut, then resumed)")
-            out.append(ModeSpec(f"async+carryover {rates[0]:g}", "async", over_sample_rate=rates[0], partial_rollout=True))
+            out += [ModeSpec(f"async+carryover {r:g}", "async", over_sample_rate=r, partial_rollout=True) for r in rates]
     return out
 
 

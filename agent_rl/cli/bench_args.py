@@ -64,7 +64,7 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
     p.add_argument("--over-sample-max-load", default="none",
                    help="rollout.over_sample_max_load: extras start while fewer than this fraction of the kept groups' "
                         "trajectories are still running (`none`: all at once)")
-    p.add_argument("--over-sample", default="0.25,0.5", help="over-sampling rates of the oversample mode (carryover uses the first)")
+    p.add_argument("--over-sample", default="0.25,0.5", help="over-sampling rates: oversample and carryover run once at each")
     p.add_argument("--steps", type=int, default=2, help="measured rollout steps per mode")
     p.add_argument("--carry-warmup-steps", type=int, default=1, metavar="K",
                    help="unmeasured steps a carry-over mode runs before its --steps (default: %(default)s): its first "

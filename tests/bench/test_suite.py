@@ -14,10 +14,12 @@ def test_scenarios_share_the_base_workload():
     # same seed, same draws: the two scenarios differ only in the tool latency
     assert sc[0].workload.plan(1, 1).gen_tokens == sc[1].workload.plan(1, 1).gen_tokens
     assert sc[0].workload.plan(1, 1).tool_latency_s == [0.0, 0.0]
-    assert [m.name for m in sc[1].modes] == ["turn-batched", "async", "async+carryover 0.25"]
-    assert [m.name for m in sc[2].modes] == ["async", "async+oversample 0.25", "async+oversample 0.5", "async+carryover 0.25"]
-    # tool-latency's carry-over at rate 0.25 launches ceil(8 * 1.25) = 10 groups x 4 (heavy-tail: ceil(4 * 1.5) x 4 = 24)
-    assert max_concurrency(sc) == 40
+    # over-sampling and carry-over run once at each rate
+    assert [m.name for m in sc[1].modes] == ["turn-batched", "async", "async+carryover 0.25", "async+carryover 0.5"]
+    assert [m.name for m in sc[2].modes] == ["async", "async+oversample 0.25", "async+oversample 0.5",
+                                             "async+carryover 0.25", "async+carryover 0.5"]
+    # tool-latency's carry-over at rate 0.5 launches ceil(8 * 1.5) = 12 groups x 4 (heavy-tail: ceil(4 * 1.5) x 4 = 24)
+    assert max_concurrency(sc) == 48
 
 
 def test_target_checks():
@@ -28,6 +30,10 @@ def test_target_checks():
     assert [r["met"] for r in slow] == [True, False]
     r1 = target_checks(sc[1], {"modes": [_mode("turn-batched", 5.0), _mode("async", 2.0), _mode("async+carryover 0.25", 1.6)]})
     assert [r["met"] for r in r1] == [True, True] and r1[0]["value"] == 2.5 and r1[1]["value"] == 5.0 / 1.6
+    # carry-over at several rates: the fastest one is checked, and named
+    best = target_checks(sc[1], {"modes": [_mode("turn-batched", 5.0), _mode("async", 2.0), _mode("async+carryover 0.25", 2.5),
+                                           _mode("async+carryover 0.5", 1.6)]})[1]
+    assert best["value"] == 5.0 / 1.6 and "async+carryover 0.5 mean step time" in best["detail"]
     warm = dict(_mode("async+carryover 0.25", 1.6), partial_rollout=True, warmup_step_wall_s=[2.4])
     cold = dict(_mode("async+carryover 0.25", 1.6), partial_rollout=True)
     for carry, says in ((warm, "measured after its unmeasured warm-up step"), (cold, "measured from its cold first step")):
