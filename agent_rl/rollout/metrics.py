@@ -10,7 +10,8 @@ trajectory_metrics  rollout/num_trajectories, prompt / response / sampled length
                     tool_calls_mean, tool_call_rate, tool_error_rate, tool_calls/<tool>/<status> counts,
                     stop_reason/<reason> fractions, groups_without_signal, drift_mean, drift_nonzero_frac
 step_metrics        the scheduler's step: groups launched / kept / resumed, trajectories aborted / carried, seconds,
-                    generated tokens, plus the two above over the kept trajectories and the tools' counters
+                    generated tokens, the kept trajectories' policy lag (carry-over), plus the two above over the
+                    kept trajectories and the tools' counters
 """
 from __future__ import annotations
 
@@ -104,9 +105,11 @@ def trajectory_metrics(trajs: Sequence[Trajectory]) -> Dict[str, float]:
 
 def step_metrics(groups: Sequence[Any], kept: Sequence[Any], trajs: Sequence[Trajectory], carried: Sequence[Any],
                  aborted_ids: Any, gen_before: Dict[int, int], seconds: float, cut_s: float,
-                 tool_runtime: Any = None) -> Dict[str, float]:
+                 tool_runtime: Any = None, version: Any = None) -> Dict[str, float]:
     """One scheduler step's metrics: `groups` launched (each with `.trajs`, `.resumed`), `kept` / `carried` of them,
-    `trajs` the kept trajectories, `gen_before` each trajectory's generated tokens before the step (carried ones)."""
+    `trajs` the kept trajectories, `gen_before` each trajectory's generated tokens before the step (carried ones).
+    With the step's policy `version`: `rollout/policy_lag_mean` / `_max`, how many versions older than it the
+    policy that sampled each kept trajectory's first token was (0 without carry-over)."""
     all_trajs = [t for g in groups for t in g.trajs]
     generated = sum(t.num_generated - gen_before.get(id(t), 0) for t in all_trajs)
     m: Dict[str, float] = {
@@ -122,6 +125,9 @@ def step_metrics(groups: Sequence[Any], kept: Sequence[Any], trajs: Sequence[Tra
     }
     if trajs:
         m.update(trajectory_metrics(trajs))
+        if version is not None:
+            lags = [float(version - t.policy_version) for t in trajs]
+            m["rollout/policy_lag_mean"], m["rollout/policy_lag_max"] = mean(lags), max(lags)
         rewards = reward_metrics(trajs, prefix="rollout/reward")
         m["rollout/reward_mean"] = rewards.pop("rollout/reward/mean")
         m.update(rewards)

@@ -345,7 +345,7 @@ class RolloutScheduler:
         await self._release_parked(dropped)
         trajs = [t for g in kept for t in g.trajs]
         metrics = step_metrics(groups, kept, trajs, carried, aborted_ids, gen_before, seconds,
-                               time.perf_counter() - cut_started, self.tool_runtime)
+                               time.perf_counter() - cut_started, self.tool_runtime, version=version)
         if gate is not None:
             metrics["rollout/extra_trajectories_started"] = float(gate.admitted)
         if group_filter is not None:

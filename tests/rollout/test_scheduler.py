@@ -112,6 +112,9 @@ async def test_carry_over_resumes_with_history_intact(tokenizer, setup):
         assert t.status == "finished" and t.response_ids[:len(ids0)] == ids0
         assert t.rollout_logprobs[:len(lps0)] == lps0 and t.loss_mask[:len(mask0)] == mask0
         assert t.policy_version == 0
+    # the kept ones are the resumed ones, begun under step 0's policy: one version behind step 1's
+    assert res.metrics["rollout/policy_lag_max"] == 0 and len(res2.trajectories) == 4
+    assert res2.metrics["rollout/policy_lag_max"] == res2.metrics["rollout/policy_lag_mean"] == 1
     # no instance was created again for the 4 resumed trajectories: 8 (step 0) + 4 new ones (step 1)
     assert tool.created == 12
     await sched.close()   # releases the instances of trajectories still carried over
