@@ -113,6 +113,11 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                 f"{m['mode']} " + ", ".join(f"{x:.2f}" for x in m.get("step_wall_s") or [])
                 + (f" (after an unmeasured warm-up step of {', '.join(f'{x:.2f}' for x in m['warmup_step_wall_s'])})"
                    if m.get("warmup_step_wall_s") else "") for m in modes))
+        stale = [m for m in modes if m.get("policy_lag_max")]
+        if stale:
+            lines.append("\n- policy lag of the kept trajectories (policy versions between a trajectory's first token and the "
+                         "step that kept it; carry-over's staleness): " + "; ".join(
+                             f"{m['mode']} mean {m['policy_lag_mean']:.2f}, max {m['policy_lag_max']:g}" for m in stale))
         if any(step_range(m) for m in modes):
             lines.append(f"\n- {len(modes[0]['rounds'])} rounds (`--rounds`): step s is the mean over every round's steps, "
                          "(lo-hi) the lowest and highest round's mean; vs ceiling and latency: the median round")

@@ -87,6 +87,11 @@ def summarize_mode(name: str, steps: List[StepStat], trace: EngineTrace, ceiling
         "step_bounds": [[s.start_s, s.end_s] for s in steps],
         "step_metrics": [s.metrics for s in steps],
     }
+    lags = [s.metrics["rollout/policy_lag_max"] for s in steps if "rollout/policy_lag_max" in s.metrics]
+    if lags:   # async modes: how many policy versions behind its step a kept trajectory began (carry-over's staleness)
+        out["policy_lag_mean"] = _mean([s.metrics["rollout/policy_lag_mean"] for s in steps
+                                        if "rollout/policy_lag_mean" in s.metrics])
+        out["policy_lag_max"] = max(lags)
     b = out["bias"]
     if b["mean_planned_tokens_kept"] and b["mean_planned_tokens_all"]:
         b["kept_over_all"] = b["mean_planned_tokens_kept"] / b["mean_planned_tokens_all"]

@@ -13,7 +13,10 @@ from typing import Any, Dict, List, Optional, Sequence, TypeVar
 T = TypeVar("T")
 
 # per-mode numbers that become the mean over rounds (ratios and rates: each round's own value, then the mean)
-_MEAN_KEYS = ("gen_tokens_per_s", "kept_tokens_per_s", "trajectories_per_s", "inflight_mean", "loop_cpu_frac")
+_MEAN_KEYS = ("gen_tokens_per_s", "kept_tokens_per_s", "trajectories_per_s", "inflight_mean", "loop_cpu_frac",
+              "policy_lag_mean")
+# peaks: the largest over rounds
+_MAX_KEYS = ("inflight_peak", "policy_lag_max")
 # counts and seconds: summed over rounds
 _SUM_KEYS = ("wall_s", "engine_busy_s", "engine_idle_s", "gen_tokens", "kept_tokens", "trajectories_kept", "launched",
              "aborted", "carried", "loop_cpu_s", "gc_s", "engine_requests", "engine_output_tokens", "engine_aborted_requests",
@@ -73,7 +76,9 @@ def merge_modes(rounds: List[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
             v = _values(same, k)
             out[k] = sum(v) if v else first.get(k)
         out["engine_idle_frac"] = out["engine_idle_s"] / out["wall_s"] if out.get("wall_s") and "engine_idle_s" in out else None
-        out["inflight_peak"] = max(m.get("inflight_peak") or 0 for m in same)
+        for k in _MAX_KEYS:
+            v = _values(same, k)
+            out[k] = max(v) if v else None
         out["rounds"] = [{k: m.get(k) for k in ROUND_KEYS} for m in same]
         merged.append(out)
     return merged

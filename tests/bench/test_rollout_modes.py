@@ -37,6 +37,9 @@ async def test_all_modes_same_workload_heavy_tail(tokenizer, step_engine, tmp_pa
     assert over["bias"]["mean_planned_tokens_kept"] < over["bias"]["mean_planned_tokens_all"]
     assert over["step_wall_s_mean"] < by["async"]["step_wall_s_mean"]
     assert carry["carried"] > 0 and carry["step_metrics"][1]["rollout/resumed_groups"] > 0
+    # carry-over keeps trajectories begun under an earlier step's policy; the others keep none
+    assert carry["policy_lag_max"] >= 1 and 0 < carry["policy_lag_mean"] < carry["policy_lag_max"]
+    assert by["async"]["policy_lag_max"] == over["policy_lag_max"] == 0 and "policy_lag_max" not in by["turn-batched"]
     for m in res["modes"]:  # kept trajectories generate their planned lengths, carried ones cut inside a turn too
         assert m["bias"]["mean_gen_tokens_kept"] == m["bias"]["mean_planned_tokens_kept"], m["mode"]
     assert res["ceiling"]["tokens_per_s"] > 0 and by["async"]["ratio_to_ceiling"] > 0
@@ -53,6 +56,7 @@ async def test_all_modes_same_workload_heavy_tail(tokenizer, step_engine, tmp_pa
         assert os.path.getsize(p) > 0
     summary = open(paths["summary"]).read()
     assert "async+carryover 0.5" in summary and "this workload's draws allow" in summary
+    assert f"carry-over's staleness): async+carryover 0.5 mean {carry['policy_lag_mean']:.2f}, max" in summary
 
 
 async def test_carry_over_is_measured_warm_after_an_unmeasured_first_step(tokenizer, step_engine):
