@@ -10,8 +10,8 @@ H200 from one step to the next, 2026-12-04).
 
 With `--gpu-csv` (nvidia-smi's `--query-gpu=timestamp,index,memory.used,utilization.gpu,clocks.sm,clocks.mem,
 power.draw,temperature.gpu,clocks_event_reasons.active --format=csv,noheader` log, as scripts/gpu/pipeline.sh
-writes it; the older name clocks_throttle_reasons.active reads the same) the GPU's SM clock, power, utilization and clock-event reasons are reported for each mode's time span, to
-tell a GPU that slowed from a host that did.
+writes it; the older name clocks_throttle_reasons.active reads the same) the GPU's SM clock, power, utilization and
+clock-event reasons are reported for each mode's time span, to tell a GPU that slowed from a host that did.
 """
 from __future__ import annotations
 

@@ -188,6 +188,7 @@ def _variant_view(result: Dict[str, Any], variant: str) -> Dict[str, Any]:
 
     def pick(modes):
         return [dict(m, mode=plain(m["mode"])) for m in modes if (m.get("variant") or "") == variant]
+
     def bound(key):
         return {plain(k): v for k, v in (result.get(key) or {}).items() if plain(k)}
     return dict(result, modes=pick(result["modes"]), tail_cut_bound=bound("tail_cut_bound"),
