@@ -33,7 +33,7 @@ if [ "$SIZE" = full ]; then
     "rollout.multi_turn.max_assistant_turns=5" "rollout.multi_turn.max_tool_calls=8"
     "rollout.multi_turn.max_new_tokens_per_turn=512" "rollout.multi_turn.max_response_tokens=2048"
     "rollout.multi_turn.max_tool_response_tokens=256" "rollout.max_concurrent_trajectories=512"
-    "rollout.gpu_memory_utilization=0.5" "rollout.over_sample_rate=0.1"
+    "rollout.gpu_memory_utilization=0.5"
     "data.val_batch_size=256" "data.max_val_samples=-1"
     "trainer.total_training_steps=300" "trainer.save_freq=50" "trainer.test_freq=25"
     "logger.backends=[console,jsonl,wandb]"

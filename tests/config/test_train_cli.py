@@ -64,3 +64,18 @@ def test_config_dir_and_name(tmp_path, capsys):
     assert "'n': 5" in out and "experiment_name: mine" in out and "lr: 3.0e-06" in out
     rc, _, err = _run(["--config-dir", str(tmp_path), "--config-name", "nope", "--print-config"], capsys)
     assert rc == 2 and err.strip().count("\n") == 0 and "nope" in err
+
+
+def test_over_sampling_alone_is_advised_against(caplog):
+    from agent_rl.config.load import compose
+
+    def warned(*overrides):
+        caplog.clear()
+        compose(list(overrides), check_paths=False)
+        return [r.getMessage() for r in caplog.records if "rollout.over_sample_rate" in r.getMessage()]
+
+    assert len(warned("rollout.over_sample_rate=0.5")) == 1 and "partial_rollout=true" in warned("rollout.over_sample_rate=0.5")[0]
+    # it resumes the cut groups, or the extras replace groups without signal: nothing to say
+    assert warned("rollout.over_sample_rate=0.5", "rollout.partial_rollout=true") == []
+    assert warned("rollout.over_sample_rate=0.5", "algorithm.filter_groups.enable=true") == []
+    assert warned() == []
