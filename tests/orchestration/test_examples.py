@@ -45,6 +45,8 @@ def test_composed_config(script, tool, tmp_path):
     r = _run(script, "--print-config", env={"BASE_MODEL": str(model)})
     assert r.returncode == 0, r.stderr
     assert f"path: {model}" in r.stdout and "train_batch_size: 128" in r.stdout   # the full preset
+    # on-policy as KG-R1 and verl run it: no over-sampling whose extras would be thrown away (nor its warning)
+    assert "over_sample_rate: 0.0" in r.stdout and "over_sample_rate=" not in r.stderr
 
 
 def _flat(d, prefix=""):
