@@ -33,8 +33,8 @@ def _common(p) -> None:
     p.add_argument("--sim-cost", default="1.3,11.8", metavar="FIXED_MS,PER_ROW_US[,PREFILL_MS[,PREFILL_ROW_MS]]",
                    help="--engine sim: decode step cost, and the cost of one prefill pass for the requests a step "
                         "admits, per pass and per admitted row (default: %(default)s = free prefill, SmolLM2-135M on "
-                        "an H200; the 1.4B shape's multi-turn steps, sglang's profile: 2.2,10,10,0.6; "
-                        "docs/benchmarks.md)")
+                        "an H200; the 1.4B shape's multi-turn steps, sglang's profile: 2.2,10,10,0.6; 1.3,11.8,60 "
+                        "reproduced the H200's 135M 64x4 heavy-tail ratios; docs/benchmarks.md)")
     p.add_argument("--sim-max-running", type=int, default=None, metavar="ROWS",
                    help="--engine sim: most rows decoded together, the rest queue by priority (sglang's "
                         "max_running_requests; default: no cap)")
