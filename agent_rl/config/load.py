@@ -179,7 +179,7 @@ def _advise(cfg: TrainConfig) -> None:
     r = cfg.rollout
     if r.over_sample_rate > 0 and not r.partial_rollout and not cfg.algorithm.filter_groups.enable:
         log.warning("rollout.over_sample_rate=%g without rollout.partial_rollout or algorithm.filter_groups.enable: the "
-                    "cut groups' tokens are thrown away (on an H200: at most 5% off a 64x4 step, 128x8 steps ~20% "
+                    "cut groups' tokens are thrown away (on an H200: at most 5%% off a 64x4 step, 128x8 steps ~20%% "
                     "slower; docs/rollout.md); rollout.partial_rollout=true resumes them the next step", r.over_sample_rate)
 
 
