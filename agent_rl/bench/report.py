@@ -43,6 +43,11 @@ def _each_round(values, fmt, what: str = "each round") -> str:
     return f" ({what}: {', '.join(fmt(v) for v in values)})" if values else ""
 
 
+def percents(values: Dict[str, float]) -> str:
+    """'name 12%, other -3%': a mode -> fraction mapping as the summaries print it."""
+    return ", ".join(f"{k} {100 * v:.0f}%" for k, v in values.items())
+
+
 def cost_words(cost: Dict[str, Any]) -> str:
     """'1.64 ms a pass + 7.4 us a row, fitted on ...': a decode cost (`RolloutBench` JSON `decode_cost`) in words."""
     return f"{cost['pass_ms']:.2f} ms a pass + {cost['row_us']:.1f} us a row, {cost['source']}"
@@ -87,12 +92,12 @@ def summary_markdown(result: Dict[str, Any]) -> str:
     if tail:
         lines.append("- step-time cut vs async this workload's draws allow if decoding did not slow with the batch "
                      "(every trajectory one token per unit of time, tools and prefill free): "
-                     + ", ".join(f"{k} {100 * v:.0f}%" for k, v in tail.items()))
+                     + percents(tail))
     engine_tail = result.get("tail_cut_bound_engine")
     if engine_tail:
         lines.append(f"- the same at this engine's decode cost ({cost_words(result['decode_cost'])}; every pass "
                      "priced by the rows still decoding, turn boundaries and prefill still free: an estimate, a measured "
-                     "cut lands on either side): " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in engine_tail.items()))
+                     "cut lands on either side): " + percents(engine_tail))
     modes = result.get("modes", [])
     if modes:
         lines += ["", "## Rollout modes (same workload)", "",

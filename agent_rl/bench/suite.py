@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from agent_rl.bench.modes import ModeSpec, parse_modes, split_name
 from agent_rl.bench.variants import check_name
 from agent_rl.bench.proc_sampler import processes_line
-from agent_rl.bench.report import comparisons, cost_words
+from agent_rl.bench.report import comparisons, cost_words, percents
 from agent_rl.bench.rounds import ceiling_rounds, step_range
 from agent_rl.bench.stack_sampler import owners_line
 from agent_rl.bench.workload import Dist, Workload
@@ -113,7 +113,7 @@ def target_checks(scenario: Scenario, result: Dict[str, Any]) -> List[Dict[str, 
     slower = (p50 / base_p50 - 1.0) if p50 is not None and base_p50 else None
     return [_check(scenario.name, f"over-sampling / carry-over cut step time >= {TARGET_STEP_CUT:.0%}", value, TARGET_STEP_CUT,
                    value is not None and value >= TARGET_STEP_CUT,
-                   f"best: {best}; all: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in cuts.items())
+                   f"best: {best}; all: " + percents(cuts)
                    + (_warm(by[best]) if best else "") + _tail_bound(result)),
             _check(scenario.name, f"kept trajectories' latency p50 within {TARGET_LATENCY_SLACK:.0%} of async", slower,
                    TARGET_LATENCY_SLACK, slower is not None and slower <= TARGET_LATENCY_SLACK,
@@ -149,9 +149,8 @@ def _tail_bound(result: Dict[str, Any]) -> str:
         return ""
     engine = result.get("tail_cut_bound_engine") or {}
     return ("; if decoding did not slow with the batch this workload's draws would allow "
-            + ", ".join(f"{k} {100 * v:.0f}%" for k, v in bound.items())
-            + (f"; at this engine's decode cost ({cost_words(result['decode_cost'])}) "
-               + ", ".join(f"{k} {100 * v:.0f}%" for k, v in engine.items()) if engine else ""))
+            + percents(bound)
+            + (f"; at this engine's decode cost ({cost_words(result['decode_cost'])}) " + percents(engine) if engine else ""))
 
 
 def _warm(mode: Dict[str, Any]) -> str:
