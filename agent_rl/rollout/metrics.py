@@ -105,11 +105,11 @@ def trajectory_metrics(trajs: Sequence[Trajectory]) -> Dict[str, float]:
 
 def step_metrics(groups: Sequence[Any], kept: Sequence[Any], trajs: Sequence[Trajectory], carried: Sequence[Any],
                  aborted_ids: Any, gen_before: Dict[int, int], seconds: float, cut_s: float,
-                 tool_runtime: Any = None, version: Any = None) -> Dict[str, float]:
+                 tool_runtime: Any = None, *, version: int) -> Dict[str, float]:
     """One scheduler step's metrics: `groups` launched (each with `.trajs`, `.resumed`), `kept` / `carried` of them,
     `trajs` the kept trajectories, `gen_before` each trajectory's generated tokens before the step (carried ones).
-    With the step's policy `version`: `rollout/policy_lag_mean` / `_max`, how many versions older than it the
-    policy that sampled each kept trajectory's first token was (0 without carry-over)."""
+    `rollout/policy_lag_mean` / `_max`: how many versions older than the step's policy `version` the policy that
+    sampled each kept trajectory's first token was (0 without carry-over)."""
     all_trajs = [t for g in groups for t in g.trajs]
     generated = sum(t.num_generated - gen_before.get(id(t), 0) for t in all_trajs)
     m: Dict[str, float] = {
@@ -125,9 +125,8 @@ def step_metrics(groups: Sequence[Any], kept: Sequence[Any], trajs: Sequence[Tra
     }
     if trajs:
         m.update(trajectory_metrics(trajs))
-        if version is not None:
-            lags = [float(version - t.policy_version) for t in trajs]
-            m["rollout/policy_lag_mean"], m["rollout/policy_lag_max"] = mean(lags), max(lags)
+        lags = [float(version - t.policy_version) for t in trajs]
+        m["rollout/policy_lag_mean"], m["rollout/policy_lag_max"] = mean(lags), max(lags)
         rewards = reward_metrics(trajs, prefix="rollout/reward")
         m["rollout/reward_mean"] = rewards.pop("rollout/reward/mean")
         m.update(rewards)
