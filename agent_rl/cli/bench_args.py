@@ -148,7 +148,8 @@ def add_arguments(parser) -> None:
     g.add_argument("log", help="log file holding sglang's scheduler lines and the bench's mode marks")
     g.add_argument("--gpu-csv", default=None, metavar="FILE",
                    help="nvidia-smi CSV log (timestamp,index,memory.used,utilization.gpu,clocks.sm,clocks.mem,power.draw,"
-                        "temperature.gpu,clocks_throttle_reasons.active; noheader): each mode's GPU clock and power")
+                        "temperature.gpu,clocks_event_reasons.active or its older name clocks_throttle_reasons.active; noheader): "
+                        "each mode's GPU clock and power")
     c = sub.add_parser("loop-cpu", help="CPU our rollout loop spends per turn, with an engine and tools that cost nothing",
                        formatter_class=DefaultsHelpFormatter,
                        description="The sglang wrapper around a stand-in engine that answers at once with canned ids and "
