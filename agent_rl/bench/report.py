@@ -27,6 +27,13 @@ def comparisons(modes: List[Dict[str, Any]]) -> Dict[str, Any]:
         rounds = {m["mode"]: [1.0 - r for r in paired(base, m) or []] for m in others}
         if any(rounds.values()):
             out["step_time_cut_vs_async_rounds"] = rounds
+        stocked = [m for m in others if m.get("stock_drawn_tokens") is not None and m.get("step_wall_s_steady")]
+        if stocked:   # carry-over at a steady stock (`results.steady_step_s`): what the suite's targets read
+            out["step_time_cut_vs_async_steady"] = {m["mode"]: 1.0 - m["step_wall_s_steady"] / base["step_wall_s_mean"]
+                                                    for m in stocked}
+            rounds = {m["mode"]: [1.0 - r for r in paired(base, m, "step_wall_s_steady") or []] for m in stocked}
+            if any(rounds.values()):
+                out["step_time_cut_vs_async_steady_rounds"] = rounds
     variants = {}
     for m in modes:
         plain = by.get(split_name(m["mode"])[0]) if m.get("variant") else None
@@ -46,6 +53,17 @@ def _each_round(values, fmt, what: str = "each round") -> str:
 def percents(values: Dict[str, float]) -> str:
     """'name 12%, other -3%': a mode -> fraction mapping as the summaries print it."""
     return ", ".join(f"{k} {100 * v:.0f}%" for k, v in values.items())
+
+
+def stock_words(mode: Dict[str, Any]) -> str:
+    """What a carry-over mode's steady-stock step time charged (`results.steady_step_s`), in words."""
+    drawn, kept = mode.get("stock_drawn_tokens") or 0, mode.get("kept_tokens")
+    size = f"{100 * abs(drawn) / kept:.0f}%" if kept else f"{abs(drawn)} tokens"
+    if drawn >= 0:
+        return (f"{size} of the tokens its measured steps kept were generated before them, net of what they left "
+                "for the next step; charged at its own token rate")
+    return (f"its measured steps left {size} (of the tokens they kept) more for the next step than they took over; "
+            "credited at its own token rate")
 
 
 def cost_words(cost: Dict[str, Any]) -> str:
@@ -137,6 +155,12 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                 lines.append((f"- {name}: step time {100 * cut:+.0f}% cut vs async" if cut >= 0 else
                               f"- {name}: step time {100 * -cut:.0f}% longer than async")
                              + _each_round(cut_rounds.get(name), lambda v: f"{100 * v:+.0f}%", "each round's cut"))
+            by = {m["mode"]: m for m in modes}
+            steady_rounds = comp.get("step_time_cut_vs_async_steady_rounds", {})
+            for name, cut in comp.get("step_time_cut_vs_async_steady", {}).items():
+                lines.append(f"- {name} at a steady stock: step time {100 * cut:+.0f}% cut vs async"
+                             + _each_round(steady_rounds.get(name), lambda v: f"{100 * v:+.0f}%", "each round's cut")
+                             + f" ({stock_words(by[name])})")
             for name, v in comp.get("variant_vs_plain", {}).items():
                 lines.append(f"- {name} vs {v['plain']}: step time {100 * v['step_time_change']:+.0f}% (longer +, shorter -)"
                              + _each_round(v["rounds"], lambda x: f"{100 * x:+.0f}%"))

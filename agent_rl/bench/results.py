@@ -92,10 +92,29 @@ def summarize_mode(name: str, steps: List[StepStat], trace: EngineTrace, ceiling
         out["policy_lag_mean"] = _mean([s.metrics["rollout/policy_lag_mean"] for s in steps
                                         if "rollout/policy_lag_mean" in s.metrics])
         out["policy_lag_max"] = max(lags)
+    if settings.get("partial_rollout"):
+        # carry-over drops nothing: what its kept trajectories hold beyond what the engine generated in the window
+        # came from before it (net of the cut groups it leaves for the next step, finished samples included)
+        out["stock_drawn_tokens"] = out["kept_tokens"] - out["gen_tokens"]
+        out["stock_end_tokens"] = sum(t.gen_tokens for t in steps[-1].trajectories if not t.kept) if steps else 0
+    out["step_wall_s_steady"] = steady_step_s(out)
     b = out["bias"]
     if b["mean_planned_tokens_kept"] and b["mean_planned_tokens_all"]:
         b["kept_over_all"] = b["mean_planned_tokens_kept"] / b["mean_planned_tokens_all"]
     return out
+
+
+def steady_step_s(mode: Dict[str, Any]) -> Optional[float]:
+    """The mean step time at a steady stock. A carry-over step starts with the trajectories earlier steps carried
+    and leaves others for the next; when it starts with more generated tokens than it leaves (after the unmeasured
+    warm-up step, which launched 1 + rate times the groups), part of what it kept was generated before it and its
+    step time flatters the mode. This charges the tokens drawn from that stock (`stock_drawn_tokens`: kept -
+    generated) at the mode's own token rate in the window: step time x (generated + drawn) / generated. Modes that
+    carry nothing: their step time."""
+    t, drawn, gen = mode.get("step_wall_s_mean"), mode.get("stock_drawn_tokens"), mode.get("gen_tokens")
+    if t is None or drawn is None:
+        return t
+    return t * (gen + drawn) / gen if gen else None
 
 
 def trajectories_json(steps: List[StepStat]) -> List[Dict[str, Any]]:

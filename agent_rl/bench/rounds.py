@@ -10,6 +10,8 @@ from __future__ import annotations
 import statistics
 from typing import Any, Dict, List, Optional, Sequence, TypeVar
 
+from agent_rl.bench.results import steady_step_s
+
 T = TypeVar("T")
 
 # per-mode numbers that become the mean over rounds (ratios and rates: each round's own value, then the mean)
@@ -20,11 +22,12 @@ _MAX_KEYS = ("inflight_peak", "policy_lag_max")
 # counts and seconds: summed over rounds
 _SUM_KEYS = ("wall_s", "engine_busy_s", "engine_idle_s", "gen_tokens", "kept_tokens", "trajectories_kept", "launched",
              "aborted", "carried", "loop_cpu_s", "gc_s", "engine_requests", "engine_output_tokens", "engine_aborted_requests",
-             "engine_output_messages", "engine_outputs")
+             "engine_output_messages", "engine_outputs", "stock_drawn_tokens",
+             "stock_end_tokens")
 # per-trajectory latency percentiles: the median of the rounds' own percentiles
 _MEDIAN_KEYS = ("latency_p50_s", "latency_p90_s", "latency_p99_s", "ratio_to_ceiling")
 # what each round keeps in `rounds` (the spread a reader needs to judge a difference)
-ROUND_KEYS = ("step_wall_s_mean", "ratio_to_ceiling", "gen_tokens_per_s", "latency_p50_s")
+ROUND_KEYS = ("step_wall_s_mean", "step_wall_s_steady", "ratio_to_ceiling", "gen_tokens_per_s", "latency_p50_s")
 # traces that the merged result keeps from round 0 only (the JSON's `round_results` leaves them out)
 HEAVY_KEYS = ("completion_s", "busy_intervals", "step_bounds", "step_metrics", "loop_stacks")
 
@@ -79,21 +82,22 @@ def merge_modes(rounds: List[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
         for k in _MAX_KEYS:
             v = _values(same, k)
             out[k] = max(v) if v else None
-        out["rounds"] = [{k: m.get(k) for k in ROUND_KEYS} for m in same]
+        out["step_wall_s_steady"] = steady_step_s(out)   # the summed tokens over every round's steps
+        out["rounds"] = [dict({k: m.get(k) for k in ROUND_KEYS}, step_wall_s_steady=steady_step_s(m)) for m in same]
         merged.append(out)
     return merged
 
 
-def paired(ref: Dict[str, Any], mode: Dict[str, Any]) -> Optional[List[float]]:
+def paired(ref: Dict[str, Any], mode: Dict[str, Any], key: str = "step_wall_s_mean") -> Optional[List[float]]:
     """Round by round, `mode`'s mean step time over `ref`'s (both ran in that round, minutes apart at most), or
-    None without rounds. The machine's pace changes within one run (the H200's decode rate at 256 rows flipped between
-    ~50k and ~75k tokens/s from one step to the next, 2026-12-04): pooled means compare where each mode's steps happened
-    to fall, these ratios show whether a difference holds in every round."""
+    None without rounds (`key="step_wall_s_steady"`: carry-over at a steady stock, `results.steady_step_s`). The
+    machine's pace changes within one run (the H200's decode rate at 256 rows flipped between ~50k and ~75k tokens/s
+    from one step to the next, 2026-12-04): pooled means compare where each mode's steps happened to fall, these
+    ratios show whether a difference holds in every round."""
     a, b = ref.get("rounds") or [], mode.get("rounds") or []
     if len(a) < 2 or len(a) != len(b):
         return None
-    return [y["step_wall_s_mean"] / x["step_wall_s_mean"] for x, y in zip(a, b)
-            if x.get("step_wall_s_mean") and y.get("step_wall_s_mean") is not None]
+    return [y[key] / x[key] for x, y in zip(a, b) if x.get(key) and y.get(key) is not None]
 
 
 def step_range(mode: Dict[str, Any]) -> str:
