@@ -31,7 +31,7 @@ stage prepared
 # GPU fields for `bench sglang-log --gpu-csv` (each mode's SM clock, power, clock-event reasons), in the order it reads
 # them; the reasons under their newer name where the driver knows it (580.159 refused the whole 9-field query on
 # 2026-12-04, leaving only the first four), without them where it knows neither, the first four alone as the last resort
-gpu_ok() { nvidia-smi --query-gpu="$1" --format=csv,noheader -c 1 > /dev/null 2>&1; }
+gpu_ok() { nvidia-smi --query-gpu="$1" --format=csv,noheader > /dev/null 2>&1; }
 GPU_Q=timestamp,index,memory.used,utilization.gpu,clocks.sm,clocks.mem,power.draw,temperature.gpu
 for f in clocks_event_reasons.active clocks_throttle_reasons.active; do gpu_ok "$GPU_Q,$f" && GPU_Q=$GPU_Q,$f && break; done
 gpu_ok "$GPU_Q" || GPU_Q=timestamp,index,memory.used,utilization.gpu
