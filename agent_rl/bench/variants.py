@@ -6,8 +6,6 @@ decide a 10-30% effect on the GPU host: sglang's own decode rate moved 1.3-1.6x 
 (docs/benchmarks.md, thirteenth session). Only settings read at run time can be variants:
 
 * `nocoalesce`: the in-process sglang wrapper sends each request as its trajectory asks (`coalesce_submits` off);
-* `batchsend`: the in-process sglang wrapper sends a loop pass's requests to the scheduler as one message
-  (`batch_dispatch` on, engines/sglang_dispatch.py);
 * `notify<N>`: sglang's tokenizer manager wakes up to N finished requests per event-loop pass (its
   `batch_notify_size`, read at every output message; 16 by default);
 * `load<F>`: over-sampled extras start only while fewer than F of the kept groups' trajectories run
@@ -21,13 +19,11 @@ from typing import Any, Dict, Iterator
 
 _NOTIFY = re.compile(r"notify([1-9][0-9]*)")
 _LOAD = re.compile(r"load(0?\.[0-9]*[1-9][0-9]*|1(\.0*)?)")
-# variants that set one attribute of the in-process sglang wrapper: (attribute, value under the variant)
-_WRAPPER = {"nocoalesce": ("coalesce_submits", False), "batchsend": ("batch_dispatch", True)}
-NAMES = ("nocoalesce", "batchsend", "notify<N>", "load<F>")
+NAMES = ("nocoalesce", "notify<N>", "load<F>")
 
 
 def check_name(variant: str) -> None:
-    if variant and variant not in _WRAPPER and not _NOTIFY.fullmatch(variant) and not _LOAD.fullmatch(variant):
+    if variant and variant != "nocoalesce" and not _NOTIFY.fullmatch(variant) and not _LOAD.fullmatch(variant):
         raise ValueError(f"unknown mode variant {variant!r} (choose from {', '.join(NAMES)})")
 
 
@@ -45,16 +41,12 @@ def check_engine(engine: Any, variant: str) -> None:
     """A one-line error when `engine` (the benchmark's engine, unwrapped) cannot run `variant`."""
     if not variant or rollout_overrides(variant):
         return
-    if variant == "batchsend":
-        ok = bool(getattr(engine, "can_batch_dispatch", False))
-    elif variant in _WRAPPER:
-        ok = hasattr(engine, _WRAPPER[variant][0])
-    else:
-        ok = hasattr(_server_args(engine), "batch_notify_size")
+    ok = hasattr(engine, "coalesce_submits") if variant == "nocoalesce" else \
+        hasattr(_server_args(engine), "batch_notify_size")
     if not ok:
         raise ValueError(f"mode variant @{variant} needs the in-process sglang engine (--engine sglang), "
                          f"not {getattr(engine, 'name', type(engine).__name__)}")
-    if variant not in _WRAPPER:   # can it change at run time? (a write of the value it has; before any mode runs)
+    if variant != "nocoalesce":   # can it change at run time? (a write of the value it has; before any mode runs)
         sa = _server_args(engine)
         try:
             _set(sa, "batch_notify_size", sa.batch_notify_size)
@@ -70,8 +62,8 @@ def applied(engine: Any, variant: str) -> Iterator[None]:
         yield
         return
     check_engine(engine, variant)
-    if variant in _WRAPPER:
-        owner, (attr, value) = engine, _WRAPPER[variant]
+    if variant == "nocoalesce":
+        owner, attr, value = engine, "coalesce_submits", False
     else:
         owner, attr, value = _server_args(engine), "batch_notify_size", int(_NOTIFY.fullmatch(variant).group(1))
     old = getattr(owner, attr)

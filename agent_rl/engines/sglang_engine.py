@@ -49,7 +49,6 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 import torch
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams, model_eos_token_ids
-from agent_rl.engines.sglang_dispatch import BatchDispatch
 
 log = logging.getLogger(__name__)
 
@@ -390,8 +389,6 @@ class SGLangEngine(Engine):
         # requests go through `async_generate` (stand-in engines)
         tm = getattr(engine, "tokenizer_manager", None)
         self._request_input = _request_input_class() if callable(getattr(tm, "generate_request", None)) else None
-        # a loop pass's requests in one scheduler message when `batch_dispatch` is set (sglang_dispatch.py)
-        self._dispatch = BatchDispatch.install(tm) if self._request_input is not None else None
         self._closed = False
         self.engine_env: Optional[Dict[str, str]] = None   # `apply_engine_env` at start (None: started elsewhere)
 
@@ -399,27 +396,7 @@ class SGLangEngine(Engine):
         """`scheduling_info` of the started engine's ServerArgs, and whether a loop pass's requests go out together."""
         info = scheduling_info(getattr(self._engine, "server_args", None), self.priority_scheduling, self.engine_env)
         info["coalesce_submits"] = bool(self.coalesce_submits)
-        info["batch_dispatch"] = self.batch_dispatch
         return info
-
-    @property
-    def can_batch_dispatch(self) -> bool:
-        """Whether sglang's tokenizer manager runs in this process with a dispatch to wrap (`batch_dispatch`)."""
-        return self._dispatch is not None
-
-    @property
-    def batch_dispatch(self) -> bool:
-        """A loop pass's generate requests go to sglang's scheduler as one message (off by default: not measured on a
-        GPU yet; `bench rollout --modes async,async@batchsend`)."""
-        return bool(self._dispatch is not None and self._dispatch.on)
-
-    @batch_dispatch.setter
-    def batch_dispatch(self, on: bool) -> None:
-        if self._dispatch is None:
-            if on:
-                raise ValueError("batch_dispatch needs sglang's tokenizer manager in this process (engine sglang)")
-            return
-        self._dispatch.on = bool(on)
 
     @property
     def tokenizer_manager(self):

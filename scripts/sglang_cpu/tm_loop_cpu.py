@@ -4,8 +4,7 @@ Setup and usage: README.md in this folder. `COALESCE=1` keeps the wrapper's requ
 agent-rl); unset, each request goes out on its own. `PROF=1` prints a cProfile of each mode. The loop is asyncio's
 own, as in `agent-rl bench` and training; `LOOP=uvloop` runs it on uvloop. `NOTIFY=N` sets sglang's
 `batch_notify_size` (finished requests its tokenizer manager wakes per loop pass, default 16). `TOKENS=DIST` sets
-the tokens per turn (default 128; e.g. the suite's heavy tail `pareto:alpha=1.2,scale=32,max=512`). `BATCHSEND=1`
-sends a loop pass's requests to the scheduler as one message (engines/sglang_dispatch.py)."""
+the tokens per turn (default 128; e.g. the suite's heavy tail `pareto:alpha=1.2,scale=32,max=512`)."""
 import asyncio, multiprocessing as mp, os, sys, time, statistics
 
 
@@ -53,7 +52,6 @@ def main():
     bench.check_context()
     tap = OutputTap.install(engine)
     engine.coalesce_submits = bool(os.environ.get("COALESCE"))
-    engine.batch_dispatch = bool(os.environ.get("BATCHSEND"))   # a loop pass's requests in one scheduler message
     # the loop `agent-rl bench` and the training worker run on: asyncio's own (made before sglang's import sets
     # uvloop's policy); LOOP=uvloop for sglang's
     loop = asyncio.new_event_loop() if os.environ.get("LOOP") == "uvloop" else asyncio.SelectorEventLoop()
@@ -85,9 +83,7 @@ def main():
                 st.dump_stats(os.path.join(os.environ["PROF_DIR"], spec.name.replace(" ", "_") + ".pstats"))
         print(f"{spec.name}: cpu ms/turn median {statistics.median(r[0] for r in rows):.3f} min {min(r[0] for r in rows):.3f}; "
               f"step s {statistics.median(r[1] for r in rows):.2f}; messages/step {statistics.median(r[2] for r in rows):.0f}; "
-              f"outputs/step {statistics.median(r[3] for r in rows):.0f}"
-              + (f"; batch messages {engine._dispatch.batches} of {engine._dispatch.requests} requests so far"
-                 if engine.batch_dispatch else ""), flush=True)
+              f"outputs/step {statistics.median(r[3] for r in rows):.0f}", flush=True)
     proc.kill()
     os._exit(0)
 

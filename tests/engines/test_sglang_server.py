@@ -86,9 +86,7 @@ async def test_server_starts_with_the_in_process_engines_kwargs(fake_sglang, tmp
         assert os.path.isfile(eng.server.log_path) and os.path.dirname(eng.server.log_path) == str(tmp_path / "logs")
         assert _read(eng.server.spec_path)["kwargs"] == got
         assert inproc.scheduling_info().pop("coalesce_submits") is True   # the in-process wrapper's own batching
-        assert inproc.scheduling_info()["batch_dispatch"] is False          # and its batch message, off
-        own = ("coalesce_submits", "batch_dispatch")
-        assert eng.scheduling_info() == {k: v for k, v in inproc.scheduling_info().items() if k not in own} == {
+        assert eng.scheduling_info() == {k: v for k, v in inproc.scheduling_info().items() if k != "coalesce_submits"} == {
             "cuda_graph_max_bs": 64, "cuda_graph_disabled": False, "max_running_requests": 1024,
             "priority_scheduling": True, "prefill_delayer": True, "prefill_cuda_graph": "disabled",
             "partial_output_every": None}
