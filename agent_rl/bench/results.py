@@ -97,20 +97,23 @@ def summarize_mode(name: str, steps: List[StepStat], trace: EngineTrace, ceiling
         # came from before it (net of the cut groups it leaves for the next step, finished samples included)
         out["stock_drawn_tokens"] = out["kept_tokens"] - out["gen_tokens"]
         out["stock_end_tokens"] = sum(t.gen_tokens for t in steps[-1].trajectories if not t.kept) if steps else 0
-    out["step_wall_s_steady"] = steady_step_s(out)
+    out["step_wall_s_charged"] = charged_step_s(out)
     b = out["bias"]
     if b["mean_planned_tokens_kept"] and b["mean_planned_tokens_all"]:
         b["kept_over_all"] = b["mean_planned_tokens_kept"] / b["mean_planned_tokens_all"]
     return out
 
 
-def steady_step_s(mode: Dict[str, Any]) -> Optional[float]:
-    """The mean step time at a steady stock. A carry-over step starts with the trajectories earlier steps carried
-    and leaves others for the next; when it starts with more generated tokens than it leaves (after the unmeasured
-    warm-up step, which launched 1 + rate times the groups), part of what it kept was generated before it and its
-    step time flatters the mode. This charges the tokens drawn from that stock (`stock_drawn_tokens`: kept -
-    generated) at the mode's own token rate in the window: step time x (generated + drawn) / generated. Modes that
-    carry nothing: their step time."""
+def charged_step_s(mode: Dict[str, Any]) -> Optional[float]:
+    """The mean step time with the change of the carried stock charged. A carry-over step starts with the cut groups
+    earlier steps left and leaves others for the next. Where it starts with more generated tokens than it leaves
+    (`stock_drawn_tokens` = kept - generated > 0, e.g. after the unmeasured warm-up step, which launched 1 + rate times
+    the groups from scratch) its step time flatters the mode; where it leaves more, it penalizes it. This charges (or
+    credits) that change at the mode's own token rate in the window: step time x (generated + drawn) / generated. That
+    errs the other way (in a steady run part of those tokens decode in rows the tail leaves spare): a steady run's
+    step time lies between the two, and the suite's targets read the slower. On the simulated engine the two came
+    within 1-3 points of each other over 8 measured steps, while one step was off by up to 10 points either way
+    (docs/benchmarks.md, sixteenth session). Modes that carry nothing: their step time."""
     t, drawn, gen = mode.get("step_wall_s_mean"), mode.get("stock_drawn_tokens"), mode.get("gen_tokens")
     if t is None or drawn is None:
         return t

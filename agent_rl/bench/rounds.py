@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Dict, List, Optional, Sequence, TypeVar
 
-from agent_rl.bench.results import steady_step_s
+from agent_rl.bench.results import charged_step_s
 
 T = TypeVar("T")
 
@@ -27,7 +27,7 @@ _SUM_KEYS = ("wall_s", "engine_busy_s", "engine_idle_s", "gen_tokens", "kept_tok
 # per-trajectory latency percentiles: the median of the rounds' own percentiles
 _MEDIAN_KEYS = ("latency_p50_s", "latency_p90_s", "latency_p99_s", "ratio_to_ceiling")
 # what each round keeps in `rounds` (the spread a reader needs to judge a difference)
-ROUND_KEYS = ("step_wall_s_mean", "step_wall_s_steady", "ratio_to_ceiling", "gen_tokens_per_s", "latency_p50_s")
+ROUND_KEYS = ("step_wall_s_mean", "step_wall_s_charged", "ratio_to_ceiling", "gen_tokens_per_s", "latency_p50_s")
 # traces that the merged result keeps from round 0 only (the JSON's `round_results` leaves them out)
 HEAVY_KEYS = ("completion_s", "busy_intervals", "step_bounds", "step_metrics", "loop_stacks")
 
@@ -82,15 +82,15 @@ def merge_modes(rounds: List[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
         for k in _MAX_KEYS:
             v = _values(same, k)
             out[k] = max(v) if v else None
-        out["step_wall_s_steady"] = steady_step_s(out)   # the summed tokens over every round's steps
-        out["rounds"] = [dict({k: m.get(k) for k in ROUND_KEYS}, step_wall_s_steady=steady_step_s(m)) for m in same]
+        out["step_wall_s_charged"] = charged_step_s(out)   # the summed tokens over every round's steps
+        out["rounds"] = [dict({k: m.get(k) for k in ROUND_KEYS}, step_wall_s_charged=charged_step_s(m)) for m in same]
         merged.append(out)
     return merged
 
 
 def paired(ref: Dict[str, Any], mode: Dict[str, Any], key: str = "step_wall_s_mean") -> Optional[List[float]]:
     """Round by round, `mode`'s mean step time over `ref`'s (both ran in that round, minutes apart at most), or
-    None without rounds (`key="step_wall_s_steady"`: carry-over at a steady stock, `results.steady_step_s`). The
+    None without rounds (`key="step_wall_s_charged"`: carry-over with its stock change charged, `results.charged_step_s`). The
     machine's pace changes within one run (the H200's decode rate at 256 rows flipped between ~50k and ~75k tokens/s
     from one step to the next, 2026-12-04): pooled means compare where each mode's steps happened to fall, these
     ratios show whether a difference holds in every round."""

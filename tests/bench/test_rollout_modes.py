@@ -57,6 +57,9 @@ async def test_all_modes_same_workload_heavy_tail(tokenizer, step_engine, tmp_pa
     summary = open(paths["summary"]).read()
     assert "async+carryover 0.5" in summary and "this workload's draws allow" in summary
     assert f"carry-over's staleness): async+carryover 0.5 mean {carry['policy_lag_mean']:.2f}, max" in summary
+    assert "- async+carryover 0.5 with its stock change charged: step time" in summary     # carry-over only
+    assert "with its stock change charged" not in summary.split("async+oversample 0.5: step time")[1].split("\n")[0]
+    assert "the suite's targets read the slower" in summary
 
 
 async def test_carry_over_is_measured_warm_after_an_unmeasured_first_step(tokenizer, step_engine):
@@ -82,7 +85,7 @@ async def test_carry_over_is_measured_warm_after_an_unmeasured_first_step(tokeni
     assert "warmup_step_wall_s" not in cold and cold["step_metrics"][0].get("rollout/resumed_groups", 0) == 0
 
 
-async def test_carry_over_step_time_at_a_steady_stock(tokenizer, step_engine):
+async def test_carry_over_step_time_with_its_stock_change_charged(tokenizer, step_engine):
     """What a carry-over step kept that earlier steps generated (net of what it leaves carried) is charged at the
     mode's own token rate: the engine's token count and the trajectories' own counts must agree on it."""
     w = Workload(num_prompts=4, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("pareto:alpha=1.1,scale=4,max=150"),
@@ -91,18 +94,18 @@ async def test_carry_over_step_time_at_a_steady_stock(tokenizer, step_engine):
     cold = (await RolloutBench(InstrumentedEngine(step_engine), tokenizer, s, RolloutConfig(engine="hf"))
             .run(parse_modes("async,carryover", "1")))["modes"]
     plain, carry = cold
-    assert "stock_drawn_tokens" not in plain and plain["step_wall_s_steady"] == plain["step_wall_s_mean"]
+    assert "stock_drawn_tokens" not in plain and plain["step_wall_s_charged"] == plain["step_wall_s_mean"]
     # from a cold start nothing was generated before the window: it drew minus what it leaves carried
     assert carry["stock_end_tokens"] > 0 and carry["stock_drawn_tokens"] == -carry["stock_end_tokens"]
     g, d = carry["gen_tokens"], carry["stock_drawn_tokens"]
-    assert abs(carry["step_wall_s_steady"] - carry["step_wall_s_mean"] * (g + d) / g) < 1e-9
-    assert carry["step_wall_s_steady"] < carry["step_wall_s_mean"]     # credited for the stock it built
+    assert abs(carry["step_wall_s_charged"] - carry["step_wall_s_mean"] * (g + d) / g) < 1e-9
+    assert carry["step_wall_s_charged"] < carry["step_wall_s_mean"]     # credited for the stock it built
     warm = (await _bench(tokenizer, step_engine, w, steps=1).run(parse_modes("carryover", "1")))["modes"][0]
     # after the warm-up step (1 + rate times the groups, from scratch) the measured step starts with its cut groups
     assert warm["step_metrics"][0]["rollout/resumed_groups"] > 0
     assert warm["stock_drawn_tokens"] + warm["stock_end_tokens"] > 0          # the stock it started with
     g, d = warm["gen_tokens"], warm["stock_drawn_tokens"]
-    assert abs(warm["step_wall_s_steady"] - warm["step_wall_s_mean"] * (g + d) / g) < 1e-9
+    assert abs(warm["step_wall_s_charged"] - warm["step_wall_s_mean"] * (g + d) / g) < 1e-9
 
 
 async def test_async_overlaps_tool_latency(tokenizer, step_engine):

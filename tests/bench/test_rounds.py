@@ -5,7 +5,7 @@ import re
 
 from agent_rl.bench.engine_bench import bench_engine
 from agent_rl.bench.report import comparisons
-from agent_rl.bench.results import steady_step_s
+from agent_rl.bench.results import charged_step_s
 from agent_rl.bench.rounds import ceiling_rounds, merge_ceilings, merge_modes, round_order, step_range
 from agent_rl.bench.suite import scenario_targets, scenarios
 from agent_rl.cli.main import main as cli_main
@@ -52,23 +52,23 @@ def test_merge_modes_over_rounds():
 def _carry(steps, gen, drawn):
     m = dict(_m("async+carryover 0.5", steps, 0.9, 0.5, 0.0, sum(steps)), partial_rollout=True, gen_tokens=gen,
              stock_drawn_tokens=drawn)
-    return dict(m, step_wall_s_steady=steady_step_s(m))
+    return dict(m, step_wall_s_charged=charged_step_s(m))
 
 
-def test_carry_over_at_a_steady_stock_over_rounds():
+def test_carry_over_with_its_stock_change_charged_over_rounds():
     # round 0 kept 50 tokens more than it generated (drawn from the warm-up's stock), round 1 left 10 more behind
     r0 = [_m("async", [2.0], 0.9, 0.5, 0.0, 2.0), _carry([1.0], 100, 50)]
     r1 = [_carry([1.2], 120, -10), _m("async", [2.0], 0.9, 0.5, 0.0, 2.0)]
-    assert abs(r0[1]["step_wall_s_steady"] - 1.5) < 1e-9 and abs(r1[0]["step_wall_s_steady"] - 1.1) < 1e-9
+    assert abs(r0[1]["step_wall_s_charged"] - 1.5) < 1e-9 and abs(r1[0]["step_wall_s_charged"] - 1.1) < 1e-9
     asy, carry = merge_modes([r0, r1])
     assert carry["stock_drawn_tokens"] == 40 and carry["gen_tokens"] == 220
-    assert abs(carry["step_wall_s_steady"] - 1.1 * 260 / 220) < 1e-9      # summed tokens over every round's steps
-    assert asy["step_wall_s_steady"] == asy["step_wall_s_mean"] == 2.0      # a mode that carries nothing
+    assert abs(carry["step_wall_s_charged"] - 1.1 * 260 / 220) < 1e-9      # summed tokens over every round's steps
+    assert asy["step_wall_s_charged"] == asy["step_wall_s_mean"] == 2.0      # a mode that carries nothing
     comp = comparisons([asy, carry])
     assert abs(comp["step_time_cut_vs_async"]["async+carryover 0.5"] - 0.45) < 1e-9            # measured
-    assert abs(comp["step_time_cut_vs_async_steady"]["async+carryover 0.5"] - (1 - 1.3 / 2.0)) < 1e-9
-    assert [round(v, 6) for v in comp["step_time_cut_vs_async_steady_rounds"]["async+carryover 0.5"]] == [0.25, 0.45]
-    assert "step_time_cut_vs_async_steady" not in comparisons([asy, _m("async+oversample 0.5", [1.0], 0.9, 0.5, 0, 1)])
+    assert abs(comp["step_time_cut_vs_async_charged"]["async+carryover 0.5"] - (1 - 1.3 / 2.0)) < 1e-9
+    assert [round(v, 6) for v in comp["step_time_cut_vs_async_charged_rounds"]["async+carryover 0.5"]] == [0.25, 0.45]
+    assert "step_time_cut_vs_async_charged" not in comparisons([asy, _m("async+oversample 0.5", [1.0], 0.9, 0.5, 0, 1)])
 
 
 def test_merge_ceilings_takes_the_median_round():

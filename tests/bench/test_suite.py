@@ -47,15 +47,22 @@ def test_target_checks():
     assert r2[0]["met"] and abs(r2[0]["value"] - 0.45) < 1e-9 and "async+oversample 0.5" in r2[0]["detail"]
     assert not r2[1]["met"] and abs(r2[1]["value"] - 0.2) < 1e-9   # the best mode's p50 is 20% above async's
     assert "draws would allow" not in r2[0]["detail"]
-    # carry-over is judged at a steady stock: a step that kept tokens an earlier step generated is charged for them
+    # carry-over is judged by the slower of its measured step time and the one with its stock change charged (a step
+    # that kept tokens an earlier step generated is charged for them at its own rate; a steady run lies between)
     stocked = dict(_mode("async+carryover 0.5", 6.5, p50=2.0), partial_rollout=True, warmup_step_wall_s=[9.0],
-                   gen_tokens=100, stock_drawn_tokens=20, kept_tokens=120, step_wall_s_steady=6.5 * 120 / 100)
+                   gen_tokens=100, stock_drawn_tokens=20, kept_tokens=120, step_wall_s_charged=6.5 * 120 / 100)
     cut, _ = target_checks(sc[2], {"modes": [_mode("async", 10.0, p50=2.0), stocked]})
     assert not cut["met"] and abs(cut["value"] - 0.22) < 1e-9
-    assert "all (carry-over at a steady stock): async+carryover 0.5 22%; measured async+carryover 0.5 35%" in cut["detail"]
+    assert ("all (carry-over: the slower of measured and with its stock change charged): async+carryover 0.5 22%; "
+            "measured async+carryover 0.5 35%") in cut["detail"]
     tl = target_checks(sc[1], {"modes": [_mode("turn-batched", 20.0), _mode("async", 10.0), stocked]})[1]
     assert abs(tl["value"] - 20.0 / 7.8) < 1e-9 and tl["met"]
     assert "17% of the tokens its measured steps kept were generated before them" in tl["detail"] and "measured 3.08x" in tl["detail"]
+    grew = dict(stocked, stock_drawn_tokens=-20, kept_tokens=80, step_wall_s_charged=6.5 * 80 / 100)   # left more behind
+    cut, _ = target_checks(sc[2], {"modes": [_mode("async", 10.0, p50=2.0), grew]})
+    assert cut["met"] and abs(cut["value"] - 0.35) < 1e-9 and "; measured" not in cut["detail"]   # the measured one
+    tl = target_checks(sc[1], {"modes": [_mode("turn-batched", 20.0), _mode("async", 10.0), grew]})[1]
+    assert abs(tl["value"] - 20.0 / 6.5) < 1e-9 and "left 25% (of the tokens they kept) more for the next step" in tl["detail"]
     bounded = target_checks(sc[2], {"modes": [_mode("async", 10.0), _mode("async+carryover 0.5", 9.0)],
                                     "tail_cut_bound": {"async+carryover 0.5": 0.49}})
     assert not bounded[0]["met"] and bounded[0]["detail"].endswith("draws would allow async+carryover 0.5 49%")
