@@ -10,6 +10,11 @@ from agent_rl.bench.rounds import ceiling_rounds, paired, step_range
 from agent_rl.bench.stack_sampler import owners_line
 
 
+# a carry-over mode whose carried stock moved by more than this share of its kept tokens gets a warning in the summary
+# (one measured step after the warm-up: 5-25% on the H200; the suites' 2-3 steps: 0-1.3%)
+STOCK_MOVED_WARN = 0.03
+
+
 def comparisons(modes: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Derived numbers the targets are stated in (docs/benchmarks.md); with rounds, each round's own ratios beside them
     (`bench/rounds.paired`), and every `MODE@VARIANT` against its plain mode (the comparison an A/B run is for)."""
@@ -163,10 +168,16 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                              + _each_round(charged_rounds.get(name), lambda v: f"{100 * v:+.0f}%", "each round's cut")
                              + f" ({stock_words(by[name])})")
             if charged:
+                moved = {n: abs(by[n]["stock_drawn_tokens"]) / by[n]["kept_tokens"] for n in charged
+                         if by[n].get("kept_tokens")}
+                moved = {n: v for n, v in moved.items() if v > STOCK_MOVED_WARN}
                 lines.append("- carry-over's stock: the measured step time flatters a mode whose steps kept tokens "
                              "earlier steps generated and the charged one penalizes it (the other way round for a "
                              "stock that grew); a steady run lies between, the two converge with more `--steps`, and "
-                             "the suite's targets read the slower")
+                             "the suite's targets read the slower"
+                             + (f". **The stock moved by more than {STOCK_MOVED_WARN:.0%} of the kept tokens** in "
+                                + percents(moved) + ": neither figure is a steady run's; measure more `--steps`"
+                                if moved else ""))
             for name, v in comp.get("variant_vs_plain", {}).items():
                 lines.append(f"- {name} vs {v['plain']}: step time {100 * v['step_time_change']:+.0f}% (longer +, shorter -)"
                              + _each_round(v["rounds"], lambda x: f"{100 * x:+.0f}%"))

@@ -60,6 +60,9 @@ async def test_all_modes_same_workload_heavy_tail(tokenizer, step_engine, tmp_pa
     assert "- async+carryover 0.5 with its stock change charged: step time" in summary     # carry-over only
     assert "with its stock change charged" not in summary.split("async+oversample 0.5: step time")[1].split("\n")[0]
     assert "the suite's targets read the slower" in summary
+    moved = abs(carry["stock_drawn_tokens"]) / carry["kept_tokens"]
+    assert (f"**The stock moved by more than 3% of the kept tokens** in async+carryover 0.5 {100 * moved:.0f}%"
+            in summary) == (moved > 0.03)
 
 
 async def test_carry_over_is_measured_warm_after_an_unmeasured_first_step(tokenizer, step_engine):

@@ -232,3 +232,20 @@ def test_comparisons_pair_the_modes_round_by_round():
     assert list(comp["variant_vs_plain"]) == ["async@v"]            # a plain mode has no plain mode to compare with
     one = comparisons(r0)                                           # one round: no per-round figures
     assert "async_speedup_vs_turn_batched_rounds" not in one and one["variant_vs_plain"]["async@v"]["rounds"] == []
+
+
+def test_summary_warns_when_the_carried_stock_moved():
+    from agent_rl.bench.report import summary_markdown
+
+    bias = {"mean_planned_tokens_kept": 1.0, "mean_planned_tokens_all": 1.0, "mean_gen_tokens_kept": 1.0}
+    modes = [dict(_m("async", [2.0], 0.9, 0.5, 0.0, 2.0), bias=bias, engine_idle_frac=0.0),
+             dict(_carry([1.0], 100, 10), kept_tokens=110, bias=bias, engine_idle_frac=0.0),          # drew 9%
+             dict(_carry([1.0], 100, 2), mode="async+carryover 1", kept_tokens=102, bias=bias, engine_idle_frac=0.0)]
+    result = {"kind": "rollout", "command": "t", "engine": "sim", "model": "m", "modes": modes,
+              "comparisons": comparisons(modes),
+              "environment": {"device": "cpu", "python": "3", "torch": "x", "transformers": "y", "sglang": None}}
+    md = summary_markdown(result)
+    assert "- async+carryover 0.5 with its stock change charged: step time +45% cut vs async (9% of the tokens" in md
+    assert "**The stock moved by more than 3% of the kept tokens** in async+carryover 0.5 9%: neither" in md
+    modes[1]["stock_drawn_tokens"] = 1
+    assert "The stock moved" not in summary_markdown(dict(result, comparisons=comparisons(modes)))
