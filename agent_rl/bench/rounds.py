@@ -90,10 +90,10 @@ def merge_modes(rounds: List[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
 
 def paired(ref: Dict[str, Any], mode: Dict[str, Any], key: str = "step_wall_s_mean") -> Optional[List[float]]:
     """Round by round, `mode`'s mean step time over `ref`'s (both ran in that round, minutes apart at most), or
-    None without rounds (`key="step_wall_s_charged"`: carry-over with its stock change charged, `results.charged_step_s`). The
-    machine's pace changes within one run (the H200's decode rate at 256 rows flipped between ~50k and ~75k tokens/s
-    from one step to the next, 2026-12-04): pooled means compare where each mode's steps happened to fall, these
-    ratios show whether a difference holds in every round."""
+    None without rounds (`key="step_wall_s_charged"`: carry-over with its stock change charged,
+    `results.charged_step_s`). The machine's pace changes within one run (the H200's decode rate at 256 rows flipped
+    between ~50k and ~75k tokens/s from one step to the next, 2026-12-04): pooled means compare where each mode's
+    steps happened to fall, these ratios show whether a difference holds in every round."""
     a, b = ref.get("rounds") or [], mode.get("rounds") or []
     if len(a) < 2 or len(a) != len(b):
         return None
