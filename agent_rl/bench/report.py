@@ -60,10 +60,16 @@ def percents(values: Dict[str, float]) -> str:
     return ", ".join(f"{k} {100 * v:.0f}%" for k, v in values.items())
 
 
+def stock_share(mode: Dict[str, Any]) -> Optional[float]:
+    """A carry-over mode's `stock_drawn_tokens` over its kept tokens (negative: the stock grew), None without them."""
+    drawn, kept = mode.get("stock_drawn_tokens"), mode.get("kept_tokens")
+    return drawn / kept if drawn is not None and kept else None
+
+
 def stock_words(mode: Dict[str, Any]) -> str:
     """What a carry-over mode's stock-charged step time charged (`results.charged_step_s`), in words."""
-    drawn, kept = mode.get("stock_drawn_tokens") or 0, mode.get("kept_tokens")
-    size = f"{100 * abs(drawn) / kept:.0f}%" if kept else f"{abs(drawn)} tokens"
+    drawn, share = mode.get("stock_drawn_tokens") or 0, stock_share(mode)
+    size = f"{100 * abs(share):.0f}%" if share is not None else f"{abs(drawn)} tokens"
     if drawn >= 0:
         return (f"{size} of the tokens its measured steps kept were generated before them, net of what they left "
                 "for the next step; charged at its own token rate")
@@ -168,8 +174,7 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                              + _each_round(charged_rounds.get(name), lambda v: f"{100 * v:+.0f}%", "each round's cut")
                              + f" ({stock_words(by[name])})")
             if charged:
-                moved = {n: abs(by[n]["stock_drawn_tokens"]) / by[n]["kept_tokens"] for n in charged
-                         if by[n].get("kept_tokens")}
+                moved = {n: abs(stock_share(by[n]) or 0.0) for n in charged}
                 moved = {n: v for n, v in moved.items() if v > STOCK_MOVED_WARN}
                 lines.append("- carry-over's stock: the measured step time flatters a mode whose steps kept tokens "
                              "earlier steps generated and the charged one penalizes it (the other way round for a "

@@ -29,8 +29,9 @@ timeout -s KILL 150 python3 -m agent_rl.cli.main model prepare --no-check > "$R/
 MODEL=$AGENT_RL_CACHE/models/smollm2-135m-instruct
 stage prepared
 # GPU fields for `bench sglang-log --gpu-csv` (each mode's SM clock, power, clock-event reasons), in the order it reads
-# them; the reasons under their newer name where the driver knows it (580.159 refused the whole 9-field query on
-# 2026-12-04, leaving only the first four), without them where it knows neither, the first four alone as the last resort
+# them; the reasons under their newer name where the driver knows it, without them where it knows neither, the first
+# four alone as the last resort. No `-c` in the probe: that is nvidia-smi's --compute-mode, and with it every probe
+# failed (the empty clock columns of 2026-12-04)
 gpu_ok() { nvidia-smi --query-gpu="$1" --format=csv,noheader > /dev/null 2>&1; }
 GPU_Q=timestamp,index,memory.used,utilization.gpu,clocks.sm,clocks.mem,power.draw,temperature.gpu
 for f in clocks_event_reasons.active clocks_throttle_reasons.active; do gpu_ok "$GPU_Q,$f" && GPU_Q=$GPU_Q,$f && break; done
