@@ -140,7 +140,8 @@ def parse_gpu_csv(lines) -> List[Dict[str, Any]]:
 
 def gpu_span(samples: List[Dict[str, Any]], start: Optional[datetime], end: Optional[datetime]) -> Optional[Dict[str, Any]]:
     """The GPU's figures over [start, end + 1 s): SM clock mean / min / max, memory clock, power, utilization, the
-    clock-event reasons seen (idle left out: a mode's gaps are its own)."""
+    clock-event reasons seen and the share of the span's samples that carried each (idle left out: a mode's gaps are
+    its own; a reason seen in a few samples while the clock stays at its top did not slow the mode)."""
     if start is None or end is None:
         return None
     span = [s for s in samples if start <= s["t"] and (s["t"] - end).total_seconds() < 1.0]
@@ -152,13 +153,20 @@ def gpu_span(samples: List[Dict[str, Any]], start: Optional[datetime], end: Opti
         return sum(v) / len(v) if v else None
     sm = [s["sm_mhz"] for s in span if s["sm_mhz"] is not None]
     seen = [s["reasons"] for s in span if s["reasons"] is not None]
-    bits = 0
-    for r in seen:
-        bits |= r
+    shares = {name: sum(1 for r in seen if r & bit) / len(seen) for bit, name in _REASONS.items() if bit != 0x1 and seen}
     return {"samples": len(span), "sm_mhz_mean": mean("sm_mhz"), "sm_mhz_min": min(sm, default=None),
             "sm_mhz_max": max(sm, default=None), "mem_mhz_mean": mean("mem_mhz"), "power_w_mean": mean("power_w"),
             "util_mean": mean("util"), "temp_c_max": max((s["temp_c"] for s in span if s["temp_c"] is not None), default=None),
-            "reasons": [name for bit, name in _REASONS.items() if bits & bit and bit != 0x1] if seen else None}
+            "reasons": [name for name, share in shares.items() if share] if seen else None,
+            "reason_shares": {name: share for name, share in shares.items() if share} if seen else None}
+
+
+def _reasons_cell(g: Dict[str, Any]) -> str:
+    if g["reasons"] is None:
+        return "–"
+    shares = g.get("reason_shares") or {}
+    return ", ".join(f"{name} ({100 * shares[name]:.0f}% of samples)" if name in shares else name
+                     for name in g["reasons"]) or "none"
 
 
 def markdown(rows: List[Dict[str, Any]]) -> str:
@@ -180,7 +188,7 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
         for name, g in gpu:
             out.append(f"| {name} | {g['samples']} | {f(g['sm_mhz_mean'])} ({f(g['sm_mhz_min'])}-{f(g['sm_mhz_max'])}) | "
                        f"{f(g['mem_mhz_mean'])} | {f(g['power_w_mean'])} | {f(g['util_mean'])} | {f(g['temp_c_max'])} | "
-                       f"{'–' if g['reasons'] is None else ', '.join(g['reasons']) or 'none'} |")
+                       f"{_reasons_cell(g)} |")
     return "\n".join(out) + "\n"
 
 

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Wait up to $1 seconds (returns early when the pipeline is done), print its state, copy results to $OUT.
 R=/tmp/res; OUT=${OUT:-/tmp/out}; WAIT=${1:-0}
+# a machine swapped between calls has no pipeline: say so at once instead of waiting out the poll
+for _ in $(seq 1 20); do [ -f "$R/stages.txt" ] && break; sleep 1; done
+[ -f "$R/stages.txt" ] || { echo "no pipeline on this machine (swapped? /tmp/res/stages.txt missing)"; exit 3; }
 for _ in $(seq 1 "$WAIT"); do grep -q "\] done" "$R/stages.txt" 2>/dev/null && break; sleep 1; done
 cat "$R/stages.txt"; cat "$R/device.txt" 2>/dev/null
 grep -E "WEIGHT SYNC|after_sync|moved engine|before_step" -A2 "$R/weight_sync.log" 2>/dev/null | head -20

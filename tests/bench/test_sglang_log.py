@@ -59,10 +59,11 @@ def test_gpu_figures_per_mode_span():
     assert g["samples"] == 3 and g["sm_mhz_min"] == 1500 and g["sm_mhz_max"] == 1980 and g["power_w_mean"] == 400
     assert abs(g["sm_mhz_mean"] - 1760) < 1e-9 and g["util_mean"] == 50 and g["temp_c_max"] == 44
     assert g["reasons"] == ["sw power cap"]                        # the idle bit of another span is not counted
+    assert g["reason_shares"] == {"sw power cap": 1 / 3}           # one sample of three carried it
     assert asy["gpu"]["samples"] == 1 and asy["gpu"]["sm_mhz_mean"] is None and asy["gpu"]["reasons"] == []
     md = markdown([tb, asy])
-    assert "| turn-batched | 3 | 1760 (1500-1980) | 3201 | 400 | 50 | 44 | sw power cap |" in md
-    assert "| async | 1 | – (–-–) |" in md
+    assert "| turn-batched | 3 | 1760 (1500-1980) | 3201 | 400 | 50 | 44 | sw power cap (33% of samples) |" in md
+    assert "| async | 1 | – (–-–) |" in md and md.rstrip().endswith("| none |")   # only the idle bit: no reason
     old = parse_gpu_csv(["2026/12/01 10:00:01.000, 0, 9 MiB, 5 %"])   # the four-field log of older pipelines
     assert old[0]["util"] == 5 and old[0]["sm_mhz"] is None and old[0]["reasons"] is None
     assert parse(LOG.splitlines(), old)[0]["gpu"]["reasons"] is None     # not logged: unknown, not "none"
