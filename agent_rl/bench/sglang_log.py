@@ -192,19 +192,24 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(path: str, gpu_csv: Optional[str] = None) -> int:
+def main(path: str, gpu_csv: Optional[str] = None, fit_cost: bool = False, max_pass_ms: float = 50.0) -> int:
     try:
         gpu = None
         if gpu_csv:
             with open(gpu_csv, errors="replace") as fh:
                 gpu = parse_gpu_csv(fh)
         with open(path, errors="replace") as fh:
-            rows = parse(fh, gpu)
+            lines = fh.readlines()
     except OSError as e:
         print(f"agent-rl bench sglang-log: cannot read {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
+    rows = parse(lines, gpu)
     if not rows:
         print(f"agent-rl bench sglang-log: {path} holds no 'agent-rl bench: mode ...' marks", file=sys.stderr)
         return 2
     print(markdown(rows), end="")
+    if fit_cost:
+        from agent_rl.bench import sglang_cost
+
+        print(sglang_cost.markdown(sglang_cost.fit(lines, max_pass_ms)), end="")
     return 0

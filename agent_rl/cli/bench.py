@@ -118,7 +118,11 @@ def run(args) -> int:
     if args.bench_cmd == "sglang-log":
         from agent_rl.bench.sglang_log import main
 
-        return main(args.log, args.gpu_csv)
+        if not args.max_pass_ms > 0:
+            print(f"agent-rl bench: --max-pass-ms {args.max_pass_ms:g}: needs a positive number of milliseconds",
+                  file=sys.stderr)
+            return 2
+        return main(args.log, args.gpu_csv, args.fit_cost, args.max_pass_ms)
     if args.bench_cmd == "loop-cpu":
         from agent_rl.bench.loop_cpu import run as loop_cpu
 

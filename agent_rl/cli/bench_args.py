@@ -150,6 +150,12 @@ def add_arguments(parser) -> None:
                    help="nvidia-smi CSV log (timestamp,index,memory.used,utilization.gpu,clocks.sm,clocks.mem,power.draw,"
                         "temperature.gpu,clocks_event_reasons.active or its older name clocks_throttle_reasons.active; noheader): "
                         "each mode's GPU clock and power")
+    g.add_argument("--fit-cost", action="store_true",
+                   help="fit decode (a pass, a row) and prefill (a pass, an admitted request) costs on the log's 40-pass "
+                        "decode windows: each mode's engine time split into the four, and the costs as --sim-cost "
+                        "(agent_rl/bench/sglang_cost.py)")
+    g.add_argument("--max-pass-ms", type=float, default=50.0,
+                   help="--fit-cost: leave out windows whose mean pass is longer (engine idle in tool waits, a stall)")
     c = sub.add_parser("loop-cpu", help="CPU our rollout loop spends per turn, with an engine and tools that cost nothing",
                        formatter_class=DefaultsHelpFormatter,
                        description="The sglang wrapper around a stand-in engine that answers at once with canned ids and "

@@ -64,7 +64,7 @@ suite() {  # suite NAME MODEL PROMPTS N [old]: one `bench suite` run into $R/spe
     log=$R/speed/$name.merged.log
     LC_ALL=C sort -s -k1,2 "$R/speed/$name.log" "$R/speed/$name"/sglang-server-*.log > "$log" 2>/dev/null
   fi
-  [ "${5:-}" = old ] || python3 -m agent_rl.cli.main bench sglang-log "$log" --gpu-csv "$R/gpu_mem.csv" > "$R/speed/$name.sglang.md" 2>&1
+  [ "${5:-}" = old ] || python3 -m agent_rl.cli.main bench sglang-log "$log" --gpu-csv "$R/gpu_mem.csv" --fit-cost > "$R/speed/$name.sglang.md" 2>&1
   tar czf "$R/speed.tgz" -C "$R" --exclude="*.trace.json*" speed 2>/dev/null   # traces stay on the host (tens of MB)
 }
 
@@ -154,7 +154,7 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
       --rounds "${AB_ROUNDS:-6}" --mem-fraction 0.6 --no-progress --sample-cpu --sample-stacks \
       --engine-kwarg log_level=info ${AB_ARGS:-} --out "$R/speed/$name" > "$R/speed/$name.log" 2>&1
     stage "ab $name rc=$?"
-    python3 -m agent_rl.cli.main bench sglang-log "$R/speed/$name.log" --gpu-csv "$R/gpu_mem.csv" > "$R/speed/$name.sglang.md" 2>&1
+    python3 -m agent_rl.cli.main bench sglang-log "$R/speed/$name.log" --gpu-csv "$R/gpu_mem.csv" --fit-cost > "$R/speed/$name.sglang.md" 2>&1
     tar czf "$R/speed.tgz" -C "$R" --exclude="*.trace.json*" speed 2>/dev/null
   done
 }
