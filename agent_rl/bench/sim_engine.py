@@ -11,8 +11,8 @@ The prefill pass of a multi-turn step (a few to ~100 next turns with long cached
 the H200 with the random-init Qwen2.5-1.5B shape (2026-12-02, docs/benchmarks.md): `--sim-cost 2.2,10,80`.
 sglang's own profile (2026-12-03) splits it: ~10 ms a pass plus ~0.6 ms an admitted row (the scheduler's batch
 selection and result filing; the kernels are 4.5-15 ms of it): `--sim-cost 2.2,10,10,0.6`. Fitted on the scheduler
-log of a 1.4B 64x4 heavy-tail rollout (2026-12-04, seventeenth session): `2.09,11.1,24,0.97`; it reproduced plain
-async's step to 1% but put carry-over at rate 1 ahead of 0.5 where the H200 did not: carry-over rates it prices are
+log of a 1.4B 64x4 heavy-tail rollout (`agent-rl bench sglang-log --fit-cost`, 2026-12-04, seventeenth session):
+`2,10.6,27,0.898`; it reproduced plain async's step to 2% but put carry-over at rate 1 ahead of 0.5 where the H200 did not: carry-over rates it prices are
 an upper bound.
 """
 from __future__ import annotations
