@@ -199,6 +199,14 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                 cpu = owners_line(st, key="owners_cpu")
                 lines.append(f"- {m['mode']}: wall {owners_line(st)}" + (f"; CPU {cpu}" if cpu != "–" else "")
                              + f" ({st['samples']} samples); most seen: {top}")
+        sampled = [m for m in modes if m.get("engine_stacks")]
+        if sampled:
+            from agent_rl.bench.engine_stacks import summary_line
+
+            lines += ["", "## sglang's scheduler: its main thread's time (stack samples every "
+                      f"{1000 * sampled[0]['engine_stacks']['interval_s']:.0f} ms inside its process; its busy loop "
+                      "polls for work, so `zmq` and `recv_requests` are mostly waiting)", ""]
+            lines += [f"- {m['mode']}: {summary_line(m['engine_stacks'])}" for m in sampled]
         cpu = [m for m in modes if m.get("process_cpu")]
         if cpu:
             from agent_rl.bench.proc_sampler import processes_line

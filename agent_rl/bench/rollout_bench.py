@@ -21,6 +21,7 @@ from agent_rl.bench.output_tap import OutputTap
 from agent_rl.bench.results import StepStat, summarize_mode
 from agent_rl.bench.rounds import HEAVY_KEYS, merge_ceilings, merge_modes, round_order
 from agent_rl.bench.proc_sampler import ProcSampler
+from agent_rl.bench import engine_stacks
 from agent_rl.bench.stack_sampler import StackSampler
 from agent_rl.bench.turn_batched import turn_batched_step
 from agent_rl.bench.variants import applied, check_engine, rollout_overrides
@@ -47,6 +48,8 @@ class RolloutBenchSettings:
     progress: bool = True
     sample_stacks: bool = False    # the event-loop thread's stack sampled during each mode (bench/stack_sampler.py)
     sample_cpu: bool = False       # CPU of our process, sglang's processes and the host in each mode (bench/proc_sampler.py)
+    engine_stacks_dir: Optional[str] = None   # the engine's processes write their stack samples here
+    #                                           (`--sample-engine-stacks`, bench/engine_stacks.py): each mode's share
     carry_warmup_steps: int = 1    # unmeasured steps a carry-over mode runs first (bench/async_modes.AsyncSteps)
     flush_cache: bool = True       # every step and raw-engine run starts on an empty prefix cache, as a training step
     #                                does after its weight sync (`--no-flush-cache` keeps the cache)
@@ -166,6 +169,7 @@ class RolloutBench:
         tap = OutputTap.install(self.engine.inner)
         outputs0 = tap.counts() if tap is not None else None
         bar = self._bar(spec.name, w.num_prompts * w.n * self.s.steps)
+        stacks0 = engine_stacks.snapshot(self.s.engine_stacks_dir) if self.s.engine_stacks_dir else None
         trace = self.engine.reset()
         t0 = trace.t0
         cpu0 = time.thread_time()
@@ -192,6 +196,8 @@ class RolloutBench:
             self.engine.close_trace()
             mark(f"mode {spec.name} end")
         cpu = time.thread_time() - cpu0
+        engine_stack = engine_stacks.between(stacks0, engine_stacks.snapshot(self.s.engine_stacks_dir)) \
+            if self.s.engine_stacks_dir else None
         out = summarize_mode(spec.name, steps, trace, ceiling_tps, spec.settings())
         out["loop_cpu_s"] = cpu   # CPU of the thread running the event loop (with in-process sglang: its tokenizer manager too)
         out["loop_cpu_frac"] = cpu / out["wall_s"] if out.get("wall_s") else None
@@ -208,6 +214,8 @@ class RolloutBench:
             out["cache_flush_failures"] = self.flush_failures   # steps that began on the previous step's cache
         if stacks is not None:
             out["loop_stacks"] = stacks
+        if engine_stack is not None:
+            out["engine_stacks"] = engine_stack   # sglang's scheduler's main thread, in its own process
         if process_cpu is not None:
             out["process_cpu"] = process_cpu   # of round 0 only, where rounds are merged
         return out

@@ -30,7 +30,9 @@ gives whose code spent the CPU.
 
 `summary()`: `owners` (shares of wall time), `owners_cpu` (shares of the thread's CPU time, where the platform can
 read another thread's CPU clock) and the functions seen most (innermost non-library frame,
-`agent_rl/rollout/chat.py:function`) with their shares of wall time.
+`agent_rl/rollout/chat.py:function`) with their shares of wall time; with `focus` (a module path prefix, e.g.
+`sglang/`) also `focus_functions`: the innermost frame of that package on each stack (what of its own code was
+running, or called the library that ran).
 """
 from __future__ import annotations
 
@@ -112,12 +114,14 @@ def _loop_driver(frame) -> Any:
 
 
 class StackSampler:
-    def __init__(self, thread_id: Optional[int] = None, interval_s: float = 0.002, top: int = 15):
+    def __init__(self, thread_id: Optional[int] = None, interval_s: float = 0.002, top: int = 15,
+                 focus: Optional[str] = None):
         self.thread_id = threading.get_ident() if thread_id is None else thread_id
         self.interval_s = float(interval_s)
         self.top = int(top)
         self.owners: Counter = Counter()
         self.functions: Counter = Counter()
+        self.focus, self.focus_functions = focus, Counter()
         self.owners_cpu: Counter = Counter()
         self.samples = 0
         self._clock = _cpu_clock(self.thread_id)
@@ -150,6 +154,19 @@ class StackSampler:
             f = f.f_back
         return "stdlib", f"stdlib/{os.path.basename(code.co_filename)}:{code.co_name}"
 
+    def _focus(self, frame) -> Optional[str]:
+        """The innermost frame whose module path starts with `focus`, as `path:function`."""
+        f = frame
+        while f is not None:
+            name = f.f_code.co_filename
+            mod = self._modules.get(name, False)
+            if mod is False:
+                mod = self._modules[name] = _module(name)
+            if mod is not None and mod.startswith(self.focus):
+                return f"{mod}:{f.f_code.co_name}"
+            f = f.f_back
+        return None
+
     def _now(self) -> tuple:
         cpu = None
         if self._clock is not None:
@@ -165,6 +182,7 @@ class StackSampler:
         if frame is None:
             return
         owner, label = self._owner(frame)
+        focus = self._focus(frame) if self.focus else None
         del frame
         last, self._last = self._last, now
         wall = now[0] - last[0] if last is not None else self.interval_s   # the time this look stands for
@@ -175,6 +193,8 @@ class StackSampler:
             self.owners_cpu[owner] += cpu
         if label is not None:
             self.functions[label] += wall
+        if focus is not None:
+            self.focus_functions[focus] += wall
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -202,6 +222,9 @@ class StackSampler:
         out = {"samples": self.samples, "interval_s": self.interval_s, "wall_s": sum(self.owners.values()),
                "owners": {k: v / wall for k, v in self.owners.most_common()},
                "functions": [[k, v / wall] for k, v in self.functions.most_common(self.top)]}
+        if self.focus:
+            out["focus"] = self.focus
+            out["focus_functions"] = [[k, v / wall] for k, v in self.focus_functions.most_common(self.top)]
         if cpu > 0:
             out["cpu_s"] = cpu
             out["owners_cpu"] = {k: v / cpu for k, v in self.owners_cpu.most_common()}

@@ -135,6 +135,10 @@ def run(args) -> int:
             _sim_cost(args.sim_cost)
             if args.sim_max_running is not None and args.sim_max_running < 1:
                 raise ValueError(f"--sim-max-running {args.sim_max_running}: needs at least 1 row")
+        kind = "sim" if args.engine == "sim" else resolve_engine_kind(args.engine)
+        if getattr(args, "sample_engine_stacks", False) and kind not in ("sglang", "sglang-server"):
+            raise ValueError(f"--sample-engine-stacks samples an sglang engine this command starts (--engine sglang or "
+                             f"sglang-server), not {kind}")
         rollout_cfg = _rollout_config(args, _concurrency(args, plan))
         model_path = _model_path(args.model)
     except ValueError as e:
@@ -151,7 +155,13 @@ def run(args) -> int:
     loop = new_event_loop(rollout_cfg.event_loop)  # one loop for every engine call (SGLang binds to its first loop)
     asyncio.set_event_loop(loop)
     try:
-        engine = _build_engine(args, rollout_cfg, model_path)
+        if getattr(args, "sample_engine_stacks", False):
+            from agent_rl.bench import engine_stacks
+
+            with engine_stacks.enabled(os.path.join(args.out, "engine-stacks")):   # its processes inherit the hook
+                engine = _build_engine(args, rollout_cfg, model_path)
+        else:
+            engine = _build_engine(args, rollout_cfg, model_path)
     except SGLangServerError as e:   # the server died or never answered: its log's tail says why
         print(f"agent-rl bench: {e}", file=sys.stderr)
         loop.close()
@@ -254,6 +264,8 @@ def _bench(engine, tok, args, rollout_cfg, workload, ceiling: bool, out: str):
     settings = RolloutBenchSettings(workload=workload, steps=args.steps, temperature=args.temperature,
                                     observation_words=args.observation_words, ceiling=ceiling, progress=not args.no_progress,
                                     sample_stacks=args.sample_stacks, sample_cpu=args.sample_cpu, rounds=args.rounds,
+                                    engine_stacks_dir=os.path.abspath(os.path.join(args.out, "engine-stacks"))
+                                    if getattr(args, "sample_engine_stacks", False) else None,
                                     flush_cache=not args.no_flush_cache, carry_warmup_steps=args.carry_warmup_steps,
                                     engine_profile=args.engine_profile, engine_profile_passes=args.engine_profile_passes,
                                     profile_dir=os.path.abspath(os.path.join(out, "engine-profile")),

@@ -85,6 +85,10 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
     p.add_argument("--sample-stacks", action="store_true",
                    help="sample the event-loop thread's stack every 2 ms in each mode: its time split into idle, our code, "
                         "sglang, asyncio, ... (JSON `loop_stacks`, a column of summary.md)")
+    p.add_argument("--sample-engine-stacks", action="store_true",
+                   help="sample the main thread of sglang's scheduler process every 5 ms in each mode, inside that "
+                        "process: its time by owner and by its own functions (JSON `engine_stacks`, summary.md; engines "
+                        "sglang and sglang-server started here; bench/engine_stacks.py)")
     p.add_argument("--no-flush-cache", action="store_true",
                    help="keep the engine's prefix cache across steps, modes and rounds; by default every step and raw "
                         "engine run starts on an empty cache, as a training step does after its weight sync (a carried "

@@ -1,0 +1,136 @@
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+from agent_rl.bench import engine_stacks
+from agent_rl.bench.engine_stacks import ENV, between, enabled, snapshot, summary_line
+
+CHILD = textwrap.dedent("""
+    import sys
+    from sglang.srt.fake_scheduler import busy_until, wait_for
+    busy_until(sys.argv[1])
+    wait_for(sys.argv[2])
+""")
+
+
+def _fake_packages(root):
+    pkg = root / "sglang" / "srt"
+    pkg.mkdir(parents=True)
+    (root / "sglang" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "fake_scheduler.py").write_text(textwrap.dedent("""
+        import os
+        import time
+
+        def _spin():
+            x = 0
+            for i in range(20000):
+                x += i * i
+            return x
+
+        def busy_until(path):
+            end = time.monotonic() + 60
+            while not os.path.exists(path) and time.monotonic() < end:
+                _spin()
+
+        def wait_for(path):
+            end = time.monotonic() + 60
+            while not os.path.exists(path) and time.monotonic() < end:
+                time.sleep(0.01)
+    """))
+    hidden = root / "other_site"
+    hidden.mkdir()
+    (hidden / "sitecustomize.py").write_text("import os\nopen(os.environ['MARK_FILE'], 'w').write('ran')\n")
+    return [str(root), str(hidden)]
+
+
+def test_a_spawned_process_samples_its_main_thread(tmp_path, monkeypatch):
+    paths = _fake_packages(tmp_path / "pkgs")
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(engine_stacks.__file__))))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths + [here]))
+    monkeypatch.setenv("MARK_FILE", str(tmp_path / "mark"))
+    out, idle, stop = tmp_path / "stacks", tmp_path / "idle", tmp_path / "stop"
+    with enabled(str(out)):
+        assert os.environ["PYTHONPATH"].split(os.pathsep)[0] == engine_stacks.SITE and os.environ[ENV]
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(idle), str(stop)])
+    assert os.environ["PYTHONPATH"].split(os.pathsep)[0] == paths[0] and ENV not in os.environ   # restored
+    try:
+        first = snapshot(str(out), title="python", wait_s=30)     # the child is spinning by now
+        time.sleep(0.6)
+        spun = snapshot(str(out), title="python")
+        idle.write_text("")
+        time.sleep(0.6)
+        last = snapshot(str(out), title="python")
+    finally:
+        stop.write_text("")
+        assert proc.wait(timeout=30) == 0
+    assert (tmp_path / "mark").read_text() == "ran"          # the sitecustomize it hid still ran
+    assert first is not None and last["processes"] == 1 and first["samples"] < spun["samples"] < last["samples"]
+    st = between(first, spun)
+    focus = dict(st["focus_functions"])
+    assert focus.get("sglang/srt/fake_scheduler.py:_spin", 0) + focus.get("sglang/srt/fake_scheduler.py:busy_until", 0) > 0.8, st
+    assert st["owners"].get("sglang", 0) > 0.8 and st["wall_s"] > 0.3
+    waited = between(spun, last)                             # each window holds its own work only
+    assert dict(waited["focus_functions"]).get("sglang/srt/fake_scheduler.py:wait_for", 0) > 0.6, waited
+    assert "sglang's frames: `fake_scheduler.py:" in summary_line(st)   # sglang/srt/ left out
+    assert between(None, last)["samples"] == last["samples"]  # from the start
+    assert snapshot(str(out), title="scheduler", wait_s=0.05) is None and between(None, None) is None
+    assert summary_line(None) == "–"
+
+
+def test_without_the_variable_nothing_is_sampled(tmp_path, monkeypatch):
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(engine_stacks.__file__))))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([engine_stacks.SITE, here]))
+    monkeypatch.delenv(ENV, raising=False)
+    r = subprocess.run([sys.executable, "-c", "import threading; print(len(threading.enumerate()))"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.strip() == "1" and r.stderr == ""
+
+
+async def test_each_mode_of_a_bench_reads_the_scheduler(tmp_path, monkeypatch, tokenizer, step_engine):
+    """The bench asks the engine's processes for their figures at each mode's start and end (a stand-in process
+    titled like sglang's scheduler, started under `enabled`) and reports the difference per mode."""
+    from agent_rl.bench.instrument import InstrumentedEngine
+    from agent_rl.bench.modes import parse_modes
+    from agent_rl.bench.report import summary_markdown
+    from agent_rl.bench.rollout_bench import RolloutBench, RolloutBenchSettings
+    from agent_rl.bench.workload import Dist, Workload
+    from agent_rl.config.schema import RolloutConfig
+
+    paths = _fake_packages(tmp_path / "pkgs")
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(engine_stacks.__file__))))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths + [here]))
+    monkeypatch.setenv("MARK_FILE", str(tmp_path / "mark"))
+    exe = tmp_path / "sglang-scheduler"            # its title (argv[0]) names it a scheduler, as setproctitle does
+    exe.symlink_to(os.path.realpath(sys.executable))
+    out, idle, stop = tmp_path / "stacks", tmp_path / "idle", tmp_path / "stop"
+    idle.write_text("")
+    with enabled(str(out)):
+        proc = subprocess.Popen([str(exe), "-c", CHILD, str(idle), str(stop)])
+    try:
+        assert snapshot(str(out), wait_s=30) is not None     # started and sampling
+        w = Workload(num_prompts=3, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("8"),
+                     tool_latency=Dist.parse("0"), seed=1)
+        s = RolloutBenchSettings(workload=w, steps=1, progress=False, engine_stacks_dir=str(out))
+        res = await RolloutBench(InstrumentedEngine(step_engine), tokenizer, s, RolloutConfig(engine="hf")).run(
+            parse_modes("turn-batched,async", "0.5"))
+    finally:
+        stop.write_text("")
+        assert proc.wait(timeout=30) == 0
+    for m in res["modes"]:
+        st = m["engine_stacks"]
+        assert st["processes"] == 1 and "scheduler" in st["titles"][0] and st["samples"] > 0
+        assert dict(st["focus_functions"]).get("sglang/srt/fake_scheduler.py:wait_for", 0) > 0.5
+    md = summary_markdown({**res, "kind": "rollout", "command": "x", "engine": "sglang", "model": "m",
+                           "environment": {"device": "cpu", "python": "3", "torch": "x", "transformers": "y", "sglang": None}})
+    assert "## sglang's scheduler: its main thread's time" in md and "- async: sglang 100%; sglang's frames:" in md
+
+
+def test_cli_refuses_an_engine_it_cannot_sample(tmp_path, capsys):
+    from agent_rl.cli.main import main as cli_main
+
+    assert cli_main(["bench", "rollout", "--engine", "sim", "--sample-engine-stacks", "--out", str(tmp_path / "o")]) == 2
+    assert "--sample-engine-stacks samples an sglang engine this command starts" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
