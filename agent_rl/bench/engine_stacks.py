@@ -59,8 +59,13 @@ def _title() -> str:
         return sys.argv[0] if sys.argv else ""
 
 
+def folder(out: str) -> str:
+    """Where a bench writing to `out` has its engine's processes put their figures."""
+    return os.path.abspath(os.path.join(out, "engine-stacks"))
+
+
 def child_start(out_dir: str) -> threading.Thread:
-    """In a spawned process: sample its main thread, write the cumulative figures every WRITE_S."""
+    """In a spawned process: sample its main thread, write the cumulative figures when asked and every WRITE_S."""
     from agent_rl.bench.stack_sampler import StackSampler
 
     sampler = StackSampler(thread_id=threading.main_thread().ident, interval_s=INTERVAL_S, top=KEEP, focus="sglang/")

@@ -89,16 +89,16 @@ def fit(lines, max_pass_ms: float = 50.0) -> Optional[Dict[str, Any]]:
     if len(rows) < 8:
         return None
     coef = _nnls([r["x"] for r in rows], [r["s"] for r in rows])
-    pred = [sum(c * v for c, v in zip(coef, r["x"])) for r in rows]
-    sse = sum((p - r["s"]) ** 2 for p, r in zip(pred, rows))
+    sse = 0.0
     modes: Dict[int, Dict[str, Any]] = {}
-    for r, p in zip(rows, pred):
+    for r in rows:
+        parts = [c * v for c, v in zip(coef, r["x"])]
+        sse += (sum(parts) - r["s"]) ** 2
         m = modes.setdefault(r["run"], {"mode": r["mode"], "windows": 0, "measured_s": 0.0, "fitted_s": 0.0, "parts": [0.0] * 4})
         m["windows"] += 1
         m["measured_s"] += r["s"]
-        m["fitted_s"] += p
-        for i, (c, v) in enumerate(zip(coef, r["x"])):
-            m["parts"][i] += c * v
+        m["fitted_s"] += sum(parts)
+        m["parts"] = [a + b for a, b in zip(m["parts"], parts)]
     for m in modes.values():
         m["shares"] = {t: (part / m["fitted_s"] if m["fitted_s"] else None) for t, part in zip(TERMS, m.pop("parts"))}
     return {"costs": dict(zip(TERMS, (float(c) for c in coef))), "windows": len(rows), "left_out": w["left_out"],

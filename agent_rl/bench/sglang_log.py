@@ -153,20 +153,18 @@ def gpu_span(samples: List[Dict[str, Any]], start: Optional[datetime], end: Opti
         return sum(v) / len(v) if v else None
     sm = [s["sm_mhz"] for s in span if s["sm_mhz"] is not None]
     seen = [s["reasons"] for s in span if s["reasons"] is not None]
-    shares = {name: sum(1 for r in seen if r & bit) / len(seen) for bit, name in _REASONS.items() if bit != 0x1 and seen}
+    shares = {name: share for bit, name in _REASONS.items() if bit != 0x1
+              for share in [sum(1 for r in seen if r & bit) / len(seen)] if share} if seen else None
     return {"samples": len(span), "sm_mhz_mean": mean("sm_mhz"), "sm_mhz_min": min(sm, default=None),
             "sm_mhz_max": max(sm, default=None), "mem_mhz_mean": mean("mem_mhz"), "power_w_mean": mean("power_w"),
             "util_mean": mean("util"), "temp_c_max": max((s["temp_c"] for s in span if s["temp_c"] is not None), default=None),
-            "reasons": [name for name, share in shares.items() if share] if seen else None,
-            "reason_shares": {name: share for name, share in shares.items() if share} if seen else None}
+            "reasons": None if shares is None else list(shares), "reason_shares": shares}
 
 
 def _reasons_cell(g: Dict[str, Any]) -> str:
-    if g["reasons"] is None:
+    if g["reason_shares"] is None:
         return "–"
-    shares = g.get("reason_shares") or {}
-    return ", ".join(f"{name} ({100 * shares[name]:.0f}% of samples)" if name in shares else name
-                     for name in g["reasons"]) or "none"
+    return ", ".join(f"{name} ({100 * share:.0f}% of samples)" for name, share in g["reason_shares"].items()) or "none"
 
 
 def markdown(rows: List[Dict[str, Any]]) -> str:

@@ -3,6 +3,7 @@ scheduling mode on one seeded workload. Writes JSON + summary.md (+ PNG plots) u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import sys
@@ -155,12 +156,10 @@ def run(args) -> int:
     loop = new_event_loop(rollout_cfg.event_loop)  # one loop for every engine call (SGLang binds to its first loop)
     asyncio.set_event_loop(loop)
     try:
-        if getattr(args, "sample_engine_stacks", False):
-            from agent_rl.bench import engine_stacks
+        from agent_rl.bench import engine_stacks
 
-            with engine_stacks.enabled(os.path.join(args.out, "engine-stacks")):   # its processes inherit the hook
-                engine = _build_engine(args, rollout_cfg, model_path)
-        else:
+        with (engine_stacks.enabled(engine_stacks.folder(args.out)) if getattr(args, "sample_engine_stacks", False)
+              else contextlib.nullcontext()):   # the engine's processes inherit the hook
             engine = _build_engine(args, rollout_cfg, model_path)
     except SGLangServerError as e:   # the server died or never answered: its log's tail says why
         print(f"agent-rl bench: {e}", file=sys.stderr)
@@ -259,12 +258,13 @@ async def _engine_bench(engine, args, model_path, header):
 
 
 def _bench(engine, tok, args, rollout_cfg, workload, ceiling: bool, out: str):
+    from agent_rl.bench import engine_stacks
     from agent_rl.bench.rollout_bench import RolloutBench, RolloutBenchSettings
 
     settings = RolloutBenchSettings(workload=workload, steps=args.steps, temperature=args.temperature,
                                     observation_words=args.observation_words, ceiling=ceiling, progress=not args.no_progress,
                                     sample_stacks=args.sample_stacks, sample_cpu=args.sample_cpu, rounds=args.rounds,
-                                    engine_stacks_dir=os.path.abspath(os.path.join(args.out, "engine-stacks"))
+                                    engine_stacks_dir=engine_stacks.folder(args.out)
                                     if getattr(args, "sample_engine_stacks", False) else None,
                                     flush_cache=not args.no_flush_cache, carry_warmup_steps=args.carry_warmup_steps,
                                     engine_profile=args.engine_profile, engine_profile_passes=args.engine_profile_passes,

@@ -46,11 +46,19 @@ def _fake_packages(root):
     return [str(root), str(hidden)]
 
 
-def test_a_spawned_process_samples_its_main_thread(tmp_path, monkeypatch):
+HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(engine_stacks.__file__))))   # the source root
+
+
+def _child_env(tmp_path, monkeypatch):
+    """A fake sglang package and a hidden sitecustomize on the children's PYTHONPATH (before agent_rl's root)."""
     paths = _fake_packages(tmp_path / "pkgs")
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(engine_stacks.__file__))))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths + [here]))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths + [HERE]))
     monkeypatch.setenv("MARK_FILE", str(tmp_path / "mark"))
+    return paths
+
+
+def test_a_spawned_process_samples_its_main_thread(tmp_path, monkeypatch):
+    paths = _child_env(tmp_path, monkeypatch)
     out, idle, stop = tmp_path / "stacks", tmp_path / "idle", tmp_path / "stop"
     with enabled(str(out)):
         assert os.environ["PYTHONPATH"].split(os.pathsep)[0] == engine_stacks.SITE and os.environ[ENV]
@@ -81,8 +89,7 @@ def test_a_spawned_process_samples_its_main_thread(tmp_path, monkeypatch):
 
 
 def test_without_the_variable_nothing_is_sampled(tmp_path, monkeypatch):
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(engine_stacks.__file__))))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([engine_stacks.SITE, here]))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([engine_stacks.SITE, HERE]))
     monkeypatch.delenv(ENV, raising=False)
     r = subprocess.run([sys.executable, "-c", "import threading; print(len(threading.enumerate()))"],
                        capture_output=True, text=True, timeout=30)
@@ -99,10 +106,7 @@ async def test_each_mode_of_a_bench_reads_the_scheduler(tmp_path, monkeypatch, t
     from agent_rl.bench.workload import Dist, Workload
     from agent_rl.config.schema import RolloutConfig
 
-    paths = _fake_packages(tmp_path / "pkgs")
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(engine_stacks.__file__))))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths + [here]))
-    monkeypatch.setenv("MARK_FILE", str(tmp_path / "mark"))
+    _child_env(tmp_path, monkeypatch)
     exe = tmp_path / "sglang-scheduler"            # its title (argv[0]) names it a scheduler, as setproctitle does
     exe.symlink_to(os.path.realpath(sys.executable))
     out, idle, stop = tmp_path / "stacks", tmp_path / "idle", tmp_path / "stop"
