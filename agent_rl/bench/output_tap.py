@@ -32,8 +32,16 @@ class OutputTap:
         tokenizer_manager._handle_batch_output = counted   # an instance attribute: the handle loop looks it up per call
 
     @classmethod
-    def install(cls, engine: Any) -> Optional["OutputTap"]:
-        """The tap of `engine`'s tokenizer manager (one per manager: a second install returns the first)."""
+    def install(cls, engine: Any) -> Optional[Any]:
+        """The tap of `engine`'s tokenizer manager (one per manager: a second install returns the first); of each
+        replica's, counted together, for replicated engines (`engines/replicas.py`); None where there is none."""
+        from agent_rl.engines.replicas import replicas_of
+
+        taps = [t for t in map(cls._install_one, replicas_of(engine)) if t is not None]
+        return None if not taps else taps[0] if len(taps) == 1 else _Taps(taps)
+
+    @classmethod
+    def _install_one(cls, engine: Any) -> Optional["OutputTap"]:
         tm = getattr(engine, "tokenizer_manager", None)
         if tm is None or not callable(getattr(tm, "_handle_batch_output", None)):
             return None
@@ -49,3 +57,14 @@ class OutputTap:
     def figures(before: Tuple[int, int], after: Tuple[int, int]) -> Dict[str, Any]:
         """The JSON fields of one mode from the counts at its start and end."""
         return {"engine_output_messages": after[0] - before[0], "engine_outputs": after[1] - before[1]}
+
+
+class _Taps:
+    """Several replicas' taps, counted together."""
+
+    def __init__(self, taps) -> None:
+        self.taps = list(taps)
+
+    def counts(self) -> Tuple[int, int]:
+        counts = [t.counts() for t in self.taps]
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)

@@ -232,18 +232,23 @@ def ceiling_check(ceilings: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
 
 def engine_bounds_line(info: Optional[Dict[str, Any]], concurrency: int) -> str:
     """One line saying whether every decode batch the rollout can form runs inside a captured CUDA graph."""
-    if not info:
-        return f"- decode batch: up to {concurrency} requests in flight (engine reports no CUDA-graph bounds)"
+    info = info or {}
+    replicas = int(info.get("replicas") or 1)   # engines/replicas.py: each gets about its share of the requests
+    per = -(-concurrency // replicas)
+    spread = "" if replicas == 1 else f" over {replicas} engine replicas (about {per} each)"
+    if "cuda_graph_max_bs" not in info:
+        return f"- decode batch: up to {concurrency} requests in flight{spread} (engine reports no CUDA-graph bounds)"
     graphs, cap = info.get("cuda_graph_max_bs"), info.get("max_running_requests")
-    rows = min(concurrency, cap) if cap else concurrency
+    rows = min(per, cap) if cap else per
     if info.get("cuda_graph_disabled") or not graphs:
         verdict = "CUDA graphs off: every decode step runs eagerly"
     elif rows <= graphs:
         verdict = f"covered (graphs up to {graphs})"
     else:
         verdict = f"**NOT covered**: graphs only up to {graphs}, batches above run eagerly (slow)"
-    return (f"- decode batch: up to {concurrency} requests in flight, running cap {cap or 'sglang default'} -> at most {rows} "
-            f"rows per decode step; {verdict}; priority scheduling {'on' if info.get('priority_scheduling') else 'off'}"
+    return (f"- decode batch: up to {concurrency} requests in flight{spread}, running cap {cap or 'sglang default'} -> at "
+            f"most {rows} rows per decode step{'' if replicas == 1 else ' of each'}; {verdict}; priority scheduling "
+            f"{'on' if info.get('priority_scheduling') else 'off'}"
             + ("" if "prefill_delayer" not in info else f"; prefill delayer {'on' if info['prefill_delayer'] else 'off'}")
             + ("" if info.get("prefill_cuda_graph") is None else f"; prefill CUDA graphs {info['prefill_cuda_graph']}")
             + ("" if "partial_output_every" not in info else "; partial outputs of unfinished requests "

@@ -59,7 +59,7 @@ async def _step(engine, renderer, runtime, plans, prompt_ids, temperature, t0, s
 
             async def gen(st: _State):
                 sp = SamplingParams(max_new_tokens=st.plan.gen_tokens[turn], temperature=temperature,
-                                    stop_token_ids=[], ignore_eos=True)
+                                    stop_token_ids=[], ignore_eos=True, affinity=f"{step}-{st.plan.group}")
                 out = await engine.generate(st.ids, sp, f"{request_prefix}-{step}-{st.plan.group}-{st.plan.sample}-{turn}")
                 st.ids += out.output_ids
                 st.last_text = renderer.decode(out.output_ids)

@@ -9,7 +9,9 @@ decide a 10-30% effect on the GPU host: sglang's own decode rate moved 1.3-1.6x 
 * `notify<N>`: sglang's tokenizer manager wakes up to N finished requests per event-loop pass (its
   `batch_notify_size`, read at every output message; 16 by default);
 * `load<F>`: over-sampled extras start only while fewer than F of the kept groups' trajectories run
-  (`rollout.over_sample_max_load`, 0 < F <= 1; any engine).
+  (`rollout.over_sample_max_load`, 0 < F <= 1; any engine);
+* `replicas<N>`: new requests go to the first N of the engine's replicas only (`--engine-replicas` >= N,
+  `engines/replicas.py`): one run compares one sglang scheduler with two on the same GPU.
 """
 from __future__ import annotations
 
@@ -17,13 +19,16 @@ import contextlib
 import re
 from typing import Any, Dict, Iterator
 
+from agent_rl.engines.replicas import replicas_of
+
 _NOTIFY = re.compile(r"notify([1-9][0-9]*)")
 _LOAD = re.compile(r"load(0?\.[0-9]*[1-9][0-9]*|1(\.0*)?)")
-NAMES = ("nocoalesce", "notify<N>", "load<F>")
+_REPLICAS = re.compile(r"replicas([1-9][0-9]*)")
+NAMES = ("nocoalesce", "notify<N>", "load<F>", "replicas<N>")
 
 
 def check_name(variant: str) -> None:
-    if variant and variant != "nocoalesce" and not _NOTIFY.fullmatch(variant) and not _LOAD.fullmatch(variant):
+    if variant and variant != "nocoalesce" and not any(p.fullmatch(variant) for p in (_NOTIFY, _LOAD, _REPLICAS)):
         raise ValueError(f"unknown mode variant {variant!r} (choose from {', '.join(NAMES)})")
 
 
@@ -38,9 +43,21 @@ def _server_args(engine: Any) -> Any:
 
 
 def check_engine(engine: Any, variant: str) -> None:
-    """A one-line error when `engine` (the benchmark's engine, unwrapped) cannot run `variant`."""
+    """A one-line error when `engine` (the benchmark's engine, unwrapped; each of its replicas) cannot run `variant`."""
     if not variant or rollout_overrides(variant):
         return
+    m = _REPLICAS.fullmatch(variant)
+    if m:
+        count = len(getattr(engine, "replicas", None) or ())
+        if count < int(m.group(1)):
+            raise ValueError(f"mode variant @{variant} needs at least {m.group(1)} engine replicas (--engine-replicas), "
+                             f"this run has {count or 'no replicated engine'}")
+        return
+    for replica in replicas_of(engine):
+        _check_one(replica, variant)
+
+
+def _check_one(engine: Any, variant: str) -> None:
     ok = hasattr(engine, "coalesce_submits") if variant == "nocoalesce" else \
         hasattr(_server_args(engine), "batch_notify_size")
     if not ok:
@@ -62,16 +79,21 @@ def applied(engine: Any, variant: str) -> Iterator[None]:
         yield
         return
     check_engine(engine, variant)
-    if variant == "nocoalesce":
-        owner, attr, value = engine, "coalesce_submits", False
+    if _REPLICAS.fullmatch(variant):
+        owners, attr, value = [engine], "active", int(_REPLICAS.fullmatch(variant).group(1))
+    elif variant == "nocoalesce":
+        owners, attr, value = replicas_of(engine), "coalesce_submits", False
     else:
-        owner, attr, value = _server_args(engine), "batch_notify_size", int(_NOTIFY.fullmatch(variant).group(1))
-    old = getattr(owner, attr)
-    _set(owner, attr, value)
+        owners, attr, value = [_server_args(r) for r in replicas_of(engine)], "batch_notify_size", \
+            int(_NOTIFY.fullmatch(variant).group(1))
+    olds = [getattr(owner, attr) for owner in owners]
     try:
+        for owner in owners:
+            _set(owner, attr, value)
         yield
     finally:
-        _set(owner, attr, old)
+        for owner, old in zip(owners, olds):
+            _set(owner, attr, old)
 
 
 def _set(owner: Any, attr: str, value: Any) -> None:

@@ -23,6 +23,7 @@ def _rollout_config(args, concurrency: int):
 
     return dataclasses.replace(RolloutConfig(), engine=args.engine, max_model_len=args.max_model_len,
                                hf_max_batch_size=args.hf_max_batch_size, gpu_memory_utilization=args.mem_fraction,
+                               engine_replicas=args.engine_replicas,
                                engine_kwargs=_engine_kwargs(args.engine_kwarg), progress_bar=not args.no_progress,
                                max_concurrent_trajectories=concurrency, server_url=args.server_url,
                                over_sample_max_load=_max_load(getattr(args, "over_sample_max_load", None)),
@@ -46,8 +47,12 @@ def _build_engine(args, rollout_cfg, model_path):
 
     engine = build_engine(rollout_cfg, model_path, device=args.device, seed=args.seed, dtype=_dtype(args.dtype),
                           log_dir=args.out)
-    if getattr(args, "no_coalesce_submits", False) and hasattr(engine, "coalesce_submits"):
-        engine.coalesce_submits = False
+    if getattr(args, "no_coalesce_submits", False):
+        from agent_rl.engines.replicas import replicas_of
+
+        for replica in replicas_of(engine):
+            if hasattr(replica, "coalesce_submits"):
+                replica.coalesce_submits = False
     return engine
 
 
@@ -137,6 +142,12 @@ def run(args) -> int:
             if args.sim_max_running is not None and args.sim_max_running < 1:
                 raise ValueError(f"--sim-max-running {args.sim_max_running}: needs at least 1 row")
         kind = "sim" if args.engine == "sim" else resolve_engine_kind(args.engine)
+        if args.engine_replicas < 1:
+            raise ValueError(f"--engine-replicas {args.engine_replicas}: needs at least 1 engine")
+        if args.engine_replicas > 1 and kind in ("sim", "http"):
+            raise ValueError(f"--engine-replicas {args.engine_replicas} needs engines this command starts (sglang, "
+                             f"sglang-server, hf), not {kind}" + (": simulated replicas would share no GPU"
+                                                                 if kind == "sim" else ""))
         if getattr(args, "sample_engine_stacks", False) and kind not in ("sglang", "sglang-server"):
             raise ValueError(f"--sample-engine-stacks samples an sglang engine this command starts (--engine sglang or "
                              f"sglang-server), not {kind}")

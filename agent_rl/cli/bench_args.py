@@ -49,7 +49,11 @@ def _common(p) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--max-model-len", type=int, default=4096, help="engine context length")
     p.add_argument("--hf-max-batch-size", type=int, default=64, help="hf engine: most rows decoded together")
-    p.add_argument("--mem-fraction", type=float, default=0.4, help="sglang mem_fraction_static")
+    p.add_argument("--mem-fraction", type=float, default=0.4,
+                   help="sglang mem_fraction_static (with --engine-replicas: of all the replicas together)")
+    p.add_argument("--engine-replicas", type=int, default=1, metavar="N",
+                   help="N engines behind one, requests routed by GRPO group (rollout.engine_replicas; engines "
+                        "sglang, sglang-server, hf): sglang's scheduler is one process, N work in parallel on one GPU")
     p.add_argument("--engine-kwarg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra sglang.Engine / server kwarg (repeatable; values parsed as JSON when they parse); "
                         "defaults: attention_backend=triton sampling_backend=pytorch grammar_backend=none")

@@ -203,7 +203,8 @@ def _check_values(cfg: TrainConfig) -> None:
                        ("actor.ppo_mini_batch_size", cfg.actor.ppo_mini_batch_size),
                        ("rollout.multi_turn.max_assistant_turns", cfg.rollout.multi_turn.max_assistant_turns),
                        ("rollout.multi_turn.max_new_tokens_per_turn", cfg.rollout.multi_turn.max_new_tokens_per_turn),
-                       ("trainer.n_gpus_per_node", cfg.trainer.n_gpus_per_node)]:
+                       ("trainer.n_gpus_per_node", cfg.trainer.n_gpus_per_node),
+                       ("rollout.engine_replicas", cfg.rollout.engine_replicas)]:
         if value < 1:
             raise ConfigError(f"{key}: must be >= 1, got {value}")
     try:  # a format name of the registry, or a dotted path that must import
@@ -212,6 +213,9 @@ def _check_values(cfg: TrainConfig) -> None:
         raise ConfigError(f"rollout.multi_turn.format: {e}") from None
     if any(not isinstance(s, str) or not s for s in cfg.rollout.multi_turn.stop_strings):
         raise ConfigError(f"rollout.multi_turn.stop_strings: every entry must be a non-empty string, got {cfg.rollout.multi_turn.stop_strings!r}")
+    if cfg.rollout.engine_replicas > 1 and cfg.rollout.engine == "http":
+        raise ConfigError("rollout.engine_replicas: > 1 needs engines the trainer starts (sglang, sglang-server, hf); "
+                          "rollout.engine=http talks to the one server at rollout.server_url")
     if cfg.rollout.over_sample_rate < 0:
         raise ConfigError(f"rollout.over_sample_rate: must be >= 0, got {cfg.rollout.over_sample_rate}")
     if cfg.algorithm.filter_groups.max_num_gen_batches < 0:

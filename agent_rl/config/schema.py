@@ -113,7 +113,10 @@ class RolloutConfig:
                                               "of the kept groups' trajectories are still running (spare engine "
                                               "capacity); null = start every group at once")
     partial_rollout: bool = F(False, "carry-over: unfinished trajectories resume in the next step instead of being dropped")
-    gpu_memory_utilization: float = F(0.4, "sglang mem_fraction_static")
+    gpu_memory_utilization: float = F(0.4, "sglang mem_fraction_static (with engine_replicas > 1: of all the replicas together)")
+    engine_replicas: int = F(1, "engines per GPU (rank), requests routed by GRPO group: sglang's scheduler is one "
+                             "process, so 2 plan, admit and file requests in parallel while sharing the GPU "
+                             "(engines sglang, sglang-server, hf; docs/rollout.md)")
     free_cache_engine: bool = F(True, "release the engine's KV cache and weights while the actor trains (hybrid engine)")
     weight_sync_bucket_mb: int = F(512, "size bound of one update_weights_from_tensor call")
     server_url: Optional[str] = F(None, "base URL of an external SGLang server (engine=http)")

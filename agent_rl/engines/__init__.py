@@ -9,10 +9,13 @@
 * `http`   — client of an external SGLang server at `rollout.server_url`, `engines/http.py` (it takes
              weights from disk: `training.weight_sync.sync_weights_from_disk`)
 * `auto`   — `sglang` when CUDA is available and `sglang` imports, else `hf`
+
+`rollout.engine_replicas` > 1 starts that many of the chosen engine behind one (`engines/replicas.py`).
 """
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import Any, Optional
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
@@ -44,12 +47,55 @@ def resolve_engine_kind(kind: str) -> str:
 def build_engine(rollout_cfg: Any, model_path: str, device: Optional[str] = None, seed: Optional[int] = None,
                  dtype: Any = None, log_dir: Optional[str] = None) -> Engine:
     """Build the engine named by `rollout_cfg.engine` (a `RolloutConfig` or anything with its fields). `log_dir`:
-    where `sglang-server` writes its server's log (default: a fresh temporary folder)."""
+    where `sglang-server` writes its server's log (default: a fresh temporary folder). With
+    `rollout_cfg.engine_replicas` > 1, that many engines one after the other, behind one (`engines/replicas.py`):
+    each with its share of `gpu_memory_utilization`, seeds `seed + i`, and CUDA graphs for all of
+    `max_concurrent_trajectories` (routing by group can leave one replica more than its share)."""
     kind = resolve_engine_kind(getattr(rollout_cfg, "engine", "auto"))
     if model_path == "embedded" and kind != "http":
         from agent_rl.model.prepare import prepare_embedded
 
         model_path = prepare_embedded(log=lambda *_: None)   # idempotent: the cached folder when prepared
+    replicas = int(getattr(rollout_cfg, "engine_replicas", 1) or 1)
+    if replicas == 1:
+        return _build_one(kind, rollout_cfg, model_path, device, seed, dtype, log_dir,
+                          getattr(rollout_cfg, "gpu_memory_utilization", 0.4),
+                          getattr(rollout_cfg, "max_concurrent_trajectories", None))
+    if kind == "http":
+        raise ValueError("rollout.engine_replicas > 1 needs engines this process starts (sglang, sglang-server, hf); "
+                         "rollout.engine=http talks to the one server at rollout.server_url")
+    from agent_rl.engines.replicas import ReplicaEngine, replica_mem_fractions
+
+    fractions = replica_mem_fractions(getattr(rollout_cfg, "gpu_memory_utilization", 0.4), replicas)
+    concurrency = getattr(rollout_cfg, "max_concurrent_trajectories", None)
+    started: list = []
+    try:
+        for i, fraction in enumerate(fractions):
+            started.append(_build_one(kind, rollout_cfg, model_path, device, None if seed is None else seed + i, dtype,
+                                      os.path.join(log_dir, f"replica-{i}") if log_dir else None, fraction, concurrency))
+    except BaseException:
+        _shutdown_started(started)
+        raise
+    return ReplicaEngine(started)
+
+
+def _shutdown_started(engines: list) -> None:
+    """Stop the replicas that started before one failed to (their GPU memory and processes)."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    try:
+        for e in reversed(engines):
+            try:
+                loop.run_until_complete(e.shutdown())
+            except Exception:   # noqa: BLE001 - the start's own error is the one to raise
+                pass
+    finally:
+        loop.close()
+
+
+def _build_one(kind: str, rollout_cfg: Any, model_path: str, device: Optional[str], seed: Optional[int], dtype: Any,
+               log_dir: Optional[str], mem_fraction: float, max_concurrency: Optional[int]) -> Engine:
     max_len = getattr(rollout_cfg, "max_model_len", None)
     if kind == "hf":
         from agent_rl.engines.hf import HFEngine
@@ -57,18 +103,16 @@ def build_engine(rollout_cfg: Any, model_path: str, device: Optional[str] = None
         return HFEngine(model_path, device=device, dtype=dtype, max_batch_size=getattr(rollout_cfg, "hf_max_batch_size", 64),
                         max_model_len=max_len, seed=seed)
     if kind in ("sglang", "sglang-server"):
-        settings = dict(mem_fraction_static=getattr(rollout_cfg, "gpu_memory_utilization", 0.4), context_length=max_len,
-                        seed=seed, dtype=dtype, engine_kwargs=dict(getattr(rollout_cfg, "engine_kwargs", None) or {}),
-                        max_concurrency=getattr(rollout_cfg, "max_concurrent_trajectories", None))
+        settings = dict(mem_fraction_static=mem_fraction, context_length=max_len, seed=seed, dtype=dtype,
+                        engine_kwargs=dict(getattr(rollout_cfg, "engine_kwargs", None) or {}),
+                        max_concurrency=max_concurrency)
         if kind == "sglang":
             from agent_rl.engines.sglang_engine import SGLangEngine
 
-            engine = SGLangEngine(model_path, **settings)
-        else:
-            from agent_rl.engines.sglang_server import SGLangServerEngine
+            return SGLangEngine(model_path, **settings)
+        from agent_rl.engines.sglang_server import SGLangServerEngine
 
-            engine = SGLangServerEngine(model_path, log_dir=log_dir, **settings)
-        return engine
+        return SGLangServerEngine(model_path, log_dir=log_dir, **settings)
     from agent_rl.engines.http import HTTPEngine
 
     url = getattr(rollout_cfg, "server_url", None)

@@ -64,6 +64,8 @@ class SamplingParams:
     seed: Optional[int] = None
     priority: Optional[int] = None  # scheduling hint, lower = served first (the rollout passes the group's launch
                                     # order); engines without priority scheduling ignore it
+    affinity: Optional[str] = None  # requests with one affinity go to one engine replica (the rollout passes the GRPO
+                                    # group: its turns share a prefix cache); `engines/replicas.py`, others ignore it
 
     @property
     def greedy(self) -> bool:
@@ -82,6 +84,7 @@ class Engine(abc.ABC):
     """Async generation engine. All methods that touch the engine run on one event loop."""
 
     name: str = "base"
+    weights_from_disk: bool = False   # it loads synced weights from an HF folder (`update_weights_from_disk`), not tensors
 
     @abc.abstractmethod
     async def generate(self, input_ids: List[int], sampling: SamplingParams, request_id: str) -> GenerateOutput:

@@ -58,6 +58,7 @@ def _error_text(text: str) -> str:
 class HTTPEngine(Engine):
     name = "http"
     server_per_rank = False   # every training rank talks to the same server (weight_sync.sync_weights_from_disk)
+    weights_from_disk = True
 
     def __init__(self, base_url: str, timeout_s: float = 3600.0, api_key: Optional[str] = None,
                  abort_retry_s: float = 0.2, abort_retries: int = 50, eos_token_ids: Iterable[int] = (),

@@ -102,6 +102,11 @@ PREFILL_GRAPH_OFF = {"disable_prefill_cuda_graph": True}
 ENGINE_ENV = {"SGLANG_FORCE_STREAM_INTERVAL": "1000000000"}
 PARTIAL_OUTPUTS_OFF = 1_000_000   # a forced-output interval at least this large never fires on a real request
 
+# sglang 0.5.17 mixes a prefill into the running decode batch only when neither returns log-probs
+# (`Scheduler._get_new_batch_prefill_raw`: "TODO: support return_logprob + mixed chunked prefill"); ours always do
+MIXED_CHUNK_IGNORED = ("rollout.engine_kwargs.enable_mixed_chunk has no effect here: sglang mixes no prefill into a "
+                       "decode batch that returns log-probs, and every rollout request does")
+
 GRAPH_BS_LIMIT = 1024   # most decode rows we ask sglang to capture CUDA graphs for (capture time and memory grow with it)
 
 
@@ -198,6 +203,8 @@ def server_args_kwargs(model_path: str, mem_fraction_static: float = 0.4, contex
     if dtype is not None:
         kwargs["dtype"] = str(dtype).replace("torch.", "")
     kwargs.update(scheduling_kwargs(max_concurrency, engine_kwargs or {}, {f.name for f in dataclasses.fields(ServerArgs)}))
+    if kwargs.get("enable_mixed_chunk"):
+        log.warning(MIXED_CHUNK_IGNORED)
     return kwargs
 
 

@@ -65,7 +65,6 @@ class TrainWorker:
         device = torch.device("cuda", 0) if self.device_kind == "cuda" else torch.device("cpu")
 
         from agent_rl.engines import build_engine
-        from agent_rl.engines.http import HTTPEngine
         from agent_rl.orchestration.components import build_renderer, build_scheduler, build_tool_runtime, load_tokenizer
         from agent_rl.training.actor import Actor
         from agent_rl.training.ref import ReferenceModel
@@ -82,7 +81,7 @@ class TrainWorker:
         self.engine = build_engine(cfg.rollout, cfg.model.path, device=str(device), seed=cfg.trainer.seed * 1000 + self.rank,
                                    log_dir=os.path.join(cfg.trainer.output_dir, "sglang_server"))
         self.scheduler = build_scheduler(cfg, self.engine, self.renderer, self.tool_runtime, rank=self.rank)
-        if isinstance(self.engine, HTTPEngine):  # an external server may still hold another run's weights (http)
+        if self.engine.weights_from_disk:  # an external server may still hold another run's weights (http)
             self.sync_weights()
         from agent_rl.metrics.gc_watch import GcWatch
 
@@ -152,7 +151,6 @@ class TrainWorker:
         """Actor weights into this rank's engine (every rank gathers: FSDP full_tensor is a collective); an external
         SGLang server (`http`, `sglang-server` engines) loads them from `<trainer.output_dir>/weight_sync`, an HF folder
         on a filesystem it must see. `version`: the policy version the engine samples from now on (the number of updates applied)."""
-        from agent_rl.engines.http import HTTPEngine
         from agent_rl.training.weight_sync import sync_weights, sync_weights_from_disk
 
         t0 = time.perf_counter()
@@ -164,7 +162,7 @@ class TrainWorker:
             self.engine_released = False
         # on GPU the engine computes in the actor's compute dtype (bf16): send that, half the bytes of fp32
         dtype = self.actor.policy.compute_dtype if self.device_kind == "cuda" else None
-        if isinstance(self.engine, HTTPEngine):
+        if self.engine.weights_from_disk:
             path = os.path.join(self.cfg.trainer.output_dir, "weight_sync")
             m = self._run(sync_weights_from_disk(self.actor, self.engine, path, self.tokenizer, dtype=dtype))
         else:

@@ -253,6 +253,7 @@ async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, 
                 sp = _turn_sampling(sampling, traj, turn_index, hooks, max_new, stop_ids)
                 if priority is not None:
                     sp.priority = priority
+                sp.affinity = traj.uid   # the group's turns on one engine replica (one prefix cache)
                 rid = f"{request_id}-t{turn_index}" + (f"-r{done_in_turn}" if partial is not None else "")
                 ctl.request_id, ctl.phase = rid, "generate"
                 t0 = time.perf_counter()

@@ -64,7 +64,8 @@ suite() {  # suite NAME MODEL PROMPTS N [old]: one `bench suite` run into $R/spe
     log=$R/speed/$name.merged.log
     LC_ALL=C sort -s -k1,2 "$R/speed/$name.log" "$R/speed/$name"/sglang-server-*.log > "$log" 2>/dev/null
   fi
-  [ "${5:-}" = old ] || python3 -m agent_rl.cli.main bench sglang-log "$log" --gpu-csv "$R/gpu_mem.csv" --fit-cost > "$R/speed/$name.sglang.md" 2>&1
+  # sglang-log reads one scheduler's lines: replicas' schedulers log alike, interleaved (no figures for them)
+  [ "${5:-}" = old ] || [[ "$extra" == *--engine-replicas* ]] || python3 -m agent_rl.cli.main bench sglang-log "$log" --gpu-csv "$R/gpu_mem.csv" --fit-cost > "$R/speed/$name.sglang.md" 2>&1
   tar czf "$R/speed.tgz" -C "$R" --exclude="*.trace.json*" speed 2>/dev/null   # traces stay on the host (tens of MB)
 }
 
@@ -94,6 +95,8 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # delayer waiting up to N decode passes instead of 10: fewer prefill passes, 2026-12-02 sixth session), or partial50
   # (sglang's forced partial outputs every 50 tokens back on: the defaults turn them off since 2026-12-04), or
   # nocoalesce (each request sent as its trajectory asks, not a loop pass's requests together: the default since then),
+  # or replicas2 / serverreplicas2 (`--engine-replicas 2`: two sglang engines, in-process / server processes, share the
+  # GPU with requests routed by group, so two schedulers turn requests around in parallel; eighteenth session),
   # or notify256 (sglang's tokenizer manager wakes up to 256 finished requests per loop pass instead of 16), or load25
   # (`--over-sample-max-load 0.25`: over-sampled extras start only while fewer than a quarter of the kept groups'
   # trajectories still run; in-run on the H200, 2026-12-04: +8-14% step time over plain over-sampling), or uvloop (`--event-loop uvloop`: our loop and sglang's
@@ -117,9 +120,11 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
       server) extra=""; engine=sglang-server ;;
       delay) extra="--engine-kwarg enable_prefill_delayer=true --engine-kwarg prefill_delayer_queue_min_ratio=0.25 --engine-kwarg prefill_delayer_max_delay_passes=10" ;;
       delay[0-9]*) extra="--engine-kwarg prefill_delayer_max_delay_passes=${set#delay}" ;;   # the default delayer, N passes
-      mixed) extra="--engine-kwarg enable_mixed_chunk=true" ;;
+      mixed) extra="--engine-kwarg enable_mixed_chunk=true" ;;   # a no-op: sglang 0.5.17 mixes no batch returning log-probs
       prefillgraph) extra="--engine-kwarg disable_prefill_cuda_graph=false" ;;   # sglang's breakable prefill graphs
       nooverlap) extra="--engine-kwarg disable_overlap_schedule=true" ;;
+      replicas2) extra="--engine-replicas 2" ;;   # two in-process sglang engines on the GPU, requests routed by group
+      serverreplicas2) extra="--engine-replicas 2"; engine=sglang-server ;;   # the same with two server processes
       *) stage "unknown setting $set"; continue ;;
     esac
     rounds=1; [[ $more =~ r([0-9]+) ]] && rounds=${BASH_REMATCH[1]} && extra="$extra --rounds $rounds"
@@ -134,7 +139,8 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
   # differ by the machine's drift: sglang's own decode rate moved 1.3-1.6x between two suites on 2026-12-04).
   # AB_RUNS: SHAPE:SCENARIO:MODES ..., SHAPE q15-PxN | smol-PxN, SCENARIO instant | heavy | tools (the suite's
   # workloads), MODES a --modes list, e.g. "smol-64x4:instant:turn-batched,async,async@notify256,async@nocoalesce".
-  # AB_ROUNDS (6: alternating mode order), AB_STEPS (1), AB_ARGS (extra flags, e.g. --event-loop uvloop). Many short
+  # AB_ROUNDS (6: alternating mode order), AB_STEPS (1), AB_ARGS (extra flags, e.g. --event-loop uvloop; with
+  # `--engine-replicas 2` the modes async@replicas1 vs async compare one scheduler with two, no sglang-log). Many short
   # rounds: sglang's pace flipped between ~50k and ~75k tokens/s from one step to the next inside one run (2026-12-04,
   # fourteenth session), so two rounds of three steps could not settle a 10% question; read the per-round ratios.
   local spec shape rest scen modes pn model wl name
@@ -154,7 +160,7 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
       --rounds "${AB_ROUNDS:-6}" --mem-fraction 0.6 --no-progress --sample-cpu --sample-stacks \
       --engine-kwarg log_level=info ${AB_ARGS:-} --out "$R/speed/$name" > "$R/speed/$name.log" 2>&1
     stage "ab $name rc=$?"
-    python3 -m agent_rl.cli.main bench sglang-log "$R/speed/$name.log" --gpu-csv "$R/gpu_mem.csv" --fit-cost > "$R/speed/$name.sglang.md" 2>&1
+    [[ "${AB_ARGS:-}" == *--engine-replicas* ]] || python3 -m agent_rl.cli.main bench sglang-log "$R/speed/$name.log" --gpu-csv "$R/gpu_mem.csv" --fit-cost > "$R/speed/$name.sglang.md" 2>&1
     tar czf "$R/speed.tgz" -C "$R" --exclude="*.trace.json*" speed 2>/dev/null
   done
 }

@@ -58,3 +58,23 @@ def test_bench_rejects_bad_workload(tiny_model_path, tmp_path, capsys):
     rc = main(["bench", "rollout", "--model", tiny_model_path, "--out", str(tmp_path),
                "--tokens-per-turn", "pareto:alpha=1.2,scale=8", "--no-progress"])
     assert rc == 2 and "max= clip" in capsys.readouterr().err
+
+
+def test_bench_engine_on_two_replicas(tiny_model_path, tmp_path):
+    rc = main(["bench", "engine", "--engine", "hf", "--engine-replicas", "2", "--model", tiny_model_path,
+               "--out", str(tmp_path), "--prompts", "4", "--prompt-len", "16", "--new-tokens", "4", "--no-progress"])
+    assert rc == 0
+    res = json.load(open(os.path.join(tmp_path, "engine_bench.json")))
+    assert res["ceiling"]["requests"] == 4 and res["ceiling"]["output_tokens"] == 16
+    assert res["command"].count("--engine-replicas 2") == 1
+
+
+def test_bench_refuses_replicas_it_cannot_start(tiny_model_path, tmp_path, capsys):
+    for extra, why in ((["--engine", "sim"], "simulated replicas would share no GPU"),
+                       (["--engine", "http", "--server-url", "http://127.0.0.1:9"], "not http"),
+                       (["--engine", "hf", "--engine-replicas", "0"], "needs at least 1 engine")):
+        args = ["bench", "rollout", "--model", tiny_model_path, "--out", str(tmp_path / "o"), "--no-progress"] + extra
+        if "--engine-replicas" not in extra:
+            args += ["--engine-replicas", "2"]
+        assert main(args) == 2
+        assert why in capsys.readouterr().err

@@ -86,3 +86,18 @@ async def test_each_mode_reports_the_output_messages_of_its_steps(tokenizer, ste
     assert sum(m["engine_output_messages"] for m in res["modes"]) < len(handled)
     plain = await _bench(tokenizer, step_engine, w, steps=1).run(parse_modes("async"))
     assert "engine_output_messages" not in plain["modes"][0]
+
+
+def test_replicas_are_counted_together():
+    from agent_rl.engines.replicas import ReplicaEngine
+
+    a, b = SGLangEngine.wrap(_BatchingEngine()), SGLangEngine.wrap(_BatchingEngine())
+    tap = OutputTap.install(ReplicaEngine([a, b]))
+    before = tap.counts()
+
+    async def run():
+        await asyncio.gather(*(r._engine.async_generate([1], {"max_new_tokens": 1}, rid=f"{k}-{i}")
+                               for k, r in enumerate((a, b)) for i in range(3)))
+
+    asyncio.run(run())
+    assert OutputTap.figures(before, tap.counts()) == {"engine_output_messages": 2, "engine_outputs": 6}

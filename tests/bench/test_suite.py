@@ -80,6 +80,11 @@ def test_engine_bounds_line_flags_uncovered_decode_batches():
     capped = engine_bounds_line({"cuda_graph_max_bs": 1024, "max_running_requests": 1024}, 1536)
     assert "at most 1024 rows" in capped and "covered" in capped and "NOT" not in capped
     assert "no CUDA-graph bounds" in engine_bounds_line(None, 64)
+    two = engine_bounds_line({"cuda_graph_max_bs": 512, "max_running_requests": 512, "replicas": 2}, 1024)
+    assert "1024 requests in flight over 2 engine replicas (about 512 each)" in two
+    assert "at most 512 rows per decode step of each; covered" in two
+    assert engine_bounds_line({"replicas": 2}, 8) == ("- decode batch: up to 8 requests in flight over 2 engine "
+                                                      "replicas (about 4 each) (engine reports no CUDA-graph bounds)")
     assert engine_bounds_line({"cuda_graph_max_bs": 64, "prefill_delayer": True}, 64).endswith("prefill delayer on")
     line = engine_bounds_line({"cuda_graph_max_bs": 64, "prefill_delayer": True, "prefill_cuda_graph": "disabled"}, 64)
     assert line.endswith("prefill delayer on; prefill CUDA graphs disabled")

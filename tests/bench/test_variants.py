@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from agent_rl.bench.modes import parse_modes
-from agent_rl.bench.variants import applied, check_engine
+from agent_rl.bench.variants import applied, check_engine, check_name
 from agent_rl.bench.workload import Dist, Workload
 from agent_rl.cli.main import main as cli_main
 from agent_rl.engines.sglang_engine import SGLangEngine
@@ -146,3 +146,37 @@ def test_bench_suite_checks_the_targets_for_each_variant(tmp_path, tiny_model_pa
     assert "@" not in cut["detail"] and "async+" in cut["detail"]
     md = (out / "summary.md").read_text()
     assert "| heavy-tail | async+oversample 0.5@load0.5 |" in md and "(@load0.5) |" in md
+
+
+def test_a_variant_applies_to_every_replica_and_is_restored():
+    from agent_rl.engines.replicas import ReplicaEngine
+
+    a, b = _engine(), _engine()
+    engine = ReplicaEngine([a, b])
+    with applied(engine, "notify64"):
+        assert [r.tokenizer_manager.server_args.batch_notify_size for r in (a, b)] == [64, 64]
+    with applied(engine, "nocoalesce"):
+        assert a.coalesce_submits is False and b.coalesce_submits is False
+    assert [r.tokenizer_manager.server_args.batch_notify_size for r in (a, b)] == [16, 16]
+    assert a.coalesce_submits and b.coalesce_submits
+
+
+def test_replicas_variant_routes_to_the_first_n_and_needs_enough_replicas(step_engine):
+    from agent_rl.engines.base import SamplingParams
+    from agent_rl.engines.replicas import ReplicaEngine
+
+    check_name("replicas1")
+    with pytest.raises(ValueError, match="unknown mode variant 'replicas0'"):
+        check_name("replicas0")
+    engine = ReplicaEngine([_engine(), _engine()])
+    engine._inflight = [5, 0]   # replica 0 busy: a new group would go to replica 1
+    assert engine.replica_for(SamplingParams(max_new_tokens=1, affinity="g"), "g-t0") == 1
+    with applied(engine, "replicas1"):
+        assert engine.active == 1
+        assert engine.replica_for(SamplingParams(max_new_tokens=1, affinity="g"), "g-t1") == 0   # re-placed
+        assert engine.replica_for(SamplingParams(max_new_tokens=1, affinity="h"), "h-t0") == 0
+    assert engine.active == 2
+    with pytest.raises(ValueError, match=r"^mode variant @replicas3 needs at least 3 engine replicas .*this run has 2"):
+        check_engine(engine, "replicas3")
+    with pytest.raises(ValueError, match="this run has no replicated engine"):
+        check_engine(step_engine, "replicas1")

@@ -223,3 +223,16 @@ def test_bench_no_coalesce_submits_reaches_the_in_process_engine(fake_sglang, ti
     args.no_coalesce_submits = True
     eng = _build_engine(args, cfg, tiny_model_path)
     assert eng.coalesce_submits is False and eng.scheduling_info()["coalesce_submits"] is False
+
+
+def test_mixed_chunked_prefill_is_said_to_do_nothing(fake_sglang, caplog):
+    """sglang 0.5.17 mixes no prefill into a decode batch that returns log-probs: every rollout request does."""
+    from agent_rl.engines.sglang_engine import MIXED_CHUNK_IGNORED, server_args_kwargs
+
+    with caplog.at_level("WARNING", logger="agent_rl.engines.sglang_engine"):
+        server_args_kwargs("m", engine_kwargs={"enable_mixed_chunk": True})
+    assert [r.getMessage() for r in caplog.records] == [MIXED_CHUNK_IGNORED]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="agent_rl.engines.sglang_engine"):
+        server_args_kwargs("m", engine_kwargs={"enable_mixed_chunk": False})
+    assert not caplog.records

@@ -210,3 +210,25 @@ async def test_without_a_gate_extras_start_at_once(tokenizer, setup):
     res = await sched.run_step(rows(4), step=0, batch_size=2)
     assert max(running for rid, running, _ in engine.starts if "-t0" in rid) == 8
     assert "rollout/extra_trajectories_started" not in res.metrics
+
+
+async def test_replicated_engine_keeps_each_group_on_one_replica_and_aborts_there(tokenizer, setup):
+    """rollout.engine_replicas: a group's turns (its prefix cache) on one replica, groups spread over both, and the
+    over-sampled extras' aborts reach the replica that runs them."""
+    from agent_rl.engines.replicas import ReplicaEngine
+
+    rt, tool, renderer = setup
+    script = slow_script(tokenizer, {3, 4, 5}, words=400)
+    a, b = ScriptedEngine(tokenizer, script, token_delay=0.002), ScriptedEngine(tokenizer, script, token_delay=0.002)
+    sched = RolloutScheduler(ReplicaEngine([a, b]), renderer, rt, cfg(n=2, over_sample_rate=1.0))
+    res = await sched.run_step(rows(6), step=0)   # B = 3 of 6 groups
+    assert {t.row["extra_info"]["index"] for t in res.trajectories} == {0, 1, 2} and len(res.dropped) == 6
+    where = {}
+    for k, eng in enumerate((a, b)):
+        for c in eng.calls:
+            where.setdefault(question(c["input_ids"], tokenizer), set()).add(k)
+    assert all(len(ks) == 1 for ks in where.values()) and len(where) == 6   # every group on one replica
+    assert {next(iter(ks)) for ks in where.values()} == {0, 1}              # both replicas used
+    assert not a.running and not b.running and any(c["finish"] == "abort" for c in a.calls + b.calls)
+    await rt.close()
+    assert tool.created == tool.released == 12

@@ -21,7 +21,10 @@ class Engine:
         from sglang.srt.server_args import ServerArgs
 
         # the environment sglang's spawned scheduler processes would inherit
-        record("engine_kwargs.json", {"kwargs": kwargs, "force_stream_interval": os.environ.get("SGLANG_FORCE_STREAM_INTERVAL")})
+        started = {"kwargs": kwargs, "force_stream_interval": os.environ.get("SGLANG_FORCE_STREAM_INTERVAL")}
+        record("engine_kwargs.json", started)
+        with open(os.path.join(os.environ["FAKE_SGLANG_DIR"], "engine_starts.jsonl"), "a") as f:   # every start
+            f.write(json.dumps(started) + "\n")
         kwargs.setdefault("log_level", "error")
         self.server_args = ServerArgs(**kwargs)
         self.tokenizer_manager = None

@@ -1,0 +1,268 @@
+"""Several engines behind one (`engines/replicas.py`, `rollout.engine_replicas`): routing by affinity and load, aborts
+that follow their request, weights / flushes / memory / shutdown on every replica, the memory split, and
+`build_engine` starting them (hf on the tiny model; the fake sglang for the in-process engine's start arguments)."""
+import asyncio
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+from agent_rl.config.load import ConfigError, validate
+from agent_rl.config.schema import RolloutConfig
+from agent_rl.engines import build_engine
+from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
+from agent_rl.engines.replicas import ReplicaEngine, replica_mem_fractions, replicas_of
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Held(Engine):
+    """Answers a request when the test releases it (or on abort); records what it was asked."""
+
+    name = "held"
+
+    def __init__(self, flush_result=True):
+        self.gates, self.seen, self.aborted, self.weights, self.calls = {}, [], [], [], []
+        self.flush_result = flush_result
+
+    async def generate(self, input_ids, sampling, request_id):
+        self.seen.append(request_id)
+        gate = self.gates[request_id] = asyncio.Event()
+        await gate.wait()
+        reason = "abort" if request_id in self.aborted else "stop"
+        return GenerateOutput([1, 2], [-0.1, -0.2], reason, len(input_ids))
+
+    def release(self, request_id):
+        self.gates.pop(request_id).set()
+
+    async def abort(self, request_id):
+        self.aborted.append(request_id)
+        if request_id in self.gates:
+            self.release(request_id)
+
+    async def update_weights(self, named_tensors):
+        self.weights.append([n for n, _ in named_tensors])
+
+    async def flush_cache(self):
+        self.calls.append("flush")
+        return self.flush_result
+
+    async def release_memory(self):
+        self.calls.append("release")
+
+    async def resume_memory(self):
+        self.calls.append("resume")
+
+    async def start_profile(self, output_dir, passes):
+        self.calls.append(("profile", output_dir, passes))
+
+    async def stop_profile(self):
+        self.calls.append("stop_profile")
+
+    async def shutdown(self):
+        self.calls.append("shutdown")
+
+
+def sp(affinity=None):
+    return SamplingParams(max_new_tokens=4, affinity=affinity)
+
+
+async def settle():
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_memory_fractions_give_each_replica_an_equal_share_of_the_memory_free_at_the_first_start():
+    assert replica_mem_fractions(0.5, 1) == [0.5]
+    fractions = replica_mem_fractions(0.6, 3)
+    free, taken = 100.0, []
+    for f in fractions:   # sglang 0.5.17: an engine's budget is its start's free memory times its fraction
+        taken.append(free * f)
+        free -= taken[-1]
+    assert taken == pytest.approx([20.0, 20.0, 20.0]) and free == pytest.approx(40.0)
+    for bad in [(0.6, 0), (0.0, 2), (1.0, 2)]:
+        with pytest.raises(ValueError):
+            replica_mem_fractions(*bad)
+
+
+async def test_a_group_stays_on_one_replica_and_new_groups_go_to_the_least_loaded():
+    a, b = Held(), Held()
+    eng = ReplicaEngine([a, b])
+    t0 = asyncio.ensure_future(eng.generate([1], sp("g0"), "g0/0-t0"))
+    t1 = asyncio.ensure_future(eng.generate([1], sp("g1"), "g1/0-t0"))
+    t2 = asyncio.ensure_future(eng.generate([1], sp("g0"), "g0/1-t0"))
+    await settle()
+    assert a.seen == ["g0/0-t0", "g0/1-t0"] and b.seen == ["g1/0-t0"]   # g1 found b empty; g0's second stays on a
+    assert eng.load() == [2, 1]
+    t3 = asyncio.ensure_future(eng.generate([1], sp("g2"), "g2/0-t0"))   # the least loaded: b
+    t4 = asyncio.ensure_future(eng.generate([1], sp(), "plain-1"))       # no affinity: placed on its own (a, b tie at 2)
+    await settle()
+    assert b.seen == ["g1/0-t0", "g2/0-t0"] and a.seen[-1] == "plain-1"
+    for e in (a, b):
+        for rid in list(e.gates):
+            e.release(rid)
+    outs = await asyncio.gather(t0, t1, t2, t3, t4)
+    assert [o.output_ids for o in outs] == [[1, 2]] * 5 and eng.load() == [0, 0]
+    # the next turn of g1 goes back to b although b is not less loaded than a
+    t5 = asyncio.ensure_future(eng.generate([1, 1, 2], sp("g1"), "g1/0-t1"))
+    await settle()
+    assert b.seen[-1] == "g1/0-t1"
+    b.release("g1/0-t1")
+    await t5
+
+
+async def test_aborts_follow_their_request_and_ids_in_flight_are_refused():
+    a, b = Held(), Held()
+    eng = ReplicaEngine([a, b])
+    ta = asyncio.ensure_future(eng.generate([1], sp("x"), "x-t0"))
+    tb = asyncio.ensure_future(eng.generate([1], sp("y"), "y-t0"))
+    await settle()
+    with pytest.raises(ValueError, match="already in flight"):
+        await eng.generate([1], sp("x"), "x-t0")
+    await eng.abort("y-t0")
+    await eng.abort("unknown")   # nothing in flight under it: no replica is asked
+    assert (await tb).finish_reason == "abort" and b.aborted == ["y-t0"] and a.aborted == []
+    a.release("x-t0")
+    assert (await ta).finish_reason == "stop"
+    await eng.abort("x-t0")      # finished: no replica is asked
+    assert a.aborted == []
+
+
+async def test_weights_memory_profile_and_shutdown_reach_every_replica():
+    a, b = Held(), Held()
+    eng = ReplicaEngine([a, b])
+    import torch
+
+    bucket = ((f"w{i}", torch.zeros(1)) for i in range(3))   # a generator: read once
+    await eng.update_weights(bucket)
+    assert a.weights == b.weights == [["w0", "w1", "w2"]]
+    await eng.release_memory()
+    await eng.resume_memory()
+    await eng.start_profile("/tmp/prof", 50)
+    await eng.stop_profile()
+    await eng.shutdown()
+    for i, e in enumerate((a, b)):
+        assert e.calls == ["release", "resume", ("profile", f"/tmp/prof/replica-{i}", 50), "stop_profile", "shutdown"]
+
+
+async def test_flush_says_false_when_any_replica_did_not_and_forgets_the_groups():
+    a, b = Held(), Held(flush_result=False)
+    eng = ReplicaEngine([a, b])
+    assert await eng.flush_cache() is False
+    b.flush_result = True
+    assert await eng.flush_cache() is True
+
+    class NoFlush(Held):
+        async def flush_cache(self):
+            return None
+
+    assert await ReplicaEngine([NoFlush(), NoFlush()]).flush_cache() is None
+    t = asyncio.ensure_future(eng.generate([1], sp("g"), "g-t0"))
+    await settle()
+    a.release("g-t0")
+    await t
+    assert eng.replica_for(sp("g"), "g-t1") == 0
+    busy = asyncio.ensure_future(eng.generate([1], sp("g"), "g-t1"))   # on a, where g is
+    await settle()
+    await eng.flush_cache()   # a new step: "g" is placed afresh, on the idle replica b
+    assert eng.replica_for(sp("g"), "g-t2") == 1
+    a.release("g-t1")
+    await busy
+
+
+async def test_shutdown_stops_every_replica_when_one_fails():
+    class Broken(Held):
+        async def shutdown(self):
+            self.calls.append("shutdown")
+            raise RuntimeError("boom")
+
+    a, b = Held(), Broken()
+    with pytest.raises(RuntimeError, match="boom"):
+        await ReplicaEngine([a, b]).shutdown()
+    assert a.calls == b.calls == ["shutdown"]
+
+
+def test_replicas_of_unwraps_only_replica_engines():
+    a, b = Held(), Held()
+    assert replicas_of(ReplicaEngine([a, b])) == [a, b] and replicas_of(a) == [a]
+    info = ReplicaEngine([a, b]).scheduling_info()
+    assert info == {"replicas": 2}
+
+
+def test_config_checks_the_replica_count_and_refuses_http():
+    with pytest.raises(ConfigError, match="rollout.engine_replicas: must be >= 1"):
+        validate({"rollout": {"engine_replicas": 0}}, check_paths=False)
+    with pytest.raises(ConfigError, match="rollout.engine=http talks to the one server"):
+        validate({"rollout": {"engine_replicas": 2, "engine": "http", "server_url": "http://x"}}, check_paths=False)
+    assert validate({"rollout": {"engine_replicas": 2, "engine": "hf"}}, check_paths=False).rollout.engine_replicas == 2
+    with pytest.raises(ValueError, match="rollout.engine=http talks to the one server"):
+        build_engine(RolloutConfig(engine="http", server_url="http://127.0.0.1:1", engine_replicas=2), "m")
+
+
+def test_build_engine_starts_hf_replicas_that_generate(tiny_model_path):
+    cfg = RolloutConfig(engine="hf", engine_replicas=2, max_model_len=256)
+    eng = build_engine(cfg, tiny_model_path, device="cpu", seed=5)
+    loop = asyncio.new_event_loop()
+    try:
+        assert isinstance(eng, ReplicaEngine) and len(eng.replicas) == 2 and eng.name == "hf"
+        async def four():
+            return await asyncio.gather(*(eng.generate([1, 2, 3], SamplingParams(max_new_tokens=3, ignore_eos=True,
+                                                                                 affinity=f"g{i}"), f"r{i}")
+                                          for i in range(4)))
+
+        outs = loop.run_until_complete(four())
+        assert all(len(o.output_ids) == 3 and len(o.logprobs) == 3 for o in outs)
+        assert not eng.weights_from_disk and eng.load() == [0, 0]
+    finally:
+        loop.run_until_complete(eng.shutdown())
+        loop.close()
+
+
+def test_a_replica_that_fails_to_start_stops_the_ones_before_it(monkeypatch):
+    import agent_rl.engines as engines
+
+    started = []
+
+    def fake_build(kind, cfg, model_path, device, seed, dtype, log_dir, fraction, share):
+        if started:
+            raise RuntimeError("out of memory")
+        started.append(Held())
+        return started[-1]
+
+    monkeypatch.setattr(engines, "_build_one", fake_build)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        build_engine(RolloutConfig(engine="hf", engine_replicas=2), "m")
+    assert started[0].calls == ["shutdown"]
+
+
+@pytest.fixture
+def fake_sglang(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkg"
+    shutil.copytree(os.path.join(HERE, "fake_sglang"), pkg)
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    monkeypatch.setenv("FAKE_SGLANG_DIR", str(rec))
+    monkeypatch.syspath_prepend(str(pkg))
+    monkeypatch.setenv("SGLANG_FORCE_STREAM_INTERVAL", "")
+    monkeypatch.delenv("SGLANG_FORCE_STREAM_INTERVAL")
+    yield rec
+    for name in [m for m in sys.modules if m == "sglang" or m.startswith("sglang.")]:
+        del sys.modules[name]
+
+
+def test_sglang_replicas_start_one_after_the_other_with_their_memory_and_request_shares(fake_sglang, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    cfg = RolloutConfig(engine="sglang", engine_replicas=2, gpu_memory_utilization=0.6, max_concurrent_trajectories=100)
+    eng = build_engine(cfg, str(model), seed=3)
+    starts = [json.loads(line)["kwargs"] for line in open(fake_sglang / "engine_starts.jsonl")]
+    assert [s["mem_fraction_static"] for s in starts] == pytest.approx([0.3, 0.3 / 0.7])
+    assert [s["random_seed"] for s in starts] == [3, 4]
+    # each covers all 100 trajectories (routing by group may give one more than half): graphs for 128 rows
+    assert all(s["cuda_graph_max_bs_decode"] == 128 and "max_running_requests" not in s for s in starts)
+    assert eng.scheduling_info()["replicas"] == 2
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(eng.shutdown())
+    loop.close()
