@@ -3,9 +3,6 @@ that follow their request, weights / flushes / memory / shutdown on every replic
 `build_engine` starting them (hf on the tiny model; the fake sglang for the in-process engine's start arguments)."""
 import asyncio
 import json
-import os
-import shutil
-import sys
 
 import pytest
 
@@ -14,8 +11,6 @@ from agent_rl.config.schema import RolloutConfig
 from agent_rl.engines import build_engine
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
 from agent_rl.engines.replicas import ReplicaEngine, replica_mem_fractions, replicas_of
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class Held(Engine):
@@ -235,21 +230,6 @@ def test_a_replica_that_fails_to_start_stops_the_ones_before_it(monkeypatch):
     with pytest.raises(RuntimeError, match="out of memory"):
         build_engine(RolloutConfig(engine="hf", engine_replicas=2), "m")
     assert started[0].calls == ["shutdown"]
-
-
-@pytest.fixture
-def fake_sglang(tmp_path, monkeypatch):
-    pkg = tmp_path / "pkg"
-    shutil.copytree(os.path.join(HERE, "fake_sglang"), pkg)
-    rec = tmp_path / "rec"
-    rec.mkdir()
-    monkeypatch.setenv("FAKE_SGLANG_DIR", str(rec))
-    monkeypatch.syspath_prepend(str(pkg))
-    monkeypatch.setenv("SGLANG_FORCE_STREAM_INTERVAL", "")
-    monkeypatch.delenv("SGLANG_FORCE_STREAM_INTERVAL")
-    yield rec
-    for name in [m for m in sys.modules if m == "sglang" or m.startswith("sglang.")]:
-        del sys.modules[name]
 
 
 def test_sglang_replicas_start_one_after_the_other_with_their_memory_and_request_shares(fake_sglang, tmp_path):

@@ -3,7 +3,6 @@ of this process and of the server process): the server gets the in-process engin
 failures are one clear line with the log's tail, and no process of the server outlives its stop."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,23 +15,6 @@ from agent_rl.engines.sglang_server import SERVER_KEYS, SGLangServer, SGLangServ
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-
-
-@pytest.fixture
-def fake_sglang(tmp_path, monkeypatch):
-    """The fake sglang on sys.path and PYTHONPATH; yields the folder it records into."""
-    pkg = tmp_path / "pkg"
-    shutil.copytree(os.path.join(HERE, "fake_sglang"), pkg)
-    rec = tmp_path / "rec"
-    rec.mkdir()
-    monkeypatch.setenv("FAKE_SGLANG_DIR", str(rec))
-    monkeypatch.setenv("PYTHONPATH", str(pkg))
-    monkeypatch.syspath_prepend(str(pkg))
-    monkeypatch.setenv("SGLANG_FORCE_STREAM_INTERVAL", "")   # then unset: the engine's setting is undone after the test
-    monkeypatch.delenv("SGLANG_FORCE_STREAM_INTERVAL")
-    yield rec
-    for name in [m for m in sys.modules if m == "sglang" or m.startswith("sglang.")]:
-        del sys.modules[name]
 
 
 def _read(path):
