@@ -120,6 +120,7 @@ def _plan(args):
 def run(args) -> int:
     from agent_rl.bench.env_info import environment
     from agent_rl.engines import resolve_engine_kind
+    from agent_rl.engines.replicas import STARTED_KINDS
 
     if args.bench_cmd == "sglang-log":
         from agent_rl.bench.sglang_log import main
@@ -144,10 +145,10 @@ def run(args) -> int:
         kind = "sim" if args.engine == "sim" else resolve_engine_kind(args.engine)
         if args.engine_replicas < 1:
             raise ValueError(f"--engine-replicas {args.engine_replicas}: needs at least 1 engine")
-        if args.engine_replicas > 1 and kind in ("sim", "http"):
-            raise ValueError(f"--engine-replicas {args.engine_replicas} needs engines this command starts (sglang, "
-                             f"sglang-server, hf), not {kind}" + (": simulated replicas would share no GPU"
-                                                                 if kind == "sim" else ""))
+        if args.engine_replicas > 1 and kind not in STARTED_KINDS:
+            raise ValueError(f"--engine-replicas {args.engine_replicas} needs engines this command starts "
+                             f"({', '.join(STARTED_KINDS)}), not {kind}"
+                             + (": simulated replicas would share no GPU" if kind == "sim" else ""))
         if getattr(args, "sample_engine_stacks", False) and kind not in ("sglang", "sglang-server"):
             raise ValueError(f"--sample-engine-stacks samples an sglang engine this command starts (--engine sglang or "
                              f"sglang-server), not {kind}")

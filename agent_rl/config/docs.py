@@ -54,7 +54,7 @@ VERL_KEYS: List[Tuple[str, str, str]] = [
     ("actor_rollout_ref.rollout.free_cache_engine", "rollout.free_cache_engine", "weights are pushed again after the memory is resumed"),
     ("actor_rollout_ref.rollout.over_sample_rate", "rollout.over_sample_rate", "works on whole GRPO groups: aborted samples never enter a baseline"),
     ("actor_rollout_ref.rollout.update_weights_bucket_megabytes", "rollout.weight_sync_bucket_mb", ""),
-    ("actor_rollout_ref.rollout.tensor_model_parallel_size", "", "not supported: one engine per GPU (data-parallel rollout)"),
+    ("actor_rollout_ref.rollout.tensor_model_parallel_size", "", "not supported: engines are data-parallel, one per GPU (or `rollout.engine_replicas` per GPU)"),
     ("actor_rollout_ref.rollout.multi_turn.enable", "rollout.multi_turn.enable", ""),
     ("actor_rollout_ref.rollout.multi_turn.max_assistant_turns", "rollout.multi_turn.max_assistant_turns", ""),
     ("actor_rollout_ref.rollout.multi_turn.max_user_turns", "rollout.multi_turn.max_tool_calls",

@@ -19,6 +19,7 @@ from agent_rl.algorithms.advantage import ESTIMATORS
 from agent_rl.algorithms.aggregate import AGG_MODES
 from agent_rl.algorithms.kl import KL_KINDS
 from agent_rl.engines import KINDS as ENGINE_KINDS
+from agent_rl.engines.replicas import NOT_HTTP
 from agent_rl.config import extend
 from agent_rl.config.schema import TrainConfig
 from agent_rl.rollout.formats import get_parser
@@ -214,8 +215,7 @@ def _check_values(cfg: TrainConfig) -> None:
     if any(not isinstance(s, str) or not s for s in cfg.rollout.multi_turn.stop_strings):
         raise ConfigError(f"rollout.multi_turn.stop_strings: every entry must be a non-empty string, got {cfg.rollout.multi_turn.stop_strings!r}")
     if cfg.rollout.engine_replicas > 1 and cfg.rollout.engine == "http":
-        raise ConfigError("rollout.engine_replicas: > 1 needs engines the trainer starts (sglang, sglang-server, hf); "
-                          "rollout.engine=http talks to the one server at rollout.server_url")
+        raise ConfigError(f"rollout.engine_replicas: {NOT_HTTP}")
     if cfg.rollout.over_sample_rate < 0:
         raise ConfigError(f"rollout.over_sample_rate: must be >= 0, got {cfg.rollout.over_sample_rate}")
     if cfg.algorithm.filter_groups.max_num_gen_batches < 0:

@@ -61,10 +61,10 @@ def build_engine(rollout_cfg: Any, model_path: str, device: Optional[str] = None
         return _build_one(kind, rollout_cfg, model_path, device, seed, dtype, log_dir,
                           getattr(rollout_cfg, "gpu_memory_utilization", 0.4),
                           getattr(rollout_cfg, "max_concurrent_trajectories", None))
+    from agent_rl.engines.replicas import NOT_HTTP, ReplicaEngine, replica_mem_fractions
+
     if kind == "http":
-        raise ValueError("rollout.engine_replicas > 1 needs engines this process starts (sglang, sglang-server, hf); "
-                         "rollout.engine=http talks to the one server at rollout.server_url")
-    from agent_rl.engines.replicas import ReplicaEngine, replica_mem_fractions
+        raise ValueError(f"rollout.engine_replicas {NOT_HTTP}")
 
     fractions = replica_mem_fractions(getattr(rollout_cfg, "gpu_memory_utilization", 0.4), replicas)
     concurrency = getattr(rollout_cfg, "max_concurrent_trajectories", None)

@@ -23,6 +23,9 @@ import torch
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
 
 MAX_AFFINITIES = 1 << 16   # affinities remembered between cache flushes (oldest forgotten first)
+STARTED_KINDS = ("sglang", "sglang-server", "hf")   # engines this process starts, so it can start several
+NOT_HTTP = ("> 1 needs engines the trainer starts (sglang, sglang-server, hf); rollout.engine=http talks to the one "
+            "server at rollout.server_url")
 
 
 def replica_mem_fractions(total: float, replicas: int) -> List[float]:
