@@ -152,6 +152,10 @@ def summary_markdown(result: Dict[str, Any]) -> str:
             lines.append("\n- policy lag of the kept trajectories (policy versions between a trajectory's first token and the "
                          "step that kept it; carry-over's staleness): " + "; ".join(
                              f"{m['mode']} mean {m['policy_lag_mean']:.2f}, max {m['policy_lag_max']:g}" for m in stale))
+        spread = [m for m in modes if m.get("replica_requests")]
+        if spread:
+            lines.append("\n- requests per engine replica (`--engine-replicas`; the first round's): " + "; ".join(
+                f"{m['mode']} {' / '.join(str(n) for n in m['replica_requests'])}" for m in spread))
         if any(step_range(m) for m in modes):
             lines.append(f"\n- {len(modes[0]['rounds'])} rounds (`--rounds`): step s is the mean over every round's steps, "
                          "(lo-hi) the lowest and highest round's mean; vs ceiling and latency: the median round")

@@ -168,6 +168,7 @@ class RolloutBench:
         collections = GcWatch().start()   # before the clocks: it counts the tracked objects once
         tap = OutputTap.install(self.engine.inner)
         outputs0 = tap.counts() if tap is not None else None
+        routed0 = list(getattr(self.engine.inner, "routed", None) or [])   # engines/replicas.py: requests per replica
         bar = self._bar(spec.name, w.num_prompts * w.n * self.s.steps)
         stacks0 = engine_stacks.snapshot(self.s.engine_stacks_dir) if self.s.engine_stacks_dir else None
         trace = self.engine.reset()
@@ -205,6 +206,8 @@ class RolloutBench:
         out["gc_s"] = gc_stats["total_s"]
         if tap is not None:   # in-process sglang: the scheduler's output messages its tokenizer manager handled
             out.update(OutputTap.figures(outputs0, tap.counts()))
+        if routed0:
+            out["replica_requests"] = [b - a for a, b in zip(routed0, self.engine.inner.routed)]
         out["tool_metrics"] = rt.metrics.snapshot()
         out["cache_flushed"] = self.s.flush_cache
         out["cache_flush_s"] = self.flush_s   # between steps: inside wall_s, outside every step time

@@ -29,7 +29,8 @@ _MEDIAN_KEYS = ("latency_p50_s", "latency_p90_s", "latency_p99_s", "ratio_to_cei
 # what each round keeps in `rounds` (the spread a reader needs to judge a difference), and its `step_wall_s_charged`
 ROUND_KEYS = ("step_wall_s_mean", "ratio_to_ceiling", "gen_tokens_per_s", "latency_p50_s")
 # traces that the merged result keeps from round 0 only (the JSON's `round_results` leaves them out)
-HEAVY_KEYS = ("completion_s", "busy_intervals", "step_bounds", "step_metrics", "loop_stacks", "engine_stacks")
+HEAVY_KEYS = ("completion_s", "busy_intervals", "step_bounds", "step_metrics", "loop_stacks", "engine_stacks",
+              "replica_requests")
 
 
 def round_order(items: Sequence[T], r: int) -> List[T]:

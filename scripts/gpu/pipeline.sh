@@ -139,6 +139,7 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
   # differ by the machine's drift: sglang's own decode rate moved 1.3-1.6x between two suites on 2026-12-04).
   # AB_RUNS: SHAPE:SCENARIO:MODES ..., SHAPE q15-PxN | smol-PxN, SCENARIO instant | heavy | tools (the suite's
   # workloads), MODES a --modes list, e.g. "smol-64x4:instant:turn-batched,async,async@notify256,async@nocoalesce".
+  # AB_ENGINE (sglang) and AB_FALLBACK_ENGINE (e.g. sglang-server: run again on it when the first run failed),
   # AB_ROUNDS (6: alternating mode order), AB_STEPS (1), AB_ARGS (extra flags, e.g. --event-loop uvloop; with
   # `--engine-replicas 2` the modes async@replicas1 vs async compare one scheduler with two, no sglang-log). Many short
   # rounds: sglang's pace flipped between ~50k and ~75k tokens/s from one step to the next inside one run (2026-12-04,
@@ -155,11 +156,17 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
       *) stage "unknown ab scenario $scen"; continue ;;
     esac
     name="ab-$shape-$scen"; mkdir -p "$R/speed"
-    timeout -s KILL ${AB_TIMEOUT:-540} python3 -m agent_rl.cli.main bench rollout --engine sglang --model "$model" \
-      --prompts "${pn%x*}" --n "${pn#*x}" --turns 3 $wl --modes "$modes" --over-sample 0.5 --steps "${AB_STEPS:-1}" \
-      --rounds "${AB_ROUNDS:-6}" --mem-fraction 0.6 --no-progress --sample-cpu --sample-stacks \
-      --engine-kwarg log_level=info ${AB_ARGS:-} --out "$R/speed/$name" > "$R/speed/$name.log" 2>&1
-    stage "ab $name rc=$?"
+    local engine rc
+    for engine in ${AB_ENGINE:-sglang} ${AB_FALLBACK_ENGINE:-}; do   # the fallback only when the first run failed
+      timeout -s KILL ${AB_TIMEOUT:-540} python3 -m agent_rl.cli.main bench rollout --engine "$engine" --model "$model" \
+        --prompts "${pn%x*}" --n "${pn#*x}" --turns 3 $wl --modes "$modes" --over-sample 0.5 --steps "${AB_STEPS:-1}" \
+        --rounds "${AB_ROUNDS:-6}" --mem-fraction 0.6 --no-progress --sample-cpu --sample-stacks \
+        --engine-kwarg log_level=info ${AB_ARGS:-} --out "$R/speed/$name" > "$R/speed/$name.log" 2>&1
+      rc=$?
+      stage "ab $name engine $engine rc=$rc"
+      [ $rc = 0 ] && break
+      mv "$R/speed/$name.log" "$R/speed/$name.$engine-failed.log"
+    done
     [[ "${AB_ARGS:-}" == *--engine-replicas* ]] || python3 -m agent_rl.cli.main bench sglang-log "$R/speed/$name.log" --gpu-csv "$R/gpu_mem.csv" --fit-cost > "$R/speed/$name.sglang.md" 2>&1
     tar czf "$R/speed.tgz" -C "$R" --exclude="*.trace.json*" speed 2>/dev/null
   done

@@ -180,3 +180,16 @@ def test_replicas_variant_routes_to_the_first_n_and_needs_enough_replicas(step_e
         check_engine(engine, "replicas3")
     with pytest.raises(ValueError, match="this run has no replicated engine"):
         check_engine(step_engine, "replicas1")
+
+
+async def test_each_mode_says_how_many_requests_each_replica_got(tokenizer):
+    from agent_rl.engines.replicas import ReplicaEngine
+    from tests.bench.conftest import StepEngine
+
+    w = Workload(num_prompts=4, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("3"),
+                 tool_latency=Dist.parse("0"), seed=0)
+    res = await _bench(tokenizer, ReplicaEngine([StepEngine(), StepEngine()]), w, steps=1).run(
+        parse_modes("async@replicas1,async,turn-batched"))
+    got = {m["mode"]: m["replica_requests"] for m in res["modes"]}
+    # 4 groups x 2 samples x 2 turns = 16 requests a step; one replica, then both (whole groups: 8 / 8)
+    assert got == {"async@replicas1": [16, 0], "async": [8, 8], "turn-batched": [8, 8]}
