@@ -14,6 +14,10 @@ selection and result filing; the kernels are 4.5-15 ms of it): `--sim-cost 2.2,1
 log of a 1.4B 64x4 heavy-tail rollout (`agent-rl bench sglang-log --fit-cost`, 2026-12-04, seventeenth session):
 `2,10.6,27,0.898`; it reproduced plain async's step to 2% but put carry-over at rate 1 ahead of 0.5 where the H200 did not: carry-over rates it prices are
 an upper bound.
+
+Replicas (`--engine-replicas N`): N simulated engines share one `gpu` lock; `gpu_share` of each pass holds it (the
+GPU's part), the rest runs beside the other replicas' passes (the scheduler's CPU). One engine's passes cost what
+they cost alone; N engines gain only where their passes' CPU parts overlap.
 """
 from __future__ import annotations
 
@@ -40,8 +44,9 @@ class SimEngine(Engine):
 
     def __init__(self, fixed_s: float = 0.0013, per_row_s: float = 11.8e-6, max_running: Optional[int] = None,
                  token: int = 42, prefill_s: float = 0.0, delay_passes: int = 0, queue_min_ratio: float = 0.25,
-                 prefill_row_s: float = 0.0):
+                 prefill_row_s: float = 0.0, gpu: Optional[asyncio.Lock] = None, gpu_share: float = 1.0):
         self.fixed_s, self.per_row_s, self.prefill_s, self.prefill_row_s = fixed_s, per_row_s, prefill_s, prefill_row_s
+        self.gpu, self.gpu_share = gpu, float(gpu_share)
         self.delay_passes, self.queue_min_ratio = int(delay_passes), float(queue_min_ratio)
         self._delayed = 0
         self.max_running = max_running
@@ -87,7 +92,7 @@ class SimEngine(Engine):
             self.prefills += admitted > 0
             prefill = self.prefill_s + self.prefill_row_s * admitted if admitted else 0.0
             rows = len(self._running)
-            await asyncio.sleep(prefill + self.fixed_s + self.per_row_s * rows)
+            await self._pass(prefill + self.fixed_s + self.per_row_s * rows)
             self.steps += 1
             self.rows_sum += rows
             for rid in list(self._running):
@@ -97,6 +102,15 @@ class SimEngine(Engine):
                 if req.left <= 0:
                     del self._running[rid]
                     req.done.set_result(None)
+
+    async def _pass(self, cost_s: float) -> None:
+        """One pass: alone, `cost_s`; with a shared GPU, its CPU part, then its GPU part holding the GPU."""
+        if self.gpu is None:
+            await asyncio.sleep(cost_s)
+            return
+        await asyncio.sleep(cost_s * (1.0 - self.gpu_share))
+        async with self.gpu:
+            await asyncio.sleep(cost_s * self.gpu_share)
 
     async def abort(self, request_id: str) -> None:
         req = self._running.pop(request_id, None) or self._queue.pop(request_id, None)

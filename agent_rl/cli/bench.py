@@ -39,10 +39,19 @@ def _build_engine(args, rollout_cfg, model_path):
         # sglang's prefill delayer as our sglang engine sets it, unless the engine kwargs say otherwise
         delayer = {**PREFILL_DELAYER, **rollout_cfg.engine_kwargs}
         on = bool(delayer.get("enable_prefill_delayer"))
-        return SimEngine(fixed_ms / 1e3, per_row_us / 1e6, max_running=args.sim_max_running,
-                         prefill_s=prefill_ms / 1e3, prefill_row_s=prefill_row_ms / 1e3,
-                         delay_passes=int(delayer["prefill_delayer_max_delay_passes"]) if on else 0,
-                         queue_min_ratio=float(delayer["prefill_delayer_queue_min_ratio"]))
+        gpu = asyncio.Lock() if args.engine_replicas > 1 else None   # the replicas' one GPU
+
+        def sim() -> SimEngine:
+            return SimEngine(fixed_ms / 1e3, per_row_us / 1e6, max_running=args.sim_max_running,
+                             prefill_s=prefill_ms / 1e3, prefill_row_s=prefill_row_ms / 1e3,
+                             delay_passes=int(delayer["prefill_delayer_max_delay_passes"]) if on else 0,
+                             queue_min_ratio=float(delayer["prefill_delayer_queue_min_ratio"]),
+                             gpu=gpu, gpu_share=args.sim_gpu_share)
+        if gpu is None:
+            return sim()
+        from agent_rl.engines.replicas import ReplicaEngine
+
+        return ReplicaEngine([sim() for _ in range(args.engine_replicas)])
     from agent_rl.engines import build_engine
 
     engine = build_engine(rollout_cfg, model_path, device=args.device, seed=args.seed, dtype=_dtype(args.dtype),
@@ -145,10 +154,11 @@ def run(args) -> int:
         kind = "sim" if args.engine == "sim" else resolve_engine_kind(args.engine)
         if args.engine_replicas < 1:
             raise ValueError(f"--engine-replicas {args.engine_replicas}: needs at least 1 engine")
-        if args.engine_replicas > 1 and kind not in STARTED_KINDS:
+        if args.engine_replicas > 1 and kind not in STARTED_KINDS + ("sim",):
             raise ValueError(f"--engine-replicas {args.engine_replicas} needs engines this command starts "
-                             f"({', '.join(STARTED_KINDS)}), not {kind}"
-                             + (": simulated replicas would share no GPU" if kind == "sim" else ""))
+                             f"({', '.join(STARTED_KINDS + ('sim',))}), not {kind}")
+        if not 0.0 <= args.sim_gpu_share <= 1.0:
+            raise ValueError(f"--sim-gpu-share {args.sim_gpu_share:g}: needs a share between 0 and 1")
         if getattr(args, "sample_engine_stacks", False) and kind not in ("sglang", "sglang-server"):
             raise ValueError(f"--sample-engine-stacks samples an sglang engine this command starts (--engine sglang or "
                              f"sglang-server), not {kind}")

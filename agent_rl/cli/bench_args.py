@@ -38,6 +38,11 @@ def _common(p) -> None:
     p.add_argument("--sim-max-running", type=int, default=None, metavar="ROWS",
                    help="--engine sim: most rows decoded together, the rest queue by priority (sglang's "
                         "max_running_requests; default: no cap)")
+    p.add_argument("--sim-gpu-share", type=float, default=1.0, metavar="F",
+                   help="--engine sim with --engine-replicas: the share of each pass the replicas' one GPU is busy "
+                        "with it; the rest (the scheduler's CPU) runs beside the other replicas' passes (default "
+                        "%(default)s: the GPU is the bound, replicas gain nothing; sglang's 2026-12-03 profile on an "
+                        "H200: ~0.25 of a prefill pass, 0.4-0.7 of a decode pass)")
     p.add_argument("--server-url", default=None, help="--engine http: base URL of the SGLang server")
     p.add_argument("--model", default="embedded",
                    help="HF model folder, `embedded` (SmolLM2-135M-Instruct), or `random:SHAPE`: a random-init model of "

@@ -87,3 +87,43 @@ def test_bench_rollout_on_the_sim_engine(tmp_path, tiny_model_path, capsys):
                      "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "--sim-cost 'x'" in err and "--over-sample-max-load '0'" in err
+
+
+async def test_replicas_share_the_gpu_part_of_each_pass(monkeypatch):
+    """Two simulated engines on one GPU: each pass sleeps its CPU part outside the GPU lock and its GPU part inside
+    it, never two replicas inside at once (no clock read: the sleeps are recorded, not slept)."""
+    import asyncio
+
+    from agent_rl.bench import sim_engine
+    from agent_rl.bench.sim_engine import SimEngine
+    from agent_rl.engines.base import SamplingParams
+
+    slept, inside, overlap = [], [], []
+    real_sleep = asyncio.sleep
+
+    async def record(seconds):
+        slept.append((round(seconds, 6), len(inside)))
+        await real_sleep(0)
+
+    class Gpu(asyncio.Lock):
+        async def __aenter__(self):
+            await super().__aenter__()
+            overlap.append(len(inside))
+            inside.append(1)
+
+        async def __aexit__(self, *exc):
+            inside.pop()
+            return await super().__aexit__(*exc)
+
+    monkeypatch.setattr(sim_engine.asyncio, "sleep", record)
+    gpu = Gpu()
+    a, b = (SimEngine(0.01, 0.0, gpu=gpu, gpu_share=0.25) for _ in range(2))
+    await asyncio.gather(a.generate([1], SamplingParams(max_new_tokens=3), "a"),
+                         b.generate([1], SamplingParams(max_new_tokens=3), "b"))
+    assert sorted(d for d, _ in slept) == [0.0025] * 6 + [0.0075] * 6   # 3 passes each: its GPU and CPU parts
+    assert all(held == 1 for d, held in slept if d == 0.0025)            # the GPU part holding the GPU
+    assert overlap == [0] * 6                                        # one replica on the GPU at a time
+    slept.clear()
+    alone = SimEngine(0.01, 0.0)                                     # no shared GPU: the whole pass, as before
+    await alone.generate([1], SamplingParams(max_new_tokens=2), "c")
+    assert slept == [(0.01, 0)] * 2
