@@ -529,7 +529,11 @@ class SGLangEngine(Engine):
         loop = asyncio.get_running_loop()
         if not others:
             await loop.run_in_executor(None, self._engine.shutdown)
-        else:
+        else:   # sglang's shutdown ends every child of this process: another engine's (a replica's) too
+            # its watchdog would take our ending its children for a crash and SIGQUIT this process (sglang 0.5.17)
+            watchdog = getattr(getattr(self._engine, "tokenizer_manager", None), "_subprocess_watchdog", None)
+            if watchdog is not None and callable(getattr(watchdog, "stop", None)):
+                watchdog.stop()
             await loop.run_in_executor(None, self._kill_own_children)
 
     def _kill_own_children(self) -> None:

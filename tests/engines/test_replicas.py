@@ -246,3 +246,43 @@ def test_sglang_replicas_start_one_after_the_other_with_their_memory_and_request
     loop = asyncio.new_event_loop()
     loop.run_until_complete(eng.shutdown())
     loop.close()
+
+
+async def test_an_sglang_replica_stops_only_its_own_processes_and_first_its_watchdog():
+    """sglang's own shutdown ends every child of the process (the other replica's too), so a replica with neighbours
+    ends only the processes it started; first it stops sglang's subprocess watchdog, which would otherwise take their
+    end for a crash and SIGQUIT the whole process."""
+    import subprocess
+    import sys as _sys
+    from types import SimpleNamespace
+
+    import psutil
+
+    from agent_rl.engines.sglang_engine import SGLangEngine
+
+    mine = subprocess.Popen([_sys.executable, "-c", "import time; time.sleep(60)"])
+    other = subprocess.Popen([_sys.executable, "-c", "import time; time.sleep(60)"])
+    events = []
+
+    class Watchdog:
+        def stop(self):
+            events.append(("watchdog stopped", mine.poll() is None))
+
+    class Fake:
+        tokenizer_manager = SimpleNamespace(_subprocess_watchdog=Watchdog())
+
+        def shutdown(self):
+            events.append("sglang shutdown")   # would end `other` too
+
+    eng = SGLangEngine.wrap(Fake())
+    eng._own_children = {mine.pid}
+    try:
+        await eng.shutdown()
+        assert events == [("watchdog stopped", True)]   # before its processes went; sglang's own shutdown not called
+        assert mine.wait(timeout=30) is not None and other.poll() is None
+        assert psutil.pid_exists(other.pid)
+    finally:
+        for p in (mine, other):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
