@@ -286,3 +286,25 @@ async def test_an_sglang_replica_stops_only_its_own_processes_and_first_its_watc
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+async def test_server_replicas_each_load_the_synced_folder(monkeypatch):
+    """`sglang-server` replicas: weights through disk, and every replica's server loads the folder (any rank)."""
+    import torch
+
+    from agent_rl.training import weight_sync
+
+    class Server(Held):
+        weights_from_disk, server_per_rank = True, True
+
+        async def update_weights_from_disk(self, path):
+            self.calls.append(("load", path))
+
+    monkeypatch.setattr(weight_sync, "save_hf_model", lambda *a, **k: 0)
+    monkeypatch.setattr(weight_sync.D, "get_rank", lambda: 1)
+    monkeypatch.setattr(weight_sync.D, "barrier", lambda: None)
+    a, b = Server(), Server()
+    eng = ReplicaEngine([a, b])
+    assert eng.weights_from_disk and eng.server_per_rank and not ReplicaEngine([Held()]).weights_from_disk
+    await weight_sync.sync_weights_from_disk(torch.nn.Linear(1, 1), eng, "/tmp/ws")
+    assert a.calls == b.calls == [("load", "/tmp/ws")]
