@@ -137,16 +137,20 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
 
 ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, bench/variants.py; separate suites
   # differ by the machine's drift: sglang's own decode rate moved 1.3-1.6x between two suites on 2026-12-04).
-  # AB_RUNS: SHAPE:SCENARIO:MODES ..., SHAPE q15-PxN | smol-PxN, SCENARIO instant | heavy | tools (the suite's
-  # workloads), MODES a --modes list, e.g. "smol-64x4:instant:turn-batched,async,async@notify256,async@nocoalesce".
+  # AB_RUNS: SHAPE:SCENARIO:MODES[:FLAGS] ..., SHAPE q15-PxN | smol-PxN, SCENARIO instant | heavy | tools (the suite's
+  # workloads), MODES a --modes list, e.g. "smol-64x4:instant:turn-batched,async,async@notify256,async@nocoalesce",
+  # FLAGS that run's own extra flags, joined by + (e.g. `--engine-replicas+2`); a second run of one shape and scenario
+  # writes into ab-SHAPE-SCENARIO-2.
   # AB_ENGINE (sglang) and AB_FALLBACK_ENGINE (e.g. sglang-server: run again on it when the first run failed),
   # AB_ROUNDS (6: alternating mode order), AB_STEPS (1), AB_ARGS (extra flags, e.g. --event-loop uvloop; with
   # `--engine-replicas 2` the modes async@replicas1 vs async compare one scheduler with two, no sglang-log). Many short
   # rounds: sglang's pace flipped between ~50k and ~75k tokens/s from one step to the next inside one run (2026-12-04,
   # fourteenth session), so two rounds of three steps could not settle a 10% question; read the per-round ratios.
-  local spec shape rest scen modes pn model wl name
+  local spec shape rest scen modes pn model wl name flags k
   for spec in ${AB_RUNS:-smol-64x4:instant:turn-batched,async,async@notify256,async@nocoalesce}; do
-    shape=${spec%%:*}; rest=${spec#*:}; scen=${rest%%:*}; modes=${rest#*:}
+    shape=${spec%%:*}; rest=${spec#*:}; scen=${rest%%:*}; modes=${rest#*:}; flags=""
+    case "$modes" in *:*) flags=${modes#*:}; flags=${flags//+/ }; modes=${modes%%:*} ;; esac
+    flags="${AB_ARGS:-} $flags"
     pn=${shape#*-}
     case "$shape" in q15-*) model=random:qwen2.5-1.5b ;; *) model=$MODEL ;; esac
     case "$scen" in
@@ -155,19 +159,21 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
       tools) wl="--tokens-per-turn 128 --tool-latency lognormal:mean=0.5,sigma=1,max=10" ;;
       *) stage "unknown ab scenario $scen"; continue ;;
     esac
-    name="ab-$shape-$scen"; mkdir -p "$R/speed"
+    name="ab-$shape-$scen"; k=2
+    while [ -e "$R/speed/$name.log" ]; do name="ab-$shape-$scen-$k"; k=$((k + 1)); done
+    mkdir -p "$R/speed"
     local engine rc
     for engine in ${AB_ENGINE:-sglang} ${AB_FALLBACK_ENGINE:-}; do   # the fallback only when the first run failed
       timeout -s KILL ${AB_TIMEOUT:-540} python3 -m agent_rl.cli.main bench rollout --engine "$engine" --model "$model" \
         --prompts "${pn%x*}" --n "${pn#*x}" --turns 3 $wl --modes "$modes" --over-sample 0.5 --steps "${AB_STEPS:-1}" \
         --rounds "${AB_ROUNDS:-6}" --mem-fraction 0.6 --no-progress --sample-cpu --sample-stacks \
-        --engine-kwarg log_level=info ${AB_ARGS:-} --out "$R/speed/$name" > "$R/speed/$name.log" 2>&1
+        --engine-kwarg log_level=info $flags --out "$R/speed/$name" > "$R/speed/$name.log" 2>&1
       rc=$?
       stage "ab $name engine $engine rc=$rc"
       [ $rc = 0 ] && break
       mv "$R/speed/$name.log" "$R/speed/$name.$engine-failed.log"
     done
-    [[ "${AB_ARGS:-}" == *--engine-replicas* ]] || python3 -m agent_rl.cli.main bench sglang-log "$R/speed/$name.log" --gpu-csv "$R/gpu_mem.csv" --fit-cost > "$R/speed/$name.sglang.md" 2>&1
+    [[ "$flags" == *--engine-replicas* ]] || python3 -m agent_rl.cli.main bench sglang-log "$R/speed/$name.log" --gpu-csv "$R/gpu_mem.csv" --fit-cost > "$R/speed/$name.sglang.md" 2>&1
     tar czf "$R/speed.tgz" -C "$R" --exclude="*.trace.json*" speed 2>/dev/null
   done
 }
