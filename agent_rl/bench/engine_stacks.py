@@ -118,7 +118,7 @@ def _read(out_dir: str, title: str) -> List[Dict[str, Any]]:
     return found
 
 
-def snapshot(out_dir: str, title: str = "scheduler", wait_s: float = 2.0) -> Optional[Dict[str, Any]]:
+def snapshot(out_dir: str, title: str = "scheduler", wait_s: float = 10.0) -> Optional[Dict[str, Any]]:
     """The cumulative figures of the processes whose title holds `title`, summed (tensor-parallel ranks), as of now:
     asks them to write and waits (up to `wait_s`) until each has; None when none has written at all."""
     asked = time.time()

@@ -67,10 +67,10 @@ def test_a_spawned_process_samples_its_main_thread(tmp_path, monkeypatch):
     try:
         first = snapshot(str(out), title="python", wait_s=30)     # the child is spinning by now
         time.sleep(0.6)
-        spun = snapshot(str(out), title="python")
+        spun = snapshot(str(out), title="python", wait_s=30)   # as long as the child needs to write (a busy CI box)
         idle.write_text("")
         time.sleep(0.6)
-        last = snapshot(str(out), title="python")
+        last = snapshot(str(out), title="python", wait_s=30)
     finally:
         stop.write_text("")
         assert proc.wait(timeout=30) == 0
