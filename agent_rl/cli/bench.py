@@ -157,6 +157,9 @@ def run(args) -> int:
         if args.engine_replicas > 1 and kind not in STARTED_KINDS + ("sim",):
             raise ValueError(f"--engine-replicas {args.engine_replicas} needs engines this command starts "
                              f"({', '.join(STARTED_KINDS + ('sim',))}), not {kind}")
+        if args.engine_replicas > 1 and kind != "sim" and not 0 < args.mem_fraction < 1:
+            raise ValueError(f"--mem-fraction {args.mem_fraction:g}: needs a share between 0 and 1 to split between "
+                             f"{args.engine_replicas} engine replicas")
         if not 0.0 <= args.sim_gpu_share <= 1.0:
             raise ValueError(f"--sim-gpu-share {args.sim_gpu_share:g}: needs a share between 0 and 1")
         if getattr(args, "sample_engine_stacks", False) and kind not in ("sglang", "sglang-server"):

@@ -216,6 +216,9 @@ def _check_values(cfg: TrainConfig) -> None:
         raise ConfigError(f"rollout.multi_turn.stop_strings: every entry must be a non-empty string, got {cfg.rollout.multi_turn.stop_strings!r}")
     if cfg.rollout.engine_replicas > 1 and cfg.rollout.engine == "http":
         raise ConfigError(f"rollout.engine_replicas: {NOT_HTTP}")
+    if cfg.rollout.engine_replicas > 1 and not 0 < cfg.rollout.gpu_memory_utilization < 1:
+        raise ConfigError(f"rollout.gpu_memory_utilization: must be in (0, 1) to split between "
+                          f"{cfg.rollout.engine_replicas} engine replicas, got {cfg.rollout.gpu_memory_utilization}")
     if cfg.rollout.over_sample_rate < 0:
         raise ConfigError(f"rollout.over_sample_rate: must be >= 0, got {cfg.rollout.over_sample_rate}")
     if cfg.algorithm.filter_groups.max_num_gen_batches < 0:

@@ -72,7 +72,8 @@ def test_bench_engine_on_two_replicas(tiny_model_path, tmp_path):
 def test_bench_refuses_replicas_it_cannot_start(tiny_model_path, tmp_path, capsys):
     for extra, why in ((["--engine", "sim", "--sim-gpu-share", "1.5"], "needs a share between 0 and 1"),
                        (["--engine", "http", "--server-url", "http://127.0.0.1:9"], "not http"),
-                       (["--engine", "hf", "--engine-replicas", "0"], "needs at least 1 engine")):
+                       (["--engine", "hf", "--engine-replicas", "0"], "needs at least 1 engine"),
+                       (["--engine", "hf", "--mem-fraction", "1"], "--mem-fraction 1: needs a share between 0 and 1")):
         args = ["bench", "rollout", "--model", tiny_model_path, "--out", str(tmp_path / "o"), "--no-progress"] + extra
         if "--engine-replicas" not in extra:
             args += ["--engine-replicas", "2"]

@@ -192,6 +192,8 @@ def test_config_checks_the_replica_count_and_refuses_http():
     with pytest.raises(ConfigError, match="rollout.engine=http talks to the one server"):
         validate({"rollout": {"engine_replicas": 2, "engine": "http", "server_url": "http://x"}}, check_paths=False)
     assert validate({"rollout": {"engine_replicas": 2, "engine": "hf"}}, check_paths=False).rollout.engine_replicas == 2
+    with pytest.raises(ConfigError, match=r"^rollout.gpu_memory_utilization: must be in \(0, 1\) to split between 2"):
+        validate({"rollout": {"engine_replicas": 2, "gpu_memory_utilization": 1.5}}, check_paths=False)
     with pytest.raises(ValueError, match="rollout.engine=http talks to the one server"):
         build_engine(RolloutConfig(engine="http", server_url="http://127.0.0.1:1", engine_replicas=2), "m")
 
