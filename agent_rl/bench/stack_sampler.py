@@ -131,6 +131,13 @@ class StackSampler:
         self._modules: Dict[str, Optional[str]] = {}
         self._driver = None   # uvloop: the frame below the loop's C code (`start`)
 
+    def _module_of(self, filename: str) -> Optional[str]:
+        """`_module(filename)`, computed once per file."""
+        mod = self._modules.get(filename, False)
+        if mod is False:
+            mod = self._modules[filename] = _module(filename)
+        return mod
+
     def _owner(self, frame) -> tuple:
         """(owner, function label) of one stack, leaf first."""
         code = frame.f_code
@@ -143,9 +150,7 @@ class StackSampler:
         f = frame
         while f is not None and f is not self._driver:
             name = f.f_code.co_filename
-            mod = self._modules.get(name, False)
-            if mod is False:
-                mod = self._modules[name] = _module(name)
+            mod = self._module_of(name)
             if mod is not None and f.f_code.co_name not in _AUDIT_HOOKS:
                 top = mod.split("/", 1)[0]
                 return (top[:-3] if top.endswith(".py") else top), f"{mod}:{f.f_code.co_name}"
@@ -158,10 +163,7 @@ class StackSampler:
         """The innermost frame whose module path starts with `focus`, as `path:function`."""
         f = frame
         while f is not None:
-            name = f.f_code.co_filename
-            mod = self._modules.get(name, False)
-            if mod is False:
-                mod = self._modules[name] = _module(name)
+            mod = self._module_of(f.f_code.co_filename)
             if mod is not None and mod.startswith(self.focus):
                 return f"{mod}:{f.f_code.co_name}"
             f = f.f_back

@@ -79,8 +79,8 @@ def applied(engine: Any, variant: str) -> Iterator[None]:
         yield
         return
     check_engine(engine, variant)
-    if _REPLICAS.fullmatch(variant):
-        owners, attr, value = [engine], "active", int(_REPLICAS.fullmatch(variant).group(1))
+    if m := _REPLICAS.fullmatch(variant):
+        owners, attr, value = [engine], "active", int(m.group(1))
     elif variant == "nocoalesce":
         owners, attr, value = replicas_of(engine), "coalesce_submits", False
     else:

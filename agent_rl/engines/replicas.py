@@ -85,7 +85,8 @@ class ReplicaEngine(Engine):
         return min(range(max(1, min(self.active, len(self.replicas)))),
                    key=lambda i: (self._inflight[i], self._placed[i], i))
 
-    def replica_for(self, sampling: SamplingParams, request_id: str) -> int:
+    def replica_for(self, sampling: SamplingParams) -> int:
+        """The replica a request with `sampling` goes to (placing its affinity when new)."""
         key = sampling.affinity
         if key is None:
             return self._pick()
@@ -102,7 +103,7 @@ class ReplicaEngine(Engine):
     async def generate(self, input_ids: List[int], sampling: SamplingParams, request_id: str) -> GenerateOutput:
         if request_id in self._requests:
             raise ValueError(f"request id already in flight: {request_id}")
-        i = self.replica_for(sampling, request_id)
+        i = self.replica_for(sampling)
         self._requests[request_id] = i
         self._inflight[i] += 1
         self.routed[i] += 1

@@ -170,11 +170,11 @@ def test_replicas_variant_routes_to_the_first_n_and_needs_enough_replicas(step_e
         check_name("replicas0")
     engine = ReplicaEngine([_engine(), _engine()])
     engine._inflight = [5, 0]   # replica 0 busy: a new group would go to replica 1
-    assert engine.replica_for(SamplingParams(max_new_tokens=1, affinity="g"), "g-t0") == 1
+    assert engine.replica_for(SamplingParams(max_new_tokens=1, affinity="g")) == 1
     with applied(engine, "replicas1"):
         assert engine.active == 1
-        assert engine.replica_for(SamplingParams(max_new_tokens=1, affinity="g"), "g-t1") == 0   # re-placed
-        assert engine.replica_for(SamplingParams(max_new_tokens=1, affinity="h"), "h-t0") == 0
+        assert engine.replica_for(SamplingParams(max_new_tokens=1, affinity="g")) == 0   # re-placed
+        assert engine.replica_for(SamplingParams(max_new_tokens=1, affinity="h")) == 0
     assert engine.active == 2
     with pytest.raises(ValueError, match=r"^mode variant @replicas3 needs at least 3 engine replicas .*this run has 2"):
         check_engine(engine, "replicas3")
