@@ -217,7 +217,12 @@ def command_line(args) -> str:
     return shlex.join(parts)
 
 
+_WORDS = {"true": True, "false": False, "none": None, "null": None}
+
+
 def _engine_kwargs(pairs):
+    """`--engine-kwarg KEY=VALUE` pairs over the rollout config's defaults: VALUE as JSON, else true/false/none in any
+    case (Python's `False` must not become the truthy string "False"), else the text itself."""
     import json
 
     from agent_rl.config.schema import RolloutConfig
@@ -230,7 +235,7 @@ def _engine_kwargs(pairs):
         try:
             kwargs[key] = json.loads(value)
         except ValueError:
-            kwargs[key] = value
+            kwargs[key] = _WORDS.get(value.strip().lower(), value)
     return kwargs
 
 

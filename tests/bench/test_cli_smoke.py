@@ -79,3 +79,13 @@ def test_bench_refuses_replicas_it_cannot_start(tiny_model_path, tmp_path, capsy
             args += ["--engine-replicas", "2"]
         assert main(args) == 2
         assert why in capsys.readouterr().err
+
+
+def test_engine_kwarg_values():
+    from agent_rl.cli.bench_args import _engine_kwargs
+
+    got = _engine_kwargs(["enable_memory_saver=False", "disable_cuda_graph=True", "a=false", "b=NONE", "c=0.25",
+                          "d=[1, 2]", "attention_backend=triton", "e=\"False\"", "f=x=y"])
+    assert got["enable_memory_saver"] is False and got["disable_cuda_graph"] is True and got["a"] is False
+    assert got["b"] is None and got["c"] == 0.25 and got["d"] == [1, 2] and got["attention_backend"] == "triton"
+    assert got["e"] == "False" and got["f"] == "x=y"   # JSON's quotes keep a word text

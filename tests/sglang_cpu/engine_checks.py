@@ -1,0 +1,95 @@
+"""Our sglang wrapper against real sglang 0.5.17 on a CPU (run by test_real_sglang.py in a process of its own, with
+the side site of scripts/sglang_cpu/setup.sh on PYTHONPATH). Prints one JSON line of figures; asserts nothing, the
+test does. argv: MODEL_DIR."""
+import asyncio
+import json
+import sys
+
+CPU_KWARGS = {"device": "cpu", "attention_backend": "torch_native", "disable_cuda_graph": True,
+              "enable_memory_saver": False, "max_total_tokens": 60000, "log_level": "error",
+              "dtype": "float32"}
+
+
+def ref_logprobs(hf, prompt, out, temperature=1.0):
+    import torch
+
+    with torch.no_grad():
+        logits = hf(torch.tensor([prompt + out])).logits[0].float()
+    lp = torch.log_softmax(logits[len(prompt) - 1:-1] / temperature, -1)
+    return lp.gather(-1, torch.tensor(out)[:, None])[:, 0]
+
+
+def gap(a, b):
+    import torch
+
+    d = (torch.tensor(a) - b).abs()
+    return [d.mean().item(), d.max().item()]
+
+
+async def main(model: str) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from agent_rl.config.schema import RolloutConfig
+    from agent_rl.engines import build_engine
+    from agent_rl.engines.base import SamplingParams
+
+    cfg = RolloutConfig(engine="sglang", max_model_len=2048)
+    cfg.engine_kwargs = dict(cfg.engine_kwargs, **CPU_KWARGS)
+    engine = build_engine(cfg, model, seed=1, dtype=torch.float32)
+    hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    prompt = list(range(100, 140))
+    res = {"engine": type(engine).__name__}
+    try:
+        greedy = SamplingParams(max_new_tokens=24, temperature=0.0, ignore_eos=True)
+        base = await engine.generate(prompt, greedy, "g0")
+        res["greedy_len"], res["greedy_finish"] = len(base.output_ids), base.finish_reason
+        res["greedy_logprob_gap"] = gap(base.logprobs, ref_logprobs(hf, prompt, base.output_ids))
+        with torch.no_grad():   # transformers' own greedy continuation of the same prompt
+            ids = torch.tensor([prompt])
+            for _ in range(24):
+                ids = torch.cat([ids, hf(ids).logits[:, -1:].argmax(-1)], 1)
+        res["greedy_equals_transformers"] = base.output_ids == ids[0, len(prompt):].tolist()
+
+        T = 0.7
+        outs = await asyncio.gather(*[engine.generate(prompt, SamplingParams(max_new_tokens=16, temperature=T,
+                                                                             ignore_eos=True), f"t{i}")
+                                      for i in range(4)])
+        res["sampled_gap_scaled"] = max(gap(o.logprobs, ref_logprobs(hf, prompt, o.output_ids, T))[0] for o in outs)
+        res["sampled_gap_plain"] = min(gap(o.logprobs, ref_logprobs(hf, prompt, o.output_ids, 1.0))[0] for o in outs)
+
+        long = SamplingParams(max_new_tokens=1500, temperature=1.0, ignore_eos=True)
+        t1 = asyncio.ensure_future(engine.generate(prompt, long, "a1"))
+        t10 = asyncio.ensure_future(engine.generate(prompt, SamplingParams(max_new_tokens=40, ignore_eos=True), "a10"))
+        early = asyncio.ensure_future(engine.generate(prompt, long, "early"))
+        await asyncio.sleep(0)          # generate() entered, sglang has not registered it yet
+        await engine.abort("early")
+        await asyncio.sleep(0.5)
+        await engine.abort("a1")
+        a1, a10, e = await asyncio.wait_for(asyncio.gather(t1, t10, early), 300)
+        res["abort"] = {"a1": [a1.finish_reason, len(a1.output_ids), len(a1.logprobs)],
+                        "a10": [a10.finish_reason, len(a10.output_ids)], "early": [e.finish_reason, len(e.output_ids)]}
+        await engine.abort("a1")        # finished: a no-op
+
+        original = [(n, p.detach().clone()) for n, p in hf.named_parameters()]
+        g = torch.Generator().manual_seed(0)
+        noisy = [(n, p + 0.5 * p.std() * torch.randn(p.shape, generator=g)) for n, p in original]
+        await engine.update_weights(noisy)
+        changed = await engine.generate(prompt, greedy, "w1")
+        res["noisy_moved"] = changed.output_ids != base.output_ids or \
+            max(abs(a - b) for a, b in zip(changed.logprobs, base.logprobs))
+        with torch.no_grad():
+            for (_, p), (_, q) in zip(hf.named_parameters(), noisy):
+                p.copy_(q)
+        res["noisy_logprob_gap"] = gap(changed.logprobs, ref_logprobs(hf, prompt, changed.output_ids))
+        await engine.update_weights(original)
+        res["flush"] = bool(await engine.flush_cache())
+        restored = await engine.generate(prompt, greedy, "w2")
+        res["restored_equals_base"] = restored.output_ids == base.output_ids
+    finally:
+        await engine.shutdown()
+    return res
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.new_event_loop().run_until_complete(main(sys.argv[1]))), flush=True)

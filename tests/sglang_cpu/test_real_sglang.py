@@ -1,0 +1,58 @@
+"""Our engines against real sglang 0.5.17 on a CPU (tiny model, float32): token-in-token-out generation, aborts,
+weight updates, two replicas in one process and as two servers, the bench's engine-side sampler. Skipped unless
+scripts/sglang_cpu/setup.sh has run (conftest.py)."""
+import json
+
+import pytest
+
+pytestmark = [pytest.mark.sglang_cpu, pytest.mark.slow]
+
+
+def test_generation_aborts_and_weight_updates_match_transformers(run_script, tiny_model_path):
+    r = run_script(["engine_checks.py", tiny_model_path])
+    assert r["engine"] == "SGLangEngine"
+    assert r["greedy_len"] == 24 and r["greedy_finish"] == "length"
+    assert r["greedy_equals_transformers"]                  # the same tokens as transformers' own greedy decoding
+    assert r["greedy_logprob_gap"][1] < 1e-4                # and the same log-probs (float32 on both sides)
+    assert r["sampled_gap_scaled"] < 1e-4 < r["sampled_gap_plain"]   # log_softmax(logits / T), not T = 1
+    a1, a10, early = r["abort"]["a1"], r["abort"]["a10"], r["abort"]["early"]
+    assert a1[0] == "abort" and 0 < a1[1] < 1500 and a1[2] == a1[1]
+    assert early[0] == "abort" and early[1] < 1500         # aborted before sglang registered it
+    assert a10 == ["length", 40]                            # "a1" is a prefix of "a10": untouched
+    assert r["noisy_moved"]                                 # the pushed weights generate ...
+    assert r["noisy_logprob_gap"][1] < 1e-4                 # ... exactly as transformers with those weights
+    assert r["flush"] and r["restored_equals_base"]
+
+
+@pytest.mark.parametrize("kind", ["sglang", "sglang-server"])
+def test_two_replicas_train_and_both_hold_the_actors_weights(run_script, tiny_model_path, tmp_path, kind):
+    r = run_script(["replicas_train.py", kind, tiny_model_path, str(tmp_path / "out")])
+    assert r["steps"] == [1, 2]
+    assert len(r["replicas"]) == 2 and min(r["routed"]) > 0          # both rolled out
+    assert len(r["weights"]) == 6
+    for name, (to_actor, to_initial) in r["weights"].items():
+        assert to_actor == 0.0, name          # every replica holds exactly the actor's weights after the last sync
+        assert to_initial > 1e-5, name        # which training moved
+
+
+def test_bench_routes_groups_over_two_replicas_and_samples_the_schedulers(run_script, tiny_model_path, tmp_path):
+    from engine_checks import CPU_KWARGS
+
+    out = tmp_path / "bench"
+    kwargs = [a for k, v in CPU_KWARGS.items() if k != "log_level" for a in ("--engine-kwarg", f"{k}={v}")]
+    done = run_script(["-c", "import json; from agent_rl.cli.main import main; print(json.dumps({'rc': main()}))",
+                "bench", "rollout", "--engine", "sglang", "--engine-replicas", "2", "--model", tiny_model_path,
+                *kwargs, "--prompts", "6", "--n", "2", "--turns", "2", "--tokens-per-turn", "8",
+                "--tool-latency", "0", "--modes", "async@replicas1,async,carryover", "--over-sample", "0.5",
+                "--steps", "1", "--rounds", "1", "--sample-engine-stacks", "--no-progress", "--out", str(out)])
+    assert done["rc"] == 0
+    data = json.loads((out / "rollout_bench.json").read_text())
+    modes = {m["mode"]: m for m in data["modes"]}
+    assert modes["async"]["replica_requests"][0] > 0 and modes["async"]["replica_requests"][1] > 0
+    assert modes["async@replicas1"]["replica_requests"][1] == 0
+    carry = [m for name, m in modes.items() if "carryover" in name]
+    assert carry and all(min(m["replica_requests"]) > 0 for m in carry)
+    for m in modes.values():
+        stacks = m["engine_stacks"]
+        assert stacks["processes"] == 2 and set(stacks["titles"]) == {"sglang::scheduler"}   # one per replica
+        assert stacks["samples"] > 0 and "sglang" in stacks["owners"]
