@@ -39,7 +39,6 @@ def served(worker, replica, name):
 def main(kind: str, model: str, out: str) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import torch
     from safetensors.torch import load_file
 
     from agent_rl.config.load import compose
