@@ -26,6 +26,7 @@ _INT = lambda name: re.compile(rf"{re.escape(name)}: (\d+)")  # noqa: E731
 _NEW_SEQ, _NEW_TOK, _CACHED, _RUNNING, _QUEUE = (_INT(n) for n in ("#new-seq", "#new-token", "#cached-token",
                                                                     "#running-req", "#queue-req"))
 _GRAPH = re.compile(r"cuda graph: (True|False)")
+_TAG = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? R(\d+)\]")   # an engine replica's lines (`log_tag_config`)
 _GEN = re.compile(r"gen throughput \(token/s\): ([\d.]+)")
 
 
@@ -190,7 +191,23 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(path: str, gpu_csv: Optional[str] = None, fit_cost: bool = False, max_pass_ms: float = 50.0) -> int:
+def replicas_in(lines) -> List[int]:
+    """The engine replicas whose tagged lines the log holds (`[TIME R1] ...`), in order."""
+    return sorted({int(m.group(1)) for m in map(_TAG.match, lines) if m})
+
+
+def replica_lines(lines, replica: int) -> List[str]:
+    """One replica's lines and every untagged one (the bench's mode marks)."""
+    out = []
+    for line in lines:
+        m = _TAG.match(line)
+        if m is None or int(m.group(1)) == replica:
+            out.append(line)
+    return out
+
+
+def main(path: str, gpu_csv: Optional[str] = None, fit_cost: bool = False, max_pass_ms: float = 50.0,
+         replica: Optional[int] = None) -> int:
     try:
         gpu = None
         if gpu_csv:
@@ -200,6 +217,17 @@ def main(path: str, gpu_csv: Optional[str] = None, fit_cost: bool = False, max_p
             lines = fh.readlines()
     except OSError as e:
         print(f"agent-rl bench sglang-log: cannot read {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
+    tagged = replicas_in(lines)
+    if replica is not None:
+        if replica not in tagged:
+            print(f"agent-rl bench sglang-log: {path} holds no lines of replica {replica} (replicas: "
+                  f"{', '.join(map(str, tagged)) or 'none tagged'})", file=sys.stderr)
+            return 2
+        lines = replica_lines(lines, replica)
+    elif len(tagged) > 1:
+        print(f"agent-rl bench sglang-log: {path} holds the lines of {len(tagged)} engine replicas' schedulers: "
+              f"read one at a time with --replica {' | '.join(map(str, tagged))}", file=sys.stderr)
         return 2
     rows = parse(lines, gpu)
     if not rows:

@@ -138,7 +138,7 @@ def run(args) -> int:
             print(f"agent-rl bench: --max-pass-ms {args.max_pass_ms:g}: needs a positive number of milliseconds",
                   file=sys.stderr)
             return 2
-        return main(args.log, args.gpu_csv, args.fit_cost, args.max_pass_ms)
+        return main(args.log, args.gpu_csv, args.fit_cost, args.max_pass_ms, args.replica)
     if args.bench_cmd == "loop-cpu":
         from agent_rl.bench.loop_cpu import run as loop_cpu
 

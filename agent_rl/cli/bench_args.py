@@ -169,6 +169,9 @@ def add_arguments(parser) -> None:
                         "(agent_rl/bench/sglang_cost.py)")
     g.add_argument("--max-pass-ms", type=float, default=50.0,
                    help="--fit-cost: leave out windows whose mean pass is longer (engine idle in tool waits, a stall)")
+    g.add_argument("--replica", type=int, default=None, metavar="K",
+                   help="a run with --engine-replicas: read replica K's scheduler lines (tagged `R<K>` after the time "
+                        "stamp); a log with several replicas' lines needs it")
     c = sub.add_parser("loop-cpu", help="CPU our rollout loop spends per turn, with an engine and tools that cost nothing",
                        formatter_class=DefaultsHelpFormatter,
                        description="The sglang wrapper around a stand-in engine that answers at once with canned ids and "

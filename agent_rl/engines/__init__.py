@@ -72,7 +72,8 @@ def build_engine(rollout_cfg: Any, model_path: str, device: Optional[str] = None
     try:
         for i, fraction in enumerate(fractions):
             started.append(_build_one(kind, rollout_cfg, model_path, device, None if seed is None else seed + i, dtype,
-                                      os.path.join(log_dir, f"replica-{i}") if log_dir else None, fraction, concurrency))
+                                      os.path.join(log_dir, f"replica-{i}") if log_dir else None, fraction, concurrency,
+                                      log_tag=f"R{i}"))
     except BaseException:
         _shutdown_started(started)
         raise
@@ -95,7 +96,8 @@ def _shutdown_started(engines: list) -> None:
 
 
 def _build_one(kind: str, rollout_cfg: Any, model_path: str, device: Optional[str], seed: Optional[int], dtype: Any,
-               log_dir: Optional[str], mem_fraction: float, max_concurrency: Optional[int]) -> Engine:
+               log_dir: Optional[str], mem_fraction: float, max_concurrency: Optional[int],
+               log_tag: Optional[str] = None) -> Engine:
     max_len = getattr(rollout_cfg, "max_model_len", None)
     if kind == "hf":
         from agent_rl.engines.hf import HFEngine
@@ -109,7 +111,7 @@ def _build_one(kind: str, rollout_cfg: Any, model_path: str, device: Optional[st
         if kind == "sglang":
             from agent_rl.engines.sglang_engine import SGLangEngine
 
-            return SGLangEngine(model_path, **settings)
+            return SGLangEngine(model_path, log_tag=log_tag, **settings)
         from agent_rl.engines.sglang_server import SGLangServerEngine
 
         return SGLangServerEngine(model_path, log_dir=log_dir, **settings)

@@ -119,6 +119,44 @@ def apply_engine_env(environ: Optional[Dict[str, str]] = None) -> Dict[str, str]
     return {key: env[key] for key in ENGINE_ENV}
 
 
+LOG_CONFIG_ENV = "SGLANG_LOGGING_CONFIG_PATH"   # sglang 0.5.17 `configure_logger`: a logging dictConfig, JSON
+
+
+def log_tag_config(tag: str, level: str) -> Dict[str, Any]:
+    """sglang's own log format and level with `tag` after the time stamp: `[2026-12-04 10:00:00 R1] Decode batch...`
+    (`bench sglang-log --replica 1` keeps one scheduler's lines of a log where several write)."""
+    ms = ".%(msecs)03d" if os.environ.get("SGLANG_LOG_MS", "").lower() in ("1", "true", "yes") else ""
+    return {"version": 1, "disable_existing_loggers": False,
+            "formatters": {"tagged": {"format": f"[%(asctime)s{ms} {tag}] %(message)s", "datefmt": "%Y-%m-%d %H:%M:%S"}},
+            "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "tagged", "stream": "ext://sys.stderr"}},
+            "root": {"level": str(level).upper(), "handlers": ["stderr"]},
+            "loggers": {n: {"level": "WARNING"} for n in ("httpx", "httpcore")}}
+
+
+@contextlib.contextmanager
+def tagged_logs(tag: Optional[str], level: str):
+    """While an engine starts, its processes (which read the variable at their start) log with `tag`. Yields the
+    config file, for the engine to remove at its shutdown (its detokenizer may read it after the start returned);
+    None, and nothing set, when `tag` is None or the user set their own logging config."""
+    if not tag or os.environ.get(LOG_CONFIG_ENV):
+        yield None
+        return
+    import json
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix=f"agent-rl-sglang-log-{tag}-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(log_tag_config(tag, level), f)
+    os.environ[LOG_CONFIG_ENV] = path
+    try:
+        yield path
+    except BaseException:
+        os.unlink(path)
+        raise
+    finally:
+        os.environ.pop(LOG_CONFIG_ENV, None)
+
+
 def _round_up(n: int, k: int) -> int:
     return -(-int(n) // k) * k
 
@@ -358,19 +396,22 @@ class SGLangEngine(Engine):
 
     def __init__(self, model_path: str, mem_fraction_static: float = 0.4, context_length: Optional[int] = None,
                  seed: Optional[int] = None, dtype: Any = None, enable_memory_saver: bool = True,
-                 engine_kwargs: Optional[Dict[str, Any]] = None, max_concurrency: Optional[int] = None):
+                 engine_kwargs: Optional[Dict[str, Any]] = None, max_concurrency: Optional[int] = None,
+                 log_tag: Optional[str] = None):
+        """`log_tag`: a word in each of its processes' log lines (`log_tag_config`; replicas: R0, R1, ...)."""
         kwargs = server_args_kwargs(model_path, mem_fraction_static, context_length, seed, dtype, enable_memory_saver,
                                     engine_kwargs, max_concurrency)
         import sglang
 
         env = apply_engine_env()
         before = self._child_pids()
-        with _keep_root_logging():
+        with _keep_root_logging(), tagged_logs(log_tag, kwargs.get("log_level") or "error") as log_config:
             engine = sglang.Engine(**kwargs)
         self._attach(engine, model_eos_token_ids(model_path), bool(kwargs.get("enable_priority_scheduling")),
                      int(getattr(getattr(engine, "server_args", None), "tp_size", 1) or 1))
         self._own_children = self._child_pids() - before
         self.engine_env = env
+        self._log_config = log_config
 
     @classmethod
     def wrap(cls, engine: Any, eos_token_ids: Iterable[int] = (), priority_scheduling: bool = False,
@@ -398,6 +439,7 @@ class SGLangEngine(Engine):
         self._request_input = _request_input_class() if callable(getattr(tm, "generate_request", None)) else None
         self._closed = False
         self.engine_env: Optional[Dict[str, str]] = None   # `apply_engine_env` at start (None: started elsewhere)
+        self._log_config: Optional[str] = None   # `tagged_logs`' file, removed at shutdown
 
     def scheduling_info(self) -> Dict[str, Any]:
         """`scheduling_info` of the started engine's ServerArgs, and whether a loop pass's requests go out together."""
@@ -525,6 +567,9 @@ class SGLangEngine(Engine):
         self._closed = True
         for request_id in list(self._rids):
             await self.abort(request_id)
+        if self._log_config:
+            with contextlib.suppress(OSError):
+                os.unlink(self._log_config)
         others = self._child_pids() - self._own_children
         loop = asyncio.get_running_loop()
         if not others:

@@ -64,9 +64,20 @@ suite() {  # suite NAME MODEL PROMPTS N [old]: one `bench suite` run into $R/spe
     log=$R/speed/$name.merged.log
     LC_ALL=C sort -s -k1,2 "$R/speed/$name.log" "$R/speed/$name"/sglang-server-*.log > "$log" 2>/dev/null
   fi
-  # sglang-log reads one scheduler's lines: replicas' schedulers log alike, interleaved (no figures for them)
-  [ "${5:-}" = old ] || [[ "$extra" == *--engine-replicas* ]] || python3 -m agent_rl.cli.main bench sglang-log "$log" --gpu-csv "$R/gpu_mem.csv" --fit-cost > "$R/speed/$name.sglang.md" 2>&1
+  [ "${5:-}" = old ] || sglang_logs "$log" "$R/speed/$name"
   tar czf "$R/speed.tgz" -C "$R" --exclude="*.trace.json*" speed 2>/dev/null   # traces stay on the host (tens of MB)
+}
+
+sglang_logs() {  # LOG OUT: `bench sglang-log` of LOG into OUT.sglang.md; OUT.r<K>.sglang.md per engine replica when
+  # in-process replicas wrote into it (their lines tagged `R<K>` after the time stamp)
+  local log=$1 out=$2 k
+  if grep -q '^\[[^]]* R1\]' "$log" 2>/dev/null; then
+    for k in $(grep -o '^\[[^]]* R[0-9]*\]' "$log" | sed 's/.* R\([0-9]*\)\]$/\1/' | sort -un); do
+      python3 -m agent_rl.cli.main bench sglang-log "$log" --replica "$k" --gpu-csv "$R/gpu_mem.csv" --fit-cost > "$out.r$k.sglang.md" 2>&1
+    done
+  else
+    python3 -m agent_rl.cli.main bench sglang-log "$log" --gpu-csv "$R/gpu_mem.csv" --fit-cost > "$out.sglang.md" 2>&1
+  fi
 }
 
 speed() {  # issue 14: both models x both batch shapes on the new code, then the old code on one of them
@@ -143,7 +154,7 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
   # writes into ab-SHAPE-SCENARIO-2.
   # AB_ENGINE (sglang) and AB_FALLBACK_ENGINE (e.g. sglang-server: run again on it when the first run failed),
   # AB_ROUNDS (6: alternating mode order), AB_STEPS (1), AB_ARGS (extra flags, e.g. --event-loop uvloop; with
-  # `--engine-replicas 2` the modes async@replicas1 vs async compare one scheduler with two, no sglang-log). Many short
+  # `--engine-replicas 2` the modes async@replicas1 vs async compare one scheduler with two, sglang-log per replica). Many short
   # rounds: sglang's pace flipped between ~50k and ~75k tokens/s from one step to the next inside one run (2026-12-04,
   # fourteenth session), so two rounds of three steps could not settle a 10% question; read the per-round ratios.
   local spec shape rest scen modes pn model wl name flags k
@@ -173,7 +184,7 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
       [ $rc = 0 ] && break
       mv "$R/speed/$name.log" "$R/speed/$name.$engine-failed.log"
     done
-    [[ "$flags" == *--engine-replicas* ]] || python3 -m agent_rl.cli.main bench sglang-log "$R/speed/$name.log" --gpu-csv "$R/gpu_mem.csv" --fit-cost > "$R/speed/$name.sglang.md" 2>&1
+    sglang_logs "$R/speed/$name.log" "$R/speed/$name"
     tar czf "$R/speed.tgz" -C "$R" --exclude="*.trace.json*" speed 2>/dev/null
   done
 }

@@ -80,3 +80,33 @@ def test_cli_with_gpu_csv(tmp_path, capsys):
     assert cli_main(["bench", "sglang-log", str(log), "--gpu-csv", str(tmp_path / "none.csv")]) == 2
     err = capsys.readouterr().err
     assert "cannot read" in err and "none.csv" in err
+
+
+TAGGED = """\
+[2026-12-01 10:00:00] agent-rl bench: mode async start
+[2026-12-01 10:00:00 R0] Prefill batch, #new-seq: 10, #new-token: 100, #cached-token: 0, #running-req: 0, #queue-req: 0,
+[2026-12-01 10:00:00.250 R1] Prefill batch, #new-seq: 20, #new-token: 200, #cached-token: 0, #running-req: 0, #queue-req: 0,
+[2026-12-01 10:00:01 R1] Decode batch, #running-req: 20, cuda graph: True, gen throughput (token/s): 900.00, #queue-req: 0
+[2026-12-01 10:00:02] agent-rl bench: mode async end
+"""
+
+
+def test_a_replica_at_a_time(tmp_path, capsys):
+    from agent_rl.bench.sglang_log import replica_lines, replicas_in
+
+    lines = TAGGED.splitlines()
+    assert replicas_in(lines) == [0, 1]
+    one = parse(replica_lines(lines, 1))
+    assert one[0]["prefill_passes"] == 1 and one[0]["prefill_seqs_per_pass"] == 20 and one[0]["decode_batch_mean"] == 20
+    assert parse(replica_lines(lines, 0))[0]["prefill_seqs_per_pass"] == 10
+    log = tmp_path / "replicas.log"
+    log.write_text(TAGGED)
+    assert cli_main(["bench", "sglang-log", str(log)]) == 2               # two schedulers' lines never summed together
+    assert "--replica 0 | 1" in capsys.readouterr().err
+    assert cli_main(["bench", "sglang-log", str(log), "--replica", "2"]) == 2
+    assert "no lines of replica 2" in capsys.readouterr().err
+    assert cli_main(["bench", "sglang-log", str(log), "--replica", "0", "--fit-cost"]) == 0
+    assert "| async | 1 | 10.0 |" in capsys.readouterr().out
+    (tmp_path / "one.log").write_text(LOG)
+    assert cli_main(["bench", "sglang-log", str(tmp_path / "one.log"), "--replica", "0"]) == 2   # nothing tagged
+    assert "none tagged" in capsys.readouterr().err

@@ -3,6 +3,7 @@ that follow their request, weights / flushes / memory / shutdown on every replic
 `build_engine` starting them (hf on the tiny model; the fake sglang for the in-process engine's start arguments)."""
 import asyncio
 import json
+import os
 
 import pytest
 
@@ -222,7 +223,7 @@ def test_a_replica_that_fails_to_start_stops_the_ones_before_it(monkeypatch):
 
     started = []
 
-    def fake_build(kind, cfg, model_path, device, seed, dtype, log_dir, fraction, share):
+    def fake_build(kind, cfg, model_path, device, seed, dtype, log_dir, fraction, share, log_tag=None):
         if started:
             raise RuntimeError("out of memory")
         started.append(Held())
@@ -239,15 +240,23 @@ def test_sglang_replicas_start_one_after_the_other_with_their_memory_and_request
     model.mkdir()
     cfg = RolloutConfig(engine="sglang", engine_replicas=2, gpu_memory_utilization=0.6, max_concurrent_trajectories=100)
     eng = build_engine(cfg, str(model), seed=3)
-    starts = [json.loads(line)["kwargs"] for line in open(fake_sglang / "engine_starts.jsonl")]
+    records = [json.loads(line) for line in open(fake_sglang / "engine_starts.jsonl")]
+    starts = [r["kwargs"] for r in records]
     assert [s["mem_fraction_static"] for s in starts] == pytest.approx([0.3, 0.3 / 0.7])
+    # each replica's processes log with its tag (sglang-log --replica); the variable is gone after the starts
+    assert [r["log_config"]["formatters"]["tagged"]["format"] for r in records] == \
+        ["[%(asctime)s R0] %(message)s", "[%(asctime)s R1] %(message)s"]
+    assert "SGLANG_LOGGING_CONFIG_PATH" not in os.environ
     assert [s["random_seed"] for s in starts] == [3, 4]
     # each covers all 100 trajectories (routing by group may give one more than half): graphs for 128 rows
     assert all(s["cuda_graph_max_bs_decode"] == 128 and "max_running_requests" not in s for s in starts)
     assert eng.scheduling_info()["replicas"] == 2
+    files = [r._log_config for r in eng.replicas]
+    assert all(os.path.exists(f) for f in files)   # a detokenizer may still read it: kept until the shutdown
     loop = asyncio.new_event_loop()
     loop.run_until_complete(eng.shutdown())
     loop.close()
+    assert not any(os.path.exists(f) for f in files)
 
 
 async def test_an_sglang_replica_stops_only_its_own_processes_and_first_its_watchdog():

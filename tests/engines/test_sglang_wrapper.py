@@ -1,5 +1,7 @@
 """The sglang wrapper's request handling against a fake in-process sglang.Engine (no GPU needed)."""
 import asyncio
+import os
+import re
 
 import pytest
 
@@ -244,3 +246,44 @@ async def test_flush_waits_for_the_scheduler_to_go_idle_and_says_whether_it_flus
 
     eng._engine.tokenizer_manager.flush_cache = flush_old
     assert await eng.flush_cache() is True and seen[-1] == "old"
+
+
+def test_tagged_logs_set_a_working_config_only_while_starting(tmp_path, monkeypatch):
+    import io
+    import json
+    import logging
+    import logging.config
+
+    from agent_rl.engines.sglang_engine import LOG_CONFIG_ENV, tagged_logs
+
+    monkeypatch.delenv(LOG_CONFIG_ENV, raising=False)
+    with tagged_logs("R1", "info") as path:
+        assert os.environ[LOG_CONFIG_ENV] == path
+        config = json.load(open(path))
+    assert LOG_CONFIG_ENV not in os.environ and os.path.exists(path)   # the engine removes it at shutdown
+    os.unlink(path)
+    config["handlers"]["stderr"]["stream"] = "ext://sys.stdout"
+    root = logging.getLogger()
+    saved = root.level, list(root.handlers)
+    out = io.StringIO()
+    try:
+        monkeypatch.setattr("sys.stdout", out)
+        logging.config.dictConfig(config)   # what sglang's configure_logger does with the file
+        logging.getLogger("sglang.srt.managers.scheduler").info("Decode batch, #running-req: 3")
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[1]:
+            root.addHandler(h)
+        root.setLevel(saved[0])
+    assert re.fullmatch(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d R1\] Decode batch, #running-req: 3\n", out.getvalue())
+
+    with pytest.raises(RuntimeError):   # a start that fails leaves no file and no variable
+        with tagged_logs("R0", "error") as path:
+            raise RuntimeError("start failed")
+    assert not os.path.exists(path) and LOG_CONFIG_ENV not in os.environ
+    monkeypatch.setenv(LOG_CONFIG_ENV, str(tmp_path / "mine.json"))   # the user's own config wins
+    with tagged_logs("R0", "error") as path:
+        assert path is None and os.environ[LOG_CONFIG_ENV] == str(tmp_path / "mine.json")
+    with tagged_logs(None, "error") as path:
+        assert path is None

@@ -31,13 +31,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def run_script(tmp_path):
-    """run_script(args, timeout) -> the JSON of the command's last stdout line; the log's tail on failure."""
+    """run_script(args, timeout) -> the JSON of the command's last stdout line; the log's tail on failure. The
+    command's stderr (sglang's log among it) stays in `run_script.last_log`."""
     d = side_install()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(d, "stubs"), os.path.join(d, "site"), ROOT]),
                NO_PROXY="127.0.0.1,localhost")
 
     def run(args, timeout=600):
-        log = tmp_path / f"run-{len(list(tmp_path.glob('run-*.log')))}.log"
+        log = run.last_log = tmp_path / f"run-{len(list(tmp_path.glob('run-*.log')))}.log"
         with open(log, "w") as f:
             proc = subprocess.run([sys.executable, *args], cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=f,
                                   text=True, timeout=timeout)

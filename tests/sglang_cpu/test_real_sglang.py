@@ -35,11 +35,11 @@ def test_two_replicas_train_and_both_hold_the_actors_weights(run_script, tiny_mo
         assert to_initial > 1e-5, name        # which training moved
 
 
-def test_bench_routes_groups_over_two_replicas_and_samples_the_schedulers(run_script, tiny_model_path, tmp_path):
+def test_bench_routes_groups_over_two_replicas_samples_and_logs_each_scheduler(run_script, tiny_model_path, tmp_path):
     from engine_checks import CPU_KWARGS
 
     out = tmp_path / "bench"
-    kwargs = [a for k, v in CPU_KWARGS.items() if k != "log_level" for a in ("--engine-kwarg", f"{k}={v}")]
+    kwargs = [a for k, v in dict(CPU_KWARGS, log_level="info").items() for a in ("--engine-kwarg", f"{k}={v}")]
     done = run_script(["-c", "import json; from agent_rl.cli.main import main; print(json.dumps({'rc': main()}))",
                 "bench", "rollout", "--engine", "sglang", "--engine-replicas", "2", "--model", tiny_model_path,
                 *kwargs, "--prompts", "6", "--n", "2", "--turns", "2", "--tokens-per-turn", "8",
@@ -56,3 +56,11 @@ def test_bench_routes_groups_over_two_replicas_and_samples_the_schedulers(run_sc
         stacks = m["engine_stacks"]
         assert stacks["processes"] == 2 and set(stacks["titles"]) == {"sglang::scheduler"}   # one per replica
         assert stacks["samples"] > 0 and "sglang" in stacks["owners"]
+
+    from agent_rl.bench.sglang_log import parse, replica_lines, replicas_in
+
+    lines = run_script.last_log.read_text(errors="replace").splitlines()
+    assert replicas_in(lines) == [0, 1]                  # each scheduler's lines carry its replica
+    per = [{r["mode"]: r for r in parse(replica_lines(lines, k))} for k in (0, 1)]
+    assert per[0]["async"]["prefill_passes"] > 0 and per[1]["async"]["prefill_passes"] > 0
+    assert per[0]["async@replicas1"]["prefill_passes"] > 0 and per[1]["async@replicas1"]["prefill_passes"] == 0

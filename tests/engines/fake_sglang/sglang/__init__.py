@@ -22,6 +22,10 @@ class Engine:
 
         # the environment sglang's spawned scheduler processes would inherit
         started = {"kwargs": kwargs, "force_stream_interval": os.environ.get("SGLANG_FORCE_STREAM_INTERVAL")}
+        log_config = os.environ.get("SGLANG_LOGGING_CONFIG_PATH")   # read by sglang's processes at their start
+        if log_config:
+            with open(log_config) as f:
+                started["log_config"] = json.load(f)
         record("engine_kwargs.json", started)
         with open(os.path.join(os.environ["FAKE_SGLANG_DIR"], "engine_starts.jsonl"), "a") as f:   # every start
             f.write(json.dumps(started) + "\n")
