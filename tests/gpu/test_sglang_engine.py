@@ -141,22 +141,11 @@ def test_generate_logprobs_match_transformers(loop, engine, hf, prompt):
 
 
 def test_abort_running_and_prefix_safe_ids(loop, engine, prompt):
-    from agent_rl.engines.base import SamplingParams
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sglang_cpu"))
+    from engine_checks import abort_scenario   # the same scenario as real sglang on a CPU
 
     _, ids = prompt
-    long = SamplingParams(max_new_tokens=3000, temperature=1.0, ignore_eos=True)
-
-    async def scenario():
-        t1 = asyncio.ensure_future(engine.generate(ids, long, "a1"))
-        t10 = asyncio.ensure_future(engine.generate(ids, SamplingParams(max_new_tokens=200, ignore_eos=True), "a10"))
-        early = asyncio.ensure_future(engine.generate(ids, long, "early"))
-        await asyncio.sleep(0)                                # generate() entered, sglang has not registered it yet
-        await engine.abort("early")
-        await asyncio.sleep(0.3)
-        await engine.abort("a1")
-        return await asyncio.gather(t1, t10, early)
-
-    a1, a10, early = loop.run_until_complete(asyncio.wait_for(scenario(), 120))
+    a1, a10, early = loop.run_until_complete(asyncio.wait_for(abort_scenario(engine, ids, 3000, 200, 0.3), 120))
     print(f"\n[sglang] aborted after {len(a1.output_ids)} tokens; early abort after {len(early.output_ids)}")
     assert a1.finish_reason == "abort" and len(a1.output_ids) < 3000 and len(a1.logprobs) == len(a1.output_ids)
     assert early.finish_reason == "abort" and len(early.output_ids) < 3000

@@ -26,6 +26,23 @@ def gap(a, b):
     return [d.mean().item(), d.max().item()]
 
 
+async def abort_scenario(engine, prompt, long_tokens: int, short_tokens: int, wait_s: float):
+    """Requests "a1" and "early" of `long_tokens`, "a10" of `short_tokens` ("a1" is a prefix of its id); "early" is
+    aborted before sglang registered it, "a1" after `wait_s`. Returns the three outputs (also tests/gpu)."""
+    from agent_rl.engines.base import SamplingParams
+
+    long = SamplingParams(max_new_tokens=long_tokens, temperature=1.0, ignore_eos=True)
+    t1 = asyncio.ensure_future(engine.generate(prompt, long, "a1"))
+    t10 = asyncio.ensure_future(engine.generate(prompt, SamplingParams(max_new_tokens=short_tokens, ignore_eos=True),
+                                                "a10"))
+    early = asyncio.ensure_future(engine.generate(prompt, long, "early"))
+    await asyncio.sleep(0)          # generate() entered, sglang has not registered it yet
+    await engine.abort("early")
+    await asyncio.sleep(wait_s)
+    await engine.abort("a1")
+    return await asyncio.gather(t1, t10, early)
+
+
 async def main(model: str) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
@@ -58,15 +75,7 @@ async def main(model: str) -> dict:
         res["sampled_gap_scaled"] = max(gap(o.logprobs, ref_logprobs(hf, prompt, o.output_ids, T))[0] for o in outs)
         res["sampled_gap_plain"] = min(gap(o.logprobs, ref_logprobs(hf, prompt, o.output_ids, 1.0))[0] for o in outs)
 
-        long = SamplingParams(max_new_tokens=1500, temperature=1.0, ignore_eos=True)
-        t1 = asyncio.ensure_future(engine.generate(prompt, long, "a1"))
-        t10 = asyncio.ensure_future(engine.generate(prompt, SamplingParams(max_new_tokens=40, ignore_eos=True), "a10"))
-        early = asyncio.ensure_future(engine.generate(prompt, long, "early"))
-        await asyncio.sleep(0)          # generate() entered, sglang has not registered it yet
-        await engine.abort("early")
-        await asyncio.sleep(0.5)
-        await engine.abort("a1")
-        a1, a10, e = await asyncio.wait_for(asyncio.gather(t1, t10, early), 300)
+        a1, a10, e = await asyncio.wait_for(abort_scenario(engine, prompt, 1500, 40, 0.5), 300)
         res["abort"] = {"a1": [a1.finish_reason, len(a1.output_ids), len(a1.logprobs)],
                         "a10": [a10.finish_reason, len(a10.output_ids)], "early": [e.finish_reason, len(e.output_ids)]}
         await engine.abort("a1")        # finished: a no-op
