@@ -148,7 +148,7 @@ def add_arguments(parser) -> None:
     s.add_argument("--heavy-tail-prompts", type=int, default=None, help="prompt groups of the heavy-tail scenario (default --prompts)")
     s.add_argument("--variant", default=None, metavar="V[,V]",
                    help="also run every scenario's modes under these settings, in the same run, and check the targets "
-                        "for each (bench/variants.py: nocoalesce, notify<N>, load<F>)")
+                        "for each (bench/variants.py: nocoalesce, notify<N>, load<F>, replicas<N>)")
     s.add_argument("--ceiling-prompts", default="64",
                    help="raw engine runs: requests in flight, comma list (e.g. 256,1024: the largest must not be slower)")
     s.add_argument("--ceiling-prompt-len", type=int, default=128, help="raw engine run: prompt tokens")

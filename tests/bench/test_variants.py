@@ -193,3 +193,16 @@ async def test_each_mode_says_how_many_requests_each_replica_got(tokenizer):
     got = {m["mode"]: m["replica_requests"] for m in res["modes"]}
     # 4 groups x 2 samples x 2 turns = 16 requests a step; one replica, then both (whole groups: 8 / 8)
     assert got == {"async@replicas1": [16, 0], "async": [8, 8], "turn-batched": [8, 8]}
+
+
+def test_the_suites_help_names_every_variant():
+    import argparse
+
+    from agent_rl.bench.variants import NAMES
+    from agent_rl.cli.bench_args import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    help_text = next(a.help for a in sub.choices["suite"]._actions if "--variant" in a.option_strings)
+    assert all(name in help_text for name in NAMES), help_text
