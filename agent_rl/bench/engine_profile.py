@@ -192,9 +192,9 @@ def profile_markdown(mode: str, prof: Dict[str, Any]) -> str:
                      f"{'-' if frac is None else f'{100 * frac:.0f}%'}; {gaps['count']} GPU idle gaps > "
                      f"{gaps['over_ms']:g} ms ({gaps['total_s']:.2f} s, longest {gaps['max_ms']:.1f} ms); trace "
                      f"`{t['trace']}`")
-        for mode, st in t.get("steps", {}).items():
+        for kind, st in t.get("steps", {}).items():
             per = st["period_ms_median"]
-            lines.append(f"  - {mode}: {st['passes']} passes, batch {st['bs_mean']:.0f}, {st['tokens_mean']:.0f} new tokens; "
+            lines.append(f"  - {kind}: {st['passes']} passes, batch {st['bs_mean']:.0f}, {st['tokens_mean']:.0f} new tokens; "
                          f"GPU {st['gpu_ms_mean']:.1f} ms, CPU launch {st['cpu_ms_mean']:.1f} ms, next pass after "
                          f"{'-' if per is None else f'{per:.1f}'} ms (median; {st['period_s_total']:.2f} s in all)")
         sched = t.get("scheduler_ms") or {}
@@ -247,7 +247,7 @@ async def profiled(engine, folder: str, passes: int, run):
     traces, errors = [], []
     for p in paths:
         try:
-            traces.append(summarize_trace(p))
+            traces.append(dict(summarize_trace(p), trace=os.path.relpath(p, folder)))   # replica-K/... with replicas
         except (OSError, ValueError) as e:
             errors.append(f"{os.path.basename(p)}: {e}")
     prof["traces"] = traces

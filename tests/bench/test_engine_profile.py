@@ -87,6 +87,11 @@ def test_forward_passes_by_mode_with_the_gpu_time_they_launched(tmp_path):
     md = ep.profile_markdown("async", {"passes": 3, "traces": [t]})
     assert "EXTEND: 1 passes, batch 40, 1200 new tokens; GPU 6.0 ms, CPU launch 20.0 ms, next pass after 60.0 ms" in md
     assert "scheduler: run_batch 24 ms, process_input_requests 15 ms" in md
+    two = ep.profile_markdown("async", {"passes": 3, "traces": [dict(t, trace="replica-0/a.trace.json"),
+                                                                dict(t, trace="replica-1/b.trace.json")]})
+    heads = [line for line in two.splitlines() if not line.startswith("  ")]
+    assert len(heads) == 2 and all(h.startswith("- async: 3 forward passes") for h in heads)   # each names the mode
+    assert "`replica-1/b.trace.json`" in heads[1]
 
 
 class ProfilingEngine(SimEngine):
