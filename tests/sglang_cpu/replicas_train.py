@@ -36,34 +36,41 @@ def served(worker, replica, name):
     return torch.tensor(got).float()
 
 
-def main(kind: str, model: str, out: str) -> dict:
+def two_replica_config(folder: str, model: str, engine: str, overrides=()):
+    """The config of a two-step training run of `model` on two `engine` replicas: 16 toy prompts and a parity reward
+    written into `folder`, the run's output in `folder`/run (also tests/orchestration/test_replicas_e2e.py)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from safetensors.torch import load_file
 
     from agent_rl.config.load import compose
-    from agent_rl.engines.replicas import ReplicaEngine
-    from agent_rl.orchestration.trainer import Trainer
 
-    os.makedirs(out, exist_ok=True)
-    with open(f"{out}/rw.py", "w") as f:
+    os.makedirs(folder, exist_ok=True)
+    with open(f"{folder}/rw.py", "w") as f:
         f.write(REWARD)
     rows = [{"prompt": [{"role": "user", "content": f"Say something, number {i}."}], "data_source": "toy",
              "ability": "toy", "reward_model": {"style": "rule", "ground_truth": "-"}, "extra_info": {"index": i}}
             for i in range(16)]
-    pq.write_table(pa.Table.from_pylist(rows), f"{out}/train.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), f"{folder}/train.parquet")
+    return compose([f"model.path={model}", "model.dtype=float32", "model.gradient_checkpointing=false",
+                    f"data.train_files=[{folder}/train.parquet]", f"data.val_files=[{folder}/train.parquet]",
+                    "data.shuffle=false", "data.generate_if_missing=null", "tools.config_path=null",
+                    "trainer.use_ray=false", "data.train_batch_size=4", "actor.ppo_mini_batch_size=4", "rollout.n=2",
+                    f"rollout.engine={engine}", "rollout.engine_replicas=2",
+                    "rollout.multi_turn.max_new_tokens_per_turn=6", "rollout.multi_turn.max_assistant_turns=1",
+                    "actor.optim.lr=5e-2", "trainer.total_training_steps=2", "trainer.val_before_train=false",
+                    "trainer.test_freq=-1", "trainer.save_freq=-1", "logger.backends=[jsonl]", "logger.plot=false",
+                    "rollout.progress_bar=false", f"trainer.output_dir={folder}/run", "trainer.resume=disable",
+                    f"reward.objectives.parity.function={folder}/rw.py:parity", *overrides])
+
+
+def main(kind: str, model: str, out: str) -> dict:
+    from safetensors.torch import load_file
+
+    from agent_rl.engines.replicas import ReplicaEngine
+    from agent_rl.orchestration.trainer import Trainer
+
     kwargs = "{" + ",".join(f"{k}:{str(v).lower() if isinstance(v, bool) else v}" for k, v in CPU_KWARGS.items()) + "}"
-    cfg = compose([f"model.path={model}", "model.dtype=float32", "model.gradient_checkpointing=false",
-                   f"data.train_files=[{out}/train.parquet]", f"data.val_files=[{out}/train.parquet]",
-                   "data.shuffle=false", "data.generate_if_missing=null", "tools.config_path=null",
-                   "trainer.use_ray=false", "data.train_batch_size=4", "actor.ppo_mini_batch_size=4", "rollout.n=2",
-                   f"rollout.engine={kind}", "rollout.engine_replicas=2", f"++rollout.engine_kwargs={kwargs}",
-                   "rollout.free_cache_engine=false", "rollout.multi_turn.max_new_tokens_per_turn=6",
-                   "rollout.multi_turn.max_assistant_turns=1", "actor.optim.lr=5e-2",
-                   "trainer.total_training_steps=2", "trainer.val_before_train=false", "trainer.test_freq=-1",
-                   "trainer.save_freq=-1", "logger.backends=[jsonl]", "logger.plot=false",
-                   "rollout.progress_bar=false", f"trainer.output_dir={out}/run", "trainer.resume=disable",
-                   f"reward.objectives.parity.function={out}/rw.py:parity"])
+    cfg = two_replica_config(out, model, kind, [f"++rollout.engine_kwargs={kwargs}", "rollout.free_cache_engine=false"])
     trainer = Trainer(cfg, echo=lambda s: None)
     res = {"kind": kind}
     try:
