@@ -30,10 +30,10 @@ def bench_rollout_config(base, spec: ModeSpec, workload, temperature: float, max
                                progress_bar=progress, **rollout_overrides(spec.variant))
 
 
-def _stat(traj, step: int, kept: bool, epoch0: float, plan_tokens: int, now_s: float) -> TrajStat:
+def _stat(traj, step: int, kept: bool, t0: float, plan_tokens: int, now_s: float) -> TrajStat:
     group, sample = traj_key(traj)
-    start = traj.start_time - epoch0 if traj.start_time else now_s
-    end = traj.end_time - epoch0 if traj.end_time else now_s
+    start = traj.start_time - t0 if traj.start_time else now_s   # perf_counter, the clock of the steps' bounds
+    end = traj.end_time - t0 if traj.end_time else now_s
     return TrajStat(group, sample, step, traj.status, kept, traj.num_generated, plan_tokens, start, end)
 
 
@@ -77,7 +77,6 @@ class AsyncSteps:
 
     async def run(self, t0: float, bar=None) -> List[StepStat]:
         """`bench.s.steps` measured steps; times are seconds from `t0` (perf_counter)."""
-        epoch0 = time.time() - (time.perf_counter() - t0)
         steps: List[StepStat] = []
         for k in range(self.bench.s.steps):
             start = time.perf_counter() - t0
@@ -86,7 +85,7 @@ class AsyncSteps:
             stats = []
             for trajs, kept in ((result.trajectories, True), (result.dropped, False), (result.carried, False)):
                 for t in trajs:
-                    stats.append(_stat(t, k, kept, epoch0, self.hooks.plan(*traj_key(t)).total_gen_tokens, end))
+                    stats.append(_stat(t, k, kept, t0, self.hooks.plan(*traj_key(t)).total_gen_tokens, end))
             steps.append(StepStat(k, start, end, stats, dict(result.metrics)))
             if bar is not None:
                 bar.update(len(result.trajectories))

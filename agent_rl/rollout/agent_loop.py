@@ -176,7 +176,7 @@ async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, 
     tool_sem = asyncio.Semaphore(max(1, int(cfg.max_parallel_tool_calls)))
     limit_len = max_model_len if max_model_len is not None else 1 << 62
     if not traj.start_time:
-        traj.start_time = time.time()
+        traj.start_time = time.perf_counter()
         traj.policy_version = policy_version
     if traj.stop_reason == "abort":  # resuming a carried trajectory
         traj.stop_reason = ""
@@ -188,7 +188,7 @@ async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, 
     def finish(reason: str) -> Trajectory:
         traj.stop_reason = reason
         traj.status = "aborted" if reason == "abort" else "finished"
-        traj.end_time = time.time()
+        traj.end_time = time.perf_counter()
         ctl.phase = "done"
         return traj
 

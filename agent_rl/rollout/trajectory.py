@@ -46,8 +46,8 @@ class Trajectory:
     tool_rewards: Dict[str, float] = field(default_factory=dict)  # per tool calc_reward
     turn_rewards: List[float] = field(default_factory=list)       # per assistant turn (multi-turn advantage)
     drift: Optional[int] = None    # tokens differing from a full re-render (None = not checked)
-    start_time: float = 0.0
-    end_time: float = 0.0
+    start_time: float = 0.0        # time.perf_counter() at the first turn (the bench's clock) ...
+    end_time: float = 0.0          # ... and at the end
     policy_version: int = 0        # weights version that sampled the first token (carry-over spans versions)
 
     @property

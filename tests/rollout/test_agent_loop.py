@@ -1,6 +1,7 @@
 """Agent loop on a scripted engine (real tokenizer + ChatRenderer): token bookkeeping, budgets, errors, resume."""
 import asyncio
 import re
+import time
 
 import pytest
 
@@ -55,8 +56,11 @@ async def test_two_tool_turns_then_answer(tokenizer, renderer):
               2: "<answer>5</answer>"}
     engine = ScriptedEngine(tokenizer, lambda ids, rid: script[turn_of(rid)])
     session = FakeSession(delay=0.05)
+    before = time.perf_counter()
     traj = await run_trajectory(new_traj(renderer), engine, renderer, session, MultiTurnConfig(),
                                 SamplingParams(max_new_tokens=1), "r0")
+    # on the perf_counter clock, the bench's: its latencies and its step bounds come from one clock
+    assert before <= traj.start_time <= traj.end_time - 0.1 <= time.perf_counter()   # two tool turns of 0.05 s
     assert traj.status == "finished" and traj.stop_reason == "answer"
     assert len(traj.turns) == 3 and [len(t.tool_calls) for t in traj.turns] == [1, 2, 0]
     assert session.max_active == 2  # the two calls of turn 1 ran concurrently
