@@ -96,6 +96,9 @@ class InstrumentedEngine(Engine):
     async def abort(self, request_id: str) -> None:
         await self.inner.abort(request_id)
 
+    async def end_session(self, session: str) -> None:
+        await self.inner.end_session(session)
+
     async def update_weights(self, named_tensors) -> None:
         await self.inner.update_weights(named_tensors)
 

@@ -24,7 +24,7 @@ from agent_rl.bench.proc_sampler import ProcSampler
 from agent_rl.bench import engine_stacks
 from agent_rl.bench.stack_sampler import StackSampler
 from agent_rl.bench.turn_batched import turn_batched_step
-from agent_rl.bench.variants import applied, check_engine, rollout_overrides
+from agent_rl.bench.variants import applied, check_engine, rollout_overrides, session_counts
 from agent_rl.bench.workload import Workload, tail_cut_bound, tool_wait_floor
 from agent_rl.metrics.gc_watch import GcWatch
 from agent_rl.rollout.chat import ChatRenderer
@@ -169,6 +169,7 @@ class RolloutBench:
         tap = OutputTap.install(self.engine.inner)
         outputs0 = tap.counts() if tap is not None else None
         routed0 = list(getattr(self.engine.inner, "routed", None) or [])   # engines/replicas.py: requests per replica
+        sessions0 = session_counts(self.engine.inner)
         bar = self._bar(spec.name, w.num_prompts * w.n * self.s.steps)
         stacks0 = engine_stacks.snapshot(self.s.engine_stacks_dir) if self.s.engine_stacks_dir else None
         trace = self.engine.reset()
@@ -208,6 +209,11 @@ class RolloutBench:
             out.update(OutputTap.figures(outputs0, tap.counts()))
         if routed0:
             out["replica_requests"] = [b - a for a, b in zip(routed0, self.engine.inner.routed)]
+        if sessions0 is not None:   # engines/kv_sessions.py: how this mode's turns met their sessions
+            after = session_counts(self.engine.inner)
+            met = {k: after[k] - sessions0.get(k, 0) for k in after if after[k] != sessions0.get(k, 0)}
+            if met:
+                out["kv_sessions"] = met
         out["tool_metrics"] = rt.metrics.snapshot()
         out["cache_flushed"] = self.s.flush_cache
         out["cache_flush_s"] = self.flush_s   # between steps: inside wall_s, outside every step time

@@ -30,7 +30,7 @@ _MEDIAN_KEYS = ("latency_p50_s", "latency_p90_s", "latency_p99_s", "ratio_to_cei
 ROUND_KEYS = ("step_wall_s_mean", "ratio_to_ceiling", "gen_tokens_per_s", "latency_p50_s")
 # traces that the merged result keeps from round 0 only (the JSON's `round_results` leaves them out)
 HEAVY_KEYS = ("completion_s", "busy_intervals", "step_bounds", "step_metrics", "loop_stacks", "engine_stacks",
-              "replica_requests")
+              "replica_requests", "kv_sessions")
 
 
 def round_order(items: Sequence[T], r: int) -> List[T]:

@@ -28,7 +28,8 @@ class _State:
     plan: TrajectoryPlan
     ids: List[int]
     start_s: float
-    session: Any = None
+    session: Any = None     # its tool session
+    key: str = ""           # its requests' KV session (SamplingParams.session)
     gen_tokens: int = 0
     end_s: float = 0.0
     last_finish: str = ""
@@ -45,10 +46,20 @@ async def turn_batched_step(engine: Engine, renderer, runtime, plans: List[Traje
         return await _step(engine, renderer, runtime, plans, prompt_ids, temperature, t0, step, progress, request_prefix)
 
 
+async def _end_sessions(engine, states) -> None:
+    end = getattr(engine, "end_session", None)
+    if end is not None:
+        for st in states:
+            await end(st.key)
+
+
 async def _step(engine, renderer, runtime, plans, prompt_ids, temperature, t0, step, progress, request_prefix) -> StepStat:
     start = time.perf_counter() - t0
     states = [_State(p, list(prompt_ids[p.group]), start) for p in plans]
+    for st in states:   # its requests' KV session where the engine keeps them (rollout.kv_sessions), as the agent loop's
+        st.key = f"{request_prefix}-{step}-{st.plan.group}-{st.plan.sample}"
     async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(_end_sessions, engine, states)
         for st in states:
             st.session = await stack.enter_async_context(runtime.session(f"{request_prefix}-{st.plan.group}/{st.plan.sample}", {}))
         turn = 0
@@ -59,7 +70,8 @@ async def _step(engine, renderer, runtime, plans, prompt_ids, temperature, t0, s
 
             async def gen(st: _State):
                 sp = SamplingParams(max_new_tokens=st.plan.gen_tokens[turn], temperature=temperature,
-                                    stop_token_ids=[], ignore_eos=True, affinity=f"{step}-{st.plan.group}")
+                                    stop_token_ids=[], ignore_eos=True, affinity=f"{step}-{st.plan.group}",
+                                    session=st.key)
                 out = await engine.generate(st.ids, sp, f"{request_prefix}-{step}-{st.plan.group}-{st.plan.sample}-{turn}")
                 st.ids += out.output_ids
                 st.last_text = renderer.decode(out.output_ids)

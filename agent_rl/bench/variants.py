@@ -11,24 +11,28 @@ decide a 10-30% effect on the GPU host: sglang's own decode rate moved 1.3-1.6x 
 * `load<F>`: over-sampled extras start only while fewer than F of the kept groups' trajectories run
   (`rollout.over_sample_max_load`, 0 < F <= 1; any engine);
 * `replicas<N>`: new requests go to the first N of the engine's replicas only (`--engine-replicas` >= N,
-  `engines/replicas.py`): one run compares one sglang scheduler with two on the same GPU.
+  `engines/replicas.py`): one run compares one sglang scheduler with two on the same GPU;
+* `sessions` / `nosessions`: each trajectory keeps its KV cache between turns in an sglang streaming session, or
+  not (`rollout.kv_sessions`, engines/kv_sessions.py; engines sglang and sglang-server, which the benchmark then
+  starts with sglang's streaming sessions enabled: its plain modes run on that engine too).
 """
 from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Optional
 
 from agent_rl.engines.replicas import replicas_of
 
 _NOTIFY = re.compile(r"notify([1-9][0-9]*)")
 _LOAD = re.compile(r"load(0?\.[0-9]*[1-9][0-9]*|1(\.0*)?)")
 _REPLICAS = re.compile(r"replicas([1-9][0-9]*)")
-NAMES = ("nocoalesce", "notify<N>", "load<F>", "replicas<N>")
+SESSIONS = {"sessions": True, "nosessions": False}
+NAMES = ("nocoalesce", "notify<N>", "load<F>", "replicas<N>", "sessions", "nosessions")
 
 
 def check_name(variant: str) -> None:
-    if variant and variant != "nocoalesce" and not any(p.fullmatch(variant) for p in (_NOTIFY, _LOAD, _REPLICAS)):
+    if variant and variant != "nocoalesce" and variant not in SESSIONS and not any(p.fullmatch(variant) for p in (_NOTIFY, _LOAD, _REPLICAS)):
         raise ValueError(f"unknown mode variant {variant!r} (choose from {', '.join(NAMES)})")
 
 
@@ -58,6 +62,12 @@ def check_engine(engine: Any, variant: str) -> None:
 
 
 def _check_one(engine: Any, variant: str) -> None:
+    if variant in SESSIONS:
+        if not callable(getattr(engine, "session_stats", None)) or engine.session_stats() is None:
+            raise ValueError(f"mode variant @{variant} needs an sglang engine started with streaming sessions "
+                             f"(--engine sglang or sglang-server; the benchmark starts it so for @sessions, "
+                             f"--kv-sessions for @nosessions), not {getattr(engine, 'name', type(engine).__name__)}")
+        return
     ok = hasattr(engine, "coalesce_submits") if variant == "nocoalesce" else \
         hasattr(_server_args(engine), "batch_notify_size")
     if not ok:
@@ -83,6 +93,8 @@ def applied(engine: Any, variant: str) -> Iterator[None]:
         owners, attr, value = [engine], "active", int(m.group(1))
     elif variant == "nocoalesce":
         owners, attr, value = replicas_of(engine), "coalesce_submits", False
+    elif variant in SESSIONS:
+        owners, attr, value = replicas_of(engine), "kv_sessions", SESSIONS[variant]
     else:
         owners, attr, value = [_server_args(r) for r in replicas_of(engine)], "batch_notify_size", \
             int(_NOTIFY.fullmatch(variant).group(1))
@@ -104,3 +116,17 @@ def _set(owner: Any, attr: str, value: Any) -> None:
         override("agent-rl bench mode variant", **{attr: value})
     else:
         setattr(owner, attr, value)
+
+
+def session_counts(engine: Any) -> Optional[Dict[str, int]]:
+    """The KV sessions' counts (`KVSessions.stats`) summed over `engine`'s replicas; None without sessions."""
+    stats = [r.session_stats() for r in replicas_of(engine) if callable(getattr(r, "session_stats", None))]
+    stats = [st for st in stats if st is not None]
+    if not stats:
+        return None
+    out: Dict[str, int] = {}
+    for st in stats:
+        for k, v in st.items():
+            if k not in ("limit", "open"):
+                out[k] = out.get(k, 0) + int(v)
+    return out

@@ -27,7 +27,7 @@ def _rollout_config(args, concurrency: int):
                                engine_kwargs=_engine_kwargs(args.engine_kwarg), progress_bar=not args.no_progress,
                                max_concurrent_trajectories=concurrency, server_url=args.server_url,
                                over_sample_max_load=_max_load(getattr(args, "over_sample_max_load", None)),
-                               event_loop=args.event_loop)
+                               event_loop=args.event_loop, kv_sessions=bool(getattr(args, "kv_sessions", False)))
 
 
 def _build_engine(args, rollout_cfg, model_path):
@@ -63,6 +63,13 @@ def _build_engine(args, rollout_cfg, model_path):
             if hasattr(replica, "coalesce_submits"):
                 replica.coalesce_submits = False
     return engine
+
+
+def _session_variants(args, plan) -> bool:
+    """Whether a mode of this run keeps KV sessions as a variant (`async@sessions`, bench/variants.py)."""
+    if args.bench_cmd == "rollout":
+        return any(m.variant == "sessions" for m in plan[1])
+    return args.bench_cmd == "suite" and "sessions" in [v.strip() for v in (args.variant or "").split(",")]
 
 
 def _concurrency(args, plan) -> int:
@@ -166,6 +173,13 @@ def run(args) -> int:
             raise ValueError(f"--sample-engine-stacks samples an sglang engine this command starts (--engine sglang or "
                              f"sglang-server), not {kind}")
         rollout_cfg = _rollout_config(args, _concurrency(args, plan))
+        if _session_variants(args, plan):   # `async@sessions`: an engine that can keep them, used only where asked
+            if kind not in ("sglang", "sglang-server"):
+                raise ValueError(f"mode variant @sessions needs an sglang engine this command starts (--engine sglang "
+                                 f"or sglang-server), not {kind}")
+            rollout_cfg.engine_kwargs = dict(rollout_cfg.engine_kwargs, enable_streaming_session=True)
+        if rollout_cfg.kv_sessions and kind not in ("sglang", "sglang-server", "http"):
+            raise ValueError(f"--kv-sessions needs an sglang engine (sglang, sglang-server, http), not {kind}")
         model_path = _model_path(args.model)
     except ValueError as e:
         print(f"agent-rl bench: {e}", file=sys.stderr)

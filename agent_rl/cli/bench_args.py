@@ -105,6 +105,10 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
     p.add_argument("--no-coalesce-submits", action="store_true",
                    help="in-process sglang engine: send each request as its trajectory asks, not the requests of one "
                         "event-loop pass back to back at its end (the default; engines/sglang_engine._Coalescer)")
+    p.add_argument("--kv-sessions", action="store_true",
+                   help="each trajectory keeps its KV cache between turns in an sglang streaming session "
+                        "(rollout.kv_sessions; engines/kv_sessions.py); compare in one run with the mode variants "
+                        "@sessions / @nosessions")
     p.add_argument("--sample-cpu", action="store_true",
                    help="sample the CPU of this process, its children (sglang's scheduler, detokenizer) and the host "
                         "every 0.5 s in each mode: cores each process holds, its busiest threads, host busy share and "
@@ -133,7 +137,8 @@ def add_arguments(parser) -> None:
     r.add_argument("--tool-failure-rate", type=float, default=0.0, help="fraction of tool calls that fail (error observation)")
     r.add_argument("--modes", default="all", help="comma list of turn-batched, async, oversample, carryover (or all); "
                    "MODE@VARIANT runs a mode under a setting in the same run (in-process sglang: @nocoalesce, "
-                   "@notify<N>; any engine: @load<F>; bench/variants.py), e.g. async,async@notify256")
+                   "@notify<N>; sglang engines: @sessions, @nosessions; any engine: @load<F>, @replicas<N> with "
+                   "--engine-replicas; bench/variants.py), e.g. async,async@notify256")
     r.add_argument("--no-ceiling", action="store_true", help="skip the raw engine run")
     s = sub.add_parser("suite", help="the targets of docs/benchmarks.md: raw engine + 3 rollout scenarios, one engine start",
                        formatter_class=DefaultsHelpFormatter,
@@ -148,7 +153,7 @@ def add_arguments(parser) -> None:
     s.add_argument("--heavy-tail-prompts", type=int, default=None, help="prompt groups of the heavy-tail scenario (default --prompts)")
     s.add_argument("--variant", default=None, metavar="V[,V]",
                    help="also run every scenario's modes under these settings, in the same run, and check the targets "
-                        "for each (bench/variants.py: nocoalesce, notify<N>, load<F>, replicas<N>)")
+                        "for each (bench/variants.py: nocoalesce, notify<N>, load<F>, replicas<N>, sessions, nosessions)")
     s.add_argument("--ceiling-prompts", default="64",
                    help="raw engine runs: requests in flight, comma list (e.g. 256,1024: the largest must not be slower)")
     s.add_argument("--ceiling-prompt-len", type=int, default=128, help="raw engine run: prompt tokens")

@@ -19,6 +19,7 @@ import os
 from typing import Any, Optional
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
+from agent_rl.engines.kv_sessions import SESSION_KINDS
 
 __all__ = ["Engine", "GenerateOutput", "SamplingParams", "build_engine", "resolve_engine_kind"]
 
@@ -99,25 +100,38 @@ def _build_one(kind: str, rollout_cfg: Any, model_path: str, device: Optional[st
                log_dir: Optional[str], mem_fraction: float, max_concurrency: Optional[int],
                log_tag: Optional[str] = None) -> Engine:
     max_len = getattr(rollout_cfg, "max_model_len", None)
+    sessions = bool(getattr(rollout_cfg, "kv_sessions", False))
+    if sessions and kind not in SESSION_KINDS:
+        raise ValueError(f"rollout.kv_sessions: needs an sglang engine ({', '.join(SESSION_KINDS)}), not {kind}")
     if kind == "hf":
         from agent_rl.engines.hf import HFEngine
 
         return HFEngine(model_path, device=device, dtype=dtype, max_batch_size=getattr(rollout_cfg, "hf_max_batch_size", 64),
                         max_model_len=max_len, seed=seed)
     if kind in ("sglang", "sglang-server"):
+        engine_kwargs = dict(getattr(rollout_cfg, "engine_kwargs", None) or {})
+        if sessions:
+            engine_kwargs["enable_streaming_session"] = True
         settings = dict(mem_fraction_static=mem_fraction, context_length=max_len, seed=seed, dtype=dtype,
-                        engine_kwargs=dict(getattr(rollout_cfg, "engine_kwargs", None) or {}),
-                        max_concurrency=max_concurrency)
+                        engine_kwargs=engine_kwargs, max_concurrency=max_concurrency)
         if kind == "sglang":
             from agent_rl.engines.sglang_engine import SGLangEngine
 
-            return SGLangEngine(model_path, log_tag=log_tag, **settings)
-        from agent_rl.engines.sglang_server import SGLangServerEngine
+            engine = SGLangEngine(model_path, log_tag=log_tag, **settings)
+        else:
+            from agent_rl.engines.sglang_server import SGLangServerEngine
 
-        return SGLangServerEngine(model_path, log_dir=log_dir, **settings)
+            engine = SGLangServerEngine(model_path, log_dir=log_dir, **settings)
+            if engine_kwargs.get("enable_streaming_session"):
+                engine.enable_sessions()
+        engine.kv_sessions = sessions   # an engine started with streaming sessions uses them only when asked
+        return engine
     from agent_rl.engines.http import HTTPEngine
 
     url = getattr(rollout_cfg, "server_url", None)
     if not url:
         raise ValueError("rollout.engine=http needs rollout.server_url (e.g. http://127.0.0.1:30000)")
-    return HTTPEngine(url)
+    engine = HTTPEngine(url)
+    if sessions:
+        engine.enable_sessions()
+    return engine

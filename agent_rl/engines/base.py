@@ -66,6 +66,8 @@ class SamplingParams:
                                     # order); engines without priority scheduling ignore it
     affinity: Optional[str] = None  # requests with one affinity go to one engine replica (the rollout passes the GRPO
                                     # group: its turns share a prefix cache); `engines/replicas.py`, others ignore it
+    session: Optional[str] = None   # the trajectory's requests carry one key: engines that keep its KV between turns
+                                    # (sglang with rollout.kv_sessions, `engines/kv_sessions.py`) send only the new ids
 
     @property
     def greedy(self) -> bool:
@@ -97,6 +99,9 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def update_weights(self, named_tensors: Iterable[Tuple[str, torch.Tensor]]) -> None:
         """Load new weights (HF parameter names). Callers send size-bounded buckets; call repeatedly."""
+
+    async def end_session(self, session: str) -> None:
+        """The trajectory of requests with `sampling.session == session` ended: release what the engine kept for it."""
 
     async def flush_cache(self) -> Optional[bool]:
         """Drop the prefix cache (after a weight update). False where the engine did not (requests still running)."""

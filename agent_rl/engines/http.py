@@ -31,6 +31,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
+from agent_rl.engines.kv_sessions import CAPACITY, KVSessions
 from agent_rl.engines.sglang_engine import FLUSH_WAIT_S, MEMORY_TAGS, parse_generate_output, profile_request, sampling_params_dict
 
 
@@ -76,6 +77,37 @@ class HTTPEngine(Engine):
         self._session = None
         self._inflight: Dict[str, Tuple[str, asyncio.Event]] = {}   # request id -> (rid, done)
         self._aborted: set = set()   # request ids in flight that abort() was called for
+        self._kv: Optional[KVSessions] = None   # `enable_sessions`
+        self.kv_sessions = False
+
+    def enable_sessions(self) -> None:
+        """Requests with `sampling.session` continue their trajectory's sglang streaming session (engines/kv_sessions.py;
+        the server must run with `--enable-streaming-session`, else the first request fails with its answer)."""
+        async def open_session(sid: str) -> None:
+            got = await self._post("/open_session", {"capacity_of_str_len": CAPACITY, "session_id": sid,
+                                                     "streaming": True})
+            if got != sid:
+                raise HTTPEngineError(f"/open_session did not open session {sid} (answered {got!r})")
+
+        async def close_session(sid: str) -> None:
+            await self._post("/close_session", {"session_id": sid})
+
+        async def pool_size() -> Optional[int]:
+            session = await self._http()
+            async with session.get(self.base_url + "/server_info") as resp:
+                info = json.loads(await resp.read())
+            states = info.get("internal_states") or [{}]
+            return int(states[0]["effective_max_running_requests_per_dp"])
+
+        self._kv = KVSessions(open_session, close_session, pool_size)
+        self.kv_sessions = True
+
+    def session_stats(self) -> Optional[Dict[str, int]]:
+        return self._kv.stats() if self._kv is not None else None
+
+    async def end_session(self, session: str) -> None:
+        if self._kv is not None:
+            self._kv.drop(session)
 
     async def _http(self):
         import aiohttp
@@ -104,6 +136,14 @@ class HTTPEngine(Engine):
 
     # ------------------------------------------------------------------ generation
     async def generate(self, input_ids: List[int], sampling: SamplingParams, request_id: str) -> GenerateOutput:
+        if self.kv_sessions and sampling.session and self._kv is not None:
+            return await self._kv.generate(sampling.session, input_ids,
+                                           lambda ids, sid: self._generate(ids, sampling, request_id, sid, len(input_ids)))
+        return await self._generate(input_ids, sampling, request_id)
+
+    async def _generate(self, input_ids: List[int], sampling: SamplingParams, request_id: str,
+                        session_id: Optional[str] = None, context_len: Optional[int] = None) -> GenerateOutput:
+        """One request; in sglang session `session_id` (`input_ids` then extends what it holds to `context_len`)."""
         if request_id in self._inflight:
             raise ValueError(f"request id already in flight: {request_id}")
         rid = uuid.uuid4().hex
@@ -115,12 +155,14 @@ class HTTPEngine(Engine):
                     "return_logprob": True, "rid": rid, "stream": False}
             if sampling.priority is not None and self.send_priority:  # honoured with --enable-priority-scheduling
                 body["priority"] = int(sampling.priority)
+            if session_id is not None:
+                body["session_params"] = {"id": session_id}
             out = await self._post("/generate", body)
         except HTTPEngineError:
             # an abort that lands before the request reached the scheduler: sglang answers HTTP 400 "Request ... was
             # aborted" (its RequestAbortedError), where the in-process engine raises: an aborted, empty output
             if request_id in self._aborted:
-                return GenerateOutput([], [], "abort", prompt_tokens=len(input_ids))
+                return GenerateOutput([], [], "abort", prompt_tokens=context_len or len(input_ids))
             raise
         finally:
             done.set()
@@ -128,7 +170,7 @@ class HTTPEngine(Engine):
             self._aborted.discard(request_id)
         if not isinstance(out, dict):
             raise HTTPEngineError(f"/generate returned {type(out).__name__}, expected a JSON object")
-        return parse_generate_output(out, len(input_ids))
+        return parse_generate_output(out, context_len or len(input_ids))
 
     async def abort(self, request_id: str) -> None:
         entry = self._inflight.get(request_id)
@@ -176,6 +218,8 @@ class HTTPEngine(Engine):
     async def flush_cache(self) -> bool:
         """The server waits up to `FLUSH_WAIT_S` for running requests to end (sglang 0.5.17's `timeout`; older
         servers ignore it) and refuses (HTTP 400) while requests still run: that is logged and returned as False."""
+        if self._kv is not None:   # the sessions' KV is the old policy's: closed first
+            await self._kv.close_all()
         try:
             await self._post(f"/flush_cache?timeout={FLUSH_WAIT_S:g}")
         except HTTPEngineError as e:
@@ -186,6 +230,8 @@ class HTTPEngine(Engine):
         return True
 
     async def release_memory(self) -> None:
+        if self._kv is not None:
+            await self._kv.close_all()
         await self._post("/release_memory_occupation", {"tags": list(MEMORY_TAGS)})
 
     async def resume_memory(self) -> None:

@@ -122,6 +122,10 @@ class ReplicaEngine(Engine):
     async def _all(self, method: str, *args, **kwargs) -> List[Any]:
         return list(await asyncio.gather(*(getattr(r, method)(*args, **kwargs) for r in self.replicas)))
 
+    async def end_session(self, session: str) -> None:   # the replica that held it (the others know no such key)
+        for r in self.replicas:
+            await r.end_session(session)
+
     async def update_weights(self, named_tensors: Iterable[Tuple[str, torch.Tensor]], **kwargs) -> None:
         bucket = list(named_tensors)   # an iterator is read once: every replica gets the same list
         for r in self.replicas:        # one at a time: each holds its own serialized copy while it loads

@@ -49,6 +49,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 import torch
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams, model_eos_token_ids
+from agent_rl.engines.kv_sessions import CAPACITY, KVSessions
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,11 @@ def server_args_kwargs(model_path: str, mem_fraction_static: float = 0.4, contex
         kwargs["random_seed"] = int(seed)
     if dtype is not None:
         kwargs["dtype"] = str(dtype).replace("torch.", "")
-    kwargs.update(scheduling_kwargs(max_concurrency, engine_kwargs or {}, {f.name for f in dataclasses.fields(ServerArgs)}))
+    fields = {f.name for f in dataclasses.fields(ServerArgs)}
+    kwargs.update(scheduling_kwargs(max_concurrency, engine_kwargs or {}, fields))
+    if kwargs.get("enable_streaming_session") and "enable_streaming_session" not in fields:
+        raise RuntimeError("rollout.kv_sessions needs sglang's streaming sessions (sglang >= 0.5.17); the installed "
+                           "sglang has no enable_streaming_session")
     if kwargs.get("enable_mixed_chunk"):
         log.warning(MIXED_CHUNK_IGNORED)
     return kwargs
@@ -438,6 +443,10 @@ class SGLangEngine(Engine):
         tm = getattr(engine, "tokenizer_manager", None)
         self._request_input = _request_input_class() if callable(getattr(tm, "generate_request", None)) else None
         self._closed = False
+        # requests with `sampling.session` continue their trajectory's sglang streaming session (`rollout.kv_sessions`,
+        # engines/kv_sessions.py); needs an engine started with `enable_streaming_session`
+        self._start_sessions()
+        self.kv_sessions = self._kv is not None
         self.engine_env: Optional[Dict[str, str]] = None   # `apply_engine_env` at start (None: started elsewhere)
         self._log_config: Optional[str] = None   # `tagged_logs`' file, removed at shutdown
 
@@ -462,6 +471,14 @@ class SGLangEngine(Engine):
 
     # ------------------------------------------------------------------ generation
     async def generate(self, input_ids: List[int], sampling: SamplingParams, request_id: str) -> GenerateOutput:
+        if self.kv_sessions and sampling.session and self._kv is not None:
+            return await self._kv.generate(sampling.session, input_ids,
+                                           lambda ids, sid: self._generate(ids, sampling, request_id, sid, len(input_ids)))
+        return await self._generate(input_ids, sampling, request_id)
+
+    async def _generate(self, input_ids: List[int], sampling: SamplingParams, request_id: str,
+                        session_id: Optional[str] = None, context_len: Optional[int] = None) -> GenerateOutput:
+        """One request; in sglang session `session_id` (`input_ids` then extends what it holds to `context_len`)."""
         if self._closed:
             raise RuntimeError("engine is shut down")
         if request_id in self._rids:
@@ -471,6 +488,8 @@ class SGLangEngine(Engine):
         self._rids[request_id] = (rid, done)
         try:
             extra = {"priority": int(sampling.priority)} if self.priority_scheduling and sampling.priority is not None else {}
+            if session_id is not None:
+                extra["session_params"] = {"id": session_id}
             # a copy of plain ints (what the agent loop passes: checking is cheaper than converting), else converted
             ids = list(input_ids) if type(input_ids) is list and not set(map(type, input_ids)) - {int} \
                 else list(map(int, input_ids))
@@ -486,12 +505,45 @@ class SGLangEngine(Engine):
         except Exception as e:
             # sglang raises RequestAbortedError when the abort lands before the request reached the scheduler
             if type(e).__name__ == "RequestAbortedError":
-                return GenerateOutput([], [], "abort", prompt_tokens=len(input_ids))
+                return GenerateOutput([], [], "abort", prompt_tokens=context_len or len(input_ids))
             raise
         finally:
             done.set()
             self._rids.pop(request_id, None)
-        return parse_generate_output(out, len(input_ids))
+        return parse_generate_output(out, context_len or len(input_ids))
+
+    async def end_session(self, session: str) -> None:
+        if self._kv is not None:
+            self._kv.drop(session)
+
+    def _start_sessions(self) -> None:
+        """`self._kv` where the engine runs sglang's streaming sessions (`enable_streaming_session`), else None."""
+        self._kv = None
+        if not _arg(getattr(self._engine, "server_args", None), "enable_streaming_session"):
+            return
+        from sglang.srt.managers.io_struct import CloseSessionReqInput, OpenSessionReqInput
+
+        tm = self._engine.tokenizer_manager
+
+        async def open_session(sid: str) -> None:
+            got = await tm.open_session(OpenSessionReqInput(capacity_of_str_len=CAPACITY, session_id=sid,
+                                                            streaming=True), None)
+            if got != sid:
+                raise RuntimeError(f"sglang did not open session {sid} (answered {got!r})")
+
+        async def close_session(sid: str) -> None:
+            await tm.close_session(CloseSessionReqInput(session_id=sid), None)
+
+        async def pool_size() -> Optional[int]:
+            states = await tm.get_internal_state()
+            state = states[0] if isinstance(states, list) else states
+            return int(state["effective_max_running_requests_per_dp"])
+
+        self._kv = KVSessions(open_session, close_session, pool_size)
+
+    def session_stats(self) -> Optional[Dict[str, int]]:
+        """The sessions' counts (`KVSessions.stats`) where the engine runs them, else None."""
+        return self._kv.stats() if self._kv is not None else None
 
     # ------------------------------------------------------------------ profile
     async def start_profile(self, output_dir: str, passes: int) -> None:
@@ -541,6 +593,8 @@ class SGLangEngine(Engine):
         `FLUSH_WAIT_S` for requests still leaving the scheduler (just aborted ones) where it can (0.5.17's
         `timeout_s`). False (logged) when it did not flush."""
         tm = self.tokenizer_manager
+        if self._kv is not None:   # the sessions' KV is the old policy's: closed first (sglang would drop their slots)
+            await self._kv.close_all()
         if "timeout_s" in inspect.signature(tm.flush_cache).parameters:
             ret = await tm.flush_cache(timeout_s=FLUSH_WAIT_S)
         else:
@@ -552,6 +606,9 @@ class SGLangEngine(Engine):
 
     async def release_memory(self) -> None:
         from sglang.srt.managers.io_struct import ReleaseMemoryOccupationReqInput
+
+        if self._kv is not None:   # their KV does not survive the release
+            await self._kv.close_all()
 
         await self.tokenizer_manager.release_memory_occupation(ReleaseMemoryOccupationReqInput(tags=list(MEMORY_TAGS)), None)
 

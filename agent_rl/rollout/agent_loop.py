@@ -154,6 +154,22 @@ async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, 
                          hooks: Optional[LoopHooks] = None, *, max_model_len: Optional[int] = None,
                          control: Optional[LoopControl] = None, policy_version: int = 0,
                          priority: Optional[int] = None) -> Trajectory:
+    """`_run_trajectory`; its requests carry `request_id` as their session (`SamplingParams.session`), ended with it
+    however it ends (a carried trajectory resumes under another request id)."""
+    try:
+        return await _run_trajectory(traj, engine, renderer, tool_session, cfg, sampling, request_id, hooks,
+                                     max_model_len=max_model_len, control=control, policy_version=policy_version,
+                                     priority=priority)
+    finally:
+        end = getattr(engine, "end_session", None)
+        if end is not None:
+            await end(request_id)
+
+
+async def _run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, sampling, request_id: str,
+                          hooks: Optional[LoopHooks] = None, *, max_model_len: Optional[int] = None,
+                          control: Optional[LoopControl] = None, policy_version: int = 0,
+                          priority: Optional[int] = None) -> Trajectory:
     """Run (or resume) one trajectory to its end. `cfg` is a MultiTurnConfig; `sampling` a SamplingParams
     (its max_new_tokens is replaced per turn) or a SamplingConfig. `tool_session` None (or
     `cfg.enable` False) means single-turn: the first turn ends the trajectory.
@@ -254,6 +270,7 @@ async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, 
                 if priority is not None:
                     sp.priority = priority
                 sp.affinity = traj.uid   # the group's turns on one engine replica (one prefix cache)
+                sp.session = request_id   # this trajectory's turns: one KV session where the engine keeps them
                 rid = f"{request_id}-t{turn_index}" + (f"-r{done_in_turn}" if partial is not None else "")
                 ctl.request_id, ctl.phase = rid, "generate"
                 t0 = time.perf_counter()

@@ -108,7 +108,8 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # nocoalesce (each request sent as its trajectory asks, not a loop pass's requests together: the default since then),
   # or replicas2 / serverreplicas2 (`--engine-replicas 2`: two sglang engines, in-process / server processes, share the
   # GPU with requests routed by group, so two schedulers turn requests around in parallel; eighteenth session),
-  # or notify256 (sglang's tokenizer manager wakes up to 256 finished requests per loop pass instead of 16), or load25
+  # or sessions (`--kv-sessions`: each trajectory keeps its KV between turns in an sglang streaming session, no
+  # radix-tree match and inserts per turn; twentieth session), or notify256 (sglang's tokenizer manager wakes up to 256 finished requests per loop pass instead of 16), or load25
   # (`--over-sample-max-load 0.25`: over-sampled extras start only while fewer than a quarter of the kept groups'
   # trajectories still run; in-run on the H200, 2026-12-04: +8-14% step time over plain over-sampling), or uvloop (`--event-loop uvloop`: our loop and sglang's
   # tokenizer manager on uvloop instead of asyncio's own loop).
@@ -134,6 +135,7 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
       mixed) extra="--engine-kwarg enable_mixed_chunk=true" ;;   # a no-op: sglang 0.5.17 mixes no batch returning log-probs
       prefillgraph) extra="--engine-kwarg disable_prefill_cuda_graph=false" ;;   # sglang's breakable prefill graphs
       nooverlap) extra="--engine-kwarg disable_overlap_schedule=true" ;;
+      sessions) extra="--kv-sessions" ;;   # each trajectory's KV kept between turns in an sglang streaming session
       replicas2) extra="--engine-replicas 2" ;;   # two in-process sglang engines on the GPU, requests routed by group
       serverreplicas2) extra="--engine-replicas 2"; engine=sglang-server ;;   # the same with two server processes
       *) stage "unknown setting $set"; continue ;;

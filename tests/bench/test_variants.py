@@ -12,6 +12,7 @@ from agent_rl.cli.main import main as cli_main
 from agent_rl.engines.sglang_engine import SGLangEngine
 from tests.bench.test_output_tap import _BatchingEngine
 from tests.bench.test_rollout_modes import _bench
+from tests.engines.test_sglang_wrapper import session_requests  # noqa: F401 - a fixture
 
 
 def test_mode_words_with_variants():
@@ -206,3 +207,40 @@ def test_the_suites_help_names_every_variant():
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     help_text = next(a.help for a in sub.choices["suite"]._actions if "--variant" in a.option_strings)
     assert all(name in help_text for name in NAMES), help_text
+
+
+async def test_the_sessions_variant_keeps_kv_sessions_for_its_modes_only(tokenizer, session_requests):
+    from agent_rl.bench.variants import session_counts
+    from tests.engines.test_sglang_wrapper import SessionEngine
+
+    fake = SessionEngine()
+    engine = SGLangEngine.wrap(fake)
+    engine.kv_sessions = False   # an engine started with streaming sessions, as the benchmark starts it for @sessions
+    check_name("sessions"), check_name("nosessions")
+    w = Workload(num_prompts=2, n=2, turns=Dist.parse("3"), tokens_per_turn=Dist.parse("3"),
+                 tool_latency=Dist.parse("0"), seed=1)
+    res = await _bench(tokenizer, engine, w, steps=1).run(
+        parse_modes("turn-batched,turn-batched@sessions,async,async@sessions"))
+    by = {m["mode"]: m.get("kv_sessions") for m in res["modes"]}
+    assert by["turn-batched"] is None and by["async"] is None
+    # 4 trajectories x 3 turns: each trajectory's first request opens its session, its other two append
+    assert by["turn-batched@sessions"] == by["async@sessions"] == {"started": 4, "appended": 8}
+    assert engine.kv_sessions is False and session_counts(engine) == {"started": 8, "appended": 16}
+    tm = fake.tokenizer_manager
+    assert sorted(tm.closed) == sorted(tm.opened) and len(tm.opened) == 8   # each ended with its trajectory
+    with applied(engine, "sessions"):
+        assert engine.kv_sessions
+    with pytest.raises(ValueError, match=r"^mode variant @sessions needs an sglang engine started with streaming"):
+        check_engine(_engine(), "sessions")
+
+
+def test_bench_refuses_sessions_on_an_engine_without_them(tmp_path, tiny_model_path, capsys):
+    assert cli_main(["bench", "rollout", "--engine", "sim", "--model", tiny_model_path, "--modes", "async,async@sessions",
+                     "--prompts", "2", "--n", "2", "--steps", "1", "--no-ceiling", "--no-progress",
+                     "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "mode variant @sessions needs an sglang engine this command starts" in err and "Traceback" not in err
+    assert cli_main(["bench", "rollout", "--engine", "hf", "--model", tiny_model_path, "--kv-sessions",
+                     "--prompts", "2", "--n", "2", "--steps", "1", "--no-ceiling", "--no-progress",
+                     "--out", str(tmp_path)]) == 2
+    assert "--kv-sessions needs an sglang engine" in capsys.readouterr().err

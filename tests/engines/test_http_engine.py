@@ -29,6 +29,24 @@ class FakeSGLang:
         self.calls = []
         self.queries = []
         self.fail_generate = False
+        self.sessions, self.contexts, self.session_calls = {}, [], []
+
+    async def open_session(self, request):
+        body = await request.json()
+        self.session_calls.append(("open", body))
+        if not body.get("streaming"):
+            return web.json_response({"error": {"message": "not streaming"}}, status=400)
+        self.sessions[body["session_id"]] = []
+        return web.json_response(body["session_id"])
+
+    async def close_session(self, request):
+        body = await request.json()
+        self.session_calls.append(("close", body))
+        self.sessions.pop(body["session_id"], None)
+        return web.Response(status=200)
+
+    async def server_info(self, request):
+        return web.json_response({"internal_states": [{"effective_max_running_requests_per_dp": 16}]})
 
     async def generate(self, request):
         body = await request.json()
@@ -36,6 +54,12 @@ class FakeSGLang:
         if self.fail_generate:
             return web.json_response({"error": {"message": "boom"}}, status=400)
         rid, sp, ids = body["rid"], body["sampling_params"], list(body["input_ids"])
+        sid = (body.get("session_params") or {}).get("id")
+        if sid is not None:   # a streaming session: the request extends what the session holds
+            if sid not in self.sessions:
+                return web.json_response({"error": {"message": f"session id {sid} does not exist"}}, status=400)
+            ids = self.sessions[sid] + ids
+        self.contexts.append((sid, list(ids)))
         await asyncio.sleep(0.03)
         self.known.add(rid)
         out, lps, finish = [], [], None
@@ -55,6 +79,8 @@ class FakeSGLang:
                 finish = {"type": "length", "length": len(out)}
             await asyncio.sleep(0.002)
         self.known.discard(rid)
+        if sid is not None and finish["type"] != "abort":
+            self.sessions[sid] = ids + out
         return web.json_response({"text": "", "output_ids": out, "meta_info": {
             "id": rid, "finish_reason": finish, "prompt_tokens": len(ids), "completion_tokens": len(out),
             "output_token_logprobs": lps, "cached_tokens": 0, "e2e_latency": 0.01}})
@@ -85,6 +111,9 @@ def _app(fake):
     app = web.Application()
     app.router.add_post("/generate", fake.generate)
     app.router.add_post("/abort_request", fake.abort_request)
+    app.router.add_post("/open_session", fake.open_session)
+    app.router.add_post("/close_session", fake.close_session)
+    app.router.add_get("/server_info", fake.server_info)
     app.router.add_post("/update_weights_from_disk", fake.update_weights_from_disk)
     app.router.add_post("/flush_cache", fake.simple("flush_cache"))
     app.router.add_post("/release_memory_occupation", fake.simple("release"))
@@ -354,3 +383,27 @@ async def test_abort_before_the_scheduler_is_an_aborted_output_and_options_reach
     finally:
         await eng.shutdown()
         await runner.cleanup()
+
+
+async def test_kv_sessions_send_each_turn_s_new_ids_and_end_with_the_trajectory(server):
+    fake, url = server
+    eng = build_engine(RolloutConfig(engine="http", server_url=url, kv_sessions=True), "unused")
+    try:
+        sp = SamplingParams(max_new_tokens=3, ignore_eos=True, session="traj")
+        a = await eng.generate([5, 6], sp, "r0")
+        ctx = [5, 6, *a.output_ids, 11, 12]
+        b = await eng.generate(ctx, sp, "r1")
+        assert b.output_ids == _expected(ctx, 3) and b.prompt_tokens == len(ctx)
+        sid = fake.session_calls[0][1]["session_id"]
+        assert [r["input_ids"] for r in fake.requests] == [[5, 6], [11, 12]]
+        assert fake.contexts == [(sid, [5, 6]), (sid, ctx)]
+        await eng.end_session("traj")
+        await eng.generate([1], SamplingParams(max_new_tokens=2, ignore_eos=True, session="other"), "r2")
+        assert await eng.flush_cache()
+        await asyncio.sleep(0.05)
+        opened = [b["session_id"] for c, b in fake.session_calls if c == "open"]
+        closed = [b["session_id"] for c, b in fake.session_calls if c == "close"]
+        assert fake.sessions == {} and len(opened) == 2 and sorted(closed) == sorted(opened)
+        assert eng.session_stats()["limit"] == 8
+    finally:
+        await eng.shutdown()

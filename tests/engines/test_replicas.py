@@ -319,3 +319,26 @@ async def test_server_replicas_each_load_the_synced_folder(monkeypatch):
     assert eng.weights_from_disk and eng.server_per_rank and not ReplicaEngine([Held()]).weights_from_disk
     await weight_sync.sync_weights_from_disk(torch.nn.Linear(1, 1), eng, "/tmp/ws")
     assert a.calls == b.calls == [("load", "/tmp/ws")]
+
+
+def test_kv_sessions_start_sglang_with_streaming_sessions_and_are_refused_elsewhere(fake_sglang, tmp_path):
+    from agent_rl.engines.kv_sessions import SESSION_KINDS
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for on in (True, False):
+        eng = build_engine(RolloutConfig(engine="sglang", engine_replicas=2, kv_sessions=on), str(model))
+        starts = [json.loads(line)["kwargs"] for line in open(fake_sglang / "engine_starts.jsonl")][-2:]
+        assert [s.get("enable_streaming_session", False) for s in starts] == [on, on]
+        assert [r.kv_sessions for r in eng.replicas] == [on, on]
+        assert all((r.session_stats() is not None) == on for r in eng.replicas)
+    assert "auto" not in SESSION_KINDS
+    with pytest.raises(ConfigError, match=r"^rollout.kv_sessions: needs an sglang engine \(sglang, sglang-server, http\), "
+                                          r"not rollout.engine=hf$"):
+        validate({"rollout": {"kv_sessions": True, "engine": "hf"}}, check_paths=False)
+    with pytest.raises(ConfigError, match="enable_streaming_session is false"):
+        validate({"rollout": {"kv_sessions": True, "engine": "sglang",
+                              "engine_kwargs": {"enable_streaming_session": False}}}, check_paths=False)
+    assert validate({"rollout": {"kv_sessions": True, "engine": "auto"}}, check_paths=False).rollout.kv_sessions
+    with pytest.raises(ValueError, match="rollout.kv_sessions: needs an sglang engine"):
+        build_engine(RolloutConfig(engine="hf", kv_sessions=True), str(model))

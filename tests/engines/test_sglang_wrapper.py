@@ -287,3 +287,94 @@ def test_tagged_logs_set_a_working_config_only_while_starting(tmp_path, monkeypa
         assert path is None and os.environ[LOG_CONFIG_ENV] == str(tmp_path / "mine.json")
     with tagged_logs(None, "error") as path:
         assert path is None
+
+
+class SessionTM(FakeTM):
+    """sglang's tokenizer manager with streaming sessions: opened / closed ids, the pool size of get_internal_state."""
+
+    def __init__(self):
+        super().__init__()
+        self.held, self.opened, self.closed = {}, [], []
+
+    async def open_session(self, obj, request):
+        assert obj.streaming
+        self.held[obj.session_id] = []
+        self.opened.append(obj.session_id)
+        return obj.session_id
+
+    async def close_session(self, obj, request):
+        self.held.pop(obj.session_id, None)
+        self.closed.append(obj.session_id)
+
+    async def get_internal_state(self):
+        return [{"effective_max_running_requests_per_dp": 8}]
+
+    async def flush_cache(self):
+        self.flushed_with_open = len(self.held)
+        return type("R", (), {"success": True})()
+
+
+class SessionEngine(FakeEngine):
+    def __init__(self):
+        self.tokenizer_manager = SessionTM()
+        self.seen, self.server_args = [], type("SA", (), {"enable_streaming_session": True})()
+
+    async def async_generate(self, input_ids, sampling_params, return_logprob, rid, **extra):
+        sid = (extra.get("session_params") or {}).get("id")
+        full = self.tokenizer_manager.held[sid] + list(input_ids) if sid else list(input_ids)
+        self.seen.append((list(input_ids), sid, full))
+        out = [(sum(full) + k) % 50 + 3 for k in range(sampling_params["max_new_tokens"])]
+        if sid:
+            self.tokenizer_manager.held[sid] = full + out
+        return {"output_ids": out, "meta_info": {"finish_reason": {"type": "length"}, "prompt_tokens": len(full),
+                                                 "output_token_logprobs": [(-0.5, t, None) for t in out]}}
+
+
+@pytest.fixture
+def session_requests(monkeypatch):
+    """sglang's OpenSessionReqInput / CloseSessionReqInput, where sglang itself is not installed."""
+    import sys
+    import types
+
+    class Req:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+    mod = types.ModuleType("sglang.srt.managers.io_struct")
+    mod.OpenSessionReqInput = mod.CloseSessionReqInput = Req
+    for name in ("sglang", "sglang.srt", "sglang.srt.managers"):
+        monkeypatch.setitem(sys.modules, name, sys.modules.get(name) or types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "sglang.srt.managers.io_struct", mod)
+
+
+async def test_a_trajectory_s_turns_run_in_one_session_sending_only_new_ids(session_requests):
+    fake = SessionEngine()
+    eng = SGLangEngine.wrap(fake)
+    assert eng.kv_sessions and eng.session_stats()["open"] == 0
+    sp = SamplingParams(max_new_tokens=2, session="traj-1")
+    a = await eng.generate([1, 2, 3], sp, "r0")
+    ctx = [1, 2, 3, *a.output_ids, 9]
+    b = await eng.generate(ctx, sp, "r1")
+    sid = fake.tokenizer_manager.opened[0]
+    assert [(ids, s) for ids, s, _ in fake.seen] == [([1, 2, 3], sid), ([9], sid)]
+    assert fake.seen[1][2] == ctx and b.prompt_tokens == len(ctx)
+    await eng.generate([5], SamplingParams(max_new_tokens=2), "plain")          # no session key: a plain request
+    assert fake.seen[-1][1] is None
+    eng.kv_sessions = False                                                      # off: plain requests
+    await eng.generate(ctx + b.output_ids + [4], sp, "r2")
+    assert fake.seen[-1][1] is None and len(fake.seen[-1][0]) == len(ctx) + 3
+    eng.kv_sessions = True
+    await eng.end_session("traj-1")
+    await eng.generate([7], SamplingParams(max_new_tokens=2, session="traj-2"), "r3")
+    assert await eng.flush_cache()
+    tm = fake.tokenizer_manager
+    assert tm.flushed_with_open == 0 and sorted(tm.closed) == sorted(tm.opened) and len(tm.opened) == 2
+    assert eng.session_stats()["limit"] == 4
+
+
+async def test_an_engine_without_streaming_sessions_sends_plain_requests():
+    fake = FakeEngine()
+    eng = SGLangEngine.wrap(fake)
+    assert not eng.kv_sessions and eng.session_stats() is None
+    eng.kv_sessions = True
+    out = await eng.generate([1, 2], SamplingParams(max_new_tokens=3, session="t"), "r")
+    assert len(out.output_ids) == 3 and "session_params" not in fake.extra

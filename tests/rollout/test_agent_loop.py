@@ -322,3 +322,83 @@ async def test_a_turn_ended_by_another_terminator_is_closed_before_the_observati
     assert t0.observation_ids[:1] == [im_end] and t1.observation_ids[:1] != [im_end]
     assert t0.observation_ids[1:] == t1.observation_ids
     check_invariants(traj, engine, r)
+
+
+class SessionsOver(ScriptedEngine):
+    """The scripted engine behind KV sessions (engines/kv_sessions.py) with sglang's streaming-session semantics:
+    a request in a session extends what it holds; `calls` records the whole context each turn was generated on."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        from agent_rl.engines.kv_sessions import KVSessions
+
+        self.held, self.sent, self.ended = {}, [], []
+
+        async def opened(sid):
+            self.held[sid] = []
+
+        async def closed(sid):
+            self.held.pop(sid, None)
+
+        async def pool():
+            return 64
+        self.kv = KVSessions(opened, closed, pool)
+
+    async def generate(self, input_ids, sampling, request_id):
+        async def send(ids, sid):
+            self.sent.append((sampling.session, list(ids), sid))
+            full = self.held[sid] + list(ids) if sid else list(ids)
+            out = await ScriptedEngine.generate(self, full, sampling, request_id)
+            if sid and out.finish_reason != "abort":
+                self.held[sid] = full + out.output_ids
+            return out
+        return await self.kv.generate(sampling.session, list(input_ids), send)
+
+    async def end_session(self, session):
+        self.ended.append(session)
+        self.kv.drop(session)
+
+
+async def test_turns_in_kv_sessions_see_exactly_the_plain_context_and_end_with_the_trajectory(tokenizer, renderer):
+    script = {0: call_text("calculator", '{"expression": "2+3"}'), 1: call_text("calculator", '{"expression": "1"}'),
+              2: "<answer>5</answer>"}
+    engine = SessionsOver(tokenizer, lambda ids, rid: script[turn_of(rid)])
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, FakeSession(), MultiTurnConfig(),
+                                SamplingParams(max_new_tokens=1), "r0")
+    assert traj.stop_reason == "answer" and len(traj.turns) == 3
+    check_invariants(traj, engine, renderer)   # every turn generated on the trajectory so far
+    assert {s for s, _, _ in engine.sent} == {"r0"} and engine.ended == ["r0"]
+    assert engine.kv.counts["appended"] == 2 and len(engine.sent[2][1]) == len(traj.turns[1].observation_ids)
+    await engine.kv.close_all()
+    assert engine.held == {}
+
+    # a stop string cuts sampled ids: the next turn no longer extends what the session holds, so it starts over
+    call = call_text("calculator", '{"expression": "2+3"}')
+    cut = {0: call + "\nTool: 5\n<answer>9</answer>", 1: "<answer>5</answer>"}
+    engine = SessionsOver(tokenizer, lambda ids, rid: cut[turn_of(rid)])
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, FakeSession(),
+                                MultiTurnConfig(stop_strings=["</tool_call>"]), SamplingParams(max_new_tokens=1), "r1")
+    assert traj.stop_reason == "answer" and len(engine.calls) == 2 and engine.kv.counts["restarted"] == 1
+    for c in engine.calls:   # each turn on exactly the trajectory so far (the cut ids gone)
+        assert c["input_ids"] == (traj.prompt_ids + traj.response_ids)[:len(c["input_ids"])]
+
+
+async def test_an_aborted_turn_in_a_kv_session_resumes_on_its_whole_context(tokenizer, renderer):
+    call = call_text("calculator", '{"expression": "1"}')
+    engine = SessionsOver(tokenizer, lambda ids, rid: call if turn_of(rid) == 0 else "the final answer is <answer>5</answer>",
+                          token_delay=0.01)
+    traj, ctl = new_traj(renderer), LoopControl()
+    task = asyncio.ensure_future(run_trajectory(traj, engine, renderer, FakeSession(), MultiTurnConfig(),
+                                                SamplingParams(1), "r", control=ctl))
+    while not (len(traj.turns) == 1 and traj.turns[0].observation_ids and ctl.phase == "generate"):
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)
+    ctl.stop_requested = True
+    await engine.abort(ctl.request_id)
+    await task
+    assert traj.status == "aborted" and engine.ended == ["r"] and engine.kv.counts["aborted"] == 1
+    traj.status = "carried"
+    done = await run_trajectory(traj, engine, renderer, FakeSession(), MultiTurnConfig(), SamplingParams(1), "r2")
+    assert done.stop_reason == "answer" and engine.ended == ["r", "r2"]
+    assert engine.sent[-1][0] == "r2" and engine.sent[-1][1] == engine.calls[-1]["input_ids"]   # the whole context
+    check_invariants(done, engine, renderer)

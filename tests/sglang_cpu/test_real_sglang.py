@@ -24,6 +24,20 @@ def test_generation_aborts_and_weight_updates_match_transformers(run_script, tin
     assert r["flush"] and r["restored_equals_base"]
 
 
+def test_kv_sessions_generate_what_plain_requests_do(run_script, tiny_model_path):
+    r = run_script(["session_checks.py", tiny_model_path])
+    assert r["kv_sessions"]
+    for case in ("turns", "stop", "cut", "flush"):    # a trajectory in a session, then the same one plainly
+        tokens, logprob_gap = r[case]
+        assert tokens and logprob_gap < 1e-5, case
+    assert r["stopped"] == "stop" and r["flushed"]
+    assert all(tokens and lp < 1e-5 for tokens, lp in r["concurrent"])
+    assert r["abort"][0] == "abort" and 0 < r["abort"][1] < 1500 and r["abort"][2]   # resumed on its whole context
+    assert r["sampled_gap"] < 1e-4          # transformers on the whole context: sglang's session held the right KV
+    st = r["stats"]
+    assert st["appended"] >= 20 and st["restarted"] == 1 and st["aborted"] == 1 and "redone" not in st
+
+
 @pytest.mark.parametrize("kind", ["sglang", "sglang-server"])
 def test_two_replicas_train_and_both_hold_the_actors_weights(run_script, tiny_model_path, tmp_path, kind):
     r = run_script(["replicas_train.py", kind, tiny_model_path, str(tmp_path / "out")])
@@ -43,13 +57,14 @@ def test_bench_routes_groups_over_two_replicas_samples_and_logs_each_scheduler(r
     done = run_script(["-c", "import json; from agent_rl.cli.main import main; print(json.dumps({'rc': main()}))",
                 "bench", "rollout", "--engine", "sglang", "--engine-replicas", "2", "--model", tiny_model_path,
                 *kwargs, "--prompts", "6", "--n", "2", "--turns", "2", "--tokens-per-turn", "8",
-                "--tool-latency", "0", "--modes", "async@replicas1,async,carryover", "--over-sample", "0.5",
+                "--tool-latency", "0", "--modes", "async@replicas1,async,carryover,async@sessions", "--over-sample", "0.5",
                 "--steps", "1", "--rounds", "1", "--sample-engine-stacks", "--no-progress", "--out", str(out)])
     assert done["rc"] == 0
     data = json.loads((out / "rollout_bench.json").read_text())
     modes = {m["mode"]: m for m in data["modes"]}
     assert modes["async"]["replica_requests"][0] > 0 and modes["async"]["replica_requests"][1] > 0
     assert modes["async@replicas1"]["replica_requests"][1] == 0
+    assert modes["async@sessions"]["kv_sessions"]["appended"] == 12 and "kv_sessions" not in modes["async"]
     carry = [m for name, m in modes.items() if "carryover" in name]
     assert carry and all(min(m["replica_requests"]) > 0 for m in carry)
     for m in modes.values():

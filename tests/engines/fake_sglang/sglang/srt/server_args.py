@@ -33,6 +33,7 @@ class ServerArgs:
     disable_overlap_schedule: bool = False
     disable_prefill_cuda_graph: bool = False
     dp_size: int = 1
+    enable_streaming_session: bool = False
 
 
 _dataclass_init = ServerArgs.__init__

@@ -1,0 +1,169 @@
+"""A trajectory's KV cache kept between its turns in an sglang streaming session (`rollout.kv_sessions`).
+
+Without it every turn is a new request for the whole context: sglang's scheduler matches it against its radix tree,
+prefills the new tokens, inserts the request into the tree after its prefill and again when it finishes, and
+releases it (~0.9 ms of scheduler work an admitted request on the H200, docs/benchmarks.md, seventeenth session).
+A streaming session (sglang >= 0.5.17, `enable_streaming_session`) holds the finished turn's KV in a slot of its
+own: the next turn sends only its new tokens (the observation and the next assistant header), and sglang appends
+them to what it holds, with no tree match or insert.
+
+What sglang holds after a finished turn is that request's context plus its output ids; a request extends it only
+when our next context starts with exactly those ids. Where it does not (a stop string cut sampled ids off, a resumed
+carried turn), the session is closed and a new one starts from the full context. After each request sglang's
+`prompt_tokens` must equal our context's length, else the session is dropped and the caller generates again
+without one. An abort drops the session (sglang may have released its slot). Sessions end with their trajectory
+(`Engine.end_session`) or at the next cache flush (after each weight update: the held KV is the old policy's).
+
+A held slot keeps one entry of sglang's request pool (its size is the running-request cap): at most half of it is
+held by sessions (`limit`), the other requests go without one, so held slots can never starve admission.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple
+
+log = logging.getLogger(__name__)
+
+SESSION_KINDS = ("sglang", "sglang-server", "http")   # engines that can keep them
+DEFAULT_POOL = 2048   # sglang 0.5.17's smallest request pool without a running-request cap
+CAPACITY = 1 << 30   # sglang's `capacity_of_str_len` (unused with token ids; it must be given)
+
+
+@dataclass
+class Session:
+    sid: str
+    ctx: Optional[List[int]] = None   # what sglang holds: the last finished request's context + output ids
+    busy: bool = False
+
+
+class KVSessions:
+    """The sessions of one engine. `open_fn(sid)` / `close_fn(sid)` talk to sglang (in-process or HTTP)."""
+
+    def __init__(self, open_fn: Callable[[str], Awaitable[Any]], close_fn: Callable[[str], Awaitable[Any]],
+                 pool_fn: Optional[Callable[[], Awaitable[Optional[int]]]] = None):
+        """`pool_fn()`: the size of sglang's request pool (read once, before the first session; None: unknown, then
+        `DEFAULT_POOL`)."""
+        self._open, self._close, self._pool_fn = open_fn, close_fn, pool_fn
+        self.limit: Optional[int] = None
+        self._limit_task: Optional[asyncio.Future] = None
+        self._by_key: Dict[str, Session] = {}
+        self._closing: Set[asyncio.Task] = set()
+        self.counts: Counter = Counter()   # appended | started | restarted | full | redone | aborted
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    async def generate(self, key: str, input_ids: List[int],
+                       send: Callable[[List[int], Optional[str]], Awaitable[Any]]) -> Any:
+        """`send(ids, session id or None)` -> a GenerateOutput, for the request of `key`'s trajectory on context
+        `input_ids`: in its session, only the ids sglang does not hold yet."""
+        if self.limit is None:
+            if self._limit_task is None:
+                self._limit_task = asyncio.ensure_future(self._read_limit())
+            await asyncio.shield(self._limit_task)
+        s, ids = await self.begin(key, input_ids)
+        if s is None:
+            return await send(input_ids, None)
+        try:
+            out = await send(ids, s.sid)
+        except BaseException:
+            self.failed(key, s)
+            raise
+        if not self.finish(key, s, input_ids, out.output_ids, out.finish_reason, out.prompt_tokens):
+            return await send(input_ids, None)
+        return out
+
+    async def _read_limit(self) -> None:
+        pool = None
+        if self._pool_fn is not None:
+            try:
+                pool = await self._pool_fn()
+            except Exception as e:   # an older sglang, a server without the route: the default
+                log.warning("could not read sglang's request pool size (%s); sessions capped at %d", e,
+                            DEFAULT_POOL // 2)
+        self.limit = max(1, int(pool or DEFAULT_POOL) // 2)
+
+    async def begin(self, key: str, input_ids: List[int]) -> Tuple[Optional[Session], List[int]]:
+        """The session for `key`'s next request and the ids to send (only the new ones when sglang holds the rest);
+        (None, input_ids) for a request without one (the limit reached)."""
+        s = self._by_key.get(key)
+        if s is not None and s.ctx is not None and not s.busy:
+            n = len(s.ctx)
+            if len(input_ids) > n and input_ids[:n] == s.ctx:
+                s.busy = True
+                self.counts["appended"] += 1
+                return s, input_ids[n:]
+            self.counts["restarted"] += 1
+        if s is not None:
+            self.drop(key)
+        if self.limit is not None and len(self._by_key) >= self.limit:
+            self.counts["full"] += 1
+            return None, input_ids
+        s = Session(uuid.uuid4().hex, busy=True)
+        self._by_key[key] = s
+        try:
+            await self._open(s.sid)
+        except BaseException:
+            self._by_key.pop(key, None)
+            raise
+        self.counts["started"] += 1
+        return s, input_ids
+
+    def finish(self, key: str, s: Session, input_ids: List[int], output_ids: List[int], finish_reason: str,
+               prompt_tokens: int) -> bool:
+        """Record what sglang now holds. False when its prompt was not `input_ids`: the session is dropped and the
+        output must not be used (the caller generates again without a session)."""
+        s.busy = False
+        if self._by_key.get(key) is not s:
+            return True
+        if finish_reason == "abort":
+            self.counts["aborted"] += 1
+            self.drop(key)
+            return True
+        if prompt_tokens != len(input_ids):
+            self.counts["redone"] += 1
+            log.warning("sglang session %s held a context of another length (%d prompt tokens, ours %d): dropped, "
+                        "the turn generates again without it", s.sid, prompt_tokens, len(input_ids))
+            self.drop(key)
+            return False
+        s.ctx = [*input_ids, *output_ids]
+        return True
+
+    def failed(self, key: str, s: Session) -> None:
+        """The request raised or was cancelled: what sglang holds is unknown."""
+        s.busy = False
+        if self._by_key.get(key) is s:
+            self.drop(key)
+
+    def drop(self, key: str) -> None:
+        s = self._by_key.pop(key, None)
+        if s is not None:
+            self._close_later(s.sid)
+
+    def _close_later(self, sid: str) -> None:
+        try:
+            task = asyncio.ensure_future(self._close(sid))
+        except RuntimeError:   # no running loop (interpreter shutdown): sglang closes it with the engine
+            return
+        self._closing.add(task)
+        task.add_done_callback(self._closed)
+
+    def _closed(self, task: asyncio.Task) -> None:
+        self._closing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("closing an sglang session failed: %s", task.exception())
+
+    async def close_all(self) -> None:
+        """Close every session not in a request (before a cache flush, a weight update, releasing memory) and wait
+        until the closes were sent."""
+        for key in [k for k, s in self._by_key.items() if not s.busy]:
+            self.drop(key)
+        if self._closing:
+            await asyncio.gather(*list(self._closing), return_exceptions=True)
+
+    def stats(self) -> Dict[str, int]:
+        return {"open": len(self._by_key), "limit": self.limit if self.limit is not None else -1, **self.counts}
