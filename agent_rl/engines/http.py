@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
-from agent_rl.engines.kv_sessions import CAPACITY, KVSessions
+from agent_rl.engines.kv_sessions import CAPACITY, KVSessions, generate as in_session
 from agent_rl.engines.sglang_engine import FLUSH_WAIT_S, MEMORY_TAGS, parse_generate_output, profile_request, sampling_params_dict
 
 
@@ -136,10 +136,7 @@ class HTTPEngine(Engine):
 
     # ------------------------------------------------------------------ generation
     async def generate(self, input_ids: List[int], sampling: SamplingParams, request_id: str) -> GenerateOutput:
-        if self.kv_sessions and sampling.session and self._kv is not None:
-            return await self._kv.generate(sampling.session, input_ids,
-                                           lambda ids, sid: self._generate(ids, sampling, request_id, sid, len(input_ids)))
-        return await self._generate(input_ids, sampling, request_id)
+        return await in_session(self._kv if self.kv_sessions else None, input_ids, sampling, request_id, self._generate)
 
     async def _generate(self, input_ids: List[int], sampling: SamplingParams, request_id: str,
                         session_id: Optional[str] = None, context_len: Optional[int] = None) -> GenerateOutput:

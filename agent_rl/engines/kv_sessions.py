@@ -167,3 +167,13 @@ class KVSessions:
 
     def stats(self) -> Dict[str, int]:
         return {"open": len(self._by_key), "limit": self.limit if self.limit is not None else -1, **self.counts}
+
+
+async def generate(kv: Optional[KVSessions], input_ids: List[int], sampling: Any, request_id: str,
+                   one: Callable[..., Awaitable[Any]]) -> Any:
+    """An engine's `generate`: in `sampling.session`'s session where `kv` (None: sessions off) keeps them.
+    `one(ids, sampling, request_id, session_id=None, context_len=None)` sends one request."""
+    if kv is None or not sampling.session:
+        return await one(input_ids, sampling, request_id)
+    return await kv.generate(sampling.session, input_ids,
+                             lambda ids, sid: one(ids, sampling, request_id, sid, len(input_ids)))
