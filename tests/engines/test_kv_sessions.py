@@ -76,9 +76,10 @@ async def test_turns_send_only_their_new_tokens_and_see_the_plain_context():
 async def test_a_context_that_no_longer_extends_what_sglang_holds_starts_a_new_session():
     srv = Streaming()
     kv = KVSessions(srv.open, srv.close, srv.pool_size)
-    ctx, outs = await _turns(kv, srv, "t", [4, 5], [[6], [7], []], cut=0)   # turn 0's last id cut off
+    ctx, outs = await _turns(kv, srv, "t", [4, 5], [[6, 6, 6], [7], []], cut=0)   # turn 0's last id cut off: a
+    # longer context than sglang holds, but not an extension of it
     assert kv.counts["restarted"] == 1 and len(srv.opened) == 2 and srv.closed[:1] == srv.opened[:1]
-    expected_second = [4, 5] + outs[0][:-1] + [6]
+    expected_second = [4, 5] + outs[0][:-1] + [6, 6, 6]
     assert srv.sent[1] == (expected_second, srv.opened[1])          # the whole context, in the new session
     assert srv.contexts[1] == expected_second and srv.contexts[2][:len(expected_second)] == expected_second
 
