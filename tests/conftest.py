@@ -121,3 +121,19 @@ def eager_tool_tasks(request, monkeypatch):
         monkeypatch.setattr(bounded, "_start", _eager_if_instant)
     elif sys.version_info < (3, 12):
         pytest.skip("eager tasks need Python 3.12")
+
+
+@pytest.fixture
+def session_requests(monkeypatch):
+    """sglang's OpenSessionReqInput / CloseSessionReqInput, where sglang itself is not installed."""
+    import sys
+    import types
+
+    class Req:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+    mod = types.ModuleType("sglang.srt.managers.io_struct")
+    mod.OpenSessionReqInput = mod.CloseSessionReqInput = Req
+    for name in ("sglang", "sglang.srt", "sglang.srt.managers"):
+        monkeypatch.setitem(sys.modules, name, sys.modules.get(name) or types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "sglang.srt.managers.io_struct", mod)

@@ -12,7 +12,6 @@ from agent_rl.cli.main import main as cli_main
 from agent_rl.engines.sglang_engine import SGLangEngine
 from tests.bench.test_output_tap import _BatchingEngine
 from tests.bench.test_rollout_modes import _bench
-from tests.engines.test_sglang_wrapper import session_requests  # noqa: F401 - a fixture
 
 
 def test_mode_words_with_variants():

@@ -330,22 +330,6 @@ class SessionEngine(FakeEngine):
                                                  "output_token_logprobs": [(-0.5, t, None) for t in out]}}
 
 
-@pytest.fixture
-def session_requests(monkeypatch):
-    """sglang's OpenSessionReqInput / CloseSessionReqInput, where sglang itself is not installed."""
-    import sys
-    import types
-
-    class Req:
-        def __init__(self, **kw):
-            self.__dict__.update(kw)
-    mod = types.ModuleType("sglang.srt.managers.io_struct")
-    mod.OpenSessionReqInput = mod.CloseSessionReqInput = Req
-    for name in ("sglang", "sglang.srt", "sglang.srt.managers"):
-        monkeypatch.setitem(sys.modules, name, sys.modules.get(name) or types.ModuleType(name))
-    monkeypatch.setitem(sys.modules, "sglang.srt.managers.io_struct", mod)
-
-
 async def test_a_trajectory_s_turns_run_in_one_session_sending_only_new_ids(session_requests):
     fake = SessionEngine()
     eng = SGLangEngine.wrap(fake)
