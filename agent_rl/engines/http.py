@@ -92,12 +92,12 @@ class HTTPEngine(Engine):
         async def close_session(sid: str) -> None:
             await self._post("/close_session", {"session_id": sid})
 
-        async def pool_size() -> Optional[int]:
+        async def pool_size() -> Tuple[Optional[int], Optional[int]]:
             session = await self._http()
             async with session.get(self.base_url + "/server_info") as resp:
                 info = json.loads(await resp.read())
             states = info.get("internal_states") or [{}]
-            return int(states[0]["effective_max_running_requests_per_dp"])
+            return int(states[0]["effective_max_running_requests_per_dp"]), info.get("pp_max_micro_batch_size")
 
         self._kv = KVSessions(open_session, close_session, pool_size)
         self.kv_sessions = True

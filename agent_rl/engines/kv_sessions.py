@@ -14,8 +14,12 @@ carried turn), the session is closed and a new one starts from the full context.
 without one. An abort drops the session (sglang may have released its slot). Sessions end with their trajectory
 (`Engine.end_session`) or at the next cache flush (after each weight update: the held KV is the old policy's).
 
-A held slot keeps one entry of sglang's request pool (its size is the running-request cap): at most half of it is
-held by sessions (`limit`), the other requests go without one, so held slots can never starve admission.
+A held slot keeps one entry of sglang's request pool, and sglang admits a request (a session's too, which reuses
+its slot) only while the pool has a free entry: sessions may hold what the running requests cannot fill (`limit`,
+`session_limit`), the other requests go without one, so held slots can never starve admission. sglang sizes the pool
+by `max_running_requests`; where a running cap below it is set (`pp_max_micro_batch_size`, as `scheduling_kwargs`
+does with sessions when it caps the running requests for CUDA-graph coverage), sessions hold the rest of the pool,
+else half of it.
 """
 from __future__ import annotations
 
@@ -33,6 +37,15 @@ DEFAULT_POOL = 2048   # sglang 0.5.17's smallest request pool without a running-
 CAPACITY = 1 << 30   # sglang's `capacity_of_str_len` (unused with token ids; it must be given)
 
 
+def session_limit(pool: int, running_cap: Optional[int] = None) -> int:
+    """The sessions that may hold an entry of sglang's request pool of `pool`: the entries its running cap leaves
+    (`pool - running_cap`, where a cap below the pool is set), else half of the pool; at least one."""
+    pool = int(pool)
+    if running_cap and 0 < int(running_cap) < pool:
+        return max(1, pool - int(running_cap))
+    return max(1, pool // 2)
+
+
 @dataclass
 class Session:
     sid: str
@@ -44,9 +57,9 @@ class KVSessions:
     """The sessions of one engine. `open_fn(sid)` / `close_fn(sid)` talk to sglang (in-process or HTTP)."""
 
     def __init__(self, open_fn: Callable[[str], Awaitable[Any]], close_fn: Callable[[str], Awaitable[Any]],
-                 pool_fn: Optional[Callable[[], Awaitable[Optional[int]]]] = None):
-        """`pool_fn()`: the size of sglang's request pool (read once, before the first session; None: unknown, then
-        `DEFAULT_POOL`)."""
+                 pool_fn: Optional[Callable[[], Awaitable[Tuple[Optional[int], Optional[int]]]]] = None):
+        """`pool_fn()`: (the size of sglang's request pool, its running cap where one below the pool is set), read
+        once, before the first session (None: unknown, then `DEFAULT_POOL`)."""
         self._open, self._close, self._pool_fn = open_fn, close_fn, pool_fn
         self.limit: Optional[int] = None
         self._limit_task: Optional[asyncio.Future] = None
@@ -78,14 +91,14 @@ class KVSessions:
         return out
 
     async def _read_limit(self) -> None:
-        pool = None
+        pool = running = None
         if self._pool_fn is not None:
             try:
-                pool = await self._pool_fn()
+                pool, running = await self._pool_fn()
             except Exception as e:   # an older sglang, a server without the route: the default
                 log.warning("could not read sglang's request pool size (%s); sessions capped at %d", e,
                             DEFAULT_POOL // 2)
-        self.limit = max(1, int(pool or DEFAULT_POOL) // 2)
+        self.limit = session_limit(pool or DEFAULT_POOL, running)
 
     async def begin(self, key: str, input_ids: List[int]) -> Tuple[Optional[Session], List[int]]:
         """The session for `key`'s next request and the ids to send (only the new ones when sglang holds the rest);

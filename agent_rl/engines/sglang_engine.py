@@ -187,7 +187,8 @@ def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fiel
     sglang captures decode graphs up to a batch size picked from the GPU's memory (256 on an H100 / H200 at
     TP 1) and runs larger batches eagerly, several times slower per token on a small model. With `max_concurrency`
     requests in flight (one per running trajectory), graphs are captured up to min(concurrency, GRAPH_BS_LIMIT),
-    `max_running_requests` is capped there (the rest wait in sglang's queue), priority scheduling serves the
+    the running requests are capped there (the rest wait in sglang's queue; `max_running_requests`, or with KV
+    sessions `pp_max_micro_batch_size` under a request pool that also holds every trajectory's session), priority scheduling serves the
     queue by our hint (lower first: earlier launched groups, so over-sampled extras only use spare rows), and the
     prefill delayer (`PREFILL_DELAYER`) batches the prefills of turns that start one by one, and prefill passes run
     without CUDA graphs (`PREFILL_GRAPH_OFF`).
@@ -201,8 +202,14 @@ def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fiel
         rows = min(_round_up(max_concurrency, 32), GRAPH_BS_LIMIT)
         if not out.get("disable_cuda_graph"):
             out.setdefault(graph_key, rows)
-        if max_concurrency > rows:
-            out.setdefault("max_running_requests", rows)
+        if max_concurrency > rows and "max_running_requests" not in out:
+            if out.get("enable_streaming_session") and "pp_max_micro_batch_size" in fields \
+                    and "pp_max_micro_batch_size" not in out and (out.get("pp_size") or 1) == 1:
+                # KV sessions hold entries of the request pool (sized by max_running_requests) between turns:
+                # a pool with room for every trajectory's session, the running requests capped at `rows`
+                out.update(max_running_requests=rows + max_concurrency, pp_max_micro_batch_size=rows)
+            else:
+                out["max_running_requests"] = rows
     if "enable_priority_scheduling" in fields and "enable_priority_scheduling" not in out \
             and out.get("schedule_policy", "fcfs") in ("fcfs", "lof"):
         out.update(enable_priority_scheduling=True, schedule_low_priority_values_first=True,
@@ -272,7 +279,7 @@ def scheduling_info(server_args: Any, priority_scheduling: bool, env: Optional[D
     prefill = None if prefill_backend is None and prefill_off is None else \
         "disabled" if prefill_off or graphs_off else str(prefill_backend or "on")
     out = {"cuda_graph_max_bs": graphs, "cuda_graph_disabled": graphs_off,
-           "max_running_requests": _arg(server_args, "max_running_requests"),
+           "max_running_requests": _arg(server_args, "pp_max_micro_batch_size") or _arg(server_args, "max_running_requests"),
            "priority_scheduling": bool(priority_scheduling),
            "prefill_delayer": bool(_arg(server_args, "enable_prefill_delayer")),
            "prefill_cuda_graph": prefill}
@@ -531,10 +538,11 @@ class SGLangEngine(Engine):
         async def close_session(sid: str) -> None:
             await tm.close_session(CloseSessionReqInput(session_id=sid), None)
 
-        async def pool_size() -> Optional[int]:
+        async def pool_size() -> Tuple[Optional[int], Optional[int]]:
             states = await tm.get_internal_state()
             state = states[0] if isinstance(states, list) else states
-            return int(state["effective_max_running_requests_per_dp"])
+            return (int(state["effective_max_running_requests_per_dp"]),
+                    _arg(self._engine.server_args, "pp_max_micro_batch_size"))
 
         self._kv = KVSessions(open_session, close_session, pool_size)
 

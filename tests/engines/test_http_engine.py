@@ -46,7 +46,9 @@ class FakeSGLang:
         return web.Response(status=200)
 
     async def server_info(self, request):
-        return web.json_response({"internal_states": [{"effective_max_running_requests_per_dp": 16}]})
+        # sglang's /server_info: its ServerArgs at the top, the scheduler's states inside
+        return web.json_response({"pp_max_micro_batch_size": 6,
+                                  "internal_states": [{"effective_max_running_requests_per_dp": 16}]})
 
     async def generate(self, request):
         body = await request.json()
@@ -404,6 +406,6 @@ async def test_kv_sessions_send_each_turn_s_new_ids_and_end_with_the_trajectory(
         opened = [b["session_id"] for c, b in fake.session_calls if c == "open"]
         closed = [b["session_id"] for c, b in fake.session_calls if c == "close"]
         assert fake.sessions == {} and len(opened) == 2 and sorted(closed) == sorted(opened)
-        assert eng.session_stats()["limit"] == 8
+        assert eng.session_stats()["limit"] == 10          # the pool of 16 less the running cap of 6
     finally:
         await eng.shutdown()

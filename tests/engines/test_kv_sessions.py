@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from agent_rl.engines.base import GenerateOutput
-from agent_rl.engines.kv_sessions import DEFAULT_POOL, KVSessions
+from agent_rl.engines.kv_sessions import DEFAULT_POOL, KVSessions, session_limit
 
 
 class Streaming:
@@ -13,9 +13,9 @@ class Streaming:
     finished request's context + output); an abort leaves it as it was; `extra` > 0 makes a faulty server that holds
     `extra` more tokens than it returned."""
 
-    def __init__(self, pool=64, extra=0):
+    def __init__(self, pool=64, extra=0, running=None):
         self.held, self.opened, self.closed, self.sent, self.contexts = {}, [], [], [], []
-        self.pool, self.extra, self.abort_next, self.fail_next = pool, extra, False, False
+        self.pool, self.running, self.extra, self.abort_next, self.fail_next = pool, running, extra, False, False
 
     async def open(self, sid):
         await asyncio.sleep(0)
@@ -28,7 +28,7 @@ class Streaming:
         self.closed.append(sid)
 
     async def pool_size(self):
-        return self.pool
+        return self.pool, self.running
 
     async def send(self, ids, sid):
         self.sent.append((list(ids), sid))
@@ -115,6 +115,19 @@ async def test_at_most_half_the_request_pool_is_held_by_sessions():
     await asyncio.gather(*(kv.generate(f"t{i}", [i + 1, 1], srv.send) for i in range(5)))
     assert kv.limit == 2 and len(srv.opened) == 2 and kv.counts["full"] == 3
     assert sorted(s is None for _, s in srv.sent) == [False, False, True, True, True]
+
+
+async def test_under_a_running_cap_sessions_hold_the_rest_of_the_request_pool():
+    srv = Streaming(pool=7, running=3)     # scheduling_kwargs with sessions: a pool of cap + concurrency
+    kv = KVSessions(srv.open, srv.close, srv.pool_size)
+    await asyncio.gather(*(kv.generate(f"t{i}", [i + 1, 1], srv.send) for i in range(5)))
+    assert kv.limit == 4 and len(srv.opened) == 4 and kv.counts["full"] == 1
+
+
+def test_session_limit():
+    assert session_limit(1024) == 512 and session_limit(2560, 1024) == 1536
+    assert session_limit(1024, 1024) == 512 and session_limit(1024, 4096) == 512   # no cap below the pool: half
+    assert session_limit(1) == 1 and session_limit(2, 1) == 1
 
 
 async def test_a_failed_request_drops_its_session_and_a_failed_open_raises_without_holding_one():

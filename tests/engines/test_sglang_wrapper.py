@@ -6,7 +6,8 @@ import re
 import pytest
 
 from agent_rl.engines.base import SamplingParams
-from agent_rl.engines.sglang_engine import GRAPH_BS_LIMIT, SGLangEngine, sampling_params_dict, scheduling_kwargs
+from agent_rl.engines.sglang_engine import (GRAPH_BS_LIMIT, SGLangEngine, sampling_params_dict, scheduling_info,
+                                           scheduling_kwargs)
 
 
 class FakeTM:
@@ -99,6 +100,23 @@ def test_scheduling_kwargs_cover_the_concurrency_with_cuda_graphs():
     assert scheduling_kwargs(100, {}, FIELDS_0517)["cuda_graph_max_bs_decode"] == 128      # rounded up to 32
     big = scheduling_kwargs(1536, {}, FIELDS_0517)      # more than we capture: cap the running batch there
     assert big["cuda_graph_max_bs_decode"] == GRAPH_BS_LIMIT and big["max_running_requests"] == GRAPH_BS_LIMIT
+    assert "pp_max_micro_batch_size" not in scheduling_kwargs(1536, {}, FIELDS_0517 | {"pp_max_micro_batch_size"})
+
+
+def test_with_kv_sessions_the_running_cap_leaves_a_request_pool_entry_for_every_trajectory_s_session():
+    fields = FIELDS_0517 | {"pp_max_micro_batch_size", "enable_streaming_session"}
+    k = scheduling_kwargs(1536, {"enable_streaming_session": True}, fields)
+    assert k["pp_max_micro_batch_size"] == GRAPH_BS_LIMIT and k["max_running_requests"] == GRAPH_BS_LIMIT + 1536
+    assert k["cuda_graph_max_bs_decode"] == GRAPH_BS_LIMIT
+    info = scheduling_info(k, True)
+    assert info["max_running_requests"] == GRAPH_BS_LIMIT                      # the running cap, not the pool
+    assert "pp_max_micro_batch_size" not in scheduling_kwargs(512, {"enable_streaming_session": True}, fields)
+    for user in ({"max_running_requests": 900}, {"pp_max_micro_batch_size": 512}, {"pp_size": 2}):
+        k = scheduling_kwargs(1536, {"enable_streaming_session": True, **user}, fields)
+        assert {x: k.get(x) for x in user} == user                             # the user's settings win
+        assert k.get("pp_max_micro_batch_size") in (None, 512) and k.get("max_running_requests") != GRAPH_BS_LIMIT + 1536
+    older = scheduling_kwargs(1536, {"enable_streaming_session": True}, FIELDS_0517 | {"enable_streaming_session"})
+    assert older["max_running_requests"] == GRAPH_BS_LIMIT and "pp_max_micro_batch_size" not in older
 
 
 def test_scheduling_kwargs_user_settings_win():
@@ -353,6 +371,11 @@ async def test_a_trajectory_s_turns_run_in_one_session_sending_only_new_ids(sess
     tm = fake.tokenizer_manager
     assert tm.flushed_with_open == 0 and sorted(tm.closed) == sorted(tm.opened) and len(tm.opened) == 2
     assert eng.session_stats()["limit"] == 4
+    capped = SessionEngine()                          # a running cap below the pool: sessions hold the rest
+    capped.server_args.pp_max_micro_batch_size = 2
+    eng2 = SGLangEngine.wrap(capped)
+    await eng2.generate([1], SamplingParams(max_new_tokens=1, session="t"), "c0")
+    assert eng2.session_stats()["limit"] == 6
 
 
 async def test_an_engine_without_streaming_sessions_sends_plain_requests():

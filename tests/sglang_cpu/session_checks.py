@@ -1,7 +1,8 @@
 """KV sessions (`rollout.kv_sessions`, engines/kv_sessions.py) on real sglang 0.5.17 on a CPU, float32: multi-turn
 trajectories generated in sessions against the same trajectories as plain requests on the same engine (the session
-off), and a sampled turn's log-probs against transformers on the whole context. Prints one JSON line of figures; the
-test (test_real_sglang.py) asserts. argv: MODEL_DIR."""
+off), and a sampled turn's log-probs against transformers on the whole context; the engine runs at most 3 requests at
+once under a request pool of 12 (sessions hold up to 9). Prints one JSON line of figures; the test
+(test_real_sglang.py) asserts (and reads sglang's batch log lines). argv: MODEL_DIR."""
 import asyncio
 import json
 import sys
@@ -54,7 +55,10 @@ async def main(model: str) -> dict:
     from agent_rl.engines.base import SamplingParams
 
     cfg = RolloutConfig(engine="sglang", max_model_len=2048, kv_sessions=True)
-    cfg.engine_kwargs = dict(cfg.engine_kwargs, **CPU_KWARGS)
+    # a request pool of 12 with at most 3 requests running (`pp_max_micro_batch_size`, as scheduling_kwargs sets both
+    # with sessions above the CUDA-graph batch): sessions may hold the other 9 entries; sglang logs its batches
+    cfg.engine_kwargs = {**cfg.engine_kwargs, **CPU_KWARGS, "max_running_requests": 12, "pp_max_micro_batch_size": 3,
+                         "log_level": "info"}
     engine = build_engine(cfg, model, seed=1, dtype=torch.float32)
     prompt = list(range(100, 140))
     res = {"kv_sessions": engine.kv_sessions}

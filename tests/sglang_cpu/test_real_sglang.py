@@ -2,6 +2,7 @@
 weight updates, two replicas in one process and as two servers, the bench's engine-side sampler. Skipped unless
 scripts/sglang_cpu/setup.sh has run (conftest.py)."""
 import json
+import re
 
 import pytest
 
@@ -36,6 +37,12 @@ def test_kv_sessions_generate_what_plain_requests_do(run_script, tiny_model_path
     assert r["sampled_gap"] < 1e-4          # transformers on the whole context: sglang's session held the right KV
     st = r["stats"]
     assert st["appended"] >= 20 and st["restarted"] == 1 and st["aborted"] == 1 and "redone" not in st
+    # the running cap below the pool: every trajectory of the 8 at once held a session, sglang ran at most 3
+    assert st["limit"] == 9 and "full" not in st
+    log = run_script.last_log.read_text(errors="replace")
+    running = [int(m[1]) + int(m[0] or 0) for m in
+               re.findall(r"(?:#new-seq: (\d+), .*?)?#running-req: (\d+)", log)]
+    assert len(running) > 10 and max(running) == 3, running
 
 
 @pytest.mark.parametrize("kind", ["sglang", "sglang-server"])
