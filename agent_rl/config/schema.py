@@ -115,8 +115,8 @@ class RolloutConfig:
     partial_rollout: bool = F(False, "carry-over: unfinished trajectories resume in the next step instead of being dropped")
     gpu_memory_utilization: float = F(0.4, "sglang mem_fraction_static (with engine_replicas > 1: of all the replicas together)")
     engine_replicas: int = F(1, "engines per GPU (rank), requests routed by GRPO group: sglang's scheduler is one "
-                             "process, so 2 plan, admit and file requests in parallel while sharing the GPU "
-                             "(engines sglang, sglang-server, hf; docs/rollout.md)")
+                             "process, so 2 plan, admit and file requests in parallel while sharing the GPU; "
+                             "slower than 1 on an H100 (engines sglang, sglang-server, hf; docs/rollout.md)")
     kv_sessions: bool = F(False, "each trajectory keeps its KV cache between turns in an sglang streaming session: a "
                           "turn sends only its new tokens and sglang's scheduler skips its radix-tree match and "
                           "inserts (engines sglang, sglang-server, http with --enable-streaming-session; "
