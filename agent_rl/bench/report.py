@@ -162,7 +162,8 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                 f"{m['mode']} " + ", ".join(f"{v} {k}" for k, v in sorted(m["kv_sessions"].items()))
                 for m in met) + " (appended: a turn sent only its new tokens; started: a trajectory's first request in "
                 "a new session; restarted: its context no longer extended what sglang held; full: no session left "
-                "under the request-pool cap; redone: sglang's prompt length differed, the turn generated again)")
+                "under the request-pool cap; kv_full: sessions held their share of the KV pool's tokens, the turn went "
+                "without one; redone: sglang's prompt length differed, the turn generated again)")
         if any(step_range(m) for m in modes):
             lines.append(f"\n- {len(modes[0]['rounds'])} rounds (`--rounds`): step s is the mean over every round's steps, "
                          "(lo-hi) the lowest and highest round's mean; vs ceiling and latency: the median round")

@@ -22,6 +22,7 @@ import contextlib
 import re
 from typing import Any, Dict, Iterator, Optional
 
+from agent_rl.engines.kv_sessions import STATE_KEYS
 from agent_rl.engines.replicas import replicas_of
 
 _NOTIFY = re.compile(r"notify([1-9][0-9]*)")
@@ -127,6 +128,6 @@ def session_counts(engine: Any) -> Optional[Dict[str, int]]:
     out: Dict[str, int] = {}
     for st in stats:
         for k, v in st.items():
-            if k not in ("limit", "open"):
+            if k not in STATE_KEYS:
                 out[k] = out.get(k, 0) + int(v)
     return out

@@ -32,7 +32,8 @@ import torch
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
 from agent_rl.engines.kv_sessions import CAPACITY, KVSessions, generate as in_session
-from agent_rl.engines.sglang_engine import FLUSH_WAIT_S, MEMORY_TAGS, parse_generate_output, profile_request, sampling_params_dict
+from agent_rl.engines.sglang_engine import (FLUSH_WAIT_S, MEMORY_TAGS, parse_generate_output, pool_info, profile_request,
+                                           sampling_params_dict)
 
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,11 @@ class HTTPEngine(Engine):
         async def close_session(sid: str) -> None:
             await self._post("/close_session", {"session_id": sid})
 
-        async def pool_size() -> Tuple[Optional[int], Optional[int]]:
+        async def pool_size() -> Dict[str, Optional[int]]:
             session = await self._http()
             async with session.get(self.base_url + "/server_info") as resp:
                 info = json.loads(await resp.read())
-            states = info.get("internal_states") or [{}]
-            return int(states[0]["effective_max_running_requests_per_dp"]), info.get("pp_max_micro_batch_size")
+            return pool_info((info.get("internal_states") or [{}])[0], info)
 
         self._kv = KVSessions(open_session, close_session, pool_size)
         self.kv_sessions = True

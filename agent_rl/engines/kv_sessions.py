@@ -19,7 +19,9 @@ its slot) only while the pool has a free entry: sessions may hold what the runni
 `session_limit`), the other requests go without one, so held slots can never starve admission. sglang sizes the pool
 by `max_running_requests`; where a running cap below it is set (`pp_max_micro_batch_size`, as `scheduling_kwargs`
 does with sessions when it caps the running requests for CUDA-graph coverage), sessions hold the rest of the pool,
-else half of it.
+else half of it. Held KV is not evictable (sglang 0.5.17 never evicts a session, unlike its radix cache): sessions
+may hold at most half of the KV pool's tokens (`kv_limit`; by each session's context, reserved when its request
+is sent), a trajectory past it goes on without one (`kv_full`), so running requests always find KV to grow into.
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 
 SESSION_KINDS = ("sglang", "sglang-server", "http")   # engines that can keep them
 DEFAULT_POOL = 2048   # sglang 0.5.17's smallest request pool without a running-request cap
+KV_SHARE = 0.5   # of the KV pool's tokens, the most that sessions may hold
+STATE_KEYS = ("open", "limit", "kv_limit", "held")   # of `KVSessions.stats`: its state now; the other keys count events
 CAPACITY = 1 << 30   # sglang's `capacity_of_str_len` (unused with token ids; it must be given)
 
 
@@ -51,21 +55,25 @@ class Session:
     sid: str
     ctx: Optional[List[int]] = None   # what sglang holds: the last finished request's context + output ids
     busy: bool = False
+    held: int = 0   # its tokens counted against `kv_limit`: its context (reserved when a request is sent)
 
 
 class KVSessions:
     """The sessions of one engine. `open_fn(sid)` / `close_fn(sid)` talk to sglang (in-process or HTTP)."""
 
     def __init__(self, open_fn: Callable[[str], Awaitable[Any]], close_fn: Callable[[str], Awaitable[Any]],
-                 pool_fn: Optional[Callable[[], Awaitable[Tuple[Optional[int], Optional[int]]]]] = None):
-        """`pool_fn()`: (the size of sglang's request pool, its running cap where one below the pool is set), read
-        once, before the first session (None: unknown, then `DEFAULT_POOL`)."""
+                 pool_fn: Optional[Callable[[], Awaitable[Dict[str, Optional[int]]]]] = None):
+        """`pool_fn()`: {"pool": the size of sglang's request pool, "running_cap": its running cap where one below
+        the pool is set, "kv_tokens": its KV pool's tokens}, read once, before the first session (unknown: the
+        pool `DEFAULT_POOL`, no token limit)."""
         self._open, self._close, self._pool_fn = open_fn, close_fn, pool_fn
         self.limit: Optional[int] = None
+        self.kv_limit: Optional[int] = None   # tokens sessions may hold (None: unknown, not limited)
+        self.held = 0                         # tokens they hold (Session.held summed)
         self._limit_task: Optional[asyncio.Future] = None
         self._by_key: Dict[str, Session] = {}
         self._closing: Set[asyncio.Task] = set()
-        self.counts: Counter = Counter()   # appended | started | restarted | full | redone | aborted
+        self.counts: Counter = Counter()   # appended | started | restarted | full | kv_full | redone | aborted
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -91,14 +99,16 @@ class KVSessions:
         return out
 
     async def _read_limit(self) -> None:
-        pool = running = None
+        info: Dict[str, Optional[int]] = {}
         if self._pool_fn is not None:
             try:
-                pool, running = await self._pool_fn()
+                info = await self._pool_fn()
             except Exception as e:   # an older sglang, a server without the route: the default
                 log.warning("could not read sglang's request pool size (%s); sessions capped at %d", e,
                             DEFAULT_POOL // 2)
-        self.limit = session_limit(pool or DEFAULT_POOL, running)
+        tokens = info.get("kv_tokens")
+        self.kv_limit = int(int(tokens) * KV_SHARE) if tokens else None
+        self.limit = session_limit(info.get("pool") or DEFAULT_POOL, info.get("running_cap"))
 
     async def begin(self, key: str, input_ids: List[int]) -> Tuple[Optional[Session], List[int]]:
         """The session for `key`'s next request and the ids to send (only the new ones when sglang holds the rest);
@@ -107,21 +117,30 @@ class KVSessions:
         if s is not None and s.ctx is not None and not s.busy:
             n = len(s.ctx)
             if len(input_ids) > n and input_ids[:n] == s.ctx:
-                s.busy = True
-                self.counts["appended"] += 1
-                return s, input_ids[n:]
-            self.counts["restarted"] += 1
+                if self._fits(len(input_ids) - s.held):
+                    s.busy = True
+                    self._hold(s, len(input_ids))
+                    self.counts["appended"] += 1
+                    return s, input_ids[n:]
+            else:
+                self.counts["restarted"] += 1
         if s is not None:
             self.drop(key)
         if self.limit is not None and len(self._by_key) >= self.limit:
             self.counts["full"] += 1
             return None, input_ids
+        if not self._fits(len(input_ids)):
+            self.counts["kv_full"] += 1
+            return None, input_ids
         s = Session(uuid.uuid4().hex, busy=True)
         self._by_key[key] = s
+        self._hold(s, len(input_ids))
         try:
             await self._open(s.sid)
         except BaseException:
-            self._by_key.pop(key, None)
+            if self._by_key.get(key) is s:
+                self._by_key.pop(key)
+                self._hold(s, 0)
             raise
         self.counts["started"] += 1
         return s, input_ids
@@ -144,7 +163,15 @@ class KVSessions:
             self.drop(key)
             return False
         s.ctx = [*input_ids, *output_ids]
+        self._hold(s, len(s.ctx))
         return True
+
+    def _fits(self, more: int) -> bool:
+        return self.kv_limit is None or self.held + more <= self.kv_limit
+
+    def _hold(self, s: Session, tokens: int) -> None:
+        self.held += tokens - s.held
+        s.held = tokens
 
     def failed(self, key: str, s: Session) -> None:
         """The request raised or was cancelled: what sglang holds is unknown."""
@@ -155,6 +182,7 @@ class KVSessions:
     def drop(self, key: str) -> None:
         s = self._by_key.pop(key, None)
         if s is not None:
+            self._hold(s, 0)
             self._close_later(s.sid)
 
     def _close_later(self, sid: str) -> None:
@@ -179,7 +207,8 @@ class KVSessions:
             await asyncio.gather(*list(self._closing), return_exceptions=True)
 
     def stats(self) -> Dict[str, int]:
-        return {"open": len(self._by_key), "limit": self.limit if self.limit is not None else -1, **self.counts}
+        return {"open": len(self._by_key), "limit": self.limit if self.limit is not None else -1,
+                "kv_limit": self.kv_limit if self.kv_limit is not None else -1, "held": self.held, **self.counts}
 
 
 async def generate(kv: Optional[KVSessions], input_ids: List[int], sampling: Any, request_id: str,

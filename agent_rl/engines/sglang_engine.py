@@ -258,6 +258,14 @@ def server_args_kwargs(model_path: str, mem_fraction_static: float = 0.4, contex
     return kwargs
 
 
+def pool_info(state: Dict[str, Any], server_args: Any) -> Dict[str, Optional[int]]:
+    """What `KVSessions` reads from a running sglang: its scheduler's `state` (get_internal_state) and its server
+    args (ServerArgs, or a server's `/server_info` dict)."""
+    return {"pool": int(state["effective_max_running_requests_per_dp"]),
+            "running_cap": _arg(server_args, "pp_max_micro_batch_size"),
+            "kv_tokens": (state.get("memory_usage") or {}).get("token_capacity")}
+
+
 def _arg(obj: Any, name: str) -> Any:
     """A field of sglang's ServerArgs (or of its dict form, a server's `/server_info`); None when absent."""
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
@@ -538,11 +546,9 @@ class SGLangEngine(Engine):
         async def close_session(sid: str) -> None:
             await tm.close_session(CloseSessionReqInput(session_id=sid), None)
 
-        async def pool_size() -> Tuple[Optional[int], Optional[int]]:
+        async def pool_size() -> Dict[str, Optional[int]]:
             states = await tm.get_internal_state()
-            state = states[0] if isinstance(states, list) else states
-            return (int(state["effective_max_running_requests_per_dp"]),
-                    _arg(self._engine.server_args, "pp_max_micro_batch_size"))
+            return pool_info(states[0] if isinstance(states, list) else states, self._engine.server_args)
 
         self._kv = KVSessions(open_session, close_session, pool_size)
 

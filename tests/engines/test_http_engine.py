@@ -48,7 +48,8 @@ class FakeSGLang:
     async def server_info(self, request):
         # sglang's /server_info: its ServerArgs at the top, the scheduler's states inside
         return web.json_response({"pp_max_micro_batch_size": 6,
-                                  "internal_states": [{"effective_max_running_requests_per_dp": 16}]})
+                                  "internal_states": [{"effective_max_running_requests_per_dp": 16,
+                                                       "memory_usage": {"token_capacity": 5000}}]})
 
     async def generate(self, request):
         body = await request.json()
@@ -407,5 +408,6 @@ async def test_kv_sessions_send_each_turn_s_new_ids_and_end_with_the_trajectory(
         closed = [b["session_id"] for c, b in fake.session_calls if c == "close"]
         assert fake.sessions == {} and len(opened) == 2 and sorted(closed) == sorted(opened)
         assert eng.session_stats()["limit"] == 10          # the pool of 16 less the running cap of 6
+        assert eng.session_stats()["kv_limit"] == 2500     # half the KV pool's tokens
     finally:
         await eng.shutdown()

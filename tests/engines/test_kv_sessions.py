@@ -13,9 +13,10 @@ class Streaming:
     finished request's context + output); an abort leaves it as it was; `extra` > 0 makes a faulty server that holds
     `extra` more tokens than it returned."""
 
-    def __init__(self, pool=64, extra=0, running=None):
+    def __init__(self, pool=64, extra=0, running=None, kv_tokens=None):
         self.held, self.opened, self.closed, self.sent, self.contexts = {}, [], [], [], []
         self.pool, self.running, self.extra, self.abort_next, self.fail_next = pool, running, extra, False, False
+        self.kv_tokens = kv_tokens
 
     async def open(self, sid):
         await asyncio.sleep(0)
@@ -28,7 +29,7 @@ class Streaming:
         self.closed.append(sid)
 
     async def pool_size(self):
-        return self.pool, self.running
+        return {"pool": self.pool, "running_cap": self.running, "kv_tokens": self.kv_tokens}
 
     async def send(self, ids, sid):
         self.sent.append((list(ids), sid))
@@ -59,7 +60,7 @@ async def _turns(kv, srv, key, prompt, observations, cut=None):
 
 
 async def test_turns_send_only_their_new_tokens_and_see_the_plain_context():
-    srv = Streaming()
+    srv = Streaming(kv_tokens=1000)
     kv = KVSessions(srv.open, srv.close, srv.pool_size)
     _, outs = await _turns(kv, srv, "t1", [1, 2, 3], [[7, 8], [9], []])
     assert [s for _, s in srv.sent] == [srv.opened[0]] * 3
@@ -68,6 +69,7 @@ async def test_turns_send_only_their_new_tokens_and_see_the_plain_context():
     _, ref = await _turns(KVSessions(plain.open, plain.close, plain.pool_size), plain, "t1", [1, 2, 3], [[7, 8], [9], []])
     assert outs == ref and srv.contexts[-1] == [1, 2, 3] + ref[0] + [7, 8] + ref[1] + [9]
     assert kv.counts["started"] == 1 and kv.counts["appended"] == 2 and kv.limit == 32
+    assert kv.held == len(srv.held[srv.opened[0]]) == 3 + 3 + 2 + 3 + 1 + 3    # what sglang holds, counted
     kv.drop("t1")
     await kv.close_all()
     assert srv.closed == srv.opened and len(kv) == 0
@@ -122,6 +124,26 @@ async def test_under_a_running_cap_sessions_hold_the_rest_of_the_request_pool():
     kv = KVSessions(srv.open, srv.close, srv.pool_size)
     await asyncio.gather(*(kv.generate(f"t{i}", [i + 1, 1], srv.send) for i in range(5)))
     assert kv.limit == 4 and len(srv.opened) == 4 and kv.counts["full"] == 1
+
+
+async def test_sessions_hold_at_most_half_the_kv_pool_s_tokens():
+    srv = Streaming(kv_tokens=40)           # sessions may hold 20 tokens
+    kv = KVSessions(srv.open, srv.close, srv.pool_size)
+    for i in range(3):
+        await kv.generate(f"t{i}", [i + 1] * 8, srv.send)
+    assert kv.kv_limit == 20 and len(kv) == 2 and kv.counts["kv_full"] == 1 and kv.held == 2 * 11
+    assert [sid is None for _, sid in srv.sent] == [False, False, True]
+    ctx = srv.held[srv.opened[0]] + [4]     # t0's next turn: 12 tokens, one more than its session holds
+    # t0 grows past the limit: its session is dropped and the turn goes plainly on its whole context
+    await kv.generate("t0", ctx, srv.send)
+    assert srv.sent[-1] == (ctx, None) and kv.counts["kv_full"] == 2 and len(kv) == 1 and kv.held == 11
+    kv.drop("t1")
+    assert kv.held == 0 and kv.stats()["held"] == 0 and kv.stats()["kv_limit"] == 20
+    await kv.close_all()
+    plain = Streaming()                     # no KV size known: no token limit
+    kv2 = KVSessions(plain.open, plain.close, plain.pool_size)
+    await kv2.generate("t", [1] * 500, plain.send)
+    assert kv2.kv_limit is None and len(kv2) == 1
 
 
 def test_session_limit():

@@ -325,7 +325,7 @@ class SessionTM(FakeTM):
         self.closed.append(obj.session_id)
 
     async def get_internal_state(self):
-        return [{"effective_max_running_requests_per_dp": 8}]
+        return [{"effective_max_running_requests_per_dp": 8, "memory_usage": {"token_capacity": 100000}}]
 
     async def flush_cache(self):
         self.flushed_with_open = len(self.held)
@@ -370,7 +370,7 @@ async def test_a_trajectory_s_turns_run_in_one_session_sending_only_new_ids(sess
     assert await eng.flush_cache()
     tm = fake.tokenizer_manager
     assert tm.flushed_with_open == 0 and sorted(tm.closed) == sorted(tm.opened) and len(tm.opened) == 2
-    assert eng.session_stats()["limit"] == 4
+    assert eng.session_stats()["limit"] == 4 and eng.session_stats()["kv_limit"] == 50000
     capped = SessionEngine()                          # a running cap below the pool: sessions hold the rest
     capped.server_args.pp_max_micro_batch_size = 2
     eng2 = SGLangEngine.wrap(capped)

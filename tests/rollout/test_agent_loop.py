@@ -341,7 +341,7 @@ class SessionsOver(ScriptedEngine):
             self.held.pop(sid, None)
 
         async def pool():
-            return 64
+            return {"pool": 64}
         self.kv = KVSessions(opened, closed, pool)
 
     async def generate(self, input_ids, sampling, request_id):

@@ -110,6 +110,7 @@ async def main(model: str) -> dict:
         b = await engine.generate(ctx, sp, "s-1")
         res["sampled_gap"] = gap(b.logprobs, ref_logprobs(hf, ctx, b.output_ids, 0.7))[1]
         res["stats"] = engine.session_stats()
+        res["kv_tokens"] = (await engine._engine.tokenizer_manager.get_internal_state())[0]["memory_usage"]["token_capacity"]
     finally:
         await engine.shutdown()
     return res
