@@ -188,10 +188,10 @@ def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fiel
     TP 1) and runs larger batches eagerly, several times slower per token on a small model. With `max_concurrency`
     requests in flight (one per running trajectory), graphs are captured up to min(concurrency, GRAPH_BS_LIMIT),
     the running requests are capped there (the rest wait in sglang's queue; `max_running_requests`, or with KV
-    sessions `pp_max_micro_batch_size` under a request pool that also holds every trajectory's session), priority scheduling serves the
-    queue by our hint (lower first: earlier launched groups, so over-sampled extras only use spare rows), and the
-    prefill delayer (`PREFILL_DELAYER`) batches the prefills of turns that start one by one, and prefill passes run
-    without CUDA graphs (`PREFILL_GRAPH_OFF`).
+    sessions `pp_max_micro_batch_size` under a request pool that also holds every trajectory's session), priority
+    scheduling serves the queue by our hint (lower first: earlier launched groups, so over-sampled extras only use
+    spare rows), and the prefill delayer (`PREFILL_DELAYER`) batches the prefills of turns that start one by one, and
+    prefill passes run without CUDA graphs (`PREFILL_GRAPH_OFF`).
     The user's `rollout.engine_kwargs` win; the deprecated `cuda_graph_max_bs` maps to whichever name `fields`
     (sglang's ServerArgs) has."""
     out = dict(user)
