@@ -14,15 +14,15 @@ decide a 10-30% effect on the GPU host: sglang's own decode rate moved 1.3-1.6x 
   `engines/replicas.py`): one run compares one sglang scheduler with two on the same GPU;
 * `sessions` / `nosessions`: each trajectory keeps its KV cache between turns in an sglang streaming session, or
   not (`rollout.kv_sessions`, engines/kv_sessions.py; engines sglang and sglang-server, which the benchmark then
-  starts with sglang's streaming sessions enabled: its plain modes run on that engine too).
+  starts with sglang's streaming sessions enabled: its plain modes run on that engine too). They keep sessions by
+  default (`--kv-sessions` unset, as `rollout.kv_sessions` null): `async,async@nosessions` compares them.
 """
 from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator
 
-from agent_rl.engines.kv_sessions import STATE_KEYS
 from agent_rl.engines.replicas import replicas_of
 
 _NOTIFY = re.compile(r"notify([1-9][0-9]*)")
@@ -117,17 +117,3 @@ def _set(owner: Any, attr: str, value: Any) -> None:
         override("agent-rl bench mode variant", **{attr: value})
     else:
         setattr(owner, attr, value)
-
-
-def session_counts(engine: Any) -> Optional[Dict[str, int]]:
-    """The KV sessions' counts (`KVSessions.stats`) summed over `engine`'s replicas; None without sessions."""
-    stats = [r.session_stats() for r in replicas_of(engine) if callable(getattr(r, "session_stats", None))]
-    stats = [st for st in stats if st is not None]
-    if not stats:
-        return None
-    out: Dict[str, int] = {}
-    for st in stats:
-        for k, v in st.items():
-            if k not in STATE_KEYS:
-                out[k] = out.get(k, 0) + int(v)
-    return out

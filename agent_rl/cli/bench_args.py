@@ -105,9 +105,10 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
     p.add_argument("--no-coalesce-submits", action="store_true",
                    help="in-process sglang engine: send each request as its trajectory asks, not the requests of one "
                         "event-loop pass back to back at its end (the default; engines/sglang_engine._Coalescer)")
-    p.add_argument("--kv-sessions", action="store_true",
+    p.add_argument("--kv-sessions", action=argparse.BooleanOptionalAction, default=None,
                    help="each trajectory keeps its KV cache between turns in an sglang streaming session "
-                        "(rollout.kv_sessions; engines/kv_sessions.py); compare in one run with the mode variants "
+                        "(rollout.kv_sessions; engines/kv_sessions.py); default: as rollout.kv_sessions' null, on for "
+                        "--engine sglang and sglang-server; compare in one run with the mode variants "
                         "@sessions / @nosessions")
     p.add_argument("--sample-cpu", action="store_true",
                    help="sample the CPU of this process, its children (sglang's scheduler, detokenizer) and the host "

@@ -117,10 +117,12 @@ class RolloutConfig:
     engine_replicas: int = F(1, "engines per GPU (rank), requests routed by GRPO group: sglang's scheduler is one "
                              "process, so 2 plan, admit and file requests in parallel while sharing the GPU; "
                              "slower than 1 on an H100 (engines sglang, sglang-server, hf; docs/rollout.md)")
-    kv_sessions: bool = F(False, "each trajectory keeps its KV cache between turns in an sglang streaming session: a "
-                          "turn sends only its new tokens and sglang's scheduler skips its radix-tree match and "
-                          "inserts (engines sglang, sglang-server, http with --enable-streaming-session; "
-                          "docs/rollout.md)")
+    kv_sessions: Optional[bool] = F(None, "each trajectory keeps its KV cache between turns in an sglang streaming "
+                                    "session: a turn sends only its new tokens and sglang's scheduler skips its "
+                                    "radix-tree match and inserts; null = on for the sglang engines started here "
+                                    "(sglang, sglang-server) where the installed sglang has them, off for hf and http "
+                                    "(true: an external server started with --enable-streaming-session; "
+                                    "docs/rollout.md)")
     free_cache_engine: bool = F(True, "release the engine's KV cache and weights while the actor trains (hybrid engine)")
     weight_sync_bucket_mb: int = F(512, "size bound of one update_weights_from_tensor call")
     server_url: Optional[str] = F(None, "base URL of an external SGLang server (engine=http)")

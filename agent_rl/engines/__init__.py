@@ -21,7 +21,7 @@ from typing import Any, Optional
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
 from agent_rl.engines.kv_sessions import SESSION_KINDS
 
-__all__ = ["Engine", "GenerateOutput", "SamplingParams", "build_engine", "resolve_engine_kind"]
+__all__ = ["Engine", "GenerateOutput", "SamplingParams", "build_engine", "kv_sessions_on", "resolve_engine_kind"]
 
 KINDS = ("auto", "sglang", "sglang-server", "hf", "http")
 
@@ -96,13 +96,30 @@ def _shutdown_started(engines: list) -> None:
         loop.close()
 
 
+def kv_sessions_on(kind: str, rollout_cfg: Any) -> bool:
+    """`rollout.kv_sessions` for an engine of `kind`: true or false as set (true where the engine cannot keep them:
+    an error); null (the default) means on for the sglang engines started here (sglang, sglang-server) where the
+    installed sglang has streaming sessions and `engine_kwargs.enable_streaming_session` is not false, off for hf and
+    http (an external server keeps them only when started with --enable-streaming-session: set true)."""
+    want = getattr(rollout_cfg, "kv_sessions", None)
+    if want is not None:
+        if want and kind not in SESSION_KINDS:
+            raise ValueError(f"rollout.kv_sessions: needs an sglang engine ({', '.join(SESSION_KINDS)}), not {kind}")
+        return bool(want)
+    if kind not in ("sglang", "sglang-server"):
+        return False
+    if (getattr(rollout_cfg, "engine_kwargs", None) or {}).get("enable_streaming_session") is False:
+        return False
+    from agent_rl.engines.sglang_engine import streaming_sessions_available
+
+    return streaming_sessions_available()
+
+
 def _build_one(kind: str, rollout_cfg: Any, model_path: str, device: Optional[str], seed: Optional[int], dtype: Any,
                log_dir: Optional[str], mem_fraction: float, max_concurrency: Optional[int],
                log_tag: Optional[str] = None) -> Engine:
     max_len = getattr(rollout_cfg, "max_model_len", None)
-    sessions = bool(getattr(rollout_cfg, "kv_sessions", False))
-    if sessions and kind not in SESSION_KINDS:
-        raise ValueError(f"rollout.kv_sessions: needs an sglang engine ({', '.join(SESSION_KINDS)}), not {kind}")
+    sessions = kv_sessions_on(kind, rollout_cfg)
     if kind == "hf":
         from agent_rl.engines.hf import HFEngine
 

@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
+from agent_rl.engines.kv_sessions import STATE_KEYS
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
 
 MAX_AFFINITIES = 1 << 16   # affinities remembered between cache flushes (oldest forgotten first)
@@ -44,6 +45,20 @@ def replica_mem_fractions(total: float, replicas: int) -> List[float]:
 def replicas_of(engine: Any) -> List[Any]:
     """The engines behind `engine`: its replicas (`ReplicaEngine`), else `engine` itself."""
     return list(getattr(engine, "replicas", None) or [engine])
+
+
+def session_counts(engine: Any) -> Optional[Dict[str, int]]:
+    """The KV sessions' counts (`KVSessions.stats`) summed over `engine`'s replicas; None without sessions."""
+    stats = [r.session_stats() for r in replicas_of(engine) if callable(getattr(r, "session_stats", None))]
+    stats = [st for st in stats if st is not None]
+    if not stats:
+        return None
+    out: Dict[str, int] = {}
+    for st in stats:
+        for k, v in st.items():
+            if k not in STATE_KEYS:
+                out[k] = out.get(k, 0) + int(v)
+    return out
 
 
 class ReplicaEngine(Engine):

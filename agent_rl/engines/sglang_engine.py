@@ -258,6 +258,15 @@ def server_args_kwargs(model_path: str, mem_fraction_static: float = 0.4, contex
     return kwargs
 
 
+def streaming_sessions_available() -> bool:
+    """Whether the installed sglang can keep KV sessions (`enable_streaming_session`, sglang >= 0.5.17)."""
+    try:
+        from sglang.srt.server_args import ServerArgs
+    except Exception:   # noqa: BLE001 - no usable sglang: no sessions
+        return False
+    return "enable_streaming_session" in {f.name for f in dataclasses.fields(ServerArgs)}
+
+
 def pool_info(state: Dict[str, Any], server_args: Any) -> Dict[str, Optional[int]]:
     """What `KVSessions` reads from a running sglang: its scheduler's `state` (get_internal_state) and its server
     args (ServerArgs, or a server's `/server_info` dict)."""

@@ -25,7 +25,7 @@ from agent_rl.rollout.trajectory import Trajectory
 from agent_rl.tasks.registry import TASKS, metric_hooks
 
 __all__ = ["hint_metrics", "hop_key", "hop_metrics", "merge_worker_metrics", "reward_metrics", "task_metrics",
-           "rollout_metrics", "tool_success_metrics", "validation_metrics"]
+           "rollout_metrics", "session_metrics", "tool_success_metrics", "validation_metrics"]
 
 ANSWERED = "answered"   # reward component: 1 when the reward found a final answer to score (every task's reward)
 
@@ -149,6 +149,21 @@ SUMMED = {"rollout/launched_groups", "rollout/kept_groups", "rollout/resumed_gro
           "rollout/carried_trajectories", "rollout/extra_trajectories_started", "rollout/gen_tokens",
           "rollout/gen_tokens_per_s", "rollout/filtered_groups"}
 MAXED = {"rollout/seconds", "rollout/abort_seconds"}
+SESSIONS = "rollout/kv_sessions/"   # + an event of engines/kv_sessions.py (appended, started, full, ...): counts
+
+
+def _counted(key: str) -> bool:
+    """A worker metric that counts events (summed over workers and rounds)."""
+    leaf = key.rsplit("/", 1)[-1]
+    return key in SUMMED or leaf in ("calls", "retries", "truncated") or "/errors/" in key or key.startswith(SESSIONS)
+
+
+def session_metrics(before: Optional[Dict[str, int]], after: Optional[Dict[str, int]]) -> Dict[str, float]:
+    """How a rollout's turns met their KV sessions: `rollout/kv_sessions/<event>`, the engine's counts
+    (`engines/replicas.session_counts`) after it less those before; nothing for an engine without sessions."""
+    if after is None:
+        return {}
+    return {SESSIONS + k: float(v - (before or {}).get(k, 0)) for k, v in sorted(after.items())}
 
 
 def merge_worker_metrics(per_worker: Sequence[Dict[str, Any]]) -> Dict[str, float]:
@@ -167,7 +182,7 @@ def merge_worker_metrics(per_worker: Sequence[Dict[str, Any]]) -> Dict[str, floa
     out = {}
     for k, vs in acc.items():
         leaf = k.rsplit("/", 1)[-1]
-        if k in SUMMED or leaf in ("calls", "retries", "truncated") or "/errors/" in k:
+        if _counted(k):
             out[k] = float(sum(vs))
         elif k in MAXED or leaf.endswith("_max") or leaf.endswith("_p99_s"):
             out[k] = max(vs)
@@ -182,9 +197,7 @@ def merge_rounds(rounds: Sequence[Dict[str, float]]) -> Dict[str, float]:
     out: Dict[str, float] = {}
     for m in rounds:
         for k, v in m.items():
-            leaf = k.rsplit("/", 1)[-1]
-            summed = k in SUMMED or k in MAXED or leaf in ("calls", "retries", "truncated") or "/errors/" in k
-            out[k] = out.get(k, 0.0) + v if summed else v
+            out[k] = out.get(k, 0.0) + v if _counted(k) or k in MAXED else v
     if out.get("rollout/seconds"):
         out["rollout/gen_tokens_per_s"] = out.get("rollout/gen_tokens", 0.0) / out["rollout/seconds"]
     return out

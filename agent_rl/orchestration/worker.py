@@ -105,9 +105,14 @@ class TrainWorker:
         self._ensure_engine()
         if batch_size <= 0 and not rows:  # nothing needed from this rank (carried groups wait for a step that needs them)
             return [], {}, self.scheduler.num_carried_groups
+        from agent_rl.engines.replicas import session_counts
+        from agent_rl.orchestration.traj_metrics import session_metrics
+
+        sessions = session_counts(self.engine)
         res = self._run(self.scheduler.run_step(list(rows), step, batch_size=batch_size,
                                                 policy_version=self.policy_version))
-        return res.trajectories, res.metrics, self.scheduler.num_carried_groups
+        metrics = {**res.metrics, **session_metrics(sessions, session_counts(self.engine))}
+        return res.trajectories, metrics, self.scheduler.num_carried_groups
 
     def validate(self, rows: Sequence[Dict[str, Any]], step: int):
         self._ensure_engine()

@@ -209,7 +209,7 @@ def test_the_suites_help_names_every_variant():
 
 
 async def test_the_sessions_variant_keeps_kv_sessions_for_its_modes_only(tokenizer, session_requests):
-    from agent_rl.bench.variants import session_counts
+    from agent_rl.engines.replicas import session_counts
     from tests.engines.test_sglang_wrapper import SessionEngine
 
     fake = SessionEngine()

@@ -342,3 +342,25 @@ def test_kv_sessions_start_sglang_with_streaming_sessions_and_are_refused_elsewh
     assert validate({"rollout": {"kv_sessions": True, "engine": "auto"}}, check_paths=False).rollout.kv_sessions
     with pytest.raises(ValueError, match="rollout.kv_sessions: needs an sglang engine"):
         build_engine(RolloutConfig(engine="hf", kv_sessions=True), str(model))
+
+
+def test_kv_sessions_by_default_on_for_the_sglang_engines_started_here_only(fake_sglang, tmp_path, monkeypatch):
+    from agent_rl.engines import kv_sessions_on, sglang_engine
+
+    model = tmp_path / "model"
+    model.mkdir()
+    assert RolloutConfig().kv_sessions is None                    # null: the engine decides
+    eng = build_engine(RolloutConfig(engine="sglang"), str(model))
+    start = [json.loads(line)["kwargs"] for line in open(fake_sglang / "engine_starts.jsonl")][-1]
+    assert start["enable_streaming_session"] is True and eng.kv_sessions and eng.session_stats() is not None
+    off = RolloutConfig(engine="sglang", engine_kwargs={"enable_streaming_session": False})
+    assert kv_sessions_on("sglang", RolloutConfig()) and kv_sessions_on("sglang-server", RolloutConfig())
+    assert not kv_sessions_on("sglang", off)                       # the user's engine setting wins
+    assert not kv_sessions_on("hf", RolloutConfig()) and not kv_sessions_on("http", RolloutConfig())
+    assert kv_sessions_on("http", RolloutConfig(kv_sessions=True))  # an external server: only when asked
+    assert not kv_sessions_on("sglang", RolloutConfig(kv_sessions=False))
+    monkeypatch.setattr(sglang_engine, "streaming_sessions_available", lambda: False)   # an sglang without them
+    assert not kv_sessions_on("sglang", RolloutConfig())
+    eng = build_engine(RolloutConfig(engine="sglang"), str(model))
+    start = [json.loads(line)["kwargs"] for line in open(fake_sglang / "engine_starts.jsonl")][-1]
+    assert "enable_streaming_session" not in start and not eng.kv_sessions and eng.session_stats() is None

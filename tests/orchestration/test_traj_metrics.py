@@ -205,3 +205,15 @@ def test_task_metric_hooks_reach_step_and_per_hop_metrics(tmp_path, monkeypatch)
         t.row = {"data_source": "kg_synth", "extra_info": {"hops": 1}}
     v = validation_metrics(trajs)
     assert v["val/kg_synth/hop1/calc_rows"] == 2.0 and v["val/kg_synth/hop1/kg_queries"] == pytest.approx(0.5)
+
+
+def test_kv_session_counts_are_the_rollout_s_own_and_add_up_over_workers_and_rounds():
+    from agent_rl.orchestration.traj_metrics import merge_rounds, session_metrics
+
+    before, after = {"started": 8, "appended": 16}, {"started": 12, "appended": 30, "full": 2}
+    m = session_metrics(before, after)
+    assert m == {"rollout/kv_sessions/appended": 14.0, "rollout/kv_sessions/full": 2.0, "rollout/kv_sessions/started": 4.0}
+    assert session_metrics(None, after)["rollout/kv_sessions/started"] == 12 and session_metrics(before, None) == {}
+    merged = merge_worker_metrics([m, {"rollout/kv_sessions/started": 6.0}])    # two ranks: summed, not averaged
+    assert merged["rollout/kv_sessions/started"] == 10 and merged["rollout/kv_sessions/appended"] == 14
+    assert merge_rounds([merged, merged])["rollout/kv_sessions/full"] == 4            # dynamic-sampling rounds add up
