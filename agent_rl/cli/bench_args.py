@@ -207,6 +207,9 @@ def add_arguments(parser) -> None:
                    help="training config override for every variant (repeatable), e.g. actor.ppo_mini_batch_size=8")
 
 
+TRI_STATE = {"kv_sessions"}   # --X / --no-X / unset (None: the config's default)
+
+
 def command_line(args) -> str:
     """The effective command: every option spelled out, so it reproduces the run exactly."""
     skip = {"command", "bench_cmd", "_module", "_extra", "_accepts_extra"}
@@ -218,6 +221,8 @@ def command_line(args) -> str:
         if isinstance(value, bool):
             if value:
                 parts.append(flag)
+            elif key in TRI_STATE:   # False set by hand, not a store_true's default
+                parts.append("--no-" + flag[2:])
         elif isinstance(value, list):
             for v in value:
                 parts += [flag, str(v)]

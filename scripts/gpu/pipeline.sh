@@ -135,7 +135,8 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
       mixed) extra="--engine-kwarg enable_mixed_chunk=true" ;;   # a no-op: sglang 0.5.17 mixes no batch returning log-probs
       prefillgraph) extra="--engine-kwarg disable_prefill_cuda_graph=false" ;;   # sglang's breakable prefill graphs
       nooverlap) extra="--engine-kwarg disable_overlap_schedule=true" ;;
-      sessions) extra="--kv-sessions" ;;   # each trajectory's KV kept between turns in an sglang streaming session
+      sessions) extra="--kv-sessions" ;;   # each trajectory's KV kept between turns in an sglang streaming session (the default since 2026-12-05)
+      nosessions) extra="--no-kv-sessions" ;;   # every turn a plain request (the default before 2026-12-05)
       replicas2) extra="--engine-replicas 2" ;;   # two in-process sglang engines on the GPU, requests routed by group
       serverreplicas2) extra="--engine-replicas 2"; engine=sglang-server ;;   # the same with two server processes
       *) stage "unknown setting $set"; continue ;;

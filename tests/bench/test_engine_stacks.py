@@ -1,14 +1,19 @@
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import time
 
+import pytest
+
 from agent_rl.bench import engine_stacks
 from agent_rl.bench.engine_stacks import ENV, between, enabled, snapshot, summary_line
 
 CHILD = textwrap.dedent("""
-    import sys
+    import faulthandler, signal, sys
+    if len(sys.argv) > 3:   # SIGUSR1 writes every thread's stack there (C level: even while a thread holds the GIL)
+        faulthandler.register(signal.SIGUSR1, file=open(sys.argv[3], "w"), all_threads=True)
     from sglang.srt.fake_scheduler import busy_until, wait_for
     busy_until(sys.argv[1])
     wait_for(sys.argv[2])
@@ -31,9 +36,14 @@ def _fake_packages(root):
             return x
 
         def busy_until(path):
+            # 20 ms on CPU between the checks, which release the GIL: a thread that lets go of the GIL more often
+            # than the interpreter's 5 ms switch interval and takes it straight back can keep a waiting thread (the
+            # sampler) from ever getting it (CPython's GIL convoy)
             end = time.monotonic() + 60
             while not os.path.exists(path) and time.monotonic() < end:
-                _spin()
+                t = time.monotonic() + 0.02
+                while time.monotonic() < t:
+                    _spin()
 
         def wait_for(path):
             end = time.monotonic() + 60
@@ -59,13 +69,18 @@ def _child_env(tmp_path, monkeypatch):
 
 def test_a_spawned_process_samples_its_main_thread(tmp_path, monkeypatch):
     paths = _child_env(tmp_path, monkeypatch)
-    out, idle, stop = tmp_path / "stacks", tmp_path / "idle", tmp_path / "stop"
+    out, idle, stop, dump = tmp_path / "stacks", tmp_path / "idle", tmp_path / "stop", tmp_path / "child-stacks.txt"
     with enabled(str(out)):
         assert os.environ["PYTHONPATH"].split(os.pathsep)[0] == engine_stacks.SITE and os.environ[ENV]
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(idle), str(stop)])
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(idle), str(stop), str(dump)])
     assert os.environ["PYTHONPATH"].split(os.pathsep)[0] == paths[0] and ENV not in os.environ   # restored
     try:
         first = snapshot(str(out), title="python", wait_s=30)     # the child is spinning by now
+        if first is None:   # what the child's threads were doing (CI saw this twice in ~20 runs, never reproduced)
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            pytest.fail(f"the child wrote no figures in 30 s; its threads: {dump.read_text()!r}; "
+                        f"files: {sorted(os.listdir(out))}")
         time.sleep(0.6)
         spun = snapshot(str(out), title="python", wait_s=30)   # as long as the child needs to write (a busy CI box)
         idle.write_text("")

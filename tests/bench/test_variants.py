@@ -243,3 +243,19 @@ def test_bench_refuses_sessions_on_an_engine_without_them(tmp_path, tiny_model_p
                      "--prompts", "2", "--n", "2", "--steps", "1", "--no-ceiling", "--no-progress",
                      "--out", str(tmp_path)]) == 2
     assert "--kv-sessions needs an sglang engine" in capsys.readouterr().err
+
+
+def test_kv_sessions_flag_is_on_off_or_the_engine_s_default_and_the_command_line_says_which():
+    import argparse
+
+    from agent_rl.cli.bench import _rollout_config
+    from agent_rl.cli.bench_args import add_arguments, command_line
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for flags, want, shown in (([], None, None), (["--kv-sessions"], True, "--kv-sessions"),
+                               (["--no-kv-sessions"], False, "--no-kv-sessions")):
+        args = parser.parse_args(["rollout", "--engine", "sim", "--out", "x", *flags])
+        assert args.kv_sessions is want and _rollout_config(args, 8).kv_sessions is want
+        words = command_line(args).split()
+        assert (shown in words if shown else not any("kv-sessions" in w for w in words)), words

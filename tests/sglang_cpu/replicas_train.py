@@ -92,7 +92,10 @@ def main(kind: str, model: str, out: str) -> dict:
     finally:
         trainer.close()
     with open(f"{out}/run/metrics.jsonl") as f:
-        res["steps"] = [r["step"] for r in map(json.loads, f) if "actor/pg_loss" in r]
+        rows = [r for r in map(json.loads, f) if "actor/pg_loss" in r]
+    res["steps"] = [r["step"] for r in rows]
+    res["sessions"] = [{k.rsplit("/", 1)[-1]: v for k, v in r.items() if k.startswith("rollout/kv_sessions/")}
+                       for r in rows]
     return res
 
 

@@ -51,6 +51,8 @@ def test_two_replicas_train_and_both_hold_the_actors_weights(run_script, tiny_mo
     r = run_script(["replicas_train.py", kind, tiny_model_path, str(tmp_path / "out")])
     assert r["steps"] == [1, 2]
     assert len(r["replicas"]) == 2 and min(r["routed"]) > 0          # both rolled out
+    # KV sessions by default (rollout.kv_sessions null): each step's 8 trajectories started one, logged per step
+    assert [s.get("started") for s in r["sessions"]] == [8, 8], r["sessions"]
     assert len(r["weights"]) == 6
     for name, (to_actor, to_initial) in r["weights"].items():
         assert to_actor == 0.0, name          # every replica holds exactly the actor's weights after the last sync
@@ -65,14 +67,16 @@ def test_bench_routes_groups_over_two_replicas_samples_and_logs_each_scheduler(r
     done = run_script(["-c", "import json; from agent_rl.cli.main import main; print(json.dumps({'rc': main()}))",
                 "bench", "rollout", "--engine", "sglang", "--engine-replicas", "2", "--model", tiny_model_path,
                 *kwargs, "--prompts", "6", "--n", "2", "--turns", "2", "--tokens-per-turn", "8",
-                "--tool-latency", "0", "--modes", "async@replicas1,async,carryover,async@sessions", "--over-sample", "0.5",
+                "--tool-latency", "0", "--modes", "async@replicas1,async,carryover,async@nosessions",
+                "--over-sample", "0.5",
                 "--steps", "1", "--rounds", "1", "--sample-engine-stacks", "--no-progress", "--out", str(out)])
     assert done["rc"] == 0
     data = json.loads((out / "rollout_bench.json").read_text())
     modes = {m["mode"]: m for m in data["modes"]}
     assert modes["async"]["replica_requests"][0] > 0 and modes["async"]["replica_requests"][1] > 0
     assert modes["async@replicas1"]["replica_requests"][1] == 0
-    assert modes["async@sessions"]["kv_sessions"]["appended"] == 12 and "kv_sessions" not in modes["async"]
+    # KV sessions by default (`--kv-sessions` unset): the plain mode keeps them, @nosessions sends plain requests
+    assert modes["async"]["kv_sessions"]["appended"] == 12 and "kv_sessions" not in modes["async@nosessions"]
     carry = [m for name, m in modes.items() if "carryover" in name]
     assert carry and all(min(m["replica_requests"]) > 0 for m in carry)
     for m in modes.values():
