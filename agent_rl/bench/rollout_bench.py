@@ -25,8 +25,8 @@ from agent_rl.bench import engine_stacks
 from agent_rl.bench.stack_sampler import StackSampler
 from agent_rl.bench.turn_batched import turn_batched_step
 from agent_rl.bench.variants import applied, check_engine, rollout_overrides
-from agent_rl.engines.replicas import session_counts
 from agent_rl.bench.workload import Workload, tail_cut_bound, tool_wait_floor
+from agent_rl.engines.replicas import session_counts
 from agent_rl.metrics.gc_watch import GcWatch
 from agent_rl.rollout.chat import ChatRenderer
 from agent_rl.tool_runtime.runtime import ToolRuntime

@@ -20,8 +20,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from agent_rl.engines.kv_sessions import STATE_KEYS
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
+from agent_rl.engines.kv_sessions import STATE_KEYS
 
 MAX_AFFINITIES = 1 << 16   # affinities remembered between cache flushes (oldest forgotten first)
 STARTED_KINDS = ("sglang", "sglang-server", "hf")   # engines this process starts, so it can start several

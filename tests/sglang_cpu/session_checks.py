@@ -53,6 +53,7 @@ async def main(model: str) -> dict:
     from agent_rl.config.schema import RolloutConfig
     from agent_rl.engines import build_engine
     from agent_rl.engines.base import SamplingParams
+    from agent_rl.engines.sglang_engine import FLUSH_WAIT_S
 
     cfg = RolloutConfig(engine="sglang", max_model_len=2048, kv_sessions=True)
     # a request pool of 12 with at most 3 requests running (`pp_max_micro_batch_size`, as scheduling_kwargs sets both
@@ -73,6 +74,12 @@ async def main(model: str) -> dict:
             if t == 1:
                 res["flushed"] = bool(await engine.flush_cache())
         await both(engine, "flush", res, prompt, 3, 12, between=flush)
+
+        async def server_flush(t):   # a server after loading weights from disk: its own flush, our sessions open
+            if t == 1:
+                out = await engine.tokenizer_manager.flush_cache(timeout_s=FLUSH_WAIT_S)   # sglang 0.5.17's
+                res["server_flushed"] = bool(getattr(out, "success", True))
+        await both(engine, "server_flush", res, prompt, 3, 12, between=server_flush)
 
         # eight trajectories at once (groups of two share a prompt), in sessions and plain
         prompts = [list(range(100 + 5 * (i // 2), 140 + 5 * (i // 2))) for i in range(8)]

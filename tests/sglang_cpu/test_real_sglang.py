@@ -28,10 +28,10 @@ def test_generation_aborts_and_weight_updates_match_transformers(run_script, tin
 def test_kv_sessions_generate_what_plain_requests_do(run_script, tiny_model_path):
     r = run_script(["session_checks.py", tiny_model_path])
     assert r["kv_sessions"]
-    for case in ("turns", "stop", "cut", "flush"):    # a trajectory in a session, then the same one plainly
+    for case in ("turns", "stop", "cut", "flush", "server_flush"):   # in a session, then the same one plainly
         tokens, logprob_gap = r[case]
         assert tokens and logprob_gap < 1e-5, case
-    assert r["stopped"] == "stop" and r["flushed"]
+    assert r["stopped"] == "stop" and r["flushed"] and r["server_flushed"]
     assert all(tokens and lp < 1e-5 for tokens, lp in r["concurrent"])
     assert r["abort"][0] == "abort" and 0 < r["abort"][1] < 1500 and r["abort"][2]   # resumed on its whole context
     assert r["sampled_gap"] < 1e-4          # transformers on the whole context: sglang's session held the right KV
