@@ -109,7 +109,8 @@ class Trainer:
                 signals.install()  # ray.init replaced the SIGTERM handler
             addr, port = self.group.call_rank0("endpoint")
             infos = self.group.call("setup", addr, port)
-            echo(f"{self.world_size} worker(s) on {self.device}: engine {infos[0]['engine']}, "
+            sessions = " with KV sessions (rollout.kv_sessions)" if infos[0].get("kv_sessions") else ""
+            echo(f"{self.world_size} worker(s) on {self.device}: engine {infos[0]['engine']}{sessions}, "
                  f"setup {max(i['setup_s'] for i in infos):.1f} s")
             self.step = 0
             if cfg.actor.use_kl_loss:

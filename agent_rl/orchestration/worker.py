@@ -86,7 +86,10 @@ class TrainWorker:
         from agent_rl.metrics.gc_watch import GcWatch
 
         self._gc = GcWatch().start(count_objects=False)
+        from agent_rl.engines.replicas import replicas_of
+
         return {"rank": self.rank, "engine": getattr(self.engine, "name", type(self.engine).__name__),
+                "kv_sessions": any(bool(getattr(r, "kv_sessions", False)) for r in replicas_of(self.engine)),
                 "device": str(device), "setup_s": time.perf_counter() - t0}
 
     def _run(self, coro):

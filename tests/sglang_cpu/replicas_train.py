@@ -71,8 +71,9 @@ def main(kind: str, model: str, out: str) -> dict:
 
     kwargs = "{" + ",".join(f"{k}:{str(v).lower() if isinstance(v, bool) else v}" for k, v in CPU_KWARGS.items()) + "}"
     cfg = two_replica_config(out, model, kind, [f"++rollout.engine_kwargs={kwargs}", "rollout.free_cache_engine=false"])
-    trainer = Trainer(cfg, echo=lambda s: None)
-    res = {"kind": kind}
+    said = []
+    trainer = Trainer(cfg, echo=said.append)
+    res = {"kind": kind, "said_sessions": any("with KV sessions" in line for line in said)}
     try:
         trainer.fit()
         worker = trainer.group.workers[0]

@@ -53,6 +53,7 @@ def test_two_replicas_train_and_both_hold_the_actors_weights(run_script, tiny_mo
     assert len(r["replicas"]) == 2 and min(r["routed"]) > 0          # both rolled out
     # KV sessions by default (rollout.kv_sessions null): each step's 8 trajectories started one, logged per step
     assert [s.get("started") for s in r["sessions"]] == [8, 8], r["sessions"]
+    assert r["said_sessions"]                                         # and the run's start says so
     assert len(r["weights"]) == 6
     for name, (to_actor, to_initial) in r["weights"].items():
         assert to_actor == 0.0, name          # every replica holds exactly the actor's weights after the last sync
