@@ -4,13 +4,14 @@ sampled inside its own process.
 The scheduler runs in a process sglang spawns; its CPU share says nothing about what it does (it polls for work in a
 busy loop: one core, idle or not). `enabled(dir)` puts `engine_stacks_site/` first on `PYTHONPATH` (and the folder
 in `AGENT_RL_ENGINE_STACKS_DIR`) while the engine starts, so every Python process it spawns runs that folder's
-`sitecustomize` at start-up, which calls `child_start`: a daemon thread samples the process's main thread with
-`StackSampler` every `INTERVAL_S` (the event-loop sampler of `--sample-stacks`, `focus="sglang/"`: the innermost
+`sitecustomize` at start-up, which calls `child_start`: `StackSampler` samples the process's main thread every
+`INTERVAL_S` (by a timer signal on that thread; a daemon thread where it cannot: stack_sampler.py says why the
+first is the one to trust) (the event-loop sampler of `--sample-stacks`, `focus="sglang/"`: the innermost
 sglang frame of each stack besides the innermost library one) and writes its cumulative seconds to
 `DIR/<pid>.json`, with the process title (`sglang::scheduler` once sglang has set it), whenever `DIR/want` is newer
 than its last write (and every `WRITE_S`). The bench asks for a write at each mode's start and end (`snapshot`
 waits for it, outside every timing) and reports the difference (`between`): the owners' shares of wall and CPU
-time and the functions seen most. Each look costs the sampled thread one GIL hand-over.
+time and the functions seen most.
 """
 from __future__ import annotations
 
@@ -69,11 +70,13 @@ def child_start(out_dir: str) -> threading.Thread:
     from agent_rl.bench.stack_sampler import StackSampler
 
     sampler = StackSampler(thread_id=threading.main_thread().ident, interval_s=INTERVAL_S, top=KEEP, focus="sglang/")
+    timer = threading.get_ident() == threading.main_thread().ident and sampler.start_timer()
     path, want = os.path.join(out_dir, f"{os.getpid()}.json"), os.path.join(out_dir, "want")
 
     def write() -> None:
         data = {"pid": os.getpid(), "title": _title(), "t": time.time(), "samples": sampler.samples,
-                "interval_s": INTERVAL_S, "owners": dict(sampler.owners), "owners_cpu": dict(sampler.owners_cpu),
+                "interval_s": INTERVAL_S, "method": sampler.method or "thread", "cpu_s": sampler.cpu_s,
+                "owners": dict(sampler.owners), "owners_cpu": dict(sampler.owners_cpu),
                 "functions": dict(sampler.functions.most_common(KEEP)),
                 "focus_functions": dict(sampler.focus_functions.most_common(KEEP))}
         tmp = f"{path}.tmp"
@@ -91,7 +94,8 @@ def child_start(out_dir: str) -> threading.Thread:
         last = time.time()
         while True:
             time.sleep(INTERVAL_S)
-            sampler.sample_once()
+            if not timer:
+                sampler.sample_once()
             if time.time() - last >= WRITE_S or asked(last):
                 last = time.time()
                 try:
@@ -133,7 +137,8 @@ def snapshot(out_dir: str, title: str = "scheduler", wait_s: float = 10.0) -> Op
     if not found:
         return None
     out: Dict[str, Any] = {"processes": len(found), "titles": sorted({d["title"] for d in found}),
-                           "samples": sum(d.get("samples", 0) for d in found), "interval_s": found[0].get("interval_s")}
+                           "samples": sum(d.get("samples", 0) for d in found), "interval_s": found[0].get("interval_s"),
+                           "method": found[0].get("method", "thread"), "cpu_s": sum(d.get("cpu_s", 0.0) for d in found)}
     for key in _KEYS:
         total: Counter = Counter()
         for d in found:
@@ -159,15 +164,17 @@ def between(a: Optional[Dict[str, Any]], b: Optional[Dict[str, Any]], top: int =
     if wall <= 0:
         return None
     cpu = diff("owners_cpu")
-    cpu_s = sum(cpu.values())
+    busy = sum(cpu.values())
+    # method signal: owners_cpu holds the busy looks' wall time, the CPU clock comes apart (stack_sampler.py)
+    cpu_s = b.get("cpu_s", 0.0) - a.get("cpu_s", 0.0) if b.get("method") == "signal" else busy
     out = {"processes": b["processes"], "titles": b["titles"], "samples": b["samples"] - a.get("samples", 0),
-           "interval_s": b.get("interval_s"), "wall_s": wall,
+           "interval_s": b.get("interval_s"), "method": b.get("method", "thread"), "wall_s": wall,
            "owners": {k: v / wall for k, v in owners.most_common()},
            "functions": [[k, v / wall] for k, v in diff("functions").most_common(top)],
            "focus_functions": [[k, v / wall] for k, v in diff("focus_functions").most_common(top)]}
-    if cpu_s > 0:
+    if cpu_s > 0 and busy > 0:
         out["cpu_s"] = cpu_s
-        out["owners_cpu"] = {k: v / cpu_s for k, v in cpu.most_common()}
+        out["owners_cpu"] = {k: v / busy for k, v in cpu.most_common()}
     return out
 
 

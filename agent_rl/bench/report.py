@@ -9,6 +9,11 @@ from agent_rl.bench.modes import split_name
 from agent_rl.bench.rounds import ceiling_rounds, paired, step_range
 from agent_rl.bench.stack_sampler import owners_line
 
+# how the stack samples were taken (bench/stack_sampler.py): a helper thread's looks land where the thread lets go of
+# the GIL and collect the Python work before them
+_SAMPLED_BY = {"signal": "by a timer signal on the thread: uniform in time",
+               "thread": "from a helper thread: skewed to calls that release the GIL"}
+
 
 # a carry-over mode whose carried stock moved by more than this share of its kept tokens gets a warning in the summary
 # (one measured step after the warm-up: 5-25% on the H200; the suites' 2-3 steps: 0-1.3%)
@@ -204,7 +209,8 @@ def summary_markdown(result: Dict[str, Any]) -> str:
         sampled = [m for m in modes if m.get("loop_stacks")]
         if sampled:
             lines += ["", "## The event-loop thread's time (stack samples every "
-                      f"{1000 * sampled[0]['loop_stacks']['interval_s']:.0f} ms)", ""]
+                      f"{1000 * sampled[0]['loop_stacks']['interval_s']:.0f} ms, "
+                      f"{_SAMPLED_BY.get(sampled[0]['loop_stacks'].get('method'), 'from a helper thread')})", ""]
             for m in sampled:
                 st = m["loop_stacks"]
                 top = ", ".join(f"`{k}` {100 * v:.1f}%" for k, v in st["functions"][:5])
@@ -216,7 +222,8 @@ def summary_markdown(result: Dict[str, Any]) -> str:
             from agent_rl.bench.engine_stacks import summary_line
 
             lines += ["", "## sglang's scheduler: its main thread's time (stack samples every "
-                      f"{1000 * sampled[0]['engine_stacks']['interval_s']:.0f} ms inside its process; its busy loop "
+                      f"{1000 * sampled[0]['engine_stacks']['interval_s']:.0f} ms inside its process, "
+                      f"{_SAMPLED_BY.get(sampled[0]['engine_stacks'].get('method'), 'from a helper thread')}; its busy loop "
                       "polls for work, so `zmq` and `recv_requests` are mostly waiting)", ""]
             lines += [f"- {m['mode']}: {summary_line(m['engine_stacks'])}" for m in sampled]
         cpu = [m for m in modes if m.get("process_cpu")]

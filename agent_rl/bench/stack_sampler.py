@@ -1,14 +1,15 @@
-"""Where the event-loop thread's time goes: its Python stack sampled from a helper thread.
+"""Where the event-loop thread's time goes: its Python stack, sampled by a timer signal (or from a helper thread).
 
 With the in-process sglang engine our rollout loop and sglang's tokenizer manager share one thread; the benchmark's
 `loop_cpu_frac` says how busy that thread is, not whose work keeps it busy. `StackSampler` looks at the thread's
-stack every `interval_s` (`sys._current_frames`, no tracing hook, so the code under test runs at full speed; each
-look costs the sampled thread one GIL hand-over) and files every sample under one owner:
+stack every `interval_s` (no tracing hook, so the code under test runs at full speed; how it looks: below) and files
+every sample under one owner:
 
 * `idle`: the thread waits in the event loop's selector (nothing to run);
 * the innermost frame that is not the standard library decides otherwise, by its top-level package
   (`agent_rl`, `sglang`, `zmq`, `tools`, `transformers`, `tokenizers`, `torch`, `aiohttp`, ...), so a `json.dumps`
   called by our code counts as ours and pyzmq's receive inside sglang's loop counts as `zmq`;
+* `sampler`: a look that found the thread in this module (method `signal`: the sampler's own cost);
 * `gc`: the thread runs a `gc.callbacks` function (the benchmark's own `GcWatch` or a library's): such a callback runs
   at the end of a garbage collection, which holds the GIL throughout, so the look that lands there stands for the
   collection;
@@ -21,12 +22,21 @@ look costs the sampled thread one GIL hand-over) and files every sample under on
   the thread's CPU clock tells them apart in `owners_cpu`). `start()` from a coroutine on the sampled thread finds
   that frame.
 
-Each sample stands for the time since the previous one. The sampler needs the GIL to look: while the thread waits in
-its selector (GIL released) a look comes every `interval_s`, while it runs Python only at the interpreter's next
-switch (up to 5 ms later). Counting samples would therefore over-weight idle time (on the H200 the counts said
-"idle 93%" for a thread on CPU 34% of the time); weighting each sample by the wall time since the last one removes
-that bias, and weighting it by the thread's own CPU time since the last one (`time.pthread_getcpuclockid`, Linux)
-gives whose code spent the CPU.
+How it looks (`method` in the summary):
+
+* `signal` (the main thread sampled from itself, where SIGALRM is free: the bench's event loop, sglang's scheduler):
+  a kernel timer (`setitimer(ITIMER_REAL)`, SA_RESTART) interrupts the thread every `interval_s` of wall time and
+  the handler, run on that thread at its next bytecode, files the frame it interrupted. The looks fall uniformly in
+  time whatever the thread does, so each stands for the wall time since the previous one; `owners_cpu` splits the
+  thread's CPU clock in the shares of the looks that found it busy (not in the selector). A look costs the thread
+  ~9 us (0.4% of it at 2 ms, this CPU), counted in the figures it samples.
+* `thread` (any other thread, or SIGALRM taken, e.g. by pytest-timeout): a helper thread looks with
+  `sys._current_frames`, which needs the GIL. It gets the GIL when the sampled thread lets go of it, and a thread that
+  runs Python lets go mostly in calls that release it (a socket send, a stat): the look lands there and collects all
+  the Python work done since the previous look. In a loop that sends a request every few hundred microseconds nearly
+  every look lands in the send: on the GPU host such looks put 45-73% of the event-loop thread's CPU in pyzmq's
+  `send` (2026-12-05), and a thread doing 99% pure Python and 1% `os.stat` came out as 99.7% `os.stat` (this CPU).
+  Each look weighs the wall time and the thread's CPU time (`time.pthread_getcpuclockid`, Linux) since the previous.
 
 `summary()`: `owners` (shares of wall time), `owners_cpu` (shares of the thread's CPU time, where the platform can
 read another thread's CPU clock) and the functions seen most (innermost non-library frame,
@@ -36,9 +46,11 @@ running, or called the library that ran).
 """
 from __future__ import annotations
 
+import atexit
 import gc
 import inspect
 import os
+import signal
 import sys
 import sysconfig
 import threading
@@ -124,12 +136,16 @@ class StackSampler:
         self.focus, self.focus_functions = focus, Counter()
         self.owners_cpu: Counter = Counter()
         self.samples = 0
+        self.cpu_s = 0.0   # method signal: the thread's CPU clock over the looks (`owners_cpu` holds busy wall time)
         self._clock = _cpu_clock(self.thread_id)
         self._last: Optional[tuple] = None       # (wall, cpu) at the previous look
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._modules: Dict[str, Optional[str]] = {}
         self._driver = None   # uvloop: the frame below the loop's C code (`start`)
+        self.method: Optional[str] = None   # "signal" / "thread" once started (module docstring)
+        self._prev_handler: Any = None
+        self._in_handler = False
 
     def _module_of(self, filename: str) -> Optional[str]:
         """`_module(filename)`, computed once per file."""
@@ -145,6 +161,8 @@ class StackSampler:
             return "idle", None
         if any(code is c for c in _callback_codes()):
             return "gc", "gc: garbage collection"
+        if code.co_filename == __file__:   # the thread was in this module (e.g. stopping the timer): the sampler's cost
+            return "sampler", "sampler: taking a look"
         if frame is self._driver:
             return "uvloop", None
         f = frame
@@ -178,9 +196,11 @@ class StackSampler:
                 self._clock = None
         return time.perf_counter(), cpu
 
-    def sample_once(self) -> None:
+    def sample_once(self, frame: Any = None) -> None:
+        """One look at the thread (`frame`: the frame a timer signal interrupted, on the sampled thread itself)."""
         now = self._now()
-        frame = sys._current_frames().get(self.thread_id)
+        if frame is None:
+            frame = sys._current_frames().get(self.thread_id)
         if frame is None:
             return
         owner, label = self._owner(frame)
@@ -191,27 +211,72 @@ class StackSampler:
         cpu = now[1] - last[1] if last is not None and now[1] is not None and last[1] is not None else None
         self.samples += 1
         self.owners[owner] += wall
-        if cpu is not None:
+        if self.method == "signal":
+            if owner == "uvloop":   # waiting or uvloop's own work (module docstring): what the thread's clock says
+                self.owners_cpu[owner] += cpu or 0.0
+            elif owner != "idle":   # busy looks' wall time; summary() scales it to the CPU clock
+                self.owners_cpu[owner] += wall
+            if cpu is not None:
+                self.cpu_s += cpu
+        elif cpu is not None:
             self.owners_cpu[owner] += cpu
         if label is not None:
             self.functions[label] += wall
         if focus is not None:
             self.focus_functions[focus] += wall
 
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        if self._in_handler:   # a signal that came while the handler ran: the next look weighs its time
+            return
+        self._in_handler = True
+        try:
+            self.sample_once(frame)
+        finally:
+            self._in_handler = False
+
+    def start_timer(self) -> bool:
+        """Sample by a kernel timer's signal (method `signal`) where this is the sampled thread, the main thread, and
+        SIGALRM is neither handled nor armed; False (nothing changed) otherwise."""
+        if (self.method is not None or self.thread_id != threading.get_ident()
+                or threading.get_ident() != threading.main_thread().ident or not hasattr(signal, "setitimer")
+                or signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL
+                or signal.getitimer(signal.ITIMER_REAL) != (0.0, 0.0)):
+            return False
+        self.method = "signal"
+        self._prev_handler = signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.siginterrupt(signal.SIGALRM, False)   # SA_RESTART: blocking calls in C libraries go on
+        # disarmed before the interpreter's finalization puts SIGALRM back to its default, which ends the process
+        atexit.register(self._stop_timer)
+        signal.setitimer(signal.ITIMER_REAL, self.interval_s, self.interval_s)
+        return True
+
+    def _stop_timer(self) -> None:
+        if self._prev_handler is None:
+            return
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        _run_pending_handlers()   # a signal that came before the timer stopped runs here, with our handler
+        signal.signal(signal.SIGALRM, self._prev_handler)
+        self._prev_handler = None
+        atexit.unregister(self._stop_timer)
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.sample_once()
 
-    def start(self) -> "StackSampler":
+    def start(self, timer: bool = True) -> "StackSampler":
+        """Sampling from now: by a timer signal where `start_timer` can (and `timer`), else from a helper thread."""
         if self.thread_id == threading.get_ident():
             self._driver = _loop_driver(sys._getframe(1))
-        if self._thread is None:
+        if self.method is None and not (timer and self.start_timer()):
+            self.method = "thread"
             self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name="stack-sampler", daemon=True)
             self._thread.start()
         return self
 
     def stop(self) -> Dict[str, Any]:
+        if self.method == "signal":
+            self._stop_timer()
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
@@ -220,16 +285,18 @@ class StackSampler:
 
     def summary(self) -> Dict[str, Any]:
         wall = sum(self.owners.values()) or 1.0
-        cpu = sum(self.owners_cpu.values())
-        out = {"samples": self.samples, "interval_s": self.interval_s, "wall_s": sum(self.owners.values()),
+        cpu = self.cpu_s if self.method == "signal" else sum(self.owners_cpu.values())
+        busy = sum(self.owners_cpu.values())
+        out = {"samples": self.samples, "interval_s": self.interval_s, "method": self.method,
+               "wall_s": sum(self.owners.values()),
                "owners": {k: v / wall for k, v in self.owners.most_common()},
                "functions": [[k, v / wall] for k, v in self.functions.most_common(self.top)]}
         if self.focus:
             out["focus"] = self.focus
             out["focus_functions"] = [[k, v / wall] for k, v in self.focus_functions.most_common(self.top)]
-        if cpu > 0:
+        if cpu > 0 and busy > 0:
             out["cpu_s"] = cpu
-            out["owners_cpu"] = {k: v / cpu for k, v in self.owners_cpu.most_common()}
+            out["owners_cpu"] = {k: v / busy for k, v in self.owners_cpu.most_common()}
         return out
 
 
@@ -239,6 +306,10 @@ def owners_line(stacks: Optional[Dict[str, Any]], limit: int = 6, key: str = "ow
     if not stacks or not stacks.get("samples") or not stacks.get(key):
         return "–"
     return ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(stacks[key].items())[:limit])
+
+
+def _run_pending_handlers() -> None:
+    """A Python function call: the interpreter runs the signal handlers due on this thread before its first line."""
 
 
 def _cpu_clock(thread_id: int) -> Optional[int]:

@@ -4,7 +4,9 @@ Setup and usage: README.md in this folder. `COALESCE=1` keeps the wrapper's requ
 agent-rl); unset, each request goes out on its own. `PROF=1` prints a cProfile of each mode. The loop is asyncio's
 own, as in `agent-rl bench` and training; `LOOP=uvloop` runs it on uvloop. `NOTIFY=N` sets sglang's
 `batch_notify_size` (finished requests its tokenizer manager wakes per loop pass, default 16). `TOKENS=DIST` sets
-the tokens per turn (default 128; e.g. the suite's heavy tail `pareto:alpha=1.2,scale=32,max=512`)."""
+the tokens per turn (default 128; e.g. the suite's heavy tail `pareto:alpha=1.2,scale=32,max=512`). `STACKS=signal`
+or `STACKS=thread` prints each mode's stack samples (agent_rl/bench/stack_sampler.py) taken that way: the thread's CPU
+by owner and the functions seen most."""
 import asyncio, multiprocessing as mp, os, sys, time, statistics
 
 
@@ -73,10 +75,16 @@ def main():
         return rows
 
     import cProfile, pstats
+    from agent_rl.bench.stack_sampler import StackSampler, owners_line
     for spec in parse_modes(modes_arg, "0.5"):
         prof = cProfile.Profile() if os.environ.get("PROF") else None
         if prof: prof.enable()
+        sampler = StackSampler().start(timer=os.environ["STACKS"] != "thread") if os.environ.get("STACKS") else None
         rows = loop.run_until_complete(one(spec))
+        if sampler is not None:
+            st = sampler.stop()
+            print(f"== {spec.name} stacks ({st['method']}, {st['samples']} samples): CPU {owners_line(st, 8, 'owners_cpu')}; "
+                  + ", ".join(f"{k} {100 * v:.1f}%" for k, v in st["functions"][:int(os.environ.get("STACKS_TOP", "8"))]))
         if prof:
             prof.disable(); st = pstats.Stats(prof); st.sort_stats("tottime"); print("==", spec.name); st.print_stats(25)
             if os.environ.get("PROF_DIR"):   # the whole profile, for pstats comparisons between modes

@@ -36,9 +36,9 @@ def _fake_packages(root):
             return x
 
         def busy_until(path):
-            # 20 ms on CPU between the checks, which release the GIL: a thread that lets go of the GIL more often
-            # than the interpreter's 5 ms switch interval and takes it straight back can keep a waiting thread (the
-            # sampler) from ever getting it (CPython's GIL convoy)
+            # 20 ms on CPU between the checks, which release the GIL: were the child sampled from a helper thread (no
+            # timer signal), a thread that lets go of the GIL more often than the interpreter's 5 ms switch interval
+            # and takes it straight back could keep the sampler from ever getting it (CPython's GIL convoy)
             end = time.monotonic() + 60
             while not os.path.exists(path) and time.monotonic() < end:
                 t = time.monotonic() + 0.02
@@ -91,7 +91,9 @@ def test_a_spawned_process_samples_its_main_thread(tmp_path, monkeypatch):
         assert proc.wait(timeout=30) == 0
     assert (tmp_path / "mark").read_text() == "ran"          # the sitecustomize it hid still ran
     assert first is not None and last["processes"] == 1 and first["samples"] < spun["samples"] < last["samples"]
+    assert last["method"] == "signal"                        # its main thread, sampled by a timer signal
     st = between(first, spun)
+    assert st["method"] == "signal" and 0.3 < st["cpu_s"] <= st["wall_s"] + 0.05 and st["owners_cpu"]["sglang"] > 0.8, st
     focus = dict(st["focus_functions"])
     assert focus.get("sglang/srt/fake_scheduler.py:_spin", 0) + focus.get("sglang/srt/fake_scheduler.py:busy_until", 0) > 0.8, st
     assert st["owners"].get("sglang", 0) > 0.8 and st["wall_s"] > 0.3

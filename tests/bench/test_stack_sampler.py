@@ -3,9 +3,11 @@ import asyncio
 import json
 import os
 import selectors
+import signal
 import sysconfig
 import threading
 import textwrap
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -133,6 +135,82 @@ def test_each_look_stands_for_the_time_since_the_last():
     assert owners_line(sm, key="owners_cpu") == "agent_rl 100%, idle 0%"
 
 
+def _pure_python():
+    x = 0
+    for i in range(3000):
+        x += i * i
+    return x
+
+
+def _python_with_brief_gil_releases(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        _pure_python()
+        os.stat(".")   # lets go of the GIL for a microsecond or two, as a socket send does
+
+
+@pytest.mark.timeout(120, method="thread")   # pytest-timeout's own method takes SIGALRM
+def test_the_main_thread_is_sampled_by_a_timer_signal_uniformly_in_time():
+    """A helper thread's looks land where the thread lets go of the GIL (here the stat, ~1% of the time, took 99% of
+    the looks on a CPU); a timer signal's land anywhere: the Python work owns nearly all of the time."""
+    s = StackSampler().start()
+    assert s.method == "signal" and signal.getsignal(signal.SIGALRM) == s._on_alarm
+    _python_with_brief_gil_releases(1.0)
+    sm = s.stop()
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    shares = {label.rsplit(":", 1)[1]: share for label, share in sm["functions"]}
+    assert sm["method"] == "signal" and sm["samples"] > 100, sm
+    assert shares.get("_pure_python", 0) > 0.8 and shares.get("_python_with_brief_gil_releases", 0) < 0.15, sm
+    assert sm["cpu_s"] > 0.5 and abs(sum(sm["owners_cpu"].values()) - 1) < 1e-9
+    assert sm["owners"].get("sampler", 0) < 0.1      # a look that lands in the handler itself is the sampler's cost
+    assert not any(label.startswith("agent_rl/bench/stack_sampler.py") for label, _ in sm["functions"]), sm
+
+
+@pytest.mark.timeout(120, method="thread")
+def test_the_timer_signal_finds_the_selector_idle():
+    sel = selectors.DefaultSelector()
+    s = StackSampler().start()
+    end = time.perf_counter() + 0.5
+    while time.perf_counter() < end:
+        sel.select(timeout=0.05)
+    sm = s.stop()
+    assert sm["method"] == "signal" and sm["owners"].get("idle", 0) > 0.8, sm
+
+
+def test_a_taken_sigalrm_or_another_thread_is_sampled_from_a_helper_thread():
+    prev = signal.getsignal(signal.SIGALRM)   # pytest-timeout's handler here, or a stand-in
+    mine = (lambda signum, frame: None) if prev in (signal.SIG_DFL, None) else prev
+    signal.signal(signal.SIGALRM, mine)
+    try:
+        s = StackSampler().start()
+        assert s.method == "thread" and signal.getsignal(signal.SIGALRM) is mine
+        assert s.stop()["method"] == "thread" and signal.getsignal(signal.SIGALRM) is mine
+    finally:
+        signal.signal(signal.SIGALRM, prev)
+    box = {}
+    t = threading.Thread(target=lambda: box.update(ok=StackSampler().start_timer()))
+    t.start()
+    t.join()
+    assert box["ok"] is False      # signal handlers run on the main thread only
+
+
+def test_timer_looks_weigh_wall_time_and_split_the_cpu_clock_by_the_busy_ones():
+    """Uniform looks: a busy look stands for its interval of work; the thread's CPU clock is split in those shares
+    (a look after an idle stretch does not collect the CPU spent before it)."""
+    s = StackSampler()
+    s.method = "signal"
+    times = iter([(0.0, 0.0), (0.002, 0.002), (0.004, 0.002), (0.006, 0.004), (0.008, 0.006)])
+    owners = iter([("agent_rl", "agent_rl/x.py:f"), ("agent_rl", "agent_rl/x.py:f"), ("idle", None),
+                   ("zmq", "zmq/sugar/socket.py:send"), ("agent_rl", "agent_rl/x.py:f")])
+    s._now = lambda: next(times)
+    s._owner = lambda frame: next(owners)
+    for _ in range(5):
+        s.sample_once(frame=object())
+    sm = s.summary()
+    assert abs(sm["cpu_s"] - 0.006) < 1e-12 and sm["owners"]["idle"] == 0.2
+    assert sm["owners_cpu"] == {"agent_rl": 0.75, "zmq": 0.25}
+
+
 def test_waiting_in_the_selector_is_idle():
     s = _sample_thread(_waiting_in_a_selector)
     assert s["owners"].get("idle", 0) > 0.8, s
@@ -157,6 +235,7 @@ def test_owners_line_and_empty_summary():
     assert owners_line(s.summary()) == "idle 75%, agent_rl 25%"
 
 
+@pytest.mark.timeout(300, method="thread")   # SIGALRM free: the bench's loop thread is sampled by a timer signal
 def test_bench_rollout_sample_stacks(tmp_path, tiny_model_path):
     args = ["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path,
             "--prompts", "4", "--n", "2", "--turns", "2", "--tokens-per-turn", "8", "--modes", "async",
@@ -167,7 +246,8 @@ def test_bench_rollout_sample_stacks(tmp_path, tiny_model_path):
     assert st["samples"] > 0 and abs(sum(st["owners"].values()) - 1) < 1e-9
     assert st["owners"].get("idle", 0) > 0      # the simulated engine sleeps: the loop waits in its selector
     assert all(label.rsplit(":", 1)[0].split("/", 1)[0].removesuffix(".py") in st["owners"] for label, _ in st["functions"])
-    assert "The event-loop thread's time" in open(tmp_path / "a" / "summary.md").read()
+    assert st["method"] == "signal" and signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
+    assert "The event-loop thread's time (stack samples every 2 ms, by a timer signal" in open(tmp_path / "a" / "summary.md").read()
     assert cli_main(args + ["--out", str(tmp_path / "b")]) == 0
     (m,) = json.load(open(tmp_path / "b" / "rollout_bench.json"))["modes"]
     assert "loop_stacks" not in m

@@ -70,7 +70,8 @@ def test_bench_routes_groups_over_two_replicas_samples_and_logs_each_scheduler(r
                 *kwargs, "--prompts", "6", "--n", "2", "--turns", "2", "--tokens-per-turn", "8",
                 "--tool-latency", "0", "--modes", "async@replicas1,async,carryover,async@nosessions",
                 "--over-sample", "0.5",
-                "--steps", "1", "--rounds", "1", "--sample-engine-stacks", "--no-progress", "--out", str(out)])
+                "--steps", "1", "--rounds", "1", "--sample-engine-stacks", "--sample-stacks", "--no-progress",
+                "--out", str(out)])
     assert done["rc"] == 0
     data = json.loads((out / "rollout_bench.json").read_text())
     modes = {m["mode"]: m for m in data["modes"]}
@@ -84,6 +85,9 @@ def test_bench_routes_groups_over_two_replicas_samples_and_logs_each_scheduler(r
         stacks = m["engine_stacks"]
         assert stacks["processes"] == 2 and set(stacks["titles"]) == {"sglang::scheduler"}   # one per replica
         assert stacks["samples"] > 0 and "sglang" in stacks["owners"]
+        # both samplers by a timer signal on the thread they sample (the scheduler's main thread, our event loop)
+        assert stacks["method"] == "signal" and m["loop_stacks"]["method"] == "signal"
+        assert m["loop_stacks"]["owners"].get("sglang", 0) > 0   # the tokenizer manager works on our loop's thread
 
     from agent_rl.bench.sglang_log import parse, replica_lines, replicas_in
 
