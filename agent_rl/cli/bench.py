@@ -135,7 +135,8 @@ def _plan(args):
 
 def run(args) -> int:
     from agent_rl.bench.env_info import environment
-    from agent_rl.engines import resolve_engine_kind
+    from agent_rl.engines import STARTED_SGLANG_KINDS, resolve_engine_kind
+    from agent_rl.engines.kv_sessions import SESSION_KINDS
     from agent_rl.engines.replicas import STARTED_KINDS
 
     if args.bench_cmd == "sglang-log":
@@ -169,17 +170,17 @@ def run(args) -> int:
                              f"{args.engine_replicas} engine replicas")
         if not 0.0 <= args.sim_gpu_share <= 1.0:
             raise ValueError(f"--sim-gpu-share {args.sim_gpu_share:g}: needs a share between 0 and 1")
-        if getattr(args, "sample_engine_stacks", False) and kind not in ("sglang", "sglang-server"):
+        if getattr(args, "sample_engine_stacks", False) and kind not in STARTED_SGLANG_KINDS:
             raise ValueError(f"--sample-engine-stacks samples an sglang engine this command starts (--engine sglang or "
                              f"sglang-server), not {kind}")
         rollout_cfg = _rollout_config(args, _concurrency(args, plan))
         if _session_variants(args, plan):   # `async@sessions`: an engine that can keep them, used only where asked
-            if kind not in ("sglang", "sglang-server"):
+            if kind not in STARTED_SGLANG_KINDS:
                 raise ValueError(f"mode variant @sessions needs an sglang engine this command starts (--engine sglang "
                                  f"or sglang-server), not {kind}")
             rollout_cfg.engine_kwargs = dict(rollout_cfg.engine_kwargs, enable_streaming_session=True)
-        if rollout_cfg.kv_sessions and kind not in ("sglang", "sglang-server", "http"):
-            raise ValueError(f"--kv-sessions needs an sglang engine (sglang, sglang-server, http), not {kind}")
+        if rollout_cfg.kv_sessions and kind not in SESSION_KINDS:
+            raise ValueError(f"--kv-sessions needs an sglang engine ({', '.join(SESSION_KINDS)}), not {kind}")
         model_path = _model_path(args.model)
     except ValueError as e:
         print(f"agent-rl bench: {e}", file=sys.stderr)

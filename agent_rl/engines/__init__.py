@@ -24,6 +24,7 @@ from agent_rl.engines.kv_sessions import SESSION_KINDS
 __all__ = ["Engine", "GenerateOutput", "SamplingParams", "build_engine", "kv_sessions_on", "resolve_engine_kind"]
 
 KINDS = ("auto", "sglang", "sglang-server", "hf", "http")
+STARTED_SGLANG_KINDS = ("sglang", "sglang-server")   # the sglang engines this process starts
 
 
 def _sglang_usable() -> bool:
@@ -106,7 +107,7 @@ def kv_sessions_on(kind: str, rollout_cfg: Any) -> bool:
         if want and kind not in SESSION_KINDS:
             raise ValueError(f"rollout.kv_sessions: needs an sglang engine ({', '.join(SESSION_KINDS)}), not {kind}")
         return bool(want)
-    if kind not in ("sglang", "sglang-server"):
+    if kind not in STARTED_SGLANG_KINDS:
         return False
     if (getattr(rollout_cfg, "engine_kwargs", None) or {}).get("enable_streaming_session") is False:
         return False
@@ -125,7 +126,7 @@ def _build_one(kind: str, rollout_cfg: Any, model_path: str, device: Optional[st
 
         return HFEngine(model_path, device=device, dtype=dtype, max_batch_size=getattr(rollout_cfg, "hf_max_batch_size", 64),
                         max_model_len=max_len, seed=seed)
-    if kind in ("sglang", "sglang-server"):
+    if kind in STARTED_SGLANG_KINDS:
         engine_kwargs = dict(getattr(rollout_cfg, "engine_kwargs", None) or {})
         if sessions:
             engine_kwargs["enable_streaming_session"] = True
