@@ -70,7 +70,7 @@ def child_start(out_dir: str) -> threading.Thread:
     from agent_rl.bench.stack_sampler import StackSampler
 
     sampler = StackSampler(thread_id=threading.main_thread().ident, interval_s=INTERVAL_S, top=KEEP, focus="sglang/")
-    timer = threading.get_ident() == threading.main_thread().ident and sampler.start_timer()
+    timer = sampler.start_timer()   # False where this is not the main thread or SIGALRM is taken
     path, want = os.path.join(out_dir, f"{os.getpid()}.json"), os.path.join(out_dir, "want")
 
     def write() -> None:

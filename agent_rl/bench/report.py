@@ -15,6 +15,11 @@ _SAMPLED_BY = {"signal": "by a timer signal on the thread: uniform in time",
                "thread": "from a helper thread: skewed to calls that release the GIL"}
 
 
+def _sampled_by(stacks: Dict[str, Any]) -> str:
+    """How `stacks` (a sampler's summary) were taken; figures from before `method` existed: a helper thread."""
+    return _SAMPLED_BY.get(stacks.get("method"), "from a helper thread")
+
+
 # a carry-over mode whose carried stock moved by more than this share of its kept tokens gets a warning in the summary
 # (one measured step after the warm-up: 5-25% on the H200; the suites' 2-3 steps: 0-1.3%)
 STOCK_MOVED_WARN = 0.03
@@ -210,7 +215,7 @@ def summary_markdown(result: Dict[str, Any]) -> str:
         if sampled:
             lines += ["", "## The event-loop thread's time (stack samples every "
                       f"{1000 * sampled[0]['loop_stacks']['interval_s']:.0f} ms, "
-                      f"{_SAMPLED_BY.get(sampled[0]['loop_stacks'].get('method'), 'from a helper thread')})", ""]
+                      f"{_sampled_by(sampled[0]['loop_stacks'])})", ""]
             for m in sampled:
                 st = m["loop_stacks"]
                 top = ", ".join(f"`{k}` {100 * v:.1f}%" for k, v in st["functions"][:5])
@@ -223,7 +228,7 @@ def summary_markdown(result: Dict[str, Any]) -> str:
 
             lines += ["", "## sglang's scheduler: its main thread's time (stack samples every "
                       f"{1000 * sampled[0]['engine_stacks']['interval_s']:.0f} ms inside its process, "
-                      f"{_SAMPLED_BY.get(sampled[0]['engine_stacks'].get('method'), 'from a helper thread')}; its busy loop "
+                      f"{_sampled_by(sampled[0]['engine_stacks'])}; its busy loop "
                       "polls for work, so `zmq` and `recv_requests` are mostly waiting)", ""]
             lines += [f"- {m['mode']}: {summary_line(m['engine_stacks'])}" for m in sampled]
         cpu = [m for m in modes if m.get("process_cpu")]
