@@ -30,7 +30,8 @@ ENV = "AGENT_RL_ENGINE_STACKS_DIR"
 INTERVAL_S = 0.005
 WRITE_S = 5.0
 KEEP = 3000   # functions kept per file (most seen first)
-_KEYS = ("owners", "owners_cpu", "functions", "focus_functions")
+_KEYS = ("owners", "owners_cpu", "functions", "focus_functions", "stages")
+STAGE_UNDER = "event_loop"   # sglang's scheduler loops (`event_loop_overlap`, `event_loop_normal`, ...): their steps
 
 
 @contextlib.contextmanager
@@ -69,7 +70,8 @@ def child_start(out_dir: str) -> threading.Thread:
     """In a spawned process: sample its main thread, write the cumulative figures when asked and every WRITE_S."""
     from agent_rl.bench.stack_sampler import StackSampler
 
-    sampler = StackSampler(thread_id=threading.main_thread().ident, interval_s=INTERVAL_S, top=KEEP, focus="sglang/")
+    sampler = StackSampler(thread_id=threading.main_thread().ident, interval_s=INTERVAL_S, top=KEEP, focus="sglang/",
+                           stage_under=STAGE_UNDER)
     timer = sampler.start_timer()   # False where this is not the main thread or SIGALRM is taken
     path, want = os.path.join(out_dir, f"{os.getpid()}.json"), os.path.join(out_dir, "want")
 
@@ -78,7 +80,8 @@ def child_start(out_dir: str) -> threading.Thread:
                 "interval_s": INTERVAL_S, "method": sampler.method or "thread", "cpu_s": sampler.cpu_s,
                 "owners": dict(sampler.owners), "owners_cpu": dict(sampler.owners_cpu),
                 "functions": dict(sampler.functions.most_common(KEEP)),
-                "focus_functions": dict(sampler.focus_functions.most_common(KEEP))}
+                "focus_functions": dict(sampler.focus_functions.most_common(KEEP)),
+                "stages": dict(sampler.stages.most_common(KEEP))}
         tmp = f"{path}.tmp"
         with open(tmp, "w") as f:
             json.dump(data, f)
@@ -171,10 +174,20 @@ def between(a: Optional[Dict[str, Any]], b: Optional[Dict[str, Any]], top: int =
            "interval_s": b.get("interval_s"), "method": b.get("method", "thread"), "wall_s": wall,
            "owners": {k: v / wall for k, v in owners.most_common()},
            "functions": [[k, v / wall] for k, v in diff("functions").most_common(top)],
-           "focus_functions": [[k, v / wall] for k, v in diff("focus_functions").most_common(top)]}
+           "focus_functions": [[k, v / wall] for k, v in diff("focus_functions").most_common(top)],
+           "stages": [[k, v / wall] for k, v in diff("stages").most_common(top)],
+           "loop_steps": [[k, v / wall] for k, v in loop_steps(diff("stages")).most_common(top)]}
     if cpu_s > 0 and busy > 0:
         out["cpu_s"] = cpu_s
         out["owners_cpu"] = {k: v / busy for k, v in cpu.most_common()}
+    return out
+
+
+def loop_steps(stages: Dict[str, float]) -> Counter:
+    """Stage chains (`a > b > c`) summed by their outermost step (`a`): the loop's own steps."""
+    out: Counter = Counter()
+    for chain, v in stages.items():
+        out[chain.split(" > ", 1)[0]] += v
     return out
 
 
@@ -185,4 +198,6 @@ def summary_line(st: Optional[Dict[str, Any]], limit: int = 6) -> str:
     from agent_rl.bench.stack_sampler import owners_line
 
     own = ", ".join(f"`{k.split('/', 2)[-1]}` {100 * v:.0f}%" for k, v in st["focus_functions"][:limit])
-    return f"{owners_line(st)}; sglang's frames: {own or '–'} ({st['samples']} samples)"
+    steps = ", ".join(f"`{k}` {100 * v:.0f}%" for k, v in (st.get("loop_steps") or [])[:limit])
+    return (f"{owners_line(st)}; sglang's frames: {own or '–'}" + (f"; its loop's steps: {steps}" if steps else "")
+            + f" ({st['samples']} samples)")

@@ -222,14 +222,17 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                 cpu = owners_line(st, key="owners_cpu")
                 lines.append(f"- {m['mode']}: wall {owners_line(st)}" + (f"; CPU {cpu}" if cpu != "–" else "")
                              + f" ({st['samples']} samples); most seen: {top}")
-        sampled = [m for m in modes if m.get("engine_stacks")]
+        # the raw engine run first (the same requests in one turn each: what the scheduler does without turns)
+        sampled = [{"mode": "raw engine", **ceil}] if ceil and ceil.get("engine_stacks") else []
+        sampled += [m for m in modes if m.get("engine_stacks")]
         if sampled:
             from agent_rl.bench.engine_stacks import summary_line
 
             lines += ["", "## sglang's scheduler: its main thread's time (stack samples every "
                       f"{1000 * sampled[0]['engine_stacks']['interval_s']:.0f} ms inside its process, "
                       f"{_sampled_by(sampled[0]['engine_stacks'])}; its busy loop "
-                      "polls for work, so `zmq` and `recv_requests` are mostly waiting)", ""]
+                      "polls for work, so `zmq` and `recv_requests` are mostly waiting; its loop's steps: where in "
+                      "one pass of its loop the time went, wherever inside the step)", ""]
             lines += [f"- {m['mode']}: {summary_line(m['engine_stacks'])}" for m in sampled]
         cpu = [m for m in modes if m.get("process_cpu")]
         if cpu:

@@ -126,11 +126,16 @@ class RolloutBench:
         prompts = [self.prompt_ids(p.group) for p in plans]
         await self.fresh_cache()
         bar = self._bar("raw engine", len(prompts))
+        stacks0 = engine_stacks.snapshot(self.s.engine_stacks_dir) if self.s.engine_stacks_dir else None
         try:
             res = await bench_engine(self.engine.inner, prompts, engine_sizes_for(plans), temperature=self.s.temperature,
                                      progress=bar, request_prefix=f"ceiling-{uuid.uuid4().hex[:8]}")
         finally:
             bar.close()
+        if self.s.engine_stacks_dir:   # the scheduler on the same requests in one turn each (outside the timing)
+            stacks = engine_stacks.between(stacks0, engine_stacks.snapshot(self.s.engine_stacks_dir))
+            if stacks is not None:
+                res["engine_stacks"] = stacks
         return res
 
     # ------------------------------------------------------------ modes

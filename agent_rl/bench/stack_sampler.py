@@ -42,7 +42,10 @@ How it looks (`method` in the summary):
 read another thread's CPU clock) and the functions seen most (innermost non-library frame,
 `agent_rl/rollout/chat.py:function`) with their shares of wall time; with `focus` (a module path prefix, e.g.
 `sglang/`) also `focus_functions`: the innermost frame of that package on each stack (what of its own code was
-running, or called the library that ran).
+running, or called the library that ran); with `stage_under` (a function-name prefix, e.g. `event_loop` for sglang's
+scheduler loop) also `stages`: the chain of up to `STAGE_DEPTH` `focus` frames below the frame of that loop on each
+stack, outermost first (`scheduler.py:get_next_batch_to_run > scheduler.py:get_new_batch_prefill`, decorators'
+`wrapper` frames left out): which step of the loop the time went to, wherever inside it the thread was.
 """
 from __future__ import annotations
 
@@ -67,6 +70,10 @@ _HANDLE_FILE = os.sep + os.path.join("asyncio", "events.py")
 # collect the whole call's time: such samples go to the frame below. filelock's fork-safety hook took up to 14% of
 # the event-loop thread's CPU that way on the H200 (2026-12-04).
 _AUDIT_HOOKS = frozenset({"_audit_fork_safety"})
+STAGE_DEPTH = 3
+# frames of decorators between a loop step and the function it decorates (sglang's `profile_method`, torch's
+# `no_grad`): not steps of their own
+_WRAPPERS = frozenset({"wrapper", "wrapped", "inner", "decorate_context", "_fn"})
 
 
 def _callback_codes() -> list:
@@ -127,13 +134,14 @@ def _loop_driver(frame) -> Any:
 
 class StackSampler:
     def __init__(self, thread_id: Optional[int] = None, interval_s: float = 0.002, top: int = 15,
-                 focus: Optional[str] = None):
+                 focus: Optional[str] = None, stage_under: Optional[str] = None):
         self.thread_id = threading.get_ident() if thread_id is None else thread_id
         self.interval_s = float(interval_s)
         self.top = int(top)
         self.owners: Counter = Counter()
         self.functions: Counter = Counter()
         self.focus, self.focus_functions = focus, Counter()
+        self.stage_under, self.stages = stage_under, Counter()
         self.owners_cpu: Counter = Counter()
         self.samples = 0
         self.cpu_s = 0.0   # method signal: the thread's CPU clock over the looks (`owners_cpu` holds busy wall time)
@@ -187,6 +195,24 @@ class StackSampler:
             f = f.f_back
         return None
 
+    def _stage(self, frame) -> Optional[str]:
+        """The `focus` frames below the innermost frame whose function name starts with `stage_under`, outermost
+        first, up to STAGE_DEPTH, joined by ` > `; None when no such frame is on the stack (or none below it)."""
+        chain = []
+        f = frame
+        while f is not None:
+            name = f.f_code.co_name
+            if name.startswith(self.stage_under):
+                break
+            if name not in _WRAPPERS:
+                mod = self._module_of(f.f_code.co_filename)
+                if mod is not None and mod.startswith(self.focus or ""):
+                    chain.append(f"{mod.rsplit('/', 1)[-1]}:{name}")
+            f = f.f_back
+        if f is None or not chain:
+            return None
+        return " > ".join(chain[::-1][:STAGE_DEPTH])
+
     def _now(self) -> tuple:
         cpu = None
         if self._clock is not None:
@@ -205,6 +231,7 @@ class StackSampler:
             return
         owner, label = self._owner(frame)
         focus = self._focus(frame) if self.focus else None
+        stage = self._stage(frame) if self.stage_under else None
         del frame
         last, self._last = self._last, now
         wall = now[0] - last[0] if last is not None else self.interval_s   # the time this look stands for
@@ -224,6 +251,8 @@ class StackSampler:
             self.functions[label] += wall
         if focus is not None:
             self.focus_functions[focus] += wall
+        if stage is not None:
+            self.stages[stage] += wall
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if self._in_handler:   # a signal that came while the handler ran: the next look weighs its time
@@ -294,6 +323,8 @@ class StackSampler:
         if self.focus:
             out["focus"] = self.focus
             out["focus_functions"] = [[k, v / wall] for k, v in self.focus_functions.most_common(self.top)]
+        if self.stage_under:
+            out["stages"] = [[k, v / wall] for k, v in self.stages.most_common(self.top)]
         if cpu > 0 and busy > 0:
             out["cpu_s"] = cpu
             out["owners_cpu"] = {k: v / busy for k, v in self.owners_cpu.most_common()}

@@ -14,9 +14,8 @@ CHILD = textwrap.dedent("""
     import faulthandler, signal, sys
     if len(sys.argv) > 3:   # SIGUSR1 writes every thread's stack there (C level: even while a thread holds the GIL)
         faulthandler.register(signal.SIGUSR1, file=open(sys.argv[3], "w"), all_threads=True)
-    from sglang.srt.fake_scheduler import busy_until, wait_for
-    busy_until(sys.argv[1])
-    wait_for(sys.argv[2])
+    from sglang.srt.fake_scheduler import event_loop_fake
+    event_loop_fake(sys.argv[1], sys.argv[2])
 """)
 
 
@@ -49,6 +48,10 @@ def _fake_packages(root):
             end = time.monotonic() + 60
             while not os.path.exists(path) and time.monotonic() < end:
                 time.sleep(0.01)
+
+        def event_loop_fake(idle, stop):   # as sglang's scheduler loop: its callees are the loop's steps
+            busy_until(idle)
+            wait_for(stop)
     """))
     hidden = root / "other_site"
     hidden.mkdir()
@@ -100,6 +103,10 @@ def test_a_spawned_process_samples_its_main_thread(tmp_path, monkeypatch):
     waited = between(spun, last)                             # each window holds its own work only
     assert dict(waited["focus_functions"]).get("sglang/srt/fake_scheduler.py:wait_for", 0) > 0.6, waited
     assert "sglang's frames: `fake_scheduler.py:" in summary_line(st)   # sglang/srt/ left out
+    assert dict(st["loop_steps"]).get("fake_scheduler.py:busy_until", 0) > 0.8, st   # the step below the loop
+    assert any(k.startswith("fake_scheduler.py:busy_until > fake_scheduler.py:_spin") for k, _ in st["stages"]), st
+    assert dict(waited["loop_steps"]).get("fake_scheduler.py:wait_for", 0) > 0.6, waited
+    assert "its loop's steps: `fake_scheduler.py:busy_until`" in summary_line(st)
     assert between(None, last)["samples"] == last["samples"]  # from the start
     assert snapshot(str(out), title="scheduler", wait_s=0.05) is None and between(None, None) is None
     assert summary_line(None) == "–"
@@ -140,6 +147,7 @@ async def test_each_mode_of_a_bench_reads_the_scheduler(tmp_path, monkeypatch, t
     finally:
         stop.write_text("")
         assert proc.wait(timeout=30) == 0
+    assert res["ceiling"]["engine_stacks"]["samples"] > 0   # the raw engine run too
     for m in res["modes"]:
         st = m["engine_stacks"]
         assert st["processes"] == 1 and "scheduler" in st["titles"][0] and st["samples"] > 0
@@ -147,6 +155,7 @@ async def test_each_mode_of_a_bench_reads_the_scheduler(tmp_path, monkeypatch, t
     md = summary_markdown({**res, "kind": "rollout", "command": "x", "engine": "sglang", "model": "m",
                            "environment": {"device": "cpu", "python": "3", "torch": "x", "transformers": "y", "sglang": None}})
     assert "## sglang's scheduler: its main thread's time" in md and "- async: sglang 100%; sglang's frames:" in md
+    assert "- raw engine: sglang 100%; sglang's frames:" in md
 
 
 def test_cli_refuses_an_engine_it_cannot_sample(tmp_path, capsys):

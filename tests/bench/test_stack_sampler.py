@@ -4,6 +4,7 @@ import json
 import os
 import selectors
 import signal
+import sys
 import sysconfig
 import threading
 import textwrap
@@ -116,6 +117,41 @@ def test_busy_code_is_owned_by_its_package_and_function():
     assert s["owners"][top[:-3] if top.endswith(".py") else top] > 0.8
     if "owners_cpu" in s:           # Linux: the busy thread's own CPU clock, all of it in this file's code
         assert s["owners_cpu"][top[:-3] if top.endswith(".py") else top] > 0.8 and s["cpu_s"] > 0
+
+
+def _decorated(fn):
+    def wrapper(*a):   # a decorator's frame (sglang's profile_method): not a step of its own
+        return fn(*a)
+    return wrapper
+
+
+@_decorated
+def _step_outer(sampler):
+    return _step_inner(sampler)
+
+
+def _step_inner(sampler):
+    return _step_leaf(sampler)
+
+
+def _step_leaf(sampler):
+    sampler.sample_once(sys._getframe())
+    return 1
+
+
+def event_loop_test(sampler):
+    _step_outer(sampler)
+    sampler.sample_once(sys._getframe())   # in the loop itself: no step
+
+
+def test_stages_are_the_steps_below_the_loop_outermost_first():
+    s = StackSampler(focus="", stage_under="event_loop")
+    event_loop_test(s)
+    stages = dict(s.summary()["stages"])
+    assert list(stages) == ["test_stack_sampler.py:_step_outer > test_stack_sampler.py:_step_inner > "
+                            "test_stack_sampler.py:_step_leaf"], stages   # the wrapper left out, the loop's own look too
+    s.sample_once(sys._getframe())   # no loop on this stack
+    assert len(s.stages) == 1 and "stages" not in StackSampler().summary()
 
 
 def test_each_look_stands_for_the_time_since_the_last():
