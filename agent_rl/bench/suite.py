@@ -254,7 +254,9 @@ def engine_bounds_line(info: Optional[Dict[str, Any]], concurrency: int) -> str:
             + ("" if "partial_output_every" not in info else "; partial outputs of unfinished requests "
                + (f"every {info['partial_output_every']} tokens" if info["partial_output_every"] else "off"))
             + ("" if "coalesce_submits" not in info else "; a loop pass's requests sent "
-               + ("together" if info["coalesce_submits"] else "one by one")))
+               + ("together" if info["coalesce_submits"] else "one by one"))
+            + ("" if "scheduler_patches" not in info else
+               f"; agent-rl's scheduler patches {'on' if info['scheduler_patches'] else 'off'}"))
 
 
 def suite_markdown(suite: Dict[str, Any]) -> str:

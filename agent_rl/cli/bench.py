@@ -27,7 +27,8 @@ def _rollout_config(args, concurrency: int):
                                engine_kwargs=_engine_kwargs(args.engine_kwarg), progress_bar=not args.no_progress,
                                max_concurrent_trajectories=concurrency, server_url=args.server_url,
                                over_sample_max_load=_max_load(getattr(args, "over_sample_max_load", None)),
-                               event_loop=args.event_loop, kv_sessions=getattr(args, "kv_sessions", None))
+                               event_loop=args.event_loop, kv_sessions=getattr(args, "kv_sessions", None),
+                               scheduler_patches=getattr(args, "scheduler_patches", True))
 
 
 def _build_engine(args, rollout_cfg, model_path):

@@ -110,6 +110,9 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
                         "(rollout.kv_sessions; engines/kv_sessions.py); default: as rollout.kv_sessions' null, on for "
                         "--engine sglang and sglang-server; compare in one run with the mode variants "
                         "@sessions / @nosessions")
+    p.add_argument("--scheduler-patches", action=argparse.BooleanOptionalAction, default=True,
+                   help="agent-rl's speed-ups inside sglang's scheduler processes (rollout.scheduler_patches, "
+                        "engines/sglang_patches.py; engines sglang and sglang-server started here)")
     p.add_argument("--sample-cpu", action="store_true",
                    help="sample the CPU of this process, its children (sglang's scheduler, detokenizer) and the host "
                         "every 0.5 s in each mode: cores each process holds, its busiest threads, host busy share and "

@@ -33,10 +33,12 @@ import urllib.error
 import urllib.request
 from typing import Any, Dict, List, Optional
 
+from agent_rl.engines import sglang_patches
 from agent_rl.engines.base import model_eos_token_ids
 from agent_rl.engines.http import HTTPEngine
 from agent_rl.engines.sglang_engine import apply_engine_env, scheduling_info, server_args_kwargs
 
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # holds agent_rl/
 START_TIMEOUT_S = 900.0   # model load + CUDA-graph capture (sglang 0.5.17: 1-2 min on a fresh machine)
 
 # keys of the server's ServerArgs beyond the in-process engine's: where it listens, and two defaults. sglang.Engine
@@ -64,7 +66,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-# run as `python -c _LAUNCHER SPEC.json` (no import of agent_rl: nothing else to load, no sys.path to pass on)
+# run as `python -c _LAUNCHER SPEC.json` (agent_rl imported only for the scheduler patches, from the spec's
+# `patches_root`: the folder holding this package)
 _LAUNCHER = r'''
 import json, logging, os, signal, sys, threading, time
 
@@ -90,8 +93,15 @@ kwargs = spec["kwargs"]
 logging.basicConfig(level=getattr(logging, str(kwargs.get("log_level", "info")).upper(), logging.INFO),
                     format="[%(asctime)s] %(message)s", datefmt="%Y-%m-%d %H:%M:%S", force=True)
 server_args = ServerArgs(**kwargs)
+plain = not any(getattr(server_args, k, False) for k in ("encoder_only", "smg_grpc_mode", "grpc_mode", "use_ray"))
+launch = None
+if spec.get("patches_root") and plain:   # agent_rl/engines/sglang_patches.py in each scheduler process
+    sys.path.insert(0, spec["patches_root"])   # spawned children inherit the path
+    from agent_rl.engines.sglang_patches import server_launcher
+
+    launch = server_launcher()
 try:
-    run_server(server_args)
+    (launch or run_server)(server_args)
 finally:
     kill_process_tree(os.getpid(), include_parent=False)
 '''
@@ -134,8 +144,10 @@ class SGLangServer:
 
     def __init__(self, kwargs: Dict[str, Any], log_dir: Optional[str] = None, host: str = "127.0.0.1",
                  port: Optional[int] = None, start_timeout_s: float = START_TIMEOUT_S,
-                 env: Optional[Dict[str, str]] = None):
+                 env: Optional[Dict[str, str]] = None, scheduler_patches: bool = True):
         self.env = env
+        # engines/sglang_patches.py in its scheduler processes, where the installed sglang has the hooks
+        self.scheduler_patches = bool(scheduler_patches) and sglang_patches.available()
         self.host, self.port = host, int(port or free_port(host))
         self.kwargs = launch_kwargs(kwargs, host, self.port)
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="agent-rl-sglang-server-")
@@ -151,7 +163,8 @@ class SGLangServer:
     def start(self) -> "SGLangServer":
         os.makedirs(self.log_dir, exist_ok=True)
         try:
-            spec = json.dumps({"kwargs": self.kwargs, "parent_pid": os.getpid()}, indent=1)
+            spec = json.dumps({"kwargs": self.kwargs, "parent_pid": os.getpid(),
+                               "patches_root": PACKAGE_ROOT if self.scheduler_patches else None}, indent=1)
         except TypeError as e:
             raise SGLangServerError(f"sglang server: an engine kwarg cannot be passed as JSON: {e}") from None
         with open(self.spec_path, "w") as f:
@@ -217,12 +230,14 @@ class SGLangServerEngine(HTTPEngine):
     def __init__(self, model_path: str, mem_fraction_static: float = 0.4, context_length: Optional[int] = None,
                  seed: Optional[int] = None, dtype: Any = None, enable_memory_saver: bool = True,
                  engine_kwargs: Optional[Dict[str, Any]] = None, max_concurrency: Optional[int] = None,
-                 log_dir: Optional[str] = None, start_timeout_s: float = START_TIMEOUT_S):
+                 log_dir: Optional[str] = None, start_timeout_s: float = START_TIMEOUT_S,
+                 scheduler_patches: bool = True):
         kwargs = server_args_kwargs(model_path, mem_fraction_static, context_length, seed, dtype, enable_memory_saver,
                                     engine_kwargs, max_concurrency)
         env = dict(os.environ)
         self.engine_env = apply_engine_env(env)   # the server's processes get the in-process engine's variables
-        self.server = SGLangServer(kwargs, log_dir=log_dir, start_timeout_s=start_timeout_s, env=env).start()
+        self.server = SGLangServer(kwargs, log_dir=log_dir, start_timeout_s=start_timeout_s, env=env,
+                                   scheduler_patches=scheduler_patches).start()
         self.priority_scheduling = bool(kwargs.get("enable_priority_scheduling"))
         super().__init__(self.server.url, eos_token_ids=model_eos_token_ids(model_path),
                          send_priority=self.priority_scheduling)
@@ -236,8 +251,10 @@ class SGLangServerEngine(HTTPEngine):
                 info = json.loads(resp.read())
         except (urllib.error.URLError, OSError, ValueError):
             info = None
-        return scheduling_info(info if isinstance(info, dict) else self.server.kwargs, self.priority_scheduling,
-                               self.engine_env)
+        out = scheduling_info(info if isinstance(info, dict) else self.server.kwargs, self.priority_scheduling,
+                              self.engine_env)
+        out["scheduler_patches"] = self.server.scheduler_patches
+        return out
 
     async def shutdown(self) -> None:
         await super().shutdown()

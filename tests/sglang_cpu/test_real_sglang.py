@@ -100,3 +100,14 @@ def test_bench_routes_groups_over_two_replicas_samples_and_logs_each_scheduler(r
     per = [{r["mode"]: r for r in parse(replica_lines(lines, k))} for k in (0, 1)]
     assert per[0]["async"]["prefill_passes"] > 0 and per[1]["async"]["prefill_passes"] > 0
     assert per[0]["async@replicas1"]["prefill_passes"] > 0 and per[1]["async@replicas1"]["prefill_passes"] == 0
+
+
+def test_scheduler_patches_decide_as_sglang_does_without_the_gather(run_script, tiny_model_path):
+    r = run_script(["patch_checks.py", tiny_model_path])
+    assert r["applied"] == ["delayer_gather"] and r["again"] == ["delayer_gather"]
+    # sglang's prefill delayer over one rank: the same 200 decisions and buffers, both kinds of decision among them
+    assert r["passes"] == 200 and r["same"] and r["allowed"] > 0 and r["delayed"] > 0
+    assert r["gathers_before"] == 200 and r["gathers_after"] == 0 and r["gathers_two_ranks"] == 1
+    assert r["generate_same"] and r["info"] == [True, False]     # an engine with the patches generates the same
+    log = run_script.last_log.read_text(errors="replace")
+    assert log.count("agent-rl: sglang scheduler patched: delayer_gather") == 1   # its scheduler said so; the other not

@@ -1,0 +1,107 @@
+"""Speed-ups inside sglang's scheduler process (`rollout.scheduler_patches`, on by default).
+
+sglang's scheduler runs in a process of its own and, on the GPU host, is the rollout's bottleneck: its main thread is
+on CPU all the time while the GPU idles half of it (stack samples inside the process, docs/benchmarks.md, 2026-12-05
+twenty-fourth session). Some of that work is waste for a single-GPU engine; `apply()` removes it in that process:
+
+* `delayer_gather`: sglang's prefill delayer (on by default here, `sglang_engine.PREFILL_DELAYER`) builds a tensor of
+  five numbers and all-gathers it over the scheduler's gloo group at every loop pass (0.5.17
+  `PrefillDelayer._gather_info`), 4-7% of the scheduler thread on the H100. Over a group of one rank the gather
+  returns the rank's own numbers: patched, the numbers go into the buffer the gather would fill, without the
+  collective (same values, same buffer; groups of several ranks keep the gather).
+
+Each patch checks that the installed sglang has the function it replaces with the signature it was written for and
+leaves sglang as it is otherwise (the start line on stderr says what was applied). They reach the scheduler through
+sglang's own hook for this (`Engine.run_scheduler_process_func`, `http_server.launch_server(run_scheduler_process_func=
+...)`): `run_scheduler_process` here is what sglang's engine starts in each scheduler process instead of its own,
+applies the patches there and runs sglang's.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, List, Optional
+
+_GATHER_PARAMS = ["self", "local_prefillable", "local_token_watermark_force_allow", "running_batch", "max_prefill_bs",
+                  "waiting_queue_len"]
+
+
+def run_scheduler_process(*args: Any, **kwargs: Any) -> Any:
+    """sglang's `run_scheduler_process`, after `apply()` (in the scheduler process sglang spawned)."""
+    applied = apply()
+    print(f"agent-rl: sglang scheduler patched: {', '.join(applied) or 'nothing (this sglang differs)'}",
+          file=sys.stderr, flush=True)
+    from sglang.srt.managers.scheduler import run_scheduler_process as run
+
+    return run(*args, **kwargs)
+
+
+def engine_class() -> Optional[type]:
+    """sglang's Engine class starting its schedulers through `run_scheduler_process`; None where the installed sglang
+    has no such hook (the engine then starts as sglang's own)."""
+    try:
+        from sglang.srt.entrypoints.engine import Engine   # the class (`sglang.Engine` is a lazy import)
+    except ImportError:
+        return None
+    if not hasattr(Engine, "run_scheduler_process_func"):
+        return None
+    return type(Engine)(f"Patched{Engine.__name__}", (Engine,),   # its metaclass: sglang's Engine is an ABC
+                        {"run_scheduler_process_func": staticmethod(run_scheduler_process), "__module__": __name__})
+
+
+def available() -> bool:
+    """Whether the installed sglang has the hooks (checked in this process; a server process runs the same install)."""
+    return engine_class() is not None
+
+
+def server_launcher() -> Optional[Callable[..., Any]]:
+    """sglang's `launch_server(server_args)` of the HTTP server, starting its schedulers through
+    `run_scheduler_process`; None where the installed sglang has no such hook."""
+    import functools
+    import inspect
+
+    try:
+        from sglang.srt.entrypoints.http_server import launch_server
+    except ImportError:
+        return None
+    if "run_scheduler_process_func" not in inspect.signature(launch_server).parameters:
+        return None
+    return functools.partial(launch_server, run_scheduler_process_func=run_scheduler_process)
+
+
+def apply() -> List[str]:
+    """Apply every patch the installed sglang fits; the names of those applied."""
+    return [name for name, patch in (("delayer_gather", _delayer_gather),) if patch()]
+
+
+def _delayer_gather() -> bool:
+    import inspect
+
+    try:
+        from sglang.srt.managers.prefill_delayer import PrefillDelayer
+    except ImportError:
+        return False
+    original = getattr(PrefillDelayer, "_gather_info", None)
+    if original is None or getattr(original, "_agent_rl", False):
+        return original is not None
+    if list(inspect.signature(original).parameters) != _GATHER_PARAMS:
+        return False
+    import torch
+
+    def _gather_info(self, local_prefillable, local_token_watermark_force_allow, running_batch=0, max_prefill_bs=0,
+                     waiting_queue_len=0):
+        alone = self.__dict__.get("_agent_rl_alone")
+        if alone is None:   # once per delayer: one rank in its group, one row in its buffer
+            alone = self._agent_rl_alone = (self._global_info_buffer.numel() == 5
+                                            and torch.distributed.get_world_size(self._gather_group) == 1)
+        if not alone:
+            return original(self, local_prefillable, local_token_watermark_force_allow, running_batch, max_prefill_bs,
+                            waiting_queue_len)
+        buffer = self._global_info_buffer
+        buffer.view(-1).copy_(torch.tensor([int(local_prefillable), int(local_token_watermark_force_allow),
+                                            running_batch, max_prefill_bs, waiting_queue_len], dtype=torch.int64))
+        return buffer[:, 0, :]
+
+    _gather_info._agent_rl = True
+    _gather_info.__wrapped__ = original
+    PrefillDelayer._gather_info = _gather_info
+    return True
