@@ -83,3 +83,27 @@ def test_the_engine_class_starts_schedulers_through_ours(monkeypatch):
     assert pickle.loads(pickle.dumps(cls.run_scheduler_process_func)) is sglang_patches.run_scheduler_process
     del Engine.run_scheduler_process_func                       # an sglang without the hook: none
     assert sglang_patches.engine_class() is None and not sglang_patches.available()
+
+
+def test_the_negotiation_checked_against_reads_plain_values(monkeypatch):
+    import hashlib
+    import inspect
+
+    mod = _delayer_module()
+
+    def _negotiate_should_allow_prefill_pure(self):
+        return None
+    mod.PrefillDelayer._negotiate_should_allow_prefill_pure = _negotiate_should_allow_prefill_pure
+    _modules(monkeypatch, **{"sglang.srt.managers.prefill_delayer": mod})
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 1)
+    monkeypatch.setattr(sglang_patches, "NEGOTIATE_SHA256", hashlib.sha256(
+        inspect.getsource(_negotiate_should_allow_prefill_pure).encode()).hexdigest()[:16])
+    assert sglang_patches.apply() == ["delayer_gather"]
+    d = mod.PrefillDelayer()
+    out = d._gather_info(True, False, 7, 3, 11)
+    assert type(out).__name__ == "_OneRank" and d._global_info_buffer.sum().item() == 0   # no tensor work at all
+    # what sglang 0.5.17's negotiation does with each column (tp0_info[:, k]): min / max / sum of one rank, .item()
+    assert [out[:, k].min().item() for k in range(5)] == [1, 0, 7, 3, 11]
+    assert out[:, 2].max().item() == 7 and out[:, 0].sum().item() == 1 and mod.PrefillDelayer.gathers == 0
+    with pytest.raises(IndexError):
+        out[0, 1]

@@ -1,7 +1,8 @@
 """agent-rl's scheduler patches (engines/sglang_patches.py) against real sglang 0.5.17 on a CPU: sglang's own prefill
 delayer, over a gloo group of one rank, decides the same with the patched gather as with its all-gather on the same
-inputs (a seeded sequence of loop passes), fills the same buffer, and no longer calls the collective; over a group of
-two ranks the patched function still gathers. Then an engine started with the patches on generates what one started
+inputs (a seeded sequence of loop passes) and no longer calls the collective, both where its numbers come back as
+plain values (this sglang's negotiation) and where they fill the gather's buffer (another's: the same buffer too);
+over a group of two ranks the patched function still gathers. Then an engine started with the patches on generates what one started
 without them does (greedy). Prints one JSON line; test_real_sglang.py asserts. argv: MODEL_DIR."""
 import asyncio
 import json
@@ -26,7 +27,7 @@ def passes(delayer, n=200, seed=0):
             local_prefillable=rng.random() < 0.6, token_usage=rng.choice([0.1, 0.5, 0.97]),
             running_batch=rng.randrange(0, 300), max_prefill_bs=rng.randrange(0, 100), max_running_requests=256,
             waiting_queue_len=rng.randrange(0, 120))
-        out.append([getattr(res, k) for k in FIELDS] + [delayer._global_info_buffer.flatten().tolist()])
+        out.append(([getattr(res, k) for k in FIELDS], delayer._global_info_buffer.flatten().tolist()))
     return out
 
 
@@ -76,13 +77,21 @@ def main():
     before = passes(make_delayer())
     gathers_before = calls["n"]
 
+    from agent_rl.engines import sglang_patches
     from agent_rl.engines.sglang_patches import apply
+    from sglang.srt.managers.prefill_delayer import PrefillDelayer
 
     applied = apply()
     again = apply()                          # idempotent: the patch is not stacked on itself
     calls["n"] = 0
-    after = passes(make_delayer())
+    after = passes(make_delayer())           # this sglang's negotiation: read from plain values, no buffer
     gathers_after = calls["n"]
+    light = type(make_delayer()._gather_info(True, False, 1, 2, 3)).__name__
+    PrefillDelayer._gather_info = PrefillDelayer._gather_info.__wrapped__   # as if the negotiation were another's:
+    sglang_patches.NEGOTIATE_SHA256 = "another"                             # the numbers go into the buffer
+    apply()
+    buffered = passes(make_delayer())
+    gathers_buffered = calls["n"] - gathers_after
     two = make_delayer()                     # a group of two ranks (the world size read once per delayer)
     real_size = dist.get_world_size
     dist.get_world_size = lambda group=None: 2
@@ -91,9 +100,11 @@ def main():
         two._negotiate_should_allow_prefill(local_prefillable=True, token_usage=0.1, running_batch=3)
     finally:
         dist.get_world_size = real_size
-    res = {"applied": applied, "again": again, "passes": len(before), "same": before == after,
-           "allowed": sum(1 for p in after if p[0]), "delayed": sum(1 for p in after if p[1] == "delay"),
-           "gathers_before": gathers_before, "gathers_after": gathers_after, "gathers_two_ranks": calls["n"]}
+    res = {"applied": applied, "again": again, "passes": len(before), "light": light,
+           "same": [d for d, _ in before] == [d for d, _ in after], "same_buffered": before == buffered,
+           "allowed": sum(1 for d, _ in after if d[0]), "delayed": sum(1 for d, _ in after if d[1] == "delay"),
+           "gathers_before": gathers_before, "gathers_after": gathers_after, "gathers_buffered": gathers_buffered,
+           "gathers_two_ranks": calls["n"] - gathers_after - gathers_buffered}
     dist.destroy_process_group()
     on, info_on = asyncio.run(generate(sys.argv[1], True))
     off, info_off = asyncio.run(generate(sys.argv[1], False))

@@ -106,8 +106,10 @@ def test_scheduler_patches_decide_as_sglang_does_without_the_gather(run_script, 
     r = run_script(["patch_checks.py", tiny_model_path])
     assert r["applied"] == ["delayer_gather"] and r["again"] == ["delayer_gather"]
     # sglang's prefill delayer over one rank: the same 200 decisions and buffers, both kinds of decision among them
-    assert r["passes"] == 200 and r["same"] and r["allowed"] > 0 and r["delayed"] > 0
-    assert r["gathers_before"] == 200 and r["gathers_after"] == 0 and r["gathers_two_ranks"] == 1
+    assert r["passes"] == 200 and r["same"] and r["allowed"] > 0 and r["delayed"] > 0 and r["light"] == "_OneRank"
+    assert r["same_buffered"]                # another sglang's negotiation: the numbers in the gather's buffer
+    assert r["gathers_before"] == 200 and r["gathers_after"] == 0 and r["gathers_buffered"] == 0
+    assert r["gathers_two_ranks"] == 1
     assert r["generate_same"] and r["info"] == [True, False]     # an engine with the patches generates the same
     log = run_script.last_log.read_text(errors="replace")
     assert log.count("agent-rl: sglang scheduler patched: delayer_gather") == 1   # its scheduler said so; the other not
