@@ -55,8 +55,17 @@ def engine_class() -> Optional[type]:
 
 
 def available() -> bool:
-    """Whether the installed sglang has the hooks (checked in this process; a server process runs the same install)."""
-    return engine_class() is not None
+    """Whether the installed sglang has the hooks, read from its engine module's source without importing it (that
+    import would set up sglang in this process, e.g. uvloop's event-loop policy): for a server process, which runs
+    the same install."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("sglang.srt.entrypoints.engine")
+        with open(spec.origin, encoding="utf-8") as f:
+            return "run_scheduler_process_func" in f.read()
+    except (ImportError, AttributeError, OSError, TypeError, ValueError):
+        return False
 
 
 def server_launcher() -> Optional[Callable[..., Any]]:

@@ -10,6 +10,15 @@ import torch
 from agent_rl.engines import sglang_patches
 
 
+@pytest.fixture(autouse=True)
+def _no_sglang_left_behind():
+    """Modules a test imports from a stand-in sglang go with it (the fake sglang of other tests imports its own)."""
+    before = {m for m in sys.modules if m == "sglang" or m.startswith("sglang.")}
+    yield
+    for name in [m for m in sys.modules if (m == "sglang" or m.startswith("sglang.")) and m not in before]:
+        del sys.modules[name]
+
+
 def _modules(monkeypatch, **mods):
     for name in ("sglang", "sglang.srt", "sglang.srt.managers", "sglang.srt.entrypoints"):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
@@ -78,11 +87,11 @@ def test_the_engine_class_starts_schedulers_through_ours(monkeypatch):
     _modules(monkeypatch, **{"sglang.srt.entrypoints.engine": mod})
     cls = sglang_patches.engine_class()
     assert issubclass(cls, Engine) and cls(a=1).kwargs == {"a": 1}
-    assert cls.run_scheduler_process_func is sglang_patches.run_scheduler_process and sglang_patches.available()
+    assert cls.run_scheduler_process_func is sglang_patches.run_scheduler_process
     # sglang's spawn pickles the function it starts: by reference, importable in the child
     assert pickle.loads(pickle.dumps(cls.run_scheduler_process_func)) is sglang_patches.run_scheduler_process
     del Engine.run_scheduler_process_func                       # an sglang without the hook: none
-    assert sglang_patches.engine_class() is None and not sglang_patches.available()
+    assert sglang_patches.engine_class() is None
 
 
 def test_the_negotiation_checked_against_reads_plain_values(monkeypatch):
@@ -107,3 +116,21 @@ def test_the_negotiation_checked_against_reads_plain_values(monkeypatch):
     assert out[:, 2].max().item() == 7 and out[:, 0].sum().item() == 1 and mod.PrefillDelayer.gathers == 0
     with pytest.raises(IndexError):
         out[0, 1]
+
+
+@pytest.mark.parametrize("source, found", [("run_scheduler_process_func = staticmethod(f)\n", True), ("x = 1\n", False)])
+def test_available_reads_the_engine_module_without_importing_it(tmp_path, monkeypatch, source, found):
+    pkg = tmp_path / "sglang" / "srt" / "entrypoints"
+    pkg.mkdir(parents=True)
+    for d in (tmp_path / "sglang", tmp_path / "sglang" / "srt", pkg):
+        (d / "__init__.py").write_text("")
+    (pkg / "engine.py").write_text("raise RuntimeError('imported')\n" + source)
+    for name in [m for m in sys.modules if m == "sglang" or m.startswith("sglang.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert sglang_patches.available() is found and "sglang.srt.entrypoints.engine" not in sys.modules
+
+
+def test_without_sglang_nothing_is_available(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sglang", None)   # import sglang fails
+    assert not sglang_patches.available() and sglang_patches.engine_class() is None and sglang_patches.apply() == []
