@@ -160,7 +160,10 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
   # `--engine-replicas 2` the modes async@replicas1 vs async compare one scheduler with two, sglang-log per replica). Many short
   # rounds: sglang's pace flipped between ~50k and ~75k tokens/s from one step to the next inside one run (2026-12-04,
   # fourteenth session), so two rounds of three steps could not settle a 10% question; read the per-round ratios.
-  local spec shape rest scen modes pn model wl name flags k
+  # AB_REPEAT (1): run the whole AB_RUNS list that many times, in order (a setting fixed at the engine's start, e.g.
+  # --no-scheduler-patches, is compared run against run: alternate the runs and repeat to see past the drift).
+  local spec shape rest scen modes pn model wl name flags k rep
+  for rep in $(seq 1 "${AB_REPEAT:-1}"); do
   for spec in ${AB_RUNS:-smol-64x4:instant:turn-batched,async,async@notify256,async@nocoalesce}; do
     shape=${spec%%:*}; rest=${spec#*:}; scen=${rest%%:*}; modes=${rest#*:}; flags=""
     case "$modes" in *:*) flags=${modes#*:}; flags=${flags//+/ }; modes=${modes%%:*} ;; esac
@@ -189,6 +192,7 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
     done
     sglang_logs "$R/speed/$name.log" "$R/speed/$name"
     tar czf "$R/speed.tgz" -C "$R" --exclude="*.trace.json*" speed 2>/dev/null
+  done
   done
 }
 
