@@ -439,6 +439,10 @@ class SGLangEngine(Engine):
             from agent_rl.engines.sglang_patches import engine_class
 
             patched = engine_class() if scheduler_patches else None
+            if scheduler_patches and patched is None:
+                from agent_rl.engines.sglang_patches import UNAVAILABLE
+
+                log.info(UNAVAILABLE)
             engine = (patched or sglang.Engine)(**kwargs)
         self._attach(engine, model_eos_token_ids(model_path), bool(kwargs.get("enable_priority_scheduling")),
                      int(getattr(getattr(engine, "server_args", None), "tp_size", 1) or 1))

@@ -31,6 +31,10 @@ _GATHER_PARAMS = ["self", "local_prefillable", "local_token_watermark_force_allo
                   "waiting_queue_len"]
 
 
+UNAVAILABLE = ("rollout.scheduler_patches: the installed sglang has no hook to start its scheduler through "
+               "(Engine.run_scheduler_process_func); its scheduler runs as shipped")
+
+
 def run_scheduler_process(*args: Any, **kwargs: Any) -> Any:
     """sglang's `run_scheduler_process`, after `apply()` (in the scheduler process sglang spawned)."""
     applied = apply()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
+import logging
 import os
 import signal
 import socket
@@ -38,6 +39,7 @@ from agent_rl.engines.base import model_eos_token_ids
 from agent_rl.engines.http import HTTPEngine
 from agent_rl.engines.sglang_engine import apply_engine_env, scheduling_info, server_args_kwargs
 
+log = logging.getLogger(__name__)
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # holds agent_rl/
 START_TIMEOUT_S = 900.0   # model load + CUDA-graph capture (sglang 0.5.17: 1-2 min on a fresh machine)
 
@@ -148,6 +150,8 @@ class SGLangServer:
         self.env = env
         # engines/sglang_patches.py in its scheduler processes, where the installed sglang has the hooks
         self.scheduler_patches = bool(scheduler_patches) and sglang_patches.available()
+        if scheduler_patches and not self.scheduler_patches:
+            log.info(sglang_patches.UNAVAILABLE)
         self.host, self.port = host, int(port or free_port(host))
         self.kwargs = launch_kwargs(kwargs, host, self.port)
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="agent-rl-sglang-server-")

@@ -41,10 +41,13 @@ SETTINGS = dict(mem_fraction_static=0.55, context_length=2048, seed=7, dtype="to
                 max_concurrency=2000)
 
 
-async def test_server_starts_with_the_in_process_engines_kwargs(fake_sglang, tmp_path):
+async def test_server_starts_with_the_in_process_engines_kwargs(fake_sglang, tmp_path, caplog):
     from agent_rl.engines.sglang_engine import SGLangEngine
+    from agent_rl.engines.sglang_patches import UNAVAILABLE
 
+    caplog.set_level("INFO")
     inproc = SGLangEngine("/models/m", **SETTINGS)
+    assert caplog.text.count(UNAVAILABLE) == 1   # the fake sglang has no scheduler hook: said once, started as is
     engine_kwargs = _read(fake_sglang / "engine_kwargs.json")["kwargs"]
     # the scheduling defaults reached both (fields read from the installed sglang's ServerArgs: the fake here)
     assert engine_kwargs["enable_priority_scheduling"] is True and engine_kwargs["enable_prefill_delayer"] is True
@@ -55,6 +58,7 @@ async def test_server_starts_with_the_in_process_engines_kwargs(fake_sglang, tmp
     assert _read(fake_sglang / "engine_kwargs.json")["force_stream_interval"] == "1000000000"
 
     eng = SGLangServerEngine("/models/m", log_dir=str(tmp_path / "logs"), **SETTINGS)
+    assert caplog.text.count(UNAVAILABLE) == 2 and _read(eng.server.spec_path)["patches_root"] is None
     try:
         with _get(eng.server.url + "/fake/state", timeout=5) as resp:
             assert json.loads(resp.read())["health"] == 3   # start waited through two 503s (sglang warming up)
