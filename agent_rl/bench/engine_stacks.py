@@ -166,7 +166,7 @@ def between(a: Optional[Dict[str, Any]], b: Optional[Dict[str, Any]], top: int =
     wall = sum(owners.values())
     if wall <= 0:
         return None
-    cpu = diff("owners_cpu")
+    cpu, stages = diff("owners_cpu"), diff("stages")
     busy = sum(cpu.values())
     # method signal: owners_cpu holds the busy looks' wall time, the CPU clock comes apart (stack_sampler.py)
     cpu_s = b.get("cpu_s", 0.0) - a.get("cpu_s", 0.0) if b.get("method") == "signal" else busy
@@ -175,8 +175,8 @@ def between(a: Optional[Dict[str, Any]], b: Optional[Dict[str, Any]], top: int =
            "owners": {k: v / wall for k, v in owners.most_common()},
            "functions": [[k, v / wall] for k, v in diff("functions").most_common(top)],
            "focus_functions": [[k, v / wall] for k, v in diff("focus_functions").most_common(top)],
-           "stages": [[k, v / wall] for k, v in diff("stages").most_common(top)],
-           "loop_steps": [[k, v / wall] for k, v in loop_steps(diff("stages")).most_common(top)]}
+           "stages": [[k, v / wall] for k, v in stages.most_common(top)],
+           "loop_steps": [[k, v / wall] for k, v in loop_steps(stages).most_common(top)]}
     if cpu_s > 0 and busy > 0:
         out["cpu_s"] = cpu_s
         out["owners_cpu"] = {k: v / busy for k, v in cpu.most_common()}

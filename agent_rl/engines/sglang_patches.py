@@ -32,7 +32,7 @@ _GATHER_PARAMS = ["self", "local_prefillable", "local_token_watermark_force_allo
 
 
 UNAVAILABLE = ("rollout.scheduler_patches: the installed sglang has no hook to start its scheduler through "
-               "(Engine.run_scheduler_process_func); its scheduler runs as shipped")
+               "(run_scheduler_process_func); its scheduler runs as shipped")
 
 
 def run_scheduler_process(*args: Any, **kwargs: Any) -> Any:
@@ -59,13 +59,13 @@ def engine_class() -> Optional[type]:
 
 
 def available() -> bool:
-    """Whether the installed sglang has the hooks, read from its engine module's source without importing it (that
-    import would set up sglang in this process, e.g. uvloop's event-loop policy): for a server process, which runs
-    the same install."""
+    """Whether a server process of the installed sglang can take the hook (`server_launcher`'s: `launch_server`'s
+    `run_scheduler_process_func`), read from its HTTP-server module's source without importing it here (that import
+    would set up sglang in this process, e.g. uvloop's event-loop policy)."""
     import importlib.util
 
     try:
-        spec = importlib.util.find_spec("sglang.srt.entrypoints.engine")
+        spec = importlib.util.find_spec("sglang.srt.entrypoints.http_server")
         with open(spec.origin, encoding="utf-8") as f:
             return "run_scheduler_process_func" in f.read()
     except (ImportError, AttributeError, OSError, TypeError, ValueError):

@@ -118,17 +118,18 @@ def test_the_negotiation_checked_against_reads_plain_values(monkeypatch):
         out[0, 1]
 
 
-@pytest.mark.parametrize("source, found", [("run_scheduler_process_func = staticmethod(f)\n", True), ("x = 1\n", False)])
-def test_available_reads_the_engine_module_without_importing_it(tmp_path, monkeypatch, source, found):
+@pytest.mark.parametrize("source, found", [
+    ("def launch_server(server_args, run_scheduler_process_func=None): pass\n", True), ("x = 1\n", False)])
+def test_available_reads_the_server_module_without_importing_it(tmp_path, monkeypatch, source, found):
     pkg = tmp_path / "sglang" / "srt" / "entrypoints"
     pkg.mkdir(parents=True)
     for d in (tmp_path / "sglang", tmp_path / "sglang" / "srt", pkg):
         (d / "__init__.py").write_text("")
-    (pkg / "engine.py").write_text("raise RuntimeError('imported')\n" + source)
+    (pkg / "http_server.py").write_text("raise RuntimeError('imported')\n" + source)
     for name in [m for m in sys.modules if m == "sglang" or m.startswith("sglang.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert sglang_patches.available() is found and "sglang.srt.entrypoints.engine" not in sys.modules
+    assert sglang_patches.available() is found and "sglang.srt.entrypoints.http_server" not in sys.modules
 
 
 def test_without_sglang_nothing_is_available(monkeypatch):
