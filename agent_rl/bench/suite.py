@@ -255,8 +255,15 @@ def engine_bounds_line(info: Optional[Dict[str, Any]], concurrency: int) -> str:
                + (f"every {info['partial_output_every']} tokens" if info["partial_output_every"] else "off"))
             + ("" if "coalesce_submits" not in info else "; a loop pass's requests sent "
                + ("together" if info["coalesce_submits"] else "one by one"))
-            + ("" if "scheduler_patches" not in info else
-               f"; agent-rl's scheduler patches {'on' if info['scheduler_patches'] else 'off'}"))
+            + ("" if "scheduler_patches" not in info else "; agent-rl's scheduler patches "
+               + _patches_words(info["scheduler_patches"])))
+
+
+def _patches_words(patches: Any) -> str:
+    """The engine's scheduler patches in words: their names (a list), or on / off (a bool, JSON before 2026-12-05)."""
+    if isinstance(patches, list):
+        return ", ".join(patches) if patches else "off"
+    return "on" if patches else "off"
 
 
 def suite_markdown(suite: Dict[str, Any]) -> str:

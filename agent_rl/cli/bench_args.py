@@ -110,9 +110,12 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
                         "(rollout.kv_sessions; engines/kv_sessions.py); default: as rollout.kv_sessions' null, on for "
                         "--engine sglang and sglang-server; compare in one run with the mode variants "
                         "@sessions / @nosessions")
-    p.add_argument("--scheduler-patches", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--scheduler-patches", nargs="?", const=True, default=True, type=_patch_names, metavar="NAMES",
                    help="agent-rl's speed-ups inside sglang's scheduler processes (rollout.scheduler_patches, "
-                        "engines/sglang_patches.py; engines sglang and sglang-server started here)")
+                        "engines/sglang_patches; engines sglang and sglang-server started here): all of them "
+                        "(the default), or only those named, e.g. --scheduler-patches delayer_gather")
+    p.add_argument("--no-scheduler-patches", dest="scheduler_patches", action="store_const", const=False,
+                   help="sglang's scheduler as shipped")
     p.add_argument("--sample-cpu", action="store_true",
                    help="sample the CPU of this process, its children (sglang's scheduler, detokenizer) and the host "
                         "every 0.5 s in each mode: cores each process holds, its busiest threads, host busy share and "
@@ -210,7 +213,7 @@ def add_arguments(parser) -> None:
                    help="training config override for every variant (repeatable), e.g. actor.ppo_mini_batch_size=8")
 
 
-TRI_STATE = {"kv_sessions"}   # --X / --no-X / unset (None: the config's default)
+TRI_STATE = {"kv_sessions", "scheduler_patches"}   # --X / --no-X (/ unset: the config's default)
 
 
 def command_line(args) -> str:
@@ -232,6 +235,16 @@ def command_line(args) -> str:
         elif value is not None:
             parts += [flag, str(value)]
     return shlex.join(parts)
+
+
+def _patch_names(text: str) -> str:
+    """`--scheduler-patches NAMES`: comma-separated patch names, checked (engines/sglang_patches.selected)."""
+    from agent_rl.engines.sglang_patches import selected
+
+    try:
+        return ",".join(selected(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 _WORDS = {"true": True, "false": False, "none": None, "null": None}

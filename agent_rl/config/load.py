@@ -21,6 +21,7 @@ from agent_rl.algorithms.kl import KL_KINDS
 from agent_rl.engines import KINDS as ENGINE_KINDS
 from agent_rl.engines.kv_sessions import SESSION_KINDS
 from agent_rl.engines.replicas import NOT_HTTP
+from agent_rl.engines.sglang_patches import selected as selected_patches
 from agent_rl.config import extend
 from agent_rl.config.schema import TrainConfig
 from agent_rl.rollout.formats import get_parser
@@ -223,6 +224,14 @@ def _check_values(cfg: TrainConfig) -> None:
     if cfg.rollout.kv_sessions and (cfg.rollout.engine_kwargs or {}).get("enable_streaming_session") is False:
         raise ConfigError("rollout.kv_sessions: needs sglang's streaming sessions, but "
                           "rollout.engine_kwargs.enable_streaming_session is false")
+    patches = cfg.rollout.scheduler_patches
+    if not (isinstance(patches, (bool, str)) or (isinstance(patches, (list, tuple))
+                                                 and all(isinstance(n, str) for n in patches))):
+        raise ConfigError(f"rollout.scheduler_patches: true, false or a list of patch names, got {patches!r}")
+    try:
+        selected_patches(patches)
+    except ValueError as e:
+        raise ConfigError(f"rollout.scheduler_patches: {e}") from None
     if cfg.rollout.engine_replicas > 1 and not 0 < cfg.rollout.gpu_memory_utilization < 1:
         raise ConfigError(f"rollout.gpu_memory_utilization: must be in (0, 1) to split between "
                           f"{cfg.rollout.engine_replicas} engine replicas, got {cfg.rollout.gpu_memory_utilization}")

@@ -132,7 +132,7 @@ def _build_one(kind: str, rollout_cfg: Any, model_path: str, device: Optional[st
             engine_kwargs["enable_streaming_session"] = True
         settings = dict(mem_fraction_static=mem_fraction, context_length=max_len, seed=seed, dtype=dtype,
                         engine_kwargs=engine_kwargs, max_concurrency=max_concurrency,
-                        scheduler_patches=bool(getattr(rollout_cfg, "scheduler_patches", True)))
+                        scheduler_patches=getattr(rollout_cfg, "scheduler_patches", True))
         if kind == "sglang":
             from agent_rl.engines.sglang_engine import SGLangEngine
 

@@ -426,9 +426,10 @@ class SGLangEngine(Engine):
     def __init__(self, model_path: str, mem_fraction_static: float = 0.4, context_length: Optional[int] = None,
                  seed: Optional[int] = None, dtype: Any = None, enable_memory_saver: bool = True,
                  engine_kwargs: Optional[Dict[str, Any]] = None, max_concurrency: Optional[int] = None,
-                 log_tag: Optional[str] = None, scheduler_patches: bool = True):
+                 log_tag: Optional[str] = None, scheduler_patches: Any = True):
         """`log_tag`: a word in each of its processes' log lines (`log_tag_config`; replicas: R0, R1, ...);
-        `scheduler_patches`: sglang's scheduler processes run `sglang_patches.run_scheduler_process`."""
+        `scheduler_patches`: sglang's scheduler processes run `sglang_patches.run_scheduler_process` with these patches
+        (true: all, false: none, or their names; `sglang_patches.selected`)."""
         kwargs = server_args_kwargs(model_path, mem_fraction_static, context_length, seed, dtype, enable_memory_saver,
                                     engine_kwargs, max_concurrency)
         import sglang
@@ -436,10 +437,11 @@ class SGLangEngine(Engine):
         env = apply_engine_env()
         before = self._child_pids()
         with _keep_root_logging(), tagged_logs(log_tag, kwargs.get("log_level") or "error") as log_config:
-            from agent_rl.engines.sglang_patches import engine_class
+            from agent_rl.engines.sglang_patches import engine_class, selected
 
-            patched = engine_class() if scheduler_patches else None
-            if scheduler_patches and patched is None:
+            names = selected(scheduler_patches)
+            patched = engine_class(names) if names else None
+            if names and patched is None:
                 from agent_rl.engines.sglang_patches import UNAVAILABLE
 
                 log.info(UNAVAILABLE)
@@ -448,7 +450,7 @@ class SGLangEngine(Engine):
                      int(getattr(getattr(engine, "server_args", None), "tp_size", 1) or 1))
         self._own_children = self._child_pids() - before
         self.engine_env = env
-        self.scheduler_patches = patched is not None
+        self.scheduler_patches = list(names) if patched is not None else []
         self._log_config = log_config
 
     @classmethod
@@ -463,7 +465,7 @@ class SGLangEngine(Engine):
     def _attach(self, engine: Any, eos_token_ids: Iterable[int], priority_scheduling: bool, tp_size: int) -> None:
         """The wrapper's state around a started `engine` (`__init__` and `wrap`)."""
         self._engine, self.tp_size = engine, int(tp_size)
-        self.scheduler_patches = False   # engines/sglang_patches.py in its scheduler processes (set by __init__)
+        self.scheduler_patches: List[str] = []   # engines/sglang_patches in its scheduler processes (set by __init__)
         self.eos_token_ids = [int(t) for t in eos_token_ids]
         self.priority_scheduling = bool(priority_scheduling)
         self._own_children: Set[int] = set()   # the processes sglang started (shutdown kills only these)

@@ -97,11 +97,11 @@ logging.basicConfig(level=getattr(logging, str(kwargs.get("log_level", "info")).
 server_args = ServerArgs(**kwargs)
 plain = not any(getattr(server_args, k, False) for k in ("encoder_only", "smg_grpc_mode", "grpc_mode", "use_ray"))
 launch = None
-if spec.get("patches_root") and plain:   # agent_rl/engines/sglang_patches.py in each scheduler process
+if spec.get("patches_root") and plain:   # agent_rl/engines/sglang_patches in each scheduler process
     sys.path.insert(0, spec["patches_root"])   # spawned children inherit the path
     from agent_rl.engines.sglang_patches import server_launcher
 
-    launch = server_launcher()
+    launch = server_launcher(spec["scheduler_patches"])
 try:
     (launch or run_server)(server_args)
 finally:
@@ -146,11 +146,13 @@ class SGLangServer:
 
     def __init__(self, kwargs: Dict[str, Any], log_dir: Optional[str] = None, host: str = "127.0.0.1",
                  port: Optional[int] = None, start_timeout_s: float = START_TIMEOUT_S,
-                 env: Optional[Dict[str, str]] = None, scheduler_patches: bool = True):
+                 env: Optional[Dict[str, str]] = None, scheduler_patches: Any = True):
         self.env = env
-        # engines/sglang_patches.py in its scheduler processes, where the installed sglang has the hooks
-        self.scheduler_patches = bool(scheduler_patches) and sglang_patches.available()
-        if scheduler_patches and not self.scheduler_patches:
+        # engines/sglang_patches in its scheduler processes (true: all, or their names), where the installed sglang
+        # has the hooks
+        names = sglang_patches.selected(scheduler_patches)
+        self.scheduler_patches = list(names) if names and sglang_patches.available() else []
+        if names and not self.scheduler_patches:
             log.info(sglang_patches.UNAVAILABLE)
         self.host, self.port = host, int(port or free_port(host))
         self.kwargs = launch_kwargs(kwargs, host, self.port)
@@ -168,7 +170,8 @@ class SGLangServer:
         os.makedirs(self.log_dir, exist_ok=True)
         try:
             spec = json.dumps({"kwargs": self.kwargs, "parent_pid": os.getpid(),
-                               "patches_root": PACKAGE_ROOT if self.scheduler_patches else None}, indent=1)
+                               "patches_root": PACKAGE_ROOT if self.scheduler_patches else None,
+                               "scheduler_patches": self.scheduler_patches}, indent=1)
         except TypeError as e:
             raise SGLangServerError(f"sglang server: an engine kwarg cannot be passed as JSON: {e}") from None
         with open(self.spec_path, "w") as f:
@@ -235,7 +238,7 @@ class SGLangServerEngine(HTTPEngine):
                  seed: Optional[int] = None, dtype: Any = None, enable_memory_saver: bool = True,
                  engine_kwargs: Optional[Dict[str, Any]] = None, max_concurrency: Optional[int] = None,
                  log_dir: Optional[str] = None, start_timeout_s: float = START_TIMEOUT_S,
-                 scheduler_patches: bool = True):
+                 scheduler_patches: Any = True):
         kwargs = server_args_kwargs(model_path, mem_fraction_static, context_length, seed, dtype, enable_memory_saver,
                                     engine_kwargs, max_concurrency)
         env = dict(os.environ)

@@ -259,3 +259,27 @@ def test_kv_sessions_flag_is_on_off_or_the_engine_s_default_and_the_command_line
         assert args.kv_sessions is want and _rollout_config(args, 8).kv_sessions is want
         words = command_line(args).split()
         assert (shown in words if shown else not any("kv-sessions" in w for w in words)), words
+
+
+def test_scheduler_patches_flag_is_all_none_or_those_named_and_the_command_line_says_which(capsys):
+    import argparse
+
+    from agent_rl.cli.bench import _rollout_config
+    from agent_rl.cli.bench_args import add_arguments, command_line
+    from agent_rl.engines.sglang_patches import selected
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for flags, want, shown in (([], ("delayer_gather", "decode_rows"), ["--scheduler-patches"]),
+                               (["--scheduler-patches"], ("delayer_gather", "decode_rows"), ["--scheduler-patches"]),
+                               (["--scheduler-patches", "decode_rows"], ("decode_rows",),
+                                ["--scheduler-patches", "decode_rows"]),
+                               (["--no-scheduler-patches"], (), ["--no-scheduler-patches"])):
+        args = parser.parse_args(["rollout", "--engine", "sim", "--out", "x", *flags])
+        assert selected(_rollout_config(args, 8).scheduler_patches) == want
+        words = command_line(args).split()
+        at = words.index(shown[0])
+        assert words[at:at + len(shown)] == shown and parser.parse_args(words[2:]).scheduler_patches == args.scheduler_patches
+    with pytest.raises(SystemExit):
+        parser.parse_args(["rollout", "--out", "x", "--scheduler-patches", "decode_row"])
+    assert "unknown scheduler patch 'decode_row'" in capsys.readouterr().err

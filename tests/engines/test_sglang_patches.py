@@ -1,4 +1,5 @@
-"""engines/sglang_patches.py against stand-in sglang modules (real sglang 0.5.17: tests/sglang_cpu/patch_checks.py)."""
+"""engines/sglang_patches against stand-in sglang modules (real sglang 0.5.17: tests/sglang_cpu/patch_checks.py and
+decode_rows_checks.py)."""
 import abc
 import pickle
 import sys
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from agent_rl.engines import sglang_patches
+from agent_rl.engines.sglang_patches import delayer
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +56,7 @@ def test_the_delayer_gather_skips_the_collective_on_one_rank_only(monkeypatch, r
     mod = _delayer_module()
     _modules(monkeypatch, **{"sglang.srt.managers.prefill_delayer": mod})
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: ranks)
-    assert sglang_patches.apply() == ["delayer_gather"] and sglang_patches.apply() == ["delayer_gather"]
+    assert sglang_patches.apply(["delayer_gather"]) == ["delayer_gather"] == sglang_patches.apply(["delayer_gather"])
     d = mod.PrefillDelayer()
     out = d._gather_info(True, False, 7, 3, 11)
     if ranks == 1:   # the buffer the gather fills, with this rank's numbers, and its first column
@@ -85,11 +87,14 @@ def test_the_engine_class_starts_schedulers_through_ours(monkeypatch):
 
     mod.Engine = Engine
     _modules(monkeypatch, **{"sglang.srt.entrypoints.engine": mod})
-    cls = sglang_patches.engine_class()
+    cls = sglang_patches.engine_class(["decode_rows"])
     assert issubclass(cls, Engine) and cls(a=1).kwargs == {"a": 1}
-    assert cls.run_scheduler_process_func is sglang_patches.run_scheduler_process
-    # sglang's spawn pickles the function it starts: by reference, importable in the child
-    assert pickle.loads(pickle.dumps(cls.run_scheduler_process_func)) is sglang_patches.run_scheduler_process
+    run = cls.run_scheduler_process_func
+    assert run.func is sglang_patches.run_scheduler_process and run.args == (("decode_rows",),)
+    # sglang's spawn pickles the function it starts: by reference, importable in the child, with the names
+    again = pickle.loads(pickle.dumps(run))
+    assert again.func is sglang_patches.run_scheduler_process and again.args == (("decode_rows",),)
+    assert sglang_patches.engine_class().run_scheduler_process_func.args == (("delayer_gather", "decode_rows"),)
     del Engine.run_scheduler_process_func                       # an sglang without the hook: none
     assert sglang_patches.engine_class() is None
 
@@ -105,9 +110,9 @@ def test_the_negotiation_checked_against_reads_plain_values(monkeypatch):
     mod.PrefillDelayer._negotiate_should_allow_prefill_pure = _negotiate_should_allow_prefill_pure
     _modules(monkeypatch, **{"sglang.srt.managers.prefill_delayer": mod})
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 1)
-    monkeypatch.setattr(sglang_patches, "NEGOTIATE_SHA256", hashlib.sha256(
+    monkeypatch.setattr(delayer, "NEGOTIATE_SHA256", hashlib.sha256(
         inspect.getsource(_negotiate_should_allow_prefill_pure).encode()).hexdigest()[:16])
-    assert sglang_patches.apply() == ["delayer_gather"]
+    assert sglang_patches.apply(["delayer_gather"]) == ["delayer_gather"]
     d = mod.PrefillDelayer()
     out = d._gather_info(True, False, 7, 3, 11)
     assert type(out).__name__ == "_OneRank" and d._global_info_buffer.sum().item() == 0   # no tensor work at all
@@ -135,3 +140,76 @@ def test_available_reads_the_server_module_without_importing_it(tmp_path, monkey
 def test_without_sglang_nothing_is_available(monkeypatch):
     monkeypatch.setitem(sys.modules, "sglang", None)   # import sglang fails
     assert not sglang_patches.available() and sglang_patches.engine_class() is None and sglang_patches.apply() == []
+
+
+def test_the_patches_asked_for_are_all_none_or_those_named():
+    assert sglang_patches.selected(True) == ("delayer_gather", "decode_rows")
+    assert sglang_patches.selected(False) == sglang_patches.selected(None) == sglang_patches.selected([]) == ()
+    # the registry's order, whatever order they are named in; a string is comma-separated
+    assert sglang_patches.selected(["decode_rows", "delayer_gather"]) == ("delayer_gather", "decode_rows")
+    assert sglang_patches.selected("decode_rows") == ("decode_rows",)
+    with pytest.raises(ValueError, match="unknown scheduler patch 'decode_row' .known: delayer_gather, decode_rows"):
+        sglang_patches.selected(["decode_row"])
+
+
+def test_the_scheduler_process_applies_the_named_patches_and_says_which_did_not_fit(monkeypatch, capsys):
+    runs = []
+    sched = types.ModuleType("sglang.srt.managers.scheduler")
+    sched.run_scheduler_process = lambda *a, **k: runs.append((a, k)) or "ran"
+    _modules(monkeypatch, **{"sglang.srt.managers.prefill_delayer": _delayer_module(),
+                             "sglang.srt.managers.scheduler": sched})
+    assert sglang_patches.run_scheduler_process(("delayer_gather", "decode_rows"), 1, 2, port=3) == "ran"
+    assert runs == [((1, 2), {"port": 3})]
+    # this stand-in sglang has no decode-result processor of 0.5.17's: that patch is not applied, and the line says so
+    assert capsys.readouterr().err == ("agent-rl: sglang scheduler patched: delayer_gather; decode_rows not applied "
+                                       "(this sglang differs)\n")
+    sglang_patches.run_scheduler_process((), 1)
+    assert capsys.readouterr().err == "agent-rl: sglang scheduler patched: nothing\n"
+
+
+def _decode_modules(monkeypatch):
+    """Stand-ins for the sglang modules decode_rows reads: each function it checks, of other sources than 0.5.17's."""
+    def fn(name):
+        def f(self, *a, **k):
+            return name
+        f.__name__ = f.__qualname__ = name
+        return f
+
+    brp = types.ModuleType("sglang.srt.managers.scheduler_components.batch_result_processor")
+    osm = types.ModuleType("sglang.srt.managers.scheduler_components.output_streamer")
+    sb = types.ModuleType("sglang.srt.managers.schedule_batch")
+    rts = types.ModuleType("sglang.srt.observability.req_time_stats")
+    names = {brp: {"SchedulerBatchResultProcessor": ["process_batch_result_decode", "_normalize_decode_outputs",
+                                                     "_handle_finish_state_updated_req", "_mamba_prefix_cache_update",
+                                                     "_maybe_collect_customized_info", "_maybe_update_reasoning_tokens",
+                                                     "_apply_decode_logprobs"]},
+             osm: {"SchedulerOutputStreamer": ["_stream_output_generation", "_maybe_log_time_stats"],
+                   "_GenerationStreamAccumulator": ["accept"]},
+             sb: {"Req": ["finished", "update_finish_state", "_check_vocab_boundary_finish", "_check_str_based_finish",
+                          "_check_token_based_finish"]},
+             rts: {"SchedulerReqTimeStats": ["set_last_decode_finish_time"]}}
+    for mod, classes in names.items():
+        for cls, methods in classes.items():
+            setattr(mod, cls, type(cls, (), {m: fn(m) for m in methods}))
+    _modules(monkeypatch, **{m.__name__: m for m in names},
+             **{n: types.ModuleType(n) for n in ("sglang.srt.managers.scheduler_components", "sglang.srt.observability")})
+    return brp.SchedulerBatchResultProcessor, osm.SchedulerOutputStreamer
+
+
+def test_decode_rows_leaves_an_sglang_of_other_sources_alone_and_patches_the_checked_ones_once(monkeypatch):
+    from agent_rl.engines.sglang_patches import decode_rows
+
+    processor, streamer = _decode_modules(monkeypatch)
+    decode, stream = processor.process_batch_result_decode, streamer._stream_output_generation
+    assert sglang_patches.apply(["decode_rows"]) == []   # sources differ from 0.5.17's: nothing replaced
+    assert processor.process_batch_result_decode is decode and streamer._stream_output_generation is stream
+    # the hash covers every function it reads: one of them changed is enough to leave sglang alone
+    monkeypatch.setattr(decode_rows, "SOURCES_SHA256", sglang_patches.source_digest(*decode_rows._sources()))
+    assert sglang_patches.apply(["decode_rows"]) == ["decode_rows"] == sglang_patches.apply(["decode_rows"])
+    assert processor.process_batch_result_decode.__wrapped__ is decode   # patched once, not stacked
+    assert streamer._stream_output_generation.__wrapped__ is stream
+
+
+def test_source_digest_is_empty_where_a_source_cannot_be_read():
+    assert sglang_patches.source_digest(len) == ""
+    assert len(sglang_patches.source_digest(sglang_patches.selected)) == 16

@@ -1,5 +1,5 @@
-"""agent-rl's scheduler patches (engines/sglang_patches.py) against real sglang 0.5.17 on a CPU: sglang's own prefill
-delayer, over a gloo group of one rank, decides the same with the patched gather as with its all-gather on the same
+"""agent-rl's delayer_gather scheduler patch (engines/sglang_patches/delayer.py) against real sglang 0.5.17 on a CPU:
+sglang's own prefill delayer, over a gloo group of one rank, decides the same with the patched gather as with its all-gather on the same
 inputs (a seeded sequence of loop passes) and no longer calls the collective, both where its numbers come back as
 plain values (this sglang's negotiation) and where they fill the gather's buffer (another's: the same buffer too);
 over a group of two ranks the patched function still gathers. Then an engine started with the patches on generates what one started
@@ -77,19 +77,18 @@ def main():
     before = passes(make_delayer())
     gathers_before = calls["n"]
 
-    from agent_rl.engines import sglang_patches
-    from agent_rl.engines.sglang_patches import apply
+    from agent_rl.engines.sglang_patches import apply, delayer
     from sglang.srt.managers.prefill_delayer import PrefillDelayer
 
-    applied = apply()
-    again = apply()                          # idempotent: the patch is not stacked on itself
+    applied = apply(["delayer_gather"])
+    again = apply(["delayer_gather"])        # idempotent: the patch is not stacked on itself
     calls["n"] = 0
     after = passes(make_delayer())           # this sglang's negotiation: read from plain values, no buffer
     gathers_after = calls["n"]
     light = type(make_delayer()._gather_info(True, False, 1, 2, 3)).__name__
     PrefillDelayer._gather_info = PrefillDelayer._gather_info.__wrapped__   # as if the negotiation were another's:
-    sglang_patches.NEGOTIATE_SHA256 = "another"                             # the numbers go into the buffer
-    apply()
+    delayer.NEGOTIATE_SHA256 = "another"                                    # the numbers go into the buffer
+    apply(["delayer_gather"])
     buffered = passes(make_delayer())
     gathers_buffered = calls["n"] - gathers_after
     two = make_delayer()                     # a group of two ranks (the world size read once per delayer)

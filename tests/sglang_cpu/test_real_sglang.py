@@ -57,7 +57,7 @@ def test_two_replicas_train_and_both_hold_the_actors_weights(run_script, tiny_mo
     # both replicas' schedulers started through agent-rl's patches (in process: our stderr; servers: their logs)
     logs = run_script.last_log.read_text(errors="replace") + "".join(
         p.read_text(errors="replace") for p in (tmp_path / "out").rglob("sglang-server-*.log"))
-    assert logs.count("agent-rl: sglang scheduler patched: delayer_gather") == 2, kind
+    assert logs.count("agent-rl: sglang scheduler patched: delayer_gather, decode_rows\n") == 2, kind
     assert len(r["weights"]) == 6
     for name, (to_actor, to_initial) in r["weights"].items():
         assert to_actor == 0.0, name          # every replica holds exactly the actor's weights after the last sync
@@ -114,6 +114,21 @@ def test_scheduler_patches_decide_as_sglang_does_without_the_gather(run_script, 
     assert r["same_buffered"]                # another sglang's negotiation: the numbers in the gather's buffer
     assert r["gathers_before"] == 200 and r["gathers_after"] == 0 and r["gathers_buffered"] == 0
     assert r["gathers_two_ranks"] == 1
-    assert r["generate_same"] and r["info"] == [True, False]     # an engine with the patches generates the same
+    # an engine with the patches (all of them, the default) generates the same as one without
+    assert r["generate_same"] and r["info"] == [["delayer_gather", "decode_rows"], []]
     log = run_script.last_log.read_text(errors="replace")
-    assert log.count("agent-rl: sglang scheduler patched: delayer_gather") == 1   # its scheduler said so; the other not
+    # its scheduler said so; the other's not
+    assert log.count("agent-rl: sglang scheduler patched: delayer_gather, decode_rows\n") == 1
+    assert "agent-rl: sglang scheduler patched: nothing" not in log
+
+
+def test_decode_rows_leaves_every_decode_pass_as_sglang_files_it(run_script, tiny_model_path):
+    r = run_script(["decode_rows_checks.py", tiny_model_path])
+    assert r["applied"] == [[], ["decode_rows"]]   # sglang 0.5.17's sources: the patch applies
+    # pass by pass the same rows' state, engine counters and messages to the detokenizer; the same outputs
+    assert r["same_records"] and r["same_outputs"] and r["records"][0] == r["records"][1] > 100
+    # what the workload hit: decode passes of several rows, finishes by length and by stop token in them, a
+    # message at the forced interval of unfinished rows, the sessions' second turns among the 48 requests
+    assert r["decode_passes"] > 50 and r["rows"] > 5 * r["decode_passes"] and r["requests"] == 48
+    assert r["decode_finishes"].get("length", 0) >= 10 and r["decode_finishes"].get("stop", 0) >= 1
+    assert r["partial_messages"] >= 1 and r["messages"] > r["partial_messages"]

@@ -1,0 +1,119 @@
+"""Speed-ups inside sglang's scheduler process (`rollout.scheduler_patches`, on by default).
+
+sglang's scheduler runs in a process of its own and, on the GPU host, is the rollout's bottleneck: its main thread is
+on CPU all the time while the GPU idles half of it (stack samples inside the process, docs/benchmarks.md, 2026-12-05
+twenty-fourth session). Some of that work is waste; each patch, a module here, removes some in that process:
+
+* `delayer_gather` (`delayer.py`): the prefill delayer's per-pass all-gather over a group of one rank;
+* `decode_rows` (`decode_rows.py`): the per-row calls after each decode pass that change nothing.
+
+Each patch checks that the installed sglang has what it replaces as it was written for (signatures, hashes of
+sources) and leaves sglang as it is otherwise (the start line on stderr says what was applied). They reach the
+scheduler through sglang's own hook for this (`Engine.run_scheduler_process_func`,
+`http_server.launch_server(run_scheduler_process_func=...)`): `run_scheduler_process` here is what sglang's engine starts
+in each scheduler process instead of its own, with the names of the patches to apply; it applies them there and runs
+sglang's. `rollout.scheduler_patches`: true (all of them), false (none) or a list of names (`selected`).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+# name -> the module whose `patch()` applies it (in this order)
+PATCHES = {"delayer_gather": "delayer", "decode_rows": "decode_rows"}
+
+UNAVAILABLE = ("rollout.scheduler_patches: the installed sglang has no hook to start its scheduler through "
+               "(run_scheduler_process_func); its scheduler runs as shipped")
+
+
+def selected(value: Union[bool, str, Sequence[str], None]) -> Tuple[str, ...]:
+    """The patch names `rollout.scheduler_patches` asks for: true = all, false / null = none, a list (or a
+    comma-separated string) = those; ValueError naming an unknown one."""
+    if value is None or value is False:
+        return ()
+    if value is True:
+        return tuple(PATCHES)
+    names = [n.strip() for n in value.split(",")] if isinstance(value, str) else [str(n).strip() for n in value]
+    unknown = [n for n in names if n not in PATCHES]
+    if unknown:
+        raise ValueError(f"unknown scheduler patch {unknown[0]!r} (known: {', '.join(PATCHES)})")
+    return tuple(n for n in PATCHES if n in names)
+
+
+def source_digest(*functions: Any) -> str:
+    """The first 16 hex digits of the sha256 of these functions' sources joined (a patch's check that the installed
+    sglang's code is the code it was written against); '' where a source cannot be read."""
+    import hashlib
+    import inspect
+
+    try:
+        text = "\n".join(inspect.getsource(f) for f in functions)
+    except (OSError, TypeError):
+        return ""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_scheduler_process(names: Sequence[str], *args: Any, **kwargs: Any) -> Any:
+    """sglang's `run_scheduler_process`, after `apply(names)` (in the scheduler process sglang spawned; bound to the
+    names with functools.partial)."""
+    applied = apply(names)
+    print(f"agent-rl: sglang scheduler patched: {', '.join(applied) or 'nothing'}"
+          + "".join(f"; {n} not applied (this sglang differs)" for n in names if n not in applied),
+          file=sys.stderr, flush=True)
+    from sglang.srt.managers.scheduler import run_scheduler_process as run
+
+    return run(*args, **kwargs)
+
+
+def engine_class(names: Sequence[str] = tuple(PATCHES)) -> Optional[type]:
+    """sglang's Engine class starting its schedulers through `run_scheduler_process` with these patches; None where the
+    installed sglang has no such hook (the engine then starts as sglang's own)."""
+    try:
+        from sglang.srt.entrypoints.engine import Engine   # the class (`sglang.Engine` is a lazy import)
+    except ImportError:
+        return None
+    if not hasattr(Engine, "run_scheduler_process_func"):
+        return None
+    return type(Engine)(f"Patched{Engine.__name__}", (Engine,),   # its metaclass: sglang's Engine is an ABC
+                        {"run_scheduler_process_func": staticmethod(_runner(names)), "__module__": __name__})
+
+
+def _runner(names: Sequence[str]) -> Callable[..., Any]:
+    """`run_scheduler_process` bound to the patch names (pickled by reference into sglang's spawned processes)."""
+    return functools.partial(run_scheduler_process, tuple(selected(list(names))))
+
+
+def available() -> bool:
+    """Whether a server process of the installed sglang can take the hook (`server_launcher`'s: `launch_server`'s
+    `run_scheduler_process_func`), read from its HTTP-server module's source without importing it here (that import
+    would set up sglang in this process, e.g. uvloop's event-loop policy)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("sglang.srt.entrypoints.http_server")
+        with open(spec.origin, encoding="utf-8") as f:
+            return "run_scheduler_process_func" in f.read()
+    except (ImportError, AttributeError, OSError, TypeError, ValueError):
+        return False
+
+
+def server_launcher(names: Sequence[str] = tuple(PATCHES)) -> Optional[Callable[..., Any]]:
+    """sglang's `launch_server(server_args)` of the HTTP server, starting its schedulers through
+    `run_scheduler_process` with these patches; None where the installed sglang has no such hook."""
+    import inspect
+
+    try:
+        from sglang.srt.entrypoints.http_server import launch_server
+    except ImportError:
+        return None
+    if "run_scheduler_process_func" not in inspect.signature(launch_server).parameters:
+        return None
+    return functools.partial(launch_server, run_scheduler_process_func=_runner(names))
+
+
+def apply(names: Sequence[str] = tuple(PATCHES)) -> List[str]:
+    """Apply the named patches the installed sglang fits (all by default); the names of those applied."""
+    return [name for name in selected(list(names))
+            if importlib.import_module(f"{__name__}.{PATCHES[name]}").patch()]
