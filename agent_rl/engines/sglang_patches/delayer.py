@@ -32,15 +32,11 @@ def patch() -> bool:
         return original is not None
     if list(inspect.signature(original).parameters) != _GATHER_PARAMS:
         return False
-    import hashlib
-
     import torch
 
-    try:
-        negotiate = inspect.getsource(PrefillDelayer._negotiate_should_allow_prefill_pure)
-    except (AttributeError, OSError, TypeError):
-        negotiate = ""
-    light = hashlib.sha256(negotiate.encode()).hexdigest()[:16] == NEGOTIATE_SHA256
+    from agent_rl.engines.sglang_patches import source_digest
+
+    light = source_digest(getattr(PrefillDelayer, "_negotiate_should_allow_prefill_pure", None)) == NEGOTIATE_SHA256
 
     def _gather_info(self, local_prefillable, local_token_watermark_force_allow, running_batch=0, max_prefill_bs=0,
                      waiting_queue_len=0):
