@@ -137,7 +137,7 @@ def _plan(args):
 def run(args) -> int:
     from agent_rl.bench.env_info import environment
     from agent_rl.engines import STARTED_SGLANG_KINDS, resolve_engine_kind
-    from agent_rl.engines.kv_sessions import SESSION_KINDS
+    from agent_rl.engines.kv_sessions import SESSION_KINDS, needs_session_engine
     from agent_rl.engines.replicas import STARTED_KINDS
 
     if args.bench_cmd == "sglang-log":
@@ -181,7 +181,7 @@ def run(args) -> int:
                                  f"or sglang-server), not {kind}")
             rollout_cfg.engine_kwargs = dict(rollout_cfg.engine_kwargs, enable_streaming_session=True)
         if rollout_cfg.kv_sessions and kind not in SESSION_KINDS:
-            raise ValueError(f"--kv-sessions needs an sglang engine ({', '.join(SESSION_KINDS)}), not {kind}")
+            raise ValueError(needs_session_engine("--kv-sessions", kind))
         model_path = _model_path(args.model)
     except ValueError as e:
         print(f"agent-rl bench: {e}", file=sys.stderr)

@@ -19,7 +19,7 @@ from agent_rl.algorithms.advantage import ESTIMATORS
 from agent_rl.algorithms.aggregate import AGG_MODES
 from agent_rl.algorithms.kl import KL_KINDS
 from agent_rl.engines import KINDS as ENGINE_KINDS
-from agent_rl.engines.kv_sessions import SESSION_KINDS
+from agent_rl.engines.kv_sessions import SESSION_KINDS, needs_session_engine
 from agent_rl.engines.replicas import NOT_HTTP
 from agent_rl.engines.sglang_patches import selected as selected_patches
 from agent_rl.config import extend
@@ -219,8 +219,7 @@ def _check_values(cfg: TrainConfig) -> None:
     if cfg.rollout.engine_replicas > 1 and cfg.rollout.engine == "http":
         raise ConfigError(f"rollout.engine_replicas: {NOT_HTTP}")
     if cfg.rollout.kv_sessions and cfg.rollout.engine not in SESSION_KINDS + ("auto",):
-        raise ConfigError(f"rollout.kv_sessions: needs an sglang engine ({', '.join(SESSION_KINDS)}), "
-                          f"not rollout.engine={cfg.rollout.engine}")
+        raise ConfigError(needs_session_engine("rollout.kv_sessions", f"rollout.engine={cfg.rollout.engine}"))
     if cfg.rollout.kv_sessions and (cfg.rollout.engine_kwargs or {}).get("enable_streaming_session") is False:
         raise ConfigError("rollout.kv_sessions: needs sglang's streaming sessions, but "
                           "rollout.engine_kwargs.enable_streaming_session is false")

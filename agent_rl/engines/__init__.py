@@ -19,7 +19,7 @@ import os
 from typing import Any, Optional
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
-from agent_rl.engines.kv_sessions import SESSION_KINDS
+from agent_rl.engines.kv_sessions import SESSION_KINDS, needs_session_engine
 
 __all__ = ["Engine", "GenerateOutput", "SamplingParams", "build_engine", "kv_sessions_on", "resolve_engine_kind"]
 
@@ -105,7 +105,7 @@ def kv_sessions_on(kind: str, rollout_cfg: Any) -> bool:
     want = getattr(rollout_cfg, "kv_sessions", None)
     if want is not None:
         if want and kind not in SESSION_KINDS:
-            raise ValueError(f"rollout.kv_sessions: needs an sglang engine ({', '.join(SESSION_KINDS)}), not {kind}")
+            raise ValueError(needs_session_engine("rollout.kv_sessions", kind))
         return bool(want)
     if kind not in STARTED_SGLANG_KINDS:
         return False

@@ -41,6 +41,11 @@ STATE_KEYS = ("open", "limit", "kv_limit", "held")   # of `KVSessions.stats`: it
 CAPACITY = 1 << 30   # sglang's `capacity_of_str_len` (unused with token ids; it must be given)
 
 
+def needs_session_engine(key: str, engine: str) -> str:
+    """The error for `key` asking an engine that cannot keep KV sessions (`engine`: how the caller names it) for them."""
+    return f"{key}: needs an sglang engine ({', '.join(SESSION_KINDS)}), not {engine}"
+
+
 def session_limit(pool: int, running_cap: Optional[int] = None) -> int:
     """The sessions that may hold an entry of sglang's request pool of `pool`: the entries its running cap leaves
     (`pool - running_cap`, where a cap below the pool is set), else half of the pool; at least one."""

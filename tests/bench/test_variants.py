@@ -242,7 +242,7 @@ def test_bench_refuses_sessions_on_an_engine_without_them(tmp_path, tiny_model_p
     assert cli_main(["bench", "rollout", "--engine", "hf", "--model", tiny_model_path, "--kv-sessions",
                      "--prompts", "2", "--n", "2", "--steps", "1", "--no-ceiling", "--no-progress",
                      "--out", str(tmp_path)]) == 2
-    assert "--kv-sessions needs an sglang engine" in capsys.readouterr().err
+    assert "--kv-sessions: needs an sglang engine (sglang, sglang-server, http), not hf" in capsys.readouterr().err
 
 
 def test_kv_sessions_flag_is_on_off_or_the_engine_s_default_and_the_command_line_says_which():
