@@ -260,9 +260,10 @@ def engine_bounds_line(info: Optional[Dict[str, Any]], concurrency: int) -> str:
 
 
 def _patches_words(patches: Any) -> str:
-    """The engine's scheduler patches in words: their names (a list), or on / off (a bool, JSON before 2026-12-05)."""
+    """The engine's scheduler patches in words: those it asked for (a list; each applies where the installed sglang
+    fits it, which its scheduler's start line says), or on / off (a bool, JSON before 2026-12-05)."""
     if isinstance(patches, list):
-        return ", ".join(patches) if patches else "off"
+        return f"asked: {', '.join(patches)} (the scheduler's start line says which applied)" if patches else "off"
     return "on" if patches else "off"
 
 

@@ -95,6 +95,12 @@ def test_engine_bounds_line_flags_uncovered_decode_batches():
     assert engine_bounds_line({"cuda_graph_max_bs": 64, "coalesce_submits": True}, 64).endswith(
         "a loop pass's requests sent together")
     assert "prefill delayer" not in capped                  # an engine that does not say
+    patches = engine_bounds_line({"cuda_graph_max_bs": 64, "scheduler_patches": ["delayer_gather", "decode_rows"]}, 64)
+    assert patches.endswith("agent-rl's scheduler patches asked: delayer_gather, decode_rows (the scheduler's start "
+                            "line says which applied)")
+    assert engine_bounds_line({"cuda_graph_max_bs": 64, "scheduler_patches": []}, 64).endswith("scheduler patches off")
+    # a JSON of before the names (a bool) still reads
+    assert engine_bounds_line({"cuda_graph_max_bs": 64, "scheduler_patches": True}, 64).endswith("scheduler patches on")
 
 
 def test_suite_markdown_shows_the_cpu_by_process_column_when_sampled():
