@@ -191,6 +191,18 @@ def loop_steps(stages: Dict[str, float]) -> Counter:
     return out
 
 
+def per_token_line(st: Optional[Dict[str, Any]], tokens: Any, limit: int = 5) -> str:
+    """The sampled thread's wall time per generated token (`tokens` in the sampled window), in all and in its largest
+    stages (named by their innermost step): `per token 29.4 us: process_batch_result_decode 8.4, forward 5.9, ...`.
+    Shares move when any stage changes; these compare across runs. '' without tokens."""
+    if not st or not tokens or not st.get("wall_s"):
+        return ""
+    us = 1e6 * st["wall_s"] / float(tokens)
+    parts = ", ".join(f"`{k.rsplit(' > ', 1)[-1].split(':', 1)[-1]}` {us * v:.2f}" for k, v in
+                      (st.get("stages") or [])[:limit])
+    return f"per generated token {us:.2f} us" + (f" ({parts})" if parts else "")
+
+
 def summary_line(st: Optional[Dict[str, Any]], limit: int = 6) -> str:
     """`sglang 71%, zmq 20%, torch 9%; sglang's own: managers/scheduler.py:recv_requests 30%, ...`"""
     if not st:

@@ -226,14 +226,16 @@ def summary_markdown(result: Dict[str, Any]) -> str:
         sampled = [{"mode": "raw engine", **ceil}] if ceil and ceil.get("engine_stacks") else []
         sampled += [m for m in modes if m.get("engine_stacks")]
         if sampled:
-            from agent_rl.bench.engine_stacks import summary_line
+            from agent_rl.bench.engine_stacks import per_token_line, summary_line
 
             lines += ["", "## sglang's scheduler: its main thread's time (stack samples every "
                       f"{1000 * sampled[0]['engine_stacks']['interval_s']:.0f} ms inside its process, "
                       f"{_sampled_by(sampled[0]['engine_stacks'])}; its busy loop "
                       "polls for work, so `zmq` and `recv_requests` are mostly waiting; its loop's steps: where in "
                       "one pass of its loop the time went, wherever inside the step)", ""]
-            lines += [f"- {m['mode']}: {summary_line(m['engine_stacks'])}" for m in sampled]
+            for m in sampled:
+                cost = per_token_line(m["engine_stacks"], m.get("gen_tokens", m.get("output_tokens")))
+                lines.append(f"- {m['mode']}: {summary_line(m['engine_stacks'])}" + (f"; {cost}" if cost else ""))
         cpu = [m for m in modes if m.get("process_cpu")]
         if cpu:
             from agent_rl.bench.proc_sampler import processes_line

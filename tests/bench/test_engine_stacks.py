@@ -8,7 +8,7 @@ import time
 import pytest
 
 from agent_rl.bench import engine_stacks
-from agent_rl.bench.engine_stacks import ENV, between, enabled, snapshot, summary_line
+from agent_rl.bench.engine_stacks import ENV, between, enabled, per_token_line, snapshot, summary_line
 
 CHILD = textwrap.dedent("""
     import faulthandler, signal, sys
@@ -164,3 +164,15 @@ def test_cli_refuses_an_engine_it_cannot_sample(tmp_path, capsys):
     assert cli_main(["bench", "rollout", "--engine", "sim", "--sample-engine-stacks", "--out", str(tmp_path / "o")]) == 2
     assert "--sample-engine-stacks samples an sglang engine this command starts" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_per_token_line_puts_the_thread_s_time_and_its_largest_stages_in_microseconds_a_token():
+    st = {"wall_s": 2.0, "stages": [["scheduler.py:pop_and_process > scheduler.py:process_batch_result > "
+                                     "batch_result_processor.py:process_batch_result_decode", 0.25],
+                                    ["scheduler.py:run_batch > tp_worker.py:forward_batch_generation > "
+                                     "model_runner.py:forward", 0.2], ["scheduler.py:run_batch", 0.05]]}
+    # 2 s over 100000 tokens: 20 us a token, a quarter of it in decode results
+    assert per_token_line(st, 100000) == ("per generated token 20.00 us (`process_batch_result_decode` 5.00, "
+                                          "`forward` 4.00, `run_batch` 1.00)")
+    assert per_token_line(st, 100000, limit=1).endswith("(`process_batch_result_decode` 5.00)")
+    assert per_token_line(st, 0) == per_token_line(None, 10) == per_token_line({"wall_s": 0}, 10) == ""
