@@ -6,7 +6,7 @@ to the detokenizer. Requests reach the scheduler in waves that are released whol
 sampling is seeded, so both runs see the same batches: their records must be equal pass by pass.
 
 The workload covers what the patch leaves to sglang's own calls and what it files itself: greedy and sampled rows,
-finishes by stop token and by length, `ignore_eos`, requests with and
+finishes by stop token and by length, aborts of running requests, `ignore_eos`, requests with and
 without log-probs, and multi-turn requests in streaming sessions (top and token-id log-probs, which the patch leaves
 to sglang's own filer, fail in sglang 0.5.17 on a CPU before any decode pass: its CPU sampler returns lists where
 `move_logprobs_to_cpu` expects tensors). Prints one
@@ -24,6 +24,7 @@ import decode_rows_checks   # this module, importable in sglang's spawned schedu
 from engine_checks import CPU_KWARGS
 
 WAVES = (8, 24, 16)   # requests per wave: a probe, then two waves (the second continues sessions of the first)
+ABORTED = ("w1-05", "w2-06")   # aborted while running, after their third token
 
 
 # ---------------------------------------------------------------------------------------------- in the scheduler
@@ -63,7 +64,12 @@ def _record(out_path, applied):
     timing = {"s": 0.0, "rows": 0, "passes": 0}
     decode = brp.SchedulerBatchResultProcessor.process_batch_result_decode
 
+    from sglang.srt.managers.schedule_batch import FINISH_ABORT
+
     def recorded(self, batch, result):
+        for req in batch.reqs:   # an abort of a running request, as sglang's abort_request files it, at a fixed token
+            if req.rid in ABORTED and len(req.output_ids) == 3 and req.finished_reason is None and not req.to_finish:
+                req.to_finish = FINISH_ABORT()
         t0 = time.perf_counter()
         out = decode(self, batch, result)
         timing["s"] += time.perf_counter() - t0
@@ -216,6 +222,9 @@ def run(model, names):
 
 def main():
     model = sys.argv[1]
+    # sglang's own forced-output interval (agent-rl's engines set it out of reach, ENGINE_ENV; a test process that
+    # started one passes that on): unfinished rows at every 50th token go to the detokenizer, the streamer's other path
+    os.environ["SGLANG_FORCE_STREAM_INTERVAL"] = "50"
     base, stops, lines_base = run(model, ())
     patched, stops_p, lines_patched = run(model, ("decode_rows",))
 

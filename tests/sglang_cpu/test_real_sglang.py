@@ -131,4 +131,5 @@ def test_decode_rows_leaves_every_decode_pass_as_sglang_files_it(run_script, tin
     # message at the forced interval of unfinished rows, the sessions' second turns among the 48 requests
     assert r["decode_passes"] > 50 and r["rows"] > 5 * r["decode_passes"] and r["requests"] == 48
     assert r["decode_finishes"].get("length", 0) >= 10 and r["decode_finishes"].get("stop", 0) >= 1
+    assert r["decode_finishes"].get("abort") == 2      # the two aborted while running
     assert r["partial_messages"] >= 1 and r["messages"] > r["partial_messages"]
