@@ -37,6 +37,7 @@ from agent_rl.engines.sglang_engine import (FLUSH_WAIT_S, MEMORY_TAGS, parse_gen
 
 
 log = logging.getLogger(__name__)
+KEEPALIVE_S = 1.0   # an idle connection is reused for this long (sglang's server keeps it 5 s)
 
 
 class HTTPEngineError(RuntimeError):
@@ -114,14 +115,27 @@ class HTTPEngine(Engine):
 
         if self._session is None or self._session.closed:
             # no connection cap: aiohttp's default (100) would hold every request beyond 100 in the client; idle
-            # connections are dropped before sglang's uvicorn drops them (SGLANG_TIMEOUT_KEEP_ALIVE, 5 s), so a
-            # request is never sent on a connection the server is closing
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0)
+            # connections are dropped well before sglang's uvicorn drops them (SGLANG_TIMEOUT_KEEP_ALIVE, 5 s: the
+            # server counts from its answer, we from reading it, later when this loop lags), and `_post` sends a
+            # request again whose connection the server closed before answering
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S)
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s),
                                                   headers=self.headers, connector=connector)
         return self._session
 
     async def _post(self, path: str, payload: Optional[Dict[str, Any]] = None) -> Any:
+        """POST `payload` as JSON; the answer's JSON (or text, or None). Sent a second time where the server closed the
+        connection without answering (a kept-alive connection it was closing as the request went out: it never
+        read it); a second such close is raised."""
+        import aiohttp
+
+        try:
+            return await self._post_once(path, payload)
+        except aiohttp.ServerDisconnectedError:
+            log.info("POST %s: the server closed the connection without answering; sending it again", path)
+            return await self._post_once(path, payload)
+
+    async def _post_once(self, path: str, payload: Optional[Dict[str, Any]]) -> Any:
         session = await self._http()
         async with session.post(self.base_url + path, json=payload if payload is not None else {}) as resp:
             body = await resp.read()

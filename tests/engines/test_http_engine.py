@@ -411,3 +411,38 @@ async def test_kv_sessions_send_each_turn_s_new_ids_and_end_with_the_trajectory(
         assert eng.session_stats()["kv_limit"] == 2500     # half the KV pool's tokens
     finally:
         await eng.shutdown()
+
+
+async def test_a_request_whose_connection_the_server_closes_unanswered_is_sent_again_once():
+    """A kept-alive connection the server closes as a request goes out (its keep-alive timer ran out first: seen once
+    on a loaded CI machine between two training steps) loses no work: the request goes out again, on a new
+    connection; a server that closes every time is an error."""
+    fake, drops = FakeSGLang(), {"left": 1, "seen": 0}
+
+    async def close_session(request):
+        drops["seen"] += 1
+        if drops["left"]:
+            drops["left"] -= 1
+            request.transport.close()   # no answer: the client reads a closed connection
+            return web.Response()
+        return await fake.close_session(request)
+    app = web.Application()
+    app.router.add_post("/close_session", close_session)
+    app.router.add_post("/open_session", fake.open_session)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        eng = HTTPEngine(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")
+        assert await eng._post("/open_session", {"session_id": "s", "streaming": True}) == "s"
+        await eng._post("/close_session", {"session_id": "s"})
+        assert drops["seen"] == 2 and [c[0] for c in fake.session_calls] == ["open", "close"]
+        drops["left"] = 2
+        import aiohttp
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await eng._post("/close_session", {"session_id": "s"})
+        assert drops["seen"] == 4   # once again, not more
+        await eng.shutdown()
+    finally:
+        await runner.cleanup()
