@@ -1,5 +1,6 @@
 """The http engine against a fake SGLang server on loopback that speaks sglang 0.5.17's JSON shapes."""
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -126,16 +127,24 @@ def _app(fake):
     return app
 
 
-@pytest.fixture
-async def server():
-    fake = FakeSGLang()
-    runner = web.AppRunner(_app(fake))
+@contextlib.asynccontextmanager
+async def serving(app):
+    """`app` on a loopback port: its base URL."""
+    runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    yield fake, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def server():
+    fake = FakeSGLang()
+    async with serving(_app(fake)) as url:
+        yield fake, url
 
 
 def _expected(prompt, n):
@@ -226,16 +235,10 @@ async def test_flush_refused_while_requests_run_is_false_not_an_error():
     fake = FakeSGLang()
     app = web.Application()
     app.router.add_post("/flush_cache", fake.simple("flush_cache", status=400))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        eng = HTTPEngine(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")
+    async with serving(app) as url:
+        eng = HTTPEngine(url)
         assert await eng.flush_cache() is False
         await eng.shutdown()
-    finally:
-        await runner.cleanup()
 
 
 async def test_http_needs_url():
@@ -313,14 +316,6 @@ def test_train_worker_syncs_http_engine_through_disk(threaded_server, tiny_model
         worker.shutdown()
 
 
-async def _serve(app):
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-
-
 async def test_more_than_a_hundred_requests_reach_the_server_at_once():
     """aiohttp's default connector holds all but 100 requests in the client: the rollout's 256-1024 would queue there."""
     n, state, all_in = 150, {"now": 0, "max": 0}, asyncio.Event()
@@ -341,14 +336,14 @@ async def test_more_than_a_hundred_requests_reach_the_server_at_once():
 
     app = web.Application()
     app.router.add_post("/generate", generate)
-    runner, url = await _serve(app)
-    eng = HTTPEngine(url)
-    try:
-        outs = await asyncio.gather(*[eng.generate([1], SamplingParams(max_new_tokens=1), f"r{i}") for i in range(n)])
-        assert state["max"] == n and all(o.finish_reason == "length" for o in outs)
-    finally:
-        await eng.shutdown()
-        await runner.cleanup()
+    async with serving(app) as url:
+        eng = HTTPEngine(url)
+        try:
+            outs = await asyncio.gather(*[eng.generate([1], SamplingParams(max_new_tokens=1), f"r{i}")
+                                          for i in range(n)])
+            assert state["max"] == n and all(o.finish_reason == "length" for o in outs)
+        finally:
+            await eng.shutdown()
 
 
 async def test_abort_before_the_scheduler_is_an_aborted_output_and_options_reach_the_body():
@@ -371,21 +366,20 @@ async def test_abort_before_the_scheduler_is_an_aborted_output_and_options_reach
     app = web.Application()
     app.router.add_post("/generate", generate)
     app.router.add_post("/abort_request", abort_request)
-    runner, url = await _serve(app)
-    eng = HTTPEngine(url, eos_token_ids=[2, 7], send_priority=False)
-    try:
-        task = asyncio.ensure_future(eng.generate([1, 2], SamplingParams(max_new_tokens=5, priority=3), "a"))
-        while not seen:
-            await asyncio.sleep(0.01)
-        await eng.abort("a")
-        out = await asyncio.wait_for(task, 5)
-        assert (out.finish_reason, out.output_ids, out.prompt_tokens) == ("abort", [], 2)
-        assert seen[0]["sampling_params"]["stop_token_ids"] == [2, 7] and "priority" not in seen[0]
-        with pytest.raises(HTTPEngineError, match="bad input"):   # an error without an abort stays an error
-            await eng.generate([1], SamplingParams(max_new_tokens=1), "b")
-    finally:
-        await eng.shutdown()
-        await runner.cleanup()
+    async with serving(app) as url:
+        eng = HTTPEngine(url, eos_token_ids=[2, 7], send_priority=False)
+        try:
+            task = asyncio.ensure_future(eng.generate([1, 2], SamplingParams(max_new_tokens=5, priority=3), "a"))
+            while not seen:
+                await asyncio.sleep(0.01)
+            await eng.abort("a")
+            out = await asyncio.wait_for(task, 5)
+            assert (out.finish_reason, out.output_ids, out.prompt_tokens) == ("abort", [], 2)
+            assert seen[0]["sampling_params"]["stop_token_ids"] == [2, 7] and "priority" not in seen[0]
+            with pytest.raises(HTTPEngineError, match="bad input"):   # an error without an abort stays an error
+                await eng.generate([1], SamplingParams(max_new_tokens=1), "b")
+        finally:
+            await eng.shutdown()
 
 
 async def test_kv_sessions_send_each_turn_s_new_ids_and_end_with_the_trajectory(server):
@@ -429,12 +423,8 @@ async def test_a_request_whose_connection_the_server_closes_unanswered_is_sent_a
     app = web.Application()
     app.router.add_post("/close_session", close_session)
     app.router.add_post("/open_session", fake.open_session)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        eng = HTTPEngine(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")
+    async with serving(app) as url:
+        eng = HTTPEngine(url)
         assert await eng._post("/open_session", {"session_id": "s", "streaming": True}) == "s"
         await eng._post("/close_session", {"session_id": "s"})
         assert drops["seen"] == 2 and [c[0] for c in fake.session_calls] == ["open", "close"]
@@ -444,5 +434,3 @@ async def test_a_request_whose_connection_the_server_closes_unanswered_is_sent_a
             await eng._post("/close_session", {"session_id": "s"})
         assert drops["seen"] == 4   # once again, not more
         await eng.shutdown()
-    finally:
-        await runner.cleanup()
