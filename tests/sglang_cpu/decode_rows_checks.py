@@ -1,8 +1,8 @@
 """agent-rl's `decode_rows` scheduler patch (engines/sglang_patches/decode_rows.py) against real sglang 0.5.17 on a CPU:
 the same seeded workload through an engine with sglang's decode-result code as shipped and one with the patch, each
 scheduler recording, after every decode pass, every row's state (tokens, finish reason and length, log-probs, stream
-offsets, time stats set) and the engine's counters (tokens generated, free KV slots, cache sizes), and every message
-to the detokenizer. Requests reach the scheduler in waves that are released whole, in a fixed order (`_Gate`), and
+offsets, time stats set) and its counters of tokens and passes, at each wave's arrival (an idle engine) its free KV
+slots and cache sizes, and every message to the detokenizer. Requests reach the scheduler in waves that are released whole, in a fixed order (`_Gate`), and
 sampling is seeded, so both runs see the same batches: their records must be equal pass by pass.
 
 The workload covers what the patch leaves to sglang's own calls and what it files itself: greedy and sampled rows,
@@ -23,7 +23,9 @@ import time
 import decode_rows_checks   # this module, importable in sglang's spawned scheduler (the script's folder is on its path)
 from engine_checks import CPU_KWARGS
 
-WAVES = (8, 24, 16)   # requests per wave: a probe, then two waves (the second continues sessions of the first)
+# requests per wave: a probe, two waves (the second continues sessions of the first), and one request whose arrival
+# marks the end of the second (the engine's counters are recorded when a wave arrives at an idle scheduler)
+WAVES = (8, 24, 16, 1)
 ABORTED = ("w1-05", "w2-06")   # aborted while running, after their third token
 
 
@@ -34,8 +36,17 @@ def run_recorded(names, out_path, waves, *args, **kwargs):
     from agent_rl.engines.sglang_patches import apply
 
     applied = apply(names)
-    _record(out_path, applied)
-    _Gate.install(list(waves))
+    write, processor = _record(out_path, applied)
+    from sglang.srt.managers.scheduler import Scheduler
+
+    scheduler, take = [], Scheduler.process_input_requests
+
+    def process_input_requests(self, recv_reqs):   # the scheduler itself (the gate runs inside its receiver)
+        scheduler[:] = [self]
+        return take(self, recv_reqs)
+    Scheduler.process_input_requests = process_input_requests
+    _Gate.install(list(waves), lambda: not scheduler or _idle(scheduler[0]),
+                  lambda: processor and write({"idle": _counters(processor[0])}))
     from sglang.srt.managers.scheduler import run_scheduler_process
 
     return run_scheduler_process(*args, **kwargs)
@@ -61,6 +72,7 @@ def _record(out_path, applied):
 
     f = open(out_path, "w", buffering=1)
     f.write(json.dumps({"applied": applied}) + "\n")
+    seen = []   # the decode-result processor, once a decode pass ran
     timing = {"s": 0.0, "rows": 0, "passes": 0}
     decode = brp.SchedulerBatchResultProcessor.process_batch_result_decode
 
@@ -75,13 +87,12 @@ def _record(out_path, applied):
         timing["s"] += time.perf_counter() - t0
         timing["rows"] += len(batch.reqs)
         timing["passes"] += 1
-        cache = self.tree_cache
+        seen[:] = [self]
+        # the KV counters between passes move with when sglang frees a finished request's cache (after a pass or
+        # at the next: the machine's pace decides), so they are recorded at each wave's arrival, on an idle engine
         f.write(json.dumps({"decode": [_row(r) for r in batch.reqs],
                             "generated": self.metrics_reporter.num_generated_tokens,
-                            "forward_ct": self.metrics_reporter.forward_ct_decode,
-                            "free_kv": int(self.token_to_kv_pool_allocator.available_size()),
-                            "evictable": int(cache.evictable_size()), "protected": int(cache.protected_size()),
-                            "timing": dict(timing)}) + "\n")
+                            "forward_ct": self.metrics_reporter.forward_ct_decode, "timing": dict(timing)}) + "\n")
         return out
     brp.SchedulerBatchResultProcessor.process_batch_result_decode = recorded
     payload = osm._GenerationStreamAccumulator.to_payload
@@ -97,6 +108,19 @@ def _record(out_path, applied):
                                 "n": len(out.rids)}, default=str) + "\n")
         return out
     osm._GenerationStreamAccumulator.to_payload = sent
+    return (lambda record: f.write(json.dumps(record) + "\n")), seen
+
+
+def _idle(scheduler):
+    """No batch in flight: the last loop pass ran none and no result waits (the overlap loop's queue)."""
+    return (getattr(scheduler, "last_batch", None) is None and not getattr(scheduler, "result_queue", None)
+            and not scheduler.running_batch.reqs)
+
+
+def _counters(scheduler):
+    cache = scheduler.tree_cache
+    return {"free_kv": int(scheduler.token_to_kv_pool_allocator.available_size()),
+            "evictable": int(cache.evictable_size()), "protected": int(cache.protected_size())}
 
 
 def _plain(v):
@@ -108,11 +132,13 @@ def _plain(v):
 
 
 class _Gate:
-    """Holds generate requests until a wave's count has arrived, then hands them to the scheduler together, ordered
-    by their ids (the arrival order between requests sent at once is up to the OS)."""
+    """Holds generate requests until a wave's count has arrived and the engine is `idle()` (with the overlap loop, a
+    finished request's last pass may still run after its output went out), then hands them to the scheduler
+    together, ordered by their ids (the arrival order between requests sent at once is up to the OS); `on_wave()`
+    first."""
 
     @staticmethod
-    def install(waves):
+    def install(waves, idle, on_wave):
         from sglang.srt.managers.io_struct import BatchTokenizedGenerateReqInput, TokenizedGenerateReqInput
         from sglang.srt.managers.scheduler_components.request_receiver import SchedulerRequestReceiver
 
@@ -127,7 +153,8 @@ class _Gate:
                     held.append(r)
                 else:
                     out.append(r)
-            if waves and len(held) >= waves[0]:
+            if waves and len(held) >= waves[0] and idle():
+                on_wave()
                 n = waves.pop(0)
                 out += sorted(held[:n], key=lambda r: r.rid)
                 del held[:n]
@@ -137,7 +164,7 @@ class _Gate:
 
 # ---------------------------------------------------------------------------------------------- the driver
 async def workload(engine, tm):
-    """The three waves; each request's (output ids, finish reason, log-probs) by id."""
+    """The waves; each request's (output ids, finish reason, log-probs) by id."""
     from sglang.srt.managers.io_struct import OpenSessionReqInput
 
     results = {}
@@ -194,6 +221,7 @@ async def workload(engine, tm):
             ids = prompt(k + 50, 6 + 3 * k)
         wave2.append(gen(f"w2-{k:02d}", ids, sp, **kw))
     await asyncio.gather(*wave2)
+    await gen("w3-00", prompt(77, 5), {"max_new_tokens": 2, "temperature": 0.0})   # the end of wave 2, on record
     return results, stops
 
 
@@ -229,12 +257,25 @@ def main():
     patched, stops_p, lines_patched = run(model, ("decode_rows",))
 
     def untimed(lines):
-        return [{k: v for k, v in line.items() if k != "timing"} for line in lines[1:]]
+        """The passes' and messages' records in order, then the idle engine's (where an idle record falls between
+        two passes is the machine's pace: a finished request's last overlap pass may come before or after it)."""
+        records = [{k: v for k, v in line.items() if k != "timing"} for line in lines[1:]]
+        return [r for r in records if "idle" not in r] + [r for r in records if "idle" in r]
 
     decodes = [ln for ln in lines_base[1:] if "decode" in ln]
     timing = {name: [ln for ln in lines if "timing" in ln][-1]["timing"] for name, lines in
               (("base", lines_base), ("patched", lines_patched))}
     first_diff = next((i for i, (a, b) in enumerate(zip(untimed(lines_base), untimed(lines_patched))) if a != b), None)
+    where = None   # what differs in the first record that does: its keys, and for decode records the rows' columns
+    if first_diff is not None:
+        a, b = untimed(lines_base)[first_diff], untimed(lines_patched)[first_diff]
+        where = {"keys": {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+                          and k not in ("decode", "sent")}}
+        if "decode" in a and "decode" in b:
+            where["rows"] = [[ra[0], [c for c, (x, y) in enumerate(zip(ra, rb)) if x != y], ra, rb]
+                             for ra, rb in zip(a["decode"], b["decode"]) if ra != rb][:3]
+        else:
+            where["records"] = [a, b]
     ended = {}   # requests that finished in a decode pass (past their prefill's one token), by how
     for ln in decodes:
         for row in ln["decode"]:
@@ -244,9 +285,11 @@ def main():
     res = {"applied": [lines_base[0]["applied"], lines_patched[0]["applied"]],
            "records": [len(lines_base) - 1, len(lines_patched) - 1],
            "same_records": untimed(lines_base) == untimed(lines_patched), "first_difference": first_diff,
+           "difference": where,
            "same_outputs": base == patched and stops == stops_p, "requests": len(base),
            "decode_passes": len(decodes), "rows": sum(len(ln["decode"]) for ln in decodes),
            "messages": sum(1 for ln in lines_base[1:] if "sent" in ln),
+           "idle_records": sum(1 for ln in lines_base[1:] if "idle" in ln),
            "partial_messages": sum(1 for ln in lines_base[1:] if "sent" in ln and None in ln["sent"]["finished_reasons"]),
            "finishes": {k: reasons.count(k) for k in sorted(set(reasons))},
            "decode_finishes": {k: list(ended.values()).count(k) for k in sorted(set(ended.values()))},
