@@ -46,13 +46,11 @@ def run_timed(names, out_path, *args, **kwargs):
 
 def one(model, names, requests, tokens):
     import decode_rows_cpu
-    from sglang.srt.entrypoints.engine import Engine
-
     from agent_rl.engines.sglang_engine import server_args_kwargs
+    from agent_rl.engines.sglang_patches import engine_class
 
     out_path = f"/tmp/decode-rows-cpu-{os.getpid()}.json"
-    runner = functools.partial(decode_rows_cpu.run_timed, tuple(names), out_path)
-    cls = type(Engine)("TimedEngine", (Engine,), {"run_scheduler_process_func": staticmethod(runner)})
+    cls = engine_class(runner=functools.partial(decode_rows_cpu.run_timed, tuple(names), out_path))
     cpu = {"device": "cpu", "attention_backend": "torch_native", "disable_cuda_graph": True, "log_level": "error",
            "max_total_tokens": 200000}
     engine = cls(**server_args_kwargs(model, 0.4, 1024, 1, "float32", False, cpu, requests))

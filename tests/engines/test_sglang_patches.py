@@ -1,6 +1,7 @@
 """engines/sglang_patches against stand-in sglang modules (real sglang 0.5.17: tests/sglang_cpu/patch_checks.py and
 decode_rows_checks.py)."""
 import abc
+import functools
 import pickle
 import sys
 import types
@@ -95,6 +96,8 @@ def test_the_engine_class_starts_schedulers_through_ours(monkeypatch):
     again = pickle.loads(pickle.dumps(run))
     assert again.func is sglang_patches.run_scheduler_process and again.args == (("decode_rows",),)
     assert sglang_patches.engine_class().run_scheduler_process_func.args == (("delayer_gather", "decode_rows"),)
+    own = functools.partial(print, "a check's runner")           # a check starts its schedulers through its own
+    assert sglang_patches.engine_class(runner=own).run_scheduler_process_func is own
     del Engine.run_scheduler_process_func                       # an sglang without the hook: none
     assert sglang_patches.engine_class() is None
 

@@ -226,13 +226,11 @@ async def workload(engine, tm):
 
 
 def run(model, names):
-    from sglang.srt.entrypoints.engine import Engine
-
     from agent_rl.engines.sglang_engine import server_args_kwargs
+    from agent_rl.engines.sglang_patches import engine_class
 
     out_path = tempfile.mktemp(prefix="decode-rows-", suffix=".jsonl")
-    runner = functools.partial(decode_rows_checks.run_recorded, tuple(names), out_path, WAVES)
-    cls = type(Engine)("RecordedEngine", (Engine,), {"run_scheduler_process_func": staticmethod(runner)})
+    cls = engine_class(runner=functools.partial(decode_rows_checks.run_recorded, tuple(names), out_path, WAVES))
     kwargs = server_args_kwargs(model, 0.4, 512, 1, "float32", False,
                                 dict(CPU_KWARGS, enable_streaming_session=True), 64)
     engine = cls(**kwargs)

@@ -67,8 +67,9 @@ def run_scheduler_process(names: Sequence[str], *args: Any, **kwargs: Any) -> An
     return run(*args, **kwargs)
 
 
-def engine_class(names: Sequence[str] = tuple(PATCHES)) -> Optional[type]:
-    """sglang's Engine class starting its schedulers through `run_scheduler_process` with these patches; None where the
+def engine_class(names: Sequence[str] = tuple(PATCHES), runner: Optional[Callable[..., Any]] = None) -> Optional[type]:
+    """sglang's Engine class starting its schedulers through `run_scheduler_process` with these patches (or through
+    `runner`, a picklable function of sglang's scheduler arguments, e.g. a check's recording one); None where the
     installed sglang has no such hook (the engine then starts as sglang's own)."""
     try:
         from sglang.srt.entrypoints.engine import Engine   # the class (`sglang.Engine` is a lazy import)
@@ -77,7 +78,8 @@ def engine_class(names: Sequence[str] = tuple(PATCHES)) -> Optional[type]:
     if not hasattr(Engine, "run_scheduler_process_func"):
         return None
     return type(Engine)(f"Patched{Engine.__name__}", (Engine,),   # its metaclass: sglang's Engine is an ABC
-                        {"run_scheduler_process_func": staticmethod(_runner(names)), "__module__": __name__})
+                        {"run_scheduler_process_func": staticmethod(runner or _runner(names)),
+                         "__module__": __name__})
 
 
 def _runner(names: Sequence[str]) -> Callable[..., Any]:
