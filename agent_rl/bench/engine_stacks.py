@@ -11,7 +11,8 @@ sglang frame of each stack besides the innermost library one) and writes its cum
 `DIR/<pid>.json`, with the process title (`sglang::scheduler` once sglang has set it), whenever `DIR/want` is newer
 than its last write (and every `WRITE_S`). The bench asks for a write at each mode's start and end (`snapshot`
 waits for it, outside every timing) and reports the difference (`between`): the owners' shares of wall and CPU
-time and the functions seen most.
+time, the functions seen most, the loop's stages and, per stage, the innermost functions it was in (`stage_leaves`,
+`stage | path:function`: e.g. a host sync inside an admission).
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ ENV = "AGENT_RL_ENGINE_STACKS_DIR"
 INTERVAL_S = 0.005
 WRITE_S = 5.0
 KEEP = 3000   # functions kept per file (most seen first)
-_KEYS = ("owners", "owners_cpu", "functions", "focus_functions", "stages")
+_KEYS = ("owners", "owners_cpu", "functions", "focus_functions", "stages", "stage_leaves")
+LEAVES = 40   # `stage_leaves` kept per mode in the JSON (the summary prints none)
 STAGE_UNDER = "event_loop"   # sglang's scheduler loops (`event_loop_overlap`, `event_loop_normal`, ...): their steps
 
 
@@ -81,7 +83,8 @@ def child_start(out_dir: str) -> threading.Thread:
                 "owners": dict(sampler.owners), "owners_cpu": dict(sampler.owners_cpu),
                 "functions": dict(sampler.functions.most_common(KEEP)),
                 "focus_functions": dict(sampler.focus_functions.most_common(KEEP)),
-                "stages": dict(sampler.stages.most_common(KEEP))}
+                "stages": dict(sampler.stages.most_common(KEEP)),
+                "stage_leaves": dict(sampler.stage_leaves.most_common(KEEP))}
         tmp = f"{path}.tmp"
         with open(tmp, "w") as f:
             json.dump(data, f)
@@ -176,7 +179,8 @@ def between(a: Optional[Dict[str, Any]], b: Optional[Dict[str, Any]], top: int =
            "functions": [[k, v / wall] for k, v in diff("functions").most_common(top)],
            "focus_functions": [[k, v / wall] for k, v in diff("focus_functions").most_common(top)],
            "stages": [[k, v / wall] for k, v in stages.most_common(top)],
-           "loop_steps": [[k, v / wall] for k, v in loop_steps(stages).most_common(top)]}
+           "loop_steps": [[k, v / wall] for k, v in loop_steps(stages).most_common(top)],
+           "stage_leaves": [[k, v / wall] for k, v in diff("stage_leaves").most_common(LEAVES)]}
     if cpu_s > 0 and busy > 0:
         out["cpu_s"] = cpu_s
         out["owners_cpu"] = {k: v / busy for k, v in cpu.most_common()}

@@ -142,6 +142,7 @@ class StackSampler:
         self.functions: Counter = Counter()
         self.focus, self.focus_functions = focus, Counter()
         self.stage_under, self.stages = stage_under, Counter()
+        self.stage_leaves: Counter = Counter()   # `stage | innermost function`: what each stage was doing inside
         self.owners_cpu: Counter = Counter()
         self.samples = 0
         self.cpu_s = 0.0   # method signal: the thread's CPU clock over the looks (`owners_cpu` holds busy wall time)
@@ -253,6 +254,8 @@ class StackSampler:
             self.focus_functions[focus] += wall
         if stage is not None:
             self.stages[stage] += wall
+            if label is not None:
+                self.stage_leaves[f"{stage} | {label}"] += wall
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if self._in_handler:   # a signal that came while the handler ran: the next look weighs its time
@@ -325,6 +328,7 @@ class StackSampler:
             out["focus_functions"] = [[k, v / wall] for k, v in self.focus_functions.most_common(self.top)]
         if self.stage_under:
             out["stages"] = [[k, v / wall] for k, v in self.stages.most_common(self.top)]
+            out["stage_leaves"] = [[k, v / wall] for k, v in self.stage_leaves.most_common(self.top)]
         if cpu > 0 and busy > 0:
             out["cpu_s"] = cpu
             out["owners_cpu"] = {k: v / busy for k, v in self.owners_cpu.most_common()}

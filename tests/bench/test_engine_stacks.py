@@ -105,6 +105,7 @@ def test_a_spawned_process_samples_its_main_thread(tmp_path, monkeypatch):
     assert "sglang's frames: `fake_scheduler.py:" in summary_line(st)   # sglang/srt/ left out
     assert dict(st["loop_steps"]).get("fake_scheduler.py:busy_until", 0) > 0.8, st   # the step below the loop
     assert any(k.startswith("fake_scheduler.py:busy_until > fake_scheduler.py:_spin") for k, _ in st["stages"]), st
+    assert any(k.startswith("fake_scheduler.py:busy_until > fake_scheduler.py:_spin | ") for k, _ in st["stage_leaves"]), st
     assert dict(waited["loop_steps"]).get("fake_scheduler.py:wait_for", 0) > 0.6, waited
     assert "its loop's steps: `fake_scheduler.py:busy_until`" in summary_line(st)
     assert between(None, last)["samples"] == last["samples"]  # from the start

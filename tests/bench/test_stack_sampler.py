@@ -150,6 +150,8 @@ def test_stages_are_the_steps_below_the_loop_outermost_first():
     stages = dict(s.summary()["stages"])
     assert list(stages) == ["test_stack_sampler.py:_step_outer > test_stack_sampler.py:_step_inner > "
                             "test_stack_sampler.py:_step_leaf"], stages   # the wrapper left out, the loop's own look too
+    leaves = dict(s.summary()["stage_leaves"])                 # each stage with the innermost function it was in
+    assert list(leaves) == [f"{list(stages)[0]} | test_stack_sampler.py:_step_leaf"], leaves
     s.sample_once(sys._getframe())   # no loop on this stack
     assert len(s.stages) == 1 and "stages" not in StackSampler().summary()
 
