@@ -196,9 +196,11 @@ def loop_steps(stages: Dict[str, float]) -> Counter:
 
 
 def per_token_line(st: Optional[Dict[str, Any]], tokens: Any, limit: int = 5) -> str:
-    """The sampled thread's wall time per generated token (`tokens` in the sampled window), in all and in its largest
-    stages (named by their innermost step): `per token 29.4 us: process_batch_result_decode 8.4, forward 5.9, ...`.
-    Shares move when any stage changes; these compare across runs. '' without tokens."""
+    """The sampled thread's wall time per generated token (the tokens of the sampled window: `st["tokens"]` where the
+    bench recorded them with the samples, else `tokens`), in all and in its largest stages (named by their innermost
+    step): `per token 29.4 us: process_batch_result_decode 8.4, forward 5.9, ...`. Shares move when any stage changes;
+    these compare across runs. '' without tokens."""
+    tokens = (st or {}).get("tokens") or tokens
     if not st or not tokens or not st.get("wall_s"):
         return ""
     us = 1e6 * st["wall_s"] / float(tokens)

@@ -135,7 +135,7 @@ class RolloutBench:
         if self.s.engine_stacks_dir:   # the scheduler on the same requests in one turn each (outside the timing)
             stacks = engine_stacks.between(stacks0, engine_stacks.snapshot(self.s.engine_stacks_dir))
             if stacks is not None:
-                res["engine_stacks"] = stacks
+                res["engine_stacks"] = dict(stacks, tokens=res.get("output_tokens"))   # the tokens of its window
         return res
 
     # ------------------------------------------------------------ modes
@@ -229,8 +229,9 @@ class RolloutBench:
             out["cache_flush_failures"] = self.flush_failures   # steps that began on the previous step's cache
         if stacks is not None:
             out["loop_stacks"] = stacks
-        if engine_stack is not None:
-            out["engine_stacks"] = engine_stack   # sglang's scheduler's main thread, in its own process
+        if engine_stack is not None:   # sglang's scheduler's main thread, in its own process, and the tokens of its
+            #                            window (merged rounds keep round 0's samples but sum the mode's tokens)
+            out["engine_stacks"] = dict(engine_stack, tokens=out.get("gen_tokens"))
         if process_cpu is not None:
             out["process_cpu"] = process_cpu   # of round 0 only, where rounds are merged
         return out

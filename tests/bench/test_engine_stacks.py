@@ -142,7 +142,7 @@ async def test_each_mode_of_a_bench_reads_the_scheduler(tmp_path, monkeypatch, t
         assert snapshot(str(out), wait_s=30) is not None     # started and sampling
         w = Workload(num_prompts=3, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("8"),
                      tool_latency=Dist.parse("0"), seed=1)
-        s = RolloutBenchSettings(workload=w, steps=1, progress=False, engine_stacks_dir=str(out))
+        s = RolloutBenchSettings(workload=w, steps=1, rounds=2, progress=False, engine_stacks_dir=str(out))
         res = await RolloutBench(InstrumentedEngine(step_engine), tokenizer, s, RolloutConfig(engine="hf")).run(
             parse_modes("turn-batched,async", "0.5"))
     finally:
@@ -153,6 +153,9 @@ async def test_each_mode_of_a_bench_reads_the_scheduler(tmp_path, monkeypatch, t
         st = m["engine_stacks"]
         assert st["processes"] == 1 and "scheduler" in st["titles"][0] and st["samples"] > 0
         assert dict(st["focus_functions"]).get("sglang/srt/fake_scheduler.py:wait_for", 0) > 0.5
+        # round 0's samples with round 0's tokens (the merged mode sums both rounds' tokens)
+        assert st["tokens"] > 0 and 2 * st["tokens"] == m["gen_tokens"]   # fixed lengths: each round alike
+    assert res["ceiling"]["engine_stacks"]["tokens"] == res["ceiling"]["output_tokens"]
     md = summary_markdown({**res, "kind": "rollout", "command": "x", "engine": "sglang", "model": "m",
                            "environment": {"device": "cpu", "python": "3", "torch": "x", "transformers": "y", "sglang": None}})
     assert "## sglang's scheduler: its main thread's time" in md and "- async: sglang 100%; sglang's frames:" in md
@@ -177,3 +180,5 @@ def test_the_per_token_line_puts_the_thread_s_time_and_its_largest_stages_in_mic
                                           "`forward` 4.00, `run_batch` 1.00)")
     assert per_token_line(st, 100000, limit=1).endswith("(`process_batch_result_decode` 5.00)")
     assert per_token_line(st, 0) == per_token_line(None, 10) == per_token_line({"wall_s": 0}, 10) == ""
+    # the tokens recorded with the samples win: a mode merged over rounds keeps round 0's samples, sums its tokens
+    assert per_token_line(dict(st, tokens=50000), 100000).startswith("per generated token 40.00 us")

@@ -4,6 +4,7 @@ import json
 import re
 
 from agent_rl.bench.engine_bench import bench_engine
+from agent_rl.bench.engine_stacks import per_token_line
 from agent_rl.bench.report import comparisons
 from agent_rl.bench.results import charged_step_s
 from agent_rl.bench.rounds import ceiling_rounds, merge_ceilings, merge_modes, round_order, step_range
@@ -45,6 +46,12 @@ def test_merge_modes_over_rounds():
     assert asy["completion_s"] == [1.0, 2.0]                               # traces: round 0's
     assert step_range(r0[0]) == ""
     assert "warmup_step_wall_s" not in tb
+    # the scheduler's samples: round 0's, with round 0's tokens (per token: its window over its tokens, not all rounds')
+    sampled = [[dict(_m("async", [1.0], 0.9, 0.5, 0.0, 1.0), gen_tokens=1000,
+                     engine_stacks={"wall_s": w, "tokens": 1000, "stages": []})] for w in (0.02, 0.03)]
+    merged = merge_modes(sampled)[0]
+    assert merged["gen_tokens"] == 2000 and merged["engine_stacks"]["wall_s"] == 0.02
+    assert per_token_line(merged["engine_stacks"], merged["gen_tokens"]) == "per generated token 20.00 us"
     carry = [[dict(_m("async+carryover 0.5", [1.0, 1.0], 0.9, 0.5, 0.0, 2.0), warmup_step_wall_s=[w])] for w in (3.0, 2.5)]
     assert merge_modes(carry)[0]["warmup_step_wall_s"] == [3.0, 2.5]       # every round's own warm-up step
 
