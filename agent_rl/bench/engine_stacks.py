@@ -209,13 +209,23 @@ def per_token_line(st: Optional[Dict[str, Any]], tokens: Any, limit: int = 5) ->
     return f"per generated token {us:.2f} us" + (f" ({parts})" if parts else "")
 
 
+def gpu_wait(st: Optional[Dict[str, Any]]) -> float:
+    """The share of the sampled thread's wall time spent waiting for the GPU (a CUDA stream's or event's
+    `synchronize`, in any stage): high = the engine is bound by the GPU, not by its scheduler's Python."""
+    return sum(v for k, v in (st or {}).get("stage_leaves") or []
+               if k.rsplit(" | ", 1)[-1].startswith("torch/cuda/") and k.endswith(":synchronize"))
+
+
 def summary_line(st: Optional[Dict[str, Any]], limit: int = 6) -> str:
-    """`sglang 71%, zmq 20%, torch 9%; sglang's own: managers/scheduler.py:recv_requests 30%, ...`"""
+    """`sglang 71%, zmq 20%, torch 9%; sglang's own: managers/scheduler.py:recv_requests 30%, ...; waiting for the
+    GPU 12%`"""
     if not st:
         return "–"
     from agent_rl.bench.stack_sampler import owners_line
 
     own = ", ".join(f"`{k.split('/', 2)[-1]}` {100 * v:.0f}%" for k, v in st["focus_functions"][:limit])
     steps = ", ".join(f"`{k}` {100 * v:.0f}%" for k, v in (st.get("loop_steps") or [])[:limit])
+    wait = gpu_wait(st)
     return (f"{owners_line(st)}; sglang's frames: {own or '–'}" + (f"; its loop's steps: {steps}" if steps else "")
+            + (f"; waiting for the GPU (`synchronize`) {100 * wait:.0f}%" if "stage_leaves" in st else "")
             + f" ({st['samples']} samples)")

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from agent_rl.bench import engine_stacks
-from agent_rl.bench.engine_stacks import ENV, between, enabled, per_token_line, snapshot, summary_line
+from agent_rl.bench.engine_stacks import ENV, between, enabled, gpu_wait, per_token_line, snapshot, summary_line
 
 CHILD = textwrap.dedent("""
     import faulthandler, signal, sys
@@ -168,6 +168,16 @@ def test_cli_refuses_an_engine_it_cannot_sample(tmp_path, capsys):
     assert cli_main(["bench", "rollout", "--engine", "sim", "--sample-engine-stacks", "--out", str(tmp_path / "o")]) == 2
     assert "--sample-engine-stacks samples an sglang engine this command starts" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_summary_line_says_how_long_the_scheduler_waited_for_the_gpu():
+    st = {"owners": {"sglang": 0.8, "torch": 0.2}, "focus_functions": [], "samples": 10, "stage_leaves": [
+        ["scheduler.py:pop_and_process > scheduler.py:process_batch_result | torch/cuda/streams.py:synchronize", 0.09],
+        ["scheduler.py:run_batch | torch/cuda/__init__.py:synchronize", 0.03],
+        ["scheduler.py:run_batch | sglang/srt/managers/run_batch", 0.5]]}
+    assert abs(gpu_wait(st) - 0.12) < 1e-9 and "; waiting for the GPU (`synchronize`) 12% (10 samples)" in summary_line(st)
+    older = {k: v for k, v in st.items() if k != "stage_leaves"}   # JSON from before stage_leaves: nothing said
+    assert gpu_wait(None) == 0 and "waiting" not in summary_line(older)
 
 
 def test_the_per_token_line_puts_the_thread_s_time_and_its_largest_stages_in_microseconds_a_token():
