@@ -148,6 +148,15 @@ def run(args) -> int:
                   file=sys.stderr)
             return 2
         return main(args.log, args.gpu_csv, args.fit_cost, args.max_pass_ms, args.replica)
+    if args.bench_cmd == "table":
+        from agent_rl.bench.table import table
+
+        try:
+            print(table(args.runs))
+        except ValueError as e:
+            print(f"agent-rl {e}", file=sys.stderr)
+            return 2
+        return 0
     if args.bench_cmd == "loop-cpu":
         from agent_rl.bench.loop_cpu import run as loop_cpu
 

@@ -184,6 +184,14 @@ def add_arguments(parser) -> None:
     g.add_argument("--replica", type=int, default=None, metavar="K",
                    help="a run with --engine-replicas: read replica K's scheduler lines (tagged `R<K>` after the time "
                         "stamp); a log with several replicas' lines needs it")
+    t = sub.add_parser("table", help="bench rollout runs side by side: own flags, raw rounds, step times, scheduler cost",
+                       formatter_class=DefaultsHelpFormatter,
+                       description="One row per run and mode of `agent-rl bench rollout` results: the flags that run "
+                                   "has and not every other, the raw engine's rounds, each mode's step seconds per "
+                                   "round, and (with --sample-engine-stacks) sglang's scheduler per generated token and "
+                                   "its share waiting for the GPU. For settings fixed at the engine's start, compared "
+                                   "run against run.")
+    t.add_argument("runs", nargs="+", metavar="RUN", help="a bench rollout output folder or its rollout_bench.json")
     c = sub.add_parser("loop-cpu", help="CPU our rollout loop spends per turn, with an engine and tools that cost nothing",
                        formatter_class=DefaultsHelpFormatter,
                        description="The sglang wrapper around a stand-in engine that answers at once with canned ids and "

@@ -162,7 +162,7 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
   # fourteenth session), so two rounds of three steps could not settle a 10% question; read the per-round ratios.
   # AB_REPEAT (1): run the whole AB_RUNS list that many times, in order (a setting fixed at the engine's start, e.g.
   # --no-scheduler-patches, is compared run against run: alternate the runs and repeat to see past the drift).
-  local spec shape rest scen modes pn model wl name flags k rep
+  local spec shape rest scen modes pn model wl name flags k rep done_runs=""
   for rep in $(seq 1 "${AB_REPEAT:-1}"); do
   for spec in ${AB_RUNS:-smol-64x4:instant:turn-batched,async,async@notify256,async@nocoalesce}; do
     shape=${spec%%:*}; rest=${spec#*:}; scen=${rest%%:*}; modes=${rest#*:}; flags=""
@@ -191,6 +191,9 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
       mv "$R/speed/$name.log" "$R/speed/$name.$engine-failed.log"
     done
     sglang_logs "$R/speed/$name.log" "$R/speed/$name"
+    [ -f "$R/speed/$name/rollout_bench.json" ] && done_runs="$done_runs $R/speed/$name"
+    # the runs so far side by side (their own flags, raw rounds, steps, scheduler us a token; poll.sh prints it)
+    [ -n "$done_runs" ] && python3 -m agent_rl.cli.main bench table $done_runs > "$R/speed/ab_table.md" 2>&1
     tar czf "$R/speed.tgz" -C "$R" --exclude="*.trace.json*" speed 2>/dev/null
   done
   done

@@ -12,6 +12,7 @@ grep -E "WEIGHT SYNC|after_sync|moved engine" -A2 "$R/weight_sync_lora.log" 2>/d
 grep -E "judge|reward_mean|seconds|num_traj" "$R/judge/rollout.log" 2>/dev/null | head -12
 for s in "$R"/actor/*/summary.md; do [ -f "$s" ] && { echo "== $s"; grep -E "^\| |x," "$s"; }; done
 for f in "$R"/actor/*.log; do [ -f "$f" ] && ! [ -f "${f%.log}/summary.md" ] && { echo "== $f"; tail -c 800 "$f"; }; done
+[ -f "$R/speed/ab_table.md" ] && { echo "== $R/speed/ab_table.md"; cat "$R/speed/ab_table.md"; }
 for s in "$R"/speed/*/summary.md; do [ -f "$s" ] && { echo "== $s"; grep -E "raw engine|decode batch|CPU pinning|^\| " "$s" | head -40; }; done
 [ -f "$R/sdpa.log" ] && { echo "== sdpa"; tail -c 2500 "$R/sdpa.log"; }
 [ -f "$R/speed.tgz" ] && cp "$R/speed.tgz" "$OUT/"
