@@ -40,7 +40,7 @@ def load(path: str) -> Dict[str, Any]:
             data = json.load(fh)
     except (OSError, ValueError) as e:
         raise ValueError(f"bench table: cannot read {f}: {e}") from None
-    if data.get("kind") != "rollout" or not isinstance(data.get("modes"), list):
+    if not isinstance(data, dict) or data.get("kind") != "rollout" or not isinstance(data.get("modes"), list):
         raise ValueError(f"bench table: {f} is not the result of `agent-rl bench rollout`")
     return data
 

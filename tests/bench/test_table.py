@@ -38,5 +38,8 @@ def test_older_json_and_bad_input(tmp_path, capsys):
     (tmp_path / "suite.json").write_text(json.dumps({"kind": "suite"}))
     assert cli_main(["bench", "table", str(tmp_path / "suite.json")]) == 2
     assert "is not the result of `agent-rl bench rollout`" in capsys.readouterr().err
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert cli_main(["bench", "table", str(tmp_path / "list.json")]) == 2
+    assert "is not the result of `agent-rl bench rollout`" in capsys.readouterr().err
     assert cli_main(["bench", "table", str(tmp_path / "missing")]) == 2
     assert "cannot read" in capsys.readouterr().err
