@@ -195,15 +195,22 @@ def loop_steps(stages: Dict[str, float]) -> Counter:
     return out
 
 
-def per_token_line(st: Optional[Dict[str, Any]], tokens: Any, limit: int = 5) -> str:
-    """The sampled thread's wall time per generated token (the tokens of the sampled window: `st["tokens"]` where the
-    bench recorded them with the samples, else `tokens`), in all and in its largest stages (named by their innermost
-    step): `per token 29.4 us: process_batch_result_decode 8.4, forward 5.9, ...`. Shares move when any stage changes;
-    these compare across runs. '' without tokens."""
+def us_per_token(st: Optional[Dict[str, Any]], tokens: Any) -> Optional[float]:
+    """The sampled thread's wall time in microseconds per generated token of its window (`st["tokens"]` where the
+    bench recorded them with the samples, else `tokens`); None without samples or tokens."""
     tokens = (st or {}).get("tokens") or tokens
     if not st or not tokens or not st.get("wall_s"):
+        return None
+    return 1e6 * st["wall_s"] / float(tokens)
+
+
+def per_token_line(st: Optional[Dict[str, Any]], tokens: Any, limit: int = 5) -> str:
+    """`us_per_token` in all and in the largest stages (named by their innermost step): `per token 29.4 us:
+    process_batch_result_decode 8.4, forward 5.9, ...`. Shares move when any stage changes; these compare across
+    runs. '' without tokens."""
+    us = us_per_token(st, tokens)
+    if us is None:
         return ""
-    us = 1e6 * st["wall_s"] / float(tokens)
     parts = ", ".join(f"`{k.rsplit(' > ', 1)[-1].split(':', 1)[-1]}` {us * v:.2f}" for k, v in
                       (st.get("stages") or [])[:limit])
     return f"per generated token {us:.2f} us" + (f" ({parts})" if parts else "")

@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any, Dict, List, Sequence
 
-from agent_rl.bench.engine_stacks import gpu_wait
+from agent_rl.bench.engine_stacks import gpu_wait, us_per_token
 
 _IGNORED = {"--out"}   # flags whose value names the run, not a setting
 
@@ -46,11 +46,11 @@ def load(path: str) -> Dict[str, Any]:
 
 
 def _us(st: Dict[str, Any], tokens: Any) -> str:
-    tokens = st.get("tokens") or tokens
-    if not tokens or not st.get("wall_s"):
+    us = us_per_token(st, tokens)
+    if us is None:
         return "–"
     wait = f" ({100 * gpu_wait(st):.0f}% GPU wait)" if "stage_leaves" in st else ""
-    return f"{1e6 * st['wall_s'] / float(tokens):.1f}{wait}"
+    return f"{us:.1f}{wait}"
 
 
 def table(paths: Sequence[str]) -> str:
