@@ -263,10 +263,11 @@ def main():
     decodes = [ln for ln in lines_base[1:] if "decode" in ln]
     timing = {name: [ln for ln in lines if "timing" in ln][-1]["timing"] for name, lines in
               (("base", lines_base), ("patched", lines_patched))}
-    first_diff = next((i for i, (a, b) in enumerate(zip(untimed(lines_base), untimed(lines_patched))) if a != b), None)
+    records_base, records_patched = untimed(lines_base), untimed(lines_patched)
+    first_diff = next((i for i, (a, b) in enumerate(zip(records_base, records_patched)) if a != b), None)
     where = None   # what differs in the first record that does: its keys, and for decode records the rows' columns
     if first_diff is not None:
-        a, b = untimed(lines_base)[first_diff], untimed(lines_patched)[first_diff]
+        a, b = records_base[first_diff], records_patched[first_diff]
         where = {"keys": {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
                           and k not in ("decode", "sent")}}
         if "decode" in a and "decode" in b:
@@ -282,7 +283,7 @@ def main():
     reasons = [r[1]["type"] + ("" if r[1]["type"] != "stop" else ":" + str(r[1].get("matched"))) for r in base.values()]
     res = {"applied": [lines_base[0]["applied"], lines_patched[0]["applied"]],
            "records": [len(lines_base) - 1, len(lines_patched) - 1],
-           "same_records": untimed(lines_base) == untimed(lines_patched), "first_difference": first_diff,
+           "same_records": records_base == records_patched, "first_difference": first_diff,
            "difference": where,
            "same_outputs": base == patched and stops == stops_p, "requests": len(base),
            "decode_passes": len(decodes), "rows": sum(len(ln["decode"]) for ln in decodes),
