@@ -70,6 +70,44 @@ async def bench_engine(engine: Engine, prompts: List[List[int]], max_new_tokens:
     }
 
 
+async def bench_engine_turns(engine: Engine, prompts: List[List[int]], turn_tokens: List[List[int]],
+                             observation: List[int], temperature: float = 1.0, groups: Optional[List[int]] = None,
+                             request_prefix: Optional[str] = None) -> Dict[str, float]:
+    """The engine alone on a multi-turn rollout's requests: trajectory i sends turn t (`turn_tokens[i][t]` new tokens,
+    ignore_eos) as soon as its turn t-1 ended, its context the prompt, every earlier turn's output and `observation`
+    after each (a tool's answer, free); all trajectories at once. Each trajectory's requests carry one session key
+    (engines that keep a trajectory's KV between turns do, as in a rollout) and, with `groups`, its group as affinity
+    (replicas route as a rollout's). What a rollout mode costs beyond this is its own loop's and tools'."""
+    request_prefix = request_prefix or f"bench-turns-{uuid.uuid4().hex[:8]}"
+    if len(turn_tokens) != len(prompts):
+        raise ValueError("one list of turn lengths per prompt")
+    end_session = getattr(engine, "end_session", None)
+
+    async def one(i: int) -> int:
+        key, ctx, made = f"{request_prefix}-{i}", list(prompts[i]), 0
+        try:
+            for t, n in enumerate(turn_tokens[i]):
+                if t:
+                    ctx += observation
+                sp = SamplingParams(max_new_tokens=int(n), temperature=temperature, ignore_eos=True, session=key,
+                                    affinity=None if groups is None else str(groups[i]))
+                out = await engine.generate(ctx, sp, f"{key}-t{t}")
+                ctx += out.output_ids
+                made += len(out.output_ids)
+        finally:
+            if end_session is not None:
+                await end_session(key)
+        return made
+
+    t0 = time.perf_counter()
+    with frozen_heap():
+        made = await asyncio.gather(*(one(i) for i in range(len(prompts))))
+    wall = time.perf_counter() - t0
+    tokens = sum(made)
+    return {"trajectories": len(prompts), "requests": sum(len(t) for t in turn_tokens), "output_tokens": int(tokens),
+            "observation_tokens": len(observation), "wall_s": wall, "tokens_per_s": tokens / wall if wall > 0 else 0.0}
+
+
 def engine_sizes_for(plans, default_new_tokens: Optional[int] = None) -> int:
     """New tokens per request of the ceiling that matches a rollout: the mean planned tokens per trajectory."""
     if not plans:

@@ -98,6 +98,26 @@ def _fmt(v, spec=".2f", none="–") -> str:
     return format(v, spec)
 
 
+def turns_line(ceiling: Dict[str, Any], modes: List[Dict[str, Any]]) -> str:
+    """The engine alone on the workload's turns (`ceiling["turns"]`, `--turns-ceiling`) and each mode against it, or ''."""
+    t = (ceiling or {}).get("turns")
+    if not t:
+        return ""
+    r = t.get("tokens_per_s_rounds")
+    ratio = t.get("ratio_to_raw")
+    against = [f"{m['mode']} {100 * m['ratio_to_turns_ceiling']:.0f}%" for m in modes
+               if m.get("ratio_to_turns_ceiling") is not None]
+    return (f"the engine alone on the same turns ({t['trajectories']} trajectories, {t['requests']} requests: each "
+            "trajectory's next turn sent as soon as its last one ended, the tool's observation appended, no tools and no "
+            f"rollout loop): {t['tokens_per_s']:.1f} tokens/s"
+            + (f" = {100 * ratio:.0f}% of the raw engine" if ratio is not None else "")
+            + (" (rounds: " + ", ".join(f"{v:.0f}" for v in r) + ")" if r and len(r) > 1 else "")
+            + (f"; KV sessions: {', '.join(f'{v} {k}' for k, v in sorted(t['kv_sessions'].items()))}"
+               if t.get("kv_sessions") else "")
+            + ": what the turn boundaries cost the engine itself"
+            + ("; each mode's tokens/s over it (what the rollout adds on top): " + ", ".join(against) if against else ""))
+
+
 def summary_markdown(result: Dict[str, Any]) -> str:
     env, w, ceil = result["environment"], result.get("workload", {}), result.get("ceiling")
     lines = [f"# agent-rl benchmark: {result['kind']}", "",
@@ -121,6 +141,9 @@ def summary_markdown(result: Dict[str, Any]) -> str:
         rounds = ceiling_rounds(ceil)
         if rounds:
             lines.append(f"- {rounds}")
+        turns = turns_line(ceil, result.get("modes", []))
+        if turns:
+            lines.append(f"- {turns}")
     floor = result.get("tool_wait_floor")
     if floor and floor.get("async_s"):
         lines.append(f"- tool waiting no scheduler hides (generation free): turn-batched {floor['turn_batched_s']:.2f} s, "

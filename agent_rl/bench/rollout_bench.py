@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from agent_rl.bench.async_modes import AsyncSteps
 from agent_rl.bench.bench_tool import TOOL_NAME, TOOL_SCHEMA, BenchTool
-from agent_rl.bench.engine_bench import bench_engine, engine_sizes_for
+from agent_rl.bench.engine_bench import bench_engine, bench_engine_turns, engine_sizes_for
 from agent_rl.bench.engine_profile import profiled
 from agent_rl.bench.hooks import bench_row
 from agent_rl.bench.instrument import InstrumentedEngine
@@ -46,6 +46,7 @@ class RolloutBenchSettings:
     observation_words: int = 8
     max_tool_response_tokens: int = 256
     ceiling: bool = True
+    turns_ceiling: bool = False    # after each raw run, the engine alone on this workload's turns (`bench_engine_turns`)
     progress: bool = True
     sample_stacks: bool = False    # the event-loop thread's stack sampled during each mode (bench/stack_sampler.py)
     sample_cpu: bool = False       # CPU of our process, sglang's processes and the host in each mode (bench/proc_sampler.py)
@@ -136,7 +137,35 @@ class RolloutBench:
             stacks = engine_stacks.between(stacks0, engine_stacks.snapshot(self.s.engine_stacks_dir))
             if stacks is not None:
                 res["engine_stacks"] = dict(stacks, tokens=res.get("output_tokens"))   # the tokens of its window
+        if self.s.turns_ceiling and any(p.turns > 1 for p in plans):
+            res["turns"] = await self.turns_ceiling(plans, prompts)
+            res["turns"]["ratio_to_raw"] = res["turns"]["tokens_per_s"] / res["tokens_per_s"] if res["tokens_per_s"] else None
         return res
+
+    async def turns_ceiling(self, plans, prompts) -> Dict[str, Any]:
+        """The engine alone on the same trajectories' turns (`bench_engine_turns`: each turn sent when the trajectory's
+        last one ended, the bench tool's observation appended, no tools and no rollout loop): what turn boundaries cost
+        the engine itself. A mode's tokens/s over it is what the rollout adds (its loop, its tools, its waits)."""
+        await self.fresh_cache()
+        sessions0 = session_counts(self.engine.inner)
+        obs = self.renderer.observation_ids([{"role": "tool", "name": TOOL_NAME,
+                                              "content": " ".join(["data"] * self.s.observation_words)}],
+                                            assistant_ended=False)
+        res = await bench_engine_turns(self.engine.inner, prompts, [p.gen_tokens for p in plans], obs,
+                                       temperature=self.s.temperature, groups=[p.group for p in plans],
+                                       request_prefix=f"turns-{uuid.uuid4().hex[:8]}")
+        met = self.sessions_met(sessions0)
+        if met:
+            res["kv_sessions"] = met
+        return res
+
+    def sessions_met(self, before: Optional[Dict[str, int]]) -> Optional[Dict[str, int]]:
+        """How the requests since `before` (`session_counts`, None: no sessions) met their KV sessions: the counts
+        that moved."""
+        if before is None:
+            return None
+        after = session_counts(self.engine.inner)
+        return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)} or None
 
     # ------------------------------------------------------------ modes
     async def run_mode(self, spec: ModeSpec, ceiling_tps: Optional[float], profile: bool = False) -> Dict[str, Any]:
@@ -215,11 +244,9 @@ class RolloutBench:
             out.update(OutputTap.figures(outputs0, tap.counts()))
         if routed0:
             out["replica_requests"] = [b - a for a, b in zip(routed0, self.engine.inner.routed)]
-        if sessions0 is not None:   # engines/kv_sessions.py: how this mode's turns met their sessions
-            after = session_counts(self.engine.inner)
-            met = {k: after[k] - sessions0.get(k, 0) for k in after if after[k] != sessions0.get(k, 0)}
-            if met:
-                out["kv_sessions"] = met
+        met = self.sessions_met(sessions0)   # engines/kv_sessions.py: how this mode's turns met their sessions
+        if met:
+            out["kv_sessions"] = met
         out["tool_metrics"] = rt.metrics.snapshot()
         out["cache_flushed"] = self.s.flush_cache
         out["cache_flush_s"] = self.flush_s   # between steps: inside wall_s, outside every step time
@@ -271,6 +298,7 @@ class RolloutBench:
             ceiling = await self.ceiling() if self.s.ceiling else None
             ceilings.append(ceiling)
             tps = ceiling["tokens_per_s"] if ceiling else None  # each round's modes against that round's raw engine
+            turns_tps = ((ceiling or {}).get("turns") or {}).get("tokens_per_s")
             results = []
             for spec in round_order(modes, r):
                 t = time.perf_counter()
@@ -279,6 +307,9 @@ class RolloutBench:
                     m = results[-1]
                     print(f"{spec.name}{f' (round {r + 1})' if self.s.rounds > 1 else ''}: {time.perf_counter() - t:.1f}s, "
                           f"{m['gen_tokens_per_s']:.1f} tok/s, step {m['step_wall_s_mean']:.2f}s", flush=True)
+            if turns_tps:
+                for m in results:
+                    m["ratio_to_turns_ceiling"] = m["gen_tokens_per_s"] / turns_tps
             per_round.append(results)
         results = merge_modes(per_round)
         for m in results:

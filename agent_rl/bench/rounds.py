@@ -25,9 +25,9 @@ _SUM_KEYS = ("wall_s", "engine_busy_s", "engine_idle_s", "gen_tokens", "kept_tok
              "engine_output_messages", "engine_outputs", "stock_drawn_tokens",
              "stock_end_tokens")
 # per-trajectory latency percentiles: the median of the rounds' own percentiles
-_MEDIAN_KEYS = ("latency_p50_s", "latency_p90_s", "latency_p99_s", "ratio_to_ceiling")
+_MEDIAN_KEYS = ("latency_p50_s", "latency_p90_s", "latency_p99_s", "ratio_to_ceiling", "ratio_to_turns_ceiling")
 # what each round keeps in `rounds` (the spread a reader needs to judge a difference), and its `step_wall_s_charged`
-ROUND_KEYS = ("step_wall_s_mean", "ratio_to_ceiling", "gen_tokens_per_s", "latency_p50_s")
+ROUND_KEYS = ("step_wall_s_mean", "ratio_to_ceiling", "ratio_to_turns_ceiling", "gen_tokens_per_s", "latency_p50_s")
 # traces that the merged result keeps from round 0 only (the JSON's `round_results` leaves them out)
 HEAVY_KEYS = ("completion_s", "busy_intervals", "step_bounds", "step_metrics", "loop_stacks", "engine_stacks",
               "replica_requests", "kv_sessions")
@@ -53,6 +53,9 @@ def merge_ceilings(ceilings: List[Optional[Dict[str, Any]]]) -> Optional[Dict[st
     ranked = sorted(got, key=lambda c: c["tokens_per_s"])
     out = dict(ranked[len(ranked) // 2])
     out["tokens_per_s_rounds"] = [c["tokens_per_s"] for c in got]
+    turns = [c["turns"]["tokens_per_s"] for c in got if c.get("turns")]
+    if out.get("turns") and turns:   # the engine alone on the turns: that round's, every round's beside it
+        out["turns"] = dict(out["turns"], tokens_per_s_rounds=turns)
     return out
 
 

@@ -312,7 +312,9 @@ def _bench(engine, tok, args, rollout_cfg, workload, ceiling: bool, out: str):
     from agent_rl.bench.rollout_bench import RolloutBench, RolloutBenchSettings
 
     settings = RolloutBenchSettings(workload=workload, steps=args.steps, temperature=args.temperature,
-                                    observation_words=args.observation_words, ceiling=ceiling, progress=not args.no_progress,
+                                    observation_words=args.observation_words, ceiling=ceiling,
+                                    turns_ceiling=ceiling and getattr(args, "turns_ceiling", False),
+                                    progress=not args.no_progress,
                                     sample_stacks=args.sample_stacks, sample_cpu=args.sample_cpu, rounds=args.rounds,
                                     engine_stacks_dir=engine_stacks.folder(args.out)
                                     if getattr(args, "sample_engine_stacks", False) else None,
@@ -361,6 +363,8 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
     wrapped = InstrumentedEngine(engine)
     benches = [_bench(wrapped, tok, args, rollout_cfg, sc.workload, True, os.path.join(args.out, sc.name))
                for sc in scenarios]  # all checked first
+    for sc, bench in zip(scenarios, benches):   # what instant tools compare against: the engine alone on their turns too
+        bench.s.turns_ceiling = sc.target == "ceiling_ratio"
     sizes = _ceiling_sizes(args.ceiling_prompts)
     runs: dict = {num: [] for num in sizes}
     for r in range(args.rounds):

@@ -147,6 +147,10 @@ def add_arguments(parser) -> None:
                    "@notify<N>; sglang engines: @sessions, @nosessions; any engine: @load<F>, @replicas<N> with "
                    "--engine-replicas; bench/variants.py), e.g. async,async@notify256")
     r.add_argument("--no-ceiling", action="store_true", help="skip the raw engine run")
+    r.add_argument("--turns-ceiling", action="store_true",
+                   help="after each raw engine run, the engine alone on the workload's turns: each trajectory's next "
+                        "turn sent as soon as its last one ended, no tools, no rollout loop (`bench suite` runs it for "
+                        "instant tools)")
     s = sub.add_parser("suite", help="the targets of docs/benchmarks.md: raw engine + 3 rollout scenarios, one engine start",
                        formatter_class=DefaultsHelpFormatter,
                        description="Raw engine run, then scenarios instant-tools (turn-batched, async), tool-latency "

@@ -3,7 +3,7 @@ engine's warm-up at the measured batch shape."""
 import json
 import re
 
-from agent_rl.bench.engine_bench import bench_engine
+from agent_rl.bench.engine_bench import bench_engine, bench_engine_turns
 from agent_rl.bench.engine_stacks import per_token_line
 from agent_rl.bench.report import comparisons
 from agent_rl.bench.results import charged_step_s
@@ -139,6 +139,50 @@ async def test_the_raw_run_is_measured_with_the_heap_frozen_like_a_rollout_step(
     assert gc.get_freeze_count() <= _STARTUP_FROZEN                 # and given back after
 
 
+async def test_the_engine_alone_on_the_turns_chains_each_trajectory_in_its_session():
+    class _Sessions(_Recorder):
+        def __init__(self):
+            super().__init__()
+            self.ended = []
+
+        async def generate(self, ids, sp, rid):
+            self.calls.append((list(ids), sp.max_new_tokens, sp.session, sp.affinity, sp.ignore_eos))
+            return GenerateOutput([7 + len(ids)] * sp.max_new_tokens, [-1.0] * sp.max_new_tokens, "length")
+
+        async def end_session(self, key):
+            self.ended.append(key)
+
+    eng = _Sessions()
+    res = await bench_engine_turns(eng, [[1, 2], [3]], [[2, 1, 3], [1]], [8, 8], groups=[4, 5], request_prefix="t")
+    first, second = [c for c in eng.calls if c[2] == "t-0"], [c for c in eng.calls if c[2] == "t-1"]
+    # each turn's context: the prompt, every earlier output, the observation after each turn but the last
+    assert [c[0] for c in first] == [[1, 2], [1, 2, 9, 9, 8, 8], [1, 2, 9, 9, 8, 8, 13, 8, 8]]
+    assert [c[1] for c in first] == [2, 1, 3] and second == [([3], 1, "t-1", "5", True)]
+    assert {c[3] for c in first} == {"4"} and all(c[4] for c in eng.calls)   # the group's affinity, ignore_eos
+    assert sorted(eng.ended) == ["t-0", "t-1"]                                # every session ended
+    assert res["trajectories"] == 2 and res["requests"] == 4 and res["output_tokens"] == 7
+    assert res["observation_tokens"] == 2 and res["tokens_per_s"] > 0
+
+
+def test_bench_rollout_turns_ceiling_on_the_sim_engine(tmp_path, tiny_model_path):
+    # a prefill pass of 20 ms a turn, decode passes of 0.2 ms: three turns cost the engine itself far more than one
+    out = tmp_path / "t"
+    assert cli_main(["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1,20", "--model", tiny_model_path,
+                     "--out", str(out), "--prompts", "4", "--n", "2", "--turns", "3", "--tokens-per-turn", "4",
+                     "--modes", "turn-batched,async", "--steps", "1", "--rounds", "2", "--turns-ceiling",
+                     "--no-progress"]) == 0
+    res = json.load(open(out / "rollout_bench.json"))
+    turns = res["ceiling"]["turns"]
+    assert turns["trajectories"] == 8 and turns["requests"] == 24 and turns["output_tokens"] == 8 * 12
+    assert turns["ratio_to_raw"] < 0.8 and len(turns["tokens_per_s_rounds"]) == 2
+    for m in res["modes"]:
+        assert 0 < m["ratio_to_turns_ceiling"] and len([r for r in m["rounds"] if r["ratio_to_turns_ceiling"]]) == 2
+    assert all(c["turns"]["tokens_per_s"] > 0 for c in (r["ceiling"] for r in res["round_results"]))
+    summary = (out / "summary.md").read_text()
+    assert re.search(r"the engine alone on the same turns \(8 trajectories, 24 requests.*\d+% of the raw engine "
+                     r"\(rounds: \d+, \d+\).*: turn-batched \d+%, async \d+%", summary), summary
+
+
 def test_bench_rollout_rounds_on_the_sim_engine(tmp_path, tiny_model_path, capsys):
     out = tmp_path / "b"
     assert cli_main(["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1", "--model", tiny_model_path,
@@ -146,6 +190,7 @@ def test_bench_rollout_rounds_on_the_sim_engine(tmp_path, tiny_model_path, capsy
                      "--modes", "turn-batched,async,oversample,oversample@load0.5", "--over-sample", "0.5",
                      "--steps", "1", "--rounds", "3", "--no-progress"]) == 0
     res = json.load(open(out / "rollout_bench.json"))
+    assert "turns" not in res["ceiling"]   # the engine alone on the turns only with --turns-ceiling
     variant = "async+oversample 0.5@load0.5"
     assert len(res["round_results"]) == 3 and len(res["ceiling"]["tokens_per_s_rounds"]) == 3
     assert [m["mode"] for m in res["round_results"][1]["modes"]] == [variant, "async+oversample 0.5", "async",
@@ -195,6 +240,13 @@ def test_bench_suite_end_to_end_with_rounds_on_the_sim_engine(tmp_path, tiny_mod
     assert re.search(r"\| \d+%; \d+\.\d+ ms; GC \d+\.\d+% \|", row), row
     for sc in suite["scenarios"].values():
         assert len(json.load(open(out / sc))["round_results"]) == 2
+    # instant tools also ran the engine alone on their turns (each round), the other scenarios not
+    instant = json.load(open(out / suite["scenarios"]["instant-tools"]))
+    assert len(instant["ceiling"]["turns"]["tokens_per_s_rounds"]) == 2
+    assert "turns" not in json.load(open(out / suite["scenarios"]["tool-latency"]))["ceiling"]
+    ratio = next(t for t in suite["targets"] if t["scenario"] == "instant-tools" and "raw engine" in t["target"])
+    assert re.search(r"; the engine alone on the same turns \(no tools, no rollout loop\) \d+% of the raw engine, "
+                     r"async \d+% of that", ratio["detail"]), ratio["detail"]
     # the heavy-tail bound also at the simulated engine's own decode cost (--sim-cost 0.2,1)
     tail = json.load(open(out / suite["scenarios"]["heavy-tail"]))
     assert tail["decode_cost"] == {"pass_ms": 0.2, "row_us": 1.0, "source": "the simulated engine's (--sim-cost)"}

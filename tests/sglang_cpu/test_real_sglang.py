@@ -75,9 +75,13 @@ def test_bench_routes_groups_over_two_replicas_samples_and_logs_each_scheduler(r
                 "--tool-latency", "0", "--modes", "async@replicas1,async,carryover,async@nosessions",
                 "--over-sample", "0.5",
                 "--steps", "1", "--rounds", "1", "--sample-engine-stacks", "--sample-stacks", "--no-progress",
-                "--out", str(out)])
+                "--turns-ceiling", "--out", str(out)])
     assert done["rc"] == 0
     data = json.loads((out / "rollout_bench.json").read_text())
+    # the engine alone on the turns: every planned token, each trajectory's turns in its session on its group's replica
+    turns = data["ceiling"]["turns"]
+    assert turns["requests"] == 24 and turns["output_tokens"] == 12 * 2 * 8 and turns["ratio_to_raw"] > 0
+    assert turns["kv_sessions"]["appended"] == 12 and turns["kv_sessions"]["started"] == 12
     modes = {m["mode"]: m for m in data["modes"]}
     assert modes["async"]["replica_requests"][0] > 0 and modes["async"]["replica_requests"][1] > 0
     assert modes["async@replicas1"]["replica_requests"][1] == 0
