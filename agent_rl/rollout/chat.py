@@ -115,17 +115,19 @@ class ChatRenderer:
 
     def _backend_decodes_alike(self) -> bool:
         """Whether `tokenizer.decode` of a list of ints is just its backend's decode: a fast tokenizer whose class keeps
-        transformers' own `decode` / `_decode` and that cleans up no spaces, checked on a probe text too."""
+        transformers' own `decode` / `_decode`, checked on a probe text that any space clean-up would change (" ,",
+        " n't", ...: transformers skips `clean_up_tokenization_spaces` for BPE tokenizers, which leave it set)."""
         tok = self.tokenizer
         backend = getattr(tok, "backend_tokenizer", None)
-        if backend is None or getattr(tok, "clean_up_tokenization_spaces", False):
+        if backend is None:
             return False
         for name in ("decode", "_decode"):
             owner = next((c for c in type(tok).__mro__ if name in vars(c)), None)
             if owner is None or not owner.__module__.startswith("transformers.tokenization_utils"):
                 return False
         try:
-            probe = self.encode(" Probe: text, 42 spaces  and\nlines ✓") + list(self.end_of_turn_ids) + list(self.stop_token_ids)
+            probe = (self.encode(" Probe: text, 42 spaces  and\nlines ✓ a , b . c ! d ? e ' f n't g 'm h 's i 've j 're")
+                     + list(self.end_of_turn_ids) + list(self.stop_token_ids))
             return backend.decode(probe, skip_special_tokens=False) == tok.decode(probe, skip_special_tokens=False)
         except Exception:
             return False
