@@ -202,9 +202,15 @@ def test_decode_is_the_tokenizers_decode(tokenizer):
 def test_decode_falls_back_when_the_tokenizer_cleans_up_spaces(tokenizer):
     import copy
 
+    text = 'x , y . {"a" : 1 } don \'t'
+    ids = tokenizer.encode(text, add_special_tokens=False)
     tok = copy.deepcopy(tokenizer)
+    # set but skipped for a BPE tokenizer (transformers 5.12.1's GGUF conversion leaves it so): the fast decode
     tok.clean_up_tokenization_spaces = True
-    assert not ChatRenderer(tok)._fast_decode
+    assert tok.decode(ids) == text and ChatRenderer(tok)._fast_decode
+    # a tokenizer that does clean up spaces keeps transformers' decode (the probe text tells)
+    tok.clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output = True
+    assert tok.decode(ids) != text and not ChatRenderer(tok)._fast_decode
 
 
 def test_prompt_and_full_ids_encoded_piecewise_are_the_whole_encodings(tokenizer):
