@@ -276,7 +276,6 @@ class TrainWorker:
             log.warning("engine shutdown failed: %s", e)
         self.engine = None
         if self.world_size > 1:
-            import torch.distributed as dist
+            from agent_rl.training.dist import close_distributed
 
-            if dist.is_initialized():
-                dist.destroy_process_group()
+            close_distributed()

@@ -31,6 +31,13 @@ def init_distributed(backend: Optional[str] = None, timeout_s: float = 1800.0) -
     return rank, world
 
 
+def close_distributed() -> None:
+    """Leave the process group (a no-op without one). A process that exits while still in it can die in gloo's
+    threads at exit ("terminate called without an active exception")."""
+    if is_dist():
+        dist.destroy_process_group()
+
+
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
 

@@ -53,4 +53,9 @@ def main(model_path, out_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    from agent_rl.training.dist import close_distributed
+
+    try:
+        main(sys.argv[1], sys.argv[2])
+    finally:
+        close_distributed()
