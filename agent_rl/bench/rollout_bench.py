@@ -130,7 +130,8 @@ class RolloutBench:
         stacks0 = engine_stacks.snapshot(self.s.engine_stacks_dir) if self.s.engine_stacks_dir else None
         try:
             res = await bench_engine(self.engine.inner, prompts, engine_sizes_for(plans), temperature=self.s.temperature,
-                                     progress=bar, request_prefix=f"ceiling-{uuid.uuid4().hex[:8]}")
+                                     progress=bar, request_prefix=f"ceiling-{uuid.uuid4().hex[:8]}",
+                                     flush=self.s.flush_cache)
         finally:
             bar.close()
         if self.s.engine_stacks_dir:   # the scheduler on the same requests in one turn each (outside the timing)

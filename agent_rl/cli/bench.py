@@ -293,7 +293,8 @@ async def _raw_engine(engine, tok, num, length, new_tokens, args):
     prompts = synthetic_prompts(num, length, vocab, seed=args.seed, avoid=tok.all_special_ids)
     bar = tqdm(total=num, desc="raw engine", unit="req", disable=args.no_progress, leave=False)
     try:
-        return await bench_engine(engine, prompts, new_tokens, temperature=args.temperature, progress=bar)
+        return await bench_engine(engine, prompts, new_tokens, temperature=args.temperature, progress=bar,
+                                  flush=not getattr(args, "no_flush_cache", False))
     finally:
         bar.close()
 

@@ -112,12 +112,33 @@ async def test_raw_engine_warms_up_at_the_measured_shape():
     prompts = [[1, 2, 3], [4, 5, 6, 7]]
     res = await bench_engine(eng, prompts, 9)
     warm, measured = eng.calls[:2], eng.calls[2:]
-    # one warm-up request per measured one, same lengths, reversed ids (no prefix-cache hit), 2 new tokens
+    # an engine without a prefix cache to flush: one warm-up request per measured one, reversed ids, 2 new tokens
     assert [c[0] for c in warm] == [[3, 2, 1], [7, 6, 5, 4]] and {c[1] for c in warm} == {2}
     assert [c[0] for c in measured] == prompts and {c[1] for c in measured} == {9}
-    assert res["output_tokens"] == 18 and res["requests"] == 2
+    assert res["output_tokens"] == 18 and res["requests"] == 2 and "warmup_cache_flushed" not in res
     await bench_engine(eng, prompts, 9, warmup=False)
     assert len(eng.calls) == 6
+
+
+async def test_raw_engine_warms_up_on_the_measured_prompts_then_flushes_their_cache():
+    # prompts sharing a prefix run other kernels (triton's JIT compiled them inside a fresh engine's measured run on the
+    # GPU): the warm-up sends the measured prompts themselves, then the prefix cache is flushed before the timer
+    class _Cached(_Recorder):
+        def __init__(self, ok=True):
+            super().__init__()
+            self.ok = ok
+
+        async def flush_cache(self):
+            self.calls.append("flush")
+            return self.ok
+
+    prompts = [[1, 2, 3], [1, 2, 4]]
+    eng = _Cached()
+    res = await bench_engine(eng, prompts, 5)
+    assert [c if c == "flush" else (c[0], c[1]) for c in eng.calls] == [
+        ([1, 2, 3], 2), ([1, 2, 4], 2), "flush", ([1, 2, 3], 5), ([1, 2, 4], 5)]
+    assert res["warmup_cache_flushed"] is True
+    assert (await bench_engine(_Cached(ok=False), prompts, 5))["warmup_cache_flushed"] is False   # said, not hidden
 
 
 async def test_the_raw_run_is_measured_with_the_heap_frozen_like_a_rollout_step():
