@@ -41,6 +41,11 @@ def workload_from_config(cfg: Dict[str, Any]) -> Workload:
     return Workload(**w)
 
 
+def observation_text(words: int) -> str:
+    """What the bench tool answers: `words` words."""
+    return " ".join(["data"] * words)
+
+
 class BenchTool(BaseTool):
     """config: {"workload": Workload.to_json(), "observation_words": 8} (+ runtime options: no concurrency
     cap and a long timeout, so the runtime never changes the planned latencies)."""
@@ -69,5 +74,5 @@ class BenchTool(BaseTool):
             await asyncio.sleep(latency)
         if fails:
             raise InjectedToolFailure(f"injected failure (call {arguments['call']})")
-        text = " ".join(["data"] * self.observation_words)
+        text = observation_text(self.observation_words)
         return ToolResponse(text=text), 0.0, {"planned_latency_s": latency}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from agent_rl.bench.async_modes import AsyncSteps
-from agent_rl.bench.bench_tool import TOOL_NAME, TOOL_SCHEMA, BenchTool
+from agent_rl.bench.bench_tool import TOOL_NAME, TOOL_SCHEMA, BenchTool, observation_text
 from agent_rl.bench.engine_bench import bench_engine, bench_engine_turns, engine_sizes_for
 from agent_rl.bench.engine_profile import profiled
 from agent_rl.bench.hooks import bench_row
@@ -86,12 +86,16 @@ class RolloutBench:
             self._prompt_ids[group] = self.renderer.prompt_ids(bench_row(group)["prompt"])
         return self._prompt_ids[group]
 
+    def observation_ids(self) -> List[int]:
+        """The ids a bench tool call appends after a turn that stopped on length (every bench turn does)."""
+        return self.renderer.observation_ids([{"role": "tool", "name": TOOL_NAME,
+                                               "content": observation_text(self.s.observation_words)}],
+                                             assistant_ended=False)
+
     def check_context(self) -> int:
         """Longest possible trajectory (prompt + sampled + observations) must fit the engine's context."""
         w = self.workload
-        obs = self.renderer.observation_ids([{"role": "tool", "name": TOOL_NAME,
-                                              "content": " ".join(["data"] * self.s.observation_words)}],
-                                            assistant_ended=False)
+        obs = self.observation_ids()
         groups = w.num_prompts * (self.s.steps + 2) * 2
         need = len(self.prompt_ids(groups)) + w.max_turns() * w.max_tokens_per_turn() + (w.max_turns() - 1) * len(obs)
         if need > self.rollout_cfg.max_model_len:
@@ -149,9 +153,7 @@ class RolloutBench:
         the engine itself. A mode's tokens/s over it is what the rollout adds (its loop, its tools, its waits)."""
         await self.fresh_cache()
         sessions0 = session_counts(self.engine.inner)
-        obs = self.renderer.observation_ids([{"role": "tool", "name": TOOL_NAME,
-                                              "content": " ".join(["data"] * self.s.observation_words)}],
-                                            assistant_ended=False)
+        obs = self.observation_ids()
         res = await bench_engine_turns(self.engine.inner, prompts, [p.gen_tokens for p in plans], obs,
                                        temperature=self.s.temperature, groups=[p.group for p in plans],
                                        request_prefix=f"turns-{uuid.uuid4().hex[:8]}")

@@ -98,10 +98,10 @@ def fetch_gguf(gguf: Optional[str] = None) -> str:
 
 def _install_template(tokenizer) -> None:
     """Our chat template, a pad token distinct from eos (<|endoftext|> when the vocabulary has it: padding with eos
-    makes collators / generate mask real end-of-turn tokens), and `decode` without space clean-up, as SmolLM2's own
-    tokenizer_config has it: transformers 5.12.1's GGUF conversion (the GPU host's) turns it on, and then `decode`
-    drops the space before punctuation the model sampled (" ," -> ",") and cannot use the fast tokenizer's own decode
-    (`ChatRenderer.decode`: ~45 us more a turn on the GPU host, 2026-12-06)."""
+    makes collators / generate mask real end-of-turn tokens), and `clean_up_tokenization_spaces` off, as SmolLM2's own
+    tokenizer_config has it: transformers 5.12.1's GGUF conversion (the GPU host's) turns it on; transformers 5 skips
+    that clean-up for BPE tokenizers, but a version or consumer that applies it drops spaces the model sampled
+    (" ," -> ",")."""
     tokenizer.chat_template = chat_template()
     tokenizer.clean_up_tokenization_spaces = False
     vocab = tokenizer.get_vocab()
