@@ -2,8 +2,11 @@
 request by one token and costs `fixed_s + per_row_s * rows`. A step that admits new requests first runs one
 prefill pass for all of them, costing `prefill_s + prefill_row_s * admitted` (0 = prefill is free); with
 `delay_passes` > 0 a prefill waits, at most that many decode steps, until the queue holds `queue_min_ratio` of the
-running rows (sglang's prefill delayer, on by default in our engine). Requests beyond `max_running` wait in a
-queue served by priority (lower first), then arrival: sglang's behaviour with priority scheduling.
+running rows (sglang's prefill delayer, on by default in our engine); with `slot_delay` it also waits while fewer
+rows are free than the most it admitted in one pass lately (that maximum decays by 0.2% a pass): the delayer's slot
+condition, which counts free rows against `max_running` only with the `delayer_cap` scheduler patch where KV sessions
+split the request pool from the running cap (engines/sglang_patches/delayer_cap.py). Requests beyond `max_running`
+wait in a queue served by priority (lower first), then arrival: sglang's behaviour with priority scheduling.
 
 Calibration (docs/benchmarks.md): SmolLM2-135M on an H200 with sglang 0.5.17 decodes 256 rows in ~4.3 ms and
 1024 rows in ~13.4 ms per step, i.e. fixed 1.3 ms + 11.8 us per row. `agent-rl bench ... --engine sim` uses it.
@@ -44,11 +47,14 @@ class SimEngine(Engine):
 
     def __init__(self, fixed_s: float = 0.0013, per_row_s: float = 11.8e-6, max_running: Optional[int] = None,
                  token: int = 42, prefill_s: float = 0.0, delay_passes: int = 0, queue_min_ratio: float = 0.25,
-                 prefill_row_s: float = 0.0, gpu: Optional[asyncio.Lock] = None, gpu_share: float = 1.0):
+                 prefill_row_s: float = 0.0, gpu: Optional[asyncio.Lock] = None, gpu_share: float = 1.0,
+                 slot_delay: bool = False):
         self.fixed_s, self.per_row_s, self.prefill_s, self.prefill_row_s = fixed_s, per_row_s, prefill_s, prefill_row_s
         self.gpu, self.gpu_share = gpu, float(gpu_share)
         self.delay_passes, self.queue_min_ratio = int(delay_passes), float(queue_min_ratio)
         self._delayed = 0
+        self.slot_delay = bool(slot_delay)
+        self._max_prefill_bs = 0.0   # sglang's high-watermark of one prefill's admissions, decayed every pass
         self.max_running = max_running
         self.token = token
         self._running: Dict[str, _Req] = {}
@@ -73,17 +79,20 @@ class SimEngine(Engine):
 
     def _admit(self) -> int:
         """Move queued requests into free rows (priority, then arrival); returns how many."""
+        self._max_prefill_bs *= 0.998
         room = (self.max_running or len(self._queue) + len(self._running)) - len(self._running)
         if room <= 0 or not self._queue:
             return 0
-        if self._running and self._delayed < self.delay_passes \
-                and len(self._queue) < self.queue_min_ratio * len(self._running):
+        waits = len(self._queue) < self.queue_min_ratio * len(self._running) \
+            or (self.slot_delay and self.max_running is not None and room < self._max_prefill_bs)
+        if self._running and self._delayed < self.delay_passes and waits:
             self._delayed += 1
             return 0
         self._delayed = 0
         admitted = sorted(self._queue, key=lambda r: (self._queue[r].prio, self._queue[r].seq))[:room]
         for rid in admitted:
             self._running[rid] = self._queue.pop(rid)
+        self._max_prefill_bs = max(self._max_prefill_bs, len(admitted))
         return len(admitted)
 
     async def _run(self) -> None:

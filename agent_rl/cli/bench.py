@@ -41,13 +41,16 @@ def _build_engine(args, rollout_cfg, model_path):
         delayer = {**PREFILL_DELAYER, **rollout_cfg.engine_kwargs}
         on = bool(delayer.get("enable_prefill_delayer"))
         gpu = asyncio.Lock() if args.engine_replicas > 1 else None   # the replicas' one GPU
+        from agent_rl.engines.sglang_patches import selected
+
+        slot_delay = "delayer_cap" in selected(rollout_cfg.scheduler_patches)   # the delayer sees the running cap
 
         def sim() -> SimEngine:
             return SimEngine(fixed_ms / 1e3, per_row_us / 1e6, max_running=args.sim_max_running,
                              prefill_s=prefill_ms / 1e3, prefill_row_s=prefill_row_ms / 1e3,
                              delay_passes=int(delayer["prefill_delayer_max_delay_passes"]) if on else 0,
                              queue_min_ratio=float(delayer["prefill_delayer_queue_min_ratio"]),
-                             gpu=gpu, gpu_share=args.sim_gpu_share)
+                             gpu=gpu, gpu_share=args.sim_gpu_share, slot_delay=slot_delay)
         if gpu is None:
             return sim()
         from agent_rl.engines.replicas import ReplicaEngine

@@ -1,6 +1,7 @@
 import asyncio
 import json
 
+import pytest
 
 from agent_rl.bench.sim_engine import SimEngine
 from agent_rl.cli.main import main as cli_main
@@ -55,6 +56,19 @@ async def test_the_prefill_delayer_holds_a_lone_arrival_for_at_most_its_passes()
     assert len(late.output_ids) == 1 and eng.prefills == 2
     assert eng.steps - steps_before >= 4                  # waited 3 decode passes, then its own step
     await asyncio.gather(*first)
+
+
+@pytest.mark.parametrize("slot_delay", [False, True])
+async def test_a_full_engine_admits_freed_rows_together_with_the_slot_condition(slot_delay):
+    # 2 rows, 6 requests of different lengths: the queue always holds more than a quarter of the running rows, so only
+    # the slot condition (as sglang's delayer has it where it sees the running cap: the delayer_cap patch) delays
+    eng = SimEngine(fixed_s=0.0005, per_row_s=0.0, max_running=2, delay_passes=4, queue_min_ratio=0.25,
+                    slot_delay=slot_delay)
+    outs = await asyncio.gather(*(eng.generate([1], SamplingParams(max_new_tokens=3 + 2 * i), f"r{i}")
+                                  for i in range(6)))
+    assert [len(o.output_ids) for o in outs] == [3 + 2 * i for i in range(6)]
+    # unpatched every freed row is admitted in a prefill of its own; with the slot condition rows wait to go together
+    assert eng.prefills == (3 if slot_delay else 5)
 
 
 async def test_abort_running_and_queued():

@@ -146,12 +146,15 @@ def test_without_sglang_nothing_is_available(monkeypatch):
 
 
 def test_the_patches_asked_for_are_all_none_or_those_named():
-    assert sglang_patches.selected(True) == ("delayer_gather", "decode_rows")
+    # true: the default set, the patches measured on the GPU (delayer_cap is named to be applied)
+    assert sglang_patches.selected(True) == sglang_patches.DEFAULT == ("delayer_gather", "decode_rows")
     assert sglang_patches.selected(False) == sglang_patches.selected(None) == sglang_patches.selected([]) == ()
     # the registry's order, whatever order they are named in; a string is comma-separated
     assert sglang_patches.selected(["decode_rows", "delayer_gather"]) == ("delayer_gather", "decode_rows")
     assert sglang_patches.selected("decode_rows") == ("decode_rows",)
-    with pytest.raises(ValueError, match="unknown scheduler patch 'decode_row' .known: delayer_gather, decode_rows"):
+    assert sglang_patches.selected("delayer_cap,delayer_gather") == ("delayer_gather", "delayer_cap")
+    with pytest.raises(ValueError, match="unknown scheduler patch 'decode_row' .known: delayer_gather, decode_rows, "
+                                         "delayer_cap"):
         sglang_patches.selected(["decode_row"])
 
 
@@ -216,3 +219,68 @@ def test_decode_rows_leaves_an_sglang_of_other_sources_alone_and_patches_the_che
 def test_source_digest_is_empty_where_a_source_cannot_be_read():
     assert sglang_patches.source_digest(len) == ""
     assert len(sglang_patches.source_digest(sglang_patches.selected)) == 16
+
+
+def _negotiating_delayer_module(signature_ok=True):
+    mod = types.ModuleType("sglang.srt.managers.prefill_delayer")
+
+    class PrefillDelayer:
+        dp_size = 1
+        seen = []
+
+        if signature_ok:
+            def _negotiate_should_allow_prefill(self, local_prefillable, token_usage, running_batch=0,
+                                                max_prefill_bs=0, max_running_requests=0, waiting_queue_len=0):
+                PrefillDelayer.seen.append(max_running_requests)
+                return (local_prefillable, token_usage, running_batch, max_prefill_bs, waiting_queue_len)
+        else:
+            def _negotiate_should_allow_prefill(self, local_prefillable, running_batch=0):
+                return "negotiated"
+
+    mod.PrefillDelayer = PrefillDelayer
+    return mod
+
+
+def _parallel_module(pp_size=1, cap=1024, published=True):
+    mod = types.ModuleType("sglang.srt.runtime_context")
+
+    class Parallel:
+        def __getattr__(self, name):
+            if name == "pp_size":
+                return pp_size
+            if name == "pp_max_micro_batch_size" and published:
+                return cap
+            raise AttributeError(name)
+    mod.get_parallel = lambda: Parallel()
+    return mod
+
+
+@pytest.mark.parametrize("pp_size,cap,dp_size,published,expected", [
+    (1, 1024, 1, True, 1024),     # our KV-session split: free rows counted against the running cap
+    (1, 4096, 1, True, 2560),     # a cap above the pool: sglang's own number stays
+    (2, 1024, 1, True, 2560),     # pipeline stages: the cap is per micro-batch, left alone
+    (1, 1024, 2, True, 2560),     # several data-parallel ranks: left alone
+    (1, 1024, 1, False, 2560),    # no published config (a scheduler not started yet): left alone
+])
+def test_delayer_cap_counts_free_rows_against_the_running_cap(monkeypatch, pp_size, cap, dp_size, published, expected):
+    mod = _negotiating_delayer_module()
+    _modules(monkeypatch, **{"sglang.srt.managers.prefill_delayer": mod,
+                             "sglang.srt.runtime_context": _parallel_module(pp_size, cap, published)})
+    assert sglang_patches.apply(["delayer_cap"]) == ["delayer_cap"] == sglang_patches.apply(["delayer_cap"])
+    d = mod.PrefillDelayer()
+    d.dp_size = dp_size
+    # keyword arguments, as sglang's single-pass executor passes them; everything else reaches sglang's unchanged
+    out = d._negotiate_should_allow_prefill(local_prefillable=True, token_usage=0.5, running_batch=1000,
+                                            max_prefill_bs=300, max_running_requests=2560, waiting_queue_len=400)
+    assert out == (True, 0.5, 1000, 300, 400) and mod.PrefillDelayer.seen == [expected]
+    assert mod.PrefillDelayer._negotiate_should_allow_prefill.__wrapped__ is not None   # applied once, not stacked
+    assert not getattr(mod.PrefillDelayer._negotiate_should_allow_prefill.__wrapped__, "_agent_rl", False)
+
+
+def test_delayer_cap_leaves_a_negotiation_of_another_shape_alone(monkeypatch):
+    mod = _negotiating_delayer_module(signature_ok=False)
+    _modules(monkeypatch, **{"sglang.srt.managers.prefill_delayer": mod,
+                             "sglang.srt.runtime_context": _parallel_module()})
+    original = mod.PrefillDelayer._negotiate_should_allow_prefill
+    assert sglang_patches.apply(["delayer_cap"]) == []
+    assert mod.PrefillDelayer._negotiate_should_allow_prefill is original

@@ -126,6 +126,19 @@ def test_scheduler_patches_decide_as_sglang_does_without_the_gather(run_script, 
     assert "agent-rl: sglang scheduler patched: nothing" not in log
 
 
+def test_delayer_cap_gathers_a_full_engines_prefills(run_script, tiny_model_path):
+    r = run_script(["delayer_cap_checks.py", tiny_model_path])
+    default, cap = r["default"], r["cap"]
+    assert default["applied"] == ["delayer_gather", "decode_rows"]
+    assert cap["applied"] == ["delayer_gather", "decode_rows", "delayer_cap"]
+    assert default["all_done"] and cap["all_done"] and default["admitted"] == cap["admitted"] == 32
+    # sglang's delayer counts free rows against the request pool (40) unpatched, against the running cap (8) patched
+    assert default["caps_seen"] == [40] and cap["caps_seen"] == [8] and cap["max_running_seen"] <= 8
+    # so with 24 requests waiting it delays where unpatched it admits a row or two a pass
+    assert default["delays_with_queue"] == 0 and cap["delays_with_queue"] > 0
+    assert cap["prefill_passes"] < default["prefill_passes"], r
+
+
 def test_decode_rows_leaves_every_decode_pass_as_sglang_files_it(run_script, tiny_model_path):
     r = run_script(["decode_rows_checks.py", tiny_model_path])
     assert r["applied"] == [[], ["decode_rows"]]   # sglang 0.5.17's sources: the patch applies

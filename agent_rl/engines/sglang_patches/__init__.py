@@ -5,7 +5,9 @@ on CPU all the time while the GPU idles half of it (stack samples inside the pro
 twenty-fourth session). Some of that work is waste; each patch, a module here, removes some in that process:
 
 * `delayer_gather` (`delayer.py`): the prefill delayer's per-pass all-gather over a group of one rank;
-* `decode_rows` (`decode_rows.py`): the per-row calls after each decode pass that change nothing.
+* `decode_rows` (`decode_rows.py`): the per-row calls after each decode pass that change nothing;
+* `delayer_cap` (`delayer_cap.py`, not in the default set until a GPU run measures it): the prefill delayer counts free
+  rows against the running cap, not the larger request pool KV sessions need.
 
 Each patch checks that the installed sglang has what it replaces as it was written for (signatures, hashes of
 sources) and leaves sglang as it is otherwise (the start line on stderr says what was applied). They reach the
@@ -22,19 +24,21 @@ import sys
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 # name -> the module whose `patch()` applies it (in this order)
-PATCHES = {"delayer_gather": "delayer", "decode_rows": "decode_rows"}
+PATCHES = {"delayer_gather": "delayer", "decode_rows": "decode_rows", "delayer_cap": "delayer_cap"}
+# what `rollout.scheduler_patches: true` applies: the patches measured to win on the GPU
+DEFAULT = ("delayer_gather", "decode_rows")
 
 UNAVAILABLE = ("rollout.scheduler_patches: the installed sglang has no hook to start its scheduler through "
                "(run_scheduler_process_func); its scheduler runs as shipped")
 
 
 def selected(value: Union[bool, str, Sequence[str], None]) -> Tuple[str, ...]:
-    """The patch names `rollout.scheduler_patches` asks for: true = all, false / null = none, a list (or a
-    comma-separated string) = those; ValueError naming an unknown one."""
+    """The patch names `rollout.scheduler_patches` asks for: true = the default set (`DEFAULT`), false / null = none, a
+    list (or a comma-separated string) = those; ValueError naming an unknown one."""
     if value is None or value is False:
         return ()
     if value is True:
-        return tuple(PATCHES)
+        return DEFAULT
     names = [n.strip() for n in value.split(",")] if isinstance(value, str) else [str(n).strip() for n in value]
     unknown = [n for n in names if n not in PATCHES]
     if unknown:
@@ -67,7 +71,7 @@ def run_scheduler_process(names: Sequence[str], *args: Any, **kwargs: Any) -> An
     return run(*args, **kwargs)
 
 
-def engine_class(names: Sequence[str] = tuple(PATCHES), runner: Optional[Callable[..., Any]] = None) -> Optional[type]:
+def engine_class(names: Sequence[str] = DEFAULT, runner: Optional[Callable[..., Any]] = None) -> Optional[type]:
     """sglang's Engine class starting its schedulers through `run_scheduler_process` with these patches (or through
     `runner`, a picklable function of sglang's scheduler arguments, e.g. a check's recording one); None where the
     installed sglang has no such hook (the engine then starts as sglang's own)."""
@@ -101,7 +105,7 @@ def available() -> bool:
         return False
 
 
-def server_launcher(names: Sequence[str] = tuple(PATCHES)) -> Optional[Callable[..., Any]]:
+def server_launcher(names: Sequence[str] = DEFAULT) -> Optional[Callable[..., Any]]:
     """sglang's `launch_server(server_args)` of the HTTP server, starting its schedulers through
     `run_scheduler_process` with these patches; None where the installed sglang has no such hook."""
     import inspect
@@ -115,7 +119,7 @@ def server_launcher(names: Sequence[str] = tuple(PATCHES)) -> Optional[Callable[
     return functools.partial(launch_server, run_scheduler_process_func=_runner(names))
 
 
-def apply(names: Sequence[str] = tuple(PATCHES)) -> List[str]:
-    """Apply the named patches the installed sglang fits (all by default); the names of those applied."""
+def apply(names: Sequence[str] = DEFAULT) -> List[str]:
+    """Apply the named patches the installed sglang fits (the default set unless named); the names of those applied."""
     return [name for name in selected(list(names))
             if importlib.import_module(f"{__name__}.{PATCHES[name]}").patch()]
