@@ -21,7 +21,7 @@ import tempfile
 import time
 
 import decode_rows_checks   # this module, importable in sglang's spawned scheduler (the script's folder is on its path)
-from engine_checks import CPU_KWARGS
+from engine_checks import CPU_KWARGS, run_engine_recorded
 
 # requests per wave: a probe, two waves (the second continues sessions of the first), and one request whose arrival
 # marks the end of the second (the engine's counters are recorded when a wave arrives at an idle scheduler)
@@ -233,16 +233,8 @@ def run(model, names):
     cls = engine_class(runner=functools.partial(decode_rows_checks.run_recorded, tuple(names), out_path, WAVES))
     kwargs = server_args_kwargs(model, 0.4, 512, 1, "float32", False,
                                 dict(CPU_KWARGS, enable_streaming_session=True), 64)
-    engine = cls(**kwargs)
-    try:
-        loop = asyncio.new_event_loop()
-        results, stops = loop.run_until_complete(workload(engine, engine.tokenizer_manager))
-        time.sleep(0.5)
-    finally:
-        engine.shutdown()
-    with open(out_path) as f:
-        lines = [json.loads(line) for line in f]
-    os.unlink(out_path)
+    (results, stops), lines = run_engine_recorded(
+        cls, kwargs, lambda engine: workload(engine, engine.tokenizer_manager), out_path)
     return results, stops, lines
 
 

@@ -11,10 +11,9 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 import delayer_cap_checks   # this module, importable in sglang's spawned scheduler (the script's folder is on its path)
-from engine_checks import CPU_KWARGS
+from engine_checks import CPU_KWARGS, run_engine_recorded
 
 POOL, CAP, REQUESTS = 40, 8, 32
 
@@ -73,15 +72,7 @@ def run(model, names):
     kwargs = server_args_kwargs(model, 0.4, 512, 1, "float32", False,
                                 dict(CPU_KWARGS, enable_streaming_session=True, max_running_requests=POOL,
                                      pp_max_micro_batch_size=CAP), REQUESTS)
-    engine = cls(**kwargs)
-    try:
-        done = asyncio.new_event_loop().run_until_complete(workload(engine))
-        time.sleep(0.5)
-    finally:
-        engine.shutdown()
-    with open(out_path) as f:
-        lines = [json.loads(line) for line in f]
-    os.unlink(out_path)
+    done, lines = run_engine_recorded(cls, kwargs, workload, out_path)
     negotiations = [ln["negotiate"] for ln in lines if "negotiate" in ln]
     prefills = [ln["prefill"] for ln in lines if "prefill" in ln]
     return {"applied": lines[0]["applied"], "all_done": all(done) and len(done) == REQUESTS,

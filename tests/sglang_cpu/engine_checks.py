@@ -10,6 +10,24 @@ CPU_KWARGS = {"device": "cpu", "attention_backend": "torch_native", "disable_cud
               "dtype": "float32"}
 
 
+def run_engine_recorded(cls, kwargs, drive, out_path):
+    """Start the engine class `cls` (sglang's with a recording scheduler runner writing JSON lines to `out_path`),
+    run `drive(engine)` (a coroutine function) on a fresh event loop, shut the engine down; (its result, the lines)."""
+    import os
+    import time
+
+    engine = cls(**kwargs)
+    try:
+        result = asyncio.new_event_loop().run_until_complete(drive(engine))
+        time.sleep(0.5)   # the scheduler's last records
+    finally:
+        engine.shutdown()
+    with open(out_path) as f:
+        lines = [json.loads(line) for line in f]
+    os.unlink(out_path)
+    return result, lines
+
+
 def ref_logprobs(hf, prompt, out, temperature=1.0):
     import torch
 

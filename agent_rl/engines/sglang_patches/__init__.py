@@ -59,6 +59,31 @@ def source_digest(*functions: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def delayer_method(name: str, params: Sequence[str]) -> Union[bool, Tuple[type, Callable[..., Any]]]:
+    """sglang's `PrefillDelayer` and its method `name`, where that has these parameters and is not patched yet:
+    (class, method); True where our patch is already in place; False where sglang has no such method."""
+    import inspect
+
+    try:
+        from sglang.srt.managers.prefill_delayer import PrefillDelayer
+    except ImportError:
+        return False
+    original = getattr(PrefillDelayer, name, None)
+    if original is None or getattr(original, "_agent_rl", False):
+        return original is not None
+    if list(inspect.signature(original).parameters) != list(params):
+        return False
+    return PrefillDelayer, original
+
+
+def install(cls: type, name: str, patched: Callable[..., Any], original: Callable[..., Any]) -> bool:
+    """Put `patched` in place of `cls.name` (`original`), marked as ours; True."""
+    patched._agent_rl = True
+    patched.__wrapped__ = original
+    setattr(cls, name, patched)
+    return True
+
+
 def run_scheduler_process(names: Sequence[str], *args: Any, **kwargs: Any) -> Any:
     """sglang's `run_scheduler_process`, after `apply(names)` (in the scheduler process sglang spawned; bound to the
     names with functools.partial)."""

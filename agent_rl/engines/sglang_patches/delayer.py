@@ -21,20 +21,13 @@ _GATHER_PARAMS = ["self", "local_prefillable", "local_token_watermark_force_allo
 
 def patch() -> bool:
     """Patch `PrefillDelayer._gather_info`; False where the installed sglang has no such function of this signature."""
-    import inspect
+    from agent_rl.engines.sglang_patches import delayer_method, install, source_digest
 
-    try:
-        from sglang.srt.managers.prefill_delayer import PrefillDelayer
-    except ImportError:
-        return False
-    original = getattr(PrefillDelayer, "_gather_info", None)
-    if original is None or getattr(original, "_agent_rl", False):
-        return original is not None
-    if list(inspect.signature(original).parameters) != _GATHER_PARAMS:
-        return False
+    found = delayer_method("_gather_info", _GATHER_PARAMS)
+    if not isinstance(found, tuple):
+        return found
+    PrefillDelayer, original = found
     import torch
-
-    from agent_rl.engines.sglang_patches import source_digest
 
     light = source_digest(getattr(PrefillDelayer, "_negotiate_should_allow_prefill_pure", None)) == NEGOTIATE_SHA256
 
@@ -55,10 +48,7 @@ def patch() -> bool:
         buffer.view(-1).copy_(torch.tensor(values, dtype=torch.int64))
         return buffer[:, 0, :]
 
-    _gather_info._agent_rl = True
-    _gather_info.__wrapped__ = original
-    PrefillDelayer._gather_info = _gather_info
-    return True
+    return install(PrefillDelayer, "_gather_info", _gather_info, original)
 
 
 class _Value:

@@ -35,17 +35,12 @@ def running_cap() -> int:
 def patch() -> bool:
     """Patch `PrefillDelayer._negotiate_should_allow_prefill`; False where the installed sglang has no such function of
     this signature."""
-    import inspect
+    from agent_rl.engines.sglang_patches import delayer_method, install
 
-    try:
-        from sglang.srt.managers.prefill_delayer import PrefillDelayer
-    except ImportError:
-        return False
-    original = getattr(PrefillDelayer, "_negotiate_should_allow_prefill", None)
-    if original is None or getattr(original, "_agent_rl", False):
-        return original is not None
-    if list(inspect.signature(original).parameters) != _NEGOTIATE_PARAMS:
-        return False
+    found = delayer_method("_negotiate_should_allow_prefill", _NEGOTIATE_PARAMS)
+    if not isinstance(found, tuple):
+        return found
+    PrefillDelayer, original = found
 
     def _negotiate_should_allow_prefill(self, local_prefillable, token_usage, running_batch=0, max_prefill_bs=0,
                                         max_running_requests=0, waiting_queue_len=0):
@@ -56,7 +51,4 @@ def patch() -> bool:
         return original(self, local_prefillable, token_usage, running_batch, max_prefill_bs, max_running_requests,
                         waiting_queue_len)
 
-    _negotiate_should_allow_prefill._agent_rl = True
-    _negotiate_should_allow_prefill.__wrapped__ = original
-    PrefillDelayer._negotiate_should_allow_prefill = _negotiate_should_allow_prefill
-    return True
+    return install(PrefillDelayer, "_negotiate_should_allow_prefill", _negotiate_should_allow_prefill, original)
