@@ -19,6 +19,7 @@ from agent_rl.bench.instrument import InstrumentedEngine
 from agent_rl.bench.modes import ModeSpec
 from agent_rl.bench.output_tap import OutputTap
 from agent_rl.bench.results import StepStat, summarize_mode
+from agent_rl.bench.sim_engine import SimEngine
 from agent_rl.bench.rounds import HEAVY_KEYS, merge_ceilings, merge_modes, round_order
 from agent_rl.bench.proc_sampler import ProcSampler
 from agent_rl.bench import engine_stacks
@@ -208,6 +209,7 @@ class RolloutBench:
         outputs0 = tap.counts() if tap is not None else None
         routed0 = list(getattr(self.engine.inner, "routed", None) or [])   # engines/replicas.py: requests per replica
         sessions0 = session_counts(self.engine.inner)
+        sim0 = SimEngine.passes(self.engine.inner)
         bar = self._bar(spec.name, w.num_prompts * w.n * self.s.steps)
         stacks0 = engine_stacks.snapshot(self.s.engine_stacks_dir) if self.s.engine_stacks_dir else None
         trace = self.engine.reset()
@@ -245,6 +247,9 @@ class RolloutBench:
         out["gc_s"] = gc_stats["total_s"]
         if tap is not None:   # in-process sglang: the scheduler's output messages its tokenizer manager handled
             out.update(OutputTap.figures(outputs0, tap.counts()))
+        if sim0 is not None:   # the simulated engine's passes in this mode (compare with sglang-log's counts)
+            sim1 = SimEngine.passes(self.engine.inner)
+            out.update({f"sim_{k}": sim1[k] - sim0[k] for k in sim0})
         if routed0:
             out["replica_requests"] = [b - a for a, b in zip(routed0, self.engine.inner.routed)]
         met = self.sessions_met(sessions0)   # engines/kv_sessions.py: how this mode's turns met their sessions

@@ -23,7 +23,7 @@ _MAX_KEYS = ("inflight_peak", "policy_lag_max")
 _SUM_KEYS = ("wall_s", "engine_busy_s", "engine_idle_s", "gen_tokens", "kept_tokens", "trajectories_kept", "launched",
              "aborted", "carried", "loop_cpu_s", "gc_s", "engine_requests", "engine_output_tokens", "engine_aborted_requests",
              "engine_output_messages", "engine_outputs", "stock_drawn_tokens",
-             "stock_end_tokens")
+             "stock_end_tokens", "sim_decode_passes", "sim_prefill_passes")
 # per-trajectory latency percentiles: the median of the rounds' own percentiles
 _MEDIAN_KEYS = ("latency_p50_s", "latency_p90_s", "latency_p99_s", "ratio_to_ceiling", "ratio_to_turns_ceiling")
 # what each round keeps in `rounds` (the spread a reader needs to judge a difference), and its `step_wall_s_charged`

@@ -121,6 +121,17 @@ class SimEngine(Engine):
         async with self.gpu:
             await asyncio.sleep(cost_s * self.gpu_share)
 
+    @staticmethod
+    def passes(engine: Engine) -> Optional[Dict[str, int]]:
+        """The decode steps and prefill passes so far of the simulated engines in `engine` (replicas summed); None where
+        it holds none."""
+        from agent_rl.engines.replicas import replicas_of
+
+        sims = [r for r in replicas_of(engine) if isinstance(r, SimEngine)]
+        if not sims:
+            return None
+        return {"decode_passes": sum(r.steps for r in sims), "prefill_passes": sum(r.prefills for r in sims)}
+
     async def abort(self, request_id: str) -> None:
         req = self._running.pop(request_id, None) or self._queue.pop(request_id, None)
         if req is not None and not req.done.done():

@@ -94,6 +94,8 @@ def test_bench_rollout_on_the_sim_engine(tmp_path, tiny_model_path, capsys):
     assert cli_main(["bench", "rollout", "--engine", "sim", "--sim-cost", "0.2,1,0.5,0.1", "--sim-max-running", "4",
                      "--model", tiny_model_path, "--out", str(out), "--prompts", "4", "--n", "2", "--turns", "2",
                      "--tokens-per-turn", "4", "--modes", "async", "--steps", "1", "--no-progress"]) == 0
+    mode = json.load(open(out / "rollout_bench.json"))["modes"][0]   # the sim's own passes in the mode
+    assert mode["sim_prefill_passes"] >= 2 and mode["sim_decode_passes"] >= 8   # 2 turns of 4 tokens, 8 requests
     for bad in (["--sim-cost", "x"], ["--sim-cost", "1,2,3,4,5"], ["--sim-cost", "1,2,-3"], ["--sim-max-running", "0"]):
         assert cli_main(["bench", "rollout", "--engine", "sim", *bad, "--model", tiny_model_path,
                          "--out", str(out)]) == 2, bad
