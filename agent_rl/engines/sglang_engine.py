@@ -216,7 +216,8 @@ def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fiel
                    disable_priority_preemption=True, default_priority_value=0)
     if PREFILL_DELAYER.keys() <= fields and "enable_prefill_delayer" not in out \
             and not out.get("disable_overlap_schedule") and (out.get("dp_size") or 1) == 1:
-        out.update(PREFILL_DELAYER)
+        for key, value in PREFILL_DELAYER.items():   # a user's delayer setting (e.g. its passes) is kept
+            out.setdefault(key, value)
     if PREFILL_GRAPH_OFF.keys() <= fields and not PREFILL_GRAPH_OFF.keys() & out.keys():
         out.update(PREFILL_GRAPH_OFF)
     return out

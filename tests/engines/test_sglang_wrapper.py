@@ -130,6 +130,8 @@ def test_scheduling_kwargs_user_settings_win():
     assert "enable_prefill_delayer" not in scheduling_kwargs(64, {"disable_overlap_schedule": True}, FIELDS_0517)
     assert "enable_prefill_delayer" not in scheduling_kwargs(64, {"dp_size": 2}, FIELDS_0517)
     assert scheduling_kwargs(None, {"x": 1}, FIELDS_0517)["x"] == 1
+    passes = scheduling_kwargs(64, {"prefill_delayer_max_delay_passes": 20}, FIELDS_0517)   # the delayer on, its passes kept
+    assert passes["enable_prefill_delayer"] is True and passes["prefill_delayer_max_delay_passes"] == 20
     assert scheduling_kwargs(64, {"disable_prefill_cuda_graph": False}, FIELDS_0517)["disable_prefill_cuda_graph"] is False
 
 
