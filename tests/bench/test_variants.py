@@ -266,12 +266,12 @@ def test_scheduler_patches_flag_is_all_none_or_those_named_and_the_command_line_
 
     from agent_rl.cli.bench import _rollout_config
     from agent_rl.cli.bench_args import add_arguments, command_line
-    from agent_rl.engines.sglang_patches import selected
+    from agent_rl.engines.sglang_patches import DEFAULT, selected
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    for flags, want, shown in (([], ("delayer_gather", "decode_rows"), ["--scheduler-patches"]),
-                               (["--scheduler-patches"], ("delayer_gather", "decode_rows"), ["--scheduler-patches"]),
+    for flags, want, shown in (([], DEFAULT, ["--scheduler-patches"]),
+                               (["--scheduler-patches"], DEFAULT, ["--scheduler-patches"]),
                                (["--scheduler-patches", "decode_rows"], ("decode_rows",),
                                 ["--scheduler-patches", "decode_rows"]),
                                (["--no-scheduler-patches"], (), ["--no-scheduler-patches"])):

@@ -95,7 +95,7 @@ def test_the_engine_class_starts_schedulers_through_ours(monkeypatch):
     # sglang's spawn pickles the function it starts: by reference, importable in the child, with the names
     again = pickle.loads(pickle.dumps(run))
     assert again.func is sglang_patches.run_scheduler_process and again.args == (("decode_rows",),)
-    assert sglang_patches.engine_class().run_scheduler_process_func.args == (("delayer_gather", "decode_rows"),)
+    assert sglang_patches.engine_class().run_scheduler_process_func.args == (sglang_patches.DEFAULT,)
     own = functools.partial(print, "a check's runner")           # a check starts its schedulers through its own
     assert sglang_patches.engine_class(runner=own).run_scheduler_process_func is own
     del Engine.run_scheduler_process_func                       # an sglang without the hook: none
@@ -146,8 +146,8 @@ def test_without_sglang_nothing_is_available(monkeypatch):
 
 
 def test_the_patches_asked_for_are_all_none_or_those_named():
-    # true: the default set, the patches measured on the GPU (delayer_cap is named to be applied)
-    assert sglang_patches.selected(True) == sglang_patches.DEFAULT == ("delayer_gather", "decode_rows")
+    # true: the default set, the patches measured on the GPU
+    assert sglang_patches.selected(True) == sglang_patches.DEFAULT == ("delayer_gather", "decode_rows", "delayer_cap")
     assert sglang_patches.selected(False) == sglang_patches.selected(None) == sglang_patches.selected([]) == ()
     # the registry's order, whatever order they are named in; a string is comma-separated
     assert sglang_patches.selected(["decode_rows", "delayer_gather"]) == ("delayer_gather", "decode_rows")

@@ -84,7 +84,7 @@ def run(model, names):
 
 def main():
     model = sys.argv[1]
-    res = {"default": run(model, ("delayer_gather", "decode_rows")),
+    res = {"without": run(model, ("delayer_gather", "decode_rows")),
            "cap": run(model, ("delayer_gather", "decode_rows", "delayer_cap"))}
     print(json.dumps(res), flush=True)
     os._exit(0)

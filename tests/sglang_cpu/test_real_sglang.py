@@ -119,24 +119,24 @@ def test_scheduler_patches_decide_as_sglang_does_without_the_gather(run_script, 
     assert r["gathers_before"] == 200 and r["gathers_after"] == 0 and r["gathers_buffered"] == 0
     assert r["gathers_two_ranks"] == 1
     # an engine with the patches (all of them, the default) generates the same as one without
-    assert r["generate_same"] and r["info"] == [["delayer_gather", "decode_rows"], []]
+    assert r["generate_same"] and r["info"] == [["delayer_gather", "decode_rows", "delayer_cap"], []]
     log = run_script.last_log.read_text(errors="replace")
     # its scheduler said so; the other's not
-    assert log.count("agent-rl: sglang scheduler patched: delayer_gather, decode_rows\n") == 1
+    assert log.count("agent-rl: sglang scheduler patched: delayer_gather, decode_rows, delayer_cap\n") == 1
     assert "agent-rl: sglang scheduler patched: nothing" not in log
 
 
 def test_delayer_cap_gathers_a_full_engines_prefills(run_script, tiny_model_path):
     r = run_script(["delayer_cap_checks.py", tiny_model_path])
-    default, cap = r["default"], r["cap"]
-    assert default["applied"] == ["delayer_gather", "decode_rows"]
+    without, cap = r["without"], r["cap"]
+    assert without["applied"] == ["delayer_gather", "decode_rows"]
     assert cap["applied"] == ["delayer_gather", "decode_rows", "delayer_cap"]
-    assert default["all_done"] and cap["all_done"] and default["admitted"] == cap["admitted"] == 32
+    assert without["all_done"] and cap["all_done"] and without["admitted"] == cap["admitted"] == 32
     # sglang's delayer counts free rows against the request pool (40) unpatched, against the running cap (8) patched
-    assert default["caps_seen"] == [40] and cap["caps_seen"] == [8] and cap["max_running_seen"] <= 8
+    assert without["caps_seen"] == [40] and cap["caps_seen"] == [8] and cap["max_running_seen"] <= 8
     # so with 24 requests waiting it delays where unpatched it admits a row or two a pass
-    assert default["delays_with_queue"] == 0 and cap["delays_with_queue"] > 0
-    assert cap["prefill_passes"] < default["prefill_passes"], r
+    assert without["delays_with_queue"] == 0 and cap["delays_with_queue"] > 0
+    assert cap["prefill_passes"] < without["prefill_passes"], r
 
 
 def test_decode_rows_leaves_every_decode_pass_as_sglang_files_it(run_script, tiny_model_path):

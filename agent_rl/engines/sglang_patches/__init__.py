@@ -6,15 +6,15 @@ twenty-fourth session). Some of that work is waste; each patch, a module here, r
 
 * `delayer_gather` (`delayer.py`): the prefill delayer's per-pass all-gather over a group of one rank;
 * `decode_rows` (`decode_rows.py`): the per-row calls after each decode pass that change nothing;
-* `delayer_cap` (`delayer_cap.py`, not in the default set until a GPU run measures it): the prefill delayer counts free
-  rows against the running cap, not the larger request pool KV sessions need.
+* `delayer_cap` (`delayer_cap.py`): the prefill delayer counts free rows against the running cap, not the larger
+  request pool KV sessions need.
 
 Each patch checks that the installed sglang has what it replaces as it was written for (signatures, hashes of
 sources) and leaves sglang as it is otherwise (the start line on stderr says what was applied). They reach the
 scheduler through sglang's own hook for this (`Engine.run_scheduler_process_func`,
 `http_server.launch_server(run_scheduler_process_func=...)`): `run_scheduler_process` here is what sglang's engine starts
 in each scheduler process instead of its own, with the names of the patches to apply; it applies them there and runs
-sglang's. `rollout.scheduler_patches`: true (all of them), false (none) or a list of names (`selected`).
+sglang's. `rollout.scheduler_patches`: true (the default set, `DEFAULT`), false (none) or a list of names (`selected`).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 # name -> the module whose `patch()` applies it (in this order)
 PATCHES = {"delayer_gather": "delayer", "decode_rows": "decode_rows", "delayer_cap": "delayer_cap"}
 # what `rollout.scheduler_patches: true` applies: the patches measured to win on the GPU
-DEFAULT = ("delayer_gather", "decode_rows")
+DEFAULT = ("delayer_gather", "decode_rows", "delayer_cap")
 
 UNAVAILABLE = ("rollout.scheduler_patches: the installed sglang has no hook to start its scheduler through "
                "(run_scheduler_process_func); its scheduler runs as shipped")
