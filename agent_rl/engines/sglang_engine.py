@@ -82,12 +82,14 @@ def sampling_params_dict(sp: SamplingParams, eos_token_ids: Iterable[int] = ()) 
     return d
 
 
-# sglang's prefill delayer (>= 0.5.17; needs the overlap scheduler): a prefill waits up to 10 decode passes until the
+# sglang's prefill delayer (>= 0.5.17; needs the overlap scheduler): a prefill waits up to 20 decode passes until the
 # waiting queue holds a quarter of the running batch. Multi-turn rollouts end turns one by one, and without it every
 # new turn became a prefill pass of its own (805 passes of 7.6 requests in a 128 x 8 heavy-tail step on an H200);
-# with it, 149 passes of 41 requests, and the suite met 5 of 7 targets instead of 2 (docs/benchmarks.md, 2026-12-02).
+# with it (10 passes), 149 passes of 41 requests, and the suite met 5 of 7 targets instead of 2 (docs/benchmarks.md,
+# 2026-12-02). 20 passes instead of 10: ~90 prefill passes a 128 x 8 heavy-tail run instead of ~150, every mode 5-8%
+# faster on an H100 at 135M (twenty-ninth session); the simulated engine saw no scenario lose.
 PREFILL_DELAYER = {"enable_prefill_delayer": True, "prefill_delayer_queue_min_ratio": 0.25,
-                   "prefill_delayer_max_delay_passes": 10}
+                   "prefill_delayer_max_delay_passes": 20}
 
 # sglang (>= 0.5.17) captures "breakable" prefill CUDA graphs by default: a prefill pass then replays 29 graph pieces
 # around 28 eagerly launched attention layers, 10-17 ms of scheduler CPU a pass (torch profile, H200), and a multi-turn

@@ -94,7 +94,7 @@ def test_scheduling_kwargs_cover_the_concurrency_with_cuda_graphs():
     assert k["cuda_graph_max_bs_decode"] == 384 and "max_running_requests" not in k
     assert k["enable_priority_scheduling"] and k["schedule_low_priority_values_first"] and k["disable_priority_preemption"]
     assert k["attention_backend"] == "triton"
-    assert k["enable_prefill_delayer"] is True and k["prefill_delayer_max_delay_passes"] == 10
+    assert k["enable_prefill_delayer"] is True and k["prefill_delayer_max_delay_passes"] == 20
     assert k["prefill_delayer_queue_min_ratio"] == 0.25
     assert k["disable_prefill_cuda_graph"] is True        # eager prefill passes (docs/benchmarks.md, 2026-12-03)
     assert scheduling_kwargs(100, {}, FIELDS_0517)["cuda_graph_max_bs_decode"] == 128      # rounded up to 32
@@ -130,8 +130,8 @@ def test_scheduling_kwargs_user_settings_win():
     assert "enable_prefill_delayer" not in scheduling_kwargs(64, {"disable_overlap_schedule": True}, FIELDS_0517)
     assert "enable_prefill_delayer" not in scheduling_kwargs(64, {"dp_size": 2}, FIELDS_0517)
     assert scheduling_kwargs(None, {"x": 1}, FIELDS_0517)["x"] == 1
-    passes = scheduling_kwargs(64, {"prefill_delayer_max_delay_passes": 20}, FIELDS_0517)   # the delayer on, its passes kept
-    assert passes["enable_prefill_delayer"] is True and passes["prefill_delayer_max_delay_passes"] == 20
+    passes = scheduling_kwargs(64, {"prefill_delayer_max_delay_passes": 10}, FIELDS_0517)   # the delayer on, its passes kept
+    assert passes["enable_prefill_delayer"] is True and passes["prefill_delayer_max_delay_passes"] == 10
     assert scheduling_kwargs(64, {"disable_prefill_cuda_graph": False}, FIELDS_0517)["disable_prefill_cuda_graph"] is False
 
 

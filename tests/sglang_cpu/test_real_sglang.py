@@ -57,7 +57,7 @@ def test_two_replicas_train_and_both_hold_the_actors_weights(run_script, tiny_mo
     # both replicas' schedulers started through agent-rl's patches (in process: our stderr; servers: their logs)
     logs = run_script.last_log.read_text(errors="replace") + "".join(
         p.read_text(errors="replace") for p in (tmp_path / "out").rglob("sglang-server-*.log"))
-    assert logs.count("agent-rl: sglang scheduler patched: delayer_gather, decode_rows\n") == 2, kind
+    assert logs.count("agent-rl: sglang scheduler patched: delayer_gather, decode_rows, delayer_cap\n") == 2, kind
     assert len(r["weights"]) == 6
     for name, (to_actor, to_initial) in r["weights"].items():
         assert to_actor == 0.0, name          # every replica holds exactly the actor's weights after the last sync
