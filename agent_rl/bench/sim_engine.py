@@ -4,8 +4,9 @@ prefill pass for all of them, costing `prefill_s + prefill_row_s * admitted` (0 
 `delay_passes` > 0 a prefill waits, at most that many decode steps, until the queue holds `queue_min_ratio` of the
 running rows (sglang's prefill delayer, on by default in our engine); with `slot_delay` it also waits while fewer
 rows are free than the most it admitted in one pass lately (that maximum decays by 0.2% a pass): the delayer's slot
-condition, which counts free rows against `max_running` only with the `delayer_cap` scheduler patch where KV sessions
-split the request pool from the running cap (engines/sglang_patches/delayer_cap.py). Requests beyond `max_running`
+condition, which sglang's delayer has where it counts free rows against the running cap: with the `delayer_cap`
+scheduler patch (default), or where KV sessions do not split the request pool from that cap
+(engines/sglang_patches/delayer_cap.py; `bench --engine sim` sets it so). Requests beyond `max_running`
 wait in a queue served by priority (lower first), then arrival: sglang's behaviour with priority scheduling.
 
 Calibration (docs/benchmarks.md): SmolLM2-135M on an H200 with sglang 0.5.17 decodes 256 rows in ~4.3 ms and

@@ -43,7 +43,10 @@ def _build_engine(args, rollout_cfg, model_path):
         gpu = asyncio.Lock() if args.engine_replicas > 1 else None   # the replicas' one GPU
         from agent_rl.engines.sglang_patches import selected
 
-        slot_delay = "delayer_cap" in selected(rollout_cfg.scheduler_patches)   # the delayer sees the running cap
+        # sglang's delayer sees the running cap (its slot condition holds) with the delayer_cap patch, or where our
+        # engine gives sglang no request pool above the cap: as many trajectories as rows (scheduling_kwargs)
+        pool = args.sim_max_running is not None and rollout_cfg.max_concurrent_trajectories > args.sim_max_running
+        slot_delay = "delayer_cap" in selected(rollout_cfg.scheduler_patches) or not pool
 
         def sim() -> SimEngine:
             return SimEngine(fixed_ms / 1e3, per_row_us / 1e6, max_running=args.sim_max_running,

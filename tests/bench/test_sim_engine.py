@@ -143,3 +143,22 @@ async def test_replicas_share_the_gpu_part_of_each_pass(monkeypatch):
     alone = SimEngine(0.01, 0.0)                                     # no shared GPU: the whole pass, as before
     await alone.generate([1], SamplingParams(max_new_tokens=2), "c")
     assert slept == [(0.01, 0)] * 2
+
+
+@pytest.mark.parametrize("patches, concurrency, slot", [
+    (None, 64, True),                                  # the default set has delayer_cap
+    ("delayer_gather,decode_rows", 64, False),         # a request pool above the cap, the delayer counting against it
+    ("delayer_gather,decode_rows", 32, True),          # as many trajectories as rows: no pool, sglang's own condition
+])
+def test_the_sim_has_the_slot_condition_where_sglang_would(patches, concurrency, slot):
+    import argparse
+
+    from agent_rl.cli.bench import _build_engine, _rollout_config
+    from agent_rl.cli.bench_args import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = ["--scheduler-patches", patches] if patches else []
+    args = parser.parse_args(["rollout", "--engine", "sim", "--sim-max-running", "32", "--out", "x", *flags])
+    engine = _build_engine(args, _rollout_config(args, concurrency), None)
+    assert isinstance(engine, SimEngine) and engine.max_running == 32 and engine.slot_delay is slot
