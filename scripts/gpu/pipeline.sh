@@ -96,7 +96,7 @@ speed() {  # issue 14: both models x both batch shapes on the new code, then the
 
 variants() {  # issue 14: one engine setting against another, a whole suite each, one after the other
   # VARIANTS: SHAPE:SETTING ... with SHAPE q15-PxN (random-init Qwen2.5-1.5B shape) or smol-PxN (SmolLM2-135M),
-  # SETTING base (the defaults; since 2026-12-02 they include the delayer), delay (sglang's prefill delayer: prefills wait up to 10 decode passes until the
+  # SETTING base (the defaults; since 2026-12-02 they include the delayer), delay (sglang's prefill delayer at 10 passes, the default until 2026-12-06, now 20: prefills wait up to 10 decode passes until the
   # queue holds a quarter of the running batch, so the turns that end one by one are prefilled together) or mixed
   # (prefill tokens ride in the decode batch), prefillgraph (sglang's own breakable prefill CUDA graphs back on: the
   # defaults run prefill passes eagerly since 2026-12-03; noprefillgraph was that setting before) or nooverlap
@@ -131,7 +131,7 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
       load25) extra="--over-sample-max-load 0.25" ;;   # over-sampled extras start only while < 25% of the kept groups' trajectories run
       server) extra=""; engine=sglang-server ;;
       delay) extra="--engine-kwarg enable_prefill_delayer=true --engine-kwarg prefill_delayer_queue_min_ratio=0.25 --engine-kwarg prefill_delayer_max_delay_passes=10" ;;
-      delay[0-9]*) extra="--engine-kwarg prefill_delayer_max_delay_passes=${set#delay}" ;;   # the default delayer, N passes
+      delay[0-9]*) extra="--engine-kwarg prefill_delayer_max_delay_passes=${set#delay}" ;;   # the default delayer, N passes (overwritten by 10 before 2026-12-06: void then)
       mixed) extra="--engine-kwarg enable_mixed_chunk=true" ;;   # a no-op: sglang 0.5.17 mixes no batch returning log-probs
       prefillgraph) extra="--engine-kwarg disable_prefill_cuda_graph=false" ;;   # sglang's breakable prefill graphs
       nooverlap) extra="--engine-kwarg disable_overlap_schedule=true" ;;
