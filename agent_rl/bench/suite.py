@@ -253,7 +253,9 @@ def engine_bounds_line(info: Optional[Dict[str, Any]], concurrency: int) -> str:
     return (f"- decode batch: up to {concurrency} requests in flight{spread}, running cap {cap or 'sglang default'} -> at "
             f"most {rows} rows per decode step{'' if replicas == 1 else ' of each'}; {verdict}; priority scheduling "
             f"{'on' if info.get('priority_scheduling') else 'off'}"
-            + ("" if "prefill_delayer" not in info else f"; prefill delayer {'on' if info['prefill_delayer'] else 'off'}")
+            + ("" if "prefill_delayer" not in info else f"; prefill delayer {'on' if info['prefill_delayer'] else 'off'}"
+               + ("" if info.get("prefill_delayer_passes") is None
+                  else f" (a prefill waits up to {info['prefill_delayer_passes']} decode passes)"))
             + ("" if info.get("prefill_cuda_graph") is None else f"; prefill CUDA graphs {info['prefill_cuda_graph']}")
             + ("" if "partial_output_every" not in info else "; partial outputs of unfinished requests "
                + (f"every {info['partial_output_every']} tokens" if info["partial_output_every"] else "off"))

@@ -303,6 +303,8 @@ def scheduling_info(server_args: Any, priority_scheduling: bool, env: Optional[D
            "priority_scheduling": bool(priority_scheduling),
            "prefill_delayer": bool(_arg(server_args, "enable_prefill_delayer")),
            "prefill_cuda_graph": prefill}
+    if out["prefill_delayer"]:   # the most decode passes it holds a prefill (None: sglang's own default)
+        out["prefill_delayer_passes"] = _arg(server_args, "prefill_delayer_max_delay_passes")
     if env is not None:
         every = int(env.get("SGLANG_FORCE_STREAM_INTERVAL") or 50)   # sglang's default
         out["partial_output_every"] = every if 0 < every < PARTIAL_OUTPUTS_OFF else None

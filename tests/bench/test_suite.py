@@ -88,6 +88,8 @@ def test_engine_bounds_line_flags_uncovered_decode_batches():
     assert engine_bounds_line({"cuda_graph_max_bs": 64, "prefill_delayer": True}, 64).endswith("prefill delayer on")
     line = engine_bounds_line({"cuda_graph_max_bs": 64, "prefill_delayer": True, "prefill_cuda_graph": "disabled"}, 64)
     assert line.endswith("prefill delayer on; prefill CUDA graphs disabled")
+    line = engine_bounds_line({"cuda_graph_max_bs": 64, "prefill_delayer": True, "prefill_delayer_passes": 30}, 64)
+    assert line.endswith("prefill delayer on (a prefill waits up to 30 decode passes)")
     assert engine_bounds_line({"cuda_graph_max_bs": 64, "partial_output_every": None}, 64).endswith(
         "partial outputs of unfinished requests off")
     assert engine_bounds_line({"cuda_graph_max_bs": 64, "partial_output_every": 50}, 64).endswith(

@@ -74,7 +74,7 @@ async def test_server_starts_with_the_in_process_engines_kwargs(fake_sglang, tmp
         assert inproc.scheduling_info().pop("coalesce_submits") is True   # the in-process wrapper's own batching
         assert eng.scheduling_info() == {k: v for k, v in inproc.scheduling_info().items() if k != "coalesce_submits"} == {
             "cuda_graph_max_bs": 64, "cuda_graph_disabled": False, "max_running_requests": 1024,
-            "priority_scheduling": True, "prefill_delayer": True, "prefill_cuda_graph": "disabled",
+            "priority_scheduling": True, "prefill_delayer": True, "prefill_delayer_passes": 20, "prefill_cuda_graph": "disabled",
             "partial_output_every": None, "scheduler_patches": []}   # the fake sglang has no hooks for them
 
         out = await eng.generate([5, 6], SamplingParams(max_new_tokens=3, stop_token_ids=[999], priority=4), "r1")

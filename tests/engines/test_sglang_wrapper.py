@@ -132,6 +132,8 @@ def test_scheduling_kwargs_user_settings_win():
     assert scheduling_kwargs(None, {"x": 1}, FIELDS_0517)["x"] == 1
     passes = scheduling_kwargs(64, {"prefill_delayer_max_delay_passes": 10}, FIELDS_0517)   # the delayer on, its passes kept
     assert passes["enable_prefill_delayer"] is True and passes["prefill_delayer_max_delay_passes"] == 10
+    assert scheduling_info(passes, True)["prefill_delayer_passes"] == 10                  # and the summary says so
+    assert "prefill_delayer_passes" not in scheduling_info({"enable_prefill_delayer": False}, True)
     assert scheduling_kwargs(64, {"disable_prefill_cuda_graph": False}, FIELDS_0517)["disable_prefill_cuda_graph"] is False
 
 
