@@ -97,6 +97,10 @@ PREFILL_DELAYER = {"enable_prefill_delayer": True, "prefill_delayer_queue_min_ra
 # beyond noise (side by side on one H200, 2026-12-03, docs/benchmarks.md); the capture at each start goes too.
 PREFILL_GRAPH_OFF = {"disable_prefill_cuda_graph": True}
 
+# priority scheduling by our hint (lower first: earlier launched groups), never preempting a running request
+PRIORITY_SCHEDULING = {"enable_priority_scheduling": True, "schedule_low_priority_values_first": True,
+                       "disable_priority_preemption": True, "default_priority_value": 0}
+
 # sglang (0.5.17) sends each non-streaming request's output so far every 50 generated tokens
 # (SGLANG_FORCE_STREAM_INTERVAL, kept for its time-to-first-token metric): the scheduler packs those partial outputs
 # between decode passes and the tokenizer manager, on our event loop's thread, unpickles them and extends each request's
@@ -214,8 +218,8 @@ def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fiel
                 out["max_running_requests"] = rows
     if "enable_priority_scheduling" in fields and "enable_priority_scheduling" not in out \
             and out.get("schedule_policy", "fcfs") in ("fcfs", "lof"):
-        out.update(enable_priority_scheduling=True, schedule_low_priority_values_first=True,
-                   disable_priority_preemption=True, default_priority_value=0)
+        for key, value in PRIORITY_SCHEDULING.items():   # a user's setting of the others is kept
+            out.setdefault(key, value)
     if PREFILL_DELAYER.keys() <= fields and "enable_prefill_delayer" not in out \
             and not out.get("disable_overlap_schedule") and (out.get("dp_size") or 1) == 1:
         for key, value in PREFILL_DELAYER.items():   # a user's delayer setting (e.g. its passes) is kept

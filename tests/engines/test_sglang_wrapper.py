@@ -130,6 +130,8 @@ def test_scheduling_kwargs_user_settings_win():
     assert "enable_prefill_delayer" not in scheduling_kwargs(64, {"disable_overlap_schedule": True}, FIELDS_0517)
     assert "enable_prefill_delayer" not in scheduling_kwargs(64, {"dp_size": 2}, FIELDS_0517)
     assert scheduling_kwargs(None, {"x": 1}, FIELDS_0517)["x"] == 1
+    preempt = scheduling_kwargs(64, {"disable_priority_preemption": False}, FIELDS_0517)    # priority on, preemption kept
+    assert preempt["enable_priority_scheduling"] is True and preempt["disable_priority_preemption"] is False
     passes = scheduling_kwargs(64, {"prefill_delayer_max_delay_passes": 10}, FIELDS_0517)   # the delayer on, its passes kept
     assert passes["enable_prefill_delayer"] is True and passes["prefill_delayer_max_delay_passes"] == 10
     assert scheduling_info(passes, True)["prefill_delayer_passes"] == 10                  # and the summary says so
