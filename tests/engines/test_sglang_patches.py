@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from agent_rl.engines import sglang_patches
-from agent_rl.engines.sglang_patches import delayer
+from agent_rl.engines.sglang_patches import delayer, sample_gumbel
 
 
 @pytest.fixture(autouse=True)
@@ -154,7 +154,7 @@ def test_the_patches_asked_for_are_all_none_or_those_named():
     assert sglang_patches.selected("decode_rows") == ("decode_rows",)
     assert sglang_patches.selected("delayer_cap,delayer_gather") == ("delayer_gather", "delayer_cap")
     with pytest.raises(ValueError, match="unknown scheduler patch 'decode_row' .known: delayer_gather, decode_rows, "
-                                         "delayer_cap"):
+                                         "delayer_cap, sample_gumbel"):
         sglang_patches.selected(["decode_row"])
 
 
@@ -284,3 +284,49 @@ def test_delayer_cap_leaves_a_negotiation_of_another_shape_alone(monkeypatch):
     original = mod.PrefillDelayer._negotiate_should_allow_prefill
     assert sglang_patches.apply(["delayer_cap"]) == []
     assert mod.PrefillDelayer._negotiate_should_allow_prefill is original
+
+
+def _sampler_module(monkeypatch, digest_ok=True):
+    """A stand-in `sglang.srt.layers.sampler` with sglang 0.5.17's unseeded draw (`torch.multinomial`)."""
+    mod = types.ModuleType("sglang.srt.layers.sampler")
+    mod.seeded = []
+
+    def sampling_from_probs_torch(probs, sampling_seed=None, positions=None):
+        if sampling_seed is not None:
+            mod.seeded.append(sampling_seed)
+            return torch.zeros(probs.shape[0], dtype=torch.int32)
+        return torch.multinomial(probs, num_samples=1).view(-1).to(torch.int32)
+    mod.sampling_from_probs_torch = sampling_from_probs_torch
+    _modules(monkeypatch, **{"sglang.srt.layers": types.ModuleType("sglang.srt.layers"), "sglang.srt.layers.sampler": mod})
+    monkeypatch.setattr(sample_gumbel, "SAMPLE_SHA256", sglang_patches.source_digest(sampling_from_probs_torch)
+                        if digest_ok else "0" * 16)
+    return mod
+
+
+@pytest.mark.parametrize("rows, vocab", [(1, 5), (7, 300), (64, 4096)])
+def test_sample_gumbel_draws_the_tokens_multinomial_draws(monkeypatch, rows, vocab):
+    mod = _sampler_module(monkeypatch)
+    original = mod.sampling_from_probs_torch
+    assert sglang_patches.apply(["sample_gumbel"]) == ["sample_gumbel"] == sglang_patches.apply(["sample_gumbel"])
+    patched = mod.sampling_from_probs_torch
+    assert patched is not original and patched.__wrapped__ is original    # applied once, not stacked
+    gen = torch.Generator().manual_seed(rows)
+    probs = torch.softmax(torch.randn(rows, vocab, generator=gen) * 3, dim=-1)
+    probs[0, : vocab // 2] = 0.0                                           # tokens that cannot be drawn
+    for seed in range(20):
+        torch.manual_seed(seed)
+        want = original(probs.clone())
+        torch.manual_seed(seed)
+        got = patched(probs.clone())
+        assert got.dtype == want.dtype == torch.int32 and torch.equal(got, want), seed
+        assert (got[0] >= vocab // 2).item()
+    # a seeded batch (deterministic inference) keeps sglang's own function
+    assert patched(probs, sampling_seed=torch.ones(rows), positions=None).tolist() == [0] * rows and len(mod.seeded) == 1
+
+
+def test_sample_gumbel_leaves_another_sglangs_sampler_alone(monkeypatch):
+    mod = _sampler_module(monkeypatch, digest_ok=False)
+    original = mod.sampling_from_probs_torch
+    assert sglang_patches.apply(["sample_gumbel"]) == [] and mod.sampling_from_probs_torch is original
+    monkeypatch.delattr(mod, "sampling_from_probs_torch")
+    assert sglang_patches.apply(["sample_gumbel"]) == []

@@ -139,6 +139,15 @@ def test_delayer_cap_gathers_a_full_engines_prefills(run_script, tiny_model_path
     assert cap["prefill_passes"] < without["prefill_passes"], r
 
 
+def test_sample_gumbel_draws_the_tokens_sglang_draws(run_script, tiny_model_path):
+    r = run_script(["sample_checks.py", tiny_model_path])
+    assert r["applied"] == ["delayer_gather", "decode_rows", "delayer_cap", "sample_gumbel"] and r["all_done"]
+    # every draw of the run (prefill and decode passes, batches of several rows): sglang's tokens, and the generator
+    # left where sglang's own draw leaves it
+    assert r["draws"] > 20 and r["same_tokens"] == r["same_state"] == r["draws"], r
+    assert r["dtypes"] == ["torch.int32"] and r["largest_batch"] > 1
+
+
 def test_decode_rows_leaves_every_decode_pass_as_sglang_files_it(run_script, tiny_model_path):
     r = run_script(["decode_rows_checks.py", tiny_model_path])
     assert r["applied"] == [[], ["decode_rows"]]   # sglang 0.5.17's sources: the patch applies
