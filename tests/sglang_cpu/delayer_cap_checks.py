@@ -5,7 +5,6 @@ CPU. Two engines with our KV-session split (a request pool of 40 for the session
 24 wait. Each scheduler records every negotiation of its prefill delayer (the running cap it counted free rows
 against, running rows, queue, decision) and every prefill pass's size. Prints one JSON line; test_real_sglang.py
 asserts. argv: MODEL_DIR."""
-import asyncio
 import functools
 import json
 import os
@@ -13,7 +12,7 @@ import sys
 import tempfile
 
 import delayer_cap_checks   # this module, importable in sglang's spawned scheduler (the script's folder is on its path)
-from engine_checks import CPU_KWARGS, run_engine_recorded
+from engine_checks import CPU_KWARGS, mixed_requests, run_engine_recorded
 
 POOL, CAP, REQUESTS = 40, 8, 32
 
@@ -54,13 +53,8 @@ def run_recorded(names, out_path, *args, **kwargs):
 
 
 # ---------------------------------------------------------------------------------------------- the driver
-async def workload(engine):
-    async def gen(k):
-        ids = [100 + (13 * k + j) % 800 for j in range(12 + k % 5)]
-        out = await engine.async_generate(input_ids=ids, rid=f"r{k:02d}", sampling_params={
-            "max_new_tokens": 6 + (11 * k) % 29, "temperature": 0.0, "ignore_eos": True})
-        return len(out["output_ids"]) == 6 + (11 * k) % 29
-    return await asyncio.gather(*(gen(k) for k in range(REQUESTS)))
+def workload(engine):
+    return mixed_requests(engine, REQUESTS, 0.0, lambda k: 6 + (11 * k) % 29)
 
 
 def run(model, names):

@@ -28,6 +28,17 @@ def run_engine_recorded(cls, kwargs, drive, out_path):
     return result, lines
 
 
+async def mixed_requests(engine, count, temperature, new_tokens):
+    """`count` requests at once (prompts of 12-16 tokens), request k generating `new_tokens(k)` tokens at
+    `temperature`, so that they finish one by one; whether each got its tokens."""
+    async def gen(k):
+        ids = [100 + (13 * k + j) % 800 for j in range(12 + k % 5)]
+        out = await engine.async_generate(input_ids=ids, rid=f"r{k:02d}", sampling_params={
+            "max_new_tokens": new_tokens(k), "temperature": temperature, "ignore_eos": True})
+        return len(out["output_ids"]) == new_tokens(k)
+    return await asyncio.gather(*(gen(k) for k in range(count)))
+
+
 def ref_logprobs(hf, prompt, out, temperature=1.0):
     import torch
 

@@ -4,7 +4,6 @@ all at once. In its scheduler every draw goes through a check: sglang's own `sam
 the generator is put back, the patched one draws; the record says whether the tokens and the generator's state after
 the draw are the same, and the batch's size. Two engines of one seed cannot be compared token for token: sglang's
 draws drift between runs. Prints one JSON line; test_real_sglang.py asserts. argv: MODEL_DIR."""
-import asyncio
 import functools
 import json
 import os
@@ -12,7 +11,7 @@ import sys
 import tempfile
 
 import sample_checks   # this module, importable in sglang's spawned scheduler (the script's folder is on its path)
-from engine_checks import CPU_KWARGS, run_engine_recorded
+from engine_checks import CPU_KWARGS, mixed_requests, run_engine_recorded
 
 REQUESTS = 24
 
@@ -49,13 +48,8 @@ def run_recorded(names, out_path, *args, **kwargs):
 
 
 # ---------------------------------------------------------------------------------------------- the driver
-async def workload(engine):
-    async def gen(k):
-        ids = [100 + (13 * k + j) % 800 for j in range(12 + k % 5)]
-        out = await engine.async_generate(input_ids=ids, rid=f"s{k:02d}", sampling_params={
-            "max_new_tokens": 4 + (7 * k) % 19, "temperature": 1.0, "ignore_eos": True})
-        return len(out["output_ids"]) == 4 + (7 * k) % 19
-    return await asyncio.gather(*(gen(k) for k in range(REQUESTS)))
+def workload(engine):
+    return mixed_requests(engine, REQUESTS, 1.0, lambda k: 4 + (7 * k) % 19)
 
 
 def main():
