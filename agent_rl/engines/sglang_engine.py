@@ -218,12 +218,10 @@ def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fiel
                 out["max_running_requests"] = rows
     if "enable_priority_scheduling" in fields and "enable_priority_scheduling" not in out \
             and out.get("schedule_policy", "fcfs") in ("fcfs", "lof"):
-        for key, value in PRIORITY_SCHEDULING.items():   # a user's setting of the others is kept
-            out.setdefault(key, value)
+        out = {**PRIORITY_SCHEDULING, **out}   # a user's setting of the others is kept
     if PREFILL_DELAYER.keys() <= fields and "enable_prefill_delayer" not in out \
             and not out.get("disable_overlap_schedule") and (out.get("dp_size") or 1) == 1:
-        for key, value in PREFILL_DELAYER.items():   # a user's delayer setting (e.g. its passes) is kept
-            out.setdefault(key, value)
+        out = {**PREFILL_DELAYER, **out}   # a user's delayer setting (e.g. its passes) is kept
     if PREFILL_GRAPH_OFF.keys() <= fields and not PREFILL_GRAPH_OFF.keys() & out.keys():
         out.update(PREFILL_GRAPH_OFF)
     return out

@@ -71,19 +71,28 @@ def delayer_method(name: str, params: Sequence[str]) -> Union[bool, Tuple[type, 
         from sglang.srt.managers.prefill_delayer import PrefillDelayer
     except ImportError:
         return False
-    original = getattr(PrefillDelayer, name, None)
-    if original is None or getattr(original, "_agent_rl", False):
-        return original is not None
+    original = unpatched(PrefillDelayer, name)
+    if isinstance(original, bool):
+        return original
     if list(inspect.signature(original).parameters) != list(params):
         return False
     return PrefillDelayer, original
 
 
-def install(cls: type, name: str, patched: Callable[..., Any], original: Callable[..., Any]) -> bool:
-    """Put `patched` in place of `cls.name` (`original`), marked as ours; True."""
+def unpatched(owner: Any, name: str) -> Union[bool, Callable[..., Any]]:
+    """`owner.name` (a class's or module's function) where it is there and not ours yet; True where `install` put our
+    patch there already, False where there is none."""
+    original = getattr(owner, name, None)
+    if original is None or getattr(original, "_agent_rl", False):
+        return original is not None
+    return original
+
+
+def install(owner: Any, name: str, patched: Callable[..., Any], original: Callable[..., Any]) -> bool:
+    """Put `patched` in place of `owner.name` (`original`), marked as ours (`unpatched` reads the mark); True."""
     patched._agent_rl = True
     patched.__wrapped__ = original
-    setattr(cls, name, patched)
+    setattr(owner, name, patched)
     return True
 
 

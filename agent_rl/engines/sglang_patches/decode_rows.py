@@ -43,7 +43,7 @@ def _sources():
 def patch() -> bool:
     """Patch sglang's decode-result and output-streamer functions; False where their sources differ from sglang
     0.5.17's (or sglang has none)."""
-    from agent_rl.engines.sglang_patches import source_digest
+    from agent_rl.engines.sglang_patches import install, source_digest, unpatched
 
     try:
         sources = _sources()
@@ -53,16 +53,16 @@ def patch() -> bool:
     from sglang.srt.managers.scheduler_components import output_streamer as osm
 
     b, s = brp.SchedulerBatchResultProcessor, osm.SchedulerOutputStreamer
-    if getattr(b.process_batch_result_decode, "_agent_rl", False):
+    decode, stream = unpatched(b, "process_batch_result_decode"), unpatched(s, "_stream_output_generation")
+    if decode is True:
         return True
     if source_digest(*sources) != SOURCES_SHA256:
         return False
     from sglang.srt.observability.req_time_stats import SchedulerReqTimeStats
 
-    b.process_batch_result_decode = _decode(b.process_batch_result_decode, brp,
-                                            SchedulerReqTimeStats.set_last_decode_finish_time)
-    s._stream_output_generation = _stream(s._stream_output_generation, osm)
-    return True
+    install(b, "process_batch_result_decode",
+            _decode(decode, brp, SchedulerReqTimeStats.set_last_decode_finish_time), decode)
+    return install(s, "_stream_output_generation", _stream(stream, osm), stream)
 
 
 def _decode(original, brp, set_last_decode_finish_time):
@@ -142,8 +142,6 @@ def _decode(original, brp, set_last_decode_finish_time):
         self.metrics_reporter.report_decode_stats(can_run_cuda_graph, running_batch=batch,
                                                   num_correct_drafts=result.num_correct_drafts)
 
-    process_batch_result_decode._agent_rl = True
-    process_batch_result_decode.__wrapped__ = original
     return process_batch_result_decode
 
 
@@ -199,6 +197,4 @@ def _stream(original, osm):
         if rows:   # no row: sglang's builds an empty accumulator and sends nothing
             original(self, rows, return_logprob, None, False)
 
-    _stream_output_generation._agent_rl = True
-    _stream_output_generation.__wrapped__ = original
     return _stream_output_generation

@@ -23,15 +23,15 @@ SAMPLE_SHA256 = "513f91265a303db5"
 def patch() -> bool:
     """Patch `sglang.srt.layers.sampler.sampling_from_probs_torch`; False where the installed sglang has none, or
     another version of it."""
-    from agent_rl.engines.sglang_patches import install, source_digest
+    from agent_rl.engines.sglang_patches import install, source_digest, unpatched
 
     try:
         from sglang.srt.layers import sampler
     except ImportError:
         return False
-    original = getattr(sampler, "sampling_from_probs_torch", None)
-    if original is None or getattr(original, "_agent_rl", False):
-        return original is not None
+    original = unpatched(sampler, "sampling_from_probs_torch")
+    if isinstance(original, bool):
+        return original
     if source_digest(original) != SAMPLE_SHA256:
         return False
     import torch
