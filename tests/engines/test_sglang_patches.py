@@ -147,7 +147,8 @@ def test_without_sglang_nothing_is_available(monkeypatch):
 
 def test_the_patches_asked_for_are_all_none_or_those_named():
     # true: the default set, the patches measured on the GPU
-    assert sglang_patches.selected(True) == sglang_patches.DEFAULT == ("delayer_gather", "decode_rows", "delayer_cap")
+    assert sglang_patches.selected(True) == sglang_patches.DEFAULT == ("delayer_gather", "decode_rows", "delayer_cap",
+                                                                                      "sample_gumbel")
     assert sglang_patches.selected(False) == sglang_patches.selected(None) == sglang_patches.selected([]) == ()
     # the registry's order, whatever order they are named in; a string is comma-separated
     assert sglang_patches.selected(["decode_rows", "delayer_gather"]) == ("delayer_gather", "decode_rows")

@@ -1,5 +1,5 @@
 """agent-rl's `sample_gumbel` scheduler patch (engines/sglang_patches/sample_gumbel.py) against real sglang 0.5.17 on a
-CPU. An engine with the default patches and `sample_gumbel` samples 24 requests of different lengths at temperature 1,
+CPU. An engine with the default patches (`sample_gumbel` among them) samples 24 requests of different lengths at temperature 1,
 all at once. In its scheduler every draw goes through a check: sglang's own `sampling_from_probs_torch` draws first,
 the generator is put back, the patched one draws; the record says whether the tokens and the generator's state after
 the draw are the same, and the batch's size. Two engines of one seed cannot be compared token for token: sglang's
@@ -56,7 +56,7 @@ def main():
     from agent_rl.engines.sglang_engine import server_args_kwargs
     from agent_rl.engines.sglang_patches import DEFAULT, engine_class
 
-    names = tuple(DEFAULT) + ("sample_gumbel",)
+    names = tuple(DEFAULT)
     out_path = tempfile.mktemp(prefix="sample-", suffix=".jsonl")
     cls = engine_class(runner=functools.partial(sample_checks.run_recorded, names, out_path))
     kwargs = server_args_kwargs(sys.argv[1], 0.4, 512, 1, "float32", False, dict(CPU_KWARGS), REQUESTS)

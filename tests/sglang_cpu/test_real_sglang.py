@@ -57,7 +57,7 @@ def test_two_replicas_train_and_both_hold_the_actors_weights(run_script, tiny_mo
     # both replicas' schedulers started through agent-rl's patches (in process: our stderr; servers: their logs)
     logs = run_script.last_log.read_text(errors="replace") + "".join(
         p.read_text(errors="replace") for p in (tmp_path / "out").rglob("sglang-server-*.log"))
-    assert logs.count("agent-rl: sglang scheduler patched: delayer_gather, decode_rows, delayer_cap\n") == 2, kind
+    assert logs.count("agent-rl: sglang scheduler patched: delayer_gather, decode_rows, delayer_cap, sample_gumbel\n") == 2, kind
     assert len(r["weights"]) == 6
     for name, (to_actor, to_initial) in r["weights"].items():
         assert to_actor == 0.0, name          # every replica holds exactly the actor's weights after the last sync
@@ -119,10 +119,10 @@ def test_scheduler_patches_decide_as_sglang_does_without_the_gather(run_script, 
     assert r["gathers_before"] == 200 and r["gathers_after"] == 0 and r["gathers_buffered"] == 0
     assert r["gathers_two_ranks"] == 1
     # an engine with the patches (all of them, the default) generates the same as one without
-    assert r["generate_same"] and r["info"] == [["delayer_gather", "decode_rows", "delayer_cap"], []]
+    assert r["generate_same"] and r["info"] == [["delayer_gather", "decode_rows", "delayer_cap", "sample_gumbel"], []]
     log = run_script.last_log.read_text(errors="replace")
     # its scheduler said so; the other's not
-    assert log.count("agent-rl: sglang scheduler patched: delayer_gather, decode_rows, delayer_cap\n") == 1
+    assert log.count("agent-rl: sglang scheduler patched: delayer_gather, decode_rows, delayer_cap, sample_gumbel\n") == 1
     assert "agent-rl: sglang scheduler patched: nothing" not in log
 
 

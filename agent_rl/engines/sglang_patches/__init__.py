@@ -8,8 +8,8 @@ twenty-fourth session). Some of that work is waste; each patch, a module here, r
 * `decode_rows` (`decode_rows.py`): the per-row calls after each decode pass that change nothing;
 * `delayer_cap` (`delayer_cap.py`): the prefill delayer counts free rows against the running cap, not the larger
   request pool KV sessions need;
-* `sample_gumbel` (`sample_gumbel.py`, not in the default set until a GPU run measures it): a token drawn as
-  `torch.multinomial` draws it, without its 10 checking operations a decode pass.
+* `sample_gumbel` (`sample_gumbel.py`): a token drawn as `torch.multinomial` draws it, without its 10 checking
+  operations a decode pass.
 
 Each patch checks that the installed sglang has what it replaces as it was written for (signatures, hashes of
 sources) and leaves sglang as it is otherwise (the start line on stderr says what was applied). They reach the
@@ -29,7 +29,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 PATCHES = {"delayer_gather": "delayer", "decode_rows": "decode_rows", "delayer_cap": "delayer_cap",
            "sample_gumbel": "sample_gumbel"}
 # what `rollout.scheduler_patches: true` applies: the patches measured to win on the GPU
-DEFAULT = ("delayer_gather", "decode_rows", "delayer_cap")
+DEFAULT = ("delayer_gather", "decode_rows", "delayer_cap", "sample_gumbel")
 
 UNAVAILABLE = ("rollout.scheduler_patches: the installed sglang has no hook to start its scheduler through "
                "(run_scheduler_process_func); its scheduler runs as shipped")
