@@ -8,6 +8,10 @@ condition, which sglang's delayer has where it counts free rows against the runn
 scheduler patch (default), or where KV sessions do not split the request pool from that cap
 (engines/sglang_patches/delayer_cap.py; `bench --engine sim` sets it so). Requests beyond `max_running`
 wait in a queue served by priority (lower first), then arrival: sglang's behaviour with priority scheduling.
+Finished requests reach their callers as sglang's in-process tokenizer manager hands them over: `batch_notify_size`
+(16, sglang's default) at a time, one event-loop pass apart, while the engine goes on with its next pass (so a turn
+boundary's requests come back to the engine in groups, as on the GPU host: docs/benchmarks.md, twenty-seventh
+session).
 
 Calibration (docs/benchmarks.md): SmolLM2-135M on an H200 with sglang 0.5.17 decodes 256 rows in ~4.3 ms and
 1024 rows in ~13.4 ms per step, i.e. fixed 1.3 ms + 11.8 us per row. `agent-rl bench ... --engine sim` uses it.
@@ -26,9 +30,10 @@ they cost alone; N engines gain only where their passes' CPU parts overlap.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Deque, Dict, List, Optional
 
 from agent_rl.engines.base import Engine, GenerateOutput, SamplingParams
 
@@ -49,12 +54,13 @@ class SimEngine(Engine):
     def __init__(self, fixed_s: float = 0.0013, per_row_s: float = 11.8e-6, max_running: Optional[int] = None,
                  token: int = 42, prefill_s: float = 0.0, delay_passes: int = 0, queue_min_ratio: float = 0.25,
                  prefill_row_s: float = 0.0, gpu: Optional[asyncio.Lock] = None, gpu_share: float = 1.0,
-                 slot_delay: bool = False):
+                 slot_delay: bool = False, batch_notify_size: int = 16):
         self.fixed_s, self.per_row_s, self.prefill_s, self.prefill_row_s = fixed_s, per_row_s, prefill_s, prefill_row_s
         self.gpu, self.gpu_share = gpu, float(gpu_share)
         self.delay_passes, self.queue_min_ratio = int(delay_passes), float(queue_min_ratio)
         self._delayed = 0
         self.slot_delay = bool(slot_delay)
+        self.batch_notify_size = int(batch_notify_size)   # read at every hand-over (the `notify<N>` mode variant)
         self._max_prefill_bs = 0.0   # sglang's high-watermark of one prefill's admissions, decayed every pass
         self.max_running = max_running
         self.token = token
@@ -62,6 +68,8 @@ class SimEngine(Engine):
         self._queue: Dict[str, _Req] = {}
         self._seq = itertools.count()
         self._loop_task: Optional[asyncio.Task] = None
+        self._outputs: Deque[List[_Req]] = collections.deque()   # finished requests, a list a pass, not handed over
+        self._hand_task: Optional[asyncio.Task] = None
         self.steps = 0
         self.rows_sum = 0
         self.prefills = 0
@@ -105,13 +113,33 @@ class SimEngine(Engine):
             await self._pass(prefill + self.fixed_s + self.per_row_s * rows)
             self.steps += 1
             self.rows_sum += rows
+            finished = []
             for rid in list(self._running):
                 req = self._running[rid]
                 req.out.append(self.token)
                 req.left -= 1
                 if req.left <= 0:
                     del self._running[rid]
-                    req.done.set_result(None)
+                    finished.append(req)
+            if finished:
+                self._outputs.append(finished)
+                if self._hand_task is None or self._hand_task.done():
+                    self._hand_task = asyncio.ensure_future(self._hand_over())
+
+    async def _hand_over(self) -> None:
+        """Wake the callers of each pass's finished requests, pass by pass, as sglang 0.5.17's tokenizer manager
+        handles the scheduler's output messages (`_handle_batch_output`): `batch_notify_size` of them, then a pass of
+        the event loop, and so on; a pass of the loop between messages."""
+        while self._outputs:
+            reqs = self._outputs.popleft()
+            n = max(self.batch_notify_size, 1)
+            for i in range(0, len(reqs), n):
+                if i:
+                    await asyncio.sleep(0)
+                for req in reqs[i:i + n]:
+                    if not req.done.done():
+                        req.done.set_result(None)
+            await asyncio.sleep(0)
 
     async def _pass(self, cost_s: float) -> None:
         """One pass: alone, `cost_s`; with a shared GPU, its CPU part, then its GPU part holding the GPU."""

@@ -7,7 +7,8 @@ decide a 10-30% effect on the GPU host: sglang's own decode rate moved 1.3-1.6x 
 
 * `nocoalesce`: the in-process sglang wrapper sends each request as its trajectory asks (`coalesce_submits` off);
 * `notify<N>`: sglang's tokenizer manager wakes up to N finished requests per event-loop pass (its
-  `batch_notify_size`, read at every output message; 16 by default);
+  `batch_notify_size`, read at every output message; 16 by default; the simulated engine hands its requests over
+  the same way);
 * `load<F>`: over-sampled extras start only while fewer than F of the kept groups' trajectories run
   (`rollout.over_sample_max_load`, 0 < F <= 1; any engine);
 * `replicas<N>`: new requests go to the first N of the engine's replicas only (`--engine-replicas` >= N,
@@ -47,6 +48,15 @@ def _server_args(engine: Any) -> Any:
     return getattr(getattr(engine, "tokenizer_manager", None), "server_args", None)
 
 
+def _notify_owner(engine: Any) -> Any:
+    """What holds `batch_notify_size` for `engine`: the in-process sglang engine's server args, the simulated engine
+    itself, else None."""
+    args = _server_args(engine)
+    if hasattr(args, "batch_notify_size"):
+        return args
+    return engine if hasattr(engine, "batch_notify_size") else None
+
+
 def check_engine(engine: Any, variant: str) -> None:
     """A one-line error when `engine` (the benchmark's engine, unwrapped; each of its replicas) cannot run `variant`."""
     if not variant or rollout_overrides(variant):
@@ -69,13 +79,13 @@ def _check_one(engine: Any, variant: str) -> None:
                              f"(--engine sglang or sglang-server; the benchmark starts it so for @sessions, "
                              f"--kv-sessions for @nosessions), not {getattr(engine, 'name', type(engine).__name__)}")
         return
-    ok = hasattr(engine, "coalesce_submits") if variant == "nocoalesce" else \
-        hasattr(_server_args(engine), "batch_notify_size")
+    ok = hasattr(engine, "coalesce_submits") if variant == "nocoalesce" else _notify_owner(engine) is not None
     if not ok:
-        raise ValueError(f"mode variant @{variant} needs the in-process sglang engine (--engine sglang), "
+        raise ValueError(f"mode variant @{variant} needs the in-process sglang engine (--engine sglang"
+                         f"{'' if variant == 'nocoalesce' else ' or sim'}), "
                          f"not {getattr(engine, 'name', type(engine).__name__)}")
     if variant != "nocoalesce":   # can it change at run time? (a write of the value it has; before any mode runs)
-        sa = _server_args(engine)
+        sa = _notify_owner(engine)
         try:
             _set(sa, "batch_notify_size", sa.batch_notify_size)
         except (AttributeError, TypeError) as e:
@@ -97,7 +107,7 @@ def applied(engine: Any, variant: str) -> Iterator[None]:
     elif variant in SESSIONS:
         owners, attr, value = replicas_of(engine), "kv_sessions", SESSIONS[variant]
     else:
-        owners, attr, value = [_server_args(r) for r in replicas_of(engine)], "batch_notify_size", \
+        owners, attr, value = [_notify_owner(r) for r in replicas_of(engine)], "batch_notify_size", \
             int(_NOTIFY.fullmatch(variant).group(1))
     olds = [getattr(owner, attr) for owner in owners]
     try:

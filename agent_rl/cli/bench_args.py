@@ -113,8 +113,8 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
     p.add_argument("--scheduler-patches", nargs="?", const=True, default=True, type=_patch_names, metavar="NAMES",
                    help="agent-rl's speed-ups inside sglang's scheduler processes (rollout.scheduler_patches, "
                         "engines/sglang_patches; engines sglang and sglang-server started here): the default set "
-                        "(delayer_gather, decode_rows, delayer_cap, sample_gumbel) or only those named, e.g. --scheduler-patches "
-                        "delayer_gather,decode_rows; with --engine sim, its delayer has sglang's slot condition with "
+                        "(delayer_gather, decode_rows, delayer_cap, sample_gumbel) or only those named, e.g. "
+                        "--scheduler-patches delayer_gather,decode_rows; with --engine sim, its delayer has sglang's slot condition with "
                         "delayer_cap, or without it where the concurrency fits --sim-max-running")
     p.add_argument("--no-scheduler-patches", dest="scheduler_patches", action="store_const", const=False,
                    help="sglang's scheduler as shipped")
@@ -145,8 +145,8 @@ def add_arguments(parser) -> None:
     r.add_argument("--tool-latency", default="0", help="seconds per tool call (distribution), e.g. lognormal:mean=0.5,sigma=1")
     r.add_argument("--tool-failure-rate", type=float, default=0.0, help="fraction of tool calls that fail (error observation)")
     r.add_argument("--modes", default="all", help="comma list of turn-batched, async, oversample, carryover (or all); "
-                   "MODE@VARIANT runs a mode under a setting in the same run (in-process sglang: @nocoalesce, "
-                   "@notify<N>; sglang engines: @sessions, @nosessions; any engine: @load<F>, @replicas<N> with "
+                   "MODE@VARIANT runs a mode under a setting in the same run (in-process sglang: @nocoalesce; it and "
+                   "sim: @notify<N>; sglang engines: @sessions, @nosessions; any engine: @load<F>, @replicas<N> with "
                    "--engine-replicas; bench/variants.py), e.g. async,async@notify256")
     r.add_argument("--no-ceiling", action="store_true", help="skip the raw engine run")
     r.add_argument("--turns-ceiling", action="store_true",

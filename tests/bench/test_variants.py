@@ -106,11 +106,22 @@ async def test_each_mode_runs_under_its_setting(tokenizer):
 
 
 def test_bench_refuses_a_variant_its_engine_cannot_run(tmp_path, tiny_model_path, capsys):
-    assert cli_main(["bench", "rollout", "--engine", "sim", "--model", tiny_model_path, "--modes", "async,async@notify64",
+    assert cli_main(["bench", "rollout", "--engine", "sim", "--model", tiny_model_path, "--modes", "async,async@nocoalesce",
                      "--prompts", "2", "--n", "2", "--steps", "1", "--no-ceiling", "--no-progress",
                      "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "mode variant @notify64 needs the in-process sglang engine" in err and "Traceback" not in err
+    assert "mode variant @nocoalesce needs the in-process sglang engine (--engine sglang), not sim" in err
+    assert "Traceback" not in err
+
+
+def test_the_simulated_engine_runs_a_notify_variant():
+    from agent_rl.bench.sim_engine import SimEngine
+
+    engine = SimEngine(0.0, 0.0)
+    check_engine(engine, "notify64")
+    with applied(engine, "notify64"):
+        assert engine.batch_notify_size == 64
+    assert engine.batch_notify_size == 16
 
 
 async def test_a_load_variant_gates_that_modes_extras_only(tokenizer, step_engine):

@@ -1,6 +1,6 @@
 """agent-rl's `sample_gumbel` scheduler patch (engines/sglang_patches/sample_gumbel.py) against real sglang 0.5.17 on a
-CPU. An engine with the default patches (`sample_gumbel` among them) samples 24 requests of different lengths at temperature 1,
-all at once. In its scheduler every draw goes through a check: sglang's own `sampling_from_probs_torch` draws first,
+CPU. An engine with the default patches (`sample_gumbel` among them) samples 24 requests of different lengths at
+temperature 1, all at once. In its scheduler every draw goes through a check: sglang's own `sampling_from_probs_torch` draws first,
 the generator is put back, the patched one draws; the record says whether the tokens and the generator's state after
 the draw are the same, and the batch's size. Two engines of one seed cannot be compared token for token: sglang's
 draws drift between runs. Prints one JSON line; test_real_sglang.py asserts. argv: MODEL_DIR."""
