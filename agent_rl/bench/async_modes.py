@@ -60,12 +60,14 @@ class AsyncSteps:
         self.next_group = 0
         self.steps_run = 0   # the scheduler's step number (policy version): warm-up steps count
 
-    async def step(self):
-        """One step on the next groups (a carry-over scheduler first resumes what it carried); its `RolloutResult`."""
+    async def step(self, flush: bool = True):
+        """One step on the next groups (a carry-over scheduler first resumes what it carried); its `RolloutResult`.
+        `flush`: empty the engine's prefix cache first (`run` does that before its clock starts)."""
         need = self.sched.rows_needed(self.w.num_prompts)
         rows = [bench_row(g) for g in range(self.next_group, self.next_group + need)]
         self.next_group += need
-        await self.bench.fresh_cache()
+        if flush:
+            await self.bench.fresh_cache()
         self.steps_run += 1
         return await self.sched.run_step(rows, step=self.steps_run - 1, batch_size=self.w.num_prompts)
 
@@ -79,8 +81,9 @@ class AsyncSteps:
         """`bench.s.steps` measured steps; times are seconds from `t0` (perf_counter)."""
         steps: List[StepStat] = []
         for k in range(self.bench.s.steps):
+            await self.bench.fresh_cache()   # outside the step's time, as turn-batched's (until 2026-12-06 inside it)
             start = time.perf_counter() - t0
-            result = await self.step()
+            result = await self.step(flush=False)
             end = time.perf_counter() - t0
             stats = []
             for trajs, kept in ((result.trajectories, True), (result.dropped, False), (result.carried, False)):

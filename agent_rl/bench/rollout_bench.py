@@ -226,7 +226,7 @@ class RolloutBench:
                     groups = range(k * w.num_prompts, (k + 1) * w.num_prompts)
                     await self.fresh_cache()
                     steps.append(await turn_batched_step(self.engine, self.renderer, rt, self.plans(groups),
-                                                         {g: self.prompt_ids(g) for g in groups}, self.s.temperature,
+                                                         {g: bench_row(g)["prompt"] for g in groups}, self.s.temperature,
                                                          t0, k, progress=bar, request_prefix=prefix))
             else:
                 steps = await runner.run(t0, bar)

@@ -6,7 +6,9 @@
 Same engine, same tool runtime, same chat rendering and the same planned lengths / latencies as
 the async modes; only the scheduling differs. Each turn's output is decoded to text, as the agent loop decodes it to
 parse the tool call (the benchmark's plan decides the call in both; until 2026-12-04 this baseline skipped the decode,
-~25 us a turn on a CPU, which flattered it).
+~25 us a turn on a CPU, which flattered it), and each group's prompt is rendered inside the step, as the rollout
+scheduler renders it at the start of its step (until 2026-12-06 the benchmark rendered them before this step's
+clock started).
 """
 from __future__ import annotations
 
@@ -37,13 +39,13 @@ class _State:
     tool_statuses: List[str] = field(default_factory=list)
 
 
-async def turn_batched_step(engine: Engine, renderer, runtime, plans: List[TrajectoryPlan], prompt_ids: Dict[int, List[int]],
-                            temperature: float, t0: float, step: int, progress=None,
-                            request_prefix: str = "tb") -> StepStat:
-    """One rollout step over `plans` (prompt ids per group); times are seconds from `t0`. The garbage collector treats
-    it as the scheduler treats a step (`rollout/frozen_heap.py`)."""
+async def turn_batched_step(engine: Engine, renderer, runtime, plans: List[TrajectoryPlan],
+                            prompts: Dict[int, List[Dict[str, Any]]], temperature: float, t0: float, step: int,
+                            progress=None, request_prefix: str = "tb") -> StepStat:
+    """One rollout step over `plans` (`prompts`: each group's chat messages, rendered in the step); times are seconds
+    from `t0`. The garbage collector treats it as the scheduler treats a step (`rollout/frozen_heap.py`)."""
     with frozen_heap():
-        return await _step(engine, renderer, runtime, plans, prompt_ids, temperature, t0, step, progress, request_prefix)
+        return await _step(engine, renderer, runtime, plans, prompts, temperature, t0, step, progress, request_prefix)
 
 
 async def _end_sessions(engine, states) -> None:
@@ -53,8 +55,9 @@ async def _end_sessions(engine, states) -> None:
             await end(st.key)
 
 
-async def _step(engine, renderer, runtime, plans, prompt_ids, temperature, t0, step, progress, request_prefix) -> StepStat:
+async def _step(engine, renderer, runtime, plans, prompts, temperature, t0, step, progress, request_prefix) -> StepStat:
     start = time.perf_counter() - t0
+    prompt_ids = {g: renderer.prompt_ids(messages) for g, messages in prompts.items()}
     states = [_State(p, list(prompt_ids[p.group]), start) for p in plans]
     for st in states:   # its requests' KV session where the engine keeps them (rollout.kv_sessions), as the agent loop's
         st.key = f"{request_prefix}-{step}-{st.plan.group}-{st.plan.sample}"

@@ -211,3 +211,50 @@ async def test_the_tail_bound_follows_the_drawn_waits_not_the_distributions_name
     waits = Workload(num_prompts=2, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("4"),
                      tool_latency=Dist.parse("uniform:lo=0,hi=0.001"), seed=2)
     assert _bench(tokenizer, step_engine, waits, steps=2).tail_bounds(parse_modes("carryover", "0.5")) == {}
+
+
+async def test_both_kinds_of_step_time_the_same_work(tokenizer, step_engine, monkeypatch):
+    """A measured step of either kind starts its clock after the prefix-cache flush and before its prompts are rendered
+    (the rollout scheduler renders them in its step; the async steps once timed the flush, turn-batched never timed
+    its prompts)."""
+    import time as _time
+
+    from agent_rl.bench import async_modes, turn_batched
+
+    events = []
+
+    class Clock:   # the modules' `time`, with each perf_counter() read recorded
+        def __getattr__(self, name):
+            return getattr(_time, name)
+
+        def perf_counter(self):
+            events.append("clock")
+            return _time.perf_counter()
+
+    monkeypatch.setattr(async_modes, "time", Clock())
+    monkeypatch.setattr(turn_batched, "time", Clock())
+    w = Workload(num_prompts=2, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("3"),
+                 tool_latency=Dist.parse("0"), seed=1)
+    bench = _bench(tokenizer, step_engine, w, steps=2)
+    flush, render = bench.fresh_cache, bench.renderer.prompt_ids
+
+    async def recorded_flush():
+        events.append("flush")
+        await flush()
+
+    def recorded_render(messages):
+        events.append("render")
+        return render(messages)
+
+    bench.fresh_cache = recorded_flush
+    bench.renderer.prompt_ids = recorded_render
+    bench.s.flush_cache = True
+    for mode in ("turn-batched", "async"):
+        events.clear()
+        await bench.run_mode(parse_modes(mode, "0.5")[0], None)
+        # each step: a flush, then its clock starts, then its groups' prompts are rendered (none before its clock)
+        flushes = [i for i, e in enumerate(events) if e == "flush"]
+        assert len(flushes) >= 2, (mode, events)
+        for i in flushes[-2:]:
+            after = events[i + 1:]
+            assert after.index("clock") < after.index("render"), (mode, events)

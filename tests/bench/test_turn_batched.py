@@ -16,7 +16,7 @@ async def test_turn_batched_waits_for_slowest_tool_each_turn(tokenizer, step_eng
     tool = BenchTool.for_workload(w)
     rt = ToolRuntime([tool], tokenizer=tokenizer)
     renderer = ChatRenderer(tokenizer, rt.schemas)
-    prompts = {g: renderer.prompt_ids([{"role": "user", "content": f"q{g}"}]) for g in range(3)}
+    prompts = {g: [{"role": "user", "content": f"q{g}"}] for g in range(3)}
     plans = [w.plan(g, s) for g in range(3) for s in range(2)]
     eng = InstrumentedEngine(step_engine)
     trace = eng.reset()
@@ -41,7 +41,7 @@ async def test_each_turn_is_decoded_like_the_agent_loop_does(tokenizer, step_eng
     decoded = []
     decode = renderer.decode
     renderer.decode = lambda ids: decoded.append(list(ids)) or decode(ids)
-    prompts = {g: renderer.prompt_ids([{"role": "user", "content": f"q{g}"}]) for g in range(2)}
+    prompts = {g: [{"role": "user", "content": f"q{g}"}] for g in range(2)}
     await turn_batched_step(InstrumentedEngine(step_engine), renderer, rt, [w.plan(g, 0) for g in range(2)], prompts,
                             1.0, time.perf_counter(), 0)
     assert decoded == [[step_engine.token] * 3] * 4     # 2 trajectories x 2 turns, each turn's own output
