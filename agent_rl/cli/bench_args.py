@@ -114,8 +114,8 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
                    help="agent-rl's speed-ups inside sglang's scheduler processes (rollout.scheduler_patches, "
                         "engines/sglang_patches; engines sglang and sglang-server started here): the default set "
                         "(delayer_gather, decode_rows, delayer_cap, sample_gumbel) or only those named, e.g. "
-                        "--scheduler-patches delayer_gather,decode_rows; with --engine sim, its delayer has sglang's slot condition with "
-                        "delayer_cap, or without it where the concurrency fits --sim-max-running")
+                        "--scheduler-patches delayer_gather,decode_rows; with --engine sim, its delayer has sglang's "
+                        "slot condition with delayer_cap, or without it where the concurrency fits --sim-max-running")
     p.add_argument("--no-scheduler-patches", dest="scheduler_patches", action="store_const", const=False,
                    help="sglang's scheduler as shipped")
     p.add_argument("--sample-cpu", action="store_true",

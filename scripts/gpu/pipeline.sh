@@ -103,7 +103,7 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # (overlap scheduling off: the arith crash suspect), or
   # server (issue 14: the defaults, with sglang in a server process of its own, `--engine sglang-server`, so our loop
   # and tools no longer share a thread with its tokenizer manager; compare with base), or delayN (the default
-  # delayer waiting up to N decode passes instead of 10: fewer prefill passes, 2026-12-02 sixth session), or partial50
+  # delayer waiting up to N decode passes instead of 20 (10 before 2026-12-06): fewer prefill passes, 2026-12-02 sixth session), or partial50
   # (sglang's forced partial outputs every 50 tokens back on: the defaults turn them off since 2026-12-04), or
   # nocoalesce (each request sent as its trajectory asks, not a loop pass's requests together: the default since then),
   # or replicas2 / serverreplicas2 (`--engine-replicas 2`: two sglang engines, in-process / server processes, share the
