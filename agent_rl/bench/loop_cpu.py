@@ -104,7 +104,6 @@ class _Run:
     async def step(self, k: int) -> None:
         import uuid
 
-        from agent_rl.bench.hooks import bench_row
         from agent_rl.bench.turn_batched import turn_batched_step
 
         if self.steps is not None:
@@ -114,7 +113,7 @@ class _Run:
         groups = range(self.next_group, self.next_group + w.num_prompts)
         self.next_group += w.num_prompts
         await turn_batched_step(self.bench.engine, self.bench.renderer, self.runtime, self.bench.plans(groups),
-                                {g: bench_row(g)["prompt"] for g in groups}, self.bench.s.temperature,
+                                self.bench.prompts(groups), self.bench.s.temperature,
                                 time.perf_counter(), k, request_prefix=f"tb-{uuid.uuid4().hex[:8]}")
 
     async def close(self) -> None:

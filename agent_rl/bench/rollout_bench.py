@@ -107,6 +107,10 @@ class RolloutBench:
     def plans(self, groups) -> list:
         return [self.workload.plan(g, s) for g in groups for s in range(self.workload.n)]
 
+    def prompts(self, groups) -> Dict[int, List[Dict[str, Any]]]:
+        """Each group's chat messages, for a turn-batched step to render inside its clock."""
+        return {g: bench_row(g)["prompt"] for g in groups}
+
     async def fresh_cache(self) -> None:
         """Empty the engine's prefix cache before a step (`flush_cache`; outside every timing): in training the
         weight sync before each step flushes it, so a step never finds the previous step's (or mode's) prefixes, and
@@ -226,7 +230,7 @@ class RolloutBench:
                     groups = range(k * w.num_prompts, (k + 1) * w.num_prompts)
                     await self.fresh_cache()
                     steps.append(await turn_batched_step(self.engine, self.renderer, rt, self.plans(groups),
-                                                         {g: bench_row(g)["prompt"] for g in groups}, self.s.temperature,
+                                                         self.prompts(groups), self.s.temperature,
                                                          t0, k, progress=bar, request_prefix=prefix))
             else:
                 steps = await runner.run(t0, bar)
