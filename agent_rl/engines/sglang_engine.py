@@ -110,9 +110,11 @@ ENGINE_ENV = {"SGLANG_FORCE_STREAM_INTERVAL": "1000000000"}
 PARTIAL_OUTPUTS_OFF = 1_000_000   # a forced-output interval at least this large never fires on a real request
 
 # sglang 0.5.17 mixes a prefill into the running decode batch only when neither returns log-probs
-# (`Scheduler._get_new_batch_prefill_raw`: "TODO: support return_logprob + mixed chunked prefill"); ours always do
-MIXED_CHUNK_IGNORED = ("rollout.engine_kwargs.enable_mixed_chunk has no effect here: sglang mixes no prefill into a "
-                       "decode batch that returns log-probs, and every rollout request does")
+# (`Scheduler._get_new_batch_prefill_raw`: "TODO: support return_logprob + mixed chunked prefill"); ours always do, so
+# it takes the scheduler patch `mixed_logprob` (engines/sglang_patches/mixed_logprob.py)
+MIXED_CHUNK_IGNORED = ("rollout.engine_kwargs.enable_mixed_chunk has no effect without the scheduler patch "
+                       "mixed_logprob: sglang mixes no prefill into a decode batch that returns log-probs, and every "
+                       "rollout request does (add mixed_logprob to rollout.scheduler_patches)")
 
 GRAPH_BS_LIMIT = 1024   # most decode rows we ask sglang to capture CUDA graphs for (capture time and memory grow with it)
 
@@ -229,13 +231,14 @@ def scheduling_kwargs(max_concurrency: Optional[int], user: Dict[str, Any], fiel
 
 def server_args_kwargs(model_path: str, mem_fraction_static: float = 0.4, context_length: Optional[int] = None,
                        seed: Optional[int] = None, dtype: Any = None, enable_memory_saver: bool = True,
-                       engine_kwargs: Optional[Dict[str, Any]] = None, max_concurrency: Optional[int] = None
-                       ) -> Dict[str, Any]:
+                       engine_kwargs: Optional[Dict[str, Any]] = None, max_concurrency: Optional[int] = None,
+                       scheduler_patches: Any = True) -> Dict[str, Any]:
     """The kwargs of sglang's `ServerArgs` our engine starts with: `sglang.Engine(**kwargs)` in this process
     (`SGLangEngine`), `ServerArgs(**kwargs)` in a server process of its own (`engines/sglang_server.py`, which adds
     only the server's own keys). Token ids in and out (`skip_tokenizer_init`), the memory saver (release/resume), and
     `scheduling_kwargs` over the user's `engine_kwargs` (for the installed sglang's ServerArgs fields). Refuses
-    SGLANG_RETURN_ORIGINAL_LOGPROB (a server process inherits it too)."""
+    SGLANG_RETURN_ORIGINAL_LOGPROB (a server process inherits it too); warns where `enable_mixed_chunk` is set without
+    the scheduler patch that lets it act (`scheduler_patches`: as `rollout.scheduler_patches`)."""
     if os.environ.get("SGLANG_RETURN_ORIGINAL_LOGPROB", "").lower() in ("1", "true", "yes"):
         raise RuntimeError("SGLANG_RETURN_ORIGINAL_LOGPROB is set: sglang would return temperature-1 log-probs, "
                            "not log_softmax(logits / T) of the sampling policy; unset it")
@@ -259,7 +262,10 @@ def server_args_kwargs(model_path: str, mem_fraction_static: float = 0.4, contex
         raise RuntimeError("rollout.kv_sessions needs sglang's streaming sessions (sglang >= 0.5.17); the installed "
                            "sglang has no enable_streaming_session")
     if kwargs.get("enable_mixed_chunk"):
-        log.warning(MIXED_CHUNK_IGNORED)
+        from agent_rl.engines.sglang_patches import selected
+
+        if "mixed_logprob" not in selected(scheduler_patches):
+            log.warning(MIXED_CHUNK_IGNORED)
     return kwargs
 
 
@@ -438,7 +444,7 @@ class SGLangEngine(Engine):
         `scheduler_patches`: sglang's scheduler processes run `sglang_patches.run_scheduler_process` with these patches
         (true: all, false: none, or their names; `sglang_patches.selected`)."""
         kwargs = server_args_kwargs(model_path, mem_fraction_static, context_length, seed, dtype, enable_memory_saver,
-                                    engine_kwargs, max_concurrency)
+                                    engine_kwargs, max_concurrency, scheduler_patches)
         import sglang
 
         env = apply_engine_env()

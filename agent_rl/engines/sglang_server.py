@@ -240,7 +240,7 @@ class SGLangServerEngine(HTTPEngine):
                  log_dir: Optional[str] = None, start_timeout_s: float = START_TIMEOUT_S,
                  scheduler_patches: Any = True):
         kwargs = server_args_kwargs(model_path, mem_fraction_static, context_length, seed, dtype, enable_memory_saver,
-                                    engine_kwargs, max_concurrency)
+                                    engine_kwargs, max_concurrency, scheduler_patches)
         env = dict(os.environ)
         self.engine_env = apply_engine_env(env)   # the server's processes get the in-process engine's variables
         self.server = SGLangServer(kwargs, log_dir=log_dir, start_timeout_s=start_timeout_s, env=env,

@@ -98,7 +98,7 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
   # VARIANTS: SHAPE:SETTING ... with SHAPE q15-PxN (random-init Qwen2.5-1.5B shape) or smol-PxN (SmolLM2-135M),
   # SETTING base (the defaults; since 2026-12-02 they include the delayer), delay (sglang's prefill delayer at 10 passes, the default until 2026-12-06, now 20: prefills wait up to 10 decode passes until the
   # queue holds a quarter of the running batch, so the turns that end one by one are prefilled together) or mixed
-  # (prefill tokens ride in the decode batch), prefillgraph (sglang's own breakable prefill CUDA graphs back on: the
+  # (prefill tokens ride in the decode batch: enable_mixed_chunk with the scheduler patch mixed_logprob), prefillgraph (sglang's own breakable prefill CUDA graphs back on: the
   # defaults run prefill passes eagerly since 2026-12-03; noprefillgraph was that setting before) or nooverlap
   # (overlap scheduling off: the arith crash suspect), or
   # server (issue 14: the defaults, with sglang in a server process of its own, `--engine sglang-server`, so our loop
@@ -132,7 +132,7 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
       server) extra=""; engine=sglang-server ;;
       delay) extra="--engine-kwarg enable_prefill_delayer=true --engine-kwarg prefill_delayer_queue_min_ratio=0.25 --engine-kwarg prefill_delayer_max_delay_passes=10" ;;
       delay[0-9]*) extra="--engine-kwarg prefill_delayer_max_delay_passes=${set#delay}" ;;   # the default delayer, N passes (overwritten by 10 before 2026-12-06: void then)
-      mixed) extra="--engine-kwarg enable_mixed_chunk=true" ;;   # a no-op: sglang 0.5.17 mixes no batch returning log-probs
+      mixed) extra="--engine-kwarg enable_mixed_chunk=true --scheduler-patches delayer_gather,decode_rows,delayer_cap,sample_gumbel,mixed_logprob" ;;   # prefills in the decode pass (sglang 0.5.17 mixes a batch returning log-probs only with the patch mixed_logprob; before 2026-12-07 this setting was a no-op)
       prefillgraph) extra="--engine-kwarg disable_prefill_cuda_graph=false" ;;   # sglang's breakable prefill graphs
       nooverlap) extra="--engine-kwarg disable_overlap_schedule=true" ;;
       sessions) extra="--kv-sessions" ;;   # each trajectory's KV kept between turns in an sglang streaming session (the default since 2026-12-05)

@@ -211,14 +211,19 @@ def test_bench_no_coalesce_submits_reaches_the_in_process_engine(fake_sglang, ti
     assert eng.coalesce_submits is False and eng.scheduling_info()["coalesce_submits"] is False
 
 
-def test_mixed_chunked_prefill_is_said_to_do_nothing(fake_sglang, caplog):
-    """sglang 0.5.17 mixes no prefill into a decode batch that returns log-probs: every rollout request does."""
+def test_mixed_chunked_prefill_is_said_to_do_nothing_without_its_patch(fake_sglang, caplog):
+    """sglang 0.5.17 mixes no prefill into a decode batch that returns log-probs (every rollout request does) unless
+    the scheduler patch `mixed_logprob` runs in its scheduler."""
     from agent_rl.engines.sglang_engine import MIXED_CHUNK_IGNORED, server_args_kwargs
 
-    with caplog.at_level("WARNING", logger="agent_rl.engines.sglang_engine"):
-        server_args_kwargs("m", engine_kwargs={"enable_mixed_chunk": True})
-    assert [r.getMessage() for r in caplog.records] == [MIXED_CHUNK_IGNORED]
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="agent_rl.engines.sglang_engine"):
-        server_args_kwargs("m", engine_kwargs={"enable_mixed_chunk": False})
-    assert not caplog.records
+    for patches in (True, False, ["decode_rows"]):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="agent_rl.engines.sglang_engine"):
+            server_args_kwargs("m", engine_kwargs={"enable_mixed_chunk": True}, scheduler_patches=patches)
+        assert [r.getMessage() for r in caplog.records] == [MIXED_CHUNK_IGNORED], patches
+    for kwargs, patches in (({"enable_mixed_chunk": False}, True),
+                            ({"enable_mixed_chunk": True}, ["decode_rows", "mixed_logprob"])):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="agent_rl.engines.sglang_engine"):
+            out = server_args_kwargs("m", engine_kwargs=kwargs, scheduler_patches=patches)
+        assert not caplog.records and out["enable_mixed_chunk"] is kwargs["enable_mixed_chunk"]

@@ -160,3 +160,17 @@ def test_decode_rows_leaves_every_decode_pass_as_sglang_files_it(run_script, tin
     assert r["decode_finishes"].get("length", 0) >= 10 and r["decode_finishes"].get("stop", 0) >= 1
     assert r["decode_finishes"].get("abort") == 2      # the two aborted while running
     assert r["partial_messages"] >= 1 and r["messages"] > r["partial_messages"]
+
+
+def test_mixed_logprob_mixes_prefills_into_decode_passes_with_the_same_logprobs(run_script, tiny_model_path):
+    r = run_script(["mixed_checks.py", tiny_model_path])
+    plain, declined, mixed = r["plain"], r["declined"], r["mixed"]
+    assert mixed["applied"] == ["delayer_gather", "decode_rows", "mixed_logprob"]
+    # sglang mixes no prefill into a decode batch that returns log-probs, with enable_mixed_chunk or without ...
+    assert plain["mixed_passes"] == declined["mixed_passes"] == 0
+    # ... the patch lets it: waves arriving while earlier requests decode run in passes with them
+    assert mixed["mixed_passes"] >= 2 and mixed["mixed_decode_rows"] > mixed["mixed_passes"], r
+    for run in (plain, declined, mixed):
+        assert run["requests"] == 22 and run["lengths_ok"]
+        assert run["max_logprob_gap"] < 1e-4, r     # transformers' log-probs of the same tokens (greedy and T 0.7)
+    assert r["greedy_same"] == {"declined": r["greedy"], "mixed": r["greedy"]} and r["greedy"] == 16

@@ -9,7 +9,9 @@ twenty-fourth session). Some of that work is waste; each patch, a module here, r
 * `delayer_cap` (`delayer_cap.py`): the prefill delayer counts free rows against the running cap, not the larger
   request pool KV sessions need;
 * `sample_gumbel` (`sample_gumbel.py`): a token drawn as `torch.multinomial` draws it, without its 10 checking
-  operations a decode pass.
+  operations a decode pass;
+* `mixed_logprob` (`mixed_logprob.py`): sglang's mixed chunked prefill (`enable_mixed_chunk`, off by default) also for
+  requests that return log-probs (every rollout request); not in the default set.
 
 Each patch checks that the installed sglang has what it replaces as it was written for (signatures, hashes of
 sources) and leaves sglang as it is otherwise (the start line on stderr says what was applied). They reach the
@@ -27,7 +29,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 # name -> the module whose `patch()` applies it (in this order)
 PATCHES = {"delayer_gather": "delayer", "decode_rows": "decode_rows", "delayer_cap": "delayer_cap",
-           "sample_gumbel": "sample_gumbel"}
+           "sample_gumbel": "sample_gumbel", "mixed_logprob": "mixed_logprob"}
 # what `rollout.scheduler_patches: true` applies: the patches measured to win on the GPU
 DEFAULT = ("delayer_gather", "decode_rows", "delayer_cap", "sample_gumbel")
 
