@@ -53,8 +53,8 @@ def patch() -> bool:
     def mix_with_running(self, running_batch):
         running_bs = running_batch.batch_size()
         mix(self, running_batch)
-        # each decode row extends by one token: start its log-probs there (no input log-prob), not at 0
-        self.extend_logprob_start_lens[-running_bs:] = self.extend_lens[-running_bs:]
+        if running_bs:   # each decode row extends by one token: its log-probs start there (no input log-prob), not at 0
+            self.extend_logprob_start_lens[-running_bs:] = self.extend_lens[-running_bs:]
 
     def _get_new_batch_prefill_raw(self, prefill_delayer_single_pass, running_batch):
         new_batch, running_batch = prefill(self, prefill_delayer_single_pass, running_batch)
