@@ -113,8 +113,9 @@ def _workload_args(p, prompts=16, n=2, turns="3", tokens="16") -> None:
     p.add_argument("--scheduler-patches", nargs="?", const=True, default=True, type=_patch_names, metavar="NAMES",
                    help="agent-rl's speed-ups inside sglang's scheduler processes (rollout.scheduler_patches, "
                         "engines/sglang_patches; engines sglang and sglang-server started here): the default set "
-                        "(delayer_gather, decode_rows, delayer_cap, sample_gumbel) or only those named, e.g. "
-                        "--scheduler-patches delayer_gather,decode_rows; with --engine sim, its delayer has sglang's "
+                        "(delayer_gather, decode_rows, delayer_cap, sample_gumbel, gc_freeze) or only those named, "
+                        "e.g. --scheduler-patches delayer_gather,decode_rows (default,mixed_logprob: the default set "
+                        "and mixed_logprob); with --engine sim, its delayer has sglang's "
                         "slot condition with delayer_cap, or without it where the concurrency fits --sim-max-running")
     p.add_argument("--no-scheduler-patches", dest="scheduler_patches", action="store_const", const=False,
                    help="sglang's scheduler as shipped")

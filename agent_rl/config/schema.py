@@ -125,12 +125,14 @@ class RolloutConfig:
                                     "docs/rollout.md)")
     scheduler_patches: Any = F(True, "speed-ups agent-rl applies inside sglang's scheduler processes where the "
                                "installed sglang fits them (engines sglang, sglang-server; engines/sglang_patches): "
-                               "true = the default set (the first four below), false = none, or a list of their "
-                               "names: delayer_gather (the prefill delayer without its all-gather on one rank), "
+                               "true = the default set (the first five below), false = none, or a list of their "
+                               "names (default in it = the default set): delayer_gather (the prefill delayer without "
+                               "its all-gather on one rank), "
                                "decode_rows (the per-row calls after each decode pass that change nothing), "
                                "delayer_cap (the prefill delayer counts free rows against the running cap, not the "
                                "request pool KV sessions enlarge), sample_gumbel (a token drawn as torch.multinomial "
-                               "draws it, without its checks); not in the default set: mixed_logprob (sglang's mixed "
+                               "draws it, without its checks), gc_freeze (the scheduler's start-up heap out of the "
+                               "garbage collector's full collections); not in the default set: mixed_logprob (sglang's mixed "
                                "chunked prefill, rollout.engine_kwargs.enable_mixed_chunk=true, also for requests "
                                "that return log-probs, as every rollout request does)")
     free_cache_engine: bool = F(True, "release the engine's KV cache and weights while the actor trains (hybrid engine)")

@@ -132,7 +132,7 @@ variants() {  # issue 14: one engine setting against another, a whole suite each
       server) extra=""; engine=sglang-server ;;
       delay) extra="--engine-kwarg enable_prefill_delayer=true --engine-kwarg prefill_delayer_queue_min_ratio=0.25 --engine-kwarg prefill_delayer_max_delay_passes=10" ;;
       delay[0-9]*) extra="--engine-kwarg prefill_delayer_max_delay_passes=${set#delay}" ;;   # the default delayer, N passes (overwritten by 10 before 2026-12-06: void then)
-      mixed) extra="--engine-kwarg enable_mixed_chunk=true --scheduler-patches delayer_gather,decode_rows,delayer_cap,sample_gumbel,mixed_logprob" ;;   # prefills in the decode pass (sglang 0.5.17 mixes a batch returning log-probs only with the patch mixed_logprob; before the thirty-second session, 2026-12-06, this setting was a no-op)
+      mixed) extra="--engine-kwarg enable_mixed_chunk=true --scheduler-patches default,mixed_logprob" ;;   # prefills in the decode pass (sglang 0.5.17 mixes a batch returning log-probs only with the patch mixed_logprob; before the thirty-second session, 2026-12-06, this setting was a no-op)
       prefillgraph) extra="--engine-kwarg disable_prefill_cuda_graph=false" ;;   # sglang's breakable prefill graphs
       nooverlap) extra="--engine-kwarg disable_overlap_schedule=true" ;;
       sessions) extra="--kv-sessions" ;;   # each trajectory's KV kept between turns in an sglang streaming session (the default since 2026-12-05)

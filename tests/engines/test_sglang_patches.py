@@ -148,14 +148,19 @@ def test_without_sglang_nothing_is_available(monkeypatch):
 def test_the_patches_asked_for_are_all_none_or_those_named():
     # true: the default set, the patches measured on the GPU
     assert sglang_patches.selected(True) == sglang_patches.DEFAULT == ("delayer_gather", "decode_rows", "delayer_cap",
-                                                                                      "sample_gumbel")
+                                                                                      "sample_gumbel", "gc_freeze")
     assert sglang_patches.selected(False) == sglang_patches.selected(None) == sglang_patches.selected([]) == ()
     # the registry's order, whatever order they are named in; a string is comma-separated
     assert sglang_patches.selected(["decode_rows", "delayer_gather"]) == ("delayer_gather", "decode_rows")
     assert sglang_patches.selected("decode_rows") == ("decode_rows",)
     assert sglang_patches.selected("delayer_cap,delayer_gather") == ("delayer_gather", "delayer_cap")
+    # `default` stands for the default set, beside other names
+    assert sglang_patches.selected("default,mixed_logprob") == sglang_patches.DEFAULT[:4] + ("mixed_logprob",
+                                                                                             "gc_freeze")
+    assert sglang_patches.selected(["default"]) == sglang_patches.DEFAULT
     with pytest.raises(ValueError, match="unknown scheduler patch 'decode_row' .known: delayer_gather, decode_rows, "
-                                         "delayer_cap, sample_gumbel"):
+                                         "delayer_cap, sample_gumbel, mixed_logprob, gc_freeze; default: the default "
+                                         "set"):
         sglang_patches.selected(["decode_row"])
 
 
@@ -331,3 +336,46 @@ def test_sample_gumbel_leaves_another_sglangs_sampler_alone(monkeypatch):
     assert sglang_patches.apply(["sample_gumbel"]) == [] and mod.sampling_from_probs_torch is original
     monkeypatch.delattr(mod, "sampling_from_probs_torch")
     assert sglang_patches.apply(["sample_gumbel"]) == []
+
+
+def _scheduler_module(params=("self",)):
+    mod = types.ModuleType("sglang.srt.managers.scheduler")
+
+    class Scheduler:
+        if params == ("self",):
+            def run_event_loop(self):
+                import gc
+
+                return gc.get_freeze_count()
+        else:
+            def run_event_loop(self, mode):
+                return mode
+
+    mod.Scheduler = Scheduler
+    return mod
+
+
+def test_gc_freeze_freezes_the_heap_before_the_event_loop_runs(monkeypatch, capsys):
+    import gc
+
+    mod = _scheduler_module()
+    _modules(monkeypatch, **{"sglang.srt.managers.scheduler": mod})
+    original = mod.Scheduler.run_event_loop
+    before = gc.get_freeze_count()
+    try:
+        assert sglang_patches.apply(["gc_freeze"]) == ["gc_freeze"] == sglang_patches.apply(["gc_freeze"])
+        assert mod.Scheduler.run_event_loop.__wrapped__ is original         # wrapped once
+        frozen_in_loop = mod.Scheduler().run_event_loop()
+    finally:
+        gc.unfreeze()
+    # this test process's whole heap (pytest, torch: far more than the interpreter's own few hundred) was frozen by the
+    # time sglang's loop ran, and the start line says how much
+    assert frozen_in_loop > before + 10_000
+    assert capsys.readouterr().err == f"agent-rl: sglang scheduler heap frozen: {frozen_in_loop} objects\n"
+
+
+def test_gc_freeze_leaves_another_sglangs_event_loop_alone(monkeypatch):
+    mod = _scheduler_module(params=("self", "mode"))
+    _modules(monkeypatch, **{"sglang.srt.managers.scheduler": mod})
+    original = mod.Scheduler.run_event_loop
+    assert sglang_patches.apply(["gc_freeze"]) == [] and mod.Scheduler.run_event_loop is original

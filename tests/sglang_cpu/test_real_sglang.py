@@ -57,7 +57,8 @@ def test_two_replicas_train_and_both_hold_the_actors_weights(run_script, tiny_mo
     # both replicas' schedulers started through agent-rl's patches (in process: our stderr; servers: their logs)
     logs = run_script.last_log.read_text(errors="replace") + "".join(
         p.read_text(errors="replace") for p in (tmp_path / "out").rglob("sglang-server-*.log"))
-    assert logs.count("agent-rl: sglang scheduler patched: delayer_gather, decode_rows, delayer_cap, sample_gumbel\n") == 2, kind
+    assert logs.count("agent-rl: sglang scheduler patched: delayer_gather, decode_rows, delayer_cap, sample_gumbel, "
+                      "gc_freeze\n") == 2, kind
     assert len(r["weights"]) == 6
     for name, (to_actor, to_initial) in r["weights"].items():
         assert to_actor == 0.0, name          # every replica holds exactly the actor's weights after the last sync
@@ -119,10 +120,12 @@ def test_scheduler_patches_decide_as_sglang_does_without_the_gather(run_script, 
     assert r["gathers_before"] == 200 and r["gathers_after"] == 0 and r["gathers_buffered"] == 0
     assert r["gathers_two_ranks"] == 1
     # an engine with the patches (all of them, the default) generates the same as one without
-    assert r["generate_same"] and r["info"] == [["delayer_gather", "decode_rows", "delayer_cap", "sample_gumbel"], []]
+    assert r["generate_same"] and r["info"] == [["delayer_gather", "decode_rows", "delayer_cap", "sample_gumbel",
+                                                 "gc_freeze"], []]
     log = run_script.last_log.read_text(errors="replace")
     # its scheduler said so; the other's not
-    assert log.count("agent-rl: sglang scheduler patched: delayer_gather, decode_rows, delayer_cap, sample_gumbel\n") == 1
+    assert log.count("agent-rl: sglang scheduler patched: delayer_gather, decode_rows, delayer_cap, sample_gumbel, "
+                     "gc_freeze\n") == 1
     assert "agent-rl: sglang scheduler patched: nothing" not in log
 
 
@@ -141,7 +144,8 @@ def test_delayer_cap_gathers_a_full_engines_prefills(run_script, tiny_model_path
 
 def test_sample_gumbel_draws_the_tokens_sglang_draws(run_script, tiny_model_path):
     r = run_script(["sample_checks.py", tiny_model_path])
-    assert r["applied"] == ["delayer_gather", "decode_rows", "delayer_cap", "sample_gumbel"] and r["all_done"]
+    assert r["applied"] == ["delayer_gather", "decode_rows", "delayer_cap", "sample_gumbel", "gc_freeze"]
+    assert r["all_done"]
     # every draw of the run (prefill and decode passes, batches of several rows): sglang's tokens, and the generator
     # left where sglang's own draw leaves it
     assert r["draws"] > 20 and r["same_tokens"] == r["same_state"] == r["draws"], r
@@ -174,3 +178,18 @@ def test_mixed_logprob_mixes_prefills_into_decode_passes_with_the_same_logprobs(
         assert run["requests"] == 22 and run["lengths_ok"]
         assert run["max_logprob_gap"] < 1e-4, r     # transformers' log-probs of the same tokens (greedy and T 0.7)
     assert r["greedy_same"] == {"declined": r["greedy"], "mixed": r["greedy"]} and r["greedy"] == 16
+
+
+def test_gc_freeze_takes_the_schedulers_start_up_heap_out_of_full_collections(run_script, tiny_model_path):
+    r = run_script(["gc_checks.py", tiny_model_path])
+    plain, frozen = r["default"], r["frozen"]
+    assert frozen["applied"][-1] == "gc_freeze" and "gc_freeze" not in plain["applied"]
+    assert plain["all_done"] and frozen["all_done"]
+    # as sglang ships: the start-up heap (torch, sglang, the model) sits in the oldest generation, which every full
+    # collection walks; nothing frozen (3.12 starts with a few hundred interpreter objects of its own frozen)
+    assert plain["loop"]["oldest"] > 100_000 and plain["loop"]["frozen"] < 1000, r
+    # patched: all of it in the permanent generation as the loop starts, and still there after the requests (sglang's
+    # loop unfroze nothing); what a full collection walks is what the scheduler allocated since
+    for at in ("loop", "flush"):
+        assert frozen[at]["frozen"] > 0.9 * plain["loop"]["oldest"], r
+        assert frozen[at]["oldest"] < 0.01 * frozen[at]["frozen"], r

@@ -10,6 +10,8 @@ twenty-fourth session). Some of that work is waste; each patch, a module here, r
   request pool KV sessions need;
 * `sample_gumbel` (`sample_gumbel.py`): a token drawn as `torch.multinomial` draws it, without its 10 checking
   operations a decode pass;
+* `gc_freeze` (`gc_freeze.py`): the scheduler's start-up heap out of the garbage collector's full collections (one
+  such collection stopped the engine for ~0.4 s every few thousand requests);
 * `mixed_logprob` (`mixed_logprob.py`): sglang's mixed chunked prefill (`enable_mixed_chunk`, off by default) also for
   requests that return log-probs (every rollout request); not in the default set.
 
@@ -18,7 +20,8 @@ sources) and leaves sglang as it is otherwise (the start line on stderr says wha
 scheduler through sglang's own hook for this (`Engine.run_scheduler_process_func`,
 `http_server.launch_server(run_scheduler_process_func=...)`): `run_scheduler_process` here is what sglang's engine starts
 in each scheduler process instead of its own, with the names of the patches to apply; it applies them there and runs
-sglang's. `rollout.scheduler_patches`: true (the default set, `DEFAULT`), false (none) or a list of names (`selected`).
+sglang's. `rollout.scheduler_patches`: true (the default set, `DEFAULT`), false (none) or a list of names (`selected`;
+`default` in it stands for the default set, e.g. `[default, mixed_logprob]`).
 """
 from __future__ import annotations
 
@@ -29,9 +32,9 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 # name -> the module whose `patch()` applies it (in this order)
 PATCHES = {"delayer_gather": "delayer", "decode_rows": "decode_rows", "delayer_cap": "delayer_cap",
-           "sample_gumbel": "sample_gumbel", "mixed_logprob": "mixed_logprob"}
+           "sample_gumbel": "sample_gumbel", "mixed_logprob": "mixed_logprob", "gc_freeze": "gc_freeze"}
 # what `rollout.scheduler_patches: true` applies: the patches measured to win on the GPU
-DEFAULT = ("delayer_gather", "decode_rows", "delayer_cap", "sample_gumbel")
+DEFAULT = ("delayer_gather", "decode_rows", "delayer_cap", "sample_gumbel", "gc_freeze")
 
 UNAVAILABLE = ("rollout.scheduler_patches: the installed sglang has no hook to start its scheduler through "
                "(run_scheduler_process_func); its scheduler runs as shipped")
@@ -39,15 +42,18 @@ UNAVAILABLE = ("rollout.scheduler_patches: the installed sglang has no hook to s
 
 def selected(value: Union[bool, str, Sequence[str], None]) -> Tuple[str, ...]:
     """The patch names `rollout.scheduler_patches` asks for: true = the default set (`DEFAULT`), false / null = none, a
-    list (or a comma-separated string) = those; ValueError naming an unknown one."""
+    list (or a comma-separated string) = those, `default` among them standing for the default set; ValueError naming
+    an unknown one."""
     if value is None or value is False:
         return ()
     if value is True:
         return DEFAULT
     names = [n.strip() for n in value.split(",")] if isinstance(value, str) else [str(n).strip() for n in value]
+    names = [m for n in names for m in (DEFAULT if n == "default" else (n,))]
     unknown = [n for n in names if n not in PATCHES]
     if unknown:
-        raise ValueError(f"unknown scheduler patch {unknown[0]!r} (known: {', '.join(PATCHES)})")
+        raise ValueError(f"unknown scheduler patch {unknown[0]!r} (known: {', '.join(PATCHES)}; default: the default "
+                         "set)")
     return tuple(n for n in PATCHES if n in names)
 
 
