@@ -132,8 +132,9 @@ class RolloutConfig:
                                "delayer_cap (the prefill delayer counts free rows against the running cap, not the "
                                "request pool KV sessions enlarge), sample_gumbel (a token drawn as torch.multinomial "
                                "draws it, without its checks), gc_freeze (the scheduler's start-up heap out of the "
-                               "garbage collector's full collections); not in the default set: mixed_logprob (sglang's mixed "
-                               "chunked prefill, rollout.engine_kwargs.enable_mixed_chunk=true, also for requests "
+                               "garbage collector's full collections); not in the default set: mixed_logprob "
+                               "(sglang's mixed chunked prefill, rollout.engine_kwargs.enable_mixed_chunk=true, also "
+                               "for requests "
                                "that return log-probs, as every rollout request does)")
     free_cache_engine: bool = F(True, "release the engine's KV cache and weights while the actor trains (hybrid engine)")
     weight_sync_bucket_mb: int = F(512, "size bound of one update_weights_from_tensor call")

@@ -12,7 +12,11 @@ rollout loop and the tools. Here it runs in the server's process instead; our lo
   adds the server's own keys only (`SERVER_KEYS`). stdout and stderr go to a log file (sglang's children keep
   inherited pipes open), next to the spec. `start()` waits until `/health` answers 200 (sglang answers 503 until
   its warm-up request ran); a process that exits, or a timeout, raises `SGLangServerError`: one line naming the
-  cause and the log, then the log's last lines. `stop()` ends the whole process group (SIGTERM, then SIGKILL).
+  cause and the log, then the log's last lines. With `gc_freeze` among the scheduler patches (the default), a healthy
+  server is then asked to freeze its garbage collector (`/freeze_gc`, sglang's own endpoint, after its warm-up
+  request): the server process holds sglang's tokenizer manager on every request's path, and its full collections
+  walk ~710k start-up objects (six of 0.41-0.61 s in 3.5 minutes of rollout on a CPU test server, none once frozen:
+  sglang's own GC warning; docs/benchmarks.md, thirty-third session). `stop()` ends the whole process group (SIGTERM, then SIGKILL).
   The launcher kills its group when our process goes away without stopping it.
 * `SGLangServerEngine` is an `HTTPEngine` on that server that owns it: `shutdown()` stops it. Weights reach it from
   disk as with `http` (`training.weight_sync.sync_weights_from_disk`), one server per training rank.
@@ -154,6 +158,8 @@ class SGLangServer:
         self.scheduler_patches = list(names) if names and sglang_patches.available() else []
         if names and not self.scheduler_patches:
             log.info(sglang_patches.UNAVAILABLE)
+        self.freeze_gc = "gc_freeze" in names   # the server process's collector too, through its endpoint
+        self.gc_frozen = False
         self.host, self.port = host, int(port or free_port(host))
         self.kwargs = launch_kwargs(kwargs, host, self.port)
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="agent-rl-sglang-server-")
@@ -187,6 +193,8 @@ class SGLangServer:
                 self.stop()
                 raise SGLangServerError(self._failure(pid, f"exited with code {code} before answering /health"))
             if self.healthy():
+                if self.freeze_gc:
+                    self.gc_frozen = self._freeze_gc()
                 return self
             if time.monotonic() > deadline:
                 self.stop()
@@ -198,6 +206,18 @@ class SGLangServer:
             with _get(self.url + "/health", timeout=5) as resp:
                 return resp.status == 200
         except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def _freeze_gc(self) -> bool:
+        """sglang's `/freeze_gc`: its processes' start-up objects out of their garbage collector's full collections;
+        a server that refuses it (an sglang without the endpoint) runs on as it ships, said once."""
+        try:
+            with _OPENER.open(urllib.request.Request(self.url + "/freeze_gc", data=b"", method="POST"),
+                              timeout=60) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            log.warning("sglang server %s: /freeze_gc failed (%s); its garbage collector runs as sglang ships it",
+                        self.url, e)
             return False
 
     def _failure(self, pid: int, what: str) -> str:

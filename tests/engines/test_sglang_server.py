@@ -61,7 +61,10 @@ async def test_server_starts_with_the_in_process_engines_kwargs(fake_sglang, tmp
     assert caplog.text.count(UNAVAILABLE) == 2 and _read(eng.server.spec_path)["patches_root"] is None
     try:
         with _get(eng.server.url + "/fake/state", timeout=5) as resp:
-            assert json.loads(resp.read())["health"] == 3   # start waited through two 503s (sglang warming up)
+            state = json.loads(resp.read())
+        assert state["health"] == 3   # start waited through two 503s (sglang warming up)
+        # then asked the healthy server to freeze its collector (gc_freeze, a default patch), once
+        assert state["freeze_gc"] == 1 and eng.server.gc_frozen
         server = _read(fake_sglang / "server.json")
         got = server["kwargs"]
         assert {k: v for k, v in got.items() if k not in SERVER_KEYS} == engine_kwargs
@@ -227,3 +230,20 @@ def test_mixed_chunked_prefill_is_said_to_do_nothing_without_its_patch(fake_sgla
         with caplog.at_level("WARNING", logger="agent_rl.engines.sglang_engine"):
             out = server_args_kwargs("m", engine_kwargs=kwargs, scheduler_patches=patches)
         assert not caplog.records and out["enable_mixed_chunk"] is kwargs["enable_mixed_chunk"]
+
+
+@pytest.mark.parametrize("patches, refuses, calls", [(False, False, 0), (["decode_rows"], False, 0),
+                                                     (["gc_freeze"], False, 1), (True, True, 1)])
+def test_the_servers_collector_is_frozen_with_gc_freeze_and_a_refusal_only_warns(fake_sglang, tmp_path, monkeypatch,
+                                                                                 caplog, patches, refuses, calls):
+    if refuses:
+        monkeypatch.setenv("FAKE_SGLANG_NO_FREEZE", "1")   # an sglang without the endpoint
+    server = SGLangServer({"model_path": "/models/m"}, log_dir=str(tmp_path), scheduler_patches=patches).start()
+    try:
+        with _get(server.url + "/fake/state", timeout=5) as resp:
+            assert json.loads(resp.read())["freeze_gc"] == calls
+        assert server.gc_frozen is (calls == 1 and not refuses)
+        assert ("/freeze_gc failed" in caplog.text) is refuses   # a warning; the server serves on
+        assert server.healthy()
+    finally:
+        server.stop()

@@ -81,6 +81,7 @@ def main(kind: str, model: str, out: str) -> dict:
         assert isinstance(engine, ReplicaEngine), type(engine)
         res["replicas"] = [type(r).__name__ for r in engine.replicas]
         res["routed"] = list(engine.routed)
+        res["server_gc_frozen"] = [getattr(getattr(r, "server", None), "gc_frozen", None) for r in engine.replicas]
         actor = {k: v.detach().float().cpu() for k, v in worker.actor.policy.model.state_dict().items()}
         initial = load_file(os.path.join(model, "model.safetensors"))
         res["weights"] = {}

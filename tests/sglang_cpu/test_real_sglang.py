@@ -51,6 +51,8 @@ def test_two_replicas_train_and_both_hold_the_actors_weights(run_script, tiny_mo
     r = run_script(["replicas_train.py", kind, tiny_model_path, str(tmp_path / "out")])
     assert r["steps"] == [1, 2]
     assert len(r["replicas"]) == 2 and min(r["routed"]) > 0          # both rolled out
+    # gc_freeze (a default patch): each server process froze its collector through sglang's /freeze_gc
+    assert r["server_gc_frozen"] == ([True, True] if kind == "sglang-server" else [None, None]), r
     # KV sessions by default (rollout.kv_sessions null): each step's 8 trajectories started one, logged per step
     assert [s.get("started") for s in r["sessions"]] == [8, 8], r["sessions"]
     assert r["said_sessions"]                                         # and the run's start says so

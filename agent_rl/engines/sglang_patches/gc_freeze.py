@@ -4,8 +4,8 @@ sglang's scheduler process holds hundreds of thousands of objects once it has st
 model, its CUDA graphs), and it allocates steadily while it serves (requests, batches, their tensors' Python
 wrappers), so every few thousand requests CPython runs a full collection, which walks all of them: one collection of
 the scheduler stops the engine for 0.35 s on this project's CPU test engine (sglang's own GC log, `SGLANG_LOG_GC=1`,
-docs/benchmarks.md, thirty-third session), and on the GPU host a rollout step took ~0.4 s longer once a run at a fixed
-point of its requests. sglang's own remedy is its `freeze_gc` request, sent after a warm-up; through the in-process
+docs/benchmarks.md, thirty-third session), 0.385 s on an H100, where one rollout step of every benchmark run took that
+much longer (11.7 ms with this patch). sglang's own remedy is its `freeze_gc` request, sent after a warm-up; through the in-process
 engine it also freezes the tokenizer manager's process, which is the trainer's own (`rollout/frozen_heap.py` manages
 the collector there step by step), so this patch freezes the scheduler process alone.
 
@@ -13,7 +13,9 @@ Patched, `Scheduler.run_event_loop` (entered once, after the model, the KV pool 
 first collects (`gc.collect()`: no garbage is frozen) and moves every remaining object into the permanent generation
 (`gc.freeze()`): later collections walk only what the scheduler allocated since. Those objects are collected as
 before; the frozen ones stay for the process's life, as they would (the engine's own state). Anything in sglang that
-unfreezes (its CUDA-graph capture does, around a capture) gives the collector back the whole heap: sglang as shipped.
+unfreezes gives the collector back the whole heap, sglang as shipped: its CUDA-graph capture does, but only at
+start-up, before the loop (releasing and resuming memory and cache flushes capture nothing; a weight update only when
+asked to recapture, which agent-rl's weight sync never asks).
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """run_server(server_args): records its kwargs, process and a child (standing in for sglang's scheduler), then,
 by $FAKE_SGLANG_MODE: `serve` (default) answers /health (503 twice first, as sglang while it warms up),
-/server_info, /generate, /abort_request, the weight / memory endpoints and /fake/state (its health-check count and
-the /generate bodies it got); `die` raises at start; `hang` never listens."""
+/server_info, /generate, /abort_request, the weight / memory endpoints, /freeze_gc (404 with $FAKE_SGLANG_NO_FREEZE)
+and /fake/state (its health-check and /freeze_gc counts and the /generate bodies it got); `die` raises at start;
+`hang` never listens."""
 import dataclasses
 import json
 import os
@@ -23,7 +24,7 @@ def run_server(server_args):
         raise RuntimeError("fake sglang: CUDA out of memory")
     if mode == "hang":
         time.sleep(600)
-    state = {"health": 0, "requests": []}
+    state = {"health": 0, "requests": [], "freeze_gc": 0}
 
     class Handler(BaseHTTPRequestHandler):
         def _json(self, obj, status=200):
@@ -49,7 +50,13 @@ def run_server(server_args):
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-            if self.path == "/generate":
+            if self.path == "/freeze_gc":
+                state["freeze_gc"] += 1
+                if os.environ.get("FAKE_SGLANG_NO_FREEZE"):
+                    self._json({"detail": "Not Found"}, 404)
+                else:
+                    self._json({}, 200)
+            elif self.path == "/generate":
                 state["requests"].append(body)
                 sp, ids = body["sampling_params"], list(body["input_ids"])
                 out, stop = [], set(sp.get("stop_token_ids") or [])
