@@ -212,8 +212,7 @@ class SGLangServer:
         """sglang's `/freeze_gc`: its processes' start-up objects out of their garbage collector's full collections;
         a server that refuses it (an sglang without the endpoint) runs on as it ships, said once."""
         try:
-            with _OPENER.open(urllib.request.Request(self.url + "/freeze_gc", data=b"", method="POST"),
-                              timeout=60) as resp:
+            with _get(self.url + "/freeze_gc", timeout=60) as resp:   # sglang takes GET or POST
                 return resp.status == 200
         except (urllib.error.URLError, OSError, ValueError) as e:
             log.warning("sglang server %s: /freeze_gc failed (%s); its garbage collector runs as sglang ships it",

@@ -1,8 +1,8 @@
 """agent-rl's `gc_freeze` scheduler patch (engines/sglang_patches/gc_freeze.py) against real sglang 0.5.17 on a CPU.
 Two engines, with the default patches and with `gc_freeze` added, serve the same requests, then flush their cache.
 Each scheduler records, as its event loop starts and again at the flush: the objects in the collector's permanent
-generation (`gc.get_freeze_count()`), those in its oldest generation (what a full collection walks besides the young
-ones) and the full collections run since the loop started. Prints one JSON line; test_real_sglang.py asserts.
+generation (`gc.get_freeze_count()`) and those in its oldest generation (what a full collection walks besides the
+young ones). Prints one JSON line; test_real_sglang.py asserts.
 argv: MODEL_DIR."""
 import functools
 import gc
@@ -24,21 +24,15 @@ def run_recorded(names, out_path, *args, **kwargs):
     from sglang.srt.managers.scheduler import Scheduler
 
     out = open(out_path, "w", buffering=1)
-    full = [0]
 
     def record(at):
-        out.write(json.dumps({"at": at, "frozen": gc.get_freeze_count(), "oldest": len(gc.get_objects(generation=2)),
-                              "full_collections": full[0]}) + "\n")
-
-    def count_full(phase, info):
-        if phase == "stop" and info.get("generation") == 2:
-            full[0] += 1
+        out.write(json.dumps({"at": at, "frozen": gc.get_freeze_count(),
+                              "oldest": len(gc.get_objects(generation=2))}) + "\n")
 
     loop, flush = Scheduler.run_event_loop, Scheduler.flush_cache
 
     def run_event_loop(self):
         record("loop")
-        gc.callbacks.append(count_full)
         return loop(self)
 
     def flush_cache(self, *a, **k):

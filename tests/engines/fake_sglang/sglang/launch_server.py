@@ -43,6 +43,12 @@ def run_server(server_args):
                 info = dataclasses.asdict(server_args)
                 info["cuda_graph_config"] = {"decode": {"max_bs": server_args.cuda_graph_max_bs_decode}}
                 self._json(info)
+            elif self.path == "/freeze_gc":
+                state["freeze_gc"] += 1
+                if os.environ.get("FAKE_SGLANG_NO_FREEZE"):
+                    self._json({"detail": "Not Found"}, 404)
+                else:
+                    self._json({}, 200)
             elif self.path == "/fake/state":
                 self._json(state)
             else:
@@ -50,13 +56,7 @@ def run_server(server_args):
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-            if self.path == "/freeze_gc":
-                state["freeze_gc"] += 1
-                if os.environ.get("FAKE_SGLANG_NO_FREEZE"):
-                    self._json({"detail": "Not Found"}, 404)
-                else:
-                    self._json({}, 200)
-            elif self.path == "/generate":
+            if self.path == "/generate":
                 state["requests"].append(body)
                 sp, ids = body["sampling_params"], list(body["input_ids"])
                 out, stop = [], set(sp.get("stop_token_ids") or [])
