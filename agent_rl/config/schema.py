@@ -147,7 +147,8 @@ class RolloutConfig:
     event_loop: str = F("asyncio", "the event loop the rollout runs on: asyncio | uvloop (its scheduling in C; with "
                         "the in-process sglang engine it runs sglang's tokenizer manager too)", choices=LOOPS)
     drift_checks_per_step: int = F(16, "trajectories per step whose token stream is compared with a full re-render "
-                                   "(rollout/drift_*; costs a full chat-template render + tokenization each; -1 = all)")
+                                   "(rollout/drift_*; costs a full chat-template render each, its tokenization in a "
+                                   "worker thread; -1 = all)")
     trajectory_dir: Optional[str] = F(None, "where each step's trajectories are written as JSONL (default: <trainer.output_dir>/rollouts)")
 
 

@@ -26,7 +26,7 @@ would re-serialise differently).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from agent_rl.engines.base import model_eos_token_ids
 from agent_rl.model.prepare import chat_template as project_chat_template
@@ -197,20 +197,35 @@ class ChatRenderer:
         ids = self._encode_pieces(self.observation_text(tool_messages), cache=False)
         return ids if assistant_ended else list(self.end_of_turn_ids) + ids
 
-    def full_ids(self, messages: Sequence[Dict[str, Any]]) -> List[int]:
-        """Full re-render of a conversation, in the incremental stream's shape: ends with the assistant header when
-        the last message is not an assistant one, else right after that assistant's end-of-turn token."""
+    def full_text(self, messages: Sequence[Dict[str, Any]]) -> str:
+        """Full re-render of a conversation as text, in the incremental stream's shape: ends with the assistant header
+        when the last message is not an assistant one, else right after that assistant's end-of-turn token."""
         msgs = self.with_system(messages)
         if msgs and msgs[-1].get("role") == "assistant":
             text = self.render(msgs, add_generation_prompt=False)
-            text = text[: self._cut_after_last_end_of_turn(text)]
-        else:
-            text = self.render(msgs, add_generation_prompt=True)
-        return self._encode_pieces(text, cache=False)
+            return text[: self._cut_after_last_end_of_turn(text)]
+        return self.render(msgs, add_generation_prompt=True)
+
+    def full_ids(self, messages: Sequence[Dict[str, Any]]) -> List[int]:
+        """`full_text(messages)` tokenised."""
+        return self._encode_pieces(self.full_text(messages), cache=False)
+
+    def threaded_encoder(self) -> Optional[Callable[[str], List[int]]]:
+        """A function that tokenises a text as `encode` does but lets other Python threads run meanwhile (the fast
+        tokenizer's batch call releases the interpreter lock, its single-text call does not), for work off the event
+        loop's thread; None without a fast tokenizer."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return None
+        return lambda text: backend.encode_batch([text], add_special_tokens=False)[0].ids
 
     def drift(self, messages: Sequence[Dict[str, Any]], ids: Sequence[int]) -> int:
         """Tokens where `ids` (prompt + response, built incrementally) differ from a full re-render of `messages`:
         differing positions over the common length + the length difference. A metric only."""
-        full = self.full_ids(messages)
-        n = min(len(full), len(ids))
-        return sum(1 for a, b in zip(full[:n], ids[:n]) if a != b) + abs(len(full) - len(ids))
+        return count_drift(self.full_ids(messages), ids)
+
+
+def count_drift(full: Sequence[int], ids: Sequence[int]) -> int:
+    """Positions where `ids` differ from `full` over their common length, plus the difference of their lengths."""
+    n = min(len(full), len(ids))
+    return sum(1 for a, b in zip(full[:n], ids[:n]) if a != b) + abs(len(full) - len(ids))

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from agent_rl.rollout.agent_loop import LoopControl, LoopHooks, run_trajectory
+from agent_rl.rollout.chat import count_drift
 from agent_rl.rollout.frozen_heap import frozen_heap
 from agent_rl.rollout.group_filter import GroupFilter
 from agent_rl.rollout.load_gate import LoadGate
@@ -91,6 +92,7 @@ class RolloutScheduler:
         self._carried: List[_Group] = []
         self._parked: Dict[str, tuple] = {}   # trajectory id -> (session context manager, session) of a cut trajectory
         self._drift_left = -1                 # drift checks left in this step (-1: unlimited)
+        self._drift_jobs: List[tuple] = []    # (trajectory, its ids, the future of its re-render's ids) of this step
         self._launched: Dict[int, int] = {}   # step -> training groups launched in it so far
 
     # ------------------------------------------------------------------ public
@@ -254,16 +256,31 @@ class RolloutScheduler:
                 raise asyncio.CancelledError()
 
     def _check_drift(self, traj: Trajectory) -> None:
-        """Compare the incremental token stream with a full re-render (a metric; a few per step: it is the costliest
-        CPU work of a trajectory and runs on the event loop that feeds the engine)."""
+        """Compare the incremental token stream with a full re-render (a metric; a few per step). The render runs
+        here, on the event loop that feeds the engine; its tokenisation, the costlier part (~1.5 ms for 650 tokens),
+        in a worker thread where the tokenizer allows (`ChatRenderer.threaded_encoder`): the step collects it at its
+        end (`_collect_drift`)."""
         try:
             ids = list(traj.prompt_ids) + list(traj.response_ids)
             last = traj.turns[-1].output_ids if traj.turns else []
             if traj.turns and not (last and last[-1] in self.renderer.stop_token_ids) and not traj.turns[-1].observation_ids:
                 ids += list(self.renderer.end_of_turn_ids)  # a re-render closes the cut last turn
-            traj.drift = int(self.renderer.drift(traj.messages, ids))
+            encode = self.renderer.threaded_encoder()
+            if encode is None:
+                traj.drift = count_drift(self.renderer.full_ids(traj.messages), ids)
+                return
+            text = self.renderer.full_text(traj.messages)
+            future = asyncio.get_running_loop().run_in_executor(None, _tokenise, encode, text)
+            self._drift_jobs.append((traj, ids, future))
         except Exception:  # a metric only: a template that cannot re-render must not end the run
             traj.drift = None
+
+    async def _collect_drift(self) -> None:
+        """The drift of the trajectories whose re-render was tokenised in a worker thread this step."""
+        jobs, self._drift_jobs = self._drift_jobs, []
+        for traj, ids, future in jobs:
+            full = await future
+            traj.drift = None if full is None else count_drift(full, ids)
 
     async def _run(self, groups: List[_Group], keep: int, sampling, carry: bool, version: int, step: int,
                    desc: str = "rollout", group_filter: Optional[GroupFilter] = None) -> RolloutResult:
@@ -318,12 +335,14 @@ class RolloutScheduler:
                         complete(g)
         except BaseException:
             await self._stop(pending, info)
+            self._drift_jobs = []   # a worker's tokenisation ends on its own (and never raises: `_tokenise`)
             bar.close()
             await self._release_parked([t for g in groups for t in g.trajs])
             raise
         cut_started = time.perf_counter()
         aborted_ids = {id(info[t][1]) for t in pending}
         await self._stop(pending, info)
+        await self._collect_drift()
         bar.close()
         seconds = time.perf_counter() - t0
 
@@ -384,3 +403,11 @@ class RolloutScheduler:
         for task in pending:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()
+
+
+def _tokenise(encode: Callable[[str], List[int]], text: str) -> Optional[List[int]]:
+    """`encode(text)` in a worker thread; None where it fails (a metric only)."""
+    try:
+        return encode(text)
+    except Exception:
+        return None

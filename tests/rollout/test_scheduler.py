@@ -174,6 +174,36 @@ async def test_drift_is_checked_on_a_bounded_number_per_step(tokenizer, setup):
     assert sum(t.drift is not None for t in res.trajectories) == 2
 
 
+async def test_drift_is_tokenised_off_the_event_loops_thread_and_still_counts(tokenizer, setup):
+    """The re-render's tokenisation (the costly part of a drift check) runs in a worker thread and is collected at the
+    step's end: a stream that matches reads 0, one that differs is counted, a tokenizer that fails leaves None, and
+    a renderer without a thread-safe encoder checks on the loop as before."""
+    import threading
+
+    rt, tool, renderer = setup
+    threads = []
+    real = renderer.threaded_encoder()
+
+    def encoder():
+        def encode(text):
+            threads.append(threading.get_ident())
+            if "question 2" in text:
+                raise RuntimeError("tokenizer broke")
+            return real(text) + ([7, 7, 7] if "question 1" in text else [])   # 3 ids more than the stream
+        return encode
+
+    renderer.threaded_encoder = encoder
+    engine = ScriptedEngine(tokenizer, slow_script(tokenizer, set()))
+    sched = RolloutScheduler(engine, renderer, rt, cfg(n=1, drift_checks_per_step=-1))
+    res = await sched.run_step(rows(3), step=0)
+    drift = {question(t.prompt_ids, tokenizer): t.drift for t in res.trajectories}
+    assert drift == {0: 0, 1: 3, 2: None} and res.metrics["rollout/drift_mean"] == 1.5
+    assert len(threads) == 3 and threading.get_ident() not in threads and not sched._drift_jobs
+    renderer.threaded_encoder = lambda: None                  # no fast tokenizer: the check runs inline
+    res = await sched.run_step(rows(2), step=1)
+    assert [t.drift for t in res.trajectories] == [0, 0] and len(threads) == 3
+
+
 async def test_requests_carry_the_group_launch_order_as_priority(tokenizer, setup):
     rt, tool, renderer = setup
     engine = ScriptedEngine(tokenizer, slow_script(tokenizer, set()))
