@@ -267,7 +267,7 @@ class RolloutScheduler:
                 ids += list(self.renderer.end_of_turn_ids)  # a re-render closes the cut last turn
             encode = self.renderer.threaded_encoder()
             if encode is None:
-                traj.drift = count_drift(self.renderer.full_ids(traj.messages), ids)
+                traj.drift = self.renderer.drift(traj.messages, ids)
                 return
             text = self.renderer.full_text(traj.messages)
             future = asyncio.get_running_loop().run_in_executor(None, _tokenise, encode, text)
