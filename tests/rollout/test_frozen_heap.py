@@ -7,6 +7,11 @@ import agent_rl.rollout.frozen_heap as fh
 from agent_rl.rollout.frozen_heap import YOUNG_THRESHOLD, frozen_heap
 
 
+def _collectable(obj) -> bool:
+    """In one of the collector's generations, i.e. not frozen (the permanent generation is in none of them)."""
+    return any(o is obj for o in gc.get_objects())
+
+
 def test_freezes_during_and_restores_after():
     before = gc.get_threshold()
     assert gc.get_freeze_count() <= fh._STARTUP_FROZEN   # none, or (3.12) the interpreter's own
@@ -88,12 +93,16 @@ def test_the_interpreters_own_frozen_objects_are_no_one_elses_freeze(monkeypatch
     """CPython 3.12 starts with objects of its own in the permanent generation (375 on 3.12.1): frozen_heap must still
     freeze the step (it did not, so no GPU step ran frozen), and its unfreeze gives those to the collector too."""
     keep = [[i] for i in range(300)]   # standing in for the interpreter's startup objects
+    gone = [[i] for i in range(300)]   # frozen too, then freed: the count falls (as another thread's objects may)
     gc.freeze()
     try:
         startup = gc.get_freeze_count()
         monkeypatch.setattr(fh, "_STARTUP_FROZEN", startup)   # as imported on 3.12
+        del gone
+        step_object = [[]]   # allocated after the startup freeze: the step's freeze must take it
         with fh.frozen_heap():
-            assert gc.get_freeze_count() > startup and gc.get_threshold()[0] >= YOUNG_THRESHOLD
+            assert not _collectable(step_object) and gc.get_threshold()[0] >= YOUNG_THRESHOLD
+        assert _collectable(step_object)
         assert gc.get_freeze_count() == 0
         gc.freeze()                                           # someone else's freeze beyond the startup objects
         monkeypatch.setattr(fh, "_STARTUP_FROZEN", 10)
