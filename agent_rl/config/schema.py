@@ -140,7 +140,7 @@ class RolloutConfig:
     weight_sync_bucket_mb: int = F(512, "size bound of one update_weights_from_tensor call")
     server_url: Optional[str] = F(None, "base URL of an external SGLang server (engine=http)")
     hf_max_batch_size: int = F(64, "hf engine: most sequences decoded together")
-    engine_kwargs: Dict[str, Any] = F(None, "passed through to sglang.Engine / the sglang-server's ServerArgs (attention_backend, cuda graph, ...)", factory=lambda: {
+    engine_kwargs: Dict[str, Any] = F(None, "passed through to sglang.Engine / the sglang-server's ServerArgs (attention_backend, cuda graph, ...); with device: cpu, sleep_on_idle defaults to true (an idle scheduler waits instead of polling a core)", factory=lambda: {
         "attention_backend": "triton", "sampling_backend": "pytorch", "grammar_backend": "none",
     })
     progress_bar: bool = F(True, "show a progress bar while rolling out")

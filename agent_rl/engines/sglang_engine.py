@@ -236,7 +236,8 @@ def server_args_kwargs(model_path: str, mem_fraction_static: float = 0.4, contex
     """The kwargs of sglang's `ServerArgs` our engine starts with: `sglang.Engine(**kwargs)` in this process
     (`SGLangEngine`), `ServerArgs(**kwargs)` in a server process of its own (`engines/sglang_server.py`, which adds
     only the server's own keys). Token ids in and out (`skip_tokenizer_init`), the memory saver (release/resume), and
-    `scheduling_kwargs` over the user's `engine_kwargs` (for the installed sglang's ServerArgs fields). Refuses
+    `scheduling_kwargs` over the user's `engine_kwargs` (for the installed sglang's ServerArgs fields), and on
+    `device=cpu` sglang's `sleep_on_idle` unless the user set it. Refuses
     SGLANG_RETURN_ORIGINAL_LOGPROB (a server process inherits it too); warns where `enable_mixed_chunk` is set without
     the scheduler patch that lets it act (`scheduler_patches`: as `rollout.scheduler_patches`)."""
     if os.environ.get("SGLANG_RETURN_ORIGINAL_LOGPROB", "").lower() in ("1", "true", "yes"):
@@ -258,6 +259,11 @@ def server_args_kwargs(model_path: str, mem_fraction_static: float = 0.4, contex
         kwargs["dtype"] = str(dtype).replace("torch.", "")
     fields = {f.name for f in dataclasses.fields(ServerArgs)}
     kwargs.update(scheduling_kwargs(max_concurrency, engine_kwargs or {}, fields))
+    if str(kwargs.get("device") or "").lower() == "cpu" and "sleep_on_idle" in fields:
+        # sglang's idle scheduler polls its sockets in a busy loop, a whole core per engine (sglang 0.5.17): on a CPU
+        # that core is the one the actor's passes, a second engine or the tools need; waiting on the sockets instead
+        # wakes on the next request as soon (a user's own setting wins)
+        kwargs.setdefault("sleep_on_idle", True)
     if kwargs.get("enable_streaming_session") and "enable_streaming_session" not in fields:
         raise RuntimeError("rollout.kv_sessions needs sglang's streaming sessions (sglang >= 0.5.17); the installed "
                            "sglang has no enable_streaming_session")

@@ -232,6 +232,17 @@ def test_mixed_chunked_prefill_is_said_to_do_nothing_without_its_patch(fake_sgla
         assert not caplog.records and out["enable_mixed_chunk"] is kwargs["enable_mixed_chunk"]
 
 
+def test_a_cpu_engines_scheduler_waits_for_work_instead_of_polling(fake_sglang):
+    """sglang's idle scheduler busy-polls a core (0.5.17); on device=cpu that core is the trainer's: sleep_on_idle."""
+    from agent_rl.engines.sglang_engine import server_args_kwargs
+
+    assert server_args_kwargs("m", engine_kwargs={"device": "cpu"})["sleep_on_idle"] is True
+    assert server_args_kwargs("m", engine_kwargs={"device": "CPU"})["sleep_on_idle"] is True
+    assert server_args_kwargs("m", engine_kwargs={"device": "cpu", "sleep_on_idle": False})["sleep_on_idle"] is False
+    assert "sleep_on_idle" not in server_args_kwargs("m", engine_kwargs={"device": "cuda"})
+    assert "sleep_on_idle" not in server_args_kwargs("m")
+
+
 @pytest.mark.parametrize("patches, refuses, calls", [(False, False, 0), (["decode_rows"], False, 0),
                                                      (["gc_freeze"], False, 1), (True, True, 1)])
 def test_the_servers_collector_is_frozen_with_gc_freeze_and_a_refusal_only_warns(fake_sglang, tmp_path, monkeypatch,

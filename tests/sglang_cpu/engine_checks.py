@@ -5,6 +5,8 @@ import asyncio
 import json
 import sys
 
+# with device=cpu agent-rl sets sglang's sleep_on_idle (server_args_kwargs): an idle scheduler waits on its sockets
+# instead of polling them, a whole core per engine, which on the 2-core test machine starved the test's own work
 CPU_KWARGS = {"device": "cpu", "attention_backend": "torch_native", "disable_cuda_graph": True,
               "enable_memory_saver": False, "max_total_tokens": 60000, "log_level": "error",
               "dtype": "float32"}
@@ -72,6 +74,20 @@ async def abort_scenario(engine, prompt, long_tokens: int, short_tokens: int, wa
     return await asyncio.gather(t1, t10, early)
 
 
+async def idle_scheduler_cores(seconds: float) -> list:
+    """The CPU cores each sglang scheduler process below this one used over `seconds` of an idle engine."""
+    import time
+
+    import psutil
+
+    procs = [p for p in psutil.Process().children(recursive=True) if "scheduler" in p.name()]
+    before = [sum(p.cpu_times()[:2]) for p in procs]
+    t = time.monotonic()
+    await asyncio.sleep(seconds)
+    dt = time.monotonic() - t
+    return [round((sum(p.cpu_times()[:2]) - b) / dt, 3) for p, b in zip(procs, before)]
+
+
 async def main(model: str) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
@@ -124,6 +140,7 @@ async def main(model: str) -> dict:
         res["flush"] = bool(await engine.flush_cache())
         restored = await engine.generate(prompt, greedy, "w2")
         res["restored_equals_base"] = restored.output_ids == base.output_ids
+        res["idle_scheduler_cores"] = await idle_scheduler_cores(2.0)
     finally:
         await engine.shutdown()
     return res

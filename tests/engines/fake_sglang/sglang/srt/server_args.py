@@ -34,6 +34,8 @@ class ServerArgs:
     disable_prefill_cuda_graph: bool = False
     dp_size: int = 1
     enable_streaming_session: bool = False
+    device: Optional[str] = None
+    sleep_on_idle: bool = False
 
 
 _dataclass_init = ServerArgs.__init__
