@@ -1,8 +1,9 @@
 """agent-rl's `gc_freeze` scheduler patch (engines/sglang_patches/gc_freeze.py) against real sglang 0.5.17 on a CPU.
-Two engines, with the default patches and with `gc_freeze` added, serve the same requests, then flush their cache.
-Each scheduler records, as its event loop starts and again at the flush: the objects in the collector's permanent
-generation (`gc.get_freeze_count()`) and those in its oldest generation (what a full collection walks besides the
-young ones). Prints one JSON line; test_real_sglang.py asserts.
+One engine with the default patches (`gc_freeze` among them) serves requests, then flushes its cache. Its
+scheduler records the objects in the collector's permanent generation (`gc.get_freeze_count()`) and those in its
+oldest generation (what a full collection walks besides the young ones): as its event loop is entered, before the
+patch acts (`start`: sglang as shipped, the state an unpatched scheduler's loop starts in), once the patch has
+frozen the heap (`loop`), and at the flush. Prints one JSON line; test_real_sglang.py asserts.
 argv: MODEL_DIR."""
 import functools
 import gc
@@ -19,8 +20,8 @@ REQUESTS = 16
 
 # ---------------------------------------------------------------------------------------------- in the scheduler
 def run_recorded(names, out_path, *args, **kwargs):
-    """sglang's run_scheduler_process with `names` of agent-rl's patches applied (after the recorders are in place,
-    so that `gc_freeze` runs before the loop's record), the collector's state recorded to `out_path` (JSON lines)."""
+    """sglang's run_scheduler_process with `names` of agent-rl's patches applied between two recorders (`start`
+    before `gc_freeze` runs, `loop` after), the collector's state recorded to `out_path` (JSON lines)."""
     from sglang.srt.managers.scheduler import Scheduler
 
     out = open(out_path, "w", buffering=1)
@@ -44,6 +45,12 @@ def run_recorded(names, out_path, *args, **kwargs):
     from agent_rl.engines.sglang_patches import apply
 
     out.write(json.dumps({"applied": apply(names)}) + "\n")
+    entered = Scheduler.run_event_loop   # gc_freeze's wrapper around the recorder above
+
+    def run_event_loop_entered(self):
+        record("start")
+        return entered(self)
+    Scheduler.run_event_loop = run_event_loop_entered
     from sglang.srt.managers.scheduler import run_scheduler_process
 
     return run_scheduler_process(*args, **kwargs)
@@ -71,8 +78,7 @@ def run(names):
 def main():
     from agent_rl.engines.sglang_patches import DEFAULT
 
-    base = tuple(n for n in DEFAULT if n != "gc_freeze")
-    print(json.dumps({"default": run(base), "frozen": run(base + ("gc_freeze",))}), flush=True)
+    print(json.dumps(run(tuple(DEFAULT))), flush=True)
     os._exit(0)
 
 
