@@ -332,6 +332,9 @@ def test_kv_sessions_start_sglang_with_streaming_sessions_and_are_refused_elsewh
         assert [s.get("enable_streaming_session", False) for s in starts] == [on, on]
         assert [r.kv_sessions for r in eng.replicas] == [on, on]
         assert all((r.session_stats() is not None) == on for r in eng.replicas)
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(eng.shutdown())   # removes each replica's log config from /tmp
+        loop.close()
     assert "auto" not in SESSION_KINDS
     with pytest.raises(ConfigError, match=r"^rollout.kv_sessions: needs an sglang engine \(sglang, sglang-server, http\), "
                                           r"not rollout.engine=hf$"):

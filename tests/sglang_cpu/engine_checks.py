@@ -75,17 +75,14 @@ async def abort_scenario(engine, prompt, long_tokens: int, short_tokens: int, wa
 
 
 async def idle_scheduler_cores(seconds: float) -> list:
-    """The CPU cores each sglang scheduler process below this one used over `seconds` of an idle engine."""
-    import time
+    """The CPU cores each sglang scheduler process below this one used over `seconds` of an idle engine (the bench's
+    own process sampler, here against real sglang)."""
+    from agent_rl.bench.proc_sampler import ProcSampler
 
-    import psutil
-
-    procs = [p for p in psutil.Process().children(recursive=True) if "scheduler" in p.name()]
-    before = [sum(p.cpu_times()[:2]) for p in procs]
-    t = time.monotonic()
+    sampler = ProcSampler(interval_s=0.5).start()
     await asyncio.sleep(seconds)
-    dt = time.monotonic() - t
-    return [round((sum(p.cpu_times()[:2]) - b) / dt, 3) for p, b in zip(procs, before)]
+    summary = sampler.stop() or {"processes": []}
+    return [round(p["cpu_cores_mean"], 3) for p in summary["processes"] if "scheduler" in p["name"]]
 
 
 async def main(model: str) -> dict:

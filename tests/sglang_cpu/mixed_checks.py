@@ -67,14 +67,14 @@ async def workload(engine):
     return await asyncio.gather(*tasks)
 
 
-def run(model, names, mixed):
+def run(model, names):
     from agent_rl.engines.sglang_engine import server_args_kwargs
     from agent_rl.engines.sglang_patches import engine_class
 
     out_path = tempfile.mktemp(prefix="mixed-", suffix=".jsonl")
     cls = engine_class(runner=functools.partial(mixed_checks.run_recorded, tuple(names), out_path))
     kwargs = server_args_kwargs(model, 0.4, 512, 1, "float32", False,
-                                dict(CPU_KWARGS, chunked_prefill_size=256, enable_mixed_chunk=mixed),
+                                dict(CPU_KWARGS, chunked_prefill_size=256, enable_mixed_chunk=True),
                                 scheduler_patches=names)
     outs, lines = run_engine_recorded(cls, kwargs, workload, out_path)
     passes = [ln["pass"] for ln in lines if "pass" in ln]
@@ -90,7 +90,7 @@ def main():
 
     model = sys.argv[1]
     base = ("delayer_gather", "decode_rows")
-    runs = {"declined": run(model, base, True), "mixed": run(model, base + ("mixed_logprob",), True)}
+    runs = {"declined": run(model, base), "mixed": run(model, base + ("mixed_logprob",))}
     hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
     res = {}
     for name, r in runs.items():
