@@ -166,6 +166,18 @@ def tagged_logs(tag: Optional[str], level: str):
         os.environ.pop(LOG_CONFIG_ENV, None)
 
 
+def ipc_socket_files(port_args: Any) -> List[str]:
+    """The files in the temporary folder behind an in-process sglang engine's `ipc://` sockets: sglang 0.5.17's
+    `PortArgs` names five temporary files per engine start and never removes them (its shutdown leaves the
+    sockets in /tmp). Paths outside the temporary folder are not ours to remove and are left out."""
+    import tempfile
+
+    tmp = os.path.realpath(tempfile.gettempdir())
+    paths = [v[len("ipc://"):] for v in vars(port_args).values() if isinstance(v, str) and v.startswith("ipc://")] \
+        if port_args is not None else []
+    return [p for p in paths if os.path.dirname(os.path.realpath(p)) == tmp]
+
+
 def _round_up(n: int, k: int) -> int:
     return -(-int(n) // k) * k
 
@@ -689,6 +701,9 @@ class SGLangEngine(Engine):
             if watchdog is not None and callable(getattr(watchdog, "stop", None)):
                 watchdog.stop()
             await loop.run_in_executor(None, self._kill_own_children)
+        for path in ipc_socket_files(getattr(self._engine, "port_args", None)):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def _kill_own_children(self) -> None:
         import psutil

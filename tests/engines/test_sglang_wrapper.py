@@ -272,6 +272,36 @@ async def test_flush_waits_for_the_scheduler_to_go_idle_and_says_whether_it_flus
     assert await eng.flush_cache() is True and seen[-1] == "old"
 
 
+async def test_shutdown_removes_the_temporary_files_behind_sglangs_ipc_sockets(tmp_path):
+    """sglang 0.5.17 names its in-process engine's zmq sockets after temporary files it never removes (five an engine
+    start); the wrapper removes those in the temporary folder once the engine is down, and nothing else."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from agent_rl.engines.sglang_engine import ipc_socket_files
+
+    ours = [tempfile.NamedTemporaryFile(delete=False).name for _ in range(2)]
+    elsewhere = tmp_path / "sub" / "user.sock"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("")
+    port_args = SimpleNamespace(tokenizer_ipc_name=f"ipc://{ours[0]}", detokenizer_ipc_name=f"ipc://{ours[1]}",
+                                rpc_ipc_name=f"ipc://{elsewhere}", metrics_ipc_name="tcp://127.0.0.1:5000",
+                                tokenizer_worker_ipc_name=None, nccl_port=1234)
+    assert ipc_socket_files(port_args) == ours and ipc_socket_files(None) == []
+    down = []
+
+    class Fake:
+        def shutdown(self):
+            down.append(all(os.path.exists(p) for p in ours))   # still there while sglang stops
+
+    fake = Fake()
+    fake.port_args = port_args
+    eng = SGLangEngine.wrap(fake)
+    await eng.shutdown()
+    assert down == [True] and not any(os.path.exists(p) for p in ours) and elsewhere.exists()
+    await SGLangEngine.wrap(Fake()).shutdown()   # an engine without port_args (stand-ins): nothing to remove
+
+
 def test_tagged_logs_set_a_working_config_only_while_starting(tmp_path, monkeypatch):
     import io
     import json

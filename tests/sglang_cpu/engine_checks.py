@@ -3,6 +3,7 @@ the side site of scripts/sglang_cpu/setup.sh on PYTHONPATH). Prints one JSON lin
 test does. argv: MODEL_DIR."""
 import asyncio
 import json
+import os
 import sys
 
 # with device=cpu agent-rl sets sglang's sleep_on_idle (server_args_kwargs): an idle scheduler waits on its sockets
@@ -15,7 +16,6 @@ CPU_KWARGS = {"device": "cpu", "attention_backend": "torch_native", "disable_cud
 def run_engine_recorded(cls, kwargs, drive, out_path):
     """Start the engine class `cls` (sglang's with a recording scheduler runner writing JSON lines to `out_path`),
     run `drive(engine)` (a coroutine function) on a fresh event loop, shut the engine down; (its result, the lines)."""
-    import os
     import time
 
     engine = cls(**kwargs)
@@ -92,6 +92,7 @@ async def main(model: str) -> dict:
     from agent_rl.config.schema import RolloutConfig
     from agent_rl.engines import build_engine
     from agent_rl.engines.base import SamplingParams
+    from agent_rl.engines.sglang_engine import ipc_socket_files
 
     cfg = RolloutConfig(engine="sglang", max_model_len=2048)
     cfg.engine_kwargs = dict(cfg.engine_kwargs, **CPU_KWARGS)
@@ -139,7 +140,9 @@ async def main(model: str) -> dict:
         res["restored_equals_base"] = restored.output_ids == base.output_ids
         res["idle_scheduler_cores"] = await idle_scheduler_cores(2.0)
     finally:
+        ipc = ipc_socket_files(engine._engine.port_args)   # sglang's socket files: ours to remove at the shutdown
         await engine.shutdown()
+    res["ipc_files"] = {"named": len(ipc), "left": sum(os.path.exists(p) for p in ipc)}
     return res
 
 

@@ -25,6 +25,7 @@ def test_generation_aborts_and_weight_updates_match_transformers(run_script, tin
     assert r["flush"] and r["restored_equals_base"]
     # device=cpu: the idle scheduler waits for work (sleep_on_idle) instead of polling a core (1.0 without)
     assert len(r["idle_scheduler_cores"]) == 1 and r["idle_scheduler_cores"][0] < 0.3, r["idle_scheduler_cores"]
+    assert r["ipc_files"]["named"] >= 4 and r["ipc_files"]["left"] == 0   # sglang's socket files gone with it
 
 
 def test_kv_sessions_generate_what_plain_requests_do(run_script, tiny_model_path):
