@@ -280,25 +280,30 @@ async def test_shutdown_removes_the_temporary_files_behind_sglangs_ipc_sockets(t
 
     from agent_rl.engines.sglang_engine import ipc_socket_files
 
-    ours = [tempfile.NamedTemporaryFile(delete=False).name for _ in range(2)]
     elsewhere = tmp_path / "sub" / "user.sock"
     elsewhere.parent.mkdir()
     elsewhere.write_text("")
-    port_args = SimpleNamespace(tokenizer_ipc_name=f"ipc://{ours[0]}", detokenizer_ipc_name=f"ipc://{ours[1]}",
-                                rpc_ipc_name=f"ipc://{elsewhere}", metrics_ipc_name="tcp://127.0.0.1:5000",
-                                tokenizer_worker_ipc_name=None, nccl_port=1234)
-    assert ipc_socket_files(port_args) == ours and ipc_socket_files(None) == []
     down = []
 
     class Fake:
         def shutdown(self):
             down.append(all(os.path.exists(p) for p in ours))   # still there while sglang stops
 
-    fake = Fake()
-    fake.port_args = port_args
-    eng = SGLangEngine.wrap(fake)
-    await eng.shutdown()
-    assert down == [True] and not any(os.path.exists(p) for p in ours) and elsewhere.exists()
+    # sglang's own shutdown (no other engine's processes beside it), then a replica's (it ends only its own)
+    for alone in (True, False):
+        ours = [tempfile.NamedTemporaryFile(delete=False).name for _ in range(2)]
+        port_args = SimpleNamespace(tokenizer_ipc_name=f"ipc://{ours[0]}", detokenizer_ipc_name=f"ipc://{ours[1]}",
+                                    rpc_ipc_name=f"ipc://{elsewhere}", metrics_ipc_name="tcp://127.0.0.1:5000",
+                                    tokenizer_worker_ipc_name=None, nccl_port=1234)
+        assert ipc_socket_files(port_args) == ours
+        fake = Fake()
+        fake.port_args = port_args
+        eng = SGLangEngine.wrap(fake)
+        eng._child_pids = (lambda: set()) if alone else (lambda: {-1})   # -1: another engine's process
+        await eng.shutdown()
+        assert not any(os.path.exists(p) for p in ours) and elsewhere.exists()
+    assert down == [True]                        # sglang's shutdown ran before, in the first case only
+    assert ipc_socket_files(None) == []
     await SGLangEngine.wrap(Fake()).shutdown()   # an engine without port_args (stand-ins): nothing to remove
 
 
