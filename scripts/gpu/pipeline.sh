@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU proof run, started in the background (setsid) so that it outlives one device call:
 #   prepare the embedded model, then the stages of $STAGES in order (default "weight_sync bench train"):
-#   weight_sync = weight-sync check, bench = rollout benchmark suite (SGLang), train = 100-step KG GRPO run.
+#   gputests = tests/gpu (the sglang engine tests); weight_sync = weight-sync check, bench = rollout benchmark suite (SGLang), train = 100-step KG GRPO run.
 # GPU memory, utilization, clocks and power (nvidia-smi, whole device) are sampled every 0.5 s into gpu_mem.csv.
 # learn = issue 15's learning runs (KG with warm-start, arithmetic, KG without warm-start, with hints) side by side;
 # lora = issue 18's LoRA weight-sync check and `bench actor` (full vs LoRA step time and memory);
@@ -38,6 +38,11 @@ for f in clocks_event_reasons.active clocks_throttle_reasons.active; do gpu_ok "
 gpu_ok "$GPU_Q" || GPU_Q=timestamp,index,memory.used,utilization.gpu
 echo "$GPU_Q" > "$R/gpu_fields.txt"
 nvidia-smi --query-gpu=$GPU_Q --format=csv,noheader -lms 500 > "$R/gpu_mem.csv" 2>/dev/null &
+
+gputests() {  # the sglang engine tests (tests/gpu: log-probs vs transformers, abort, weight update, release/resume)
+  timeout -s KILL 400 python3 -m pytest -m gpu tests/gpu -s -p no:cacheprovider > "$R/gpu_tests.log" 2>&1
+  stage "gpu tests rc=$?"
+}
 
 weight_sync() {
   timeout -s KILL 200 python3 scripts/gpu/weight_sync_check.py "$MODEL" > "$R/weight_sync.log" 2>&1
@@ -317,6 +322,6 @@ judge() {  # issue 18: the LLM judge against `agent-rl serve` on sglang: one KG 
 }
 
 for s in ${STAGES:-weight_sync bench train}; do
-  case "$s" in weight_sync|bench|train|speed|learn|variants|ab|lora|sdpa) "$s" "$@" ;; judge) judge ;; *) stage "unknown stage $s" ;; esac
+  case "$s" in gputests|weight_sync|bench|train|speed|learn|variants|ab|lora|sdpa) "$s" "$@" ;; judge) judge ;; *) stage "unknown stage $s" ;; esac
 done
 stage done
