@@ -172,10 +172,18 @@ def ipc_socket_files(port_args: Any) -> List[str]:
     sockets in /tmp). Paths outside the temporary folder are not ours to remove and are left out."""
     import tempfile
 
+    if port_args is None:
+        return []
     tmp = os.path.realpath(tempfile.gettempdir())
-    paths = [v[len("ipc://"):] for v in vars(port_args).values() if isinstance(v, str) and v.startswith("ipc://")] \
-        if port_args is not None else []
+    paths = [v[len("ipc://"):] for v in vars(port_args).values() if isinstance(v, str) and v.startswith("ipc://")]
     return [p for p in paths if os.path.dirname(os.path.realpath(p)) == tmp]
+
+
+def remove_ipc_socket_files(port_args: Any) -> None:
+    """Remove `ipc_socket_files(port_args)` (after the engine's shutdown; one already gone is fine)."""
+    for path in ipc_socket_files(port_args):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _round_up(n: int, k: int) -> int:
@@ -701,9 +709,7 @@ class SGLangEngine(Engine):
             if watchdog is not None and callable(getattr(watchdog, "stop", None)):
                 watchdog.stop()
             await loop.run_in_executor(None, self._kill_own_children)
-        for path in ipc_socket_files(getattr(self._engine, "port_args", None)):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        remove_ipc_socket_files(getattr(self._engine, "port_args", None))
 
     def _kill_own_children(self) -> None:
         import psutil

@@ -15,8 +15,11 @@ CPU_KWARGS = {"device": "cpu", "attention_backend": "torch_native", "disable_cud
 
 def run_engine_recorded(cls, kwargs, drive, out_path):
     """Start the engine class `cls` (sglang's with a recording scheduler runner writing JSON lines to `out_path`),
-    run `drive(engine)` (a coroutine function) on a fresh event loop, shut the engine down; (its result, the lines)."""
+    run `drive(engine)` (a coroutine function) on a fresh event loop, shut the engine down and remove its ipc socket
+    files as our wrapper does; (its result, the lines)."""
     import time
+
+    from agent_rl.engines.sglang_engine import remove_ipc_socket_files
 
     engine = cls(**kwargs)
     try:
@@ -24,6 +27,7 @@ def run_engine_recorded(cls, kwargs, drive, out_path):
         time.sleep(0.5)   # the scheduler's last records
     finally:
         engine.shutdown()
+        remove_ipc_socket_files(getattr(engine, "port_args", None))
     with open(out_path) as f:
         lines = [json.loads(line) for line in f]
     os.unlink(out_path)
