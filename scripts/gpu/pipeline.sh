@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU proof run, started in the background (setsid) so that it outlives one device call:
 #   prepare the embedded model, then the stages of $STAGES in order (default "weight_sync bench train"):
-#   gputests = tests/gpu (the sglang engine tests); weight_sync = weight-sync check, bench = rollout benchmark suite (SGLang), train = 100-step KG GRPO run.
+#   gputests = tests/gpu (the sglang engine tests); weight_sync = weight-sync check, bench = rollout benchmark suite
+#   (SGLang), train = 100-step KG GRPO run.
 # GPU memory, utilization, clocks and power (nvidia-smi, whole device) are sampled every 0.5 s into gpu_mem.csv.
 # learn = issue 15's learning runs (KG with warm-start, arithmetic, KG without warm-start, with hints) side by side;
 # lora = issue 18's LoRA weight-sync check and `bench actor` (full vs LoRA step time and memory);
