@@ -6,7 +6,7 @@ for _ in $(seq 1 20); do [ -f "$R/stages.txt" ] && break; sleep 1; done
 [ -f "$R/stages.txt" ] || { echo "no pipeline on this machine (swapped? /tmp/res/stages.txt missing)"; exit 3; }
 for _ in $(seq 1 "$WAIT"); do grep -q "\] done" "$R/stages.txt" 2>/dev/null && break; sleep 1; done
 cat "$R/stages.txt"; cat "$R/device.txt" 2>/dev/null
-[ -f "$R/gpu_tests.log" ] && { echo "== gpu tests"; grep -E "^\[sglang\]|passed|failed|Error" "$R/gpu_tests.log" | head -20; }
+[ -f "$R/gpu_tests.log" ] && { echo "== gpu tests"; grep -E "^\[sglang\]|^(FAILED|ERROR) |^=+ .*(passed|failed|error)" "$R/gpu_tests.log" | head -20; }
 grep -E "WEIGHT SYNC|after_sync|moved engine|before_step" -A2 "$R/weight_sync.log" 2>/dev/null | head -20
 [ -f "$R/bench/summary.md" ] && head -30 "$R/bench/summary.md"
 grep -E "WEIGHT SYNC|after_sync|moved engine" -A2 "$R/weight_sync_lora.log" 2>/dev/null | head -12
