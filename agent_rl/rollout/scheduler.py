@@ -323,16 +323,22 @@ class RolloutScheduler:
         bar = tqdm(total=total, desc=desc, disable=not self.cfg.progress_bar, leave=False)
         bar.update(total - len(info))
         pending = set(info)
+        finished = _Finished(info)
+
+        def ended(done: List[asyncio.Task]) -> None:
+            pending.difference_update(done)
+            for task in done:
+                task.result()  # an engine / loop error ends the step
+                g, t, _ = info[task]
+                bar.update(1)
+                remaining[g.uid] -= 1
+                if remaining[g.uid] == 0 and len(kept) < keep and all(x.status == "finished" for x in g.trajs):
+                    complete(g)
+
         try:
             while pending and len(kept) < keep:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()  # an engine / loop error ends the step
-                    g, t, _ = info[task]
-                    bar.update(1)
-                    remaining[g.uid] -= 1
-                    if remaining[g.uid] == 0 and len(kept) < keep and all(x.status == "finished" for x in g.trajs):
-                        complete(g)
+                ended(await finished.next_batch())
+            ended([task for task in pending if task.done()])   # done since the last batch: not cut
         except BaseException:
             await self._stop(pending, info)
             self._drift_jobs = []   # a worker's tokenisation ends on its own (and never raises: `_tokenise`)
@@ -403,6 +409,24 @@ class RolloutScheduler:
         for task in pending:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()
+
+
+class _Finished:
+    """A step's trajectory tasks in the order they end. `asyncio.wait(pending, FIRST_COMPLETED)` in a loop costs the
+    whole pending set at every wake-up (a done callback added to each task and removed again): with 1536 trajectories
+    ending one by one that is ~0.5 s of the event loop's CPU a step on a 2-core CPU, against ~0.02 s here."""
+
+    def __init__(self, tasks) -> None:
+        self._queue: "asyncio.Queue[asyncio.Task]" = asyncio.Queue()
+        for task in tasks:
+            task.add_done_callback(self._queue.put_nowait)
+
+    async def next_batch(self) -> List[asyncio.Task]:
+        """The tasks that ended since the last call, at least one (waits for it)."""
+        done = [await self._queue.get()]
+        while not self._queue.empty():
+            done.append(self._queue.get_nowait())
+        return done
 
 
 def _tokenise(encode: Callable[[str], List[int]], text: str) -> Optional[List[int]]:
