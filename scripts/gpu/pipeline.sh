@@ -168,12 +168,17 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
   # fourteenth session), so two rounds of three steps could not settle a 10% question; read the per-round ratios.
   # AB_REPEAT (1): run the whole AB_RUNS list that many times, in order (a setting fixed at the engine's start, e.g.
   # --no-scheduler-patches, is compared run against run: alternate the runs and repeat to see past the drift).
-  local spec shape rest scen modes pn model wl name flags k rep done_runs=""
+  # SHAPE old-q15-PxN | old-smol-PxN: that run from the tree in .gpu_old (a code change against the code before it,
+  # run against run: `git archive <commit> agent_rl | tar -x -C .gpu_old`; ab-old-... beside the others).
+  local spec shape rest scen modes pn model wl base name flags k rep dir done_runs=""
   for rep in $(seq 1 "${AB_REPEAT:-1}"); do
   for spec in ${AB_RUNS:-smol-64x4:instant:turn-batched,async,async@notify256,async@nocoalesce}; do
     shape=${spec%%:*}; rest=${spec#*:}; scen=${rest%%:*}; modes=${rest#*:}; flags=""
     case "$modes" in *:*) flags=${modes#*:}; flags=${flags//+/ }; modes=${modes%%:*} ;; esac
     flags="${AB_ARGS:-} $flags"
+    dir=$PWD
+    case "$shape" in old-*) dir=$PWD/.gpu_old; [ -d "$dir/agent_rl" ] || { stage "no .gpu_old for $spec"; continue; } ;; esac
+    base="ab-$shape-$scen"; name=$base; shape=${shape#old-}
     pn=${shape#*-}
     case "$shape" in q15-*) model=random:qwen2.5-1.5b ;; *) model=$MODEL ;; esac
     case "$scen" in
@@ -182,15 +187,15 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
       tools) wl="--tokens-per-turn 128 --tool-latency lognormal:mean=0.5,sigma=1,max=10" ;;
       *) stage "unknown ab scenario $scen"; continue ;;
     esac
-    name="ab-$shape-$scen"; k=2
-    while [ -e "$R/speed/$name.log" ]; do name="ab-$shape-$scen-$k"; k=$((k + 1)); done
+    k=2
+    while [ -e "$R/speed/$name.log" ]; do name="$base-$k"; k=$((k + 1)); done
     mkdir -p "$R/speed"
     local engine rc
     for engine in ${AB_ENGINE:-sglang} ${AB_FALLBACK_ENGINE:-}; do   # the fallback only when the first run failed
-      timeout -s KILL ${AB_TIMEOUT:-540} python3 -m agent_rl.cli.main bench rollout --engine "$engine" --model "$model" \
+      (cd "$dir" && timeout -s KILL ${AB_TIMEOUT:-540} python3 -m agent_rl.cli.main bench rollout --engine "$engine" --model "$model" \
         --prompts "${pn%x*}" --n "${pn#*x}" --turns 3 $wl --modes "$modes" --over-sample 0.5 --steps "${AB_STEPS:-1}" \
         --rounds "${AB_ROUNDS:-6}" --mem-fraction 0.6 --no-progress --sample-cpu --sample-stacks \
-        --engine-kwarg log_level=info $flags --out "$R/speed/$name" > "$R/speed/$name.log" 2>&1
+        --engine-kwarg log_level=info $flags --out "$R/speed/$name" > "$R/speed/$name.log" 2>&1)
       rc=$?
       stage "ab $name engine $engine rc=$rc"
       [ $rc = 0 ] && break
