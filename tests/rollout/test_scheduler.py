@@ -282,7 +282,8 @@ async def test_finished_tasks_come_in_the_order_they_end_a_pass_at_a_time():
     assert [t.result() for t in await finished.next_batch()] == ["early"]
     gates[2].set()
     assert [t.result() for t in await finished.next_batch()] == [2]
-    gates[3].set(), gates[0].set()                   # two end in one pass: one batch, in the order they ended
+    gates[3].set()                                   # two end in one pass: one batch, in the order they ended
+    gates[0].set()
     assert [t.result() for t in await finished.next_batch()] == [3, 0]
     gates[1].set()
     assert [t.result() for t in await finished.next_batch()] == [1]
