@@ -1,11 +1,12 @@
 """Scheduler on a scripted engine + the real ToolRuntime: groups, over-sampling, carry-over, metrics."""
+import asyncio
 import re
 
 import pytest
 
 from agent_rl.config.schema import MultiTurnConfig, RolloutConfig
 from agent_rl.rollout.chat import ChatRenderer
-from agent_rl.rollout.scheduler import RolloutScheduler
+from agent_rl.rollout.scheduler import RolloutScheduler, _Finished
 from rollout_fakes import ScriptedEngine, call_text
 from rollout_tools import sleep_runtime
 
@@ -265,10 +266,6 @@ async def test_replicated_engine_keeps_each_group_on_one_replica_and_aborts_ther
 
 
 async def test_finished_tasks_come_in_the_order_they_end_a_pass_at_a_time():
-    import asyncio
-
-    from agent_rl.rollout.scheduler import _Finished
-
     gates = [asyncio.Event() for _ in range(4)]
 
     async def job(i):
@@ -293,8 +290,6 @@ async def test_waiting_for_a_steps_trajectories_does_not_grow_with_the_pending_s
     """Trajectories that end one by one: each task gets one done callback from the step, not one per wake-up.
     (`asyncio.wait(pending, FIRST_COMPLETED)` in a loop added and removed one on every pending task at each wake-up:
     O(n^2) a step, ~0.5 s of the loop's CPU at 1536 trajectories.)"""
-    import asyncio
-
     rt, tool, renderer = setup
     lengths = {q: 5 * (q + 1) for q in range(8)}     # every trajectory ends at its own time
     engine = ScriptedEngine(tokenizer, lambda ids, rid: "word " * lengths[question(ids, tokenizer)] + "<answer>1</answer>",
