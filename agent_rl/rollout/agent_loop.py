@@ -40,10 +40,9 @@ back the trajectory's own tool session, so per-instance tool state from before t
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from agent_rl.engines.base import SamplingParams
 from agent_rl.rollout.formats import get_parser
@@ -101,22 +100,18 @@ def _stop_string_cut(renderer, ids: List[int], stops: List[str]) -> Optional[int
 
 
 def _turn_sampling(base: Any, traj: Trajectory, turn: int, hooks: Optional[LoopHooks], max_new: int,
-                   stop_ids: List[int]) -> SamplingParams:
+                   stop_ids: List[int], per_turn: Dict[str, Any]) -> SamplingParams:
+    """The turn's SamplingParams, a new object: `per_turn` (affinity, session, priority) set on it."""
     if hooks is not None and hooks.sampling is not None:
         sp = hooks.sampling(traj, turn)
-        return dataclasses.replace(sp, max_new_tokens=max(0, min(sp.max_new_tokens, max_new)))
+        return sp.copy_with(max_new_tokens=max(0, min(sp.max_new_tokens, max_new)), **per_turn)
     if isinstance(base, SamplingParams):
         merged = list(base.stop_token_ids) + [t for t in stop_ids if t not in base.stop_token_ids]
-        return dataclasses.replace(base, max_new_tokens=max_new, stop_token_ids=merged)
+        return base.copy_with(max_new_tokens=max_new, stop_token_ids=merged, **per_turn)
     # SamplingConfig-like (temperature, top_p, top_k)
     return SamplingParams(max_new_tokens=max_new, temperature=float(getattr(base, "temperature", 1.0)),
                           top_p=float(getattr(base, "top_p", 1.0)), top_k=int(getattr(base, "top_k", -1)),
-                          stop_token_ids=list(stop_ids), seed=getattr(base, "seed", None))
-
-
-def _set_version(turn: TurnRecord, version: int) -> None:
-    if getattr(turn, "policy_version", None) is None:
-        turn.policy_version = version  # type: ignore[attr-defined]
+                          stop_token_ids=list(stop_ids), seed=getattr(base, "seed", None), **per_turn)
 
 
 def _pending_tool_turn(traj: Trajectory) -> bool:
@@ -127,27 +122,34 @@ def _pending_tool_turn(traj: Trajectory) -> bool:
     return last.finish_reason != "abort" and not last.observation_ids and not traj.stop_reason
 
 
-async def _run_calls(parsed: ParseResult, session, cfg, used: int, sem: asyncio.Semaphore) -> List[ToolCallRecord]:
-    """Run one turn's calls concurrently (capped), budget-checked, in parse order."""
+async def _run_calls(parsed: ParseResult, session, cfg, used: int, sem_cap: int) -> List[ToolCallRecord]:
+    """Run one turn's calls concurrently (at most `sem_cap` at once), budget-checked, in parse order."""
     left = max(0, cfg.max_tool_calls - used)
+    if len(parsed.calls) == 1:  # the common case: no gather, no semaphore, no extra task
+        return [await _one_call(0, parsed.calls[0], session, cfg, left, None)]
+    sem = asyncio.Semaphore(max(1, sem_cap))
+    return list(await asyncio.gather(*(_one_call(i, c, session, cfg, left, sem) for i, c in enumerate(parsed.calls))))
 
-    async def one(i: int, call) -> ToolCallRecord:
-        if i >= left:
-            return ToolCallRecord(name=call.name, arguments=call.arguments if call.ok else call.raw,
-                                  observation=BUDGET_OBSERVATION.format(limit=cfg.max_tool_calls), status=BUDGET)
-        if not call.ok:
-            return ToolCallRecord(name=call.name, arguments=call.raw, observation=f"Error: {call.error}",
-                                  status=PARSE_ERROR)
-        async with sem:
-            t0 = time.perf_counter()
-            rec = await session.call(call.name, call.arguments)
-            if not rec.latency_s:
-                rec.latency_s = time.perf_counter() - t0
-            return rec
 
-    if len(parsed.calls) == 1:  # the common case: no gather, no extra task
-        return [await one(0, parsed.calls[0])]
-    return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(parsed.calls))))
+async def _one_call(i: int, call, session, cfg, left: int, sem: Optional[asyncio.Semaphore]) -> ToolCallRecord:
+    if i >= left:
+        return ToolCallRecord(name=call.name, arguments=call.arguments if call.ok else call.raw,
+                              observation=BUDGET_OBSERVATION.format(limit=cfg.max_tool_calls), status=BUDGET)
+    if not call.ok:
+        return ToolCallRecord(name=call.name, arguments=call.raw, observation=f"Error: {call.error}",
+                              status=PARSE_ERROR)
+    if sem is None:
+        return await _timed_call(session, call)
+    async with sem:
+        return await _timed_call(session, call)
+
+
+async def _timed_call(session, call) -> ToolCallRecord:
+    t0 = time.perf_counter()
+    rec = await session.call(call.name, call.arguments)
+    if not rec.latency_s:
+        rec.latency_s = time.perf_counter() - t0
+    return rec
 
 
 async def run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg, sampling, request_id: str,
@@ -189,7 +191,7 @@ async def _run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg,
     else:
         parse_text = get_parser(getattr(cfg, "format", None))  # rollout.multi_turn.format (None: hermes)
         parse = lambda traj, text, turn: parse_text(text)  # noqa: E731
-    tool_sem = asyncio.Semaphore(max(1, int(cfg.max_parallel_tool_calls)))
+    tool_cap = int(cfg.max_parallel_tool_calls)
     limit_len = max_model_len if max_model_len is not None else 1 << 62
     if not traj.start_time:
         traj.start_time = time.perf_counter()
@@ -222,7 +224,7 @@ async def _run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg,
             return "max_tool_calls"
         ctl.phase = "tools"
         t0 = time.perf_counter()
-        records = await _run_calls(parsed, tool_session, cfg, used, tool_sem)
+        records = await _run_calls(parsed, tool_session, cfg, used, tool_cap)
         turn.tool_latency_s = time.perf_counter() - t0
         turn.tool_calls = records
         tool_msgs = [{"role": "tool", "name": r.name, "content": r.observation} for r in records]
@@ -242,6 +244,11 @@ async def _run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg,
         traj.messages.extend(tool_msgs)
         return None
 
+    # set on every turn's SamplingParams: the group's turns on one engine replica (one prefix cache), this
+    # trajectory's turns in one KV session where the engine keeps them, the scheduler's priority
+    per_turn: Dict[str, Any] = {"affinity": traj.uid, "session": request_id}
+    if priority is not None:
+        per_turn["priority"] = priority
     if not traj.messages:
         traj.messages = renderer.with_system(traj.row.get("prompt", [])) if hasattr(renderer, "with_system") \
             else [dict(m) for m in traj.row.get("prompt", [])]
@@ -266,11 +273,7 @@ async def _run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg,
                     return finish("max_model_len")
                 partial.finish_reason = "length"  # the carried partial turn had used its whole per-turn budget
             else:
-                sp = _turn_sampling(sampling, traj, turn_index, hooks, max_new, stop_ids)
-                if priority is not None:
-                    sp.priority = priority
-                sp.affinity = traj.uid   # the group's turns on one engine replica (one prefix cache)
-                sp.session = request_id   # this trajectory's turns: one KV session where the engine keeps them
+                sp = _turn_sampling(sampling, traj, turn_index, hooks, max_new, stop_ids, per_turn)
                 rid = f"{request_id}-t{turn_index}" + (f"-r{done_in_turn}" if partial is not None else "")
                 ctl.request_id, ctl.phase = rid, "generate"
                 t0 = time.perf_counter()
@@ -281,13 +284,16 @@ async def _run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg,
                 if len(lps) != len(ids):
                     raise RuntimeError(f"engine returned {len(ids)} ids but {len(lps)} log-probs for {rid}")
                 if partial is None:
-                    partial = TurnRecord(index=turn_index, output_ids=[], logprobs=[], finish_reason="", text="")
-                    _set_version(partial, policy_version)
+                    partial = TurnRecord(turn_index, ids[:], lps[:], out.finish_reason, "", gen_latency_s=latency,
+                                         policy_version=policy_version)
                     traj.turns.append(partial)
-                partial.output_ids.extend(ids)
-                partial.logprobs.extend(lps)
-                partial.gen_latency_s += latency
-                partial.finish_reason = out.finish_reason
+                else:
+                    partial.output_ids.extend(ids)
+                    partial.logprobs.extend(lps)
+                    partial.gen_latency_s += latency
+                    partial.finish_reason = out.finish_reason
+                    if partial.policy_version is None:
+                        partial.policy_version = policy_version
                 cut = _stop_string_cut(renderer, partial.output_ids, stop_strings)
                 if cut is not None:  # the turn ends at its stop string: later samples are dropped
                     drop = len(partial.output_ids) - cut

@@ -402,3 +402,45 @@ async def test_an_aborted_turn_in_a_kv_session_resumes_on_its_whole_context(toke
     assert done.stop_reason == "answer" and engine.ended == ["r", "r2"]
     assert engine.sent[-1][0] == "r2" and engine.sent[-1][1] == engine.calls[-1]["input_ids"]   # the whole context
     check_invariants(done, engine, renderer)
+
+
+async def test_max_parallel_tool_calls_caps_a_turns_concurrent_calls(tokenizer, renderer):
+    four = "".join(call_text("calculator", f'{{"expression": "{i}"}}') for i in range(4))
+    script = {0: four, 1: call_text("calculator", '{"expression": "9"}'), 2: "<answer>5</answer>"}
+    for cap, expect in ((2, 2), (1, 1), (8, 4)):
+        engine = ScriptedEngine(tokenizer, lambda ids, rid: script[turn_of(rid)])
+        session = FakeSession(delay=0.02)
+        traj = await run_trajectory(new_traj(renderer), engine, renderer, session,
+                                    MultiTurnConfig(max_parallel_tool_calls=cap), SamplingParams(max_new_tokens=1), "r")
+        assert session.max_active == expect
+        # every call ran, in parse order, and each record has its latency
+        assert [a["expression"] for _, a in session.calls] == ["0", "1", "2", "3", "9"]
+        assert [len(t.tool_calls) for t in traj.turns] == [4, 1, 0]
+        assert all(r.status == "ok" and r.latency_s > 0 for t in traj.turns for r in t.tool_calls)
+
+
+async def test_each_turn_gets_its_own_sampling_params_and_the_hooks_object_is_left_alone(tokenizer, renderer):
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: call_text("calculator", '{"expression": "1"}')
+                            if turn_of(rid) == 0 else "<answer>1</answer>")
+    seen = []
+    original = engine.generate
+
+    async def spy(input_ids, sp, rid):
+        seen.append(sp)
+        return await original(input_ids, sp, rid)
+
+    engine.generate = spy
+    shared = SamplingParams(max_new_tokens=10_000, temperature=0.5, stop_token_ids=[2], priority=9)
+    hooks = LoopHooks(sampling=lambda traj, turn: shared)
+    traj = await run_trajectory(new_traj(renderer), engine, renderer, FakeSession(), MultiTurnConfig(), SamplingParams(1),
+                                "req", hooks=hooks, priority=3)
+    assert len(seen) == 2 and seen[0] is not seen[1] and shared not in seen
+    assert [(s.max_new_tokens, s.priority, s.session, s.affinity, s.temperature) for s in seen] == \
+        [(MultiTurnConfig().max_new_tokens_per_turn, 3, "req", "g0", 0.5)] * 2
+    # the hook's object is what it was
+    assert (shared.max_new_tokens, shared.priority, shared.session, shared.affinity) == (10_000, 9, None, None)
+    # without a priority the hook's own stays
+    seen.clear()
+    await run_trajectory(new_traj(renderer), engine, renderer, FakeSession(), MultiTurnConfig(), SamplingParams(1),
+                         "req2", hooks=hooks)
+    assert {s.priority for s in seen} == {9} and traj.status == "finished"
