@@ -36,7 +36,16 @@ def device_name(device: Optional[str] = None) -> str:
     return f"CPU: {_cpu_name()} ({os.cpu_count()} cores)"
 
 
+COMMIT_ENV = "AGENT_RL_COMMIT"
+
+
 def git_commit(path: Optional[str] = None) -> Dict[str, Any]:
+    """The commit the code runs from: `$AGENT_RL_COMMIT` when set (a tree copied without its history, e.g. the GPU
+    host's copy of a working tree or a `git archive` of an older commit, whose git would name another commit), else
+    `git rev-parse HEAD` and whether tracked files differ from it."""
+    given = os.environ.get(COMMIT_ENV, "").strip()
+    if given:
+        return {"commit": given, "dirty": None, "commit_source": COMMIT_ENV}
     cwd = path or os.path.dirname(os.path.abspath(__file__))
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
@@ -47,6 +56,12 @@ def git_commit(path: Optional[str] = None) -> Dict[str, Any]:
         return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
+
+
+def commit_line(env: Dict[str, Any]) -> str:
+    """The summaries' commit line."""
+    source = f" (as ${env['commit_source']} gives it)" if env.get("commit_source") else ""
+    return f"- git commit: {env.get('commit') or 'unknown'}{' (dirty tree)' if env.get('dirty') else ''}{source}"
 
 
 def environment(device: Optional[str] = None) -> Dict[str, Any]:

@@ -5,6 +5,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from agent_rl.bench.env_info import commit_line
 from agent_rl.bench.modes import split_name
 from agent_rl.bench.rounds import ceiling_rounds, paired, step_range
 from agent_rl.bench.stack_sampler import owners_line
@@ -126,7 +127,7 @@ def summary_markdown(result: Dict[str, Any]) -> str:
              f"sglang {env['sglang'] or 'not installed'}",
              f"- machine load (1-min average) at start / end: {_fmt(env.get('load_avg_1m_at_start'))} / "
              f"{_fmt(env.get('load_avg_1m_at_end'))} on {env.get('cpu_count', '?')} CPUs",
-             f"- git commit: {env.get('commit') or 'unknown'}{' (dirty tree)' if env.get('dirty') else ''}",
+             commit_line(env),
              f"- engine: {result['engine']}, model: {result['model']}"
              + (f", event loop {result['event_loop']}" if result.get("event_loop") else "")]
     if w:

@@ -54,11 +54,12 @@ suite() {  # suite NAME MODEL PROMPTS N [old]: one `bench suite` run into $R/spe
   # SUITE_ENGINE: the bench's --engine (default sglang; sglang-server logs sglang's lines to $R/speed/NAME/sglang-server-*.log)
   local name=$1 model=$2 p=$3 n=$4 py=$PWD engine=${SUITE_ENGINE:-sglang} log
   # old: the tree before the speed work, run from its own folder (python -m puts the cwd first on sys.path)
-  [ "${5:-}" = old ] && py=$PWD/.gpu_old
+  local commit=${AGENT_RL_COMMIT:-}
+  [ "${5:-}" = old ] && py=$PWD/.gpu_old && commit=$(cat "$py/COMMIT" 2>/dev/null || echo "old tree (no .gpu_old/COMMIT)")
   # the old tree gets neither the newer flags nor BENCH_ARGS (it may not know them, e.g. --rounds)
   local ceil="256,1024" extra="--engine-kwarg log_level=info --sample-stacks --sample-cpu ${BENCH_ARGS:-}"; [ "${5:-}" = old ] && ceil=256 && extra=""
   mkdir -p "$R/speed"
-  (cd "$py" && PYTHONPATH=$py:/tmp/site timeout -s KILL ${SUITE_TIMEOUT:-480} python3 -m agent_rl.cli.main bench suite --engine "$engine" \
+  (cd "$py" && AGENT_RL_COMMIT="$commit" PYTHONPATH=$py:/tmp/site timeout -s KILL ${SUITE_TIMEOUT:-480} python3 -m agent_rl.cli.main bench suite --engine "$engine" \
     --model "$model" --out "$R/speed/$name" --prompts "$p" --n "$n" --turns 3 --tokens-per-turn 128 \
     --tool-latency lognormal:mean=0.5,sigma=1,max=10 \
     --heavy-tail-tokens pareto:alpha=1.2,scale=32,max=512 --heavy-tail-prompts "$p" \
@@ -169,15 +170,19 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
   # AB_REPEAT (1): run the whole AB_RUNS list that many times, in order (a setting fixed at the engine's start, e.g.
   # --no-scheduler-patches, is compared run against run: alternate the runs and repeat to see past the drift).
   # SHAPE old-q15-PxN | old-smol-PxN: that run from the tree in .gpu_old (a code change against the code before it,
-  # run against run: `git archive <commit> agent_rl | tar -x -C .gpu_old`; ab-old-... beside the others).
-  local spec shape rest scen modes pn model wl base name flags k rep dir done_runs=""
+  # run against run: `git archive <commit> agent_rl | tar -x -C .gpu_old && echo <commit> > .gpu_old/COMMIT`;
+  # ab-old-... beside the others). Its results name that commit ($AGENT_RL_COMMIT, bench/env_info.py); the others
+  # the caller's AGENT_RL_COMMIT (export it in the start call: the device's git names the last landed commit).
+  local spec shape rest scen modes pn model wl base name flags k rep dir commit done_runs=""
   for rep in $(seq 1 "${AB_REPEAT:-1}"); do
   for spec in ${AB_RUNS:-smol-64x4:instant:turn-batched,async,async@notify256,async@nocoalesce}; do
     shape=${spec%%:*}; rest=${spec#*:}; scen=${rest%%:*}; modes=${rest#*:}; flags=""
     case "$modes" in *:*) flags=${modes#*:}; flags=${flags//+/ }; modes=${modes%%:*} ;; esac
     flags="${AB_ARGS:-} $flags"
     dir=$PWD
-    case "$shape" in old-*) dir=$PWD/.gpu_old; [ -d "$dir/agent_rl" ] || { stage "no .gpu_old for $spec"; continue; } ;; esac
+    commit=${AGENT_RL_COMMIT:-}   # the tree's commit for the results (its git names another: a copy / an archive)
+    case "$shape" in old-*) dir=$PWD/.gpu_old; [ -d "$dir/agent_rl" ] || { stage "no .gpu_old for $spec"; continue; }
+      commit=$(cat "$dir/COMMIT" 2>/dev/null || echo "old tree (no .gpu_old/COMMIT)") ;; esac
     base="ab-$shape-$scen"; name=$base; shape=${shape#old-}
     pn=${shape#*-}
     case "$shape" in q15-*) model=random:qwen2.5-1.5b ;; *) model=$MODEL ;; esac
@@ -192,7 +197,7 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
     mkdir -p "$R/speed"
     local engine rc
     for engine in ${AB_ENGINE:-sglang} ${AB_FALLBACK_ENGINE:-}; do   # the fallback only when the first run failed
-      (cd "$dir" && timeout -s KILL ${AB_TIMEOUT:-540} python3 -m agent_rl.cli.main bench rollout --engine "$engine" --model "$model" \
+      (cd "$dir" && AGENT_RL_COMMIT="$commit" timeout -s KILL ${AB_TIMEOUT:-540} python3 -m agent_rl.cli.main bench rollout --engine "$engine" --model "$model" \
         --prompts "${pn%x*}" --n "${pn#*x}" --turns 3 $wl --modes "$modes" --over-sample 0.5 --steps "${AB_STEPS:-1}" \
         --rounds "${AB_ROUNDS:-6}" --mem-fraction 0.6 --no-progress --sample-cpu --sample-stacks \
         --engine-kwarg log_level=info $flags --out "$R/speed/$name" > "$R/speed/$name.log" 2>&1)
