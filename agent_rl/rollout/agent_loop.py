@@ -104,6 +104,8 @@ def _turn_sampling(base: Any, traj: Trajectory, turn: int, hooks: Optional[LoopH
     """The turn's SamplingParams, a new object: `per_turn` (affinity, session, priority) set on it."""
     if hooks is not None and hooks.sampling is not None:
         sp = hooks.sampling(traj, turn)
+        if not isinstance(sp, SamplingParams):
+            raise TypeError(f"LoopHooks.sampling must return a SamplingParams, not {type(sp).__name__}")
         return sp.copy_with(max_new_tokens=max(0, min(sp.max_new_tokens, max_new)), **per_turn)
     if isinstance(base, SamplingParams):
         merged = list(base.stop_token_ids) + [t for t in stop_ids if t not in base.stop_token_ids]

@@ -444,3 +444,12 @@ async def test_each_turn_gets_its_own_sampling_params_and_the_hooks_object_is_le
     await run_trajectory(new_traj(renderer), engine, renderer, FakeSession(), MultiTurnConfig(), SamplingParams(1),
                          "req2", hooks=hooks)
     assert {s.priority for s in seen} == {9} and traj.status == "finished"
+
+
+async def test_a_sampling_hook_returning_something_else_is_a_clear_error(tokenizer, renderer):
+    engine = ScriptedEngine(tokenizer, lambda ids, rid: "<answer>1</answer>")
+    hooks = LoopHooks(sampling=lambda traj, turn: {"max_new_tokens": 3})
+    with pytest.raises(TypeError, match="LoopHooks.sampling must return a SamplingParams, not dict"):
+        await run_trajectory(new_traj(renderer), engine, renderer, FakeSession(), MultiTurnConfig(), SamplingParams(1),
+                             "r", hooks=hooks)
+    assert engine.calls == []
