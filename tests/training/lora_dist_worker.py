@@ -73,9 +73,6 @@ def main(model_path, out_dir):
 
 
 if __name__ == "__main__":
-    from agent_rl.training.dist import close_distributed
+    from ranks import rank_main
 
-    try:
-        main(sys.argv[1], sys.argv[2])
-    finally:
-        close_distributed()
+    rank_main(main, sys.argv[1], sys.argv[2])

@@ -3,7 +3,8 @@ import os
 import socket
 import subprocess
 import sys
-from typing import List
+import traceback
+from typing import Callable, List
 
 DIST_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
 
@@ -40,3 +41,26 @@ def run_ranks(worker: str, args: List[str], world: int, timeout: float = 240) ->
         outs.append(out)
         assert p.returncode == 0, out[-4000:]
     return outs
+
+
+def rank_main(main: Callable[..., None], *args: str) -> None:
+    """A worker's `__main__`: `main(*args)`, leave the process group, then exit at once with 0 (1 after an error, its
+    traceback printed). The ranks write their results to files inside `main`; skipping the interpreter's teardown
+    skips the C++ destructors where gloo's threads can still abort a finished rank ("terminate called without an
+    active exception": a fresh-clone run on 2026-12-07 failed so after both ranks had written their files)."""
+    from agent_rl.training.dist import close_distributed
+
+    code = 0
+    try:
+        main(*args)
+    except BaseException:  # noqa: BLE001 - reported through the exit code and the traceback
+        traceback.print_exc()
+        code = 1
+    try:
+        close_distributed()
+    except BaseException:  # noqa: BLE001
+        traceback.print_exc()
+        code = code or 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
