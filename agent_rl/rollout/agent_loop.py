@@ -285,8 +285,8 @@ async def _run_trajectory(traj: Trajectory, engine, renderer, tool_session, cfg,
                 ids, lps = list(out.output_ids), list(map(float, out.logprobs))
                 if len(lps) != len(ids):
                     raise RuntimeError(f"engine returned {len(ids)} ids but {len(lps)} log-probs for {rid}")
-                if partial is None:
-                    partial = TurnRecord(turn_index, ids[:], lps[:], out.finish_reason, "", gen_latency_s=latency,
+                if partial is None:   # the turn owns these lists: a stop-string cut below rebinds ids / lps first
+                    partial = TurnRecord(turn_index, ids, lps, out.finish_reason, "", gen_latency_s=latency,
                                          policy_version=policy_version)
                     traj.turns.append(partial)
                 else:
