@@ -50,12 +50,16 @@ weight_sync() {
   stage "weight sync rc=$?"
 }
 
+old_commit() {  # the commit of the tree in .gpu_old for its results' AGENT_RL_COMMIT (its git names another)
+  cat "$PWD/.gpu_old/COMMIT" 2>/dev/null || echo "old tree (no .gpu_old/COMMIT)"
+}
+
 suite() {  # suite NAME MODEL PROMPTS N [old]: one `bench suite` run into $R/speed/NAME (log beside it)
   # SUITE_ENGINE: the bench's --engine (default sglang; sglang-server logs sglang's lines to $R/speed/NAME/sglang-server-*.log)
   local name=$1 model=$2 p=$3 n=$4 py=$PWD engine=${SUITE_ENGINE:-sglang} log
   # old: the tree before the speed work, run from its own folder (python -m puts the cwd first on sys.path)
   local commit=${AGENT_RL_COMMIT:-}
-  [ "${5:-}" = old ] && py=$PWD/.gpu_old && commit=$(cat "$py/COMMIT" 2>/dev/null || echo "old tree (no .gpu_old/COMMIT)")
+  [ "${5:-}" = old ] && py=$PWD/.gpu_old && commit=$(old_commit)
   # the old tree gets neither the newer flags nor BENCH_ARGS (it may not know them, e.g. --rounds)
   local ceil="256,1024" extra="--engine-kwarg log_level=info --sample-stacks --sample-cpu ${BENCH_ARGS:-}"; [ "${5:-}" = old ] && ceil=256 && extra=""
   mkdir -p "$R/speed"
@@ -182,7 +186,7 @@ ab() {  # issue 14: settings compared inside one `bench rollout` (MODE@VARIANT, 
     dir=$PWD
     commit=${AGENT_RL_COMMIT:-}   # the tree's commit for the results (its git names another: a copy / an archive)
     case "$shape" in old-*) dir=$PWD/.gpu_old; [ -d "$dir/agent_rl" ] || { stage "no .gpu_old for $spec"; continue; }
-      commit=$(cat "$dir/COMMIT" 2>/dev/null || echo "old tree (no .gpu_old/COMMIT)") ;; esac
+      commit=$(old_commit) ;; esac
     base="ab-$shape-$scen"; name=$base; shape=${shape#old-}
     pn=${shape#*-}
     case "$shape" in q15-*) model=random:qwen2.5-1.5b ;; *) model=$MODEL ;; esac
