@@ -119,6 +119,27 @@ def turns_line(ceiling: Dict[str, Any], modes: List[Dict[str, Any]]) -> str:
             + ("; each mode's tokens/s over it (what the rollout adds on top): " + ", ".join(against) if against else ""))
 
 
+def ideal_speedup(result: Dict[str, Any]) -> Optional[float]:
+    """Turn-batched's measured mean step over the ideal async step (`bounds.ideal_steps`): how much faster than this
+    turn-batched async can be at the engine's decode cost; None without both."""
+    ideal = (result.get("ideal_step") or {}).get("async_s")
+    tb = next((m["step_wall_s_mean"] for m in result.get("modes", []) if m["mode"] == "turn-batched"), None)
+    return tb / ideal if ideal and tb else None
+
+
+def ideal_line(result: Dict[str, Any]) -> str:
+    """The step of an engine that costs only its decode passes (`ideal_step`), in words, or ''."""
+    ideal = result.get("ideal_step")
+    if not ideal:
+        return ""
+    speedup = ideal_speedup(result)
+    return (f"at this engine's decode cost ({cost_words(result['decode_cost'])}), with prefill, turn boundaries and "
+            f"the rollout's CPU free and every tool call its planned latency, a step takes {ideal['async_s']:.2f} s "
+            f"async and {ideal['turn_batched_s']:.2f} s turn-batched (an estimate)"
+            + (f": turn-batched's measured step is {speedup:.2f}x that async step, as fast as async can be against it"
+               if speedup else ""))
+
+
 def summary_markdown(result: Dict[str, Any]) -> str:
     env, w, ceil = result["environment"], result.get("workload", {}), result.get("ceiling")
     lines = [f"# agent-rl benchmark: {result['kind']}", "",
@@ -151,6 +172,9 @@ def summary_markdown(result: Dict[str, Any]) -> str:
                      f"async {floor['async_s']:.2f} s a step: with free generation async would be "
                      f"{floor['async_speedup_bound']:.2f}x faster without over-sampling or carry-over (generation moves "
                      "it either way: turn-batched generates every turn at the full batch)")
+    ideal = ideal_line(result)
+    if ideal:
+        lines.append(f"- {ideal}")
     tail = result.get("tail_cut_bound")
     if tail:
         lines.append("- step-time cut vs async this workload's draws allow if decoding did not slow with the batch "

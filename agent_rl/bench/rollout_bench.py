@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from agent_rl.bench.async_modes import AsyncSteps
 from agent_rl.bench.bench_tool import TOOL_NAME, TOOL_SCHEMA, BenchTool, observation_text
+from agent_rl.bench.bounds import ideal_steps, tail_cut_bound, tool_wait_floor
 from agent_rl.bench.engine_bench import bench_engine, bench_engine_turns, engine_sizes_for
 from agent_rl.bench.engine_profile import profiled
 from agent_rl.bench.hooks import bench_row
@@ -26,7 +27,7 @@ from agent_rl.bench import engine_stacks
 from agent_rl.bench.stack_sampler import StackSampler
 from agent_rl.bench.turn_batched import turn_batched_step
 from agent_rl.bench.variants import applied, check_engine, rollout_overrides
-from agent_rl.bench.workload import Workload, tail_cut_bound, tool_wait_floor
+from agent_rl.bench.workload import Workload
 from agent_rl.engines.replicas import session_counts
 from agent_rl.metrics.gc_watch import GcWatch
 from agent_rl.rollout.chat import ChatRenderer
@@ -37,6 +38,14 @@ def mark(what: str) -> None:
     """A time-stamped line on stderr, in the stream the engine logs to: tools/sglang_log.py splits sglang's
     scheduler log by these marks (docs/benchmarks.md, profile)."""
     print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] agent-rl bench: {what}", file=sys.stderr, flush=True)
+
+
+def _mean_dicts(per_step: List[Dict[str, Optional[float]]]) -> Optional[Dict[str, Optional[float]]]:
+    """Each key's mean over the steps (None where a step has None); None without steps."""
+    if not per_step:
+        return None
+    return {k: (sum(d[k] for d in per_step) / len(per_step) if all(d[k] is not None for d in per_step) else None)
+            for k in per_step[0]}
 
 
 @dataclass
@@ -61,8 +70,9 @@ class RolloutBenchSettings:
     #                                (bench/engine_profile.py)
     engine_profile_passes: int = 300
     profile_dir: str = "engine-profile"
-    decode_cost: Optional[tuple] = None   # (s a decode pass, s a row of a pass, where from): the heavy-tail bound at
-    #                                       this engine's cost too (the simulated engine's own; the suite's raw runs)
+    decode_cost: Optional[tuple] = None   # (s a decode pass, s a row of a pass, where from): the heavy-tail bound and
+    #                                       the ideal step at this engine's cost (the simulated engine's own; the suite's
+    #                                       raw runs; `bench/bounds.py`)
 
 
 class RolloutBench:
@@ -277,7 +287,7 @@ class RolloutBench:
 
     def tail_bounds(self, modes: List[ModeSpec], cost: Optional[tuple] = None) -> Dict[str, float]:
         """Per over-sampling / carry-over mode without a load gate (the bound launches every group at once), the
-        step-time cut this workload's draws allow (`workload.tail_cut_bound`): with generation that does not slow with
+        step-time cut this workload's draws allow (`bounds.tail_cut_bound`): with generation that does not slow with
         the batch, or priced at `cost`; only without tool waits, where tokens are all a step's time: no trajectory the
         bound replays draws a wait (whatever distribution gives those zeros)."""
         w, out = self.workload, {}
@@ -328,18 +338,20 @@ class RolloutBench:
             if m["mode"] in profiles:
                 m["engine_profile"] = profiles[m["mode"]]
         ceiling = merge_ceilings(ceilings)
-        floors = [tool_wait_floor(self.plans(range(k * self.workload.num_prompts, (k + 1) * self.workload.num_prompts)))
-                  for k in range(self.s.steps)]
-        floor = {k: (sum(f[k] for f in floors) / len(floors) if all(f[k] is not None for f in floors) else None)
-                 for k in floors[0]} if floors else None
+        steps = [self.plans(range(k * self.workload.num_prompts, (k + 1) * self.workload.num_prompts))
+                 for k in range(self.s.steps)]
+        floor = _mean_dicts([tool_wait_floor(plans) for plans in steps])
         out = {"ceiling": ceiling, "modes": results, "tool_wait_floor": floor}
+        cost = self.s.decode_cost[:2] if self.s.decode_cost else None
         tail = self.tail_bounds(modes)
+        if cost and (tail or (floor or {}).get("async_s")):
+            out["decode_cost"] = {"pass_ms": 1e3 * cost[0], "row_us": 1e6 * cost[1], "source": self.s.decode_cost[2]}
         if tail:
             out["tail_cut_bound"] = tail
-            if self.s.decode_cost:
-                fixed, row, source = self.s.decode_cost
-                out["decode_cost"] = {"pass_ms": 1e3 * fixed, "row_us": 1e6 * row, "source": source}
-                out["tail_cut_bound_engine"] = self.tail_bounds(modes, (fixed, row))
+            if cost:
+                out["tail_cut_bound_engine"] = self.tail_bounds(modes, cost)
+        if cost and (floor or {}).get("async_s"):   # tool waits: the step of an engine that costs only its passes
+            out["ideal_step"] = _mean_dicts([ideal_steps(plans, cost) for plans in steps])
         if len(per_round) > 1:
             out["round_results"] = [{"ceiling": c, "modes": [{k: v for k, v in m.items() if k not in HEAVY_KEYS} for m in ms]}
                                     for c, ms in zip(ceilings, per_round)]

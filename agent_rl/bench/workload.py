@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List
 
 import numpy as np
 
@@ -185,71 +185,3 @@ class Workload:
         for k in ("turns", "tokens_per_turn", "tool_latency"):
             d[k] = getattr(self, k).describe()
         return d
-
-
-def tool_wait_floor(plans: Sequence[TrajectoryPlan]) -> Dict[str, Optional[float]]:
-    """The tool waiting no scheduler can hide, for one step's trajectories, as if generation cost nothing:
-    turn-batched waits for the slowest call of each tool phase, async (every trajectory kept, no carry-over) for
-    the trajectory whose calls add up to the most. Their ratio is async's speed-up over turn-batched with free
-    generation. It is not an upper bound once generation costs time: turn-batched generates each turn of every
-    trajectory at the full batch, async's slowest trajectory mostly at smaller ones, so measured ratios pass it (1.81x
-    against 1.59x at 135M 128x8 on the H200, 2026-12-04)."""
-    phases = max((len(p.tool_latency_s) for p in plans), default=0)
-    tb = sum(max(p.tool_latency_s[k] for p in plans if k < len(p.tool_latency_s)) for k in range(phases))
-    asy = max((sum(p.tool_latency_s) for p in plans), default=0.0)
-    return {"turn_batched_s": tb, "async_s": asy, "async_speedup_bound": tb / asy if asy > 0 else None}
-
-
-def tail_cut_bound(workload: Workload, rate: float, carry: bool, steps: int, warmup: int = 0,
-                   cost: Optional[Tuple[float, float]] = None) -> Optional[float]:
-    """The step-time cut against plain async that over-sampling (`carry` False) or carry-over (True) at `rate` could
-    reach on this workload's draws, every trajectory decoding one token per decode pass from the step's start, tools
-    and prefill free. `cost` = (seconds a pass, seconds a row of a pass) prices each pass by the rows still running
-    (`decode_cost`); without it generation does not slow with the batch (a pass costs 1, whatever its rows). Plain
-    async's step lasts until its longest trajectory ends; an over-sampled step launches ceil(B (1 + rate)) groups,
-    all of them decoding, and ends when B of them are complete; carry-over also resumes the cut groups with what
-    they generated (after `warmup` unmeasured steps, as the bench runs it). The steps draw the groups the bench's
-    modes draw (`bench/async_modes.AsyncSteps`). None without over-sampling."""
-    b, n = workload.num_prompts, workload.n
-    launched = math.ceil(b * (1 + rate) - 1e-9)
-    if launched <= b or steps < 1:
-        return None
-    per_pass, per_row = cost if cost else (1.0, 0.0)
-
-    def left(g: int) -> List[float]:
-        return [float(workload.plan(g, k).total_gen_tokens) for k in range(n)]
-
-    def seconds(groups: List[List[float]], end: float) -> float:
-        """The passes until `end`: each costs per_pass, and per_row for every trajectory still decoding in it."""
-        return per_pass * end + per_row * sum(min(x, end) for g in groups for x in g)
-
-    plain = []
-    for s in range(steps):
-        groups = [left(g) for g in range(s * b, (s + 1) * b)]
-        plain.append(seconds(groups, max(max(g) for g in groups)))
-    carried: List[List[float]] = []
-    nxt, cut_steps = 0, []
-    for s in range(warmup + steps):
-        groups = carried + [left(g) for g in range(nxt, nxt + launched - len(carried))]
-        nxt += launched - len(carried)
-        done = sorted(range(len(groups)), key=lambda i: max(groups[i]))
-        end = max(groups[done[b - 1]])
-        kept = set(done[:b])
-        carried = [[max(0.0, x - end) for x in groups[i]] for i in range(len(groups)) if i not in kept] if carry else []
-        if s >= warmup:
-            cut_steps.append(seconds(groups, end))
-    return 1.0 - sum(cut_steps) / sum(plain)
-
-
-def decode_cost(ceilings: Sequence[Optional[Dict]]) -> Optional[Tuple[float, float]]:
-    """(seconds a decode pass, seconds a row of a pass) fitted (least squares) on raw-engine runs of fixed lengths at
-    two or more concurrencies: each run's wall time over its new tokens a request is one pass at that many rows
-    (its one prefill pass counted in). None with fewer than two concurrencies or a fit that is not two costs >= 0."""
-    pts = [(float(c["requests"]), c["wall_s"] / c["max_new_tokens_mean"]) for c in ceilings
-           if c and c.get("max_new_tokens_mean") and c.get("wall_s")]
-    if len({x for x, _ in pts}) < 2:
-        return None
-    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
-    per_row = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
-    per_pass = my - per_row * mx
-    return (per_pass, per_row) if per_pass >= 0 and per_row >= 0 else None

@@ -364,7 +364,7 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
     from agent_rl.bench.instrument import InstrumentedEngine
     from agent_rl.bench.rounds import merge_ceilings, round_order
     from agent_rl.bench.suite import MODE_KEYS, ceiling_check, scenario_targets, suite_markdown
-    from agent_rl.bench.workload import decode_cost
+    from agent_rl.bench.bounds import decode_cost
 
     tok = AutoTokenizer.from_pretrained(model_path)
     wrapped = InstrumentedEngine(engine)
@@ -379,7 +379,7 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
             runs[num].append(await _raw_engine(engine, tok, num, args.ceiling_prompt_len, args.ceiling_new_tokens, args))
     ceilings = [merge_ceilings(runs[num]) for num in sizes]
     fitted = decode_cost(ceilings)
-    for bench in benches:   # the heavy-tail bound at this engine's cost (a simulated engine has its own)
+    for bench in benches:   # the bounds at this engine's cost (a simulated engine has its own)
         if fitted and not bench.s.decode_cost:
             bench.s.decode_cost = fitted + (f"fitted on the raw runs at {', '.join(str(n) for n in sizes)} requests",)
     suite = dict(header, ceiling=ceilings[0], ceilings=ceilings, scenarios={}, scenario_modes={}, targets=[])

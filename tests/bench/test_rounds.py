@@ -275,6 +275,18 @@ def test_bench_suite_end_to_end_with_rounds_on_the_sim_engine(tmp_path, tiny_mod
     cut = next(t for t in suite["targets"] if t["scenario"] == "heavy-tail" and "cut step time" in t["target"])
     assert "at this engine's decode cost (0.20 ms a pass + 1.0 us a row, the simulated engine's (--sim-cost)) " \
            "async+oversample 0.5 " in cut["detail"]
+    # with tool waits: the step of an engine that costs only its decode passes at that cost, which the simulated
+    # engine (the same passes, plus prefill and our loop) cannot beat; the async target's detail compares it
+    tools = json.load(open(out / suite["scenarios"]["tool-latency"]))
+    ideal, by = tools["ideal_step"], {m["mode"]: m for m in tools["modes"]}
+    assert 0 < ideal["async_s"] <= by["async"]["step_wall_s_mean"]
+    assert 0 < ideal["turn_batched_s"] <= by["turn-batched"]["step_wall_s_mean"]
+    assert "ideal_step" not in tail and "ideal_step" not in instant   # no tool waits there
+    speedup = next(t for t in suite["targets"] if t["scenario"] == "tool-latency" and "async step" in t["target"])
+    want = by["turn-batched"]["step_wall_s_mean"] / ideal["async_s"]
+    assert f"only its decode passes at this engine's cost would be {want:.2f}x faster than this turn-batched" \
+        in speedup["detail"], speedup["detail"]
+    assert f"a step takes {ideal['async_s']:.2f} s async" in (out / "tool-latency" / "summary.md").read_text()
 
 
 def test_bench_suite_fits_a_real_engines_decode_cost_on_its_raw_runs(tmp_path, tiny_model_path, monkeypatch):

@@ -48,65 +48,6 @@ def test_plans_are_deterministic_and_per_trajectory():
     assert Workload(seed=8).plan(0, 0) == Workload(seed=8).plan(0, 0)
 
 
-def test_tool_wait_floor_bounds_async_speedup():
-    from agent_rl.bench.workload import TrajectoryPlan, tool_wait_floor
-
-    def plan(lat):
-        return TrajectoryPlan(0, 0, [8] * (len(lat) + 1), list(lat), [False] * len(lat))
-
-    # turn-batched waits max(3, 1) + max(1, 3) = 6 s; async waits for the largest sum, 4 s
-    f = tool_wait_floor([plan([3.0, 1.0]), plan([1.0, 3.0]), plan([2.0])])
-    assert f == {"turn_batched_s": 6.0, "async_s": 4.0, "async_speedup_bound": 1.5}
-    assert tool_wait_floor([plan([]), plan([])])["async_speedup_bound"] is None   # no tool calls: no bound
-
-
-def test_tail_cut_bound_replays_the_modes_steps_with_free_decoding():
-    from types import SimpleNamespace
-
-    from agent_rl.bench.workload import tail_cut_bound
-
-    tokens = [10, 2, 4, 6, 1, 8, 3, 5, 7]   # group g's single sample generates tokens[g]
-
-    class W:
-        num_prompts, n = 2, 1
-
-        def plan(self, group, sample):
-            return SimpleNamespace(total_gen_tokens=tokens[group])
-
-    # async: groups 0-1 then 2-3 -> steps of 10 and 6 (mean 8)
-    # over-sampling 0.5, 3 groups a step: {10, 2, 4} ends at the 2nd fastest, 4; {6, 1, 8} at 6 -> 1 - 5/8
-    assert abs(tail_cut_bound(W(), 0.5, carry=False, steps=2) - (1 - 5 / 8)) < 1e-9
-    # carry-over: {10, 2, 4} ends at 4 and carries group 0 with 6 left; {6 left, 6, 1} ends at 6 -> 1 - 5/8;
-    # after one warm-up step the measured steps are {6 left, 6, 1} -> 6 and {0 left, 8, 3} -> 3 against async 8 -> 1 - 4.5 / 8
-    assert abs(tail_cut_bound(W(), 0.5, carry=True, steps=2) - (1 - 5 / 8)) < 1e-9
-    assert abs(tail_cut_bound(W(), 0.5, carry=True, steps=2, warmup=1) - (1 - 4.5 / 8)) < 1e-9
-    assert tail_cut_bound(W(), 0.0, carry=True, steps=2) is None   # nothing launched past B: nothing to cut
-    # every pass priced: (1 a pass, 0 a row) is free decoding again
-    assert abs(tail_cut_bound(W(), 0.5, carry=False, steps=2, cost=(1.0, 0.0)) - (1 - 5 / 8)) < 1e-9
-    # rows alone (0, 1): a step costs the tokens decoded until it ends. async {10, 2} -> 12, {4, 6} -> 10;
-    # over-sampling {10, 2, 4} to 4 -> 4 + 2 + 4 = 10, {6, 1, 8} to 6 -> 13: 23 against 22, the extras cost more
-    assert abs(tail_cut_bound(W(), 0.5, carry=False, steps=2, cost=(0.0, 1.0)) - (1 - 23 / 22)) < 1e-9
-    # carry-over: {10, 2, 4} to 4 -> 10, then {6 left, 6, 1} to 6 -> 13
-    assert abs(tail_cut_bound(W(), 0.5, carry=True, steps=2, cost=(0.0, 1.0)) - (1 - 23 / 22)) < 1e-9
-    # both (1, 1): async 10 + 12 and 6 + 10 = 38; over-sampling 4 + 10 and 6 + 13 = 33
-    assert abs(tail_cut_bound(W(), 0.5, carry=False, steps=2, cost=(1.0, 1.0)) - (1 - 33 / 38)) < 1e-9
-
-
-def test_decode_cost_fits_a_pass_and_a_row_on_raw_runs():
-    from agent_rl.bench.workload import decode_cost
-
-    def run(requests, new_tokens, pass_s, row_s):
-        return {"requests": requests, "max_new_tokens_mean": new_tokens,
-                "wall_s": new_tokens * (pass_s + row_s * requests)}
-    fit = decode_cost([run(256, 256, 1.6e-3, 7.4e-6), None, run(1024, 256, 1.6e-3, 7.4e-6), run(512, 128, 1.6e-3, 7.4e-6)])
-    assert abs(fit[0] - 1.6e-3) < 1e-12 and abs(fit[1] - 7.4e-6) < 1e-15
-    assert decode_cost([run(256, 256, 1e-3, 1e-5)]) is None                       # one concurrency: nothing to fit
-    assert decode_cost([run(256, 256, 1e-3, 1e-5), run(256, 64, 1e-3, 1e-5)]) is None
-    # a pass slower at 256 rows than at 1024: no per-row cost >= 0 fits
-    assert decode_cost([{"requests": 256, "max_new_tokens_mean": 10, "wall_s": 1.0},
-                        {"requests": 1024, "max_new_tokens_mean": 10, "wall_s": 0.5}]) is None
-
-
 def test_remembered_and_constant_plans_are_the_drawn_ones():
     from agent_rl.bench.workload import Dist, Workload
 
