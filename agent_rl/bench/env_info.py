@@ -5,6 +5,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from importlib import metadata
 from typing import Any, Dict, Optional
 
@@ -64,6 +65,33 @@ def commit_line(env: Dict[str, Any]) -> str:
     return f"- git commit: {env.get('commit') or 'unknown'}{' (dirty tree)' if env.get('dirty') else ''}{source}"
 
 
+def cpu_probe_ms(repeats: int = 5) -> float:
+    """Milliseconds a fixed piece of pure-Python work takes on this host (the best of `repeats`): dicts, lists, string
+    formatting and arithmetic, the kind of work a rollout's event loop does a turn. Two GPU hosts of one kind differed
+    by 1.8x in the event loop's CPU for the same turns (2026-12-07); this says which host a figure came from."""
+    def work() -> int:
+        total = 0
+        for i in range(20000):
+            d = {"id": i, "text": f"turn {i}", "ids": [i, i + 1, i + 2]}
+            total += len(d["text"]) + sum(d["ids"])
+        return total
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        t = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - t)
+    return 1e3 * best
+
+
+def device_line(env: Dict[str, Any]) -> str:
+    """The summaries' device line: accelerator, host CPU (and its probe), versions."""
+    probe = env.get("cpu_probe_ms")
+    host = (f"; host CPU {env['cpu']}" + (f", fixed Python work {probe:.1f} ms" if probe is not None else "")
+            if env.get("cpu") else "")
+    return (f"- device: {env['device']}{host}; python {env['python']}, torch {env['torch']}, "
+            f"transformers {env['transformers']}, sglang {env['sglang'] or 'not installed'}")
+
+
 def environment(device: Optional[str] = None) -> Dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -73,6 +101,8 @@ def environment(device: Optional[str] = None) -> Dict[str, Any]:
         "agent_rl": _version("agent-rl"),
         "platform": platform.platform(),
         "device": device_name(device),
+        "cpu": _cpu_name(),
+        "cpu_probe_ms": cpu_probe_ms(),
         "executable": sys.executable,
         "cpu_count": os.cpu_count(),
         "load_avg_1m_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

@@ -5,7 +5,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-from agent_rl.bench.env_info import commit_line
+from agent_rl.bench.env_info import commit_line, device_line
 from agent_rl.bench.modes import split_name
 from agent_rl.bench.rounds import ceiling_rounds, paired, step_range
 from agent_rl.bench.stack_sampler import owners_line
@@ -144,8 +144,7 @@ def summary_markdown(result: Dict[str, Any]) -> str:
     env, w, ceil = result["environment"], result.get("workload", {}), result.get("ceiling")
     lines = [f"# agent-rl benchmark: {result['kind']}", "",
              f"- command: `{result['command']}`",
-             f"- device: {env['device']}; python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
-             f"sglang {env['sglang'] or 'not installed'}",
+             device_line(env),
              f"- machine load (1-min average) at start / end: {_fmt(env.get('load_avg_1m_at_start'))} / "
              f"{_fmt(env.get('load_avg_1m_at_end'))} on {env.get('cpu_count', '?')} CPUs",
              commit_line(env),

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from agent_rl.bench.env_info import commit_line
+from agent_rl.bench.env_info import commit_line, device_line
 from agent_rl.bench.modes import ModeSpec, parse_modes, split_name
 from agent_rl.bench.variants import check_name
 from agent_rl.bench.proc_sampler import processes_line
@@ -281,8 +281,7 @@ def suite_markdown(suite: Dict[str, Any]) -> str:
     env = suite["environment"]
     lines = ["# agent-rl benchmark suite", "",
              f"- command: `{suite['command']}`",
-             f"- device: {env['device']}; python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
-             f"sglang {env['sglang'] or 'not installed'}",
+             device_line(env),
              commit_line(env),
              f"- engine: {suite['engine']}, model: {suite['model']}"
              + (f", event loop {suite['event_loop']}" if suite.get("event_loop") else ""),

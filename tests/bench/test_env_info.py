@@ -31,3 +31,18 @@ def test_the_environment_variable_names_the_commit_of_a_copied_tree(tmp_path, mo
     monkeypatch.setenv(COMMIT_ENV, "  ")   # blank: ignored
     assert git_commit(str(tmp_path)) == {"commit": None, "dirty": None}
     assert commit_line({}) == "- git commit: unknown"
+
+
+def test_the_environment_names_the_host_cpu_and_how_fast_it_runs_python():
+    from agent_rl.bench.env_info import cpu_probe_ms, device_line, environment
+
+    env = environment("cpu")
+    assert env["cpu"] and env["cpu_probe_ms"] > 0
+    assert 0 < cpu_probe_ms(repeats=1)
+    line = device_line(env)
+    assert line.startswith(f"- device: {env['device']}; host CPU {env['cpu']}, fixed Python work ")
+    assert f"python {env['python']}, torch {env['torch']}" in line
+    # results written before the host CPU was recorded still print
+    old = {k: v for k, v in env.items() if k not in ("cpu", "cpu_probe_ms")}
+    assert device_line(old) == (f"- device: {env['device']}; python {env['python']}, torch {env['torch']}, "
+                                f"transformers {env['transformers']}, sglang {env['sglang'] or 'not installed'}")
