@@ -277,6 +277,30 @@ def _patches_words(patches: Any) -> str:
     return "on" if patches else "off"
 
 
+PACE_SPREAD = 0.15   # the raw engine's runs of one shape further apart than this: the machine's pace moved
+
+
+def pace_line(suite: Dict[str, Any]) -> str:
+    """How far apart the suite's raw-engine runs of one shape were (its own at each `--ceiling-prompts` size and each
+    scenario's, every round), or ''. The suite runs for minutes; on the GPU hosts the engine's pace moved by up to 35%
+    inside one suite (2026-12-07), which moves figures across scenarios though not the ratios inside a round."""
+    runs: Dict[tuple, List[float]] = {}
+    ceilings = list(suite.get("ceilings") or []) + list((suite.get("scenario_ceilings") or {}).values())
+    for c in filter(None, ceilings):
+        key = (c["requests"], round(c["prompt_tokens_mean"]), round(c["max_new_tokens_mean"]))
+        runs.setdefault(key, []).extend(c.get("tokens_per_s_rounds") or [c["tokens_per_s"]])
+    spreads = [(1.0 - min(v) / max(v), key, v) for key, v in runs.items() if len(v) > 1 and max(v) > 0]
+    if not spreads:
+        return ""
+    spread, (requests, _, new), v = max(spreads)
+    text = (f"the raw engine's runs of one shape (rounds and scenarios) at most {100 * spread:.0f}% apart "
+            f"({requests} requests x {new} new tokens: {min(v):.0f}-{max(v):.0f} tokens/s)")
+    if spread > PACE_SPREAD:
+        return (f"**the machine's pace moved during this suite**: {text}; ratios inside a round hold, figures across "
+                "scenarios and against other suites do not")
+    return text
+
+
 def suite_markdown(suite: Dict[str, Any]) -> str:
     env = suite["environment"]
     lines = ["# agent-rl benchmark suite", "",
@@ -294,6 +318,9 @@ def suite_markdown(suite: Dict[str, Any]) -> str:
                      f"{c['requests_per_s']:.1f} requests/s, {c['wall_s']:.2f} s"
                      + (f", garbage collection {c['gc_s']:.2f} s" if c.get("gc_s") is not None else "")
                      + (f"; {rounds}" if rounds else ""))
+    pace = pace_line(suite)
+    if pace:
+        lines.append(f"- {pace}")
     rows = []
     stacks = any(m.get("loop_stacks") for sc in (suite.get("scenario_modes") or {}).values() for m in sc)
     cpu = any(m.get("process_cpu") for sc in (suite.get("scenario_modes") or {}).values() for m in sc)

@@ -382,7 +382,8 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
     for bench in benches:   # the bounds at this engine's cost (a simulated engine has its own)
         if fitted and not bench.s.decode_cost:
             bench.s.decode_cost = fitted + (f"fitted on the raw runs at {', '.join(str(n) for n in sizes)} requests",)
-    suite = dict(header, ceiling=ceilings[0], ceilings=ceilings, scenarios={}, scenario_modes={}, targets=[])
+    suite = dict(header, ceiling=ceilings[0], ceilings=ceilings, scenarios={}, scenario_modes={}, scenario_ceilings={},
+                 targets=[])
     check = ceiling_check(ceilings)
     if check:
         suite["targets"].append(check)
@@ -396,6 +397,10 @@ async def _suite(engine, args, model_path, rollout_cfg, header, scenarios):
         suite["scenarios"][sc.name] = os.path.join(sc.name, "rollout_bench.json")
         suite["targets"] += scenario_targets(sc, result)
         suite["scenario_modes"][sc.name] = [{k: m.get(k) for k in MODE_KEYS} for m in result["modes"]]
+        if result.get("ceiling"):   # the raw engine on this scenario's sizes: the machine's pace through the suite
+            suite["scenario_ceilings"][sc.name] = {k: result["ceiling"].get(k) for k in
+                                                   ("requests", "prompt_tokens_mean", "max_new_tokens_mean",
+                                                    "tokens_per_s", "tokens_per_s_rounds")}
     if hasattr(os, "getloadavg"):
         suite["environment"]["load_avg_1m_at_end"] = os.getloadavg()[0]
     os.makedirs(args.out, exist_ok=True)

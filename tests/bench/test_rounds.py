@@ -287,6 +287,11 @@ def test_bench_suite_end_to_end_with_rounds_on_the_sim_engine(tmp_path, tiny_mod
     assert f"only its decode passes at this engine's cost would be {want:.2f}x faster than this turn-batched" \
         in speedup["detail"], speedup["detail"]
     assert f"a step takes {ideal['async_s']:.2f} s async" in (out / "tool-latency" / "summary.md").read_text()
+    # the raw engine on each scenario's sizes, every round, kept in the suite: how the machine's pace moved
+    assert set(suite["scenario_ceilings"]) == {"instant-tools", "tool-latency", "heavy-tail"}
+    assert all(len(c["tokens_per_s_rounds"]) == 2 for c in suite["scenario_ceilings"].values())
+    assert "- the raw engine's runs of one shape (rounds and scenarios) at most " in md \
+        or "- **the machine's pace moved during this suite**" in md
 
 
 def test_bench_suite_fits_a_real_engines_decode_cost_on_its_raw_runs(tmp_path, tiny_model_path, monkeypatch):

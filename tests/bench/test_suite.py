@@ -130,3 +130,28 @@ def test_suite_markdown_shows_the_cpu_by_process_column_when_sampled():
     header = next(line for line in md.splitlines() if line.startswith("| scenario | mode |"))
     sep = md.splitlines()[md.splitlines().index(header) + 1]
     assert header.count("|") == sep.count("|")               # one separator cell per column
+
+
+def test_the_pace_line_says_how_far_apart_the_raw_runs_of_one_shape_were():
+    from agent_rl.bench.suite import pace_line
+
+    def raw(requests, new, *tps):
+        return {"requests": requests, "prompt_tokens_mean": 250.2, "max_new_tokens_mean": new, "wall_s": 1.0,
+                "requests_per_s": 1.0, "tokens_per_s": sorted(tps)[len(tps) // 2], "tokens_per_s_rounds": list(tps)}
+    steady = {"ceilings": [raw(256, 256, 61000, 60000), raw(1024, 256, 97000, 96000)],
+              "scenario_ceilings": {"instant-tools": raw(1024, 384, 100000, 98000),
+                                    "tool-latency": raw(1024, 384, 99000, 95000)}}
+    assert pace_line(steady) == ("the raw engine's runs of one shape (rounds and scenarios) at most 5% apart "
+                                 "(1024 requests x 384 new tokens: 95000-100000 tokens/s)")
+    # instant tools and tool latency send the raw engine the same shape: their runs are compared with each other
+    drifted = dict(steady, scenario_ceilings={"instant-tools": raw(1024, 384, 103000, 94000),
+                                              "tool-latency": raw(1024, 384, 95000, 80000),
+                                              "heavy-tail": dict(raw(1024, 305, 88000), tokens_per_s_rounds=None)})
+    line = pace_line(drifted)
+    assert line.startswith("**the machine's pace moved during this suite**: the raw engine's runs of one shape "
+                           "(rounds and scenarios) at most 22% apart (1024 requests x 384 new tokens: 80000-103000")
+    assert pace_line({"ceilings": [raw(256, 256, 61000)]}) == ""   # one run: nothing to compare
+    env = {"device": "cpu", "python": "3", "torch": "t", "transformers": "tf", "sglang": None}
+    suite = {"command": "x", "engine": "hf", "model": "m", "targets": [], "environment": env}
+    assert f"\n- {line}\n" in suite_markdown(dict(suite, **drifted))
+    assert "pace" not in suite_markdown(dict(suite, ceiling=None))
