@@ -282,8 +282,8 @@ PACE_SPREAD = 0.15   # the raw engine's runs of one shape further apart than thi
 
 def pace_line(suite: Dict[str, Any]) -> str:
     """How far apart the suite's raw-engine runs of one shape were (its own at each `--ceiling-prompts` size and each
-    scenario's, every round), or ''. The suite runs for minutes; on the GPU hosts the engine's pace moved by up to 35%
-    inside one suite (2026-12-07), which moves figures across scenarios though not the ratios inside a round."""
+    scenario's, every round), or ''. The suite runs for minutes; on a GPU host the raw runs of one shape inside one suite
+    were 24% apart (2026-12-07), which moves figures across scenarios though not the ratios inside a round."""
     runs: Dict[tuple, List[float]] = {}
     ceilings = list(suite.get("ceilings") or []) + list((suite.get("scenario_ceilings") or {}).values())
     for c in filter(None, ceilings):
