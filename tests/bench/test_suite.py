@@ -155,3 +155,38 @@ def test_the_pace_line_says_how_far_apart_the_raw_runs_of_one_shape_were():
     suite = {"command": "x", "engine": "hf", "model": "m", "targets": [], "environment": env}
     assert f"\n- {line}\n" in suite_markdown(dict(suite, **drifted))
     assert "pace" not in suite_markdown(dict(suite, ceiling=None))
+
+
+def test_a_miss_below_its_bound_says_it_is_out_of_reach():
+    from agent_rl.bench.suite import met_words
+
+    sc = scenarios(8, 4, "3", "16", "0.5", "pareto:alpha=1.2,scale=4,max=64", 8, "0.5", 0)
+    env = {"device": "cpu", "python": "3", "torch": "t", "transformers": "tf", "sglang": None}
+    # instant tools: the engine alone on the same turns reached 80% of raw, so 90% is out of reach
+    alone = {"turns": {"ratio_to_raw": 0.8}}
+    ratio, _ = target_checks(sc[0], {"modes": [dict(_mode("turn-batched", 2.0, 0.5)),
+                                               dict(_mode("async", 2.1, 0.74), ratio_to_turns_ceiling=0.93)],
+                                     "ceiling": alone})
+    assert ratio["bound"] == 0.8 and met_words(ratio) == "no: out of reach here (at best 80%)"
+    # tool latency: turn-batched 10 s over an ideal async step of 6.2 s = 1.61x at best
+    ideal = {"ideal_step": {"async_s": 6.2, "turn_batched_s": 9.7}, "decode_cost": {"pass_ms": 1.0, "row_us": 8.0,
+                                                                                   "source": "fit"}}
+    speed = target_checks(sc[1], dict(ideal, modes=[_mode("turn-batched", 10.0), _mode("async", 6.5)]))[0]
+    assert abs(speed["bound"] - 10.0 / 6.2) < 1e-9 and met_words(speed) == "no: out of reach here (at best 1.61x)"
+    # a bound above the threshold: a plain miss
+    near = target_checks(sc[1], dict(ideal, ideal_step={"async_s": 5.0, "turn_batched_s": 9.7},
+                                     modes=[_mode("turn-batched", 10.0), _mode("async", 6.5)]))[0]
+    assert near["bound"] == 2.0 and met_words(near) == "no"
+    # heavy tail: the best cut the draws allow at the fitted decode cost
+    tail = target_checks(sc[2], {"modes": [_mode("async", 10.0, p50=2.0), _mode("async+carryover 0.5", 9.0, p50=2.0)],
+                                 "tail_cut_bound": {"async+carryover 0.5": 0.5},
+                                 "tail_cut_bound_engine": {"async+carryover 0.5": 0.17, "async+oversample 0.5": -0.1},
+                                 "decode_cost": ideal["decode_cost"]})[0]
+    assert tail["bound"] == 0.17 and met_words(tail) == "no: out of reach here (at best 17%)"
+    # without a bound (the async-vs-turn-batched and p50 targets): no key, a plain yes / no
+    assert "bound" not in target_checks(sc[2], {"modes": [_mode("async", 10.0, p50=2.0),
+                                                          _mode("async+carryover 0.5", 6.0, p50=2.0)]})[1]
+    assert met_words({"met": True, "threshold": 0.3, "bound": 0.1}) == "yes"
+    md = suite_markdown({"command": "x", "engine": "hf", "model": "m", "ceiling": None, "targets": [speed, near],
+                         "environment": env})
+    assert "| 1.54x | no: out of reach here (at best 1.61x) |" in md and "| 1.54x | no |" in md
