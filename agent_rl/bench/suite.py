@@ -84,12 +84,18 @@ def _check(scenario: str, target: str, value: Optional[float], threshold: float,
     return out
 
 
+BOUND_SLACK = 0.05   # a bound this close under its threshold (0.05x, 5 points) is not called out of reach: the bounds
+#                      are estimates (async ran at 101% of the engine alone on its turns; a measured heavy-tail cut
+#                      landed 2 points above its estimate at the fitted decode cost)
+
+
 def met_words(check: Dict[str, Any]) -> str:
-    """The summary's 'met' cell: yes / no, and for a miss whose bound is below the threshold, that it is out of reach."""
+    """The summary's 'met' cell: yes / no, and for a miss whose bound is clearly below the threshold (by more than
+    BOUND_SLACK), that it is out of reach."""
     if check["met"]:
         return "yes"
     bound = check.get("bound")
-    if bound is not None and bound < check["threshold"]:
+    if bound is not None and bound + BOUND_SLACK < check["threshold"]:
         return f"no: out of reach here (at best {shown(bound, check['threshold'])})"
     return "no"
 
