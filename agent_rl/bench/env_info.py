@@ -85,10 +85,11 @@ def cpu_probe_ms(repeats: int = 5) -> float:
 
 
 def device_line(env: Dict[str, Any]) -> str:
-    """The summaries' device line: accelerator, host CPU (and its probe), versions."""
-    probe = env.get("cpu_probe_ms")
-    host = (f"; host CPU {env['cpu']}" + (f", fixed Python work {probe:.1f} ms" if probe is not None else "")
-            if env.get("cpu") else "")
+    """The summaries' device line: accelerator, host CPU (unless the device already names it) and its probe, versions."""
+    probe, cpu = env.get("cpu_probe_ms"), env.get("cpu")
+    parts = ([f"host CPU {cpu}"] if cpu and cpu not in env["device"] else []) \
+        + ([f"fixed Python work {probe:.1f} ms"] if cpu and probe is not None else [])
+    host = "; " + ", ".join(parts) if parts else ""
     return (f"- device: {env['device']}{host}; python {env['python']}, torch {env['torch']}, "
             f"transformers {env['transformers']}, sglang {env['sglang'] or 'not installed'}")
 

@@ -76,8 +76,8 @@ def max_concurrency(scs: List[Scenario]) -> int:
 def _check(scenario: str, target: str, value: Optional[float], threshold: float, met: bool, detail: str,
            bound: Optional[float] = None) -> Dict[str, Any]:
     """One target's outcome; `bound`, where known, the best value this workload and engine allow (the engine alone on
-    the same turns, the ideal async step, the heavy tail's cut at the fitted decode cost): below the threshold, no
-    scheduler meets the target here."""
+    the same turns, the ideal async step, the heavy tail's cut at the fitted decode cost); `met_words` calls a miss
+    out of reach where the bound is more than BOUND_SLACK under the threshold."""
     out = {"scenario": scenario, "target": target, "value": value, "threshold": threshold, "met": bool(met), "detail": detail}
     if bound is not None:
         out["bound"] = bound

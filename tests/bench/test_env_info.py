@@ -39,8 +39,10 @@ def test_the_environment_names_the_host_cpu_and_how_fast_it_runs_python():
     env = environment("cpu")
     assert env["cpu"] and env["cpu_probe_ms"] > 0
     assert 0 < cpu_probe_ms(repeats=1)
-    line = device_line(env)
-    assert line.startswith(f"- device: {env['device']}; host CPU {env['cpu']}, fixed Python work ")
+    line = device_line(env)   # a CPU device already names the CPU: only the probe is added
+    assert env["cpu"] in env["device"] and line.startswith(f"- device: {env['device']}; fixed Python work ")
+    gpu = dict(env, device="NVIDIA H100 80GB HBM3 x1")
+    assert device_line(gpu).startswith(f"- device: NVIDIA H100 80GB HBM3 x1; host CPU {env['cpu']}, fixed Python work ")
     assert f"python {env['python']}, torch {env['torch']}" in line
     # results written before the host CPU was recorded still print
     old = {k: v for k, v in env.items() if k not in ("cpu", "cpu_probe_ms")}
