@@ -1,0 +1,103 @@
+"""sglang's scheduler work per request, by function, on real sglang 0.5.17 on a CPU: runs `agent-rl bench rollout`
+(the arguments after `--`) with the scheduler process started through agent-rl's default patches and a cProfile of
+the scheduler functions that handle requests (receiving, admitting a prefill, filing prefill and decode results),
+then prints each one's seconds, calls and requests and the profile's top functions. A CPU's forward is not in these
+functions: what they cost is the scheduler's Python, the share that bounds the engine on the GPU host
+(docs/benchmarks.md, forty-first session). Setup: README.md here. Usage, from this folder:
+
+    PYTHONPATH=DIR/stubs:DIR/site:$(git rev-parse --show-toplevel):. python scheduler_prof.py -- \
+        --model TINY --engine-kwarg device=cpu --engine-kwarg attention_backend=torch_native \
+        --engine-kwarg disable_cuda_graph=true --engine-kwarg enable_memory_saver=false \
+        --engine-kwarg max_total_tokens=200000 --prompts 32 --n 4 --turns 3 --tokens-per-turn 32 \
+        --tool-latency lognormal:mean=0.3,sigma=1 --modes async --steps 2 --no-ceiling --no-progress
+
+`--out` and `--engine` are set here. Give `max_total_tokens`: with a CPU's default KV pool sglang's allocator copies
+its whole free list at every free (`torch.cat`, a device-side copy on the GPU), which then dominates the profile."""
+import cProfile
+import functools
+import glob
+import json
+import os
+import sys
+import tempfile
+import time
+
+# (module, class, method, how many requests a call handles) of the scheduler functions timed
+TIMED = (("sglang.srt.managers.scheduler", "Scheduler", "process_input_requests", lambda args: len(args[0])),
+         ("sglang.srt.managers.scheduler", "Scheduler", "get_new_batch_prefill", None),
+         ("sglang.srt.managers.scheduler_components.batch_result_processor", "SchedulerBatchResultProcessor",
+          "process_batch_result_prefill", lambda args: len(args[0].reqs)),
+         ("sglang.srt.managers.scheduler_components.batch_result_processor", "SchedulerBatchResultProcessor",
+          "process_batch_result_decode", lambda args: len(args[0].reqs)))
+DUMP_EVERY = 50   # calls between writes (the scheduler process is killed at shutdown, so it writes as it goes)
+
+
+def run_profiled(names, out_prefix, *args, **kwargs):
+    """sglang's run_scheduler_process with the patches `names` applied and the TIMED functions profiled; their
+    figures go to `out_prefix-<pid>.json` / `.prof`."""
+    import importlib
+
+    from agent_rl.engines.sglang_patches import apply
+
+    apply(names)
+    prof, stats, count = cProfile.Profile(), {}, [0]
+    path = f"{out_prefix}-{os.getpid()}"
+
+    def timed(name, original, requests):
+        def wrapper(self, *a, **k):
+            t0 = time.perf_counter()
+            try:
+                return prof.runcall(original, self, *a, **k)
+            finally:
+                st = stats.setdefault(name, {"s": 0.0, "calls": 0, "requests": 0})
+                st["s"] += time.perf_counter() - t0
+                st["calls"] += 1
+                st["requests"] += requests(a) if requests is not None else 0
+                count[0] += 1
+                if count[0] % DUMP_EVERY == 0:
+                    prof.dump_stats(path + ".prof")
+                    with open(path + ".json", "w") as f:
+                        json.dump(stats, f)
+        return wrapper
+
+    for module, cls, method, requests in TIMED:
+        owner = getattr(importlib.import_module(module), cls)
+        setattr(owner, method, timed(method, getattr(owner, method), requests))
+    from sglang.srt.managers.scheduler import run_scheduler_process
+
+    return run_scheduler_process(*args, **kwargs)
+
+
+def report(out_prefix: str, top: int = 25) -> None:
+    import pstats
+
+    for path in sorted(glob.glob(out_prefix + "-*.json")):
+        with open(path) as f:
+            stats = json.load(f)
+        print(f"scheduler process {path.rsplit('-', 1)[-1][:-5]} (figures as of its last write):")
+        for name, st in stats.items():
+            per = f", {st['s'] / st['requests'] * 1e6:.0f} us a request" if st["requests"] else ""
+            print(f"  {name}: {st['s']:.3f} s in {st['calls']} calls, {st['requests']} requests{per}")
+        pstats.Stats(path[:-5] + ".prof").sort_stats("tottime").print_stats(top)
+
+
+def main(argv) -> int:
+    import scheduler_prof
+
+    from agent_rl.cli.main import main as cli
+    from agent_rl.engines import sglang_patches
+
+    bench = argv[argv.index("--") + 1:] if "--" in argv else argv
+    work = tempfile.mkdtemp(prefix="scheduler-prof-")
+    prefix = os.path.join(work, "sched")
+    # the bench's engine starts its scheduler through `_runner(names)`: profile there, the same patches applied
+    sglang_patches._runner = lambda names: functools.partial(scheduler_prof.run_profiled,
+                                                             tuple(sglang_patches.selected(list(names))), prefix)
+    rc = cli(["bench", "rollout", "--engine", "sglang", "--out", os.path.join(work, "bench"), *bench])
+    report(prefix)
+    print(f"files: {work}")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
