@@ -11,7 +11,9 @@ functions: what they cost is the scheduler's Python, the share that bounds the e
         --engine-kwarg max_total_tokens=200000 --prompts 32 --n 4 --turns 3 --tokens-per-turn 32 \
         --tool-latency lognormal:mean=0.3,sigma=1 --modes async --steps 2 --no-ceiling --no-progress
 
-`--out` and `--engine` are set here. Give `max_total_tokens`: with a CPU's default KV pool sglang's allocator copies
+`PROFILE=0`: time the functions without cProfile (its overhead is in every figure otherwise). The prefill function's
+passes are split by outcome: prefilled, held (requests waiting, none admitted: the prefill delayer or the budget), nothing
+waiting. `--out` and `--engine` are set here. Give `max_total_tokens`: with a CPU's default KV pool sglang's allocator copies
 its whole free list at every free (`torch.cat`, a device-side copy on the GPU), which then dominates the profile."""
 import cProfile
 import functools
@@ -41,21 +43,29 @@ def run_profiled(names, out_prefix, *args, **kwargs):
 
     apply(names)
     prof, stats, count = cProfile.Profile(), {}, [0]
+    profile = os.environ.get("PROFILE", "1") != "0"
     path = f"{out_prefix}-{os.getpid()}"
 
     def timed(name, original, requests):
         def wrapper(self, *a, **k):
+            waiting, out = len(getattr(self, "waiting_queue", ())), None
             t0 = time.perf_counter()
             try:
-                return prof.runcall(original, self, *a, **k)
+                out = prof.runcall(original, self, *a, **k) if profile else original(self, *a, **k)
+                return out
             finally:
-                st = stats.setdefault(name, {"s": 0.0, "calls": 0, "requests": 0})
+                key = name
+                if name == "get_new_batch_prefill":   # a pass that prefilled, one the delayer (or the budget) held
+                    key += (" (prefill)" if getattr(out, "batch_to_run", None) is not None
+                            else " (held: requests waiting)" if waiting else " (nothing waiting)")
+                st = stats.setdefault(key, {"s": 0.0, "calls": 0, "requests": 0})
                 st["s"] += time.perf_counter() - t0
                 st["calls"] += 1
                 st["requests"] += requests(a) if requests is not None else 0
                 count[0] += 1
                 if count[0] % DUMP_EVERY == 0:
-                    prof.dump_stats(path + ".prof")
+                    if profile:
+                        prof.dump_stats(path + ".prof")
                     with open(path + ".json", "w") as f:
                         json.dump(stats, f)
         return wrapper
@@ -78,7 +88,8 @@ def report(out_prefix: str, top: int = 25) -> None:
         for name, st in stats.items():
             per = f", {st['s'] / st['requests'] * 1e6:.0f} us a request" if st["requests"] else ""
             print(f"  {name}: {st['s']:.3f} s in {st['calls']} calls, {st['requests']} requests{per}")
-        pstats.Stats(path[:-5] + ".prof").sort_stats("tottime").print_stats(top)
+        if os.path.exists(path[:-5] + ".prof"):
+            pstats.Stats(path[:-5] + ".prof").sort_stats("tottime").print_stats(top)
 
 
 def main(argv) -> int:
