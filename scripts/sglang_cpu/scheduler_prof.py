@@ -12,9 +12,10 @@ functions: what they cost is the scheduler's Python, the share that bounds the e
         --tool-latency lognormal:mean=0.3,sigma=1 --modes async --steps 2 --no-ceiling --no-progress
 
 `PROFILE=0`: time the functions without cProfile (its overhead is in every figure otherwise). The prefill function's
-passes are split by outcome: prefilled, held (requests waiting, none admitted: the prefill delayer or the budget), nothing
-waiting. `--out` and `--engine` are set here. Give `max_total_tokens`: with a CPU's default KV pool sglang's allocator copies
-its whole free list at every free (`torch.cat`, a device-side copy on the GPU), which then dominates the profile."""
+passes are split by outcome: prefilled, held (requests waiting, none admitted: the prefill delayer or the budget),
+nothing waiting. Receiving counts every message (sessions' opens and closes too). `--out` and `--engine` are set here.
+Give `max_total_tokens`: with a CPU's default KV pool sglang's allocator copies its whole free list at every free
+(`torch.cat`, a device-side copy on the GPU), which then dominates the profile."""
 import cProfile
 import functools
 import glob
