@@ -32,7 +32,8 @@ TIMED = (("sglang.srt.managers.scheduler", "Scheduler", "process_input_requests"
           "process_batch_result_prefill", lambda args: len(args[0].reqs)),
          ("sglang.srt.managers.scheduler_components.batch_result_processor", "SchedulerBatchResultProcessor",
           "process_batch_result_decode", lambda args: len(args[0].reqs)))
-DUMP_EVERY = 50   # calls between writes (the scheduler process is killed at shutdown, so it writes as it goes)
+PROFILE_EVERY = 50   # calls between writes of the profile (the scheduler process is killed at shutdown, so the
+#                      figures are written after every call, the slower profile every PROFILE_EVERY calls)
 
 
 def run_profiled(names, out_prefix, *args, **kwargs):
@@ -64,11 +65,10 @@ def run_profiled(names, out_prefix, *args, **kwargs):
                 st["calls"] += 1
                 st["requests"] += requests(a) if requests is not None else 0
                 count[0] += 1
-                if count[0] % DUMP_EVERY == 0:
-                    if profile:
-                        prof.dump_stats(path + ".prof")
-                    with open(path + ".json", "w") as f:
-                        json.dump(stats, f)
+                with open(path + ".json", "w") as f:
+                    json.dump(stats, f)
+                if profile and count[0] % PROFILE_EVERY == 0:
+                    prof.dump_stats(path + ".prof")
         return wrapper
 
     for module, cls, method, requests in TIMED:
@@ -85,7 +85,8 @@ def report(out_prefix: str, top: int = 25) -> None:
     for path in sorted(glob.glob(out_prefix + "-*.json")):
         with open(path) as f:
             stats = json.load(f)
-        print(f"scheduler process {path.rsplit('-', 1)[-1][:-5]} (figures as of its last write):")
+        print(f"scheduler process {path.rsplit('-', 1)[-1][:-5]} (the profile as of its last write, every "
+              f"{PROFILE_EVERY} calls):")
         for name, st in stats.items():
             per = f", {st['s'] / st['requests'] * 1e6:.0f} us a request" if st["requests"] else ""
             print(f"  {name}: {st['s']:.3f} s in {st['calls']} calls, {st['requests']} requests{per}")
