@@ -25,27 +25,40 @@ import sys
 import tempfile
 import time
 
-# (module, class, method, how many requests a call handles) of the scheduler functions timed
-TIMED = (("sglang.srt.managers.scheduler", "Scheduler", "process_input_requests", lambda args: len(args[0])),
+
+def _messages(args):
+    return len(args[0])
+
+
+def _rows(args):
+    return len(args[0].reqs)
+
+
+# (module, class, method, how many requests a call handles) of the scheduler functions timed (module-level functions:
+# a runner given some of them is pickled into the scheduler process)
+TIMED = (("sglang.srt.managers.scheduler", "Scheduler", "process_input_requests", _messages),
          ("sglang.srt.managers.scheduler", "Scheduler", "get_new_batch_prefill", None),
          ("sglang.srt.managers.scheduler_components.batch_result_processor", "SchedulerBatchResultProcessor",
-          "process_batch_result_prefill", lambda args: len(args[0].reqs)),
+          "process_batch_result_prefill", _rows),
          ("sglang.srt.managers.scheduler_components.batch_result_processor", "SchedulerBatchResultProcessor",
-          "process_batch_result_decode", lambda args: len(args[0].reqs)))
+          "process_batch_result_decode", _rows))
 PROFILE_EVERY = 50   # calls between writes of the profile (the scheduler process is killed at shutdown, so the
 #                      figures are written after every call, the slower profile every PROFILE_EVERY calls)
 
 
-def run_profiled(names, out_prefix, *args, **kwargs):
-    """sglang's run_scheduler_process with the patches `names` applied and the TIMED functions profiled; their
-    figures go to `out_prefix-<pid>.json` / `.prof`."""
+def run_profiled(names, out_prefix, *args, functions=TIMED, profile=None, profile_every=PROFILE_EVERY, **kwargs):
+    """sglang's run_scheduler_process with the patches `names` applied and `functions` (entries as TIMED's) timed,
+    and cProfiled where `profile` (None: unless the environment's PROFILE is 0); their figures go to
+    `out_prefix-<pid>.json` (per function: seconds, calls, requests; after every call) / `.prof` (every
+    `profile_every` calls)."""
     import importlib
 
     from agent_rl.engines.sglang_patches import apply
 
     apply(names)
     prof, stats, count = cProfile.Profile(), {}, [0]
-    profile = os.environ.get("PROFILE", "1") != "0"
+    if profile is None:
+        profile = os.environ.get("PROFILE", "1") != "0"
     path = f"{out_prefix}-{os.getpid()}"
 
     def timed(name, original, requests):
@@ -67,11 +80,11 @@ def run_profiled(names, out_prefix, *args, **kwargs):
                 count[0] += 1
                 with open(path + ".json", "w") as f:
                     json.dump(stats, f)
-                if profile and count[0] % PROFILE_EVERY == 0:
+                if profile and count[0] % profile_every == 0:
                     prof.dump_stats(path + ".prof")
         return wrapper
 
-    for module, cls, method, requests in TIMED:
+    for module, cls, method, requests in functions:
         owner = getattr(importlib.import_module(module), cls)
         setattr(owner, method, timed(method, getattr(owner, method), requests))
     from sglang.srt.managers.scheduler import run_scheduler_process
