@@ -16,7 +16,7 @@ measured steps, after `--warmup` unmeasured ones; the minimum too: on a shared V
 the canned text ends in a Hermes `<tool_call>` and the project's parser reads it (the benchmark's hooks otherwise
 decide the calls), so tool-call parsing is in the figure too. `--gc on|off|freeze` and `--heap-objects N` isolate the
 garbage collector's share. `--profile PATH`: cProfile of the measured steps (pstats file; the top functions are
-printed). Results and the changes they led to: docs/benchmarks.md, "CPU cost of the rollout loop (instant engine)".
+printed). Results and the changes they led to: docs/benchmarks-log.md, "CPU cost of the rollout loop (instant engine)".
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Who holds the host's CPUs during a mode: our process, sglang's scheduler and detokenizer, everything else.
 
 sglang runs its scheduler in a child process; its per-pass work (batch selection, result filing, kernel launches)
-is what bounds a multi-turn rollout on the GPU (docs/benchmarks.md). A torch profile of that process found the same
+is what bounds a multi-turn rollout on the GPU (docs/benchmarks-log.md). A torch profile of that process found the same
 torch ops 1.4-1.9x slower in the heavy-tail and tool-latency modes than with instant tools, at equal decode batch
 sizes: the process ran slower per op, which points at the host (a hyper-thread sibling or the core itself taken by
 another busy thread, the clock), not at more work. `ProcSampler` reads, every `interval_s`, the CPU time and the

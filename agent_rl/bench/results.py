@@ -113,7 +113,7 @@ def charged_step_s(mode: Dict[str, Any]) -> Optional[float]:
     errs the other way (in a steady run part of those tokens decode in rows the tail leaves spare): a steady run's
     step time lies between the two, and the suite's targets read the slower. On the simulated engine the two came
     within 1-3 points of each other over 8 measured steps, while one step was off by up to 11 points either way
-    (docs/benchmarks.md, sixteenth session). Modes that carry nothing: their step time."""
+    (docs/benchmarks-log.md, sixteenth session). Modes that carry nothing: their step time."""
     t, drawn, gen = mode.get("step_wall_s_mean"), mode.get("stock_drawn_tokens"), mode.get("gen_tokens")
     if t is None or drawn is None:
         return t

@@ -36,7 +36,7 @@ from agent_rl.tool_runtime.runtime import ToolRuntime
 
 def mark(what: str) -> None:
     """A time-stamped line on stderr, in the stream the engine logs to: tools/sglang_log.py splits sglang's
-    scheduler log by these marks (docs/benchmarks.md, profile)."""
+    scheduler log by these marks (docs/benchmarks-log.md, profile)."""
     print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] agent-rl bench: {what}", file=sys.stderr, flush=True)
 
 

@@ -1,6 +1,6 @@
 """Repeated rounds of one benchmark (`bench rollout|suite --rounds R`).
 
-On the GPU host the raw engine moved by 10-30% between runs minutes apart (docs/benchmarks.md), so one pass of each
+On the GPU host the raw engine moved by 10-30% between runs minutes apart (docs/benchmarks-log.md), so one pass of each
 mode cannot tell a 10% change from noise. A round is the raw-engine ceiling followed by every mode; rounds alternate
 the mode order (forward, reversed, ...) so that a slow drift of the machine lands on every mode alike. The merged
 result keeps round 0's traces (plots, CDFs) and replaces the headline numbers with figures over all rounds.

@@ -10,13 +10,13 @@ scheduler patch (default), or where KV sessions do not split the request pool fr
 wait in a queue served by priority (lower first), then arrival: sglang's behaviour with priority scheduling.
 Finished requests reach their callers as sglang's in-process tokenizer manager hands them over: `batch_notify_size`
 (16, sglang's default) at a time, one event-loop pass apart, while the engine goes on with its next pass (so a turn
-boundary's requests come back to the engine in groups, as on the GPU host: docs/benchmarks.md, twenty-seventh
+boundary's requests come back to the engine in groups, as on the GPU host: docs/benchmarks-log.md, twenty-seventh
 session).
 
-Calibration (docs/benchmarks.md): SmolLM2-135M on an H200 with sglang 0.5.17 decodes 256 rows in ~4.3 ms and
+Calibration (docs/benchmarks-log.md): SmolLM2-135M on an H200 with sglang 0.5.17 decodes 256 rows in ~4.3 ms and
 1024 rows in ~13.4 ms per step, i.e. fixed 1.3 ms + 11.8 us per row. `agent-rl bench ... --engine sim` uses it.
 The prefill pass of a multi-turn step (a few to ~100 next turns with long cached prefixes) measured 50-150 ms on
-the H200 with the random-init Qwen2.5-1.5B shape (2026-12-02, docs/benchmarks.md): `--sim-cost 2.2,10,80`.
+the H200 with the random-init Qwen2.5-1.5B shape (2026-12-02, docs/benchmarks-log.md): `--sim-cost 2.2,10,80`.
 sglang's own profile (2026-12-03) splits it: ~10 ms a pass plus ~0.6 ms an admitted row (the scheduler's batch
 selection and result filing; the kernels are 4.5-15 ms of it): `--sim-cost 2.2,10,10,0.6`. Fitted on the scheduler
 log of a 1.4B 64x4 heavy-tail rollout (`agent-rl bench sglang-log --fit-cost`, 2026-12-04, seventeenth session):

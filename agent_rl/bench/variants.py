@@ -3,7 +3,7 @@
 A mode word with `@VARIANT` runs that mode under the setting and restores it afterwards, so the setting and the
 defaults are measured in one run, one after the other (with `--rounds`, in alternating order). Separate runs cannot
 decide a 10-30% effect on the GPU host: sglang's own decode rate moved 1.3-1.6x between two suites minutes apart
-(docs/benchmarks.md, thirteenth session). Only settings read at run time can be variants:
+(docs/benchmarks-log.md, thirteenth session). Only settings read at run time can be variants:
 
 * `nocoalesce`: the in-process sglang wrapper sends each request as its trajectory asks (`coalesce_submits` off);
 * `notify<N>`: sglang's tokenizer manager wakes up to N finished requests per event-loop pass (its

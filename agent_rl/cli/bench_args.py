@@ -34,7 +34,7 @@ def _common(p) -> None:
                    help="--engine sim: decode step cost, and the cost of one prefill pass for the requests a step "
                         "admits, per pass and per admitted row (default: %(default)s = free prefill, SmolLM2-135M on "
                         "an H200; the 1.4B shape's multi-turn steps, sglang's profile: 2.2,10,10,0.6; 1.3,11.8,60 "
-                        "reproduced the H200's 135M 64x4 heavy-tail ratios; docs/benchmarks.md)")
+                        "reproduced the H200's 135M 64x4 heavy-tail ratios; docs/benchmarks-log.md)")
     p.add_argument("--sim-max-running", type=int, default=None, metavar="ROWS",
                    help="--engine sim: most rows decoded together, the rest queue by priority (sglang's "
                         "max_running_requests; default: no cap)")
@@ -203,7 +203,8 @@ def add_arguments(parser) -> None:
                        formatter_class=DefaultsHelpFormatter,
                        description="The sglang wrapper around a stand-in engine that answers at once with canned ids and "
                                    "log-probs, the bench tool at latency 0: thread CPU ms per turn and per step, per mode "
-                                   "(agent_rl/bench/loop_cpu.py; docs/benchmarks.md, CPU cost of the rollout loop).")
+                                   "(agent_rl/bench/loop_cpu.py; docs/benchmarks-log.md, CPU cost of the rollout "
+                                   "loop).")
     from agent_rl.bench.loop_cpu import add_arguments as loop_cpu_arguments
 
     loop_cpu_arguments(c)

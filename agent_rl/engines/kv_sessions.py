@@ -2,7 +2,7 @@
 
 Without it every turn is a new request for the whole context: sglang's scheduler matches it against its radix tree,
 prefills the new tokens, inserts the request into the tree after its prefill and again when it finishes, and
-releases it (~0.9 ms of scheduler work an admitted request on the H200, docs/benchmarks.md, seventeenth session).
+releases it (~0.9 ms of scheduler work an admitted request on the H200, docs/benchmarks-log.md, seventeenth session).
 A streaming session (sglang >= 0.5.17, `enable_streaming_session`) holds the finished turn's KV in a slot of its
 own: the next turn sends only its new tokens (the observation and the next assistant header), and sglang appends
 them to what it holds, with no tree match or insert.

@@ -2,7 +2,7 @@
 
 Why: on the GPU host sglang's scheduler is one Python process that plans every pass, admits every request and files
 every result; a multi-turn rollout spends 27-51% of its engine time there turning requests around
-(docs/benchmarks.md, seventeenth session) while the GPU idles between passes. Two schedulers on one GPU each do half
+(docs/benchmarks-log.md, seventeenth session) while the GPU idles between passes. Two schedulers on one GPU each do half
 of that work, in parallel, and their passes fill each other's gaps.
 
 Routing: a request goes to the replica that already holds its `SamplingParams.affinity` (the rollout passes the

@@ -85,7 +85,7 @@ def sampling_params_dict(sp: SamplingParams, eos_token_ids: Iterable[int] = ()) 
 # sglang's prefill delayer (>= 0.5.17; needs the overlap scheduler): a prefill waits up to 20 decode passes until the
 # waiting queue holds a quarter of the running batch. Multi-turn rollouts end turns one by one, and without it every
 # new turn became a prefill pass of its own (805 passes of 7.6 requests in a 128 x 8 heavy-tail step on an H200);
-# with it (10 passes), 149 passes of 41 requests, and the suite met 5 of 7 targets instead of 2 (docs/benchmarks.md,
+# with it (10 passes), 149 passes of 41 requests, and the suite met 5 of 7 targets instead of 2 (docs/benchmarks-log.md,
 # 2026-12-02). 20 passes instead of 10: ~90 prefill passes a 128 x 8 heavy-tail run instead of ~150, every mode 5-8%
 # faster on an H100 at 135M (twenty-ninth session); the simulated engine saw no scenario lose.
 PREFILL_DELAYER = {"enable_prefill_delayer": True, "prefill_delayer_queue_min_ratio": 0.25,
@@ -94,7 +94,7 @@ PREFILL_DELAYER = {"enable_prefill_delayer": True, "prefill_delayer_queue_min_ra
 # sglang (>= 0.5.17) captures "breakable" prefill CUDA graphs by default: a prefill pass then replays 29 graph pieces
 # around 28 eagerly launched attention layers, 10-17 ms of scheduler CPU a pass (torch profile, H200), and a multi-turn
 # step runs ~100 such passes. Eager prefill passes made carry-over steps 18-21% faster and cut no mode's speed
-# beyond noise (side by side on one H200, 2026-12-03, docs/benchmarks.md); the capture at each start goes too.
+# beyond noise (side by side on one H200, 2026-12-03, docs/benchmarks-log.md); the capture at each start goes too.
 PREFILL_GRAPH_OFF = {"disable_prefill_cuda_graph": True}
 
 # priority scheduling by our hint (lower first: earlier launched groups), never preempting a running request
@@ -381,14 +381,14 @@ def _profile_req(**fields):
 class _Coalescer:
     """Starts the calls queued during one pass of the event loop back to back, at its end.
 
-    When sglang's answer to a decode pass wakes many trajectories, each runs its whole turn (parse, tool, render)
-    and then calls `generate`; without this their requests went out one by one, interleaved with that work. Queued
-    here, they are submitted one after the other once the woken trajectories have run: sglang's tokenizer manager
-    then does its per-request work in a tight loop (on a 2-core CPU with sglang 0.5.17's real tokenizer manager and a
-    stand-in scheduler, 0.40 -> 0.34 ms of event-loop CPU per async turn, turn-batched unchanged; docs/benchmarks.md,
-    twelfth session) and the scheduler receives them together, for larger prefill passes. A request waits at most one
-    pass of the loop longer, and at most `max_batch` requests wait: the one that fills the batch hands it to the loop
-    at once (sglang's tokenizer manager wakes its requests 16 at a time, so with it a pass rarely queues more)."""
+    When sglang's answer to a decode pass wakes many trajectories, each runs its whole turn (parse, tool, render) and
+    then calls `generate`; without this their requests went out one by one, interleaved with that work. Queued here,
+    they are submitted one after the other once the woken trajectories have run: sglang's tokenizer manager then does
+    its per-request work in a tight loop (on a 2-core CPU with sglang 0.5.17's real tokenizer manager and a stand-in
+    scheduler, 0.40 -> 0.34 ms of event-loop CPU per async turn, turn-batched unchanged; docs/benchmarks-log.md, twelfth
+    session) and the scheduler receives them together, for larger prefill passes. A request waits at most one pass of
+    the loop longer, and at most `max_batch` requests wait: the one that fills the batch hands it to the loop at once
+    (sglang's tokenizer manager wakes its requests 16 at a time, so with it a pass rarely queues more)."""
 
     def __init__(self, max_batch: int = 16) -> None:
         self.max_batch = int(max_batch)

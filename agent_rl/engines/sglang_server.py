@@ -16,7 +16,7 @@ rollout loop and the tools. Here it runs in the server's process instead; our lo
   server is then asked to freeze its garbage collector (`/freeze_gc`, sglang's own endpoint, after its warm-up
   request): the server process holds sglang's tokenizer manager on every request's path, and its full collections
   walk ~710k start-up objects (six of 0.41-0.61 s in 3.5 minutes of rollout on a CPU test server, none once frozen:
-  sglang's own GC warning; docs/benchmarks.md, thirty-third session). `stop()` ends the whole process group
+  sglang's own GC warning; docs/benchmarks-log.md, thirty-third session). `stop()` ends the whole process group
   (SIGTERM, then SIGKILL). The launcher kills its group when our process goes away without stopping it.
 * `SGLangServerEngine` is an `HTTPEngine` on that server that owns it: `shutdown()` stops it. Weights reach it from
   disk as with `http` (`training.weight_sync.sync_weights_from_disk`), one server per training rank.

@@ -3,7 +3,7 @@ step (`perf/gc_s`, `perf/gc_full_collections`, each worker).
 
 A collection stops every thread of the process (it holds the GIL), the event loop's included, and a full one walks
 every tracked object: in a trainer process with torch, transformers and sglang loaded that is ~760k objects, 0.45-0.97
-s a full collection on the H200 host (docs/benchmarks.md, twelfth session). Rollout steps allocate many short-lived
+s a full collection on the H200 host (docs/benchmarks-log.md, twelfth session). Rollout steps allocate many short-lived
 containers, so whether collections take a visible share of a step is a measured figure, not a guess
 (`rollout/frozen_heap.py` keeps full collections off the heap from before a rollout step).
 """

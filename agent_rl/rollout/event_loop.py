@@ -5,7 +5,7 @@ uvloop (the loop sglang's own server runs on; sglang depends on it) does the loo
 "asyncio" is made explicitly, whatever event-loop policy is set: importing sglang sets uvloop's, which would otherwise
 decide silently by import order. On sglang 0.5.17's real tokenizer manager (scripts/sglang_cpu, a 2-core CPU) uvloop
 took 4-5% less of the thread's CPU per turn; on an H200 two suites' ratios and loop CPU went both ways
-(docs/benchmarks.md, fourteenth session), so asyncio stays the default."""
+(docs/benchmarks-log.md, fourteenth session), so asyncio stays the default."""
 from __future__ import annotations
 
 import asyncio

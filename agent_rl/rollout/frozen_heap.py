@@ -3,7 +3,7 @@
 A rollout allocates steadily (turns, messages, tool records, asyncio's futures), and the trajectories in flight survive
 the young collections, so every few steps CPython runs a full collection, which walks every tracked object of the
 process: in a trainer that is the actor, the in-process sglang engine, torch and transformers, hundreds of thousands
-of objects, some 0.1-1 s during which the event loop feeds the engine nothing (docs/benchmarks.md, CPU cost of the
+of objects, some 0.1-1 s during which the event loop feeds the engine nothing (docs/benchmarks-log.md, CPU cost of the
 rollout loop). `frozen_heap()` moves the objects that exist when a step starts into the permanent generation
 (`gc.freeze()`, a constant-time list move) and back when it ends (`gc.unfreeze()`): collections during the step walk
 only what the step allocated, and nothing is leaked: the frozen objects are collected as usual after the step.
@@ -15,7 +15,7 @@ It does nothing when the collector is disabled or something else has frozen obje
 CPython 3.12 starts with a few hundred objects of its own in the permanent generation (375 on 3.12.1 and on the GPU
 host's 3.12.3; none on 3.11 and 3.13): those are not someone else's freeze. Until 2026-12-04 they were taken for one,
 so on the GPU host no step ever ran frozen: full collections of ~760k objects stopped the event loop for 0.45-0.97 s,
-one every 2-3 steps, and young collections ran every 700 allocations (docs/benchmarks.md, twelfth session). The
+one every 2-3 steps, and young collections ran every 700 allocations (docs/benchmarks-log.md, twelfth session). The
 first step's unfreeze gives the interpreter's objects to the collector like everything else (a documented, safe call).
 Nested or concurrent steps on one event loop share one freeze: the first in freezes, the last out unfreezes.
 """

@@ -2,7 +2,7 @@
 
 An over-sampled step launches more groups than it keeps. Started all at once, the extras make every decode
 batch bigger, so on a throughput-bound engine the groups the step needs finish later (measured on an H200:
-docs/benchmarks.md). With a gate, an extra trajectory starts only while fewer than `limit` trajectories of the
+docs/benchmarks-log.md). With a gate, an extra trajectory starts only while fewer than `limit` trajectories of the
 step are running: the kept groups' trajectories count from launch, extras from admission, each until it ends.
 Extras are admitted first come, first served, in launch order; once started a trajectory runs to its end.
 """

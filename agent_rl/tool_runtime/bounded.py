@@ -83,7 +83,7 @@ async def run_bounded(make_coro, timeout: Optional[float], on_abandon=None):
     On Python >= 3.12 the task starts eagerly: a call that finishes without waiting (an instant tool, a cache hit)
     is done when created and returns with no trip through the event loop, so a trajectory goes on to its next turn
     before the loop turns to the others (after a batch of turns that end together, the engine gets the next turns one
-    by one instead of all at the end; docs/benchmarks.md). The time limit counts that first step."""
+    by one instead of all at the end; docs/benchmarks-log.md). The time limit counts that first step."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     task = _start(loop, _contained(make_coro))

@@ -3,7 +3,7 @@
 log-probs, the model's EOS and a stop token, as the rollout sends them), all at once, through an engine started with
 the patches named (none, then decode_rows, alternating ROUNDS times). Prints each run's microseconds per row and rows
 per pass (`PROF=1`: and a cProfile of the function). A CPU's forward dominates its wall time; this times the scheduler's
-per-row Python only, the share it bounds on the GPU host (docs/benchmarks.md). The timing is scheduler_prof.py's,
+per-row Python only, the share it bounds on the GPU host (docs/benchmarks-log.md). The timing is scheduler_prof.py's,
 on this one function. Usage (setup: README.md here):
     python decode_rows_cpu.py [REQUESTS=128] [TOKENS=64] [ROUNDS=2]"""
 import functools

@@ -3,7 +3,7 @@
 the scheduler functions that handle requests (receiving, admitting a prefill, filing prefill and decode results),
 then prints each one's seconds, calls and requests and the profile's top functions. A CPU's forward is not in these
 functions: what they cost is the scheduler's Python, the share that bounds the engine on the GPU host
-(docs/benchmarks.md, forty-first session). Setup: README.md here. Usage, from this folder:
+(docs/benchmarks-log.md, forty-first session). Setup: README.md here. Usage, from this folder:
 
     PYTHONPATH=DIR/stubs:DIR/site:$(git rev-parse --show-toplevel):. python scheduler_prof.py -- \
         --model TINY --engine-kwarg device=cpu --engine-kwarg attention_backend=torch_native \

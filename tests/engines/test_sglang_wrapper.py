@@ -96,7 +96,7 @@ def test_scheduling_kwargs_cover_the_concurrency_with_cuda_graphs():
     assert k["attention_backend"] == "triton"
     assert k["enable_prefill_delayer"] is True and k["prefill_delayer_max_delay_passes"] == 20
     assert k["prefill_delayer_queue_min_ratio"] == 0.25
-    assert k["disable_prefill_cuda_graph"] is True        # eager prefill passes (docs/benchmarks.md, 2026-12-03)
+    assert k["disable_prefill_cuda_graph"] is True        # eager prefill passes (docs/benchmarks-log.md, 2026-12-03)
     assert scheduling_kwargs(100, {}, FIELDS_0517)["cuda_graph_max_bs_decode"] == 128      # rounded up to 32
     big = scheduling_kwargs(1536, {}, FIELDS_0517)      # more than we capture: cap the running batch there
     assert big["cuda_graph_max_bs_decode"] == GRAPH_BS_LIMIT and big["max_running_requests"] == GRAPH_BS_LIMIT

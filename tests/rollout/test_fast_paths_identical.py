@@ -1,4 +1,4 @@
-"""The rollout's CPU fast paths (docs/benchmarks.md, CPU cost of the rollout loop) change no trajectory: the same
+"""The rollout's CPU fast paths (docs/benchmarks-log.md, CPU cost of the rollout loop) change no trajectory: the same
 scripted rollout with every one of them switched off and on gives the same token ids, loss masks, log-probs, texts,
 tool calls, observations, stop reasons and drift."""
 from agent_rl.config.schema import MultiTurnConfig, RolloutConfig

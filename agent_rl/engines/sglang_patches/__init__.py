@@ -1,7 +1,7 @@
 """Speed-ups inside sglang's scheduler process (`rollout.scheduler_patches`, on by default).
 
 sglang's scheduler runs in a process of its own and, on the GPU host, is the rollout's bottleneck: its main thread is
-on CPU all the time while the GPU idles half of it (stack samples inside the process, docs/benchmarks.md, 2026-12-05
+on CPU all the time while the GPU idles half of it (stack samples inside the process, docs/benchmarks-log.md, 2026-12-05
 twenty-fourth session). Some of that work is waste; each patch, a module here, removes some in that process:
 
 * `delayer_gather` (`delayer.py`): the prefill delayer's per-pass all-gather over a group of one rank;

@@ -4,8 +4,8 @@ After every decode pass sglang's scheduler files each running request's new toke
 (`SchedulerBatchResultProcessor.process_batch_result_decode`) through a dozen small calls a row: finish checks
 (`Req.update_finish_state` and three `_check_*` helpers), time stats, reasoning tokens, the finished-request handler,
 the log-prob filer, and then the output streamer's per-row `accept` (`_stream_output_generation`). On the GPU host this
-is 24-30% of the scheduler thread, the engine's bound (docs/benchmarks.md, twenty-fourth session). For the common row
-(no grammar, stop strings, top log-probs, hidden states, reasoning, metrics or tracing) most of those calls return
+is 24-30% of the scheduler thread, the engine's bound (docs/benchmarks-log.md, twenty-fourth session). For the common
+row (no grammar, stop strings, top log-probs, hidden states, reasoning, metrics or tracing) most of those calls return
 without changing anything. Patched, a row does the few assignments they would make and calls sglang's own function for
 everything else: a row that may finish at this token (length, stop or EOS token, an id outside the vocabulary, a
 pending abort) goes through `update_finish_state`, a finished row through the handler, a row asking for more than the

@@ -2,11 +2,11 @@
 
 sglang's scheduler process holds hundreds of thousands of objects once it has started (torch, sglang's modules, the
 model, its CUDA graphs), and it allocates steadily while it serves (requests, batches, their tensors' Python
-wrappers), so every few thousand requests CPython runs a full collection, which walks all of them: one collection of
-the scheduler stops the engine for 0.35 s on this project's CPU test engine (sglang's own GC log, `SGLANG_LOG_GC=1`,
-docs/benchmarks.md, thirty-third session), 0.385 s on an H100, where one rollout step of every benchmark run took that
-much longer (11.7 ms with this patch). sglang's own remedy is its `freeze_gc` request, sent after a warm-up; through
-the in-process engine it also freezes the tokenizer manager's process, which is the trainer's own
+wrappers), so every few thousand requests CPython runs a full collection, which walks all of them: one collection of the
+scheduler stops the engine for 0.35 s on this project's CPU test engine (sglang's own GC log, `SGLANG_LOG_GC=1`,
+docs/benchmarks-log.md, thirty-third session), 0.385 s on an H100, where one rollout step of every benchmark run took
+that much longer (11.7 ms with this patch). sglang's own remedy is its `freeze_gc` request, sent after a warm-up;
+through the in-process engine it also freezes the tokenizer manager's process, which is the trainer's own
 (`rollout/frozen_heap.py` manages the collector there step by step), so this patch freezes the scheduler process alone
 (the `sglang-server` engine also asks its server process for sglang's request: `engines/sglang_server.py`).
 
