@@ -95,6 +95,7 @@ def test_bench_routes_groups_over_two_replicas_samples_and_logs_each_scheduler(r
     assert modes["async"]["kv_sessions"]["appended"] == 12 and "kv_sessions" not in modes["async@nosessions"]
     carry = [m for name, m in modes.items() if "carryover" in name]
     assert carry and all(min(m["replica_requests"]) > 0 for m in carry)
+    next_batch = 0.0
     for m in modes.values():
         stacks = m["engine_stacks"]
         assert stacks["processes"] == 2 and set(stacks["titles"]) == {"sglang::scheduler"}   # one per replica
@@ -104,7 +105,11 @@ def test_bench_routes_groups_over_two_replicas_samples_and_logs_each_scheduler(r
         # our loop's thread was seen at work (its few requests' CPU: which package a look lands in is chance)
         assert sum(v for k, v in m["loop_stacks"]["owners"].items() if k != "idle") > 0
         steps = dict(stacks["loop_steps"])     # the steps of sglang's scheduler loop (event_loop_overlap's callees)
-        assert steps.get("scheduler.py:run_batch", 0) > 0 and steps.get("scheduler.py:get_next_batch_to_run", 0) > 0, steps
+        assert steps.get("scheduler.py:run_batch", 0) > 0, steps      # a CPU's forward: most of a mode's work
+        next_batch += steps.get("scheduler.py:get_next_batch_to_run", 0)
+    # choosing a batch is a few ms of a CPU mode's run, so one mode's 5 ms samples can miss it (seen 2026-12-07): all
+    # modes together must not
+    assert next_batch > 0
     assert data["ceiling"]["engine_stacks"]["samples"] > 0    # the raw engine run too
 
     from agent_rl.bench.sglang_log import parse, replica_lines, replicas_in
