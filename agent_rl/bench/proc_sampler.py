@@ -22,9 +22,10 @@ pressure stall share (`/proc/pressure/cpu`: some runnable task waited for a CPU)
 busiest thread was preempted (`nonvoluntary_ctxt_switches` per second). These say whether a slow scheduler pass
 was the machine's, not the workload's.
 
-Process names come from the command line (`sglang::scheduler`: sglang retitles its processes), else `comm`; this
-process is `bench`. Needs `psutil` (sglang's dependency; without it the sampler reports nothing) and Linux's /proc
-for the per-thread CPUs (elsewhere `main_thread_*` stay empty).
+Process names come from the command line (`sglang::scheduler`: sglang retitles its processes), else `comm` (read
+again at the next sample while the command line is empty: a process inside `execve`); this process is `bench`.
+Needs `psutil` (sglang's dependency; without it the sampler reports nothing) and Linux's /proc for the per-thread
+CPUs (elsewhere `main_thread_*` stay empty).
 """
 from __future__ import annotations
 
@@ -72,16 +73,19 @@ def process_title(proc) -> str:
         return ""
 
 
-def _name(proc) -> str:
+def _name(proc) -> Tuple[str, bool]:
+    """(its name, final): not final while its command line reads empty, as it can for a moment inside `execve` (the
+    file descriptors that tell its parent the exec went through are closed before its new arguments are in place), so
+    a process seen just after it started is named again at the next sample."""
     if proc.pid == os.getpid():
-        return "bench"
+        return "bench", True
     first = process_title(proc)
     if first and " " not in first and "/" not in first:   # a retitled process (setproctitle)
-        return first
+        return first, True
     try:
-        return proc.name()
+        return proc.name(), bool(first)
     except Exception:
-        return "?"
+        return "?", False
 
 
 def _thread_name(pid: int, tid: int) -> str:
@@ -150,6 +154,7 @@ class ProcSampler:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._names: Dict[int, str] = {}
+        self._unnamed: set = set()                         # pids whose name is read again (`_name`: not final)
         self._first: Dict[int, Tuple[float, float]] = {}   # pid -> (t, cpu_s) at first sight
         self._last: Dict[int, Tuple[float, float]] = {}    # pid -> (t, cpu_s) at the last sample
         self._peak: Dict[int, float] = {}                  # pid -> most cores held between two samples
@@ -200,9 +205,11 @@ class ProcSampler:
                 threads = thread_stats(p.pid) or {t.id: (t.user_time + t.system_time, None) for t in p.threads()}
             except psutil.Error:
                 continue
+            if p.pid not in self._first or p.pid in self._unnamed:
+                self._names[p.pid], final = _name(p)
+                (self._unnamed.discard if final else self._unnamed.add)(p.pid)
             if p.pid not in self._first:
                 self._first[p.pid] = (now, cpu)
-                self._names[p.pid] = _name(p)
             else:
                 t, c = self._last[p.pid]
                 if now > t:

@@ -33,6 +33,28 @@ def test_a_busy_child_is_seen_by_its_title_with_its_threads():
     assert 0 < out["host_busy_frac"] <= 1 and out["host_cpus"] >= 1 and out["samples"] >= 5
 
 
+def test_a_child_seen_before_its_command_line_is_readable_is_named_at_a_later_sample(monkeypatch):
+    import agent_rl.bench.proc_sampler as ps
+
+    child = subprocess.Popen(["sglang::late", "-c", BURN], executable=sys.executable)
+    real, seen = ps.process_title, []
+
+    def title(proc):   # the first look finds the empty command line of a process inside execve
+        seen.append(proc.pid)
+        return "" if proc.pid == child.pid and seen.count(child.pid) == 1 else real(proc)
+    monkeypatch.setattr(ps, "process_title", title)
+    try:
+        s = ProcSampler(interval_s=0.1).start()
+        time.sleep(0.5)
+        out = s.stop()
+    finally:
+        child.kill()
+        child.wait()
+    names = {p["pid"]: p["name"] for p in out["processes"]}
+    assert names[child.pid] == "sglang::late" and seen.count(child.pid) == 2, (names, seen.count(child.pid))
+    assert seen.count(os.getpid()) == 0        # this process is `bench` without a look at its command line
+
+
 def _burner(title, cpu):
     child = subprocess.Popen([title, "-c", BURN], executable=sys.executable)
     os.sched_setaffinity(child.pid, {cpu})
