@@ -12,16 +12,22 @@ from agent_rl.cli.main import main as cli_main
 BURN = "import time\nt = time.time()\nwhile time.time() - t < 30: pass\n"
 
 
+def _sampled_while(children, seconds):
+    """A sampler's summary of `seconds` with these child processes running; they are killed after."""
+    try:
+        s = ProcSampler(interval_s=0.1).start()
+        time.sleep(seconds)
+        return s.stop()
+    finally:
+        for c in children:
+            c.kill()
+            c.wait()
+
+
 def test_a_busy_child_is_seen_by_its_title_with_its_threads():
     # argv[0] set as sglang's retitled processes show it (`sglang::scheduler`)
     child = subprocess.Popen(["sglang::burner", "-c", BURN], executable=sys.executable)
-    try:
-        s = ProcSampler(interval_s=0.1).start()
-        time.sleep(1.5)
-        out = s.stop()
-    finally:
-        child.kill()
-        child.wait()
+    out = _sampled_while([child], 1.5)
     procs = {p["name"]: p for p in out["processes"]}
     assert set(procs) >= {"bench", "sglang::burner"}
     burner = procs["sglang::burner"]
@@ -43,13 +49,7 @@ def test_a_child_seen_before_its_command_line_is_readable_is_named_at_a_later_sa
         seen.append(proc.pid)
         return "" if proc.pid == child.pid and seen.count(child.pid) == 1 else real(proc)
     monkeypatch.setattr(ps, "process_title", title)
-    try:
-        s = ProcSampler(interval_s=0.1).start()
-        time.sleep(0.5)
-        out = s.stop()
-    finally:
-        child.kill()
-        child.wait()
+    out = _sampled_while([child], 0.5)
     names = {p["pid"]: p["name"] for p in out["processes"]}
     assert names[child.pid] == "sglang::late" and seen.count(child.pid) == 2, (names, seen.count(child.pid))
     assert seen.count(os.getpid()) == 0        # this process is `bench` without a look at its command line
@@ -62,15 +62,7 @@ def _burner(title, cpu):
 
 
 def test_two_busy_processes_on_one_cpu_are_seen_sharing_it():
-    a, b = _burner("sglang::a", 0), _burner("sglang::b", 0)
-    try:
-        s = ProcSampler(interval_s=0.1).start()
-        time.sleep(1.2)
-        out = s.stop()
-    finally:
-        for c in (a, b):
-            c.kill()
-            c.wait()
+    out = _sampled_while([_burner("sglang::a", 0), _burner("sglang::b", 0)], 1.2)
     procs = {p["name"]: p for p in out["processes"]}
     for name in ("sglang::a", "sglang::b"):
         p = procs[name]
