@@ -209,6 +209,13 @@ def summary_markdown(result: Dict[str, Any]) -> str:
             lines.append("\n- policy lag of the kept trajectories (policy versions between a trajectory's first token and the "
                          "step that kept it; carry-over's staleness): " + "; ".join(
                              f"{m['mode']} mean {m['policy_lag_mean']:.2f}, max {m['policy_lag_max']:g}" for m in stale))
+        mixed = [m for m in modes if any(o["count"] for k, o in (m.get("kept_by_origin") or {}).items() if k != "fresh")]
+        if mixed:
+            lines.append("\n- kept trajectories by origin, count and latency p50 (the first round's; resumed: begun in an "
+                         "earlier step, its latency spans the steps; earlier: finished in an earlier step, kept with "
+                         "its group): " + "; ".join(f"{m['mode']} " + ", ".join(
+                             f"{k} {o['count']} ({_fmt(o['latency_p50_s'])} s)" for k, o in m["kept_by_origin"].items())
+                             for m in mixed))
         spread = [m for m in modes if m.get("replica_requests")]
         if spread:
             lines.append("\n- requests per engine replica (`--engine-replicas`; the first round's): " + "; ".join(

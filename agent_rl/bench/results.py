@@ -51,8 +51,13 @@ def summarize_mode(name: str, steps: List[StepStat], trace: EngineTrace, ceiling
     launched = list({(t.group, t.sample): t for t in trajs}.values())  # every launched trajectory, once (last record)
     latency = [t.end_s - t.start_s for t in kept]
     completion = []  # seconds from the start of the step that kept it (0: finished during an earlier step, carried)
+    by_start = {"fresh": [], "resumed": [], "earlier": []}   # kept latencies by where the trajectory began and ended
     for s in steps:
         completion += [max(0.0, t.end_s - s.start_s) for t in s.trajectories if t.kept]
+        for t in s.trajectories:
+            if t.kept:
+                where = "fresh" if t.start_s >= s.start_s else "resumed" if t.end_s > s.start_s else "earlier"
+                by_start[where].append(t.end_s - t.start_s)
     gen_tokens = trace.output_tokens
     tps = gen_tokens / wall if wall > 0 else 0.0
     out: Dict[str, Any] = {
@@ -72,6 +77,10 @@ def summarize_mode(name: str, steps: List[StepStat], trace: EngineTrace, ceiling
         "latency_p50_s": _pct(latency, 50),
         "latency_p90_s": _pct(latency, 90),
         "latency_p99_s": _pct(latency, 99),
+        # carry-over's kept trajectories by origin: launched in the keeping step ("fresh"), launched earlier and
+        # finished in it ("resumed": their latency spans the steps between), finished in an earlier step
+        # ("earlier": a cut group's sample that was done); count and latency p50 of each
+        "kept_by_origin": {k: {"count": len(v), "latency_p50_s": _pct(v, 50)} for k, v in by_start.items()},
         "launched": len(launched),
         "aborted": sum(1 for t in trajs if t.status == "aborted"),
         "carried": sum(1 for t in trajs if t.status == "carried"),

@@ -46,6 +46,14 @@ async def test_all_modes_same_workload_heavy_tail(tokenizer, step_engine, tmp_pa
     for m in res["modes"]:
         assert 0 <= m["engine_idle_s"] <= m["wall_s"]
         assert len(m["completion_s"]) == m["trajectories_kept"]
+        origin = m["kept_by_origin"]
+        assert sum(o["count"] for o in origin.values()) == m["trajectories_kept"], m["mode"]
+        # a kept trajectory finished before its step began is a completion of 0 s; only carry-over keeps any
+        assert origin["earlier"]["count"] == sum(1 for c in m["completion_s"] if c == 0.0), m["mode"]
+    for m in (by["async"], over, by["turn-batched"]):   # every kept trajectory launched in the step that kept it
+        assert m["kept_by_origin"]["fresh"]["count"] == m["trajectories_kept"], m["mode"]
+    resumed = carry["kept_by_origin"]["resumed"]
+    assert resumed["count"] > 0 and resumed["latency_p50_s"] > carry["kept_by_origin"]["fresh"]["latency_p50_s"]
 
     result = {"kind": "rollout", "command": "test", "engine": "step", "model": "none", "workload": w.to_json(),
               "environment": {"device": "cpu", "python": "3", "torch": "x", "transformers": "y", "sglang": None}, **res}
@@ -60,6 +68,8 @@ async def test_all_modes_same_workload_heavy_tail(tokenizer, step_engine, tmp_pa
     assert "- async+carryover 0.5 with its stock change charged: step time" in summary     # carry-over only
     assert "with its stock change charged" not in summary.split("async+oversample 0.5: step time")[1].split("\n")[0]
     assert "the suite's targets read the slower" in summary
+    assert f"async+carryover 0.5 fresh {carry['kept_by_origin']['fresh']['count']} (" in summary
+    assert "async+oversample 0.5 fresh" not in summary     # nothing but fresh kept: no line
     moved = abs(carry["stock_drawn_tokens"]) / carry["kept_tokens"]
     assert (f"**The stock moved by more than 3% of the kept tokens** in async+carryover 0.5 {100 * moved:.0f}%"
             in summary) == (moved > 0.03)
