@@ -4,11 +4,13 @@ measured figures (`bench rollout`, `bench suite`).
 - `tool_wait_floor`: the tool waiting no scheduler hides, generation free.
 - `ideal_steps`: a step of async and of turn-batched on an engine that costs only its decode passes, each priced at
   the engine's decode cost (a pass + a row, `decode_cost`), tools their planned latency; no prefill, no CPU.
-- `tail_cut_bound`: the step-time cut over-sampling / carry-over could reach on the heavy tail's draws.
+- `tail_bounds`: the step-time cut over-sampling / carry-over could reach on the heavy tail's draws, and the kept
+  trajectories' latency p50 against plain async's there.
 - `decode_cost`: that cost, fitted on raw-engine runs at two or more concurrencies.
 """
 from __future__ import annotations
 
+import collections
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -74,45 +76,64 @@ def ideal_steps(plans: Sequence[TrajectoryPlan], cost: Tuple[float, float]) -> D
     return {"async_s": t, "turn_batched_s": tb}
 
 
-def tail_cut_bound(workload: Workload, rate: float, carry: bool, steps: int, warmup: int = 0,
-                   cost: Optional[Tuple[float, float]] = None) -> Optional[float]:
-    """The step-time cut against plain async that over-sampling (`carry` False) or carry-over (True) at `rate` could
-    reach on this workload's draws, every trajectory decoding one token per decode pass from the step's start, tools
-    and prefill free. `cost` = (seconds a pass, seconds a row of a pass) prices each pass by the rows still running
-    (`decode_cost`); without it generation does not slow with the batch (a pass costs 1, whatever its rows). Plain
-    async's step lasts until its longest trajectory ends; an over-sampled step launches ceil(B (1 + rate)) groups,
-    all of them decoding, and ends when B of them are complete; carry-over also resumes the cut groups with what
-    they generated (after `warmup` unmeasured steps, as the bench runs it). The steps draw the groups the bench's
-    modes draw (`bench/async_modes.AsyncSteps`). None without over-sampling."""
+def tail_bounds(workload: Workload, rate: float, carry: bool, steps: int, warmup: int = 0,
+                cost: Optional[Tuple[float, float]] = None) -> Optional[Dict[str, float]]:
+    """What over-sampling (`carry` False) or carry-over (True) at `rate` could reach against plain async on this
+    workload's draws, every trajectory decoding one token per decode pass from its launch, tools and prefill free:
+    `cut`, the step-time cut, and `kept_p50`, the kept trajectories' latency p50 over plain async's, minus 1 (a
+    carried trajectory's latency counts its earlier steps, as the bench's does). `cost` = (seconds a pass, seconds a
+    row of a pass) prices each pass by the rows still running (`decode_cost`); without it generation does not slow
+    with the batch (a pass costs 1, whatever its rows). Plain async's step lasts until its longest trajectory ends;
+    an over-sampled step launches ceil(B (1 + rate)) groups, all of them decoding, and ends when B of them are
+    complete; carry-over also resumes the cut groups with what they generated (after `warmup` unmeasured steps, as
+    the bench runs it). The steps draw the groups the bench's modes draw (`bench/async_modes.AsyncSteps`). None
+    without over-sampling."""
     b, n = workload.num_prompts, workload.n
     launched = math.ceil(b * (1 + rate) - 1e-9)
     if launched <= b or steps < 1:
         return None
     per_pass, per_row = cost if cost else (1.0, 0.0)
 
-    def left(g: int) -> List[float]:
-        return [float(workload.plan(g, k).total_gen_tokens) for k in range(n)]
+    def fresh(g: int) -> List[List[float]]:   # [tokens left, seconds so far, finished] of each sample of group g
+        return [[float(workload.plan(g, k).total_gen_tokens), 0.0, 0.0] for k in range(n)]
 
-    def seconds(groups: List[List[float]], end: float) -> float:
-        """The passes until `end`: each costs per_pass, and per_row for every trajectory still decoding in it."""
-        return per_pass * end + per_row * sum(min(x, end) for g in groups for x in g)
+    def clock(groups: List[List[List[float]]]):
+        """Seconds from the step's start until the pass that decodes a trajectory's `x`-th token of the step ends."""
+        left = collections.Counter(t[0] for g in groups for t in g if not t[2])
+        ends, rows, prev, elapsed = {}, sum(left.values()), 0.0, 0.0
+        for x in sorted(left):
+            elapsed += (x - prev) * (per_pass + per_row * rows)
+            ends[x], rows, prev = elapsed, rows - left[x], x
+        return ends.__getitem__
 
-    plain = []
+    plain, plain_lat = [], []
     for s in range(steps):
-        groups = [left(g) for g in range(s * b, (s + 1) * b)]
-        plain.append(seconds(groups, max(max(g) for g in groups)))
-    carried: List[List[float]] = []
-    nxt, cut_steps = 0, []
+        groups = [fresh(g) for g in range(s * b, (s + 1) * b)]
+        at = clock(groups)
+        plain_lat += [at(t[0]) for g in groups for t in g]
+        plain.append(max(plain_lat[-b * n:]))
+    carried: List[List[List[float]]] = []
+    nxt, cut_steps, kept_lat = 0, [], []
     for s in range(warmup + steps):
-        groups = carried + [left(g) for g in range(nxt, nxt + launched - len(carried))]
+        groups = carried + [fresh(g) for g in range(nxt, nxt + launched - len(carried))]
         nxt += launched - len(carried)
-        done = sorted(range(len(groups)), key=lambda i: max(groups[i]))
-        end = max(groups[done[b - 1]])
-        kept = set(done[:b])
-        carried = [[max(0.0, x - end) for x in groups[i]] for i in range(len(groups)) if i not in kept] if carry else []
+        at = clock(groups)
+        left = [max((t[0] for t in g if not t[2]), default=0.0) for g in groups]
+        order = sorted(range(len(groups)), key=lambda i: left[i])
+        end = left[order[b - 1]]
+        step_s = at(end) if end > 0 else 0.0
         if s >= warmup:
-            cut_steps.append(seconds(groups, end))
-    return 1.0 - sum(cut_steps) / sum(plain)
+            cut_steps.append(step_s)
+            kept_lat += [t[1] if t[2] else t[1] + at(t[0]) for i in order[:b] for t in groups[i]]
+        kept = set(order[:b])
+
+        def carry_on(t: List[float]) -> List[float]:   # a cut group's sample, as the next step finds it
+            if t[2]:
+                return t
+            return [0.0, t[1] + at(t[0]), 1.0] if t[0] <= end else [t[0] - end, t[1] + step_s, 0.0]
+        carried = [[carry_on(t) for t in g] for i, g in enumerate(groups) if i not in kept] if carry else []
+    return {"cut": 1.0 - sum(cut_steps) / sum(plain),
+            "kept_p50": float(np.percentile(kept_lat, 50)) / float(np.percentile(plain_lat, 50)) - 1.0}
 
 
 def decode_cost(ceilings: Sequence[Optional[Dict]]) -> Optional[Tuple[float, float]]:

@@ -184,6 +184,10 @@ def summary_markdown(result: Dict[str, Any]) -> str:
         lines.append(f"- the same at this engine's decode cost ({cost_words(result['decode_cost'])}; every pass "
                      "priced by the rows still decoding, turn boundaries and prefill still free: an estimate, a measured "
                      "cut lands on either side): " + percents(engine_tail))
+    engine_p50 = result.get("tail_p50_bound_engine")
+    if engine_p50:
+        lines.append("- the kept trajectories' latency p50 against plain async's at that cost (a carried trajectory's "
+                     "latency counting its earlier steps): " + ", ".join(f"{k} {100 * v:+.0f}%" for k, v in engine_p50.items()))
     modes = result.get("modes", [])
     if modes:
         lines += ["", "## Rollout modes (same workload)", "",

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from agent_rl.bench.async_modes import AsyncSteps
 from agent_rl.bench.bench_tool import TOOL_NAME, TOOL_SCHEMA, BenchTool, observation_text
-from agent_rl.bench.bounds import ideal_steps, tail_cut_bound, tool_wait_floor
+from agent_rl.bench.bounds import ideal_steps, tail_bounds, tool_wait_floor
 from agent_rl.bench.engine_bench import bench_engine, bench_engine_turns, engine_sizes_for
 from agent_rl.bench.engine_profile import profiled
 from agent_rl.bench.hooks import bench_row
@@ -285,11 +285,12 @@ class RolloutBench:
             out["process_cpu"] = process_cpu   # of round 0 only, where rounds are merged
         return out
 
-    def tail_bounds(self, modes: List[ModeSpec], cost: Optional[tuple] = None) -> Dict[str, float]:
-        """Per over-sampling / carry-over mode without a load gate (the bound launches every group at once), the
-        step-time cut this workload's draws allow (`bounds.tail_cut_bound`): with generation that does not slow with
-        the batch, or priced at `cost`; only without tool waits, where tokens are all a step's time: no trajectory the
-        bound replays draws a wait (whatever distribution gives those zeros)."""
+    def tail_estimates(self, modes: List[ModeSpec], cost: Optional[tuple] = None) -> Dict[str, Dict[str, float]]:
+        """Per over-sampling / carry-over mode without a load gate (the estimate launches every group at once), the
+        step-time cut this workload's draws allow and its kept trajectories' latency p50 against plain async's
+        (`bounds.tail_bounds`): with generation that does not slow with the batch, or priced at `cost`; only without
+        tool waits, where tokens are all a step's time: no trajectory the estimate replays draws a wait (whatever
+        distribution gives those zeros)."""
         w, out = self.workload, {}
         gate = getattr(self.rollout_cfg, "over_sample_max_load", None)
         extra = [spec for spec in modes if spec.kind != "turn-batched" and spec.over_sample_rate > 0
@@ -299,8 +300,8 @@ class RolloutBench:
         if any(t > 0 for g in range(groups) for k in range(w.n) for t in w.plan(g, k).tool_latency_s):
             return {}
         for spec in extra:
-            bound = tail_cut_bound(w, spec.over_sample_rate, spec.partial_rollout, self.s.steps,
-                                   self.s.carry_warmup_steps if spec.partial_rollout else 0, cost)
+            bound = tail_bounds(w, spec.over_sample_rate, spec.partial_rollout, self.s.steps,
+                                self.s.carry_warmup_steps if spec.partial_rollout else 0, cost)
             if bound is not None:
                 out[spec.name] = bound
         return out
@@ -343,13 +344,15 @@ class RolloutBench:
         floor = _mean_dicts([tool_wait_floor(plans) for plans in steps])
         out = {"ceiling": ceiling, "modes": results, "tool_wait_floor": floor}
         cost = self.s.decode_cost[:2] if self.s.decode_cost else None
-        tail = self.tail_bounds(modes)
+        tail = self.tail_estimates(modes)
         if cost and (tail or (floor or {}).get("async_s")):
             out["decode_cost"] = {"pass_ms": 1e3 * cost[0], "row_us": 1e6 * cost[1], "source": self.s.decode_cost[2]}
         if tail:
-            out["tail_cut_bound"] = tail
+            out["tail_cut_bound"] = {k: v["cut"] for k, v in tail.items()}
             if cost:
-                out["tail_cut_bound_engine"] = self.tail_bounds(modes, cost)
+                engine = self.tail_estimates(modes, cost)
+                out["tail_cut_bound_engine"] = {k: v["cut"] for k, v in engine.items()}
+                out["tail_p50_bound_engine"] = {k: v["kept_p50"] for k, v in engine.items()}
         if cost and (floor or {}).get("async_s"):   # tool waits: the step of an engine that costs only its passes
             out["ideal_step"] = _mean_dicts([ideal_steps(plans, cost) for plans in steps])
         if len(per_round) > 1:

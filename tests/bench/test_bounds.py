@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent_rl.bench.bounds import decode_cost, ideal_steps, tail_cut_bound, tool_wait_floor
+from agent_rl.bench.bounds import decode_cost, ideal_steps, tail_bounds, tool_wait_floor
 from agent_rl.bench.workload import Dist, TrajectoryPlan, Workload
 
 
@@ -21,7 +21,7 @@ def test_tool_wait_floor_bounds_async_speedup():
     assert tool_wait_floor([plan([]), plan([])])["async_speedup_bound"] is None   # no tool calls: no bound
 
 
-def test_tail_cut_bound_replays_the_modes_steps_with_free_decoding():
+def test_tail_bounds_replay_the_modes_steps_with_free_decoding():
     tokens = [10, 2, 4, 6, 1, 8, 3, 5, 7]   # group g's single sample generates tokens[g]
 
     class W:
@@ -32,21 +32,44 @@ def test_tail_cut_bound_replays_the_modes_steps_with_free_decoding():
 
     # async: groups 0-1 then 2-3 -> steps of 10 and 6 (mean 8)
     # over-sampling 0.5, 3 groups a step: {10, 2, 4} ends at the 2nd fastest, 4; {6, 1, 8} at 6 -> 1 - 5/8
-    assert abs(tail_cut_bound(W(), 0.5, carry=False, steps=2) - (1 - 5 / 8)) < 1e-9
+    assert abs(tail_bounds(W(), 0.5, carry=False, steps=2)["cut"] - (1 - 5 / 8)) < 1e-9
     # carry-over: {10, 2, 4} ends at 4 and carries group 0 with 6 left; {6 left, 6, 1} ends at 6 -> 1 - 5/8;
     # after one warm-up step the measured steps are {6 left, 6, 1} -> 6 and {0 left, 8, 3} -> 3 against async 8 -> 1 - 4.5 / 8
-    assert abs(tail_cut_bound(W(), 0.5, carry=True, steps=2) - (1 - 5 / 8)) < 1e-9
-    assert abs(tail_cut_bound(W(), 0.5, carry=True, steps=2, warmup=1) - (1 - 4.5 / 8)) < 1e-9
-    assert tail_cut_bound(W(), 0.0, carry=True, steps=2) is None   # nothing launched past B: nothing to cut
+    assert abs(tail_bounds(W(), 0.5, carry=True, steps=2)["cut"] - (1 - 5 / 8)) < 1e-9
+    assert abs(tail_bounds(W(), 0.5, carry=True, steps=2, warmup=1)["cut"] - (1 - 4.5 / 8)) < 1e-9
+    assert tail_bounds(W(), 0.0, carry=True, steps=2) is None   # nothing launched past B: nothing to cut
     # every pass priced: (1 a pass, 0 a row) is free decoding again
-    assert abs(tail_cut_bound(W(), 0.5, carry=False, steps=2, cost=(1.0, 0.0)) - (1 - 5 / 8)) < 1e-9
+    assert abs(tail_bounds(W(), 0.5, carry=False, steps=2, cost=(1.0, 0.0))["cut"] - (1 - 5 / 8)) < 1e-9
     # rows alone (0, 1): a step costs the tokens decoded until it ends. async {10, 2} -> 12, {4, 6} -> 10;
     # over-sampling {10, 2, 4} to 4 -> 4 + 2 + 4 = 10, {6, 1, 8} to 6 -> 13: 23 against 22, the extras cost more
-    assert abs(tail_cut_bound(W(), 0.5, carry=False, steps=2, cost=(0.0, 1.0)) - (1 - 23 / 22)) < 1e-9
+    assert abs(tail_bounds(W(), 0.5, carry=False, steps=2, cost=(0.0, 1.0))["cut"] - (1 - 23 / 22)) < 1e-9
     # carry-over: {10, 2, 4} to 4 -> 10, then {6 left, 6, 1} to 6 -> 13
-    assert abs(tail_cut_bound(W(), 0.5, carry=True, steps=2, cost=(0.0, 1.0)) - (1 - 23 / 22)) < 1e-9
+    assert abs(tail_bounds(W(), 0.5, carry=True, steps=2, cost=(0.0, 1.0))["cut"] - (1 - 23 / 22)) < 1e-9
     # both (1, 1): async 10 + 12 and 6 + 10 = 38; over-sampling 4 + 10 and 6 + 13 = 33
-    assert abs(tail_cut_bound(W(), 0.5, carry=False, steps=2, cost=(1.0, 1.0)) - (1 - 33 / 38)) < 1e-9
+    assert abs(tail_bounds(W(), 0.5, carry=False, steps=2, cost=(1.0, 1.0))["cut"] - (1 - 33 / 38)) < 1e-9
+
+
+def test_tail_bounds_kept_latency_p50_counts_a_carried_trajectorys_earlier_steps():
+    tokens = [10, 2, 4, 6, 1, 8, 3, 5, 7]
+
+    class W:
+        num_prompts, n = 2, 1
+
+        def plan(self, group, sample):
+            return SimpleNamespace(total_gen_tokens=tokens[group])
+
+    def p50(*args, **kw):
+        return tail_bounds(W(), *args, **kw)["kept_p50"]
+    # free decoding: a latency is a trajectory's tokens. async keeps 10, 2, 4, 6 (p50 5); over-sampling 0.5 the two
+    # fastest of {10, 2, 4} and {6, 1, 8}: 2, 4, 1, 6 (p50 3)
+    assert abs(p50(0.5, carry=False, steps=2) - (3 / 5 - 1)) < 1e-9
+    # carry-over: {10, 2, 4} keeps 2, 4 and cuts group 0 at 4 with 6 left; {6 left, 6, 1} keeps 1 and group 0, whose
+    # latency is its 4 in the step before plus 6: 2, 4, 1, 10 (p50 3)
+    assert abs(p50(0.5, carry=True, steps=2) - (3 / 5 - 1)) < 1e-9
+    # after a warm-up step: 1, 10, then {group 3, done at 6 in the step before; 8; 3} keeps group 3 (6) and 3: p50 4.5
+    assert abs(p50(0.5, carry=True, steps=2, warmup=1) - (4.5 / 5 - 1)) < 1e-9
+    # rows priced (0, 1): async's latencies 12, 4 and 8, 10 (p50 9); over-sampling's kept 6, 10 and 3, 13 (p50 8)
+    assert abs(p50(0.5, carry=False, steps=2, cost=(0.0, 1.0)) - (8 / 9 - 1)) < 1e-9
 
 
 def test_decode_cost_fits_a_pass_and_a_row_on_raw_runs():

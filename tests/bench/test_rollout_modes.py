@@ -133,7 +133,7 @@ async def test_async_overlaps_tool_latency(tokenizer, step_engine):
     fails = sum(f for p in plans for f in p.tool_fails)
     assert asy["step_metrics"][0].get("rollout/tool_calls/bench_wait/exception", 0) == fails
     # tool waits are part of a step's time here, tokens are not all of it: no token-only tail bound
-    assert "tail_cut_bound" not in res and bench.tail_bounds(parse_modes("carryover", "0.5")) == {}
+    assert "tail_cut_bound" not in res and bench.tail_estimates(parse_modes("carryover", "0.5")) == {}
 
 
 class _FlushRecorder:
@@ -217,10 +217,10 @@ async def test_the_tail_bound_follows_the_drawn_waits_not_the_distributions_name
     w = Workload(num_prompts=2, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("pareto:alpha=1.2,scale=2,max=20"),
                  tool_latency=Dist.parse("lognormal:mean=0,sigma=1"), seed=2)
     bench = _bench(tokenizer, step_engine, w, steps=2)
-    assert set(bench.tail_bounds(parse_modes("async,carryover", "0.5"))) == {"async+carryover 0.5"}
+    assert set(bench.tail_estimates(parse_modes("async,carryover", "0.5"))) == {"async+carryover 0.5"}
     waits = Workload(num_prompts=2, n=2, turns=Dist.parse("2"), tokens_per_turn=Dist.parse("4"),
                      tool_latency=Dist.parse("uniform:lo=0,hi=0.001"), seed=2)
-    assert _bench(tokenizer, step_engine, waits, steps=2).tail_bounds(parse_modes("carryover", "0.5")) == {}
+    assert _bench(tokenizer, step_engine, waits, steps=2).tail_estimates(parse_modes("carryover", "0.5")) == {}
 
 
 async def test_both_kinds_of_step_time_the_same_work(tokenizer, step_engine, monkeypatch):

@@ -275,6 +275,14 @@ def test_bench_suite_end_to_end_with_rounds_on_the_sim_engine(tmp_path, tiny_mod
     cut = next(t for t in suite["targets"] if t["scenario"] == "heavy-tail" and "cut step time" in t["target"])
     assert "at this engine's decode cost (0.20 ms a pass + 1.0 us a row, the simulated engine's (--sim-cost)) " \
            "async+oversample 0.5 " in cut["detail"]
+    # and the kept trajectories' latency p50 there, for the best-cut mode's p50 target
+    assert set(tail["tail_p50_bound_engine"]) == set(tail["tail_cut_bound"])
+    kept = next(t for t in suite["targets"] if t["scenario"] == "heavy-tail" and "latency p50" in t["target"])
+    best = cut["detail"].split("best: ")[1].split(";")[0]
+    assert kept["bound"] == tail["tail_p50_bound_engine"][best] and kept["at_most"]
+    assert f"draws put it at {100 * kept['bound']:+.0f}%" in kept["detail"]
+    tail_md = open(out / suite["scenarios"]["heavy-tail"]).name.replace("rollout_bench.json", "summary.md")
+    assert "- the kept trajectories' latency p50 against plain async's at that cost" in open(tail_md).read()
     # with tool waits: the step of an engine that costs only its decode passes at that cost, which the simulated
     # engine (the same passes, plus prefill and our loop) cannot beat; the async target's detail compares it
     tools = json.load(open(out / suite["scenarios"]["tool-latency"]))

@@ -183,7 +183,16 @@ def test_a_miss_below_its_bound_says_it_is_out_of_reach():
                                  "tail_cut_bound_engine": {"async+carryover 0.5": 0.17, "async+oversample 0.5": -0.1},
                                  "decode_cost": ideal["decode_cost"]})[0]
     assert tail["bound"] == 0.17 and met_words(tail) == "no: out of reach here (at best 17%)"
-    # without a bound (the async-vs-turn-batched and p50 targets): no key, a plain yes / no
+    # the kept p50 (at most 10% over async's): the best-cut mode's estimate at the fitted decode cost
+    slow = target_checks(sc[2], {"modes": [_mode("async", 10.0, p50=2.0), _mode("async+carryover 0.5", 6.0, p50=2.5)],
+                                 "tail_p50_bound_engine": {"async+carryover 0.5": 0.18, "async+oversample 0.5": 0.02},
+                                 "tail_cut_bound_engine": {"async+carryover 0.5": 0.4}})[1]
+    assert slow["bound"] == 0.18 and slow["at_most"] and not slow["met"]
+    assert met_words(slow) == "no: out of reach here (at best 18%)"
+    assert "draws put it at +18%" in slow["detail"]
+    assert met_words(dict(slow, bound=0.14)) == "no"                        # within 5 points over: a plain miss
+    assert met_words(dict(slow, bound=0.02)) == "no"                        # the draws allow it: a plain miss
+    # without a bound (the async-vs-turn-batched target; the p50 one without an estimate): no key, a plain yes / no
     assert "bound" not in target_checks(sc[2], {"modes": [_mode("async", 10.0, p50=2.0),
                                                           _mode("async+carryover 0.5", 6.0, p50=2.0)]})[1]
     assert met_words({"met": True, "threshold": 0.3, "bound": 0.1}) == "yes"
