@@ -94,13 +94,13 @@ def tail_bounds(workload: Workload, rate: float, carry: bool, steps: int, warmup
         return None
     per_pass, per_row = cost if cost else (1.0, 0.0)
 
-    def fresh(g: int) -> List[List[float]]:   # [tokens left, seconds so far, finished] of each sample of group g
-        return [[float(workload.plan(g, k).total_gen_tokens), 0.0, 0.0] for k in range(n)]
+    def fresh(g: int) -> List[List[float]]:   # [tokens left (0: finished), seconds so far] of each sample of group g
+        return [[float(workload.plan(g, k).total_gen_tokens), 0.0] for k in range(n)]
 
     def clock(groups: List[List[List[float]]]):
         """Seconds from the step's start until the pass that decodes a trajectory's `x`-th token of the step ends."""
-        left = collections.Counter(t[0] for g in groups for t in g if not t[2])
-        ends, rows, prev, elapsed = {}, sum(left.values()), 0.0, 0.0
+        left = collections.Counter(t[0] for g in groups for t in g if t[0] > 0)
+        ends, rows, prev, elapsed = {0.0: 0.0}, sum(left.values()), 0.0, 0.0
         for x in sorted(left):
             elapsed += (x - prev) * (per_pass + per_row * rows)
             ends[x], rows, prev = elapsed, rows - left[x], x
@@ -118,20 +118,17 @@ def tail_bounds(workload: Workload, rate: float, carry: bool, steps: int, warmup
         groups = carried + [fresh(g) for g in range(nxt, nxt + launched - len(carried))]
         nxt += launched - len(carried)
         at = clock(groups)
-        left = [max((t[0] for t in g if not t[2]), default=0.0) for g in groups]
+        left = [max(t[0] for t in g) for g in groups]
         order = sorted(range(len(groups)), key=lambda i: left[i])
         end = left[order[b - 1]]
-        step_s = at(end) if end > 0 else 0.0
+        step_s = at(end)
         if s >= warmup:
             cut_steps.append(step_s)
-            kept_lat += [t[1] if t[2] else t[1] + at(t[0]) for i in order[:b] for t in groups[i]]
+            kept_lat += [t[1] + at(t[0]) for i in order[:b] for t in groups[i]]
         kept = set(order[:b])
-
-        def carry_on(t: List[float]) -> List[float]:   # a cut group's sample, as the next step finds it
-            if t[2]:
-                return t
-            return [0.0, t[1] + at(t[0]), 1.0] if t[0] <= end else [t[0] - end, t[1] + step_s, 0.0]
-        carried = [[carry_on(t) for t in g] for i, g in enumerate(groups) if i not in kept] if carry else []
+        # a cut group's samples as the next step finds them: finished ones (now or before) with their latency
+        carried = [[[0.0, t[1] + at(t[0])] if t[0] <= end else [t[0] - end, t[1] + step_s] for t in g]
+                   for i, g in enumerate(groups) if i not in kept] if carry else []
     return {"cut": 1.0 - sum(cut_steps) / sum(plain),
             "kept_p50": float(np.percentile(kept_lat, 50)) / float(np.percentile(plain_lat, 50)) - 1.0}
 

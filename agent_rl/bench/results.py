@@ -53,9 +53,9 @@ def summarize_mode(name: str, steps: List[StepStat], trace: EngineTrace, ceiling
     completion = []  # seconds from the start of the step that kept it (0: finished during an earlier step, carried)
     by_start = {"fresh": [], "resumed": [], "earlier": []}   # kept latencies by where the trajectory began and ended
     for s in steps:
-        completion += [max(0.0, t.end_s - s.start_s) for t in s.trajectories if t.kept]
         for t in s.trajectories:
             if t.kept:
+                completion.append(max(0.0, t.end_s - s.start_s))
                 where = "fresh" if t.start_s >= s.start_s else "resumed" if t.end_s > s.start_s else "earlier"
                 by_start[where].append(t.end_s - t.start_s)
     gen_tokens = trace.output_tokens
