@@ -137,7 +137,8 @@ def ideal_line(result: Dict[str, Any]) -> str:
             f"the rollout's CPU free and every tool call its planned latency, a step takes {ideal['async_s']:.2f} s "
             f"async and {ideal['turn_batched_s']:.2f} s turn-batched (an estimate)"
             + (f": turn-batched's measured step is {speedup:.2f}x that async step, as fast as async can be against it"
-               if speedup else ""))
+               if speedup else "")
+            + "".join(f"; {mode}: {s:.2f} s a step after its warm-up" for mode, s in (ideal.get("carry_s") or {}).items()))
 
 
 def summary_markdown(result: Dict[str, Any]) -> str:

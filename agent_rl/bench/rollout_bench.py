@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from agent_rl.bench.async_modes import AsyncSteps
 from agent_rl.bench.bench_tool import TOOL_NAME, TOOL_SCHEMA, BenchTool, observation_text
-from agent_rl.bench.bounds import ideal_steps, tail_bounds, tool_wait_floor
+from agent_rl.bench.bounds import carry_steps, ideal_steps, tail_bounds, tool_wait_floor
 from agent_rl.bench.engine_bench import bench_engine, bench_engine_turns, engine_sizes_for
 from agent_rl.bench.engine_profile import profiled
 from agent_rl.bench.hooks import bench_row
@@ -292,9 +292,7 @@ class RolloutBench:
         tool waits, where tokens are all a step's time: no trajectory the estimate replays draws a wait (whatever
         distribution gives those zeros)."""
         w, out = self.workload, {}
-        gate = getattr(self.rollout_cfg, "over_sample_max_load", None)
-        extra = [spec for spec in modes if spec.kind != "turn-batched" and spec.over_sample_rate > 0
-                 and rollout_overrides(spec.variant).get("over_sample_max_load", gate) is None]
+        extra = self._ungated_extras(modes)
         rate = max((spec.over_sample_rate for spec in extra), default=0.0)
         groups = (self.s.steps + self.s.carry_warmup_steps) * math.ceil(w.num_prompts * (1 + rate))
         if any(t > 0 for g in range(groups) for k in range(w.n) for t in w.plan(g, k).tool_latency_s):
@@ -305,6 +303,19 @@ class RolloutBench:
             if bound is not None:
                 out[spec.name] = bound
         return out
+
+    def _ungated_extras(self, modes: List[ModeSpec]) -> List[ModeSpec]:
+        """The over-sampling / carry-over modes without a load gate: the ones the replays of `bounds` can play (they
+        launch every group at a step's start)."""
+        gate = getattr(self.rollout_cfg, "over_sample_max_load", None)
+        return [spec for spec in modes if spec.kind != "turn-batched" and spec.over_sample_rate > 0
+                and rollout_overrides(spec.variant).get("over_sample_max_load", gate) is None]
+
+    def ideal_carry_steps(self, modes: List[ModeSpec], cost: tuple) -> Dict[str, float]:
+        """Per carry-over mode without a load gate, its mean measured step on an engine that costs only its decode
+        passes at `cost`, tools their planned latency (`bounds.carry_steps`, after the same warm-up steps)."""
+        return {spec.name: carry_steps(self.workload, spec.over_sample_rate, self.s.steps, self.s.carry_warmup_steps, cost)
+                for spec in self._ungated_extras(modes) if spec.partial_rollout}
 
     async def run(self, modes: List[ModeSpec]) -> Dict[str, Any]:
         for spec in modes:   # a variant the engine cannot run fails before anything is measured
@@ -355,6 +366,9 @@ class RolloutBench:
                 out["tail_p50_bound_engine"] = {k: v["kept_p50"] for k, v in engine.items()}
         if cost and (floor or {}).get("async_s"):   # tool waits: the step of an engine that costs only its passes
             out["ideal_step"] = _mean_dicts([ideal_steps(plans, cost) for plans in steps])
+            carry = self.ideal_carry_steps(modes, cost)
+            if carry:
+                out["ideal_step"]["carry_s"] = carry
         if len(per_round) > 1:
             out["round_results"] = [{"ceiling": c, "modes": [{k: v for k, v in m.items() if k not in HEAVY_KEYS} for m in ms]}
                                     for c, ms in zip(ceilings, per_round)]

@@ -138,11 +138,16 @@ def target_checks(scenario: Scenario, result: Dict[str, Any]) -> List[Dict[str, 
         if carry is not None:
             cv = tb / _judged(carry) if _judged(carry) else None
             measured = tb / carry["step_wall_s_mean"] if carry["step_wall_s_mean"] else None
+            ideal_carry = ((result.get("ideal_step") or {}).get("carry_s") or {}).get(carry["mode"])
+            carry_bound = tb / ideal_carry if ideal_carry else None
             checks.append(_check(scenario.name, f"async+carry-over step >= {TARGET_CARRY_SPEEDUP:g}x faster than turn-batched",
                                  cv, TARGET_CARRY_SPEEDUP, cv is not None and cv >= TARGET_CARRY_SPEEDUP,
                                  f"turn-batched mean step time / {carry['mode']} mean step time, the slower of measured "
                                  f"and with its stock change charged ({stock_words(carry)}; measured "
-                                 f"{shown(measured, TARGET_CARRY_SPEEDUP)})" + _warm(carry)))
+                                 f"{shown(measured, TARGET_CARRY_SPEEDUP)})" + _warm(carry)
+                                 + (f"; a {carry['mode']} step that costs only its decode passes at this engine's cost "
+                                    f"({ideal_carry:.2f} s) would be {carry_bound:.2f}x faster than this turn-batched"
+                                    if carry_bound else ""), bound=carry_bound))
         return checks
     measured = comp.get("step_time_cut_vs_async", {})
     cuts = {k: 1.0 - _judged(by[k]) / by["async"]["step_wall_s_mean"] for k in measured}   # carry-over: the slower

@@ -1,9 +1,7 @@
 """bench/bounds.py: what a step could take at best on the benchmark's workload."""
-from types import SimpleNamespace
-
 import pytest
 
-from agent_rl.bench.bounds import decode_cost, ideal_steps, tail_bounds, tool_wait_floor
+from agent_rl.bench.bounds import carry_steps, decode_cost, ideal_steps, tail_bounds, tool_wait_floor
 from agent_rl.bench.workload import Dist, TrajectoryPlan, Workload
 
 
@@ -28,7 +26,7 @@ def test_tail_bounds_replay_the_modes_steps_with_free_decoding():
         num_prompts, n = 2, 1
 
         def plan(self, group, sample):
-            return SimpleNamespace(total_gen_tokens=tokens[group])
+            return TrajectoryPlan(group, sample, [tokens[group]], [], [])
 
     # async: groups 0-1 then 2-3 -> steps of 10 and 6 (mean 8)
     # over-sampling 0.5, 3 groups a step: {10, 2, 4} ends at the 2nd fastest, 4; {6, 1, 8} at 6 -> 1 - 5/8
@@ -56,7 +54,7 @@ def test_tail_bounds_kept_latency_p50_counts_a_carried_trajectorys_earlier_steps
         num_prompts, n = 2, 1
 
         def plan(self, group, sample):
-            return SimpleNamespace(total_gen_tokens=tokens[group])
+            return TrajectoryPlan(group, sample, [tokens[group]], [], [])
 
     def p50(*args, **kw):
         return tail_bounds(W(), *args, **kw)["kept_p50"]
@@ -70,6 +68,39 @@ def test_tail_bounds_kept_latency_p50_counts_a_carried_trajectorys_earlier_steps
     assert abs(p50(0.5, carry=True, steps=2, warmup=1) - (4.5 / 5 - 1)) < 1e-9
     # rows priced (0, 1): async's latencies 12, 4 and 8, 10 (p50 9); over-sampling's kept 6, 10 and 3, 13 (p50 8)
     assert abs(p50(0.5, carry=False, steps=2, cost=(0.0, 1.0)) - (8 / 9 - 1)) < 1e-9
+
+
+def test_carry_steps_replay_carry_over_with_its_tool_waits():
+    plans = {0: ([1, 1], [5.0]), 1: ([3], []), 2: ([8], []), 3: ([2], [])}
+
+    class W:
+        num_prompts, n = 1, 1
+
+        def plan(self, group, sample):
+            tokens, lat = plans[group]
+            return TrajectoryPlan(group, sample, list(tokens), list(lat), [False] * len(lat))
+
+    # B = 1, rate 1: two groups a step, a pass 1 s. Step 0: groups 0 and 1 decode 0-1; group 0's call runs 1-6; group 1
+    # ends at 3 and is kept, so the step ends at 3 and cuts group 0 inside its call. Step 1: group 0 runs its call again
+    # from the start (returns at 5; it would return at 3 if the call went on) while group 2 decodes; group 0's last
+    # token 5-6 completes it first: 6. Mean 4.5; after step 0 as warm-up: 6
+    assert carry_steps(W(), 1.0, steps=2, warmup=0, cost=(1.0, 0.0)) == pytest.approx(4.5)
+    assert carry_steps(W(), 1.0, steps=1, warmup=1, cost=(1.0, 0.0)) == pytest.approx(6.0)
+    # rows priced too (1 + 1 a row): step 0 one pass of 2 rows 0-3, group 1 alone 3-7 (2 passes of 2 s): 7; step 1
+    # group 2 alone 0-6 (3 passes; group 0's call returns at 5, inside the third), both 6-9: group 0 done at 9
+    assert carry_steps(W(), 1.0, steps=2, warmup=0, cost=(1.0, 1.0)) == pytest.approx((7 + 9) / 2)
+
+
+def test_carry_steps_with_instant_tools_are_the_tail_bounds_replay():
+    w = Workload(num_prompts=8, n=2, turns=Dist.parse("3"), tokens_per_turn=Dist.parse("pareto:alpha=1.2,scale=32,max=512"))
+    cost = (1e-3, 1e-5)
+    plain = ideal_steps([w.plan(g, s) for g in range(8) for s in range(2)], cost)["async_s"]
+    for steps in (1, 2):
+        carry = carry_steps(w, 0.5, steps=steps, warmup=1, cost=cost)
+        # one measured step: its cut against that step of plain async (the same groups as ideal_steps')
+        if steps == 1:
+            assert tail_bounds(w, 0.5, carry=True, steps=1, warmup=1, cost=cost)["cut"] == pytest.approx(1 - carry / plain)
+        assert 0 < carry
 
 
 def test_decode_cost_fits_a_pass_and_a_row_on_raw_runs():

@@ -295,6 +295,13 @@ def test_bench_suite_end_to_end_with_rounds_on_the_sim_engine(tmp_path, tiny_mod
     assert f"only its decode passes at this engine's cost would be {want:.2f}x faster than this turn-batched" \
         in speedup["detail"], speedup["detail"]
     assert f"a step takes {ideal['async_s']:.2f} s async" in (out / "tool-latency" / "summary.md").read_text()
+    # and carry-over's step replayed at that cost (its warm-up too), the carry-over target's bound
+    carried = [m for m in by if m.startswith("async+carryover")]
+    assert set(ideal["carry_s"]) == set(carried) and carried
+    assert all(0 < ideal["carry_s"][m] <= by[m]["step_wall_s_mean"] for m in carried)
+    carry = next(t for t in suite["targets"] if t["scenario"] == "tool-latency" and "carry-over step" in t["target"])
+    judged = re.search(r"/ (async\+carryover [0-9.]+) mean step time", carry["detail"]).group(1)
+    assert abs(carry["bound"] - by["turn-batched"]["step_wall_s_mean"] / ideal["carry_s"][judged]) < 1e-9
     # the raw engine on each scenario's sizes, every round, kept in the suite: how the machine's pace moved
     assert set(suite["scenario_ceilings"]) == {"instant-tools", "tool-latency", "heavy-tail"}
     assert all(len(c["tokens_per_s_rounds"]) == 2 for c in suite["scenario_ceilings"].values())

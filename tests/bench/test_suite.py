@@ -177,6 +177,16 @@ def test_a_miss_below_its_bound_says_it_is_out_of_reach():
     near = target_checks(sc[1], dict(ideal, ideal_step={"async_s": 5.0, "turn_batched_s": 9.7},
                                      modes=[_mode("turn-batched", 10.0), _mode("async", 6.5)]))[0]
     assert near["bound"] == 2.0 and met_words(near) == "no"
+    # carry-over: turn-batched's step over the replayed carry-over step at that cost (`ideal_step.carry_s`)
+    both = dict(ideal, ideal_step={"async_s": 6.2, "turn_batched_s": 9.7, "carry_s": {"async+carryover 0.5": 5.0}},
+                modes=[_mode("turn-batched", 10.0), _mode("async", 6.5), _mode("async+carryover 0.5", 5.5)])
+    carry = target_checks(sc[1], both)[1]
+    assert carry["bound"] == 2.0 and met_words(carry) == "no: out of reach here (at best 2.00x)"
+    assert "a async+carryover 0.5 step that costs only its decode passes at this engine's cost (5.00 s) would be " \
+           "2.00x faster than this turn-batched" in carry["detail"]
+    reach = dict(both, ideal_step=dict(both["ideal_step"], carry_s={"async+carryover 0.5": 3.0}))
+    assert met_words(target_checks(sc[1], reach)[1]) == "no"              # 3.33x allowed: a plain miss
+    assert "bound" not in target_checks(sc[1], dict(both, ideal_step=ideal["ideal_step"]))[1]   # no replay: no bound
     # heavy tail: the best cut the draws allow at the fitted decode cost
     tail = target_checks(sc[2], {"modes": [_mode("async", 10.0, p50=2.0), _mode("async+carryover 0.5", 9.0, p50=2.0)],
                                  "tail_cut_bound": {"async+carryover 0.5": 0.5},
