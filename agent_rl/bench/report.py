@@ -119,11 +119,15 @@ def turns_line(ceiling: Dict[str, Any], modes: List[Dict[str, Any]]) -> str:
             + ("; each mode's tokens/s over it (what the rollout adds on top): " + ", ".join(against) if against else ""))
 
 
+def _turn_batched_step(result: Dict[str, Any]) -> Optional[float]:
+    return next((m["step_wall_s_mean"] for m in result.get("modes", []) if m["mode"] == "turn-batched"), None)
+
+
 def ideal_speedup(result: Dict[str, Any]) -> Optional[float]:
     """Turn-batched's measured mean step over the ideal async step (`bounds.ideal_steps`): how much faster than this
     turn-batched async can be at the engine's decode cost; None without both."""
     ideal = (result.get("ideal_step") or {}).get("async_s")
-    tb = next((m["step_wall_s_mean"] for m in result.get("modes", []) if m["mode"] == "turn-batched"), None)
+    tb = _turn_batched_step(result)
     return tb / ideal if ideal and tb else None
 
 
@@ -132,13 +136,15 @@ def ideal_line(result: Dict[str, Any]) -> str:
     ideal = result.get("ideal_step")
     if not ideal:
         return ""
-    speedup = ideal_speedup(result)
+    speedup, tb = ideal_speedup(result), _turn_batched_step(result)
     return (f"at this engine's decode cost ({cost_words(result['decode_cost'])}), with prefill, turn boundaries and "
             f"the rollout's CPU free and every tool call its planned latency, a step takes {ideal['async_s']:.2f} s "
             f"async and {ideal['turn_batched_s']:.2f} s turn-batched (an estimate)"
             + (f": turn-batched's measured step is {speedup:.2f}x that async step, as fast as async can be against it"
                if speedup else "")
-            + "".join(f"; {mode}: {s:.2f} s a step after its warm-up" for mode, s in (ideal.get("carry_s") or {}).items()))
+            + "".join(f"; {mode}: {s:.2f} s a step after its warm-up" + (f" (turn-batched's measured step {tb / s:.2f}x it)"
+                                                                           if tb and s else "")
+                      for mode, s in (ideal.get("carry_s") or {}).items()))
 
 
 def summary_markdown(result: Dict[str, Any]) -> str:

@@ -302,6 +302,8 @@ def test_bench_suite_end_to_end_with_rounds_on_the_sim_engine(tmp_path, tiny_mod
     carry = next(t for t in suite["targets"] if t["scenario"] == "tool-latency" and "carry-over step" in t["target"])
     judged = re.search(r"/ (async\+carryover [0-9.]+) mean step time", carry["detail"]).group(1)
     assert abs(carry["bound"] - by["turn-batched"]["step_wall_s_mean"] / ideal["carry_s"][judged]) < 1e-9
+    assert (f"; {judged}: {ideal['carry_s'][judged]:.2f} s a step after its warm-up (turn-batched's measured step "
+            f"{carry['bound']:.2f}x it)") in (out / "tool-latency" / "summary.md").read_text()
     # the raw engine on each scenario's sizes, every round, kept in the suite: how the machine's pace moved
     assert set(suite["scenario_ceilings"]) == {"instant-tools", "tool-latency", "heavy-tail"}
     assert all(len(c["tokens_per_s_rounds"]) == 2 for c in suite["scenario_ceilings"].values())
