@@ -94,13 +94,14 @@ def test_carry_steps_replay_carry_over_with_its_tool_waits():
 def test_carry_steps_with_instant_tools_are_the_tail_bounds_replay():
     w = Workload(num_prompts=8, n=2, turns=Dist.parse("3"), tokens_per_turn=Dist.parse("pareto:alpha=1.2,scale=32,max=512"))
     cost = (1e-3, 1e-5)
-    plain = ideal_steps([w.plan(g, s) for g in range(8) for s in range(2)], cost)["async_s"]
+    # plain async's steps: the groups 0-7, then 8-15 (ideal_steps replays one step's plans)
+    plain = [ideal_steps([w.plan(g, k) for g in range(s * 8, (s + 1) * 8) for k in range(2)], cost)["async_s"]
+             for s in range(2)]
     for steps in (1, 2):
         carry = carry_steps(w, 0.5, steps=steps, warmup=1, cost=cost)
-        # one measured step: its cut against that step of plain async (the same groups as ideal_steps')
-        if steps == 1:
-            assert tail_bounds(w, 0.5, carry=True, steps=1, warmup=1, cost=cost)["cut"] == pytest.approx(1 - carry / plain)
-        assert 0 < carry
+        cut = tail_bounds(w, 0.5, carry=True, steps=steps, warmup=1, cost=cost)["cut"]
+        assert carry * steps == pytest.approx((1 - cut) * sum(plain[:steps]))
+        assert 0 < carry < max(plain)
 
 
 def test_decode_cost_fits_a_pass_and_a_row_on_raw_runs():
